@@ -1,0 +1,191 @@
+//! The data path thread: moves frames between the TX/RX rings and the backend. Doorbells wake it through a
+//! mio Waker; it never runs on the vfio-user thread.
+
+use crate::backend::Backend;
+use crate::metrics::Metrics;
+use crate::nic::Nic;
+use crate::pcap::PcapWriter;
+use log::{debug, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const WAKE: Token = Token(0);
+const TX_QUEUE_DEPTH: usize = 256;
+const TX_BUDGET: usize = 256;
+const RX_BUDGET: usize = 128;
+
+/// What a backend's full receive side does: wait (flow control) or drop and count (a wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxOverflow {
+    Pause,
+    Drop,
+}
+
+pub struct DataPath {
+    pub waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DataPath {
+    pub fn start(nic: Arc<Mutex<Nic>>, backend: Box<dyn Backend>, pcap: Option<PcapWriter>, overflow: RxOverflow) -> std::io::Result<DataPath> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::Builder::new().name("nic-datapath".into()).spawn(move || {
+            let mut w = Worker { nic, backend, pcap, poll, stop: s2, out: VecDeque::new(), registered: Vec::new(), gen: u64::MAX, overflow, carrier: None };
+            w.run();
+        })?;
+        Ok(DataPath { waker, stop, thread: Some(thread) })
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for DataPath {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Worker {
+    nic: Arc<Mutex<Nic>>,
+    backend: Box<dyn Backend>,
+    pcap: Option<PcapWriter>,
+    poll: Poll,
+    stop: Arc<AtomicBool>,
+    out: VecDeque<Vec<u8>>,
+    registered: Vec<i32>,
+    gen: u64,
+    overflow: RxOverflow,
+    carrier: Option<bool>,
+}
+
+impl Worker {
+    fn reregister(&mut self) {
+        if self.gen == self.backend.generation() {
+            return;
+        }
+        for fd in self.registered.drain(..) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+        for (i, fd) in self.backend.fds().into_iter().enumerate() {
+            if self.poll.registry().register(&mut SourceFd(&fd), Token(i + 1), Interest::READABLE | Interest::WRITABLE).is_ok() {
+                self.registered.push(fd);
+            }
+        }
+        self.gen = self.backend.generation();
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(16);
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let svc = self.backend.service();
+            self.reregister();
+            self.sync_carrier();
+            while self.work() {}
+            let now = Instant::now();
+            let deadline = [self.nic.lock().unwrap().next_deadline(), svc].into_iter().flatten().min();
+            let timeout = deadline.map(|d| d.saturating_duration_since(now)).or(Some(Duration::from_millis(500)));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    warn!("datapath poll: {e}");
+                }
+            }
+        }
+        if let Some(p) = self.pcap.as_mut() {
+            let _ = p.flush();
+        }
+    }
+
+    fn sync_carrier(&mut self) {
+        let c = self.backend.carrier();
+        if self.carrier != Some(c) {
+            self.carrier = Some(c);
+            self.nic.lock().unwrap().set_carrier(c);
+        }
+    }
+
+    /// One round of TX, backend output, RX and timers. Returns whether anything moved.
+    fn work(&mut self) -> bool {
+        let mut progress = false;
+        // Transmit: fetch descriptors while our output queue has room.
+        if self.out.len() < TX_QUEUE_DEPTH {
+            let mut nic = self.nic.lock().unwrap();
+            for q in 0..2 {
+                if nic.tx_pending(q) {
+                    let out = &mut self.out;
+                    let p = nic.process_tx(q, TX_BUDGET, &mut |f| out.push_back(f));
+                    progress |= p.descriptors > 0;
+                }
+            }
+        }
+        // Hand frames to the backend until it refuses one.
+        while let Some(f) = self.out.front() {
+            match self.backend.send(f) {
+                Ok(true) => {
+                    if let Some(p) = self.pcap.as_mut() {
+                        let _ = p.write(f);
+                    }
+                    self.out.pop_front();
+                    progress = true;
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    debug!("backend send: {e}");
+                    Metrics::inc(&self.nic.lock().unwrap().metrics.backend_errors);
+                    self.out.pop_front();
+                }
+            }
+        }
+        let _ = self.backend.flush();
+        // Receive.
+        let mut frames = Vec::new();
+        {
+            let nic = self.nic.lock().unwrap();
+            let can = self.overflow == RxOverflow::Drop || nic.rx_can_take();
+            drop(nic);
+            if can {
+                while frames.len() < RX_BUDGET {
+                    match self.backend.recv() {
+                        Ok(Some(f)) => frames.push(f),
+                        Ok(None) => break,
+                        Err(e) => {
+                            debug!("backend recv: {e}");
+                            break;
+                        }
+                    }
+                    if self.overflow == RxOverflow::Pause && frames.len() >= 8 {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut nic = self.nic.lock().unwrap();
+        progress |= nic.drain_rx_fifo() > 0;
+        for f in frames {
+            if let Some(p) = self.pcap.as_mut() {
+                let _ = p.write(&f);
+            }
+            nic.receive(f);
+            progress = true;
+        }
+        nic.on_timer(Instant::now());
+        progress
+    }
+}

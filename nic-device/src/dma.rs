@@ -1,0 +1,212 @@
+//! Guest memory as the device sees it: the client's DMA_MAP regions, mmapped with vm-memory. Every access is
+//! checked against the maps; nothing outside them is ever touched.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use thiserror::Error;
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+#[derive(Debug, Error, PartialEq, Eq, Clone)]
+pub enum DmaError {
+    #[error("DMA {len} bytes at {addr:#x} is outside the mapped guest memory")]
+    Unmapped { addr: u64, len: usize },
+    #[error("DMA write to read-only mapping at {0:#x}")]
+    ReadOnly(u64),
+}
+
+#[derive(Debug, Error)]
+pub enum MapError {
+    #[error("mapping overlaps an existing one")]
+    Overlap,
+    #[error("file is smaller than offset + size")]
+    FileTooSmall,
+    #[error("mmap: {0}")]
+    Mmap(String),
+    #[error("no mapping covers exactly that range")]
+    NoSuchMapping,
+}
+
+#[derive(Clone)]
+struct Map {
+    iova: u64,
+    size: u64,
+    writable: bool,
+    region: Arc<GuestRegionMmap>,
+}
+
+/// The DMA-mapped guest memory.
+#[derive(Default, Clone)]
+pub struct DmaSpace {
+    maps: Vec<Map>,
+    mem: Option<GuestMemoryMmap>,
+    /// Sections mapped without an fd: known, but not reachable by DMA.
+    pub unreachable: Vec<(u64, u64)>,
+}
+
+impl DmaSpace {
+    pub fn new() -> DmaSpace {
+        DmaSpace::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.maps.is_empty()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.maps.iter().map(|m| m.size).sum()
+    }
+
+    fn rebuild(&mut self) -> Result<(), MapError> {
+        if self.maps.is_empty() {
+            self.mem = None;
+            return Ok(());
+        }
+        let regions: Vec<Arc<GuestRegionMmap>> = self.maps.iter().map(|m| m.region.clone()).collect();
+        self.mem = Some(GuestMemoryMmap::from_arc_regions(regions).map_err(|e| MapError::Mmap(e.to_string()))?);
+        Ok(())
+    }
+
+    /// Adds a mapping of `size` bytes of `fd` from `offset`, seen by the device at `iova`.
+    pub fn map(&mut self, iova: u64, size: u64, fd: OwnedFd, offset: u64, writable: bool) -> Result<(), MapError> {
+        let end = iova.checked_add(size).ok_or(MapError::Overlap)?;
+        if self.maps.iter().any(|m| iova < m.iova + m.size && m.iova < end) {
+            return Err(MapError::Overlap);
+        }
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|e| MapError::Mmap(e.to_string()))?;
+        // A mapping beyond the end of the file would fault on access (SIGBUS): refuse it.
+        if meta.is_file() && offset.checked_add(size).is_none_or(|e| e > meta.len()) {
+            return Err(MapError::FileTooSmall);
+        }
+        let size_us = usize::try_from(size).map_err(|_| MapError::FileTooSmall)?;
+        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        let region = MmapRegion::build(Some(FileOffset::new(file, offset)), size_us, prot, libc::MAP_SHARED)
+            .map_err(|e| MapError::Mmap(e.to_string()))?;
+        let region = GuestRegionMmap::new(region, GuestAddress(iova)).map_err(|e| MapError::Mmap(e.to_string()))?;
+        self.maps.push(Map { iova, size, writable, region: Arc::new(region) });
+        if let Err(e) = self.rebuild() {
+            self.maps.pop();
+            self.rebuild()?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes every mapping inside `[iova, iova + size)`. A mapping cut in part is refused.
+    pub fn unmap(&mut self, iova: u64, size: u64) -> Result<usize, MapError> {
+        let end = iova.saturating_add(size);
+        if self.maps.iter().any(|m| {
+            let me = m.iova + m.size;
+            m.iova < end && iova < me && (m.iova < iova || me > end)
+        }) {
+            return Err(MapError::NoSuchMapping);
+        }
+        let before = self.maps.len();
+        self.maps.retain(|m| !(m.iova >= iova && m.iova + m.size <= end));
+        self.unreachable.retain(|&(a, s)| !(a >= iova && a + s <= end));
+        self.rebuild()?;
+        Ok(before - self.maps.len())
+    }
+
+    pub fn unmap_all(&mut self) {
+        self.maps.clear();
+        self.unreachable.clear();
+        self.mem = None;
+    }
+
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
+        let err = DmaError::Unmapped { addr, len: buf.len() };
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let mem = self.mem.as_ref().ok_or(err.clone())?;
+        mem.read_slice(buf, GuestAddress(addr)).map_err(|_| err)
+    }
+
+    pub fn write(&self, addr: u64, buf: &[u8]) -> Result<(), DmaError> {
+        let err = DmaError::Unmapped { addr, len: buf.len() };
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let end = addr.checked_add(buf.len() as u64).ok_or(err.clone())?;
+        // Every map the range touches must be writable.
+        for m in &self.maps {
+            if addr < m.iova + m.size && m.iova < end && !m.writable {
+                return Err(DmaError::ReadOnly(addr));
+            }
+        }
+        let mem = self.mem.as_ref().ok_or(err.clone())?;
+        mem.write_slice(buf, GuestAddress(addr)).map_err(|_| err)
+    }
+}
+
+/// Test support: guest memory backed by a memfd, as QEMU's `memory-backend-memfd` provides it.
+pub mod testing {
+    use super::*;
+    use std::os::fd::FromRawFd;
+
+    pub fn memfd(size: u64) -> OwnedFd {
+        let name = c"nic-test-mem";
+        // SAFETY: memfd_create with a valid NUL-terminated name; the result is checked.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0, "memfd_create failed");
+        // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let f = File::from(fd);
+        f.set_len(size).expect("ftruncate memfd");
+        f.into()
+    }
+
+    /// A DMA space with one writable map of `size` bytes at `iova`.
+    pub fn space(iova: u64, size: u64) -> DmaSpace {
+        let mut d = DmaSpace::new();
+        d.map(iova, size, memfd(size), 0, true).expect("map");
+        d
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::testing::*;
+    use super::*;
+
+    #[test]
+    fn bounds_are_checked() {
+        let d = space(0x10000, 0x4000);
+        d.write(0x10000, &[1, 2, 3]).unwrap();
+        let mut b = [0u8; 3];
+        d.read(0x10000, &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3]);
+        assert!(d.read(0xFFFF, &mut b).is_err());
+        assert!(d.read(0x13FFE, &mut b).is_err(), "straddles the end");
+        assert!(d.write(u64::MAX - 1, &b).is_err());
+        assert!(d.read(0, &mut []).is_ok());
+    }
+
+    #[test]
+    fn overlap_and_small_files_are_refused_and_unmap_works() {
+        let mut d = space(0x10000, 0x4000);
+        assert!(matches!(d.map(0x12000, 0x4000, memfd(0x4000), 0, true), Err(MapError::Overlap)));
+        assert!(matches!(d.map(0x20000, 0x4000, memfd(0x1000), 0, true), Err(MapError::FileTooSmall)));
+        assert!(matches!(d.map(0x20000, 0x1000, memfd(0x1000), 0x1000, true), Err(MapError::FileTooSmall)));
+        d.map(0x14000, 0x1000, memfd(0x1000), 0, true).unwrap();
+        // Contiguous maps read across the seam.
+        let mut b = [0u8; 16];
+        d.read(0x13FF8, &mut b).unwrap();
+        assert!(matches!(d.unmap(0x11000, 0x1000), Err(MapError::NoSuchMapping)));
+        assert_eq!(d.unmap(0x14000, 0x1000).unwrap(), 1);
+        assert!(d.read(0x14000, &mut b).is_err());
+        d.unmap_all();
+        assert!(d.read(0x10000, &mut b).is_err());
+    }
+
+    #[test]
+    fn read_only_maps_refuse_writes() {
+        let mut d = DmaSpace::new();
+        d.map(0, 0x1000, memfd(0x1000), 0, false).unwrap();
+        let mut b = [0u8; 4];
+        d.read(0, &mut b).unwrap();
+        assert_eq!(d.write(0, &b), Err(DmaError::ReadOnly(0)));
+    }
+}

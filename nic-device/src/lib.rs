@@ -1,0 +1,39 @@
+//! An Intel 82574L (PCI 8086:10d3) emulated in its own process and served over vfio-user.
+//!
+//! Modules follow the hardware's blocks: `pci` (config space), `regs` (register map), `nvm`, `phy`, `intr`
+//! (interrupt causes and moderation), `dma` (guest memory from DMA_MAP), `tx`/`rx` (descriptor rings),
+//! `offload` (checksums, TSO, VLAN), `nic` (the register file that ties them together), `backend` (the
+//! wire), `datapath` (the thread that moves frames), `vfio` (the vfio-user device) and `server` (the socket).
+
+pub mod backend;
+pub mod datapath;
+pub mod dma;
+pub mod intr;
+pub mod metrics;
+pub mod nic;
+pub mod nvm;
+pub mod offload;
+pub mod pcap;
+pub mod pci;
+pub mod phy;
+pub mod regs;
+pub mod rx;
+pub mod server;
+pub mod tx;
+pub mod vfio;
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut m = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return None;
+        }
+        m[i] = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(m)
+}

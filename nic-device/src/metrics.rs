@@ -1,0 +1,54 @@
+//! Device metrics: failures and drops counted where they happen, named like `ethtool -S` counters.
+//! These are not registers; the datasheet's statistics registers live in the register file.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! metrics {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+        impl Metrics {
+            /// Name and value of every counter.
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+metrics! {
+    /// Frames handed to the backend.
+    tx_frames,
+    /// Frames received from the backend and written to the guest.
+    rx_frames,
+    /// Descriptor or buffer addresses outside the DMA maps.
+    dma_errors,
+    /// DMA attempted while PCI bus mastering was off.
+    dma_blocked,
+    /// Transmit packets dropped for a bad descriptor, length or offload context.
+    tx_malformed,
+    /// Frames dropped because the receive FIFO was full (also counted in MPC).
+    rx_missed,
+    /// Frames that did not pass the address or VLAN filters.
+    rx_filtered,
+    /// Frames dropped as oversized or undersized.
+    rx_length_errors,
+    /// Frames dropped for an unsupported receive configuration (packet split).
+    rx_unsupported,
+    /// Register accesses outside BARs or with bad sizes.
+    bad_register_accesses,
+    /// Interrupts that had no eventfd to go to.
+    irq_no_fd,
+    /// Interrupt messages sent (MSI, MSI-X, INTx assertions).
+    irqs_sent,
+    /// Backend write or read errors.
+    backend_errors,
+}
+
+impl Metrics {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,705 @@
+//! The 82574L function: register file and its side effects, reset, interrupts to eventfds, and the glue that
+//! the data path (tx.rs, rx.rs) and the vfio-user server call into.
+
+use crate::dma::DmaSpace;
+use crate::intr::{Intr, Mode, Signal};
+use crate::metrics::Metrics;
+use crate::nvm::Nvm;
+use crate::pci::ConfigSpace;
+use crate::phy::{LinkEvent, Phy, PHY_ADDR};
+use crate::regs::*;
+use crate::rx::RxFifo;
+use crate::tx::TxQueue;
+use log::{debug, info, warn};
+use std::fs::File;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+const REG_COUNT: usize = (BAR0_SIZE / 4) as usize;
+
+/// What an access asks of the data path.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Effects {
+    /// A doorbell or enable changed: the data path should look at the rings.
+    pub wake: bool,
+}
+
+/// Interrupt eventfds, as SET_IRQS gave them.
+#[derive(Default)]
+pub struct IrqFds {
+    pub intx: Option<File>,
+    pub msi: Option<File>,
+    pub msix: [Option<File>; MSIX_VECTORS],
+    pub err: Option<File>,
+    pub req: Option<File>,
+}
+
+fn signal_fd(f: &Option<File>) -> bool {
+    match f {
+        Some(file) => {
+            let mut file: &File = file;
+            let _ = file.write(&1u64.to_ne_bytes());
+            true
+        }
+        None => false,
+    }
+}
+
+pub struct Nic {
+    pub regs: Vec<u32>,
+    pub pci: ConfigSpace,
+    pub nvm: Nvm,
+    pub phy: Phy,
+    pub intr: Intr,
+    pub dma: DmaSpace,
+    pub irq: IrqFds,
+    pub mac: [u8; 6],
+    pub tx: [TxQueue; 2],
+    pub rx_fifo: RxFifo,
+    pub metrics: Arc<Metrics>,
+    /// Backend frames lose nothing when the FIFO is full (flow control) instead of counting missed packets.
+    pub lossless_rx: bool,
+    ioaddr: u32,
+    start: Instant,
+    systim_high_latch: u32,
+    intx_level: bool,
+    intx_masked: bool,
+    msix_pending: u32,
+}
+
+impl Nic {
+    pub fn new(mac: [u8; 6], metrics: Arc<Metrics>) -> Nic {
+        let mut n = Nic {
+            regs: vec![0; REG_COUNT],
+            pci: ConfigSpace::new(mac),
+            nvm: Nvm::new(mac),
+            phy: Phy::new(),
+            intr: Intr::default(),
+            dma: DmaSpace::new(),
+            irq: IrqFds::default(),
+            mac,
+            tx: [TxQueue::default(), TxQueue::default()],
+            rx_fifo: RxFifo::default(),
+            metrics,
+            lossless_rx: false,
+            ioaddr: 0,
+            start: Instant::now(),
+            systim_high_latch: 0,
+            intx_level: false,
+            intx_masked: false,
+            msix_pending: 0,
+        };
+        n.mac_reset();
+        n
+    }
+
+    #[inline]
+    pub fn reg(&self, off: u32) -> u32 {
+        self.regs[(off / 4) as usize]
+    }
+    #[inline]
+    pub fn set_reg(&mut self, off: u32, v: u32) {
+        self.regs[(off / 4) as usize] = v;
+    }
+
+    /// Adds to a 32-bit statistics counter; counters stick at their maximum.
+    pub fn stat_inc(&mut self, off: u32, n: u32) {
+        let r = &mut self.regs[(off / 4) as usize];
+        *r = r.saturating_add(n);
+    }
+    /// Adds to a 64-bit counter held as a low/high register pair.
+    pub fn stat_add64(&mut self, low: u32, n: u64) {
+        let v = (self.reg(low) as u64 | ((self.reg(low + 4) as u64) << 32)).saturating_add(n);
+        self.set_reg(low, v as u32);
+        self.set_reg(low + 4, (v >> 32) as u32);
+    }
+
+    /// Software reset (CTRL.RST): MAC registers to their defaults, RAR0 from the NVM. PCI state, DMA maps,
+    /// interrupt fds and the PHY are kept.
+    pub fn mac_reset(&mut self) {
+        self.regs.iter_mut().for_each(|r| *r = 0);
+        self.set_reg(CTRL, CTRL_FD | CTRL_SLU | (2 << 8));
+        self.set_reg(EECD, EECD_PRES | EECD_AUTO_RD);
+        self.set_reg(PBA, 0x0014_000C);
+        self.set_reg(LEDCTL, 0x0706_8302);
+        self.set_reg(VET, 0x8100);
+        self.set_reg(TXDCTL0, 0x0140_0000);
+        self.set_reg(TXDCTL0 + QUEUE_STRIDE, 0x0140_0000);
+        self.set_reg(RXDCTL0, 0x0001_0000);
+        self.set_reg(RXDCTL0 + QUEUE_STRIDE, 0x0001_0000);
+        self.set_reg(TARC0, 0x3 | TARC_ENABLE);
+        self.set_reg(TARC0 + QUEUE_STRIDE, 0x3);
+        self.set_reg(TIPG, 0x0060_2008);
+        self.set_reg(RXCSUM, RXCSUM_IPOFLD);
+        self.set_reg(FCRTL, 0);
+        self.set_reg(EXTCNF_SIZE, 0);
+        let m = self.nvm.mac();
+        self.set_reg(RAL0, u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
+        self.set_reg(RAH0, u16::from_le_bytes([m[4], m[5]]) as u32 | RAH_AV);
+        self.intr.reset();
+        self.tx = [TxQueue::default(), TxQueue::default()];
+        self.rx_fifo.clear();
+        self.ioaddr = 0;
+        self.set_intx(false);
+    }
+
+    /// Function reset (DEVICE_RESET, or the client going away): everything but DMA maps and irq fds.
+    pub fn function_reset(&mut self) {
+        self.pci.reset(self.mac);
+        self.phy.reset();
+        self.mac_reset();
+        self.msix_pending = 0;
+        self.intx_masked = false;
+    }
+
+    /// The client went away: forget its memory and eventfds, and come back as from power-on.
+    pub fn disconnect(&mut self) {
+        self.dma.unmap_all();
+        self.irq = IrqFds::default();
+        self.function_reset();
+    }
+
+    pub fn mode(&self) -> Mode {
+        if self.pci.msix_enabled() {
+            Mode::Msix
+        } else if self.pci.msi_enabled() {
+            Mode::Msi
+        } else {
+            Mode::Intx
+        }
+    }
+
+    pub fn dma_allowed(&self) -> bool {
+        self.pci.bus_master()
+    }
+
+    fn set_intx(&mut self, level: bool) {
+        if level == self.intx_level {
+            return;
+        }
+        self.intx_level = level;
+        self.pci.set_interrupt_status(level);
+        if level {
+            self.trigger_intx();
+        }
+    }
+
+    /// INTx is automasked: after a trigger the client must UNMASK before the next one.
+    fn trigger_intx(&mut self) {
+        if self.intx_masked || self.pci.intx_disabled() {
+            return;
+        }
+        if signal_fd(&self.irq.intx) {
+            self.intx_masked = true;
+            Metrics::inc(&self.metrics.irqs_sent);
+        } else {
+            Metrics::inc(&self.metrics.irq_no_fd);
+        }
+    }
+
+    fn apply(&mut self, signals: Vec<Signal>) {
+        for s in signals {
+            match s {
+                Signal::IntxLevel(l) => self.set_intx(l),
+                Signal::Msi => {
+                    if signal_fd(&self.irq.msi) {
+                        Metrics::inc(&self.metrics.irqs_sent);
+                    } else {
+                        Metrics::inc(&self.metrics.irq_no_fd);
+                    }
+                }
+                Signal::Msix(v) => {
+                    if signal_fd(&self.irq.msix[v]) {
+                        Metrics::inc(&self.metrics.irqs_sent);
+                    } else {
+                        self.msix_pending |= 1 << v;
+                        Metrics::inc(&self.metrics.irq_no_fd);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Raises interrupt causes (ICR bits).
+    pub fn raise(&mut self, causes: u32) {
+        let mut out = Vec::new();
+        let (mode, ext) = (self.mode(), self.reg(CTRL_EXT));
+        self.intr.raise(causes, mode, ext, Instant::now(), &mut out);
+        self.apply(out);
+    }
+
+    fn reevaluate(&mut self) {
+        let mut out = Vec::new();
+        let (mode, ext) = (self.mode(), self.reg(CTRL_EXT));
+        self.intr.update(mode, ext, Instant::now(), &mut out);
+        self.apply(out);
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.intr.next_deadline()
+    }
+
+    pub fn on_timer(&mut self, now: Instant) {
+        let mut out = Vec::new();
+        let mode = self.mode();
+        self.intr.on_timer(mode, now, &mut out);
+        self.apply(out);
+    }
+
+    /// The INTx client unmasked the line: signal again if it is still asserted.
+    pub fn intx_unmask(&mut self) {
+        self.intx_masked = false;
+        if self.intx_level {
+            self.trigger_intx();
+        }
+    }
+    pub fn intx_mask(&mut self) {
+        self.intx_masked = true;
+    }
+
+    /// A vector got an eventfd: deliver what was held pending for it.
+    pub fn msix_fd_set(&mut self, v: usize) {
+        if self.msix_pending & (1 << v) != 0 && signal_fd(&self.irq.msix[v]) {
+            self.msix_pending &= !(1 << v);
+            Metrics::inc(&self.metrics.irqs_sent);
+        }
+    }
+
+    /// Carrier from the backend.
+    pub fn set_carrier(&mut self, on: bool) {
+        if self.phy.set_carrier(on) {
+            self.raise(ICR_LSC);
+        }
+    }
+
+    pub fn link_up(&self) -> bool {
+        self.phy.link_up()
+    }
+
+    fn status(&self) -> u32 {
+        let mut s = self.reg(STATUS) & STATUS_PHYRA;
+        if self.phy.link_up() {
+            s |= STATUS_LU | STATUS_FD | STATUS_SPEED_1000;
+        }
+        if self.reg(CTRL) & CTRL_GIO_MASTER_DISABLE == 0 {
+            s |= STATUS_GIO_MASTER_ENABLE;
+        }
+        s
+    }
+
+    fn systim(&self) -> u64 {
+        // SYSTIM advances by TIMINCA.incvalue every incperiod ticks of a 16 ns clock.
+        let t = self.reg(TIMINCA);
+        let (period, inc) = ((t >> 24) as u64, (t & 0xFF_FFFF) as u64);
+        if period == 0 {
+            return 0;
+        }
+        let ticks = self.start.elapsed().as_nanos() as u64 / 16;
+        ticks / period * inc
+    }
+
+    // ---- BAR0 register access ----
+
+    /// A 32-bit register read with its side effects.
+    pub fn mmio_read(&mut self, off: u32) -> u32 {
+        let off = off & !3;
+        match off {
+            ICR => {
+                let mut out = Vec::new();
+                let (mode, ext) = (self.mode(), self.reg(CTRL_EXT));
+                let v = self.intr.read_icr(mode, ext, Instant::now(), &mut out);
+                self.apply(out);
+                v
+            }
+            ICS => self.intr.icr,
+            IMS | IMC => self.intr.ims,
+            IAM => self.intr.iam,
+            EIAC => self.intr.eiac,
+            IVAR => self.intr.ivar,
+            ITR => self.intr.itr,
+            o if (EITR0..EITR0 + 4 * EITR_COUNT).contains(&o) => self.intr.eitr[((o - EITR0) / 4) as usize],
+            STATUS => self.status(),
+            CTRL => self.reg(CTRL),
+            IAC => {
+                let v = self.intr.asserted_count;
+                self.intr.asserted_count = 0;
+                v
+            }
+            GORCL | GOTCL | TORL | TOTL => self.reg(off),
+            GORCH | GOTCH | TORH | TOTH => {
+                let v = self.reg(off);
+                self.set_reg(off, 0);
+                self.set_reg(off - 4, 0);
+                v
+            }
+            o if (STATS_START..=STATS_END).contains(&o) => {
+                let v = self.reg(o);
+                self.set_reg(o, 0);
+                v
+            }
+            SYSTIML => {
+                let t = self.systim();
+                self.systim_high_latch = (t >> 32) as u32;
+                t as u32
+            }
+            SYSTIMH => self.systim_high_latch,
+            _ => self.reg(off),
+        }
+    }
+
+    /// A 32-bit register write with its side effects.
+    pub fn mmio_write(&mut self, off: u32, val: u32) -> Effects {
+        let off = off & !3;
+        let mut fx = Effects::default();
+        let (mode, ext) = (self.mode(), self.reg(CTRL_EXT));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        match off {
+            CTRL => {
+                if val & CTRL_RST != 0 {
+                    debug!("CTRL.RST: MAC reset");
+                    self.mac_reset();
+                    self.set_reg(CTRL, val & !(CTRL_RST | CTRL_PHY_RST));
+                    return fx;
+                }
+                if val & CTRL_PHY_RST != 0 {
+                    self.phy.reset();
+                    let s = self.reg(STATUS) | STATUS_PHYRA;
+                    self.set_reg(STATUS, s);
+                }
+                self.set_reg(CTRL, val & !(CTRL_RST | CTRL_PHY_RST));
+            }
+            STATUS => {
+                // Only PHYRA is writable (cleared by software).
+                let s = (self.reg(STATUS) & !STATUS_PHYRA) | (val & STATUS_PHYRA);
+                self.set_reg(STATUS, s);
+            }
+            EECD => {
+                let ro = EECD_PRES | EECD_AUTO_RD | (0xF << 11) | (3 << 15);
+                self.set_reg(EECD, (self.reg(EECD) & ro) | (val & !ro));
+            }
+            EERD => {
+                let addr = ((val >> EERD_ADDR_SHIFT) & 0x3FFF) as usize;
+                let mut v = val & !(EERD_DONE | 0xFFFF_0000);
+                if val & EERD_START != 0 {
+                    if let Some(w) = self.nvm.read(addr) {
+                        v = (v & !EERD_START) | EERD_DONE | ((w as u32) << EERD_DATA_SHIFT);
+                    } else {
+                        // Beyond the image: DONE with all-ones data, as an absent word reads.
+                        v = (v & !EERD_START) | EERD_DONE | 0xFFFF_0000;
+                    }
+                }
+                self.set_reg(EERD, v);
+            }
+            MDIC => self.mdic_write(val),
+            ICR => self.intr.write_icr(val, mode, ext, now, &mut out),
+            ICS => self.intr.raise(val, mode, ext, now, &mut out),
+            IMS => self.intr.write_ims(val, mode, ext, now, &mut out),
+            IMC => self.intr.write_imc(val, mode, ext, now, &mut out),
+            IAM => self.intr.iam = val,
+            EIAC => self.intr.eiac = val,
+            IVAR => self.intr.ivar = val,
+            ITR => self.intr.itr = val & 0xFFFF,
+            o if (EITR0..EITR0 + 4 * EITR_COUNT).contains(&o) => self.intr.eitr[((o - EITR0) / 4) as usize] = val & 0xFFFF,
+            RCTL => {
+                let was = self.reg(RCTL) & RCTL_EN;
+                self.set_reg(RCTL, val);
+                fx.wake = was == 0 && val & RCTL_EN != 0;
+            }
+            TCTL => {
+                self.set_reg(TCTL, val);
+                fx.wake = val & TCTL_EN != 0;
+            }
+            o if o == TDT0 || o == TDT0 + QUEUE_STRIDE => {
+                self.set_reg(o, val & 0xFFFF);
+                fx.wake = true;
+            }
+            o if o == RDT0 || o == RDT0 + QUEUE_STRIDE => {
+                self.set_reg(o, val & 0xFFFF);
+                fx.wake = !self.rx_fifo.is_empty();
+            }
+            o if o == TDH0 || o == TDH0 + QUEUE_STRIDE || o == RDH0 || o == RDH0 + QUEUE_STRIDE => {
+                self.set_reg(o, val & 0xFFFF);
+                if o == TDH0 || o == TDH0 + QUEUE_STRIDE {
+                    self.tx[((o - TDH0) / QUEUE_STRIDE) as usize] = TxQueue::default();
+                }
+            }
+            o if o == TDLEN0 || o == TDLEN0 + QUEUE_STRIDE || o == RDLEN0 || o == RDLEN0 + QUEUE_STRIDE => {
+                self.set_reg(o, val & 0x000F_FF80);
+            }
+            o if o == TDBAL0 || o == TDBAL0 + QUEUE_STRIDE || o == RDBAL0 || o == RDBAL0 + QUEUE_STRIDE => {
+                self.set_reg(o, val & !0xF);
+            }
+            o if (STATS_START..=STATS_END).contains(&o) => {}
+            SYSTIML | SYSTIMH => {}
+            _ => self.set_reg(off, val),
+        }
+        self.apply(out);
+        if self.intr.next_deadline().is_some() {
+            fx.wake = true;
+        }
+        fx
+    }
+
+    fn mdic_write(&mut self, val: u32) {
+        let phy = (val >> MDIC_PHY_SHIFT) & 0x1F;
+        let reg = ((val >> MDIC_REG_SHIFT) & 0x1F) as u8;
+        let op = val & (3 << 26);
+        let mut v = val & !(MDIC_READY | MDIC_ERROR);
+        if phy != PHY_ADDR {
+            v |= MDIC_ERROR;
+        } else if op == MDIC_OP_READ {
+            v = (v & !MDIC_DATA_MASK) | self.phy.read(reg) as u32;
+        } else if op == MDIC_OP_WRITE {
+            if self.phy.write(reg, (val & MDIC_DATA_MASK) as u16) == LinkEvent::Changed {
+                info!("link {}", if self.phy.link_up() { "up, 1000 Mb/s full duplex" } else { "down" });
+                self.raise(ICR_LSC);
+            }
+        } else {
+            v |= MDIC_ERROR;
+        }
+        v |= MDIC_READY;
+        self.set_reg(MDIC, v);
+        if val & MDIC_INT_EN != 0 {
+            self.raise(ICR_MDAC);
+        }
+    }
+
+    /// BAR0 access of 1, 2, 4 or 8 bytes at any offset inside the BAR.
+    pub fn bar0_read(&mut self, off: u64, data: &mut [u8]) -> bool {
+        if !Self::access_ok(off, data.len(), BAR0_SIZE) {
+            Metrics::inc(&self.metrics.bad_register_accesses);
+            return false;
+        }
+        if data.len() == 8 && off % 4 == 0 {
+            let lo = self.mmio_read(off as u32);
+            let hi = self.mmio_read(off as u32 + 4);
+            data[..4].copy_from_slice(&lo.to_le_bytes());
+            data[4..].copy_from_slice(&hi.to_le_bytes());
+            return true;
+        }
+        let base = (off & !3) as u32;
+        let v = self.mmio_read(base).to_le_bytes();
+        let s = (off & 3) as usize;
+        data.copy_from_slice(&v[s..s + data.len()]);
+        true
+    }
+
+    pub fn bar0_write(&mut self, off: u64, data: &[u8]) -> Option<Effects> {
+        if !Self::access_ok(off, data.len(), BAR0_SIZE) {
+            Metrics::inc(&self.metrics.bad_register_accesses);
+            return None;
+        }
+        if data.len() == 8 && off % 4 == 0 {
+            let a = self.mmio_write(off as u32, u32::from_le_bytes(data[..4].try_into().unwrap()));
+            let b = self.mmio_write(off as u32 + 4, u32::from_le_bytes(data[4..].try_into().unwrap()));
+            return Some(Effects { wake: a.wake || b.wake });
+        }
+        let base = (off & !3) as u32;
+        let s = (off & 3) as usize;
+        let mut v = self.reg(base).to_le_bytes();
+        if data.len() < 4 {
+            // Sub-dword write: merge into the stored value (no read side effects).
+            if base == ICR || base == ICS || base == IMS || base == IMC {
+                v = [0; 4];
+            }
+        }
+        v[s..s + data.len()].copy_from_slice(data);
+        Some(self.mmio_write(base, u32::from_le_bytes(v)))
+    }
+
+    /// Sizes 1, 2, 4 (within one dword) or 8 (dword aligned), inside the BAR.
+    fn access_ok(off: u64, len: usize, size: u64) -> bool {
+        let fits = off.checked_add(len as u64).is_some_and(|e| e <= size);
+        let shape = match len {
+            1 => true,
+            2 | 4 => (off & 3) + len as u64 <= 4,
+            8 => off % 4 == 0,
+            _ => false,
+        };
+        fits && shape
+    }
+
+    /// BAR2: the IOADDR/IODATA window onto BAR0.
+    pub fn io_read(&mut self, off: u64, data: &mut [u8]) -> bool {
+        if data.len() != 4 || !(off == IOADDR || off == IODATA) {
+            Metrics::inc(&self.metrics.bad_register_accesses);
+            return false;
+        }
+        let v = if off == IOADDR {
+            self.ioaddr
+        } else if (self.ioaddr as u64) < BAR0_SIZE {
+            self.mmio_read(self.ioaddr)
+        } else {
+            0
+        };
+        data.copy_from_slice(&v.to_le_bytes());
+        true
+    }
+
+    pub fn io_write(&mut self, off: u64, data: &[u8]) -> Option<Effects> {
+        if data.len() != 4 || !(off == IOADDR || off == IODATA) {
+            Metrics::inc(&self.metrics.bad_register_accesses);
+            return None;
+        }
+        let v = u32::from_le_bytes(data.try_into().unwrap());
+        if off == IOADDR {
+            self.ioaddr = v & 0x1FFFC;
+            Some(Effects::default())
+        } else {
+            Some(self.mmio_write(self.ioaddr, v))
+        }
+    }
+
+    /// BAR3: the MSI-X table is emulated by the client; the PBA shows vectors held for lack of an eventfd.
+    pub fn msix_bar_read(&self, off: u64, data: &mut [u8]) -> bool {
+        let Some(end) = off.checked_add(data.len() as u64) else { return false };
+        if end > BAR3_SIZE {
+            return false;
+        }
+        data.fill(0);
+        if off >= MSIX_PBA_OFFSET && off < MSIX_PBA_OFFSET + 8 {
+            let pba = (self.msix_pending as u64).to_le_bytes();
+            let s = (off - MSIX_PBA_OFFSET) as usize;
+            let n = data.len().min(8 - s);
+            data[..n].copy_from_slice(&pba[s..s + n]);
+        }
+        true
+    }
+
+    /// Config space write with what follows from it (interrupt mode, bus mastering).
+    pub fn config_write(&mut self, off: u64, data: &[u8]) -> Option<Effects> {
+        let mode_before = self.mode();
+        let bm_before = self.pci.bus_master();
+        if !self.pci.write(off, data) {
+            return None;
+        }
+        let mut fx = Effects::default();
+        if self.mode() != mode_before {
+            debug!("interrupt mode {:?} -> {:?}", mode_before, self.mode());
+            if mode_before == Mode::Intx {
+                self.set_intx(false);
+            }
+            self.reevaluate();
+        }
+        if self.pci.bus_master() != bm_before {
+            debug!("bus mastering {}", if self.pci.bus_master() { "on" } else { "off" });
+            fx.wake = true;
+        }
+        Some(fx)
+    }
+
+    pub fn log_metrics(&self) {
+        for (k, v) in self.metrics.snapshot() {
+            if v != 0 {
+                info!("  {k}: {v}");
+            }
+        }
+    }
+
+    pub fn warn_once_unsupported(&self, what: &str) {
+        warn!("unsupported: {what}");
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn nic() -> Nic {
+        Nic::new([0x52, 0x54, 0, 0x12, 0x34, 0x56], Arc::new(Metrics::default()))
+    }
+
+    #[test]
+    fn reset_loads_rar0_from_nvm() {
+        let mut n = nic();
+        assert_eq!(n.mmio_read(RAL0), 0x1200_5452);
+        assert_eq!(n.mmio_read(RAH0), 0x8000_5634);
+        n.mmio_write(RAL0, 0);
+        n.mmio_write(CTRL, CTRL_RST);
+        assert_eq!(n.mmio_read(CTRL) & CTRL_RST, 0, "self-clearing");
+        assert_eq!(n.mmio_read(RAL0), 0x1200_5452);
+        assert_ne!(n.mmio_read(EECD) & EECD_AUTO_RD, 0);
+    }
+
+    #[test]
+    fn eerd_reads_nvm_words_and_sum_is_baba() {
+        let mut n = nic();
+        let mut sum = 0u16;
+        for a in 0..64u32 {
+            n.mmio_write(EERD, (a << EERD_ADDR_SHIFT) | EERD_START);
+            let v = n.mmio_read(EERD);
+            assert_ne!(v & EERD_DONE, 0);
+            sum = sum.wrapping_add((v >> 16) as u16);
+        }
+        assert_eq!(sum, 0xBABA);
+        n.mmio_write(EERD, (0x3FFF << EERD_ADDR_SHIFT) | EERD_START);
+        assert_eq!(n.mmio_read(EERD) >> 16, 0xFFFF, "beyond the image, no panic");
+    }
+
+    #[test]
+    fn mdic_phy_access() {
+        let mut n = nic();
+        let read = |n: &mut Nic, phy: u32, reg: u32| {
+            n.mmio_write(MDIC, MDIC_OP_READ | (phy << MDIC_PHY_SHIFT) | (reg << MDIC_REG_SHIFT));
+            n.mmio_read(MDIC)
+        };
+        let v = read(&mut n, 1, 2);
+        assert_ne!(v & MDIC_READY, 0);
+        assert_eq!(v & MDIC_ERROR, 0);
+        assert_eq!(v & 0xFFFF, 0x0141);
+        assert_eq!((v >> MDIC_REG_SHIFT) & 0x1F, 2, "register field echoed");
+        assert_eq!(read(&mut n, 1, 3) & 0xFFFF, 0x0CB1);
+        assert_ne!(read(&mut n, 2, 2) & MDIC_ERROR, 0, "only PHY address 1 answers");
+        // Power-down through MDIC takes the link down with LSC.
+        n.intr.ims = ICR_LSC;
+        let bmcr = read(&mut n, 1, 0) & 0xFFFF;
+        n.mmio_write(MDIC, MDIC_OP_WRITE | (1 << MDIC_PHY_SHIFT) | (bmcr | 0x0800));
+        assert_eq!(n.mmio_read(STATUS) & STATUS_LU, 0);
+        assert_ne!(n.intr.icr & ICR_LSC, 0);
+        n.mmio_write(MDIC, MDIC_OP_WRITE | (1 << MDIC_PHY_SHIFT) | (bmcr & !0x0800));
+        let s = n.mmio_read(STATUS);
+        assert_eq!(s & (STATUS_LU | STATUS_FD | (3 << 6)), STATUS_LU | STATUS_FD | STATUS_SPEED_1000);
+    }
+
+    #[test]
+    fn statistics_clear_on_read() {
+        let mut n = nic();
+        n.stat_inc(GPRC, 3);
+        n.stat_add64(GORCL, 0x1_0000_0010);
+        assert_eq!(n.mmio_read(GPRC), 3);
+        assert_eq!(n.mmio_read(GPRC), 0);
+        assert_eq!(n.mmio_read(GORCL), 0x10);
+        assert_eq!(n.mmio_read(GORCH), 1);
+        assert_eq!(n.mmio_read(GORCL), 0, "reading the high half cleared the pair");
+        n.set_reg(GPRC, u32::MAX);
+        n.stat_inc(GPRC, 5);
+        assert_eq!(n.mmio_read(GPRC), u32::MAX, "saturates");
+    }
+
+    #[test]
+    fn gio_master_disable_clears_status_bit() {
+        let mut n = nic();
+        assert_ne!(n.mmio_read(STATUS) & STATUS_GIO_MASTER_ENABLE, 0);
+        n.mmio_write(CTRL, n.reg(CTRL) | CTRL_GIO_MASTER_DISABLE);
+        assert_eq!(n.mmio_read(STATUS) & STATUS_GIO_MASTER_ENABLE, 0);
+    }
+
+    #[test]
+    fn bad_accesses_are_refused() {
+        let mut n = nic();
+        let mut b = [0u8; 4];
+        assert!(!n.bar0_read(BAR0_SIZE - 2, &mut b));
+        assert!(!n.bar0_read(u64::MAX - 1, &mut b));
+        let mut b3 = [0u8; 3];
+        assert!(!n.bar0_read(0, &mut b3));
+        assert!(n.bar0_write(BAR0_SIZE, &[0; 4]).is_none());
+        assert!(n.io_write(8, &[0; 4]).is_none());
+        assert_eq!(n.metrics.bad_register_accesses.load(std::sync::atomic::Ordering::Relaxed), 5);
+        // I/O window reaches registers.
+        n.io_write(IOADDR, &(RAL0).to_le_bytes()).unwrap();
+        n.io_read(IODATA, &mut b);
+        assert_eq!(u32::from_le_bytes(b), 0x1200_5452);
+    }
+}

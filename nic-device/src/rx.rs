@@ -1,0 +1,425 @@
+//! Receive: address and VLAN filtering, VLAN stripping, checksum status, and writing frames into the RX
+//! descriptor ring (legacy or extended descriptors). Frames that find no descriptor wait in a FIFO the size
+//! of the on-chip receive buffer; when that overflows they are missed (MPC, RXO).
+
+use crate::metrics::Metrics;
+use crate::nic::Nic;
+use crate::offload::{csum_add, csum_fold};
+use crate::regs::*;
+use crate::tx::size_bucket as stats_bucket;
+use std::collections::VecDeque;
+
+/// The on-chip receive packet buffer (PBA.RXA, 20 KiB by default on the 82574L).
+pub const RX_FIFO_BYTES: usize = 20 * 1024;
+const MAX_FRAME_LPE: usize = 16 * 1024;
+
+#[derive(Default)]
+pub struct RxFifo {
+    frames: VecDeque<Vec<u8>>,
+    bytes: usize,
+}
+
+impl RxFifo {
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.bytes = 0;
+    }
+    pub fn has_room(&self, len: usize) -> bool {
+        self.bytes + len <= RX_FIFO_BYTES || self.frames.is_empty()
+    }
+    fn push(&mut self, f: Vec<u8>) {
+        self.bytes += f.len();
+        self.frames.push_back(f);
+    }
+    fn pop(&mut self) -> Option<Vec<u8>> {
+        let f = self.frames.pop_front()?;
+        self.bytes -= f.len();
+        Some(f)
+    }
+    fn push_front(&mut self, f: Vec<u8>) {
+        self.bytes += f.len();
+        self.frames.push_front(f);
+    }
+}
+
+/// What happened to a frame offered to the device.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum RxOutcome {
+    Delivered,
+    /// Waiting in the FIFO for descriptors.
+    Queued,
+    Filtered,
+    /// Receive is off, link down, or the frame is malformed.
+    Dropped,
+    /// FIFO overflow: counted in MPC.
+    Missed,
+}
+
+/// Checksum and tag facts about a received frame, from the device's own parser.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RxInfo {
+    pub status: u32,
+    pub errors: u32,
+    pub ip_id: u16,
+}
+
+/// Parses L2-L4 and checks the checksums RXCSUM enables. `frame` has no VLAN tag (stripped or absent) unless
+/// `l2_len` says so.
+pub fn checksum_status(frame: &[u8], l2_len: usize, ipofld: bool, tuofld: bool) -> RxInfo {
+    let mut info = RxInfo::default();
+    if !ipofld && !tuofld {
+        info.status |= RXD_STAT_IXSM;
+        return info;
+    }
+    if frame.len() < l2_len {
+        return info;
+    }
+    let ethertype = u16::from_be_bytes([frame[l2_len - 2], frame[l2_len - 1]]);
+    let ip = &frame[l2_len..];
+    let (proto, l4, pseudo) = match ethertype {
+        0x0800 => {
+            if ip.len() < 20 || ip[0] >> 4 != 4 {
+                return info;
+            }
+            let ihl = (ip[0] & 0xF) as usize * 4;
+            let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+            if ihl < 20 || ip.len() < ihl || total < ihl || total > ip.len() {
+                return info;
+            }
+            info.ip_id = u16::from_be_bytes([ip[4], ip[5]]);
+            if ipofld {
+                info.status |= RXD_STAT_IPCS;
+                if csum_fold(csum_add(0, &ip[..ihl])) != 0xFFFF {
+                    info.errors |= RXDEXT_ERR_IPE;
+                }
+            }
+            let frag = u16::from_be_bytes([ip[6], ip[7]]);
+            if frag & 0x3FFF != 0 {
+                return info; // fragments: no L4 status
+            }
+            let l4 = &ip[ihl..total];
+            let mut ps = csum_add(0, &ip[12..20]);
+            ps += ip[9] as u64 + l4.len() as u64;
+            (ip[9], l4, ps)
+        }
+        0x86DD => {
+            if ip.len() < 40 || ip[0] >> 4 != 6 {
+                return info;
+            }
+            let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+            if 40 + plen > ip.len() {
+                return info;
+            }
+            let mut next = ip[6];
+            let mut off = 40;
+            // Walk hop-by-hop, routing and destination options headers; a fragment header ends the walk.
+            loop {
+                match next {
+                    0 | 43 | 60 => {
+                        if off + 8 > 40 + plen {
+                            return info;
+                        }
+                        let len = (ip[off + 1] as usize + 1) * 8;
+                        next = ip[off];
+                        off += len;
+                    }
+                    _ => break,
+                }
+            }
+            if off > 40 + plen {
+                return info;
+            }
+            let l4 = &ip[off..40 + plen];
+            let mut ps = csum_add(0, &ip[8..40]);
+            ps += next as u64 + l4.len() as u64;
+            (next, l4, ps)
+        }
+        _ => return info,
+    };
+    if !tuofld {
+        return info;
+    }
+    match proto {
+        6 if l4.len() >= 20 => {
+            info.status |= RXD_STAT_TCPCS;
+            if csum_fold(csum_add(pseudo, l4)) != 0xFFFF {
+                info.errors |= RXDEXT_ERR_TCPE;
+            }
+        }
+        17 if l4.len() >= 8 => {
+            if u16::from_be_bytes([l4[6], l4[7]]) == 0 {
+                return info; // no checksum sent: no status
+            }
+            info.status |= RXD_STAT_UDPCS;
+            if csum_fold(csum_add(pseudo, l4)) != 0xFFFF {
+                info.errors |= RXDEXT_ERR_TCPE;
+            }
+        }
+        _ => {}
+    }
+    info
+}
+
+/// Ethernet FCS (CRC-32, reflected 0xEDB88320), for when CRC stripping is off.
+pub fn fcs(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+impl Nic {
+    fn rx_buffer_size(&self) -> usize {
+        let rctl = self.reg(RCTL);
+        let bsize = (rctl >> RCTL_BSIZE_SHIFT) & 3;
+        if rctl & RCTL_BSEX != 0 {
+            [2048, 16384, 8192, 4096][bsize as usize]
+        } else {
+            [2048, 1024, 512, 256][bsize as usize]
+        }
+    }
+
+    fn rx_ring_free(&self) -> Option<(u64, u32, u32, u32)> {
+        let base = self.reg(RDBAL0) as u64 | ((self.reg(RDBAH0) as u64) << 32);
+        let desc = 16u32;
+        let n = self.reg(RDLEN0) / desc;
+        let (h, t) = (self.reg(RDH0), self.reg(RDT0));
+        if n == 0 || h >= n || t >= n {
+            return None;
+        }
+        let free = (t + n - h) % n;
+        Some((base, n, h, free))
+    }
+
+    /// Destination address filter: exact (RAR with AV), multicast table, broadcast, promiscuous.
+    pub fn rx_filter(&self, f: &[u8]) -> bool {
+        let rctl = self.reg(RCTL);
+        let da = &f[..6];
+        if da == [0xFF; 6] {
+            return rctl & RCTL_BAM != 0 || rctl & RCTL_MPE != 0;
+        }
+        if da[0] & 1 != 0 {
+            if rctl & RCTL_MPE != 0 {
+                return true;
+            }
+            let mo = (rctl >> RCTL_MO_SHIFT) & 3;
+            let hash = match mo {
+                0 => (da[4] as u32 >> 4) | ((da[5] as u32) << 4),
+                1 => (da[4] as u32 >> 3) | ((da[5] as u32) << 5),
+                2 => (da[4] as u32 >> 2) | ((da[5] as u32) << 6),
+                _ => (da[4] as u32) | ((da[5] as u32) << 8),
+            } & 0xFFF;
+            return self.reg(MTA + (hash >> 5) * 4) & (1 << (hash & 31)) != 0;
+        }
+        if rctl & RCTL_UPE != 0 {
+            return true;
+        }
+        (0..RAR_COUNT).any(|i| {
+            let rah = self.reg(RAH0 + i * 8);
+            if rah & RAH_AV == 0 {
+                return false;
+            }
+            let ral = self.reg(RAL0 + i * 8).to_le_bytes();
+            let rah = rah.to_le_bytes();
+            da == [ral[0], ral[1], ral[2], ral[3], rah[0], rah[1]]
+        })
+    }
+
+    /// Whether more frames can be taken from the wire without loss.
+    pub fn rx_can_take(&self) -> bool {
+        self.rx_fifo.has_room(1514)
+    }
+
+    /// A frame from the wire.
+    pub fn receive(&mut self, mut f: Vec<u8>) -> RxOutcome {
+        let rctl = self.reg(RCTL);
+        if rctl & RCTL_EN == 0 || !self.link_up() {
+            return RxOutcome::Dropped;
+        }
+        if f.len() < 14 {
+            Metrics::inc(&self.metrics.rx_length_errors);
+            self.stat_inc(RUC, 1);
+            return RxOutcome::Dropped;
+        }
+        let vet = self.reg(VET) as u16;
+        let tagged = u16::from_be_bytes([f[12], f[13]]) == vet && f.len() >= 18;
+        let max = if rctl & RCTL_LPE != 0 { MAX_FRAME_LPE } else { 1514 + if tagged { 4 } else { 0 } };
+        if f.len() > max {
+            Metrics::inc(&self.metrics.rx_length_errors);
+            self.stat_inc(ROC, 1);
+            return RxOutcome::Dropped;
+        }
+        if !self.rx_filter(&f) {
+            Metrics::inc(&self.metrics.rx_filtered);
+            return RxOutcome::Filtered;
+        }
+        if tagged && rctl & RCTL_VFE != 0 {
+            let vid = u16::from_be_bytes([f[14], f[15]]) & 0xFFF;
+            if self.reg(VFTA + (vid as u32 >> 5) * 4) & (1 << (vid & 31)) == 0 {
+                Metrics::inc(&self.metrics.rx_filtered);
+                return RxOutcome::Filtered;
+            }
+        }
+        if f.len() < 60 {
+            f.resize(60, 0);
+        }
+        self.count_rx(&f);
+        if !self.rx_fifo.is_empty() || !self.rx_write(&f) {
+            if !self.rx_fifo.has_room(f.len()) {
+                Metrics::inc(&self.metrics.rx_missed);
+                self.stat_inc(MPC, 1);
+                self.raise(ICR_RXO);
+                return RxOutcome::Missed;
+            }
+            self.stat_inc(RNBC, 1);
+            self.rx_fifo.push(f);
+            self.drain_rx_fifo();
+            return RxOutcome::Queued;
+        }
+        RxOutcome::Delivered
+    }
+
+    /// Moves FIFO frames into the ring while descriptors are available.
+    pub fn drain_rx_fifo(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(f) = self.rx_fifo.pop() {
+            if self.reg(RCTL) & RCTL_EN == 0 {
+                self.rx_fifo.clear();
+                break;
+            }
+            if !self.rx_write(&f) {
+                self.rx_fifo.push_front(f);
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    fn count_rx(&mut self, f: &[u8]) {
+        let wire = f.len() + 4;
+        self.stat_inc(TPR, 1);
+        self.stat_inc(GPRC, 1);
+        self.stat_add64(GORCL, wire as u64);
+        self.stat_add64(TORL, wire as u64);
+        self.stat_inc(stats_bucket(wire, PRC64), 1);
+        if f[0] & 1 != 0 {
+            if f[..6] == [0xFF; 6] {
+                self.stat_inc(BPRC, 1);
+            } else {
+                self.stat_inc(MPRC, 1);
+            }
+        }
+    }
+
+    /// Writes one frame into RX queue 0. `false` when the ring has too few free descriptors.
+    fn rx_write(&mut self, frame: &[u8]) -> bool {
+        if !self.dma_allowed() {
+            Metrics::inc(&self.metrics.dma_blocked);
+            return false;
+        }
+        let rctl = self.reg(RCTL);
+        let extended = self.reg(RFCTL) & RFCTL_EXTEN != 0;
+        if extended && rctl & RCTL_DTYP_MASK != 0 {
+            Metrics::inc(&self.metrics.rx_unsupported);
+            return true; // consumed (dropped): packet split is not modelled
+        }
+        let Some((base, n, mut head, free)) = self.rx_ring_free() else { return false };
+        let bufsz = self.rx_buffer_size();
+        // VLAN stripping.
+        let vet = self.reg(VET) as u16;
+        let mut data = std::borrow::Cow::Borrowed(frame);
+        let mut vlan = None;
+        let tagged = frame.len() >= 18 && u16::from_be_bytes([frame[12], frame[13]]) == vet;
+        if tagged && self.reg(CTRL) & CTRL_VME != 0 {
+            vlan = Some(u16::from_be_bytes([frame[14], frame[15]]));
+            let mut v = frame.to_vec();
+            v.drain(12..16);
+            data = std::borrow::Cow::Owned(v);
+        }
+        let l2 = if tagged && vlan.is_none() { 18 } else { 14 };
+        let rxcsum = self.reg(RXCSUM);
+        let info = checksum_status(&data, l2, rxcsum & RXCSUM_IPOFLD != 0, rxcsum & RXCSUM_TUOFLD != 0);
+        let mut bytes = data.into_owned();
+        if rctl & RCTL_SECRC == 0 {
+            let c = fcs(&bytes);
+            bytes.extend_from_slice(&c.to_le_bytes());
+        }
+        let needed = bytes.len().div_ceil(bufsz) as u32;
+        if free < needed {
+            return false;
+        }
+        let chunks: Vec<&[u8]> = bytes.chunks(bufsz).collect();
+        let last = chunks.len() - 1;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let daddr = base + head as u64 * 16;
+            let mut d = [0u8; 16];
+            if self.dma.read(daddr, &mut d[..8]).is_err() {
+                Metrics::inc(&self.metrics.dma_errors);
+                return true;
+            }
+            let buf = u64::from_le_bytes(d[..8].try_into().unwrap());
+            if self.dma.write(buf, chunk).is_err() {
+                Metrics::inc(&self.metrics.dma_errors);
+            }
+            let mut status = RXD_STAT_DD;
+            let mut errors = 0;
+            if i == last {
+                status |= RXD_STAT_EOP | info.status;
+                errors = info.errors;
+                if vlan.is_some() {
+                    status |= RXD_STAT_VP;
+                }
+            }
+            let mut wb = [0u8; 16];
+            if extended {
+                // {MRQ, RSS hash or (IP id, checksum)}, {status/errors, length, VLAN}
+                if rxcsum & RXCSUM_PCSD == 0 {
+                    wb[4..6].copy_from_slice(&info.ip_id.to_le_bytes());
+                }
+                wb[8..12].copy_from_slice(&(status | errors).to_le_bytes());
+                wb[12..14].copy_from_slice(&(chunk.len() as u16).to_le_bytes());
+                wb[14..16].copy_from_slice(&vlan.unwrap_or(0).to_le_bytes());
+            } else {
+                wb[..8].copy_from_slice(&buf.to_le_bytes());
+                wb[8..10].copy_from_slice(&(chunk.len() as u16).to_le_bytes());
+                wb[12] = status as u8;
+                wb[13] = (errors >> 24) as u8;
+                wb[14..16].copy_from_slice(&vlan.unwrap_or(0).to_le_bytes());
+            }
+            if self.dma.write(daddr, &wb).is_err() {
+                Metrics::inc(&self.metrics.dma_errors);
+            }
+            head = (head + 1) % n;
+        }
+        self.set_reg(RDH0, head);
+        Metrics::inc(&self.metrics.rx_frames);
+        // Minimum threshold: free descriptors at or below RDLEN / 2^(RDMTS+1).
+        let mut causes = ICR_RXT0 | ICR_RXQ0;
+        let left = (self.reg(RDT0) + n - head) % n;
+        let rdmts = (rctl >> RCTL_RDMTS_SHIFT) & 3;
+        if left <= n >> (rdmts + 1) {
+            causes |= ICR_RXDMT0;
+        }
+        self.raise(causes);
+        true
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn fcs_check_value() {
+        // CRC-32 check value for "123456789".
+        assert_eq!(fcs(b"123456789"), 0xCBF4_3926);
+    }
+}

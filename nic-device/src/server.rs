@@ -1,0 +1,124 @@
+//! The vfio-user socket: listens, serves one client at a time on a mio loop, and goes back to listening
+//! when the client leaves. SIGINT/SIGTERM end the loop; the socket file is removed.
+
+use crate::vfio::NicServer;
+use log::{error, info, warn};
+use mio::net::UnixListener as MioListener;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use vfio_user::server::{Connection, Device};
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const CLIENT: Token = Token(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("socket {0} is in use by a running server")]
+    InUse(PathBuf),
+    #[error("socket {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// Binds the socket so that it appears only once it accepts connections: bind and listen on a temporary
+/// name, then rename into place.
+pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(ServeError::InUse(path.into()));
+        }
+        // A stale socket file from a server that is gone.
+        let _ = std::fs::remove_file(path);
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let l = UnixListener::bind(&tmp).map_err(|e| ServeError::Io(path.into(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ServeError::Io(path.into(), e))?;
+    Ok(l)
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub fn serve(listener: UnixListener, path: &Path, dev: &mut NicServer) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let mut listener = MioListener::from_std(listener);
+    let mut poll = Poll::new()?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+    let mut events = Events::with_capacity(8);
+    let mut conn: Option<Connection> = None;
+    info!("listening on {}", path.display());
+    'outer: loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                SIGNALS => {
+                    for s in signals.pending() {
+                        info!("signal {s}: shutting down");
+                        break 'outer;
+                    }
+                }
+                LISTENER => loop {
+                    match listener.accept() {
+                        Ok((s, _)) => {
+                            let s: UnixStream = {
+                                let fd = std::os::fd::OwnedFd::from(s);
+                                UnixStream::from(fd)
+                            };
+                            if conn.is_some() {
+                                warn!("second client refused: one client at a time");
+                                drop(s);
+                                continue;
+                            }
+                            match Connection::new(s) {
+                                Ok(c) => {
+                                    let fd = c.socket().as_raw_fd();
+                                    poll.registry().register(&mut SourceFd(&fd), CLIENT, Interest::READABLE)?;
+                                    info!("client connected");
+                                    conn = Some(c);
+                                }
+                                Err(e) => warn!("client socket: {e}"),
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            error!("accept: {e}");
+                            break;
+                        }
+                    }
+                },
+                CLIENT => {
+                    let Some(c) = conn.as_mut() else { continue };
+                    if let Err(e) = c.on_readable(dev) {
+                        info!("client gone: {e}");
+                        let fd = c.socket().as_raw_fd();
+                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                        let stats = c.stats.clone();
+                        info!(
+                            "session: {} messages, {} error replies, {} failed posted writes, {} unknown commands",
+                            stats.messages, stats.error_replies, stats.posted_write_errors, stats.unknown_commands
+                        );
+                        conn = None;
+                        dev.disconnected();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if conn.is_some() {
+        dev.disconnected();
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! Transmit: walks the TX descriptor rings from TDH to TDT, gathers each packet's buffers, applies the
+//! offloads its context asks for, writes DD back where RS is set, and hands frames to the wire.
+
+use crate::metrics::Metrics;
+use crate::nic::Nic;
+use crate::offload::{self, TxContext};
+use crate::regs::*;
+use log::debug;
+
+/// Largest packet gathered from descriptors before it is refused (TSO sends are at most 64 KiB + headers).
+pub const MAX_TX_PACKET: usize = 256 * 1024;
+
+/// Per-queue transmit state that lives between descriptors.
+#[derive(Default)]
+pub struct TxQueue {
+    ctx: TxContext,
+    /// The packet being gathered.
+    pkt: Vec<u8>,
+    /// Options from the packet's first data descriptor.
+    popts: u8,
+    tse: bool,
+    vlan: Option<u16>,
+    legacy_csum: Option<(u8, u8)>,
+    /// The packet is being dropped (bad descriptor or too long); skip to EOP.
+    bad: bool,
+    started: bool,
+}
+
+/// A 16-byte TX descriptor in its raw form.
+#[derive(Debug, Clone, Copy)]
+struct RawDesc {
+    addr: u64,
+    lower: u32,
+    upper: u32,
+}
+
+impl RawDesc {
+    fn parse(b: &[u8; 16]) -> RawDesc {
+        RawDesc {
+            addr: u64::from_le_bytes(b[0..8].try_into().unwrap()),
+            lower: u32::from_le_bytes(b[8..12].try_into().unwrap()),
+            upper: u32::from_le_bytes(b[12..16].try_into().unwrap()),
+        }
+    }
+    fn cmd(&self) -> u8 {
+        (self.lower >> 24) as u8
+    }
+    fn is_ext(&self) -> bool {
+        self.cmd() & TXD_CMD_DEXT != 0
+    }
+    fn dtyp(&self) -> u32 {
+        (self.lower >> 20) & 0xF
+    }
+}
+
+/// What one pass over a queue did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TxPass {
+    pub descriptors: usize,
+    pub frames: usize,
+    pub writebacks: usize,
+}
+
+pub(crate) fn size_bucket(len: usize, base: u32) -> u32 {
+    // 64, 65-127, 128-255, 256-511, 512-1023, 1024-1522 (lengths with FCS)
+    let i = match len {
+        0..=64 => 0,
+        65..=127 => 1,
+        128..=255 => 2,
+        256..=511 => 3,
+        512..=1023 => 4,
+        _ => 5,
+    };
+    base + 4 * i
+}
+
+impl Nic {
+    fn ring(&self, base_reg: u32, q: usize) -> (u64, u32) {
+        let o = q as u32 * QUEUE_STRIDE;
+        let base = self.reg(base_reg + o) as u64 | ((self.reg(base_reg + 4 + o) as u64) << 32);
+        let n = self.reg(base_reg + 8 + o) / 16;
+        (base, n)
+    }
+
+    fn tx_enabled(&self, q: usize) -> bool {
+        let en = self.reg(TCTL) & TCTL_EN != 0;
+        // Queue 1 also needs TARC1.Enable.
+        en && (q == 0 || self.reg(TARC0 + QUEUE_STRIDE) & TARC_ENABLE != 0)
+    }
+
+    /// Whether queue `q` has descriptors to process.
+    pub fn tx_pending(&self, q: usize) -> bool {
+        let o = q as u32 * QUEUE_STRIDE;
+        self.tx_enabled(q) && self.dma_allowed() && self.reg(TDH0 + o) != self.reg(TDT0 + o) && self.ring(TDBAL0, q).1 > 0
+    }
+
+    /// Processes up to `budget` descriptors of queue `q`, calling `emit` for every frame for the wire.
+    pub fn process_tx(&mut self, q: usize, budget: usize, emit: &mut dyn FnMut(Vec<u8>)) -> TxPass {
+        let mut pass = TxPass::default();
+        if !self.tx_enabled(q) {
+            return pass;
+        }
+        if !self.dma_allowed() {
+            Metrics::inc(&self.metrics.dma_blocked);
+            return pass;
+        }
+        let (base, n) = self.ring(TDBAL0, q);
+        let o = q as u32 * QUEUE_STRIDE;
+        if n == 0 {
+            return pass;
+        }
+        let tail = self.reg(TDT0 + o);
+        if tail >= n || self.reg(TDH0 + o) >= n {
+            // A tail or head beyond the ring is the driver's error: nothing is fetched.
+            Metrics::inc(&self.metrics.tx_malformed);
+            return pass;
+        }
+        while pass.descriptors < budget {
+            let head = self.reg(TDH0 + o);
+            if head == tail {
+                break;
+            }
+            let daddr = base.wrapping_add(head as u64 * 16);
+            let mut raw = [0u8; 16];
+            if self.dma.read(daddr, &mut raw).is_err() {
+                Metrics::inc(&self.metrics.dma_errors);
+                debug!("TX queue {q}: descriptor at {daddr:#x} is not mapped");
+                break;
+            }
+            let d = RawDesc::parse(&raw);
+            self.tx_descriptor(q, d, emit, &mut pass);
+            // Write back DD (status byte) when RS asks for it.
+            if d.cmd() & TXD_CMD_RS != 0 {
+                let sta = (d.upper as u8) | TXD_STA_DD;
+                if self.dma.write(daddr + 12, &[sta]).is_err() {
+                    Metrics::inc(&self.metrics.dma_errors);
+                }
+                pass.writebacks += 1;
+            }
+            self.set_reg(TDH0 + o, (head + 1) % n);
+            pass.descriptors += 1;
+        }
+        if pass.writebacks > 0 {
+            let q_cause = if q == 0 { ICR_TXQ0 } else { ICR_TXQ1 };
+            self.raise(ICR_TXDW | q_cause);
+        }
+        pass
+    }
+
+    fn tx_descriptor(&mut self, q: usize, d: RawDesc, emit: &mut dyn FnMut(Vec<u8>), pass: &mut TxPass) {
+        if d.is_ext() && d.dtyp() == 0 {
+            // Context descriptor.
+            let a = d.addr;
+            let tucmd = d.cmd();
+            self.tx[q].ctx = TxContext {
+                ipcss: a as u8,
+                ipcso: (a >> 8) as u8,
+                ipcse: (a >> 16) as u16,
+                tucss: (a >> 32) as u8,
+                tucso: (a >> 40) as u8,
+                tucse: (a >> 48) as u16,
+                paylen: d.lower & 0xF_FFFF,
+                hdrlen: (d.upper >> 8) as u8,
+                mss: (d.upper >> 16) as u16,
+                tcp: tucmd & TXD_TUCMD_TCP != 0,
+                ipv4: tucmd & TXD_TUCMD_IP != 0,
+                tse: tucmd & TXD_CMD_TSE != 0,
+            };
+            return;
+        }
+        let (len, eop, legacy) = if d.is_ext() {
+            if d.dtyp() != TXD_DTYP_DATA {
+                Metrics::inc(&self.metrics.tx_malformed);
+                self.tx[q].bad = true;
+                return;
+            }
+            ((d.lower & 0xF_FFFF) as usize, d.cmd() & TXD_CMD_EOP != 0, false)
+        } else {
+            ((d.lower & 0xFFFF) as usize, d.cmd() & TXD_CMD_EOP != 0, true)
+        };
+        let vme = self.reg(CTRL) & CTRL_VME != 0;
+        let t = &mut self.tx[q];
+        if !t.started {
+            t.started = true;
+            if legacy {
+                t.popts = 0;
+                t.tse = false;
+                t.legacy_csum = (d.cmd() & TXD_CMD_IC != 0).then_some(((d.upper >> 8) as u8, (d.lower >> 16) as u8));
+            } else {
+                t.popts = (d.upper >> 8) as u8;
+                t.tse = d.cmd() & TXD_CMD_TSE != 0;
+                t.legacy_csum = None;
+            }
+        }
+        if d.cmd() & TXD_CMD_VLE != 0 && vme {
+            t.vlan = Some((d.upper >> 16) as u16);
+        }
+        if !t.bad && len > 0 {
+            if t.pkt.len() + len > MAX_TX_PACKET {
+                t.bad = true;
+            } else {
+                let at = t.pkt.len();
+                t.pkt.resize(at + len, 0);
+                if self.dma.read(d.addr, &mut self.tx[q].pkt[at..]).is_err() {
+                    Metrics::inc(&self.metrics.dma_errors);
+                    self.tx[q].bad = true;
+                }
+            }
+        }
+        if eop {
+            self.finish_packet(q, emit, pass);
+        }
+    }
+
+    fn finish_packet(&mut self, q: usize, emit: &mut dyn FnMut(Vec<u8>), pass: &mut TxPass) {
+        let t = std::mem::take(&mut self.tx[q]);
+        self.tx[q].ctx = t.ctx;
+        if t.bad || t.pkt.is_empty() {
+            Metrics::inc(&self.metrics.tx_malformed);
+            return;
+        }
+        let ixsm = t.popts & TXD_POPTS_IXSM != 0;
+        let txsm = t.popts & TXD_POPTS_TXSM != 0;
+        let mut frames = if t.tse {
+            match offload::segment(&t.pkt, &t.ctx, ixsm, txsm) {
+                Ok(f) => {
+                    self.stat_inc(TSCTC, 1);
+                    f
+                }
+                Err(e) => {
+                    debug!("TX queue {q}: TSO refused: {e}");
+                    self.stat_inc(TSCTFC, 1);
+                    Metrics::inc(&self.metrics.tx_malformed);
+                    return;
+                }
+            }
+        } else {
+            let mut f = t.pkt;
+            let r = if let Some((css, cso)) = t.legacy_csum {
+                offload::insert_l4_checksum(&mut f, css as usize, cso as usize, 0, false, None)
+            } else {
+                offload::apply_checksums(&mut f, &t.ctx, ixsm, txsm)
+            };
+            if let Err(e) = r {
+                debug!("TX queue {q}: checksum offload refused: {e}");
+                Metrics::inc(&self.metrics.tx_malformed);
+                return;
+            }
+            vec![f]
+        };
+        let vet = self.reg(VET) as u16;
+        for mut f in frames.drain(..) {
+            if let Some(tci) = t.vlan {
+                offload::insert_vlan(&mut f, vet, tci);
+            }
+            self.count_tx(&f);
+            pass.frames += 1;
+            Metrics::inc(&self.metrics.tx_frames);
+            emit(f);
+        }
+    }
+
+    fn count_tx(&mut self, f: &[u8]) {
+        let wire = f.len().max(60) + 4;
+        self.stat_inc(TPT, 1);
+        self.stat_inc(GPTC, 1);
+        self.stat_add64(GOTCL, wire as u64);
+        self.stat_add64(TOTL, wire as u64);
+        self.stat_inc(size_bucket(wire, PTC64), 1);
+        if f.len() >= 6 && f[0] & 1 != 0 {
+            if f[..6] == [0xFF; 6] {
+                self.stat_inc(BPTC, 1);
+            } else {
+                self.stat_inc(MPTC, 1);
+            }
+        }
+    }
+}
+
+

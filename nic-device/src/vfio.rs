@@ -1,0 +1,227 @@
+//! The device as the vfio-user server sees it: regions and IRQ indexes of an 82574L function.
+
+use crate::nic::{Effects, Nic};
+use crate::regs::*;
+use log::{debug, info, warn};
+use mio::Waker;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use vfio_user::server::{Device, Errno};
+use vfio_user::*;
+
+pub struct NicServer {
+    pub nic: Arc<Mutex<Nic>>,
+    pub waker: Arc<Waker>,
+}
+
+const RW: u32 = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+
+impl NicServer {
+    fn effects(&self, fx: Option<Effects>) -> Result<(), Errno> {
+        match fx {
+            Some(fx) => {
+                if fx.wake {
+                    let _ = self.waker.wake();
+                }
+                Ok(())
+            }
+            None => Err(libc::EINVAL),
+        }
+    }
+}
+
+impl Device for NicServer {
+    fn device_info(&self) -> (u32, u32, u32) {
+        (VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET, VFIO_PCI_NUM_REGIONS, VFIO_PCI_NUM_IRQS)
+    }
+
+    fn region_info(&self, index: u32) -> Option<(u32, u64)> {
+        Some(match index {
+            0 => (RW, BAR0_SIZE),
+            1 => (RW, BAR1_SIZE),
+            2 => (RW, BAR2_SIZE),
+            3 => (RW, BAR3_SIZE),
+            4 | 5 | 6 | 8 => (0, 0),
+            VFIO_PCI_CONFIG_REGION_INDEX => (RW, crate::pci::CONFIG_SIZE as u64),
+            _ => return None,
+        })
+    }
+
+    fn irq_info(&self, index: u32) -> Option<(u32, u32)> {
+        Some(match index {
+            VFIO_PCI_INTX_IRQ_INDEX => (VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED, 1),
+            VFIO_PCI_MSI_IRQ_INDEX => (VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE, 1),
+            VFIO_PCI_MSIX_IRQ_INDEX => (VFIO_IRQ_INFO_EVENTFD | VFIO_IRQ_INFO_NORESIZE, MSIX_VECTORS as u32),
+            VFIO_PCI_ERR_IRQ_INDEX | VFIO_PCI_REQ_IRQ_INDEX => (VFIO_IRQ_INFO_EVENTFD, 1),
+            _ => return None,
+        })
+    }
+
+    fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> Result<(), Errno> {
+        let mut nic = self.nic.lock().unwrap();
+        let ok = match region {
+            0 => nic.bar0_read(offset, data),
+            1 => {
+                // Flash: erased content.
+                let ok = offset.checked_add(data.len() as u64).is_some_and(|e| e <= BAR1_SIZE);
+                data.fill(0xFF);
+                ok
+            }
+            2 => nic.io_read(offset, data),
+            3 => nic.msix_bar_read(offset, data),
+            VFIO_PCI_CONFIG_REGION_INDEX => nic.pci.read(offset, data),
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            debug!("region {region} read of {} at {offset:#x} refused", data.len());
+            Err(libc::EINVAL)
+        }
+    }
+
+    fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
+        let fx = {
+            let mut nic = self.nic.lock().unwrap();
+            match region {
+                0 => nic.bar0_write(offset, data),
+                1 => offset.checked_add(data.len() as u64).is_some_and(|e| e <= BAR1_SIZE).then_some(Effects::default()),
+                2 => nic.io_write(offset, data),
+                // The MSI-X table is emulated by the client; PBA writes are ignored.
+                3 => offset.checked_add(data.len() as u64).is_some_and(|e| e <= BAR3_SIZE).then_some(Effects::default()),
+                VFIO_PCI_CONFIG_REGION_INDEX => nic.config_write(offset, data),
+                _ => None,
+            }
+        };
+        self.effects(fx)
+    }
+
+    fn dma_map(&mut self, map: &DmaMap, fd: Option<OwnedFd>) -> Result<(), Errno> {
+        let mut nic = self.nic.lock().unwrap();
+        let Some(fd) = fd else {
+            // Sections without an fd (ROM, some VGA RAM) are not reachable by DMA.
+            debug!("DMA_MAP without fd: iova {:#x} size {:#x} not DMA-able", map.iova, map.size);
+            nic.dma.unreachable.push((map.iova, map.size));
+            return Ok(());
+        };
+        let writable = map.flags & VFIO_DMA_MAP_FLAG_WRITE != 0;
+        nic.dma.map(map.iova, map.size, fd, map.offset, writable).map_err(|e| {
+            warn!("DMA_MAP iova {:#x} size {:#x}: {e}", map.iova, map.size);
+            libc::EINVAL
+        })?;
+        debug!("DMA_MAP iova {:#x} size {:#x} offset {:#x}", map.iova, map.size, map.offset);
+        Ok(())
+    }
+
+    fn dma_unmap(&mut self, un: &DmaUnmap) -> Result<(), Errno> {
+        let mut nic = self.nic.lock().unwrap();
+        if un.flags & VFIO_DMA_UNMAP_FLAG_ALL != 0 {
+            nic.dma.unmap_all();
+            return Ok(());
+        }
+        nic.dma.unmap(un.iova, un.size).map(|_| ()).map_err(|e| {
+            warn!("DMA_UNMAP iova {:#x} size {:#x}: {e}", un.iova, un.size);
+            libc::EINVAL
+        })
+    }
+
+    fn set_irqs(&mut self, set: &IrqSet, fds: Vec<OwnedFd>) -> Result<(), Errno> {
+        let (_, count) = self.irq_info(set.index).ok_or(libc::EINVAL)?;
+        if set.start.checked_add(set.count).is_none_or(|e| e > count) {
+            return Err(libc::EINVAL);
+        }
+        let mut nic = self.nic.lock().unwrap();
+        let action = set.flags & (VFIO_IRQ_SET_ACTION_MASK | VFIO_IRQ_SET_ACTION_UNMASK | VFIO_IRQ_SET_ACTION_TRIGGER);
+        let data = set.flags & (VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_DATA_EVENTFD);
+        debug!("SET_IRQS index {} start {} count {} action {action:#x} data {data:#x} fds {}", set.index, set.start, set.count, fds.len());
+        if set.index == VFIO_PCI_INTX_IRQ_INDEX && action != VFIO_IRQ_SET_ACTION_TRIGGER {
+            match (action, data) {
+                (VFIO_IRQ_SET_ACTION_UNMASK, VFIO_IRQ_SET_DATA_NONE) => nic.intx_unmask(),
+                (VFIO_IRQ_SET_ACTION_MASK, VFIO_IRQ_SET_DATA_NONE) => nic.intx_mask(),
+                (VFIO_IRQ_SET_ACTION_UNMASK, VFIO_IRQ_SET_DATA_BOOL) if set.bools.first() == Some(&1) => nic.intx_unmask(),
+                (VFIO_IRQ_SET_ACTION_MASK, VFIO_IRQ_SET_DATA_BOOL) if set.bools.first() == Some(&1) => nic.intx_mask(),
+                _ => {
+                    warn!("SET_IRQS INTx action {action:#x} data {data:#x} not supported");
+                    return Err(libc::ENOTSUP);
+                }
+            }
+            return Ok(());
+        }
+        if action != VFIO_IRQ_SET_ACTION_TRIGGER {
+            // MSI/MSI-X masking goes through the client's emulated table.
+            return Err(libc::ENOTSUP);
+        }
+        let idx = set.index;
+        match data {
+            VFIO_IRQ_SET_DATA_EVENTFD => {
+                if !fds.is_empty() && fds.len() != set.count as usize {
+                    return Err(libc::EINVAL);
+                }
+                let mut files: Vec<Option<File>> = fds.into_iter().map(|f| Some(File::from(f))).collect();
+                files.resize_with(set.count as usize, || None);
+                for (i, f) in files.into_iter().enumerate() {
+                    let v = set.start as usize + i;
+                    let has = f.is_some();
+                    match idx {
+                        VFIO_PCI_INTX_IRQ_INDEX => nic.irq.intx = f,
+                        VFIO_PCI_MSI_IRQ_INDEX => nic.irq.msi = f,
+                        VFIO_PCI_MSIX_IRQ_INDEX => {
+                            nic.irq.msix[v] = f;
+                            if has {
+                                nic.msix_fd_set(v);
+                            }
+                        }
+                        VFIO_PCI_ERR_IRQ_INDEX => nic.irq.err = f,
+                        _ => nic.irq.req = f,
+                    }
+                }
+            }
+            VFIO_IRQ_SET_DATA_NONE if set.count == 0 => {
+                // Disable the whole index.
+                match idx {
+                    VFIO_PCI_INTX_IRQ_INDEX => nic.irq.intx = None,
+                    VFIO_PCI_MSI_IRQ_INDEX => nic.irq.msi = None,
+                    VFIO_PCI_MSIX_IRQ_INDEX => nic.irq.msix = Default::default(),
+                    VFIO_PCI_ERR_IRQ_INDEX => nic.irq.err = None,
+                    _ => nic.irq.req = None,
+                }
+            }
+            VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_DATA_BOOL => {
+                // Software trigger of the named vectors.
+                for i in 0..set.count as usize {
+                    if data == VFIO_IRQ_SET_DATA_BOOL && set.bools.get(i) != Some(&1) {
+                        continue;
+                    }
+                    let v = set.start as usize + i;
+                    let f = match idx {
+                        VFIO_PCI_INTX_IRQ_INDEX => &nic.irq.intx,
+                        VFIO_PCI_MSI_IRQ_INDEX => &nic.irq.msi,
+                        VFIO_PCI_MSIX_IRQ_INDEX => &nic.irq.msix[v],
+                        VFIO_PCI_ERR_IRQ_INDEX => &nic.irq.err,
+                        _ => &nic.irq.req,
+                    };
+                    if let Some(mut f) = f.as_ref() {
+                        let _ = std::io::Write::write(&mut f, &1u64.to_ne_bytes());
+                    }
+                }
+            }
+            _ => return Err(libc::EINVAL),
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) -> Result<(), Errno> {
+        info!("DEVICE_RESET");
+        self.nic.lock().unwrap().function_reset();
+        let _ = self.waker.wake();
+        Ok(())
+    }
+
+    fn disconnected(&mut self) {
+        let mut nic = self.nic.lock().unwrap();
+        nic.disconnect();
+        info!("client disconnected: DMA maps and interrupt fds dropped");
+        nic.log_metrics();
+    }
+}

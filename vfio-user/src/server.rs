@@ -1,0 +1,238 @@
+//! The server side: one connection's message handling, dispatching to a [`Device`].
+//! The caller owns the event loop; it calls [`Connection::on_readable`] when the socket is readable.
+
+use crate::message::*;
+use crate::socket::{write_all_with_fds, Frame, FrameError, Message, Reader};
+use log::{debug, warn};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+
+/// A positive errno value for error replies.
+pub type Errno = i32;
+
+/// What a vfio-user device offers. Methods get validated, typed requests; errors are errno values.
+pub trait Device {
+    /// `(flags, num_regions, num_irqs)` for DEVICE_GET_INFO.
+    fn device_info(&self) -> (u32, u32, u32);
+    /// `(flags, size)` of a region, `None` for an index the device does not have.
+    fn region_info(&self, index: u32) -> Option<(u32, u64)>;
+    /// `(flags, count)` of an IRQ index, `None` for an index the device does not have.
+    fn irq_info(&self, index: u32) -> Option<(u32, u32)>;
+    fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> Result<(), Errno>;
+    fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<(), Errno>;
+    fn dma_map(&mut self, map: &DmaMap, fd: Option<OwnedFd>) -> Result<(), Errno>;
+    fn dma_unmap(&mut self, unmap: &DmaUnmap) -> Result<(), Errno>;
+    fn set_irqs(&mut self, set: &IrqSet, fds: Vec<OwnedFd>) -> Result<(), Errno>;
+    fn reset(&mut self) -> Result<(), Errno>;
+    /// The client went away: drop DMA maps and interrupt fds.
+    fn disconnected(&mut self);
+}
+
+/// Counters for the connection, for logs and tests.
+#[derive(Debug, Default, Clone)]
+pub struct ConnStats {
+    pub messages: u64,
+    pub error_replies: u64,
+    pub posted_write_errors: u64,
+    pub unknown_commands: u64,
+}
+
+/// Capabilities we answer VERSION with. Kept short: QEMU receives the reply into its request's buffer.
+pub const SERVER_CAPABILITIES: &str = r#"{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576}}"#;
+
+/// One client connection.
+pub struct Connection {
+    sock: UnixStream,
+    reader: Reader,
+    negotiated: bool,
+    pub stats: ConnStats,
+}
+
+/// Timeout for a reply that does not fit in the socket buffer.
+const WRITE_TIMEOUT_MS: i32 = 5000;
+
+impl Connection {
+    pub fn new(sock: UnixStream) -> std::io::Result<Connection> {
+        sock.set_nonblocking(true)?;
+        Ok(Connection { sock, reader: Reader::new(), negotiated: false, stats: ConnStats::default() })
+    }
+
+    pub fn socket(&self) -> &UnixStream {
+        &self.sock
+    }
+
+    /// Reads and handles everything available. `Err` means the connection is over (EOF or broken framing).
+    pub fn on_readable(&mut self, dev: &mut dyn Device) -> Result<(), FrameError> {
+        loop {
+            while let Some(frame) = self.reader.next_frame()? {
+                self.handle_frame(dev, frame)?;
+            }
+            if !self.reader.fill(&self.sock)? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, dev: &mut dyn Device, frame: Frame) -> Result<(), FrameError> {
+        match frame {
+            Frame::Oversized(h) => {
+                warn!("vfio-user: message {} (command {}) of {} bytes is too large", h.msg_id, h.command, h.size);
+                if !h.no_reply() {
+                    self.reply_error(&h, libc::E2BIG)?;
+                }
+                Ok(())
+            }
+            Frame::Message(m) => self.handle_message(dev, m),
+        }
+    }
+
+    fn reply(&mut self, req: &Header, payload: &[u8], fds: &[std::os::fd::RawFd]) -> Result<(), FrameError> {
+        let mut out = Vec::with_capacity(HEADER_SIZE + payload.len());
+        Header {
+            msg_id: req.msg_id,
+            command: req.command,
+            size: (HEADER_SIZE + payload.len()) as u32,
+            flags: FLAG_REPLY,
+            error: 0,
+        }
+        .emit(&mut out);
+        out.extend_from_slice(payload);
+        write_all_with_fds(&self.sock, &out, fds, WRITE_TIMEOUT_MS)?;
+        Ok(())
+    }
+
+    fn reply_error(&mut self, req: &Header, errno: Errno) -> Result<(), FrameError> {
+        self.stats.error_replies += 1;
+        let errno = if errno == 0 { libc::EINVAL } else { errno };
+        let mut out = Vec::with_capacity(HEADER_SIZE);
+        Header { msg_id: req.msg_id, command: req.command, size: HEADER_SIZE as u32, flags: FLAG_REPLY | FLAG_ERROR, error: errno as u32 }
+            .emit(&mut out);
+        write_all_with_fds(&self.sock, &out, &[], WRITE_TIMEOUT_MS)?;
+        Ok(())
+    }
+
+    fn handle_message(&mut self, dev: &mut dyn Device, m: Message) -> Result<(), FrameError> {
+        self.stats.messages += 1;
+        let h = m.header;
+        if h.is_reply() {
+            warn!("vfio-user: unexpected reply message {} from client, ignored", h.msg_id);
+            return Ok(());
+        }
+        let result = self.dispatch(dev, &h, m.payload, m.fds);
+        match result {
+            Ok(Some(payload)) => {
+                if !h.no_reply() {
+                    self.reply(&h, &payload, &[])?;
+                }
+            }
+            Ok(None) => {}
+            Err(errno) => {
+                if h.no_reply() {
+                    self.stats.posted_write_errors += 1;
+                    debug!("vfio-user: posted command {} failed with errno {errno}", h.command);
+                } else {
+                    self.reply_error(&h, errno)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one request; `Ok(Some(payload))` is the reply payload.
+    fn dispatch(&mut self, dev: &mut dyn Device, h: &Header, p: Vec<u8>, mut fds: Vec<OwnedFd>) -> Result<Option<Vec<u8>>, Errno> {
+        let bad = |e: ParseError| {
+            warn!("vfio-user: command {} message {}: {e}", h.command, h.msg_id);
+            libc::EINVAL
+        };
+        let Some(cmd) = Command::from_u16(h.command) else {
+            self.stats.unknown_commands += 1;
+            warn!("vfio-user: unknown command {}", h.command);
+            return Err(libc::ENOSYS);
+        };
+        if !self.negotiated && cmd != Command::Version {
+            warn!("vfio-user: command {cmd:?} before VERSION");
+            return Err(libc::EINVAL);
+        }
+        let mut out = Vec::new();
+        match cmd {
+            Command::Version => {
+                let v = Version::parse(&p).map_err(bad)?;
+                if v.major != 0 {
+                    warn!("vfio-user: client protocol {}.{} not supported", v.major, v.minor);
+                    return Err(libc::ENOTSUP);
+                }
+                debug!("vfio-user: client version {}.{} caps {}", v.major, v.minor, v.capabilities);
+                self.negotiated = true;
+                Version { major: 0, minor: 0, capabilities: SERVER_CAPABILITIES.into() }.emit(&mut out);
+            }
+            Command::DmaMap => {
+                let map = DmaMap::parse(&p).map_err(bad)?;
+                if fds.len() > 1 {
+                    return Err(libc::EINVAL);
+                }
+                dev.dma_map(&map, fds.pop())?;
+            }
+            Command::DmaUnmap => {
+                let un = DmaUnmap::parse(&p).map_err(bad)?;
+                if un.flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP != 0 {
+                    return Err(libc::ENOTSUP);
+                }
+                dev.dma_unmap(&un)?;
+                un.emit(&mut out);
+            }
+            Command::DeviceGetInfo => {
+                let req = DeviceInfo::parse(&p).map_err(bad)?;
+                let (flags, num_regions, num_irqs) = dev.device_info();
+                DeviceInfo { argsz: req.argsz.max(DeviceInfo::LEN as u32), flags, num_regions, num_irqs }.emit(&mut out);
+                out.truncate(DeviceInfo::LEN);
+            }
+            Command::DeviceGetRegionInfo => {
+                let req = RegionInfo::parse(&p).map_err(bad)?;
+                let (flags, size) = dev.region_info(req.index).ok_or(libc::EINVAL)?;
+                RegionInfo { argsz: RegionInfo::LEN as u32, flags, index: req.index, cap_offset: 0, size, offset: 0 }.emit(&mut out);
+            }
+            Command::DeviceGetIrqInfo => {
+                let req = IrqInfo::parse(&p).map_err(bad)?;
+                let (flags, count) = dev.irq_info(req.index).ok_or(libc::EINVAL)?;
+                IrqInfo { argsz: IrqInfo::LEN as u32, flags, index: req.index, count }.emit(&mut out);
+            }
+            Command::DeviceSetIrqs => {
+                let set = IrqSet::parse(&p).map_err(bad)?;
+                let eventfd = set.flags & VFIO_IRQ_SET_DATA_EVENTFD != 0;
+                if !eventfd && !fds.is_empty() {
+                    return Err(libc::EINVAL);
+                }
+                if eventfd && fds.len() > set.count as usize {
+                    return Err(libc::EINVAL);
+                }
+                dev.set_irqs(&set, fds)?;
+            }
+            Command::RegionRead => {
+                let a = RegionAccess::parse(&p).map_err(bad)?;
+                let mut data = vec![0u8; a.count as usize];
+                dev.region_read(a.region, a.offset, &mut data)?;
+                a.emit(&mut out);
+                out.extend_from_slice(&data);
+            }
+            Command::RegionWrite => {
+                let a = RegionAccess::parse(&p).map_err(bad)?;
+                let data = p.get(RegionAccess::LEN..RegionAccess::LEN + a.count as usize).ok_or(libc::EINVAL)?;
+                dev.region_write(a.region, a.offset, data)?;
+                a.emit(&mut out);
+            }
+            Command::RegionWriteMulti => {
+                let writes = parse_write_multi(&p).map_err(bad)?;
+                for (a, d) in writes {
+                    dev.region_write(a.region, a.offset, &d[..a.count as usize])?;
+                }
+            }
+            Command::DeviceReset => {
+                dev.reset()?;
+            }
+            Command::DeviceGetRegionIoFds | Command::DmaRead | Command::DmaWrite | Command::DirtyPages => {
+                return Err(libc::ENOTSUP);
+            }
+        }
+        Ok(Some(out))
+    }
+}
