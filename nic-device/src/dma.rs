@@ -62,6 +62,7 @@ impl DmaSpace {
             self.mem = None;
             return Ok(());
         }
+        self.maps.sort_by_key(|m| m.iova);
         let regions: Vec<Arc<GuestRegionMmap>> = self.maps.iter().map(|m| m.region.clone()).collect();
         self.mem = Some(GuestMemoryMmap::from_arc_regions(regions).map_err(|e| MapError::Mmap(e.to_string()))?);
         Ok(())
@@ -86,7 +87,7 @@ impl DmaSpace {
         let region = GuestRegionMmap::new(region, GuestAddress(iova)).map_err(|e| MapError::Mmap(e.to_string()))?;
         self.maps.push(Map { iova, size, writable, region: Arc::new(region) });
         if let Err(e) = self.rebuild() {
-            self.maps.pop();
+            self.maps.retain(|m| m.iova != iova);
             self.rebuild()?;
             return Err(e);
         }

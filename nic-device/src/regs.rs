@@ -221,6 +221,7 @@ pub const RXCSUM_PCSD: u32 = 1 << 13;
 
 // TCTL bits.
 pub const TCTL_EN: u32 = 1 << 1;
+pub const TCTL_PSP: u32 = 1 << 3;
 
 // TARC bits.
 pub const TARC_ENABLE: u32 = 1 << 10;

@@ -249,7 +249,11 @@ impl Nic {
             vec![f]
         };
         let vet = self.reg(VET) as u16;
+        let pad = self.reg(TCTL) & TCTL_PSP != 0;
         for mut f in frames.drain(..) {
+            if pad && f.len() < 60 {
+                f.resize(60, 0); // short packets are padded on the wire (TCTL.PSP)
+            }
             if let Some(tci) = t.vlan {
                 offload::insert_vlan(&mut f, vet, tci);
             }

@@ -33,6 +33,13 @@ copy_with_libs /usr/bin/iperf3 /bin/iperf3
 copy_with_libs /usr/bin/tcpdump /bin/tcpdump
 copy_with_libs /usr/bin/ip /bin/ip
 copy_with_libs /usr/bin/lspci /bin/lspci
+# iperf3 loads libgcc_s at exit (pthread_cancel); it is not in ldd's list.
+for d in /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu; do
+    if [ -e "$CHROOT$d/libgcc_s.so.1" ]; then
+        mkdir -p "$R$d"
+        cp -L "$CHROOT$d/libgcc_s.so.1" "$R$d/"
+    fi
+done
 mkdir -p "$R/usr/share/misc"
 cp -L "$CHROOT"/usr/share/misc/pci.ids "$R/usr/share/misc/" 2>/dev/null || true
 # tcpdump wants a tcpdump user or -Z root; give it /etc/passwd anyway
@@ -83,6 +90,12 @@ for m in $(echo "$MODULES" | tr ',' ' '); do
     if [ $first = 1 ]; then modprobe "$m" $MODARGS; first=0; else modprobe "$m"; fi
 done
 stty -echo 2>/dev/null
+# A script appended as a second initramfs (see qemu-config/launch-guest.sh --script) runs instead of a shell.
+if [ -x /run.sh ]; then
+    /run.sh
+    echo "@@RUN-EXIT=$?@@"
+    poweroff -f
+fi
 echo "@@GUEST-READY@@"
 while true; do
     setsid cttyhack sh

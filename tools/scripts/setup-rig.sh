@@ -15,7 +15,8 @@ step() { echo "[setup-rig $1/$STEPS] $2" >&2; }
 
 mkdir -p "$RIG"
 
-if [ -f "$RIG/.stamp-initramfs" ] && [ -x "$RIG/bin/qemu-system-x86_64" ]; then
+INITRAMFS_ID="$(sha256sum "$ROOT/tools/scripts/build-initramfs.sh" | cut -c1-16)"
+if [ "$(cat "$RIG/.stamp-initramfs" 2>/dev/null)" = "$INITRAMFS_ID" ] && [ -x "$RIG/bin/qemu-system-x86_64" ]; then
     echo "[setup-rig] cached in $RIG" >&2
     exit 0
 fi
@@ -27,8 +28,9 @@ done
 step 1 "host packages ${need_apt[*]:-(all present)}"
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >&2
-    apt-get install -y -q --no-install-recommends "${need_apt[@]}" >&2
+    apt-get update -q >"$RIG/apt-host.log" 2>&1 || { tail -20 "$RIG/apt-host.log" >&2; exit 1; }
+    apt-get install -y -q --no-install-recommends "${need_apt[@]}" >>"$RIG/apt-host.log" 2>&1 \
+        || { tail -20 "$RIG/apt-host.log" >&2; exit 1; }
 fi
 
 step 2 "debootstrap trixie into $CHROOT (about 30 s)"
@@ -76,5 +78,5 @@ echo "$KVER" >"$RIG/kernel-version"
 
 step 6 "guest initramfs (busybox, e1000e, vfio-pci, ethtool, iperf3, tcpdump, ip)"
 bash "$ROOT/tools/scripts/build-initramfs.sh" "$CHROOT" "$KVER" "$RIG/initramfs.cpio.gz"
-touch "$RIG/.stamp-initramfs"
+echo "$INITRAMFS_ID" >"$RIG/.stamp-initramfs"
 echo "[setup-rig] ready: $RIG" >&2

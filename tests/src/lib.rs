@@ -1,0 +1,370 @@
+//! Test harness: network namespaces, nic-device processes, and QEMU guests driven over their serial console.
+//!
+//! Guests boot the rig's kernel and busybox initramfs (tools/scripts/setup-rig.sh) through
+//! qemu-config/launch-guest.sh under TCG. Each test that boots a guest holds [`guest_lock`], so guests run
+//! one at a time on this small machine.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn rig_dir() -> PathBuf {
+    std::env::var_os("NIC_RIG_DIR").map(PathBuf::from).unwrap_or_else(|| root().join(".cache/rig"))
+}
+
+/// Panics with the set-up command when the rig is missing: a guest test must never pass without a guest.
+pub fn require_rig() {
+    let r = rig_dir();
+    for f in ["bin/qemu-system-x86_64", "vmlinuz", "initramfs.cpio.gz"] {
+        assert!(r.join(f).exists(), "{} missing: run tools/scripts/setup-rig.sh (or tools/scripts/test.sh)", r.join(f).display());
+    }
+}
+
+/// A binary of this workspace, built by the test command before the tests run.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    for profile in ["debug", "release"] {
+        let p = dir.join(profile).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} not built: run `cargo build --workspace --bins` first");
+}
+
+static GUEST_LOCK: Mutex<()> = Mutex::new(());
+
+/// Serializes guest boots within one test binary.
+pub fn guest_lock() -> MutexGuard<'static, ()> {
+    GUEST_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn init_logs() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}
+
+/// A unique name for this process and a counter.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}{}x{}", std::process::id() % 100000, N.fetch_add(1, Ordering::SeqCst))
+}
+
+pub fn sh(cmd: &str) -> (i32, String) {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+    let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&o.stderr));
+    (o.status.code().unwrap_or(-1), s)
+}
+
+/// A network namespace made for one test, removed on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        let name = unique("nict");
+        let (rc, out) = sh(&format!("ip netns add {name} && ip netns exec {name} ip link set lo up"));
+        assert_eq!(rc, 0, "ip netns add: {out}");
+        Netns { name }
+    }
+    pub fn exec(&self, cmd: &str) -> (i32, String) {
+        sh(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', "'\\''")))
+    }
+    pub fn must(&self, cmd: &str) -> String {
+        let (rc, out) = self.exec(cmd);
+        assert_eq!(rc, 0, "in {}: {cmd}: {out}", self.name);
+        out
+    }
+    pub fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+    /// Counters of an interface in this namespace: (rx_packets, tx_packets, rx_bytes, tx_bytes).
+    pub fn link_stats(&self, ifname: &str) -> (u64, u64, u64, u64) {
+        let r = |f: &str| -> u64 { self.must(&format!("cat /sys/class/net/{ifname}/statistics/{f}")).trim().parse().unwrap() };
+        (r("rx_packets"), r("tx_packets"), r("rx_bytes"), r("tx_bytes"))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh(&format!("ip netns pids {0} | xargs -r kill -9; ip netns del {0}", self.name));
+    }
+}
+
+/// A running nic-device.
+pub struct Device {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Device {
+    /// Starts nic-device with `args` (after --socket), in `ns` if given, and waits for its socket.
+    pub fn start(ns: Option<&Netns>, socket: &Path, args: &[&str]) -> Device {
+        let exe = bin("nic-device");
+        let mut cmd = match ns {
+            Some(n) => n.command(&exe),
+            None => Command::new(&exe),
+        };
+        let log = socket.with_extension("log");
+        let f = std::fs::File::create(&log).unwrap();
+        cmd.arg("--socket").arg(socket).args(args).stdout(f.try_clone().unwrap()).stderr(f);
+        cmd.env("RUST_LOG", std::env::var("NIC_DEVICE_LOG").unwrap_or_else(|_| "info".into()));
+        let mut child = cmd.spawn().expect("spawn nic-device");
+        let t0 = Instant::now();
+        while !socket.exists() {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("nic-device exited with {st}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            assert!(t0.elapsed() < Duration::from_secs(20), "nic-device socket did not appear");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Device { child, socket: socket.into(), log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        // SAFETY: kill with a pid we spawned.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Options for a guest boot.
+#[derive(Default, Clone)]
+pub struct GuestOpts {
+    pub sockets: Vec<PathBuf>,
+    pub append: String,
+    pub allow_reboot: bool,
+    pub extra: Vec<String>,
+}
+
+/// A QEMU guest whose serial console is our pipe.
+pub struct Guest {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    out: Arc<(Mutex<Vec<u8>>, Condvar)>,
+    seen: usize,
+    pub transcript: PathBuf,
+}
+
+impl Guest {
+    pub fn boot(opts: &GuestOpts) -> Guest {
+        require_rig();
+        let mut cmd = Command::new(root().join("qemu-config/launch-guest.sh"));
+        for s in &opts.sockets {
+            cmd.arg("--socket").arg(s);
+        }
+        if !opts.append.is_empty() {
+            cmd.arg("--append").arg(&opts.append);
+        }
+        if opts.allow_reboot {
+            cmd.arg("--allow-reboot");
+        }
+        if !opts.extra.is_empty() {
+            cmd.arg("--").args(&opts.extra);
+        }
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("launch-guest.sh");
+        let stdin = child.stdin.take().unwrap();
+        let out = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        for mut pipe in [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())] {
+            let o = out.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    o.0.lock().unwrap().extend_from_slice(&buf[..n]);
+                    o.1.notify_all();
+                }
+            });
+        }
+        let transcript = std::env::temp_dir().join(format!("{}.console", unique("guest")));
+        let mut g = Guest { child, stdin, out, seen: 0, transcript };
+        g.wait_ready();
+        g
+    }
+
+    /// Waits for the guest's ready marker and syncs with its shell (prompts off, banner consumed).
+    pub fn wait_ready(&mut self) {
+        self.wait_for("@@GUEST-READY@@", Duration::from_secs(180));
+        self.send("export PS1= PS2=; echo \"@@SY\"\"NC@@\"");
+        self.wait_for("@@SYNC@@", Duration::from_secs(30));
+    }
+
+    fn save_transcript(&self) {
+        let b = self.out.0.lock().unwrap().clone();
+        let _ = std::fs::write(&self.transcript, b);
+    }
+
+    /// Waits until `marker` appears after what was already consumed; returns the text before it.
+    pub fn wait_for(&mut self, marker: &str, timeout: Duration) -> String {
+        let t0 = Instant::now();
+        let (lock, cv) = &*self.out;
+        let mut buf = lock.lock().unwrap();
+        loop {
+            let text = String::from_utf8_lossy(&buf[self.seen..]).into_owned();
+            if let Some(i) = text.find(marker) {
+                let before = text[..i].to_string();
+                // Advance by the byte length of what we matched (lossy text may differ in length: recompute).
+                let consumed = buf[self.seen..].windows(marker.len()).position(|w| w == marker.as_bytes()).unwrap() + marker.len();
+                self.seen += consumed;
+                return before;
+            }
+            let left = timeout.checked_sub(t0.elapsed());
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if left.is_none() || (exited && buf.len() == self.seen) {
+                drop(buf);
+                self.save_transcript();
+                panic!(
+                    "guest: '{marker}' not seen within {timeout:?} (qemu exited: {exited}); console in {}; tail:\n{}",
+                    self.transcript.display(),
+                    text.chars().rev().take(3000).collect::<String>().chars().rev().collect::<String>()
+                );
+            }
+            buf = cv.wait_timeout(buf, left.unwrap().min(Duration::from_millis(200))).unwrap().0;
+        }
+    }
+
+    /// Runs a shell command in the guest; returns its exit code and output.
+    pub fn run(&mut self, cmd: &str, timeout: Duration) -> (i32, String) {
+        let line = format!("{{ {cmd}\n}} 2>&1; echo \"@@R\"\"C=$?@@\"\n");
+        self.stdin.write_all(line.as_bytes()).expect("guest console");
+        self.stdin.flush().unwrap();
+        let out = self.wait_for("@@RC=", timeout);
+        let rest = self.wait_for("@@", Duration::from_secs(5));
+        let rc = rest.trim().parse().unwrap_or(-1);
+        (rc, out.replace('\r', "").trim().to_string())
+    }
+
+    /// Runs a command that must succeed.
+    pub fn must(&mut self, cmd: &str) -> String {
+        let (rc, out) = self.run(cmd, Duration::from_secs(300));
+        if rc != 0 {
+            self.save_transcript();
+        }
+        assert_eq!(rc, 0, "guest: `{cmd}` failed:\n{out}");
+        out
+    }
+
+    /// Sends a line without waiting for completion (reboot, poweroff).
+    pub fn send(&mut self, line: &str) {
+        self.stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Brings eth0 up with `addr` and waits for the link.
+    pub fn link_up(&mut self, ifname: &str, addr: &str) {
+        self.must(&format!(
+            "ip link set {ifname} up && ip addr add {addr} dev {ifname} && for i in $(seq 100); do [ \"$(cat /sys/class/net/{ifname}/carrier 2>/dev/null)\" = 1 ] && break; sleep 0.1; done; [ \"$(cat /sys/class/net/{ifname}/carrier)\" = 1 ]"
+        ));
+    }
+
+    /// Interrupt counts summed per /proc/interrupts line that names `ifname`: (line name, count).
+    pub fn interrupts(&mut self, ifname: &str) -> Vec<(String, u64)> {
+        let out = self.must("cat /proc/interrupts");
+        out.lines()
+            .filter(|l| l.contains(ifname))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let count = f.get(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+                (f[2..].join(" "), count)
+            })
+            .collect()
+    }
+
+    /// `ethtool -S` as name -> value.
+    pub fn ethtool_stats(&mut self, ifname: &str) -> std::collections::HashMap<String, u64> {
+        let out = self.must(&format!("ethtool -S {ifname}"));
+        out.lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                Some((k.trim().to_string(), v.trim().parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        self.save_transcript();
+        self.kill();
+    }
+}
+
+/// A TAP device inside `ns` with `addr`, plus a nic-device serving it: the usual test topology.
+pub struct TapRig {
+    pub ns: Netns,
+    pub dev: Device,
+    pub tap: String,
+}
+
+pub const HOST_IP: &str = "10.77.0.1";
+pub const GUEST_IP: &str = "10.77.0.2";
+
+impl TapRig {
+    pub fn new(extra: &[&str]) -> TapRig {
+        let ns = Netns::new();
+        let tap = "nictap0".to_string();
+        let sock = std::env::temp_dir().join(format!("{}.sock", unique("nicdev")));
+        let spec = format!("tap:{tap}");
+        let mut args = vec!["--backend", spec.as_str()];
+        args.extend_from_slice(extra);
+        let dev = Device::start(Some(&ns), &sock, &args);
+        ns.must(&format!("ip addr add {HOST_IP}/24 dev {tap} && ip link set {tap} up"));
+        TapRig { ns, dev, tap }
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.dev.socket.clone()
+    }
+}
