@@ -10,7 +10,7 @@ use crate::phy::{LinkEvent, Phy, PHY_ADDR};
 use crate::regs::*;
 use crate::rx::RxFifo;
 use crate::tx::TxQueue;
-use log::{debug, info, warn};
+use log::{debug, info};
 use std::fs::File;
 use std::io::Write;
 use std::sync::Arc;
@@ -472,7 +472,7 @@ impl Nic {
             Metrics::inc(&self.metrics.bad_register_accesses);
             return false;
         }
-        if data.len() == 8 && off % 4 == 0 {
+        if data.len() == 8 && off.is_multiple_of(4) {
             let lo = self.mmio_read(off as u32);
             let hi = self.mmio_read(off as u32 + 4);
             data[..4].copy_from_slice(&lo.to_le_bytes());
@@ -491,7 +491,7 @@ impl Nic {
             Metrics::inc(&self.metrics.bad_register_accesses);
             return None;
         }
-        if data.len() == 8 && off % 4 == 0 {
+        if data.len() == 8 && off.is_multiple_of(4) {
             let a = self.mmio_write(off as u32, u32::from_le_bytes(data[..4].try_into().unwrap()));
             let b = self.mmio_write(off as u32 + 4, u32::from_le_bytes(data[4..].try_into().unwrap()));
             return Some(Effects { wake: a.wake || b.wake });
@@ -515,7 +515,7 @@ impl Nic {
         let shape = match len {
             1 => true,
             2 | 4 => (off & 3) + len as u64 <= 4,
-            8 => off % 4 == 0,
+            8 => off.is_multiple_of(4),
             _ => false,
         };
         fits && shape
@@ -559,7 +559,7 @@ impl Nic {
             return false;
         }
         data.fill(0);
-        if off >= MSIX_PBA_OFFSET && off < MSIX_PBA_OFFSET + 8 {
+        if (MSIX_PBA_OFFSET..MSIX_PBA_OFFSET + 8).contains(&off) {
             let pba = (self.msix_pending as u64).to_le_bytes();
             let s = (off - MSIX_PBA_OFFSET) as usize;
             let n = data.len().min(8 - s);
@@ -596,10 +596,6 @@ impl Nic {
                 info!("  {k}: {v}");
             }
         }
-    }
-
-    pub fn warn_once_unsupported(&self, what: &str) {
-        warn!("unsupported: {what}");
     }
 }
 

@@ -19,8 +19,8 @@ impl Nvm {
         w[3] = 0x0420; // compatibility
         w[4] = 0xF746; // ID LED settings: "use the default"
         w[5] = 0x1080; // image version 1.8-0
-        w[8] = 0x2010; // PBA number, printed by the driver
-        w[9] = 0xFFFF;
+        w[8] = 0xE469; // PBA number, printed by the driver as E46981-000
+        w[9] = 0x8100;
         w[0x0A] = 0x026B; // initialization control 1
         w[0x0B] = 0x0000; // subsystem ID
         w[0x0C] = 0x8086; // subsystem vendor ID
@@ -61,7 +61,7 @@ mod test {
     use super::*;
 
     #[test]
-    fn checksum_is_babA_for_any_mac() {
+    fn checksum_is_0xbaba_for_any_mac() {
         for mac in [[0u8; 6], [0x52, 0x54, 0, 0x12, 0x34, 0x56], [0xFF; 6], [0x02, 0xAB, 0xCD, 0xEF, 0x01, 0x99]] {
             let n = Nvm::new(mac);
             assert_eq!(n.sum(), 0xBABA);

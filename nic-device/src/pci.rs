@@ -123,9 +123,6 @@ impl ConfigSpace {
         c
     }
 
-    fn set8(&mut self, off: usize, v: u8) {
-        self.data[off] = v;
-    }
     fn set16(&mut self, off: usize, v: u16) {
         self.data[off..off + 2].copy_from_slice(&v.to_le_bytes());
     }
@@ -218,10 +215,6 @@ impl ConfigSpace {
     /// Function-level state back to power-on (used on DEVICE_RESET).
     pub fn reset(&mut self, mac: [u8; 6]) {
         *self = ConfigSpace::new(mac);
-    }
-    #[allow(dead_code)]
-    fn unused(&mut self) {
-        self.set8(0, 0);
     }
 }
 

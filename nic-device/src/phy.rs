@@ -46,6 +46,12 @@ pub enum LinkEvent {
     Changed,
 }
 
+impl Default for Phy {
+    fn default() -> Self {
+        Phy::new()
+    }
+}
+
 impl Phy {
     pub fn new() -> Phy {
         let mut p = Phy { page0: [0; 32], other_pages: HashMap::new(), carrier: true };

@@ -116,18 +116,13 @@ pub fn checksum_status(frame: &[u8], l2_len: usize, ipofld: bool, tuofld: bool) 
             let mut next = ip[6];
             let mut off = 40;
             // Walk hop-by-hop, routing and destination options headers; a fragment header ends the walk.
-            loop {
-                match next {
-                    0 | 43 | 60 => {
-                        if off + 8 > 40 + plen {
-                            return info;
-                        }
-                        let len = (ip[off + 1] as usize + 1) * 8;
-                        next = ip[off];
-                        off += len;
-                    }
-                    _ => break,
+            while matches!(next, 0 | 43 | 60) {
+                if off + 8 > 40 + plen {
+                    return info;
                 }
+                let len = (ip[off + 1] as usize + 1) * 8;
+                next = ip[off];
+                off += len;
             }
             if off > 40 + plen {
                 return info;

@@ -63,7 +63,7 @@ pub fn serve(listener: UnixListener, path: &Path, dev: &mut NicServer) -> std::i
         for ev in events.iter() {
             match ev.token() {
                 SIGNALS => {
-                    for s in signals.pending() {
+                    if let Some(s) = signals.pending().next() {
                         info!("signal {s}: shutting down");
                         break 'outer;
                     }

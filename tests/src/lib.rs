@@ -68,6 +68,12 @@ pub struct Netns {
     pub name: String,
 }
 
+impl Default for Netns {
+    fn default() -> Self {
+        Netns::new()
+    }
+}
+
 impl Netns {
     pub fn new() -> Netns {
         let name = unique("nict");

@@ -133,6 +133,7 @@ fn iperf3_and_verified_transfers_with_tso() {
         eprintln!("iperf3 {} {recv}", if dir.is_empty() { "guest->host" } else { "host->guest" });
     }
     let _ = srv.kill();
+    let _ = srv.wait();
     let s = g.ethtool_stats("eth0");
     assert!(s["tx_tcp_seg_good"] > 0, "TSO was used: {s:?}");
     assert_eq!(s["tx_tcp_seg_failed"], 0);
@@ -155,6 +156,7 @@ fn iperf3_and_verified_transfers_with_tso() {
     std::thread::sleep(Duration::from_millis(800));
     let got = g.must(&format!("wget -q -O /tmp/r http://{HOST_IP}:8000/blob && sha256sum /tmp/r"));
     let _ = http.kill();
+    let _ = http.wait();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(got.split_whitespace().next().unwrap(), host_sum, "host->guest data");
 }

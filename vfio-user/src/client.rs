@@ -62,18 +62,16 @@ impl Client {
     /// Sends a raw request and waits for its reply payload; an error reply becomes `Remote`.
     pub fn request(&mut self, command: u16, payload: &[u8], fds: &[RawFd]) -> Result<Vec<u8>> {
         let id = self.send(command, payload, fds, FLAG_REQUEST)?;
-        loop {
-            let Frame::Message(m) = self.reader.read_frame_blocking(&self.sock)? else {
-                return Err(ClientError::Protocol("oversized reply".into()));
-            };
-            if !m.header.is_reply() || m.header.msg_id != id {
-                return Err(ClientError::Protocol(format!("unexpected message id {}", m.header.msg_id)));
-            }
-            if m.header.is_error() {
-                return Err(ClientError::Remote { command, errno: m.header.error as i32 });
-            }
-            return Ok(m.payload);
+        let Frame::Message(m) = self.reader.read_frame_blocking(&self.sock)? else {
+            return Err(ClientError::Protocol("oversized reply".into()));
+        };
+        if !m.header.is_reply() || m.header.msg_id != id {
+            return Err(ClientError::Protocol(format!("unexpected message id {}", m.header.msg_id)));
         }
+        if m.header.is_error() {
+            return Err(ClientError::Remote { command, errno: m.header.error as i32 });
+        }
+        Ok(m.payload)
     }
 
     pub fn device_info(&mut self) -> Result<DeviceInfo> {

@@ -1,0 +1,499 @@
+//! TX and RX descriptor processing against fake guest memory (a memfd, as QEMU's memory backend gives it),
+//! driven the way a driver would: registers, descriptors, doorbells. Frames on the wire are checked with
+//! etherparse, which shares no code with the device.
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use nic_device::dma::testing;
+use nic_device::metrics::Metrics;
+use nic_device::nic::Nic;
+use nic_device::pci;
+use nic_device::regs::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+const MEM_BASE: u64 = 0x10_0000;
+const MEM_SIZE: u64 = 4 << 20;
+const TX_RING: u64 = MEM_BASE;
+const RX_RING: u64 = MEM_BASE + 0x1000;
+const TX_BUFS: u64 = MEM_BASE + 0x10_0000;
+const RX_BUFS: u64 = MEM_BASE + 0x20_0000;
+const RING_LEN: u32 = 64;
+
+fn nic() -> Nic {
+    let mut n = Nic::new(MAC, Arc::new(Metrics::default()));
+    n.dma = testing::space(MEM_BASE, MEM_SIZE);
+    // Bus mastering on, as the guest's PCI core does.
+    n.config_write(pci::COMMAND as u64, &(pci::COMMAND_MEMORY | pci::COMMAND_BUS_MASTER).to_le_bytes()).unwrap();
+    n
+}
+
+fn setup_tx(n: &mut Nic) {
+    n.mmio_write(TDBAL0, TX_RING as u32);
+    n.mmio_write(TDBAH0, 0);
+    n.mmio_write(TDLEN0, RING_LEN * 16);
+    n.mmio_write(TDH0, 0);
+    n.mmio_write(TDT0, 0);
+    n.mmio_write(TCTL, TCTL_EN | TCTL_PSP);
+}
+
+fn w64(n: &Nic, a: u64, v: u64) {
+    n.dma.write(a, &v.to_le_bytes()).unwrap();
+}
+
+fn desc(n: &Nic, i: u32, addr: u64, lower: u32, upper: u32) {
+    let d = TX_RING + i as u64 * 16;
+    w64(n, d, addr);
+    n.dma.write(d + 8, &lower.to_le_bytes()).unwrap();
+    n.dma.write(d + 12, &upper.to_le_bytes()).unwrap();
+}
+
+fn run_tx(n: &mut Nic) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while n.tx_pending(0) {
+        let p = n.process_tx(0, 1024, &mut |f| out.push(f));
+        if p.descriptors == 0 {
+            break;
+        }
+    }
+    out
+}
+
+fn legacy(len: usize, cmd: u8) -> u32 {
+    len as u32 | ((cmd as u32) << 24)
+}
+
+fn data_desc(len: usize, dcmd: u8, popts: u8) -> (u32, u32) {
+    (len as u32 | (TXD_DTYP_DATA << 20) | (((dcmd | TXD_CMD_DEXT) as u32) << 24), (popts as u32) << 8)
+}
+
+fn ctx_desc(n: &Nic, i: u32, c: &nic_device::offload::TxContext) {
+    let addr = c.ipcss as u64 | (c.ipcso as u64) << 8 | (c.ipcse as u64) << 16 | (c.tucss as u64) << 32 | (c.tucso as u64) << 40 | (c.tucse as u64) << 48;
+    let tucmd = (if c.tcp { TXD_TUCMD_TCP } else { 0 }) | (if c.ipv4 { TXD_TUCMD_IP } else { 0 }) | (if c.tse { TXD_CMD_TSE } else { 0 }) | TXD_CMD_DEXT;
+    desc(n, i, addr, c.paylen | ((tucmd as u32) << 24), ((c.hdrlen as u32) << 8) | ((c.mss as u32) << 16));
+}
+
+fn eth_ipv4_udp(payload: &[u8]) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], MAC).ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(1000, 2000);
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+fn sum16(data: &[u8]) -> u32 {
+    data.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum()
+}
+fn fold(mut s: u32) -> u16 {
+    while s > 0xFFFF {
+        s = (s & 0xFFFF) + (s >> 16);
+    }
+    s as u16
+}
+
+#[test]
+fn legacy_descriptors_frame_over_three_buffers_with_dd_writeback() {
+    let mut n = nic();
+    setup_tx(&mut n);
+    n.mmio_write(IMS, ICR_TXDW);
+    let frame = eth_ipv4_udp(&[7u8; 300]);
+    let parts = [&frame[..14], &frame[14..100], &frame[100..]];
+    for (i, p) in parts.iter().enumerate() {
+        let a = TX_BUFS + i as u64 * 0x1000;
+        n.dma.write(a, p).unwrap();
+        let last = i == parts.len() - 1;
+        let cmd = TXD_CMD_IFCS | if last { TXD_CMD_EOP | TXD_CMD_RS } else { 0 };
+        desc(&n, i as u32, a, legacy(p.len(), cmd), 0);
+    }
+    n.mmio_write(TDT0, 3);
+    let out = run_tx(&mut n);
+    assert_eq!(out, vec![frame.clone()]);
+    assert_eq!(n.reg(TDH0), 3);
+    let mut sta = [0u8; 1];
+    n.dma.read(TX_RING + 2 * 16 + 12, &mut sta).unwrap();
+    assert_eq!(sta[0] & TXD_STA_DD, TXD_STA_DD, "DD written where RS was set");
+    n.dma.read(TX_RING + 12, &mut sta).unwrap();
+    assert_eq!(sta[0] & TXD_STA_DD, 0, "no DD without RS");
+    assert_ne!(n.intr.icr & ICR_TXDW, 0);
+    assert_eq!(n.mmio_read(GPTC), 1);
+    assert_eq!(n.mmio_read(GOTCL), frame.len() as u32 + 4);
+}
+
+#[test]
+fn short_frames_are_padded_when_psp_is_set() {
+    let mut n = nic();
+    setup_tx(&mut n);
+    let arp = vec![0xFFu8; 42];
+    n.dma.write(TX_BUFS, &arp).unwrap();
+    desc(&n, 0, TX_BUFS, legacy(42, TXD_CMD_EOP | TXD_CMD_RS), 0);
+    n.mmio_write(TDT0, 1);
+    let out = run_tx(&mut n);
+    assert_eq!(out[0].len(), 60);
+    assert_eq!(&out[0][..42], &arp[..]);
+}
+
+#[test]
+fn checksum_offload_for_udp_ipv4() {
+    let mut n = nic();
+    setup_tx(&mut n);
+    let mut f = eth_ipv4_udp(b"hello, checksum offload!");
+    // Driver-style: IP checksum zero (IXSM fills it), UDP field seeded with the pseudo-header sum.
+    f[24] = 0;
+    f[25] = 0;
+    let udp_len = (f.len() - 34) as u32;
+    let seed = fold(sum16(&f[26..34]) + 17 + udp_len);
+    f[40..42].copy_from_slice(&seed.to_be_bytes());
+    n.dma.write(TX_BUFS, &f).unwrap();
+    let c = nic_device::offload::TxContext { ipcss: 14, ipcso: 24, ipcse: 33, tucss: 34, tucso: 40, tucse: 0, ipv4: true, ..Default::default() };
+    ctx_desc(&n, 0, &c);
+    let (lo, up) = data_desc(f.len(), TXD_CMD_EOP | TXD_CMD_RS | TXD_CMD_IFCS, TXD_POPTS_IXSM | TXD_POPTS_TXSM);
+    desc(&n, 1, TX_BUFS, lo, up);
+    n.mmio_write(TDT0, 2);
+    let out = run_tx(&mut n);
+    assert_eq!(out.len(), 1);
+    let p = SlicedPacket::from_ethernet(&out[0]).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!() };
+    assert_eq!(ip.header().header_checksum(), ip.header().to_header().calc_header_checksum());
+    let Some(TransportSlice::Udp(u)) = &p.transport else { panic!() };
+    let expect = u.to_header().calc_checksum_ipv4(&ip.header().to_header(), u.payload()).unwrap();
+    assert_eq!(u.checksum(), expect);
+}
+
+fn tcp_packet_v4(payload_len: usize, flags_fin_psh_cwr: bool) -> Vec<u8> {
+    let mut b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], MAC)
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .tcp(40000, 80, 1_000_000, 65535)
+        .ack(5);
+    if flags_fin_psh_cwr {
+        b = b.fin().psh().cwr();
+    }
+    let payload: Vec<u8> = (0..payload_len).map(|i| (i * 7 + 3) as u8).collect();
+    let mut v = Vec::new();
+    b.write(&mut v, &payload).unwrap();
+    v
+}
+
+#[test]
+fn tso_ipv4_tcp_segments_are_correct() {
+    let mut n = nic();
+    setup_tx(&mut n);
+    let mss = 1000usize;
+    let mut f = tcp_packet_v4(4500, true);
+    let hdr = 14 + 20 + 20;
+    // As Linux prepares TSO: IP total length and checksum zero, TCP checksum = pseudo-header sum without length.
+    f[16..18].copy_from_slice(&[0, 0]);
+    f[24..26].copy_from_slice(&[0, 0]);
+    let seed = fold(sum16(&f[26..34]) + 6);
+    f[50..52].copy_from_slice(&seed.to_be_bytes());
+    n.dma.write(TX_BUFS, &f[..hdr]).unwrap();
+    n.dma.write(TX_BUFS + 0x1000, &f[hdr..]).unwrap();
+    let c = nic_device::offload::TxContext {
+        ipcss: 14,
+        ipcso: 24,
+        ipcse: 33,
+        tucss: 34,
+        tucso: 50,
+        tucse: 0,
+        paylen: 4500,
+        hdrlen: hdr as u8,
+        mss: mss as u16,
+        tcp: true,
+        ipv4: true,
+        tse: true,
+    };
+    ctx_desc(&n, 0, &c);
+    let popts = TXD_POPTS_IXSM | TXD_POPTS_TXSM;
+    let (lo, up) = data_desc(hdr, TXD_CMD_TSE | TXD_CMD_IFCS, popts);
+    desc(&n, 1, TX_BUFS, lo, up);
+    let (lo, up) = data_desc(4500, TXD_CMD_TSE | TXD_CMD_IFCS | TXD_CMD_EOP | TXD_CMD_RS, popts);
+    desc(&n, 2, TX_BUFS + 0x1000, lo, up);
+    n.mmio_write(TDT0, 3);
+    let out = run_tx(&mut n);
+    assert_eq!(out.len(), 5);
+    let mut payload = Vec::new();
+    for (i, seg) in out.iter().enumerate() {
+        let p = SlicedPacket::from_ethernet(seg).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!() };
+        let iph = ip.header().to_header();
+        assert_eq!(ip.header().header_checksum(), iph.calc_header_checksum(), "segment {i} IP checksum");
+        assert_eq!(ip.header().identification(), i as u16, "IP id +1 per segment");
+        assert_eq!(ip.header().total_len() as usize, seg.len() - 14);
+        let Some(TransportSlice::Tcp(t)) = &p.transport else { panic!() };
+        assert_eq!(t.sequence_number(), 1_000_000 + (i * mss) as u32);
+        assert_eq!(t.checksum(), t.to_header().calc_checksum_ipv4(&iph, t.payload()).unwrap(), "segment {i} TCP checksum");
+        let last = i == out.len() - 1;
+        assert_eq!(t.fin(), last, "FIN only on the last segment");
+        assert_eq!(t.psh(), last, "PSH only on the last segment");
+        assert_eq!(t.cwr(), i == 0, "CWR only on the first segment");
+        assert!(t.ack());
+        assert_eq!(t.payload().len(), if last { 500 } else { mss });
+        payload.extend_from_slice(t.payload());
+    }
+    assert_eq!(payload, f[hdr..].to_vec());
+    assert_eq!(n.mmio_read(TSCTC), 1);
+}
+
+#[test]
+fn tso_ipv6_tcp_segments_are_correct() {
+    let mut n = nic();
+    setup_tx(&mut n);
+    let payload: Vec<u8> = (0..3000).map(|i| i as u8).collect();
+    let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], MAC).ipv6([1; 16], [2; 16], 64).tcp(1, 2, 77, 1000);
+    let mut f = Vec::new();
+    b.write(&mut f, &payload).unwrap();
+    let hdr = 14 + 40 + 20;
+    f[18..20].copy_from_slice(&[0, 0]); // payload length 0, as Linux leaves it for TSO
+    let seed = fold(sum16(&f[22..54]) + 6);
+    f[70..72].copy_from_slice(&seed.to_be_bytes());
+    n.dma.write(TX_BUFS, &f).unwrap();
+    let c = nic_device::offload::TxContext { ipcss: 14, tucss: 54, tucso: 70, paylen: 3000, hdrlen: hdr as u8, mss: 1220, tcp: true, ipv4: false, tse: true, ..Default::default() };
+    ctx_desc(&n, 0, &c);
+    let (lo, up) = data_desc(f.len(), TXD_CMD_TSE | TXD_CMD_EOP | TXD_CMD_RS, TXD_POPTS_TXSM);
+    desc(&n, 1, TX_BUFS, lo, up);
+    n.mmio_write(TDT0, 2);
+    let out = run_tx(&mut n);
+    assert_eq!(out.len(), 3);
+    for (i, seg) in out.iter().enumerate() {
+        let p = SlicedPacket::from_ethernet(seg).unwrap();
+        let Some(NetSlice::Ipv6(ip)) = &p.net else { panic!() };
+        assert_eq!(ip.header().payload_length() as usize, seg.len() - 54);
+        let Some(TransportSlice::Tcp(t)) = &p.transport else { panic!() };
+        assert_eq!(t.sequence_number(), 77 + (i * 1220) as u32);
+        assert_eq!(t.checksum(), t.to_header().calc_checksum_ipv6(&ip.header().to_header(), t.payload()).unwrap());
+    }
+}
+
+#[test]
+fn descriptors_outside_guest_memory_are_counted_not_fatal() {
+    let mut n = nic();
+    setup_tx(&mut n);
+    // A buffer address outside the map: the packet is dropped, the ring moves on.
+    desc(&n, 0, 0xDEAD_0000_0000, legacy(100, TXD_CMD_EOP | TXD_CMD_RS), 0);
+    let ok = eth_ipv4_udp(b"fine");
+    n.dma.write(TX_BUFS, &ok).unwrap();
+    desc(&n, 1, TX_BUFS, legacy(ok.len(), TXD_CMD_EOP | TXD_CMD_RS), 0);
+    n.mmio_write(TDT0, 2);
+    let out = run_tx(&mut n);
+    assert_eq!(out.len(), 1);
+    assert_eq!(&out[0][..ok.len()], &ok[..]);
+    assert_eq!(n.metrics.dma_errors.load(Ordering::Relaxed), 1);
+    assert_eq!(n.metrics.tx_malformed.load(Ordering::Relaxed), 1);
+    // The ring itself outside memory: nothing is fetched, nothing panics.
+    n.mmio_write(TDBAL0, 0xF000_0000);
+    n.mmio_write(TDH0, 0);
+    n.mmio_write(TDT0, 5);
+    assert!(run_tx(&mut n).is_empty());
+    assert_eq!(n.reg(TDH0), 0);
+    assert_eq!(n.metrics.dma_errors.load(Ordering::Relaxed), 2);
+    // A tail beyond the ring is refused.
+    n.mmio_write(TDBAL0, TX_RING as u32);
+    n.mmio_write(TDT0, RING_LEN + 3);
+    assert!(run_tx(&mut n).is_empty());
+    // A length that would exceed the packet limit: dropped at EOP.
+    n.mmio_write(TDH0, 0);
+    for i in 0..3 {
+        desc(&n, i, MEM_BASE, legacy(0xFFFF, if i == 2 { TXD_CMD_EOP } else { 0 }), 0);
+    }
+    n.mmio_write(TDT0, 3);
+    let before = n.metrics.tx_malformed.load(Ordering::Relaxed);
+    for i in 3..6 {
+        desc(&n, i, MEM_BASE, legacy(0xFFFF, if i == 5 { TXD_CMD_EOP } else { 0 }), 0);
+    }
+    n.mmio_write(TDT0, 6);
+    let out = run_tx(&mut n);
+    assert_eq!(out.len(), 2, "three 64 KiB buffers are within the limit");
+    assert_eq!(n.metrics.tx_malformed.load(Ordering::Relaxed), before);
+}
+
+#[test]
+fn no_dma_while_bus_mastering_is_off() {
+    let mut n = nic();
+    setup_tx(&mut n);
+    let f = eth_ipv4_udp(b"x");
+    n.dma.write(TX_BUFS, &f).unwrap();
+    desc(&n, 0, TX_BUFS, legacy(f.len(), TXD_CMD_EOP), 0);
+    n.config_write(pci::COMMAND as u64, &pci::COMMAND_MEMORY.to_le_bytes()).unwrap();
+    n.mmio_write(TDT0, 1);
+    assert!(!n.tx_pending(0));
+    assert!(n.process_tx(0, 10, &mut |_| panic!("sent without bus mastering")).descriptors == 0);
+}
+
+// ---- receive ----
+
+fn setup_rx(n: &mut Nic, extended: bool, bsize_256: bool) {
+    for i in 0..RING_LEN as u64 {
+        w64(n, RX_RING + i * 16, RX_BUFS + i * 0x1000);
+        w64(n, RX_RING + i * 16 + 8, 0);
+    }
+    n.mmio_write(RDBAL0, RX_RING as u32);
+    n.mmio_write(RDBAH0, 0);
+    n.mmio_write(RDLEN0, RING_LEN * 16);
+    n.mmio_write(RDH0, 0);
+    n.mmio_write(RDT0, RING_LEN - 1);
+    n.mmio_write(RXCSUM, RXCSUM_IPOFLD | RXCSUM_TUOFLD);
+    if extended {
+        n.mmio_write(RFCTL, RFCTL_EXTEN);
+    }
+    let bs = if bsize_256 { 3 << RCTL_BSIZE_SHIFT } else { 0 };
+    n.mmio_write(RCTL, RCTL_EN | RCTL_BAM | RCTL_SECRC | bs);
+    n.mmio_write(IMS, ICR_RXT0 | ICR_RXO | ICR_RXDMT0);
+}
+
+fn rx_desc(n: &Nic, i: u64) -> [u8; 16] {
+    let mut d = [0u8; 16];
+    n.dma.read(RX_RING + i * 16, &mut d).unwrap();
+    d
+}
+
+#[test]
+fn rx_extended_descriptor_writeback_with_checksum_status() {
+    let mut n = nic();
+    setup_rx(&mut n, true, false);
+    let f = eth_ipv4_udp(&[9u8; 200]);
+    assert_eq!(n.receive(f.clone()), nic_device::rx::RxOutcome::Delivered);
+    let d = rx_desc(&n, 0);
+    let staterr = u32::from_le_bytes(d[8..12].try_into().unwrap());
+    let len = u16::from_le_bytes([d[12], d[13]]) as usize;
+    assert_eq!(len, f.len());
+    assert_eq!(staterr & (RXD_STAT_DD | RXD_STAT_EOP), RXD_STAT_DD | RXD_STAT_EOP);
+    assert_eq!(staterr & (RXD_STAT_IPCS | RXD_STAT_UDPCS), RXD_STAT_IPCS | RXD_STAT_UDPCS);
+    assert_eq!(staterr & (RXDEXT_ERR_IPE | RXDEXT_ERR_TCPE), 0);
+    let mut buf = vec![0u8; len];
+    n.dma.read(RX_BUFS, &mut buf).unwrap();
+    assert_eq!(buf, f);
+    assert_eq!(n.reg(RDH0), 1);
+    assert_ne!(n.intr.icr & ICR_RXT0, 0);
+    assert_eq!(n.mmio_read(GPRC), 1);
+}
+
+#[test]
+fn rx_bad_l4_checksum_is_delivered_with_error_bit() {
+    let mut n = nic();
+    setup_rx(&mut n, true, false);
+    let mut f = tcp_packet_v4(100, false);
+    f[51] ^= 0x55;
+    n.receive(f);
+    let d = rx_desc(&n, 0);
+    let staterr = u32::from_le_bytes(d[8..12].try_into().unwrap());
+    assert_ne!(staterr & RXD_STAT_TCPCS, 0);
+    assert_ne!(staterr & RXDEXT_ERR_TCPE, 0);
+    assert_eq!(staterr & RXDEXT_ERR_IPE, 0);
+}
+
+#[test]
+fn rx_legacy_descriptors_span_small_buffers_and_append_crc_without_secrc() {
+    let mut n = nic();
+    setup_rx(&mut n, false, true);
+    n.mmio_write(RCTL, n.reg(RCTL) & !RCTL_SECRC);
+    let f = eth_ipv4_udp(&[1u8; 600]);
+    n.receive(f.clone());
+    let total = f.len() + 4;
+    let ndesc = total.div_ceil(256);
+    let mut got = Vec::new();
+    for i in 0..ndesc as u64 {
+        let d = rx_desc(&n, i);
+        let len = u16::from_le_bytes([d[8], d[9]]) as usize;
+        assert_ne!(d[12] as u32 & RXD_STAT_DD, 0);
+        assert_eq!(d[12] as u32 & RXD_STAT_EOP != 0, i as usize == ndesc - 1);
+        let mut b = vec![0u8; len];
+        n.dma.read(RX_BUFS + i * 0x1000, &mut b).unwrap();
+        got.extend_from_slice(&b);
+    }
+    assert_eq!(&got[..f.len()], &f[..]);
+    let crc = u32::from_le_bytes(got[f.len()..].try_into().unwrap());
+    assert_eq!(crc, nic_device::rx::fcs(&f));
+}
+
+#[test]
+fn rx_filters() {
+    let mut n = nic();
+    setup_rx(&mut n, true, false);
+    use nic_device::rx::RxOutcome::*;
+    let mut f = eth_ipv4_udp(b"x");
+    f[..6].copy_from_slice(&[2, 9, 9, 9, 9, 9]);
+    assert_eq!(n.receive(f.clone()), Filtered, "other unicast");
+    n.mmio_write(RCTL, n.reg(RCTL) | RCTL_UPE);
+    assert_eq!(n.receive(f.clone()), Delivered, "promiscuous");
+    n.mmio_write(RCTL, n.reg(RCTL) & !RCTL_UPE);
+    f[..6].copy_from_slice(&[0xFF; 6]);
+    assert_eq!(n.receive(f.clone()), Delivered, "broadcast with BAM");
+    n.mmio_write(RCTL, n.reg(RCTL) & !RCTL_BAM);
+    assert_eq!(n.receive(f.clone()), Filtered, "broadcast without BAM");
+    // Multicast 01:00:5e:00:00:fb with MO=0: hash = (0x00 >> 4) | (0xfb << 4) = 0xfb0.
+    f[..6].copy_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]);
+    assert_eq!(n.receive(f.clone()), Filtered, "multicast not in MTA");
+    let hash = 0xfb0u32;
+    n.mmio_write(MTA + (hash >> 5) * 4, 1 << (hash & 31));
+    assert_eq!(n.receive(f.clone()), Delivered, "multicast in MTA");
+    // A second exact address in RAR1.
+    n.mmio_write(RAL0 + 8, u32::from_le_bytes([2, 0, 0, 0]));
+    let mut g = eth_ipv4_udp(b"y");
+    g[..6].copy_from_slice(&[2, 0, 0, 0, 0, 7]);
+    n.mmio_write(RAH0 + 8, u32::from_le_bytes([0, 7, 0, 0]) | RAH_AV);
+    assert_eq!(n.receive(g), Delivered, "RAR1 exact match");
+    // Oversized without LPE.
+    let mut big = eth_ipv4_udp(&[0u8; 1600]);
+    big[..6].copy_from_slice(&MAC);
+    assert_eq!(n.receive(big), Dropped);
+    assert_eq!(n.mmio_read(ROC), 1);
+}
+
+#[test]
+fn ring_full_queues_in_fifo_then_misses_with_mpc() {
+    let mut n = nic();
+    setup_rx(&mut n, true, false);
+    use nic_device::rx::RxOutcome::*;
+    let f = eth_ipv4_udp(&[5u8; 1000]);
+    // RDT = RING_LEN - 1: 63 descriptors free.
+    for _ in 0..63 {
+        assert_eq!(n.receive(f.clone()), Delivered);
+    }
+    assert_ne!(n.intr.icr & ICR_RXDMT0, 0, "minimum threshold reached on the way");
+    let mut queued = 0;
+    let mut missed = 0;
+    for _ in 0..40 {
+        match n.receive(f.clone()) {
+            Queued => queued += 1,
+            Missed => missed += 1,
+            o => panic!("{o:?}"),
+        }
+    }
+    assert!(queued > 0 && missed > 0);
+    assert_eq!(n.mmio_read(MPC), missed);
+    assert_ne!(n.intr.icr & ICR_RXO, 0);
+    assert!(n.mmio_read(RNBC) >= queued);
+    // The driver hands back descriptors: the FIFO drains into them in order.
+    n.mmio_write(RDT0, 62);
+    assert_eq!(n.drain_rx_fifo(), 63.min(queued as usize));
+}
+
+#[test]
+fn rx_buffer_outside_guest_memory_is_counted() {
+    let mut n = nic();
+    setup_rx(&mut n, true, false);
+    w64(&n, RX_RING, 0xBAD0_0000_0000);
+    n.receive(eth_ipv4_udp(b"z"));
+    assert_eq!(n.metrics.dma_errors.load(Ordering::Relaxed), 1);
+    // The descriptor is still completed, and the next frame lands normally.
+    n.receive(eth_ipv4_udp(b"z"));
+    assert_eq!(n.reg(RDH0), 2);
+}
+
+#[test]
+fn vlan_strip_and_filter() {
+    let mut n = nic();
+    setup_rx(&mut n, true, false);
+    let mut f = eth_ipv4_udp(b"tagged");
+    nic_device::offload::insert_vlan(&mut f, 0x8100, 0x2064);
+    n.mmio_write(CTRL, n.reg(CTRL) | CTRL_VME);
+    n.receive(f.clone());
+    let d = rx_desc(&n, 0);
+    let staterr = u32::from_le_bytes(d[8..12].try_into().unwrap());
+    assert_ne!(staterr & RXD_STAT_VP, 0);
+    assert_eq!(u16::from_le_bytes([d[14], d[15]]), 0x2064);
+    // The wire frame is at least 60 bytes; the tag comes out of it.
+    assert_eq!(u16::from_le_bytes([d[12], d[13]]) as usize, f.len().max(60) - 4, "tag stripped");
+    n.mmio_write(RCTL, n.reg(RCTL) | RCTL_VFE);
+    assert_eq!(n.receive(f.clone()), nic_device::rx::RxOutcome::Filtered, "VLAN 100 not in VFTA");
+    n.mmio_write(VFTA + (100 >> 5) * 4, 1 << (100 & 31));
+    assert_eq!(n.receive(f), nic_device::rx::RxOutcome::Delivered);
+}
