@@ -1,0 +1,127 @@
+//! DMA memory: a memfd mapped into this process, shared with the device (vfio-user passes the fd; kernel
+//! VFIO pins the pages). The device may write it at any time, so it is only touched through raw pointers
+//! with volatile loads and stores, bounds-checked here. This is the driver's one home for that `unsafe`.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{fence, Ordering};
+
+pub struct DmaRegion {
+    ptr: *mut u8,
+    len: usize,
+    fd: OwnedFd,
+    /// The device's address of byte 0, set when the region is mapped for DMA.
+    pub iova: u64,
+}
+
+// SAFETY: the region is plain memory; access goes through &self/&mut self methods with volatile operations.
+unsafe impl Send for DmaRegion {}
+
+impl DmaRegion {
+    /// A zeroed region of `len` bytes (rounded up to pages).
+    pub fn new(len: usize) -> io::Result<DmaRegion> {
+        let len = len.div_ceil(4096) * 4096;
+        // SAFETY: memfd_create with a valid name; result checked.
+        let raw = unsafe { libc::memfd_create(c"nic-driver-dma".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd that we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: ftruncate on our own fd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: mapping our own fd, shared, whole length; result checked.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_POPULATE, fd.as_raw_fd(), 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(DmaRegion { ptr: ptr.cast(), len, fd, iova: 0 })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    fn check(&self, off: usize, n: usize) {
+        assert!(off.checked_add(n).is_some_and(|e| e <= self.len), "DMA access {off:#x}+{n} outside region of {:#x}", self.len);
+    }
+
+    pub fn read_u32(&self, off: usize) -> u32 {
+        self.check(off, 4);
+        // SAFETY: in bounds (checked), aligned by the callers' layouts; volatile because the device writes it.
+        unsafe { std::ptr::read_volatile(self.ptr.add(off) as *const u32) }
+    }
+    pub fn read_u16(&self, off: usize) -> u16 {
+        self.check(off, 2);
+        // SAFETY: as read_u32.
+        unsafe { std::ptr::read_volatile(self.ptr.add(off) as *const u16) }
+    }
+    pub fn read_u8(&self, off: usize) -> u8 {
+        self.check(off, 1);
+        // SAFETY: as read_u32.
+        unsafe { std::ptr::read_volatile(self.ptr.add(off)) }
+    }
+    pub fn write_u64(&self, off: usize, v: u64) {
+        self.check(off, 8);
+        // SAFETY: in bounds; the device reads it only after a doorbell.
+        unsafe { std::ptr::write_volatile(self.ptr.add(off) as *mut u64, v) }
+    }
+    pub fn write_u32(&self, off: usize, v: u32) {
+        self.check(off, 4);
+        // SAFETY: as write_u64.
+        unsafe { std::ptr::write_volatile(self.ptr.add(off) as *mut u32, v) }
+    }
+    /// Copies out of the region, after the status read that made the bytes ours (acquire).
+    pub fn read_bytes(&self, off: usize, out: &mut [u8]) {
+        self.check(off, out.len());
+        fence(Ordering::Acquire);
+        // SAFETY: in bounds; raw-pointer copy, no reference to shared memory is formed.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), out.as_mut_ptr(), out.len()) }
+    }
+    pub fn write_bytes(&self, off: usize, data: &[u8]) {
+        self.check(off, data.len());
+        // SAFETY: in bounds; raw-pointer copy.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(off), data.len()) }
+    }
+    /// Orders descriptor and buffer stores before a doorbell.
+    pub fn publish(&self) {
+        fence(Ordering::Release);
+    }
+}
+
+impl Drop for DmaRegion {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what new() mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn region_roundtrip_and_bounds() {
+        let r = DmaRegion::new(100).unwrap();
+        assert_eq!(r.len(), 4096);
+        r.write_u32(8, 0xAABBCCDD);
+        assert_eq!(r.read_u32(8), 0xAABBCCDD);
+        assert_eq!(r.read_u16(8), 0xCCDD);
+        r.write_bytes(100, b"hello");
+        let mut b = [0u8; 5];
+        r.read_bytes(100, &mut b);
+        assert_eq!(&b, b"hello");
+        assert!(std::panic::catch_unwind(|| r.read_u32(4094)).is_err());
+    }
+}

@@ -1,0 +1,817 @@
+//! The 82574L driver: bring-up as Linux's e1000e does it, two queue pairs on DMA rings, MSI-X (or MSI,
+//! INTx, or busy polling), and the [`NetDev`] data path with no register reads on it.
+
+use crate::dma::DmaRegion;
+use crate::netdev::*;
+use crate::regs::*;
+use crate::transport::{IrqKind, Transport};
+use crate::DriverError;
+use log::{debug, info};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// How the driver learns about work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IrqMode {
+    /// The best the transport offers: MSI-X, then MSI, then INTx.
+    Auto,
+    Msix,
+    Msi,
+    Intx,
+    /// No interrupts: the caller polls continuously.
+    BusyPoll,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub irq: IrqMode,
+    /// Interrupt moderation in interrupts per second (0: off).
+    pub itr: u32,
+    pub tx_ring: u32,
+    pub rx_ring: u32,
+    pub link_timeout: Duration,
+    pub promiscuous: bool,
+    /// I/O address where the driver's DMA memory is mapped.
+    pub iova_base: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { irq: IrqMode::Auto, itr: 20000, tx_ring: 256, rx_ring: 256, link_timeout: Duration::from_secs(10), promiscuous: false, iova_base: 0x1_0000_0000 }
+    }
+}
+
+const BUF_SIZE: usize = 2048;
+const RX_REFILL_BATCH: u32 = 16;
+/// Most descriptors one packet may take: a context plus 64 KiB of 2 KiB buffers, with headers.
+const MAX_DESC_PER_PKT: usize = 1 + (65536 + 256) / BUF_SIZE + 1;
+const TXD_DTYP_D: u32 = 1 << 20;
+const TXD_CMD_DEXT: u32 = 1 << 29;
+const TXD_CMD_EOP: u32 = 1 << 24;
+const TXD_CMD_IFCS: u32 = 1 << 25;
+const TXD_CMD_TSE: u32 = 1 << 26;
+const TXD_CMD_RS: u32 = 1 << 27;
+const TXD_CMD_VLE: u32 = 1 << 30;
+const TXD_CMD_TCP: u32 = 1 << 24;
+const TXD_CMD_IP: u32 = 1 << 25;
+const TXD_POPTS_IXSM: u32 = 1 << 8;
+const TXD_POPTS_TXSM: u32 = 2 << 8;
+const TXD_STAT_DD: u8 = 1;
+const RXD_STAT_DD: u32 = 1 << 0;
+const RXD_STAT_EOP: u32 = 1 << 1;
+const RXD_STAT_IXSM: u32 = 1 << 2;
+const RXD_STAT_VP: u32 = 1 << 3;
+const RXD_STAT_UDPCS: u32 = 1 << 4;
+const RXD_STAT_TCPCS: u32 = 1 << 5;
+const RXD_ERR_TCPE: u32 = 1 << 29;
+const RXD_ERR_IPE: u32 = 1 << 30;
+/// Frame errors (CE, SE, SEQ, CXE, RXE) in the extended write-back.
+const RXD_ERR_FRAME: u32 = (1 << 24) | (1 << 25) | (1 << 26) | (1 << 28) | (1 << 31);
+
+struct TxRing {
+    desc: usize,
+    bufs: usize,
+    n: u32,
+    next_to_use: u32,
+    next_to_clean: u32,
+    /// For a packet's first descriptor: the index of its last one (where RS is set).
+    eop_of: Vec<Option<u32>>,
+    last_ctx: Option<(u32, u32, u32, u32)>,
+}
+
+struct RxRing {
+    desc: usize,
+    bufs: usize,
+    n: u32,
+    next_to_clean: u32,
+    /// Descriptors cleaned but not yet handed back through RDT.
+    unrefilled: u32,
+    partial: Vec<u8>,
+}
+
+pub struct E1000e {
+    t: Box<dyn Transport>,
+    mem: DmaRegion,
+    tx: [TxRing; 2],
+    rx: [RxRing; 2],
+    mac: [u8; 6],
+    irq_kind: Option<IrqKind>,
+    irq_fds: Vec<OwnedFd>,
+    ims: u32,
+    stats: Stats,
+    last_alive: Instant,
+}
+
+fn eventfd() -> std::io::Result<OwnedFd> {
+    // SAFETY: eventfd with valid flags; result checked.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd, owned here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// One's-complement sum (the driver's own, for pseudo-header seeds).
+fn csum16(data: &[u8], mut sum: u32) -> u32 {
+    for c in data.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    sum
+}
+fn fold(mut s: u32) -> u16 {
+    while s > 0xFFFF {
+        s = (s & 0xFFFF) + (s >> 16);
+    }
+    s as u16
+}
+
+impl E1000e {
+    fn wait_reg(&mut self, reg: u32, mask: u32, want: u32, timeout: Duration, what: &'static str) -> Result<u32, DriverError> {
+        let t0 = Instant::now();
+        loop {
+            let v = self.t.read32(reg)?;
+            if v & mask == want {
+                return Ok(v);
+            }
+            if t0.elapsed() > timeout {
+                return Err(DriverError::Timeout(what));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    fn nvm_read(&mut self, word: u16) -> Result<u16, DriverError> {
+        self.t.write32(EERD, ((word as u32) << EERD_ADDR_SHIFT) | EERD_START)?;
+        let v = self.wait_reg(EERD, EERD_DONE, EERD_DONE, Duration::from_millis(100), "NVM read (EERD.DONE)")?;
+        Ok((v >> EERD_DATA_SHIFT) as u16)
+    }
+
+    fn phy_read(&mut self, reg: u32) -> Result<u16, DriverError> {
+        self.t.write32(MDIC, (reg << MDIC_REG_SHIFT) | (1 << MDIC_PHY_SHIFT) | MDIC_OP_READ)?;
+        let v = self.wait_reg(MDIC, MDIC_READY, MDIC_READY, Duration::from_millis(100), "PHY read (MDIC.READY)")?;
+        if v & MDIC_ERROR != 0 {
+            return Err(DriverError::Phy(format!("MDIC error reading PHY register {reg}")));
+        }
+        if (v >> MDIC_REG_SHIFT) & 0x1F != reg {
+            return Err(DriverError::Phy(format!("MDIC answered register {} for {reg}", (v >> MDIC_REG_SHIFT) & 0x1F)));
+        }
+        Ok(v as u16)
+    }
+
+    fn phy_write(&mut self, reg: u32, val: u16) -> Result<(), DriverError> {
+        self.t.write32(MDIC, val as u32 | (reg << MDIC_REG_SHIFT) | (1 << MDIC_PHY_SHIFT) | MDIC_OP_WRITE)?;
+        let v = self.wait_reg(MDIC, MDIC_READY, MDIC_READY, Duration::from_millis(100), "PHY write (MDIC.READY)")?;
+        if v & MDIC_ERROR != 0 {
+            return Err(DriverError::Phy(format!("MDIC error writing PHY register {reg}")));
+        }
+        Ok(())
+    }
+
+    fn reset_hw(&mut self) -> Result<(), DriverError> {
+        // Stop DMA mastering, then reset the MAC (datasheet 4.6.1; Linux e1000_reset_hw_82571).
+        let ctrl = self.t.read32(CTRL)?;
+        self.t.write32(CTRL, ctrl | CTRL_GIO_MASTER_DISABLE)?;
+        self.wait_reg(STATUS, STATUS_GIO_MASTER_ENABLE, 0, Duration::from_millis(800), "GIO master disable")?;
+        self.t.write32(IMC, 0xFFFF_FFFF)?;
+        self.t.write32(RCTL, 0)?;
+        self.t.write32(TCTL, TCTL_PSP)?;
+        let ctrl = self.t.read32(CTRL)?;
+        self.t.write32(CTRL, ctrl | CTRL_RST)?;
+        std::thread::sleep(Duration::from_millis(2));
+        self.wait_reg(EECD, EECD_AUTO_RD, EECD_AUTO_RD, Duration::from_millis(500), "NVM auto-read after reset")?;
+        self.t.write32(IMC, 0xFFFF_FFFF)?;
+        let _ = self.t.read32(ICR)?;
+        Ok(())
+    }
+
+    /// Brings the card up over `t`.
+    pub fn open(mut t: Box<dyn Transport>, cfg: Config) -> Result<E1000e, DriverError> {
+        let mut id = [0u8; 4];
+        t.config_read(PCI_VENDOR_ID, &mut id)?;
+        let (vendor, device) = (u16::from_le_bytes([id[0], id[1]]), u16::from_le_bytes([id[2], id[3]]));
+        if (vendor, device) != (PCI_VENDOR_INTEL, PCI_DEVICE_82574L) {
+            return Err(DriverError::WrongDevice { vendor, device });
+        }
+        let mut cmd = [0u8; 2];
+        t.config_read(PCI_COMMAND, &mut cmd)?;
+        let cmd = u16::from_le_bytes(cmd) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
+        t.config_write(PCI_COMMAND, &cmd.to_le_bytes())?;
+
+        let (ntx, nrx) = (cfg.tx_ring.clamp(8, 4096) & !7, cfg.rx_ring.clamp(8, 4096) & !7);
+        // Layout: TX rings, RX rings, then the buffers.
+        let ring_bytes = |n: u32| (n as usize * 16).div_ceil(4096) * 4096;
+        let mut off = 0;
+        let mut alloc = |len: usize| {
+            let o = off;
+            off += len;
+            o
+        };
+        let txd = [alloc(ring_bytes(ntx)), alloc(ring_bytes(ntx))];
+        let rxd = [alloc(ring_bytes(nrx)), alloc(ring_bytes(nrx))];
+        let txb = [alloc(ntx as usize * BUF_SIZE), alloc(ntx as usize * BUF_SIZE)];
+        let rxb = [alloc(nrx as usize * BUF_SIZE), alloc(nrx as usize * BUF_SIZE)];
+        let mut mem = DmaRegion::new(off)?;
+        t.map_dma(&mut mem, cfg.iova_base)?;
+        let mk_tx = |q: usize| TxRing { desc: txd[q], bufs: txb[q], n: ntx, next_to_use: 0, next_to_clean: 0, eop_of: vec![None; ntx as usize], last_ctx: None };
+        let mk_rx = |q: usize| RxRing { desc: rxd[q], bufs: rxb[q], n: nrx, next_to_clean: 0, unrefilled: 0, partial: Vec::new() };
+        let mut d = E1000e {
+            t,
+            mem,
+            tx: [mk_tx(0), mk_tx(1)],
+            rx: [mk_rx(0), mk_rx(1)],
+            mac: [0; 6],
+            irq_kind: None,
+            irq_fds: Vec::new(),
+            ims: 0,
+            stats: Stats::default(),
+            last_alive: Instant::now(),
+        };
+        d.t.write32(IMC, 0xFFFF_FFFF)?;
+        d.t.write32(EIAC_82574, 0)?;
+        d.reset_hw()?;
+
+        // NVM checksum.
+        let mut sum = 0u16;
+        for w in 0..=NVM_CHECKSUM_REG {
+            sum = sum.wrapping_add(d.nvm_read(w)?);
+        }
+        if sum != NVM_SUM {
+            return Err(DriverError::BadNvmChecksum(sum));
+        }
+        // Station address: the card copied NVM words 0-2 into RAR0 at reset.
+        let (ral, rah) = (d.t.read32(RAL0)?, d.t.read32(RAH0)?);
+        if rah & RAH_AV == 0 {
+            return Err(DriverError::Phy("RAR0 holds no valid address after reset".into()));
+        }
+        d.mac = [ral as u8, (ral >> 8) as u8, (ral >> 16) as u8, (ral >> 24) as u8, rah as u8, (rah >> 8) as u8];
+
+        // PHY identity, under MDIO software ownership.
+        let ext = d.t.read32(EXTCNF_CTRL)?;
+        d.t.write32(EXTCNF_CTRL, ext | EXTCNF_CTRL_MDIO_SW_OWNERSHIP)?;
+        d.wait_reg(EXTCNF_CTRL, EXTCNF_CTRL_MDIO_SW_OWNERSHIP, EXTCNF_CTRL_MDIO_SW_OWNERSHIP, Duration::from_millis(100), "MDIO ownership")?;
+        let phy_id = ((d.phy_read(PHY_ID1)? as u32) << 16) | d.phy_read(PHY_ID2)? as u32;
+        if phy_id & !0xF != BME1000_E_PHY_ID {
+            return Err(DriverError::Phy(format!("unexpected PHY ID {phy_id:#010x}")));
+        }
+        // Power up, autonegotiate.
+        let bmcr = d.phy_read(PHY_CONTROL)?;
+        d.phy_write(PHY_CONTROL, (bmcr & !MII_CR_POWER_DOWN) | MII_CR_AUTO_NEG_EN | MII_CR_RESTART_AUTO_NEG)?;
+        let ext = d.t.read32(EXTCNF_CTRL)?;
+        d.t.write32(EXTCNF_CTRL, ext & !EXTCNF_CTRL_MDIO_SW_OWNERSHIP)?;
+        let ctrl = d.t.read32(CTRL)?;
+        d.t.write32(CTRL, (ctrl | CTRL_SLU | CTRL_ASDE) & !(CTRL_FRCSPD | CTRL_FRCDPX))?;
+        let ext = d.t.read32(CTRL_EXT)?;
+        d.t.write32(CTRL_EXT, ext | CTRL_EXT_DRV_LOAD)?;
+        info!("{}: 82574L {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, PHY {phy_id:#010x}", d.t.describe(), d.mac[0], d.mac[1], d.mac[2], d.mac[3], d.mac[4], d.mac[5]);
+
+        d.setup_filters(cfg.promiscuous)?;
+        d.setup_tx()?;
+        d.setup_rx(cfg.promiscuous)?;
+        d.setup_irqs(cfg.irq, cfg.itr)?;
+
+        let t0 = Instant::now();
+        loop {
+            if d.t.read32(STATUS)? & STATUS_LU != 0 {
+                break;
+            }
+            if t0.elapsed() > cfg.link_timeout {
+                return Err(DriverError::LinkTimeout(cfg.link_timeout));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let l = d.link()?;
+        info!("link up, {} Mb/s {} duplex, interrupts: {:?}", l.speed_mbps, if l.full_duplex { "full" } else { "half" }, d.irq_kind);
+        Ok(d)
+    }
+
+    fn setup_filters(&mut self, promiscuous: bool) -> Result<(), DriverError> {
+        let m = self.mac;
+        self.t.write32(RAL0, u32::from_le_bytes([m[0], m[1], m[2], m[3]]))?;
+        self.t.write32(RAH0, u16::from_le_bytes([m[4], m[5]]) as u32 | RAH_AV)?;
+        for i in 1..16 {
+            self.t.write32(RAL0 + 8 * i, 0)?;
+            self.t.write32(RAH0 + 8 * i, 0)?;
+        }
+        for i in 0..128 {
+            self.t.write32(MTA + 4 * i, if promiscuous { 0xFFFF_FFFF } else { 0 })?;
+            self.t.write32(VFTA + 4 * i, 0)?;
+        }
+        Ok(())
+    }
+
+    fn setup_tx(&mut self) -> Result<(), DriverError> {
+        for q in 0..2 {
+            let o = q as u32 * QUEUE_1;
+            let base = self.mem.iova + self.tx[q].desc as u64;
+            self.t.write32(TDBAL + o, base as u32)?;
+            self.t.write32(TDBAH + o, (base >> 32) as u32)?;
+            self.t.write32(TDLEN + o, self.tx[q].n * 16)?;
+            self.t.write32(TDH + o, 0)?;
+            self.t.write32(TDT + o, 0)?;
+            self.t.write32(TXDCTL + o, TXDCTL_GRAN | TXDCTL_COUNT_DESC | (1 << 16))?;
+            let tarc = self.t.read32(TARC0 + o)?;
+            self.t.write32(TARC0 + o, tarc | TARC_ENABLE)?;
+        }
+        self.t.write32(TIDV, 0)?;
+        self.t.write32(TADV, 0)?;
+        self.t.write32(TIPG, 8 | (8 << 10) | (6 << 20))?;
+        self.t.write32(TCTL, TCTL_EN | TCTL_PSP | (0x0F << TCTL_CT_SHIFT) | (0x3F << TCTL_COLD_SHIFT) | TCTL_RTLC)?;
+        Ok(())
+    }
+
+    fn setup_rx(&mut self, promiscuous: bool) -> Result<(), DriverError> {
+        self.t.write32(RFCTL, RFCTL_EXTEN)?;
+        self.t.write32(RXCSUM, RXCSUM_IPOFL | RXCSUM_TUOFL)?;
+        self.t.write32(RDTR, 0)?;
+        self.t.write32(RADV, 0)?;
+        for q in 0..2 {
+            let r = &self.rx[q];
+            for i in 0..r.n as usize {
+                self.mem.write_u64(r.desc + i * 16, self.mem.iova + (r.bufs + i * BUF_SIZE) as u64);
+                self.mem.write_u64(r.desc + i * 16 + 8, 0);
+            }
+            let o = q as u32 * QUEUE_1;
+            let base = self.mem.iova + r.desc as u64;
+            let n = r.n;
+            self.mem.publish();
+            self.t.write32(RDBAL + o, base as u32)?;
+            self.t.write32(RDBAH + o, (base >> 32) as u32)?;
+            self.t.write32(RDLEN + o, n * 16)?;
+            self.t.write32(RDH + o, 0)?;
+            self.t.write32(RDT + o, n - 1)?;
+        }
+        let mut rctl = RCTL_EN | RCTL_BAM | RCTL_SECRC;
+        if promiscuous {
+            rctl |= RCTL_UPE | RCTL_MPE;
+        }
+        self.t.write32(RCTL, rctl)?;
+        Ok(())
+    }
+
+    fn setup_irqs(&mut self, mode: IrqMode, itr: u32) -> Result<(), DriverError> {
+        let kinds = self.t.irq_kinds();
+        let want = match mode {
+            IrqMode::BusyPoll => None,
+            IrqMode::Auto => kinds.first().map(|k| k.0),
+            IrqMode::Msix => Some(IrqKind::Msix),
+            IrqMode::Msi => Some(IrqKind::Msi),
+            IrqMode::Intx => Some(IrqKind::Intx),
+        };
+        let itr_reg = if itr == 0 { 0 } else { (1_000_000_000 / (itr as u64 * 256)) as u32 };
+        self.t.write32(ITR, itr_reg)?;
+        let Some(kind) = want else {
+            self.irq_kind = None;
+            return Ok(());
+        };
+        if !kinds.iter().any(|k| k.0 == kind) {
+            return Err(DriverError::Irq(format!("{kind:?} not offered by {}", self.t.describe())));
+        }
+        let cfg_cap = |t: &mut Box<dyn Transport>, id: u8| -> Result<Option<u64>, DriverError> {
+            let mut p = [0u8; 1];
+            t.config_read(0x34, &mut p)?;
+            let mut at = p[0] as u64;
+            for _ in 0..48 {
+                if at == 0 {
+                    break;
+                }
+                let mut h = [0u8; 2];
+                t.config_read(at, &mut h)?;
+                if h[0] == id {
+                    return Ok(Some(at));
+                }
+                at = h[1] as u64;
+            }
+            Ok(None)
+        };
+        let mut cmd = [0u8; 2];
+        self.t.config_read(PCI_COMMAND, &mut cmd)?;
+        let mut cmd = u16::from_le_bytes(cmd);
+        match kind {
+            IrqKind::Msix => {
+                let fds = (0..3).map(|_| eventfd()).collect::<std::io::Result<Vec<_>>>()?;
+                self.t.enable_irqs(kind, &fds.iter().collect::<Vec<_>>())?;
+                // For a server that does not emulate the MSI-X capability itself, enable it in config space.
+                if let Some(cap) = cfg_cap(&mut self.t, 0x11)? {
+                    let mut mc = [0u8; 2];
+                    self.t.config_read(cap + 2, &mut mc)?;
+                    let mc = (u16::from_le_bytes(mc) | 0x8000) & !0x4000;
+                    self.t.config_write(cap + 2, &mc.to_le_bytes())?;
+                }
+                self.irq_fds = fds;
+                // RXQ0/RXQ1 -> vector 0, TXQ0/TXQ1 -> vector 1, other -> vector 2.
+                let ivar = IVAR_INT_ALLOC_VALID | (IVAR_VALID | 2) << 16 | (IVAR_VALID | 1) << 12 | (IVAR_VALID | 1) << 8 | (IVAR_VALID) << 4 | IVAR_VALID;
+                self.t.write32(IVAR, ivar)?;
+                let queues = IMS_RXQ0 | IMS_RXQ1 | IMS_TXQ0 | IMS_TXQ1;
+                let ext = self.t.read32(CTRL_EXT)?;
+                self.t.write32(CTRL_EXT, (ext & !CTRL_EXT_IAME) | CTRL_EXT_EIAME | CTRL_EXT_PBA_CLR)?;
+                self.t.write32(EIAC_82574, queues)?;
+                // Auto-mask every cause on its message: interrupts stay off while we poll.
+                self.t.write32(IAM, queues | IMS_OTHER)?;
+                for v in 0..3 {
+                    self.t.write32(EITR_82574_BASE + 4 * v, itr_reg)?;
+                }
+                self.ims = queues | IMS_OTHER | IMS_LSC | IMS_RXO;
+            }
+            IrqKind::Msi | IrqKind::Intx => {
+                let fd = eventfd()?;
+                self.t.enable_irqs(kind, &[&fd])?;
+                if kind == IrqKind::Msi {
+                    if let Some(cap) = cfg_cap(&mut self.t, 0x05)? {
+                        let mut mc = [0u8; 2];
+                        self.t.config_read(cap + 2, &mut mc)?;
+                        self.t.config_write(cap + 2, &(u16::from_le_bytes(mc) | 1).to_le_bytes())?;
+                    }
+                    cmd |= PCI_COMMAND_INTX_DISABLE;
+                } else {
+                    cmd &= !PCI_COMMAND_INTX_DISABLE;
+                }
+                self.t.config_write(PCI_COMMAND, &cmd.to_le_bytes())?;
+                self.irq_fds = vec![fd];
+                self.ims = IMS_RXT0 | IMS_TXDW | IMS_LSC | IMS_RXO | IMS_RXDMT0;
+            }
+        }
+        self.irq_kind = Some(kind);
+        self.t.write32(IMS, self.ims)?;
+        debug!("interrupts: {kind:?}, IMS {:#x}", self.ims);
+        Ok(())
+    }
+
+    pub fn irq_kind(&self) -> Option<IrqKind> {
+        self.irq_kind
+    }
+
+    pub fn transport(&mut self) -> &mut dyn Transport {
+        &mut *self.t
+    }
+
+    /// The card's statistics registers (clear on read): good packets and octets each way, missed packets.
+    pub fn hw_stats(&mut self) -> Result<Vec<(&'static str, u64)>, DriverError> {
+        let mut v = Vec::new();
+        for (name, reg) in [("gprc", GPRC), ("gptc", GPTC), ("mpc", MPC), ("rnbc", RNBC), ("tsctc", TSCTC)] {
+            v.push((name, self.t.read32(reg)? as u64));
+        }
+        let gorc = self.t.read32(GORCL)? as u64 | (self.t.read32(GORCH)? as u64) << 32;
+        let gotc = self.t.read32(GOTCL)? as u64 | (self.t.read32(GOTCH)? as u64) << 32;
+        v.push(("gorc", gorc));
+        v.push(("gotc", gotc));
+        Ok(v)
+    }
+
+    // ---- transmit ----
+
+    fn tx_free(&self, q: usize) -> u32 {
+        let r = &self.tx[q];
+        (r.next_to_clean + r.n - r.next_to_use - 1) % r.n
+    }
+
+    fn clean_tx(&mut self, q: usize) {
+        let r = &mut self.tx[q];
+        while r.next_to_clean != r.next_to_use {
+            let Some(eop) = r.eop_of[r.next_to_clean as usize] else {
+                // A context-only slot or corrupted bookkeeping: step over it.
+                r.next_to_clean = (r.next_to_clean + 1) % r.n;
+                continue;
+            };
+            if self.mem.read_u8(r.desc + eop as usize * 16 + 12) & TXD_STAT_DD == 0 {
+                break;
+            }
+            r.eop_of[r.next_to_clean as usize] = None;
+            r.next_to_clean = (eop + 1) % r.n;
+        }
+    }
+
+    /// Fills in the pseudo-header seed and, for TSO, zeroes what the card recomputes per segment.
+    fn prepare_offload(p: &mut TxPacket) -> Result<Option<(u32, u32, u32, u32)>, DriverError> {
+        let Some(c) = p.csum else { return Ok(None) };
+        let d = &mut p.data;
+        let bad = || DriverError::BadPacket("offload offsets outside the packet");
+        let l4_len_min = if c.tcp { 20 } else { 8 };
+        if c.l3 >= c.l4 || c.l4 + l4_len_min > d.len() || c.l4 > 255 {
+            return Err(bad());
+        }
+        let csum_off = c.l4 + if c.tcp { 16 } else { 6 };
+        let proto = if c.tcp { 6u32 } else { 17 };
+        let tso = p.tso.filter(|_| c.tcp);
+        let hdrlen = if c.tcp { c.l4 + ((d[c.l4 + 12] >> 4) as usize) * 4 } else { c.l4 + 8 };
+        if hdrlen > d.len() || hdrlen > 255 {
+            return Err(bad());
+        }
+        let l4_len = d.len() - c.l4;
+        let mut seed = if c.ipv4 {
+            if c.l3 + 20 > c.l4 {
+                return Err(bad());
+            }
+            csum16(&d[c.l3 + 12..c.l3 + 20], 0)
+        } else {
+            if c.l3 + 40 > c.l4 {
+                return Err(bad());
+            }
+            csum16(&d[c.l3 + 8..c.l3 + 40], 0)
+        } + proto;
+        if tso.is_none() {
+            seed += l4_len as u32;
+        }
+        d[csum_off..csum_off + 2].copy_from_slice(&fold(seed).to_be_bytes());
+        if tso.is_some() {
+            if c.ipv4 {
+                d[c.l3 + 2..c.l3 + 4].copy_from_slice(&[0, 0]);
+                d[c.l3 + 10..c.l3 + 12].copy_from_slice(&[0, 0]);
+            } else {
+                d[c.l3 + 4..c.l3 + 6].copy_from_slice(&[0, 0]);
+            }
+        }
+        let ipcse = if c.ipv4 { (c.l4 - 1) as u32 } else { 0 };
+        let ipcso = if c.ipv4 { (c.l3 + 10) as u32 } else { 0 };
+        let lower = c.l3 as u32 | ipcso << 8 | ipcse << 16;
+        let upper = c.l4 as u32 | (csum_off as u32) << 8;
+        let mut cmd = TXD_CMD_DEXT | if c.tcp { TXD_CMD_TCP } else { 0 } | if c.ipv4 { TXD_CMD_IP } else { 0 };
+        let mut seg = 0;
+        if let Some(mss) = tso {
+            cmd |= TXD_CMD_TSE | (d.len() - hdrlen) as u32;
+            seg = (hdrlen as u32) << 8 | (mss as u32) << 16;
+        }
+        Ok(Some((lower, upper, cmd, seg)))
+    }
+
+    fn transmit_on(&mut self, q: usize, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError> {
+        self.clean_tx(q);
+        let mut sent = 0;
+        let mut taken = 0;
+        for p in pkts.iter_mut() {
+            if p.data.len() < 14 || p.data.len() > 65536 + 256 || (p.tso.is_none() && p.data.len() > 1518 + 4) {
+                return Err(DriverError::BadPacket("frame length"));
+            }
+            let ctx = Self::prepare_offload(p)?;
+            let r = &self.tx[q];
+            let need_ctx = ctx.is_some() && ctx != r.last_ctx;
+            let need = p.data.len().div_ceil(BUF_SIZE) + need_ctx as usize;
+            debug_assert!(need <= MAX_DESC_PER_PKT);
+            if (self.tx_free(q) as usize) < need {
+                self.stats.tx_busy += 1;
+                break;
+            }
+            let r = &mut self.tx[q];
+            let first = r.next_to_use;
+            if need_ctx {
+                let (lo, up, cmd, seg) = ctx.unwrap();
+                let at = r.desc + r.next_to_use as usize * 16;
+                self.mem.write_u32(at, lo);
+                self.mem.write_u32(at + 4, up);
+                self.mem.write_u32(at + 8, cmd);
+                self.mem.write_u32(at + 12, seg);
+                r.last_ctx = ctx;
+                r.next_to_use = (r.next_to_use + 1) % r.n;
+            }
+            let popts = match (p.csum, p.tso) {
+                (Some(c), Some(_)) if c.tcp => TXD_POPTS_TXSM | if c.ipv4 { TXD_POPTS_IXSM } else { 0 },
+                (Some(_), _) => TXD_POPTS_TXSM,
+                _ => 0,
+            };
+            let tse = if ctx.is_some() && p.tso.is_some() && p.csum.is_some_and(|c| c.tcp) { TXD_CMD_TSE } else { 0 };
+            let vle = if p.vlan.is_some() { TXD_CMD_VLE } else { 0 };
+            let chunks = p.data.chunks(BUF_SIZE).count();
+            let mut last = r.next_to_use;
+            for (i, chunk) in p.data.chunks(BUF_SIZE).enumerate() {
+                let idx = r.next_to_use as usize;
+                let buf = r.bufs + idx * BUF_SIZE;
+                self.mem.write_bytes(buf, chunk);
+                let eop = if i + 1 == chunks { TXD_CMD_EOP | TXD_CMD_RS } else { 0 };
+                let at = r.desc + idx * 16;
+                self.mem.write_u64(at, self.mem.iova + buf as u64);
+                self.mem.write_u32(at + 8, chunk.len() as u32 | TXD_DTYP_D | TXD_CMD_DEXT | TXD_CMD_IFCS | tse | vle | eop);
+                self.mem.write_u32(at + 12, popts | (p.vlan.unwrap_or(0) as u32) << 16);
+                last = r.next_to_use;
+                r.next_to_use = (r.next_to_use + 1) % r.n;
+            }
+            r.eop_of[first as usize] = Some(last);
+            // The context slot (if any) belongs to the packet: clean from its first slot to its EOP.
+            self.stats.tx_packets += 1;
+            self.stats.tx_bytes += p.data.len() as u64;
+            sent += 1;
+            taken += 1;
+        }
+        pkts.drain(..taken);
+        if sent > 0 {
+            self.mem.publish();
+            let tail = self.tx[q].next_to_use;
+            self.t.write32_posted(TDT + q as u32 * QUEUE_1, tail)?;
+        }
+        Ok(sent)
+    }
+
+    /// Transmits on queue `q` (0 or 1).
+    pub fn transmit_queue(&mut self, q: usize, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError> {
+        self.transmit_on(q.min(1), pkts)
+    }
+
+    // ---- receive ----
+
+    fn clean_rx(&mut self, q: usize, budget: usize, out: &mut Vec<RxPacket>) -> Result<usize, DriverError> {
+        let mut got = 0;
+        while got < budget {
+            let r = &self.rx[q];
+            let idx = r.next_to_clean as usize;
+            let at = r.desc + idx * 16;
+            let staterr = self.mem.read_u32(at + 8);
+            if staterr & RXD_STAT_DD == 0 {
+                break;
+            }
+            let len = self.mem.read_u16(at + 12) as usize;
+            let vlan = self.mem.read_u16(at + 14);
+            let buf = r.bufs + idx * BUF_SIZE;
+            let mut bad = len > BUF_SIZE || staterr & RXD_ERR_FRAME != 0;
+            let r = &mut self.rx[q];
+            if !bad {
+                let start = r.partial.len();
+                if start + len > 16 * 1024 {
+                    bad = true;
+                } else {
+                    r.partial.resize(start + len, 0);
+                    self.mem.read_bytes(buf, &mut r.partial[start..]);
+                }
+            }
+            // Hand the descriptor back in read format.
+            self.mem.write_u64(at, self.mem.iova + buf as u64);
+            self.mem.write_u64(at + 8, 0);
+            r.next_to_clean = (r.next_to_clean + 1) % r.n;
+            r.unrefilled += 1;
+            if bad {
+                self.stats.rx_errors += 1;
+                r.partial.clear();
+                // Skip the rest of this frame's descriptors, if any.
+                continue;
+            }
+            if staterr & RXD_STAT_EOP == 0 {
+                continue;
+            }
+            let data = std::mem::take(&mut r.partial);
+            let csum = if staterr & RXD_STAT_IXSM != 0 || staterr & (RXD_STAT_TCPCS | RXD_STAT_UDPCS) == 0 {
+                if staterr & RXD_ERR_IPE != 0 {
+                    RxCsum::Bad
+                } else {
+                    RxCsum::None
+                }
+            } else if staterr & (RXD_ERR_TCPE | RXD_ERR_IPE) != 0 {
+                RxCsum::Bad
+            } else {
+                RxCsum::Verified
+            };
+            match csum {
+                RxCsum::Verified => self.stats.rx_csum_good += 1,
+                RxCsum::Bad => self.stats.rx_csum_bad += 1,
+                RxCsum::None => {}
+            }
+            self.stats.rx_packets += 1;
+            self.stats.rx_bytes += data.len() as u64;
+            out.push(RxPacket { data, csum, vlan: (staterr & RXD_STAT_VP != 0).then_some(vlan), queue: q });
+            got += 1;
+            if self.rx[q].unrefilled >= RX_REFILL_BATCH {
+                self.refill(q)?;
+            }
+        }
+        Ok(got)
+    }
+
+    /// Gives cleaned descriptors back to the card: RDT points at the last one.
+    fn refill(&mut self, q: usize) -> Result<(), DriverError> {
+        let r = &mut self.rx[q];
+        if r.unrefilled == 0 {
+            return Ok(());
+        }
+        r.unrefilled = 0;
+        let tail = (r.next_to_clean + r.n - 1) % r.n;
+        self.mem.publish();
+        self.t.write32_posted(RDT + q as u32 * QUEUE_1, tail)?;
+        Ok(())
+    }
+
+    /// Checks that the card still answers (a register read); used by callers that idle.
+    pub fn check_alive(&mut self) -> Result<(), DriverError> {
+        let s = self.t.read32(STATUS)?;
+        if s == 0xFFFF_FFFF {
+            return Err(DriverError::Gone);
+        }
+        self.last_alive = Instant::now();
+        Ok(())
+    }
+
+    fn rearm(&mut self) -> Result<(), DriverError> {
+        match self.irq_kind {
+            Some(IrqKind::Intx) => {
+                self.t.write32_posted(IMS, self.ims)?;
+                self.t.unmask_intx()?;
+            }
+            Some(_) => self.t.write32_posted(IMS, self.ims)?,
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+impl NetDev for E1000e {
+    fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+    fn mtu(&self) -> usize {
+        1500
+    }
+    fn features(&self) -> Features {
+        Features { tso: true, tx_csum: true, rx_csum: true, vlan: true }
+    }
+    fn link(&mut self) -> Result<LinkState, DriverError> {
+        let s = self.t.read32(STATUS)?;
+        if s == 0xFFFF_FFFF {
+            return Err(DriverError::Gone);
+        }
+        let speed = match (s >> STATUS_SPEED_SHIFT) & 3 {
+            0 => 10,
+            1 => 100,
+            _ => 1000,
+        };
+        Ok(LinkState { up: s & STATUS_LU != 0, speed_mbps: speed, full_duplex: s & STATUS_FD != 0 })
+    }
+    fn transmit(&mut self, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError> {
+        self.transmit_on(0, pkts)
+    }
+    fn poll(&mut self, budget: usize, out: &mut Vec<RxPacket>) -> Result<usize, DriverError> {
+        self.stats.polls += 1;
+        self.clean_tx(0);
+        self.clean_tx(1);
+        let mut n = self.clean_rx(0, budget, out)?;
+        if n < budget {
+            n += self.clean_rx(1, budget - n, out)?;
+        }
+        if n < budget {
+            // Under budget: everything is handed back now.
+            self.refill(0)?;
+            self.refill(1)?;
+        }
+        Ok(n)
+    }
+    fn wait(&mut self, timeout: Duration) -> Result<bool, DriverError> {
+        if self.irq_fds.is_empty() {
+            std::thread::sleep(timeout.min(Duration::from_millis(1)));
+            return Ok(false);
+        }
+        self.rearm()?;
+        let mut pfds: Vec<libc::pollfd> = self.irq_fds.iter().map(|f| libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        // SAFETY: valid pollfd array of the given length.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout.as_millis().min(i32::MAX as u128) as i32) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(e.into());
+        }
+        if r == 0 {
+            if self.last_alive.elapsed() > Duration::from_secs(1) {
+                self.check_alive()?;
+            }
+            return Ok(false);
+        }
+        let mut other = false;
+        for (i, p) in pfds.iter().enumerate() {
+            if p.revents & libc::POLLIN != 0 {
+                let mut v = [0u8; 8];
+                // SAFETY: reading the 8-byte counter of our own eventfd.
+                unsafe { libc::read(p.fd, v.as_mut_ptr().cast(), 8) };
+                self.stats.interrupts += 1;
+                if i == 2 {
+                    other = true;
+                }
+            }
+        }
+        match self.irq_kind {
+            Some(IrqKind::Msix) if other => {
+                // The Other vector: link changes and errors. Reading ICR clears it (slow path, rare).
+                let icr = self.t.read32(ICR)?;
+                debug!("other interrupt, ICR {icr:#x}");
+            }
+            Some(IrqKind::Msi) | Some(IrqKind::Intx) => {
+                // Mask, acknowledge, then poll; `rearm` re-enables. Writes only, posted.
+                self.t.write32_posted(IMC, 0xFFFF_FFFF)?;
+                self.t.write32_posted(ICR, 0xFFFF_FFFF)?;
+            }
+            _ => {}
+        }
+        self.last_alive = Instant::now();
+        Ok(true)
+    }
+    fn stats(&self) -> Stats {
+        self.stats.clone()
+    }
+}
+
+impl Drop for E1000e {
+    fn drop(&mut self) {
+        // Quiesce the card before its DMA memory goes away.
+        let _ = self.t.write32(IMC, 0xFFFF_FFFF);
+        let _ = self.t.write32(RCTL, 0);
+        let _ = self.t.write32(TCTL, 0);
+        if let Some(k) = self.irq_kind {
+            let _ = self.t.disable_irqs(k);
+        }
+    }
+}

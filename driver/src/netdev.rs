@@ -1,0 +1,98 @@
+//! The interface the driver offers a network stack: batches out, a budgeted poll in, features, link, MTU,
+//! MAC and statistics. Offload requests and results travel as per-packet metadata.
+
+use crate::DriverError;
+
+/// Checksum offload request for a transmitted packet: where its headers are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxCsum {
+    /// Offset of the IP header.
+    pub l3: usize,
+    /// Offset of the TCP/UDP header.
+    pub l4: usize,
+    pub ipv4: bool,
+    pub tcp: bool,
+}
+
+/// A packet to send. With `csum`, the driver has the card fill the IPv4 header and TCP/UDP checksums; with
+/// `tso` as well, the card cuts the TCP payload into segments of `tso` bytes.
+#[derive(Debug, Clone, Default)]
+pub struct TxPacket {
+    pub data: Vec<u8>,
+    pub csum: Option<TxCsum>,
+    pub tso: Option<u16>,
+    pub vlan: Option<u16>,
+}
+
+impl TxPacket {
+    pub fn plain(data: Vec<u8>) -> TxPacket {
+        TxPacket { data, ..Default::default() }
+    }
+}
+
+/// What the card said about a received packet's checksums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxCsum {
+    /// Not checked (not IP, fragment, zero UDP checksum, offload off).
+    None,
+    /// L4 (and IPv4 header) checksums verified good.
+    Verified,
+    /// The card found a bad checksum; the frame is delivered anyway.
+    Bad,
+}
+
+#[derive(Debug, Clone)]
+pub struct RxPacket {
+    pub data: Vec<u8>,
+    pub csum: RxCsum,
+    /// The stripped 802.1Q tag, when the card removed one.
+    pub vlan: Option<u16>,
+    pub queue: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Features {
+    pub tso: bool,
+    pub tx_csum: bool,
+    pub rx_csum: bool,
+    pub vlan: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkState {
+    pub up: bool,
+    pub speed_mbps: u32,
+    pub full_duplex: bool,
+}
+
+/// Software counters kept by the driver.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_busy: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub rx_csum_good: u64,
+    pub rx_csum_bad: u64,
+    /// Descriptors the card wrote with impossible lengths or error bits: dropped.
+    pub rx_errors: u64,
+    pub interrupts: u64,
+    pub polls: u64,
+}
+
+pub trait NetDev {
+    fn mac(&self) -> [u8; 6];
+    fn mtu(&self) -> usize;
+    fn features(&self) -> Features;
+    /// Reads the link state from the card (a register read: not for the fast path).
+    fn link(&mut self) -> Result<LinkState, DriverError>;
+    /// Queues as many packets from the front of `pkts` as fit, removes them, and rings the doorbell once.
+    /// Returns how many were queued.
+    fn transmit(&mut self, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError>;
+    /// Reclaims finished transmits and collects up to `budget` received packets into `out`.
+    fn poll(&mut self, budget: usize, out: &mut Vec<RxPacket>) -> Result<usize, DriverError>;
+    /// Waits for an interrupt (interrupts are re-enabled first); `Ok(false)` on timeout.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool, DriverError>;
+    fn stats(&self) -> Stats;
+}
