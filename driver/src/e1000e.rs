@@ -260,7 +260,8 @@ impl E1000e {
         let ext = d.t.read32(EXTCNF_CTRL)?;
         d.t.write32(EXTCNF_CTRL, ext & !EXTCNF_CTRL_MDIO_SW_OWNERSHIP)?;
         let ctrl = d.t.read32(CTRL)?;
-        d.t.write32(CTRL, (ctrl | CTRL_SLU | CTRL_ASDE) & !(CTRL_FRCSPD | CTRL_FRCDPX))?;
+        // VME: tags are inserted from TX descriptors and stripped into RX descriptors.
+        d.t.write32(CTRL, (ctrl | CTRL_SLU | CTRL_ASDE | CTRL_VME) & !(CTRL_FRCSPD | CTRL_FRCDPX))?;
         let ext = d.t.read32(CTRL_EXT)?;
         d.t.write32(CTRL_EXT, ext | CTRL_EXT_DRV_LOAD)?;
         info!("{}: 82574L {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, PHY {phy_id:#010x}", d.t.describe(), d.mac[0], d.mac[1], d.mac[2], d.mac[3], d.mac[4], d.mac[5]);

@@ -1,0 +1,161 @@
+//! The userspace driver against nic-device over vfio-user, without QEMU.
+
+use driver::{Config, NetDev, RxCsum, RxPacket, TxCsum, TxPacket, E1000e};
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use nic_tests::*;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn sock(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{}.sock", unique(tag)))
+}
+
+fn nic_lab(args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin("nic-lab")).args(args).output().unwrap();
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), s)
+}
+
+fn field(out: &str, name: &str) -> u64 {
+    out.lines().find(|l| l.starts_with(name)).and_then(|l| l.split(':').nth(1)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("{name} in {out}"))
+}
+
+#[test]
+fn info_reports_the_card() {
+    let s = sock("info");
+    let _d = Device::start(None, &s, &["--backend", "loopback", "--mac", "52:54:00:ab:cd:ef"]);
+    let (ok, out) = nic_lab(&["--vfio-user", s.to_str().unwrap(), "info"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("mac:        52:54:00:ab:cd:ef"), "{out}");
+    assert!(out.contains("link:       up"), "{out}");
+    assert!(out.contains("speed:      1000 Mb/s full duplex"), "{out}");
+    assert!(out.contains("tso on"), "{out}");
+    assert!(out.contains("interrupts: Msix"), "{out}");
+}
+
+#[test]
+fn one_million_frames_through_loopback_without_loss() {
+    let s = sock("million");
+    let _d = Device::start(None, &s, &["--backend", "loopback"]);
+    let (ok, out) = nic_lab(&["--vfio-user", s.to_str().unwrap(), "loopback-test", "--count", "1000000", "--size", "64"]);
+    eprintln!("{out}");
+    assert!(ok, "{out}");
+    assert_eq!(field(&out, "received"), 1_000_000);
+    assert_eq!(field(&out, "lost"), 0);
+    assert_eq!(field(&out, "duplicates"), 0);
+    assert_eq!(field(&out, "corrupt"), 0);
+}
+
+#[test]
+fn interrupt_modes_and_busy_poll() {
+    for irq in ["msix", "msi", "intx", "poll"] {
+        let s = sock(irq);
+        let _d = Device::start(None, &s, &["--backend", "loopback"]);
+        let (ok, out) = nic_lab(&["--vfio-user", s.to_str().unwrap(), "--irq", irq, "loopback-test", "--count", "20000", "--size", "1514"]);
+        assert!(ok, "{irq}: {out}");
+        assert_eq!(field(&out, "received"), 20000, "{irq}");
+        let irqs: u64 = out.lines().find(|l| l.starts_with("interrupts:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        if irq == "poll" {
+            assert_eq!(irqs, 0, "busy poll takes no interrupts");
+        } else {
+            assert!(irqs > 0, "{irq}: {out}");
+        }
+    }
+}
+
+fn open(path: &PathBuf, promiscuous: bool) -> E1000e {
+    let t = driver::open_transport(&format!("vfio-user:{}", path.display())).unwrap();
+    E1000e::open(t, Config { promiscuous, ..Default::default() }).unwrap()
+}
+
+fn receive_until(dev: &mut E1000e, want: usize, timeout: Duration) -> Vec<RxPacket> {
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    while got.len() < want && t0.elapsed() < timeout {
+        if dev.poll(64, &mut got).unwrap() == 0 {
+            dev.wait(Duration::from_millis(50)).unwrap();
+        }
+    }
+    got
+}
+
+fn tcp4(src: [u8; 6], dst: [u8; 6], payload: &[u8]) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(src, dst).ipv4([10, 1, 0, 1], [10, 1, 0, 2], 64).tcp(5555, 80, 7000, 64000).ack(1).psh().fin();
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+#[test]
+fn tso_frames_cross_two_devices_as_correct_segments() {
+    let link = std::env::temp_dir().join(format!("{}.link", unique("pair")));
+    let (sa, sb) = (sock("tsoA"), sock("tsoB"));
+    let _a = Device::start(None, &sa, &["--backend", &format!("stream:{}", link.display()), "--mac", "52:54:00:00:01:0a"]);
+    let _b = Device::start(None, &sb, &["--backend", &format!("stream-connect:{}", link.display()), "--mac", "52:54:00:00:01:0b"]);
+    let mut a = open(&sa, false);
+    let mut b = open(&sb, false);
+    let payload: Vec<u8> = (0..60000u32).map(|i| (i % 251) as u8).collect();
+    let f = tcp4(a.mac(), b.mac(), &payload);
+    let mss = 1448usize;
+    let mut pkts = vec![TxPacket { data: f, csum: Some(TxCsum { l3: 14, l4: 34, ipv4: true, tcp: true }), tso: Some(mss as u16), vlan: None }];
+    assert_eq!(a.transmit(&mut pkts).unwrap(), 1);
+    let nseg = payload.len().div_ceil(mss);
+    let got = receive_until(&mut b, nseg, Duration::from_secs(20));
+    assert_eq!(got.len(), nseg);
+    let mut data = Vec::new();
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(p.csum, RxCsum::Verified, "segment {i}: receiving card verified the checksums");
+        let s = SlicedPacket::from_ethernet(&p.data).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &s.net else { panic!() };
+        let iph = ip.header().to_header();
+        assert_eq!(iph.header_checksum, iph.calc_header_checksum());
+        let Some(TransportSlice::Tcp(t)) = &s.transport else { panic!() };
+        assert_eq!(t.checksum(), t.to_header().calc_checksum_ipv4(&iph, t.payload()).unwrap());
+        assert_eq!(t.sequence_number(), 7000 + (i * mss) as u32);
+        let last = i + 1 == nseg;
+        assert_eq!((t.fin(), t.psh()), (last, last));
+        assert!(p.data.len() <= 1514);
+        data.extend_from_slice(t.payload());
+    }
+    assert_eq!(data, payload);
+
+    // UDP over IPv6 with checksum offload, and a VLAN tag inserted by A and stripped by B.
+    let b6 = etherparse::PacketBuilder::ethernet2(a.mac(), b.mac()).ipv6([0xfe; 16], [0xfd; 16], 9).udp(53, 5353);
+    let mut f6 = Vec::new();
+    b6.write(&mut f6, &[0x42; 333]).unwrap();
+    let mut pkts = vec![TxPacket { data: f6, csum: Some(TxCsum { l3: 14, l4: 54, ipv4: false, tcp: false }), tso: None, vlan: Some(0x0123) }];
+    a.transmit(&mut pkts).unwrap();
+    let got = receive_until(&mut b, 1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1);
+    let s = SlicedPacket::from_ethernet(&got[0].data).unwrap();
+    assert_eq!(got[0].vlan, Some(0x0123), "tag inserted by the sender, stripped by the receiver");
+    let Some(NetSlice::Ipv6(ip)) = &s.net else { panic!() };
+    let Some(TransportSlice::Udp(u)) = &s.transport else { panic!() };
+    assert_eq!(u.checksum(), u.to_header().calc_checksum_ipv6(&ip.header().to_header(), u.payload()).unwrap());
+}
+
+#[test]
+fn device_going_away_is_a_clear_error_not_a_hang() {
+    let s = sock("gone");
+    let mut d = Device::start(None, &s, &["--backend", "loopback"]);
+    let mut dev = open(&s, false);
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    let t0 = Instant::now();
+    let err = loop {
+        assert!(t0.elapsed() < Duration::from_secs(10), "driver did not notice the device left");
+        let mut p = vec![TxPacket::plain(vec![0xFF; 60])];
+        if let Err(e) = dev.transmit(&mut p) {
+            break e;
+        }
+        if let Err(e) = dev.wait(Duration::from_millis(200)) {
+            break e;
+        }
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("vfio-user") || msg.contains("gone"), "{msg}");
+    // A fresh connection attempt to a dead socket fails at once too.
+    assert!(driver::open_transport(&format!("vfio-user:{}", s.display())).is_err());
+}
