@@ -175,6 +175,12 @@ pub struct GuestOpts {
     pub append: String,
     pub allow_reboot: bool,
     pub extra: Vec<String>,
+    /// Run QEMU inside this network namespace (for a TAP netdev there).
+    pub netns: Option<String>,
+    /// An emulated IOMMU, so the guest can use vfio-pci.
+    pub iommu: bool,
+    /// Host files copied into the guest: (source, destination path).
+    pub add: Vec<(PathBuf, String)>,
 }
 
 /// A QEMU guest whose serial console is our pipe.
@@ -189,7 +195,21 @@ pub struct Guest {
 impl Guest {
     pub fn boot(opts: &GuestOpts) -> Guest {
         require_rig();
-        let mut cmd = Command::new(root().join("qemu-config/launch-guest.sh"));
+        let launcher = root().join("qemu-config/launch-guest.sh");
+        let mut cmd = match &opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&launcher);
+                c
+            }
+            None => Command::new(&launcher),
+        };
+        if opts.iommu {
+            cmd.arg("--iommu");
+        }
+        for (src, dst) in &opts.add {
+            cmd.arg("--add").arg(format!("{}:{dst}", src.display()));
+        }
         for s in &opts.sockets {
             cmd.arg("--socket").arg(s);
         }
