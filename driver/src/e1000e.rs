@@ -98,6 +98,8 @@ pub struct E1000e {
     irq_kind: Option<IrqKind>,
     irq_fds: Vec<OwnedFd>,
     ims: u32,
+    /// An interrupt was taken and the card masked itself: re-enable when a poll ends under budget.
+    irq_masked: bool,
     stats: Stats,
     last_alive: Instant,
 }
@@ -193,6 +195,10 @@ impl E1000e {
         if (vendor, device) != (PCI_VENDOR_INTEL, PCI_DEVICE_82574L) {
             return Err(DriverError::WrongDevice { vendor, device });
         }
+        // Function-level reset first, so nothing a previous user left running touches our memory.
+        if let Err(e) = t.reset() {
+            log::warn!("{}: function reset not available ({e}); continuing with the MAC reset", t.describe());
+        }
         let mut cmd = [0u8; 2];
         t.config_read(PCI_COMMAND, &mut cmd)?;
         let cmd = u16::from_le_bytes(cmd) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
@@ -224,6 +230,7 @@ impl E1000e {
             irq_kind: None,
             irq_fds: Vec::new(),
             ims: 0,
+            irq_masked: false,
             stats: Stats::default(),
             last_alive: Instant::now(),
         };
@@ -744,9 +751,13 @@ impl NetDev for E1000e {
             n += self.clean_rx(1, budget - n, out)?;
         }
         if n < budget {
-            // Under budget: everything is handed back now.
+            // Under budget (NAPI complete): hand every buffer back and turn interrupts on again.
             self.refill(0)?;
             self.refill(1)?;
+            if self.irq_masked {
+                self.irq_masked = false;
+                self.rearm()?;
+            }
         }
         Ok(n)
     }
@@ -755,7 +766,11 @@ impl NetDev for E1000e {
             std::thread::sleep(timeout.min(Duration::from_millis(1)));
             return Ok(false);
         }
-        self.rearm()?;
+        if self.irq_masked {
+            // Waiting without having polled the work that raised the last interrupt: enable first.
+            self.irq_masked = false;
+            self.rearm()?;
+        }
         let mut pfds: Vec<libc::pollfd> = self.irq_fds.iter().map(|f| libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
         // SAFETY: valid pollfd array of the given length.
         let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout.as_millis().min(i32::MAX as u128) as i32) };
@@ -797,6 +812,7 @@ impl NetDev for E1000e {
             }
             _ => {}
         }
+        self.irq_masked = true;
         self.last_alive = Instant::now();
         Ok(true)
     }

@@ -2,6 +2,9 @@
 //! mio Waker; it never runs on the vfio-user thread.
 
 use crate::backend::Backend;
+
+/// Largest frame a backend hands over with the default MTU.
+const MAX_FRAME: usize = 1522;
 use crate::metrics::Metrics;
 use crate::nic::Nic;
 use crate::pcap::PcapWriter;
@@ -154,25 +157,19 @@ impl Worker {
             }
         }
         let _ = self.backend.flush();
-        // Receive.
+        // Receive. With flow control, take only what the receive FIFO could hold if no descriptor is free.
         let mut frames = Vec::new();
-        {
-            let nic = self.nic.lock().unwrap();
-            let can = self.overflow == RxOverflow::Drop || nic.rx_can_take();
-            drop(nic);
-            if can {
-                while frames.len() < RX_BUDGET {
-                    match self.backend.recv() {
-                        Ok(Some(f)) => frames.push(f),
-                        Ok(None) => break,
-                        Err(e) => {
-                            debug!("backend recv: {e}");
-                            break;
-                        }
-                    }
-                    if self.overflow == RxOverflow::Pause && frames.len() >= 8 {
-                        break;
-                    }
+        let mut room = if self.overflow == RxOverflow::Drop { usize::MAX } else { self.nic.lock().unwrap().rx_room() };
+        while frames.len() < RX_BUDGET && room >= MAX_FRAME {
+            match self.backend.recv() {
+                Ok(Some(f)) => {
+                    room = room.saturating_sub(f.len().max(60));
+                    frames.push(f);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    debug!("backend recv: {e}");
+                    break;
                 }
             }
         }

@@ -27,6 +27,10 @@ impl RxFifo {
         self.frames.clear();
         self.bytes = 0;
     }
+    /// Bytes the FIFO can still take.
+    pub fn room(&self) -> usize {
+        RX_FIFO_BYTES.saturating_sub(self.bytes)
+    }
     pub fn has_room(&self, len: usize) -> bool {
         self.bytes + len <= RX_FIFO_BYTES || self.frames.is_empty()
     }
@@ -227,9 +231,9 @@ impl Nic {
         })
     }
 
-    /// Whether more frames can be taken from the wire without loss.
-    pub fn rx_can_take(&self) -> bool {
-        self.rx_fifo.has_room(1514)
+    /// Bytes of frames that can be taken from the wire now without loss, even if none finds a descriptor.
+    pub fn rx_room(&self) -> usize {
+        self.rx_fifo.room()
     }
 
     /// A frame from the wire.
@@ -389,7 +393,16 @@ impl Nic {
                 wb[13] = (errors >> 24) as u8;
                 wb[14..16].copy_from_slice(&vlan.unwrap_or(0).to_le_bytes());
             }
-            if self.dma.write(daddr, &wb).is_err() {
+            // The byte holding DD goes last: a driver that sees DD must see the whole write-back. A single
+            // 16-byte copy could land in any order and overwrite a descriptor the driver already re-armed.
+            let status_at = if extended { 8..12 } else { 12..13 };
+            let ok = self.dma.write(daddr, &wb[..status_at.start]).is_ok()
+                && self.dma.write(daddr + status_at.end as u64, &wb[status_at.end..]).is_ok()
+                && {
+                    std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+                    self.dma.write(daddr + status_at.start as u64, &wb[status_at]).is_ok()
+                };
+            if !ok {
                 Metrics::inc(&self.metrics.dma_errors);
             }
             head = (head + 1) % n;

@@ -20,9 +20,14 @@ fn sock_path(tag: &str) -> PathBuf {
 }
 
 fn start(tag: &str, backend: &str) -> Dev {
+    start_with(tag, &["--backend", backend])
+}
+
+fn start_with(tag: &str, args: &[&str]) -> Dev {
     let sock = sock_path(tag);
     let child = Command::new(env!("CARGO_BIN_EXE_nic-device"))
-        .args(["--socket", sock.to_str().unwrap(), "--backend", backend])
+        .args(["--socket", sock.to_str().unwrap()])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
         .spawn()
@@ -103,6 +108,18 @@ fn hostile_messages_get_errors_and_the_stream_stays_in_sync() {
     // A posted write gets no reply: the next reply belongs to the next request.
     c.region_write_posted(0, 0x5400, &0xAABB_CCDDu32.to_le_bytes()).unwrap();
     assert_eq!(c.read32(0, 0x5400).unwrap(), 0xAABB_CCDD);
+    // REGION_WRITE_MULTI (QEMU's batch of small posted writes).
+    let mut m = Vec::new();
+    m.extend_from_slice(&2u64.to_le_bytes());
+    for (off, v) in [(0x5200u64, 0x11u64), (0x5204, 0x22)] {
+        RegionAccess { offset: off, region: 0, count: 4 }.emit(&mut m);
+        m.extend_from_slice(&v.to_le_bytes());
+    }
+    raw_request(&mut c, vfio_user::Command::RegionWriteMulti as u16, &m).unwrap();
+    assert_eq!((c.read32(0, 0x5200).unwrap(), c.read32(0, 0x5204).unwrap()), (0x11, 0x22));
+    let mut bad = Vec::new();
+    bad.extend_from_slice(&1000u64.to_le_bytes());
+    assert!(raw_request(&mut c, vfio_user::Command::RegionWriteMulti as u16, &bad).is_err());
 }
 
 #[test]
@@ -182,7 +199,8 @@ fn wait_eventfd(fd: &OwnedFd, timeout: Duration) -> bool {
 
 #[test]
 fn loopback_frame_travels_tx_ring_to_rx_ring_with_msix() {
-    let d = start("loop", "loopback");
+    let pcap = std::env::temp_dir().join(format!("nicdev-test-{}.pcap", std::process::id()));
+    let d = start_with("loop", &["--backend", "loopback", "--pcap", pcap.to_str().unwrap()]);
     let mut c = Client::connect(&d.sock).unwrap();
     let iova = 0x4000_0000u64;
     let mem = memfd(1 << 20);
@@ -234,4 +252,24 @@ fn loopback_frame_travels_tx_ring_to_rx_ring_with_msix() {
     assert_eq!(sta[0] & 1, 1, "TX DD");
     assert_eq!(c.read32(0, 0x2810).unwrap(), 1, "RDH advanced");
     c.dma_unmap(iova, 1 << 20, 0).unwrap();
+    drop(c);
+    drop(d);
+    // The pcap has the frame twice (out and back in), readable by tcpdump when it is installed.
+    let data = std::fs::read(&pcap).unwrap();
+    assert_eq!(u32::from_le_bytes(data[..4].try_into().unwrap()), 0xA1B2_C3D4);
+    let mut off = 24;
+    let mut n = 0;
+    while off + 16 <= data.len() {
+        let caplen = u32::from_le_bytes(data[off + 8..off + 12].try_into().unwrap()) as usize;
+        assert_eq!(&data[off + 16..off + 16 + caplen], &frame[..]);
+        off += 16 + caplen;
+        n += 1;
+    }
+    assert_eq!(n, 2);
+    if let Ok(out) = Command::new("tcpdump").args(["-nn", "-e", "-q", "-r", pcap.to_str().unwrap()]).output() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.lines().filter(|l| l.contains(" > ")).count(), 2, "{text}");
+        assert!(text.contains("ethertype Unknown (0x88b5)") || text.contains("0x88b5"), "{text}");
+    }
+    let _ = std::fs::remove_file(&pcap);
 }

@@ -65,7 +65,7 @@ fn interrupt_modes_and_busy_poll() {
     }
 }
 
-fn open(path: &PathBuf, promiscuous: bool) -> E1000e {
+fn open(path: &std::path::Path, promiscuous: bool) -> E1000e {
     let t = driver::open_transport(&format!("vfio-user:{}", path.display())).unwrap();
     E1000e::open(t, Config { promiscuous, ..Default::default() }).unwrap()
 }

@@ -4,6 +4,7 @@
 //!     info                                  MAC, link, speed, features, queues, interrupts
 //!     loopback-test --count N --size S      sequence-numbered frames out and back (nic-device --backend loopback,
 //!                                           or any wire that returns them); reports loss, duplicates, order, speed
+//!                   [--tso]                 instead: N TCP sends of S bytes (up to 64 KiB) cut by the card (TSO)
 //!     exchange --count N                    request frames to a reflector on the wire; counts the replies
 //!   nic-lab reflect --ifname IF [--count N] answers exchange requests on a host interface (AF_PACKET)
 
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage: nic-lab (--vfio-user PATH | --vfio-pci BDF) [--irq auto|msix|msi|intx|poll] COMMAND [ARGS]
 commands:
   info
-  loopback-test --count N --size BYTES [--window W]
+  loopback-test --count N --size BYTES [--window W] [--tso]
   exchange --count N [--size BYTES]
   reflect --ifname IF [--count N]      (no transport: answers exchange on a host interface)";
 
@@ -30,10 +31,11 @@ struct Opts {
     size: usize,
     window: usize,
     ifname: Option<String>,
+    tso: bool,
 }
 
 fn parse() -> Result<Opts, String> {
-    let mut o = Opts { transport: None, irq: IrqMode::Auto, cmd: String::new(), count: 1000, size: 64, window: 128, ifname: None };
+    let mut o = Opts { transport: None, irq: IrqMode::Auto, cmd: String::new(), count: 1000, size: 64, window: 128, ifname: None, tso: false };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = |n: &str| it.next().ok_or(format!("{n} needs a value"));
@@ -54,6 +56,7 @@ fn parse() -> Result<Opts, String> {
             "--size" => o.size = val("--size")?.parse().map_err(|e| format!("--size: {e}"))?,
             "--window" => o.window = val("--window")?.parse().map_err(|e| format!("--window: {e}"))?,
             "--ifname" => o.ifname = Some(val("--ifname")?),
+            "--tso" => o.tso = true,
             "-h" | "--help" => return Err(String::new()),
             c if o.cmd.is_empty() && !c.starts_with('-') => o.cmd = c.into(),
             x => return Err(format!("unknown argument '{x}'")),
@@ -99,6 +102,7 @@ fn with_device(o: &Opts) -> Result<bool, String> {
     let mut dev = E1000e::open(t, cfg).map_err(|e| format!("{spec}: {e}"))?;
     match o.cmd.as_str() {
         "info" => info(&mut dev, spec),
+        "loopback-test" if o.tso => tso_loopback(&mut dev, o),
         "loopback-test" => loopback(&mut dev, o),
         _ => exchange(&mut dev, o),
     }
@@ -212,4 +216,64 @@ fn exchange(dev: &mut E1000e, o: &Opts) -> Result<bool, driver::DriverError> {
     println!("corrupt:     {}", check.corrupt);
     println!("elapsed:     {:.3} s", t0.elapsed().as_secs_f64());
     Ok(check.received == o.count && check.corrupt == 0)
+}
+
+/// TCP/IPv4 sends of up to 64 KiB, segmented by the card, returned by the wire, and counted.
+fn tso_loopback(dev: &mut E1000e, o: &Opts) -> Result<bool, driver::DriverError> {
+    let payload = o.size.clamp(1, 65_000);
+    let mss = 1448usize;
+    let segs_per_send = payload.div_ceil(mss) as u64;
+    let mac = dev.mac();
+    let template = tcp_frame(mac, payload);
+    let want = o.count * segs_per_send;
+    let (mut sent, mut got, mut bytes, mut bad) = (0u64, 0u64, 0u64, 0u64);
+    let mut rx = Vec::new();
+    let window = (o.window as u64 / segs_per_send).max(1);
+    let t0 = Instant::now();
+    let mut last_progress = Instant::now();
+    while got < want {
+        while sent < o.count && sent - got / segs_per_send < window {
+            let mut p = vec![TxPacket { data: template.clone(), csum: Some(driver::TxCsum { l3: 14, l4: 34, ipv4: true, tcp: true }), tso: Some(mss as u16), vlan: None }];
+            if dev.transmit(&mut p)? == 0 {
+                break;
+            }
+            sent += 1;
+        }
+        rx.clear();
+        let n = dev.poll(64, &mut rx)?;
+        for p in &rx {
+            if p.csum != driver::RxCsum::Verified || p.data.len() > 1514 {
+                bad += 1;
+            }
+            bytes += p.data.len() as u64;
+            got += 1;
+        }
+        if n > 0 {
+            last_progress = Instant::now();
+        } else {
+            if last_progress.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+            idle(dev)?;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!("sends:       {sent} x {payload} bytes (TSO, MSS {mss})");
+    println!("received:    {got} segments of {want}");
+    println!("bad:         {bad}");
+    println!("elapsed:     {secs:.3} s");
+    println!("rate:        {:.0} frames/s, {:.3} Gbit/s", got as f64 / secs, bytes as f64 * 8.0 / secs / 1e9);
+    Ok(got == want && bad == 0)
+}
+
+fn tcp_frame(mac: [u8; 6], payload: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(54 + payload);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let total = (40 + payload) as u16;
+    f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 9, 0, 1, 10, 9, 0, 2]);
+    f.extend_from_slice(&[0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend((0..payload).map(|i| (i % 253) as u8));
+    f
 }

@@ -11,7 +11,7 @@ pub fn run(ifname: Option<&str>, count: u64) -> Result<bool, String> {
     for (i, p) in mac_txt.trim().split(':').enumerate().take(6) {
         mac[i] = u8::from_str_radix(p, 16).map_err(|e| e.to_string())?;
     }
-    let proto = (ETHERTYPE as u16).to_be() as i32;
+    let proto = ETHERTYPE.to_be() as i32;
     // SAFETY: socket() with constant arguments; result checked.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
     if fd < 0 {
@@ -26,7 +26,7 @@ pub fn run(ifname: Option<&str>, count: u64) -> Result<bool, String> {
     // SAFETY: sockaddr_ll is plain data.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = (ETHERTYPE as u16).to_be();
+    sll.sll_protocol = ETHERTYPE.to_be();
     sll.sll_ifindex = ifindex as i32;
     // SAFETY: binding our socket to a valid sockaddr_ll of the right size.
     if unsafe { libc::bind(fd, &sll as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32) } < 0 {
