@@ -17,6 +17,7 @@ pub mod pcap;
 pub mod pci;
 pub mod phy;
 pub mod regs;
+pub mod rss;
 pub mod rx;
 pub mod server;
 pub mod tx;

@@ -62,98 +62,124 @@ pub enum RxOutcome {
     Missed,
 }
 
-/// Checksum and tag facts about a received frame, from the device's own parser.
+/// Checksum and hash facts about a received frame, from the device's own parser.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RxInfo {
     pub status: u32,
     pub errors: u32,
     pub ip_id: u16,
+    /// RSS type and hash, when MRQC enables a type that applies.
+    pub rss: Option<(crate::rss::RssType, u32)>,
 }
 
-/// Parses L2-L4 and checks the checksums RXCSUM enables. `frame` has no VLAN tag (stripped or absent) unless
-/// `l2_len` says so.
-pub fn checksum_status(frame: &[u8], l2_len: usize, ipofld: bool, tuofld: bool) -> RxInfo {
-    let mut info = RxInfo::default();
-    if !ipofld && !tuofld {
-        info.status |= RXD_STAT_IXSM;
-        return info;
-    }
-    if frame.len() < l2_len {
-        return info;
+/// Layer 3 and 4 of a frame, as far as the receive logic needs them.
+pub struct L3L4<'a> {
+    pub ipv6: bool,
+    /// The IP header (IPv4: IHL bytes; IPv6: the fixed 40 bytes).
+    pub ip_hdr: &'a [u8],
+    pub fragment: bool,
+    pub ipv6_ext: bool,
+    /// L4 protocol and bytes (to the IP length), when not a fragment.
+    pub proto: u8,
+    pub l4: &'a [u8],
+    /// Pseudo-header sum for the L4 checksum.
+    pub pseudo: u64,
+}
+
+/// Parses IPv4 or IPv6 after `l2_len` bytes of Ethernet (+ tag) header; `None` if not a well-formed IP packet.
+pub fn parse_l3l4(frame: &[u8], l2_len: usize) -> Option<L3L4<'_>> {
+    if frame.len() < l2_len || l2_len < 2 {
+        return None;
     }
     let ethertype = u16::from_be_bytes([frame[l2_len - 2], frame[l2_len - 1]]);
     let ip = &frame[l2_len..];
-    let (proto, l4, pseudo) = match ethertype {
+    match ethertype {
         0x0800 => {
             if ip.len() < 20 || ip[0] >> 4 != 4 {
-                return info;
+                return None;
             }
             let ihl = (ip[0] & 0xF) as usize * 4;
             let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
             if ihl < 20 || ip.len() < ihl || total < ihl || total > ip.len() {
-                return info;
+                return None;
             }
-            info.ip_id = u16::from_be_bytes([ip[4], ip[5]]);
-            if ipofld {
-                info.status |= RXD_STAT_IPCS;
-                if csum_fold(csum_add(0, &ip[..ihl])) != 0xFFFF {
-                    info.errors |= RXDEXT_ERR_IPE;
-                }
-            }
-            let frag = u16::from_be_bytes([ip[6], ip[7]]);
-            if frag & 0x3FFF != 0 {
-                return info; // fragments: no L4 status
-            }
+            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3FFF != 0;
             let l4 = &ip[ihl..total];
-            let mut ps = csum_add(0, &ip[12..20]);
-            ps += ip[9] as u64 + l4.len() as u64;
-            (ip[9], l4, ps)
+            let pseudo = csum_add(0, &ip[12..20]) + ip[9] as u64 + l4.len() as u64;
+            Some(L3L4 { ipv6: false, ip_hdr: &ip[..ihl], fragment: frag, ipv6_ext: false, proto: ip[9], l4, pseudo })
         }
         0x86DD => {
             if ip.len() < 40 || ip[0] >> 4 != 6 {
-                return info;
+                return None;
             }
             let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
             if 40 + plen > ip.len() {
-                return info;
+                return None;
             }
             let mut next = ip[6];
             let mut off = 40;
-            // Walk hop-by-hop, routing and destination options headers; a fragment header ends the walk.
-            while matches!(next, 0 | 43 | 60) {
+            let mut frag = false;
+            // Walk hop-by-hop, routing, destination options and fragment headers.
+            while matches!(next, 0 | 43 | 44 | 60) {
                 if off + 8 > 40 + plen {
-                    return info;
+                    return None;
                 }
-                let len = (ip[off + 1] as usize + 1) * 8;
+                if next == 44 {
+                    frag = true;
+                }
+                let len = if next == 44 { 8 } else { (ip[off + 1] as usize + 1) * 8 };
                 next = ip[off];
                 off += len;
             }
             if off > 40 + plen {
-                return info;
+                return None;
             }
             let l4 = &ip[off..40 + plen];
-            let mut ps = csum_add(0, &ip[8..40]);
-            ps += next as u64 + l4.len() as u64;
-            (next, l4, ps)
+            let pseudo = csum_add(0, &ip[8..40]) + next as u64 + l4.len() as u64;
+            Some(L3L4 { ipv6: true, ip_hdr: &ip[..40], fragment: frag, ipv6_ext: off > 40, proto: next, l4, pseudo })
         }
-        _ => return info,
-    };
-    if !tuofld {
-        return info;
+        _ => None,
     }
-    match proto {
-        6 if l4.len() >= 20 => {
+}
+
+/// Checksum status as RXCSUM enables it (IXSM when nothing is enabled) and, with `rss`, the RSS hash.
+pub fn rx_info(frame: &[u8], l2_len: usize, ipofld: bool, tuofld: bool, rss: Option<(u32, &[u8; 40])>) -> RxInfo {
+    let mut info = RxInfo::default();
+    if !ipofld && !tuofld {
+        info.status |= RXD_STAT_IXSM;
+    }
+    let Some(p) = parse_l3l4(frame, l2_len) else { return info };
+    if let Some((mrqc, key)) = rss {
+        let tcp_ports = (!p.fragment && p.proto == 6 && p.l4.len() >= 20).then(|| (u16::from_be_bytes([p.l4[0], p.l4[1]]), u16::from_be_bytes([p.l4[2], p.l4[3]])));
+        let (src, dst) = if p.ipv6 { (&p.ip_hdr[8..24], &p.ip_hdr[24..40]) } else { (&p.ip_hdr[12..16], &p.ip_hdr[16..20]) };
+        let h = crate::rss::HashInput { ipv6: p.ipv6, src, dst, tcp_ports, ipv6_ext: p.ipv6_ext };
+        info.rss = crate::rss::hash(mrqc, key, &h);
+    }
+    if !p.ipv6 {
+        info.ip_id = u16::from_be_bytes([p.ip_hdr[4], p.ip_hdr[5]]);
+        if ipofld {
+            info.status |= RXD_STAT_IPCS;
+            if csum_fold(csum_add(0, p.ip_hdr)) != 0xFFFF {
+                info.errors |= RXDEXT_ERR_IPE;
+            }
+        }
+    }
+    if !tuofld || p.fragment {
+        return info; // fragments: no L4 status
+    }
+    match p.proto {
+        6 if p.l4.len() >= 20 => {
             info.status |= RXD_STAT_TCPCS;
-            if csum_fold(csum_add(pseudo, l4)) != 0xFFFF {
+            if csum_fold(csum_add(p.pseudo, p.l4)) != 0xFFFF {
                 info.errors |= RXDEXT_ERR_TCPE;
             }
         }
-        17 if l4.len() >= 8 => {
-            if u16::from_be_bytes([l4[6], l4[7]]) == 0 {
+        17 if p.l4.len() >= 8 => {
+            if u16::from_be_bytes([p.l4[6], p.l4[7]]) == 0 {
                 return info; // no checksum sent: no status
             }
             info.status |= RXD_STAT_UDPCS;
-            if csum_fold(csum_add(pseudo, l4)) != 0xFFFF {
+            if csum_fold(csum_add(p.pseudo, p.l4)) != 0xFFFF {
                 info.errors |= RXDEXT_ERR_TCPE;
             }
         }
@@ -185,11 +211,12 @@ impl Nic {
         }
     }
 
-    fn rx_ring_free(&self) -> Option<(u64, u32, u32, u32)> {
-        let base = self.reg(RDBAL0) as u64 | ((self.reg(RDBAH0) as u64) << 32);
+    fn rx_ring_free(&self, q: usize) -> Option<(u64, u32, u32, u32)> {
+        let o = q as u32 * QUEUE_STRIDE;
+        let base = self.reg(RDBAL0 + o) as u64 | ((self.reg(RDBAH0 + o) as u64) << 32);
         let desc = 16u32;
-        let n = self.reg(RDLEN0) / desc;
-        let (h, t) = (self.reg(RDH0), self.reg(RDT0));
+        let n = self.reg(RDLEN0 + o) / desc;
+        let (h, t) = (self.reg(RDH0 + o), self.reg(RDT0 + o));
         if n == 0 || h >= n || t >= n {
             return None;
         }
@@ -318,7 +345,8 @@ impl Nic {
         }
     }
 
-    /// Writes one frame into RX queue 0. `false` when the ring has too few free descriptors.
+    /// Writes one frame into the RX queue RSS picks (0 without RSS). `false` when that ring has too few
+    /// free descriptors.
     fn rx_write(&mut self, frame: &[u8]) -> bool {
         if !self.dma_allowed() {
             Metrics::inc(&self.metrics.dma_blocked);
@@ -330,7 +358,6 @@ impl Nic {
             Metrics::inc(&self.metrics.rx_unsupported);
             return true; // consumed (dropped): packet split is not modelled
         }
-        let Some((base, n, mut head, free)) = self.rx_ring_free() else { return false };
         let bufsz = self.rx_buffer_size();
         // VLAN stripping.
         let vet = self.reg(VET) as u16;
@@ -345,7 +372,16 @@ impl Nic {
         }
         let l2 = if tagged && vlan.is_none() { 18 } else { 14 };
         let rxcsum = self.reg(RXCSUM);
-        let info = checksum_status(&data, l2, rxcsum & RXCSUM_IPOFLD != 0, rxcsum & RXCSUM_TUOFLD != 0);
+        // The hash needs the descriptor dword that carries it (PCSD) and extended descriptors.
+        let mrqc = self.reg(MRQC);
+        let key = crate::rss::key_from_regs(&self.regs);
+        let rss = (extended && rxcsum & RXCSUM_PCSD != 0 && mrqc & 0x003F_0000 != 0).then_some((mrqc, &key));
+        let info = rx_info(&data, l2, rxcsum & RXCSUM_IPOFLD != 0, rxcsum & RXCSUM_TUOFLD != 0, rss);
+        let q = match info.rss {
+            Some((_, h)) if mrqc & crate::rss::MRQC_ENABLE_RSS != 0 && mrqc & MRQC_ENABLE_MASK == crate::rss::MRQC_ENABLE_RSS => crate::rss::queue(&self.regs, h),
+            _ => 0,
+        };
+        let Some((base, n, mut head, free)) = self.rx_ring_free(q) else { return false };
         let mut bytes = data.into_owned();
         if rctl & RCTL_SECRC == 0 {
             let c = fcs(&bytes);
@@ -379,9 +415,13 @@ impl Nic {
             }
             let mut wb = [0u8; 16];
             if extended {
-                // {MRQ, RSS hash or (IP id, checksum)}, {status/errors, length, VLAN}
+                // {MRQ (RSS type, queue), RSS hash or (IP id, checksum)}, {status/errors, length, VLAN}
                 if rxcsum & RXCSUM_PCSD == 0 {
                     wb[4..6].copy_from_slice(&info.ip_id.to_le_bytes());
+                } else if let Some((t, h)) = info.rss {
+                    wb[0] = t as u8;
+                    wb[1] = q as u8;
+                    wb[4..8].copy_from_slice(&h.to_le_bytes());
                 }
                 wb[8..12].copy_from_slice(&(status | errors).to_le_bytes());
                 wb[12..14].copy_from_slice(&(chunk.len() as u16).to_le_bytes());
@@ -407,13 +447,14 @@ impl Nic {
             }
             head = (head + 1) % n;
         }
-        self.set_reg(RDH0, head);
+        let o = q as u32 * QUEUE_STRIDE;
+        self.set_reg(RDH0 + o, head);
         Metrics::inc(&self.metrics.rx_frames);
         // Minimum threshold: free descriptors at or below RDLEN / 2^(RDMTS+1).
-        let mut causes = ICR_RXT0 | ICR_RXQ0;
-        let left = (self.reg(RDT0) + n - head) % n;
+        let mut causes = ICR_RXT0 | if q == 0 { ICR_RXQ0 } else { ICR_RXQ1 };
+        let left = (self.reg(RDT0 + o) + n - head) % n;
         let rdmts = (rctl >> RCTL_RDMTS_SHIFT) & 3;
-        if left <= n >> (rdmts + 1) {
+        if left <= n >> (rdmts + 1) && q == 0 {
             causes |= ICR_RXDMT0;
         }
         self.raise(causes);
