@@ -58,9 +58,18 @@ struct Case {
     payload: usize,
     tso: bool,
     split: usize,
+    mss: usize,
+    seq: u32,
+    ip_id: u16,
 }
 
 const MSS: usize = 1400;
+
+impl Case {
+    fn new(ip: Ip, tcp: bool, vlan: Vlan, options: bool, payload: usize, tso: bool, split: usize) -> Case {
+        Case { ip, tcp, vlan, options, payload, tso, split, mss: MSS, seq: 0x1000_0000, ip_id: 0x1234 }
+    }
+}
 const TCI: u16 = 0x6064; // priority 3, VLAN 100
 
 /// A packet as the stack hands it over before offload preparation, and where its layers start.
@@ -91,7 +100,8 @@ fn build(c: &Case) -> Built {
             let total = (ihl + l4_len) as u16;
             f.extend_from_slice(&[0x40 | (ihl / 4) as u8, 0x00]);
             f.extend_from_slice(&total.to_be_bytes());
-            f.extend_from_slice(&[0x12, 0x34, 0x40, 0x00, 64, proto, 0, 0, 192, 0, 2, 1, 198, 51, 100, 7]);
+            f.extend_from_slice(&c.ip_id.to_be_bytes());
+            f.extend_from_slice(&[0x40, 0x00, 64, proto, 0, 0, 192, 0, 2, 1, 198, 51, 100, 7]);
             f.extend_from_slice(opt);
             let ck = !ones_sum(&f[l3..l3 + ihl], 0);
             put16(&mut f, l3 + 10, ck);
@@ -116,7 +126,9 @@ fn build(c: &Case) -> Built {
     let l4 = f.len();
     if c.tcp {
         let doff = (l4_hdr / 4) as u8;
-        f.extend_from_slice(&[0x9c, 0x41, 0x1f, 0x90, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01]);
+        f.extend_from_slice(&[0x9c, 0x41, 0x1f, 0x90]);
+        f.extend_from_slice(&c.seq.to_be_bytes());
+        f.extend_from_slice(&[0x00, 0x00, 0x00, 0x01]);
         // ACK | PSH | FIN | CWR: the per-segment flag rules are visible.
         f.extend_from_slice(&[doff << 4, 0x80 | 0x10 | 0x08 | 0x01, 0xff, 0xff, 0, 0, 0, 0]);
         if c.options {
@@ -180,7 +192,7 @@ fn reference(b: &Built, c: &Case) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     if c.tso {
         let payload = &f[b.hdrlen..];
-        let chunks: Vec<&[u8]> = if payload.is_empty() { vec![&[][..]] } else { payload.chunks(MSS).collect() };
+        let chunks: Vec<&[u8]> = if payload.is_empty() { vec![&[][..]] } else { payload.chunks(c.mss).collect() };
         let seq0 = u32::from_be_bytes(f[b.l4 + 4..b.l4 + 8].try_into().unwrap());
         for (i, ch) in chunks.iter().enumerate() {
             let mut s = f[..b.hdrlen].to_vec();
@@ -189,7 +201,7 @@ fn reference(b: &Built, c: &Case) -> Vec<Vec<u8>> {
                 Ip::V4 => {
                     let total = (s.len() - b.l3) as u16;
                     put16(&mut s, b.l3 + 2, total);
-                    put16(&mut s, b.l3 + 4, 0x1234u16.wrapping_add(i as u16));
+                    put16(&mut s, b.l3 + 4, c.ip_id.wrapping_add(i as u16));
                     put16(&mut s, b.l3 + 10, 0);
                     let ihl = (s[b.l3] & 0xf) as usize * 4;
                     let ck = !ones_sum(&s[b.l3..b.l3 + ihl], 0);
@@ -200,7 +212,7 @@ fn reference(b: &Built, c: &Case) -> Vec<Vec<u8>> {
                     put16(&mut s, b.l3 + 4, plen);
                 }
             }
-            let seq = seq0.wrapping_add((i * MSS) as u32);
+            let seq = seq0.wrapping_add((i * c.mss) as u32);
             s[b.l4 + 4..b.l4 + 8].copy_from_slice(&seq.to_be_bytes());
             let last = i + 1 == chunks.len();
             if !last {
@@ -256,7 +268,7 @@ fn transmit(c: &Case, b: &Built) -> Vec<Vec<u8>> {
         tucse: 0,
         paylen: (pkt.len() - b.hdrlen) as u32,
         hdrlen: b.hdrlen as u8,
-        mss: MSS as u16,
+        mss: c.mss as u16,
         tcp: c.tcp,
         ipv4,
         tse: c.tso,
@@ -337,10 +349,12 @@ fn etherparse_valid(f: &[u8], c: &Case) {
         _ => panic!("{c:?}: not parsed to L4"),
     }
     if c.tso {
-        assert!(payload_len <= MSS, "{c:?}");
+        assert!(payload_len <= c.mss, "{c:?}");
     }
-    let tagged = if c.vlan == Vlan::None { 0 } else { 4 };
-    assert!(f.len() <= 1514 + tagged, "{c:?}: {} bytes on the wire", f.len());
+    if c.mss <= MSS {
+        let tagged = if c.vlan == Vlan::None { 0 } else { 4 };
+        assert!(f.len() <= 1514 + tagged, "{c:?}: {} bytes on the wire", f.len());
+    }
 }
 
 fn cases() -> Vec<Case> {
@@ -352,7 +366,7 @@ fn cases() -> Vec<Case> {
                 for tcp in [true, false] {
                     let sizes: Vec<(usize, bool)> = if tcp {
                         // TSO: empty, 1, odd, exact multiple of MSS, one past it, 64 KiB from L3 on.
-                        let hdr = build(&Case { ip, tcp, vlan, options, payload: 0, tso: true, split: 0 });
+                        let hdr = build(&Case::new(ip, tcp, vlan, options, 0, true, 0));
                         let max = 65536 - (hdr.hdrlen - hdr.l3);
                         vec![(0, true), (1, true), (7, true), (3 * MSS, true), (3 * MSS + 1, true), (max, true), (1, false), (MSS, false)]
                     } else {
@@ -360,7 +374,7 @@ fn cases() -> Vec<Case> {
                     };
                     for (payload, tso) in sizes {
                         split += 1;
-                        v.push(Case { ip, tcp, vlan, options: options && (tcp || ip == Ip::V4), payload, tso, split });
+                        v.push(Case::new(ip, tcp, vlan, options && (tcp || ip == Ip::V4), payload, tso, split));
                     }
                 }
             }
@@ -395,7 +409,7 @@ fn tx_matrix_matches_reference_segmentation_and_etherparse() {
 fn udp_checksum_that_computes_to_zero_is_sent_as_ffff() {
     // Find a 2-byte payload whose UDP checksum is 0, then check the card sends 0xFFFF.
     for v in 0..=0xffffu32 {
-        let c = Case { ip: Ip::V4, tcp: false, vlan: Vlan::None, options: false, payload: 2, tso: false, split: 1 };
+        let c = Case::new(Ip::V4, false, Vlan::None, false, 2, false, 1);
         let mut b = build(&c);
         let n = b.frame.len();
         b.frame[n - 2..].copy_from_slice(&(v as u16).to_be_bytes());
@@ -415,7 +429,7 @@ fn udp_checksum_that_computes_to_zero_is_sent_as_ffff() {
 
 #[test]
 fn one_context_serves_following_packets() {
-    let c = Case { ip: Ip::V4, tcp: true, vlan: Vlan::None, options: false, payload: 3000, tso: true, split: 0 };
+    let c = Case::new(Ip::V4, true, Vlan::None, false, 3000, true, 0);
     let b = build(&c);
     let mut n = nic();
     setup_tx(&mut n);
@@ -632,8 +646,7 @@ fn rss_spreads_flows_over_two_queues_with_their_own_causes() {
     n.mmio_write(IMS, ICR_RXQ0 | ICR_RXQ1);
     let mut per_q = [0u32; 2];
     for port in 0..64u16 {
-        let mut c = Case { ip: Ip::V4, tcp: true, vlan: Vlan::None, options: false, payload: 10, tso: false, split: 0 };
-        c.payload = 10;
+        let c = Case::new(Ip::V4, true, Vlan::None, false, 10, false, 0);
         let mut b = build(&c);
         b.frame[b.l4..b.l4 + 2].copy_from_slice(&(1000 + port).to_be_bytes());
         let f = reference(&b, &c).remove(0);
@@ -649,4 +662,86 @@ fn rss_spreads_flows_over_two_queues_with_their_own_causes() {
         assert_eq!(n.reg(RDH0 + 0x100 * q as u32), per_q[q], "frame landed on queue {q}");
     }
     assert!(per_q[0] > 10 && per_q[1] > 10, "{per_q:?}");
+}
+
+// ---- property tests ----
+
+fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
+    let mut out = Vec::new();
+    for v in [0xa1b2c3d4u32] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&[2, 0, 4, 0]);
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&262144u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for f in frames {
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(f);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Random headers, lengths and MSS through the card, against the reference. The seed is printed (set
+/// NIC_PROPTEST_SEED to 64 hex digits to replay it); a failing case is written to a pcap file: the packet
+/// as handed to the card, then the reference frames, then what the card sent.
+#[test]
+fn random_packets_match_the_reference() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+    let seed: [u8; 32] = match std::env::var("NIC_PROPTEST_SEED") {
+        Ok(h) => {
+            let mut s = [0u8; 32];
+            for (i, b) in s.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&h[i * 2..i * 2 + 2], 16).expect("NIC_PROPTEST_SEED: 64 hex digits");
+            }
+            s
+        }
+        Err(_) => {
+            let mut s = [0u8; 32];
+            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut s).unwrap();
+            s
+        }
+    };
+    let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    eprintln!("proptest seed: NIC_PROPTEST_SEED={hex}");
+    let cases = std::env::var("NIC_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let mut runner = TestRunner::new_with_rng(Config { cases, failure_persistence: None, ..Config::default() }, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
+    let strategy = (0..3u8, any::<bool>(), 0..3u8, any::<bool>(), 0..20_000usize, 64..9_000usize, any::<u32>(), any::<u16>(), 0..4usize, any::<bool>());
+    let last_failure = std::cell::RefCell::new(None);
+    let result = runner.run(&strategy, |(ip, tcp, vlan, options, payload, mss, seq, ip_id, split, tso)| {
+        let ip = [Ip::V4, Ip::V6, Ip::V6Ext][ip as usize];
+        let vlan = [Vlan::None, Vlan::InData, Vlan::Inserted][vlan as usize];
+        let tso = tso && tcp;
+        let payload = if tso { payload } else { payload % 1400 };
+        let c = Case { ip, tcp, vlan, options: options && (tcp || ip == Ip::V4), payload, tso, split, mss, seq, ip_id };
+        let b = build(&c);
+        let got = transmit(&c, &b);
+        let want = reference(&b, &c);
+        let ok = got == want;
+        if !ok {
+            let mut all = vec![prepare(&b, &c)];
+            all.extend(want.iter().cloned());
+            all.extend(got.iter().cloned());
+            *last_failure.borrow_mut() = Some(all);
+            return Err(TestCaseError::fail(format!("{c:?}: card sent {} frames, reference {}", got.len(), want.len())));
+        }
+        for g in &got {
+            etherparse_valid(g, &c);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        let pcap = std::env::temp_dir().join(format!("offload-failure-{}.pcap", &hex[..16]));
+        if let Some(frames) = last_failure.borrow().as_ref() {
+            write_pcap(&pcap, frames);
+        }
+        let msg = match e {
+            TestError::Fail(m, _) => m.to_string(),
+            TestError::Abort(m) => m.to_string(),
+        };
+        panic!("{msg}\nreplay with NIC_PROPTEST_SEED={hex}; frames (input, reference, card) in {}", pcap.display());
+    }
 }
