@@ -296,19 +296,21 @@ impl Nic {
         if f.len() < 60 {
             f.resize(60, 0);
         }
-        self.count_rx(&f);
         if !self.rx_fifo.is_empty() || !self.rx_write(&f) {
             if !self.rx_fifo.has_room(f.len()) {
+                // Missed packets count in MPC only, not as good packets.
                 Metrics::inc(&self.metrics.rx_missed);
                 self.stat_inc(MPC, 1);
                 self.raise(ICR_RXO);
                 return RxOutcome::Missed;
             }
+            self.count_rx(&f);
             self.stat_inc(RNBC, 1);
             self.rx_fifo.push(f);
             self.drain_rx_fifo();
             return RxOutcome::Queued;
         }
+        self.count_rx(&f);
         RxOutcome::Delivered
     }
 

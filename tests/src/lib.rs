@@ -4,6 +4,9 @@
 //! qemu-config/launch-guest.sh under TCG. Each test that boots a guest holds [`guest_lock`], so guests run
 //! one at a time on this small machine.
 
+pub mod offload;
+pub mod pcap;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
