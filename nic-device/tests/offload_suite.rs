@@ -668,9 +668,7 @@ fn rss_spreads_flows_over_two_queues_with_their_own_causes() {
 
 fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
     let mut out = Vec::new();
-    for v in [0xa1b2c3d4u32] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
     out.extend_from_slice(&[2, 0, 4, 0]);
     out.extend_from_slice(&[0; 8]);
     out.extend_from_slice(&262144u32.to_le_bytes());

@@ -92,11 +92,9 @@ pub fn judge(frames: &[Vec<u8>]) -> Verdict {
                             note(&mut v, "bad TCP checksum");
                         }
                     }
-                    Some(TransportSlice::Udp(u)) => {
-                        if u.checksum() != 0 && u.to_header().calc_checksum_ipv4(&h, u.payload()).ok() != Some(u.checksum()) {
-                            v.bad_l4_csum += 1;
-                            note(&mut v, "bad UDP checksum");
-                        }
+                    Some(TransportSlice::Udp(u)) if u.checksum() != 0 && u.to_header().calc_checksum_ipv4(&h, u.payload()).ok() != Some(u.checksum()) => {
+                        v.bad_l4_csum += 1;
+                        note(&mut v, "bad UDP checksum");
                     }
                     _ => {}
                 }

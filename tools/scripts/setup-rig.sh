@@ -25,6 +25,8 @@ need_apt=()
 for p in debootstrap cpio iperf3 ethtool tcpdump iproute2 xz-utils kmod; do
     dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
+# The tests' host side uses python3 (http.server, urllib).
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 step 1 "host packages ${need_apt[*]:-(all present)}"
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

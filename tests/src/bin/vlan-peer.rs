@@ -53,7 +53,7 @@ fn main() {
             if n < 0 {
                 continue;
             }
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             // The kernel moves the tag out of the data into auxdata.
