@@ -1,0 +1,38 @@
+//! Network devices the stack runs on: the userspace 82574L driver, a TAP device, a loopback device, and a
+//! simulated link with seeded impairment for tests.
+
+pub mod loopback;
+pub mod nic;
+pub mod sim;
+pub mod tap;
+
+use crate::skb::PacketBuf;
+use crate::wire::Mac;
+use std::io;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Features {
+    /// The device segments TCP super-packets (GSO up to 64 KiB).
+    pub tso: bool,
+    /// The device fills TCP/UDP checksums (CHECKSUM_PARTIAL).
+    pub tx_csum: bool,
+    /// The device verifies received checksums.
+    pub rx_csum: bool,
+}
+
+pub trait Device {
+    fn mac(&self) -> Mac;
+    fn mtu(&self) -> usize {
+        1500
+    }
+    fn features(&self) -> Features {
+        Features::default()
+    }
+    /// Sends frames from the front of `q` until the device is full; returns how many went.
+    fn transmit(&mut self, q: &mut std::collections::VecDeque<PacketBuf>) -> io::Result<usize>;
+    /// Up to `budget` received frames into `out` (NAPI-style); returns how many.
+    fn poll(&mut self, budget: usize, out: &mut Vec<PacketBuf>) -> io::Result<usize>;
+    /// Blocks until the device may have work or `timeout` passes.
+    fn wait(&mut self, timeout: std::time::Duration) -> io::Result<()>;
+    fn name(&self) -> String;
+}

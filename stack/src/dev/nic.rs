@@ -1,0 +1,75 @@
+//! The userspace 82574L driver as a stack device: packets cross as `TxPacket`/`RxPacket` with their offload
+//! metadata (checksum requests, TSO size; verified checksums and VLAN tags).
+
+use super::{Device, Features};
+use crate::skb::{Csum, PacketBuf};
+use driver::{NetDev, RxCsum, TxCsum, TxPacket};
+use std::collections::VecDeque;
+use std::io;
+
+pub struct NicDevice<D: NetDev> {
+    dev: D,
+    rx: Vec<driver::RxPacket>,
+}
+
+impl<D: NetDev> NicDevice<D> {
+    pub fn new(dev: D) -> NicDevice<D> {
+        NicDevice { dev, rx: Vec::new() }
+    }
+    pub fn inner(&mut self) -> &mut D {
+        &mut self.dev
+    }
+}
+
+fn err(e: driver::DriverError) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl<D: NetDev> Device for NicDevice<D> {
+    fn mac(&self) -> crate::wire::Mac {
+        self.dev.mac()
+    }
+    fn mtu(&self) -> usize {
+        self.dev.mtu()
+    }
+    fn features(&self) -> Features {
+        let f = self.dev.features();
+        Features { tso: f.tso, tx_csum: f.tx_csum, rx_csum: f.rx_csum }
+    }
+    fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
+        let mut batch: Vec<TxPacket> = q
+            .iter()
+            .map(|p| {
+                let csum = match (p.csum, p.network_header, p.transport_header) {
+                    (Csum::Partial { .. }, Some(l3), Some(l4)) => {
+                        let d = p.data();
+                        Some(TxCsum { l3, l4, ipv4: true, tcp: d.get(l3 + 9) == Some(&6) })
+                    }
+                    _ => None,
+                };
+                TxPacket { data: p.to_vec(), csum, tso: p.gso.map(|g| g.size), vlan: p.vlan }
+            })
+            .collect();
+        let n = self.dev.transmit(&mut batch).map_err(err)?;
+        q.drain(..n);
+        Ok(n)
+    }
+    fn poll(&mut self, budget: usize, out: &mut Vec<PacketBuf>) -> io::Result<usize> {
+        self.rx.clear();
+        let n = self.dev.poll(budget, &mut self.rx).map_err(err)?;
+        for r in self.rx.drain(..) {
+            let mut p = PacketBuf::from_slice(&r.data);
+            p.csum = if r.csum == RxCsum::Verified { Csum::Verified } else { Csum::None };
+            p.vlan = r.vlan;
+            out.push(p);
+        }
+        Ok(n)
+    }
+    fn wait(&mut self, timeout: std::time::Duration) -> io::Result<()> {
+        self.dev.wait(timeout).map_err(err)?;
+        Ok(())
+    }
+    fn name(&self) -> String {
+        "82574L".into()
+    }
+}

@@ -1,0 +1,14 @@
+//! A userspace network stack modelled on Linux's: packet buffers with headroom (`skb`), devices polled with
+//! a budget (`dev`), Ethernet, ARP with a neighbour cache (`neigh`), IPv4 with routing, fragmentation and
+//! reassembly, ICMP, and UDP sockets (`iface`). Wire formats live in `wire`; time is supplied by the caller
+//! (`time`), so tests run on a virtual clock.
+
+pub mod dev;
+pub mod iface;
+pub mod neigh;
+pub mod route;
+pub mod skb;
+pub mod time;
+pub mod wire;
+
+pub use iface::{Config, Errno, PingEvent, Stack};

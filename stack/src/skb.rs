@@ -1,0 +1,270 @@
+//! Packet buffers in the sk_buff mould: linear data with headroom and tailroom (push, pull, put, trim),
+//! header offsets, cheap shared clones that copy on write, paged fragments for large sends, checksum state,
+//! and GSO parameters.
+
+use std::sync::Arc;
+
+/// How far the packet's checksums are known good or still to be filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Csum {
+    /// Nothing known: software checks or fills checksums.
+    #[default]
+    None,
+    /// The device verified them on receive.
+    Verified,
+    /// To be completed: sum from `start` to the end, store at `start + offset` (as Linux's CHECKSUM_PARTIAL).
+    Partial { start: usize, offset: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GsoKind {
+    TcpV4,
+}
+
+/// Segmentation request: the payload is cut into `size`-byte segments by the device (TSO) or by software.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gso {
+    pub size: u16,
+    pub kind: GsoKind,
+}
+
+/// A page-like fragment shared by reference.
+#[derive(Debug, Clone)]
+pub struct Frag {
+    pub data: Arc<[u8]>,
+    pub off: usize,
+    pub len: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct PacketBuf {
+    store: Arc<Vec<u8>>,
+    head: usize,
+    tail: usize,
+    pub frags: Vec<Frag>,
+    /// Header offsets, relative to the start of the data.
+    pub mac_header: Option<usize>,
+    pub network_header: Option<usize>,
+    pub transport_header: Option<usize>,
+    pub csum: Csum,
+    pub gso: Option<Gso>,
+    pub vlan: Option<u16>,
+}
+
+pub const DEFAULT_HEADROOM: usize = 128;
+
+impl PacketBuf {
+    /// An empty buffer with `headroom` bytes before the data and room for `capacity` bytes after.
+    pub fn with_headroom(headroom: usize, capacity: usize) -> PacketBuf {
+        PacketBuf {
+            store: Arc::new(vec![0; headroom + capacity]),
+            head: headroom,
+            tail: headroom,
+            frags: Vec::new(),
+            mac_header: None,
+            network_header: None,
+            transport_header: None,
+            csum: Csum::None,
+            gso: None,
+            vlan: None,
+        }
+    }
+
+    /// A buffer holding `data` (a received frame), with the default headroom.
+    pub fn from_slice(data: &[u8]) -> PacketBuf {
+        let mut p = PacketBuf::with_headroom(DEFAULT_HEADROOM, data.len());
+        p.put(data.len()).copy_from_slice(data);
+        p
+    }
+
+    /// Linear bytes only.
+    pub fn data(&self) -> &[u8] {
+        &self.store[self.head..self.tail]
+    }
+    pub fn linear_len(&self) -> usize {
+        self.tail - self.head
+    }
+    /// All bytes, fragments included.
+    pub fn len(&self) -> usize {
+        self.linear_len() + self.frags.iter().map(|f| f.len).sum::<usize>()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn headroom(&self) -> usize {
+        self.head
+    }
+    pub fn tailroom(&self) -> usize {
+        self.store.len() - self.tail
+    }
+    pub fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.store) > 1
+    }
+
+    /// Unshares the storage (copy on write), keeping at least `headroom` and `tailroom`.
+    fn make_writable(&mut self, headroom: usize, tailroom: usize) {
+        if !self.is_shared() && self.head >= headroom && self.tailroom() >= tailroom {
+            return;
+        }
+        let new_head = headroom.max(self.head.min(DEFAULT_HEADROOM));
+        let mut v = vec![0; new_head + self.linear_len() + tailroom.max(self.tailroom())];
+        v[new_head..new_head + self.linear_len()].copy_from_slice(self.data());
+        let len = self.linear_len();
+        self.store = Arc::new(v);
+        self.head = new_head;
+        self.tail = new_head + len;
+    }
+
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        self.make_writable(0, 0);
+        let (h, t) = (self.head, self.tail);
+        &mut Arc::get_mut(&mut self.store).expect("unique after make_writable")[h..t]
+    }
+
+    /// Prepends `n` bytes (a header) and returns them. Header offsets move with the data start.
+    pub fn push(&mut self, n: usize) -> &mut [u8] {
+        self.make_writable(n, 0);
+        self.head -= n;
+        self.shift_offsets(n as isize);
+        let h = self.head;
+        &mut Arc::get_mut(&mut self.store).unwrap()[h..h + n]
+    }
+
+    /// Removes `n` bytes from the front (a parsed header); `None` if the linear part is shorter.
+    pub fn pull(&mut self, n: usize) -> Option<&[u8]> {
+        if n > self.linear_len() {
+            return None;
+        }
+        self.head += n;
+        self.shift_offsets(-(n as isize));
+        Some(&self.store[self.head - n..self.head])
+    }
+
+    /// Appends `n` bytes and returns them.
+    pub fn put(&mut self, n: usize) -> &mut [u8] {
+        assert!(self.frags.is_empty(), "put after paged fragments");
+        self.make_writable(0, n);
+        self.tail += n;
+        let t = self.tail;
+        &mut Arc::get_mut(&mut self.store).unwrap()[t - n..t]
+    }
+
+    /// Cuts the packet to `len` bytes (drops trailing padding).
+    pub fn trim(&mut self, len: usize) {
+        if len >= self.len() {
+            return;
+        }
+        if len <= self.linear_len() {
+            self.tail = self.head + len;
+            self.frags.clear();
+            return;
+        }
+        let mut left = len - self.linear_len();
+        let mut keep = 0;
+        for f in &mut self.frags {
+            if left == 0 {
+                break;
+            }
+            f.len = f.len.min(left);
+            left -= f.len;
+            keep += 1;
+        }
+        self.frags.truncate(keep);
+    }
+
+    fn shift_offsets(&mut self, by: isize) {
+        for o in [&mut self.mac_header, &mut self.network_header, &mut self.transport_header] {
+            *o = o.and_then(|v| (v as isize + by >= 0).then(|| (v as isize + by) as usize));
+        }
+    }
+
+    /// Appends a shared fragment (zero-copy for large sends).
+    pub fn add_frag(&mut self, data: Arc<[u8]>, off: usize, len: usize) {
+        assert!(off + len <= data.len());
+        self.frags.push(Frag { data, off, len });
+    }
+
+    /// All bytes in one contiguous vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        v.extend_from_slice(self.data());
+        for f in &self.frags {
+            v.extend_from_slice(&f.data[f.off..f.off + f.len]);
+        }
+        v
+    }
+
+    /// Folds the fragments into the linear part.
+    pub fn linearize(&mut self) {
+        if self.frags.is_empty() {
+            return;
+        }
+        let extra: usize = self.frags.iter().map(|f| f.len).sum();
+        let frags = std::mem::take(&mut self.frags);
+        let mut at = self.linear_len();
+        self.put(extra);
+        let h = self.head;
+        let buf = &mut Arc::get_mut(&mut self.store).unwrap()[h..];
+        for f in frags {
+            buf[at..at + f.len].copy_from_slice(&f.data[f.off..f.off + f.len]);
+            at += f.len;
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn push_pull_put_trim() {
+        let mut p = PacketBuf::with_headroom(64, 100);
+        p.put(5).copy_from_slice(b"hello");
+        p.network_header = Some(0);
+        p.push(3).copy_from_slice(b"HDR");
+        assert_eq!(p.data(), b"HDRhello");
+        assert_eq!(p.network_header, Some(3), "offsets move with the data start");
+        assert_eq!(p.headroom(), 61);
+        assert_eq!(p.pull(3).unwrap(), b"HDR");
+        assert_eq!(p.network_header, Some(0));
+        assert!(p.pull(10).is_none());
+        p.trim(2);
+        assert_eq!(p.data(), b"he");
+    }
+
+    #[test]
+    fn clones_share_until_written() {
+        let mut a = PacketBuf::from_slice(b"payload");
+        let b = a.clone();
+        assert!(a.is_shared());
+        a.push(2).copy_from_slice(b"xx");
+        assert_eq!(a.data(), b"xxpayload");
+        assert_eq!(b.data(), b"payload", "the clone is untouched");
+        assert!(!b.is_shared());
+    }
+
+    #[test]
+    fn headroom_grows_when_needed() {
+        let mut p = PacketBuf::with_headroom(2, 4);
+        p.put(4).copy_from_slice(b"data");
+        p.push(20).fill(1);
+        assert_eq!(p.len(), 24);
+        assert_eq!(&p.data()[20..], b"data");
+    }
+
+    #[test]
+    fn fragments() {
+        let big: Arc<[u8]> = (0..100u8).collect::<Vec<_>>().into();
+        let mut p = PacketBuf::from_slice(b"hdr");
+        p.add_frag(big.clone(), 10, 20);
+        p.add_frag(big, 50, 5);
+        assert_eq!(p.len(), 28);
+        let v = p.to_vec();
+        assert_eq!(&v[3..5], &[10, 11]);
+        p.trim(10);
+        assert_eq!(p.len(), 10);
+        p.linearize();
+        assert_eq!(p.data(), &[b'h', b'd', b'r', 10, 11, 12, 13, 14, 15, 16]);
+        assert!(p.frags.is_empty());
+    }
+}

@@ -1,0 +1,167 @@
+//! Two stacks joined by a deterministic simulated link, on a virtual clock.
+
+use stack::dev::sim::{link, Impairment};
+use stack::iface::{ECONNREFUSED, EHOSTUNREACH, EMSGSIZE};
+use stack::time::Instant;
+use stack::{Config, PingEvent, Stack};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+const A: [u8; 4] = [10, 0, 0, 1];
+const B: [u8; 4] = [10, 0, 0, 2];
+
+struct World {
+    clock: Rc<RefCell<Instant>>,
+    a: Stack,
+    b: Stack,
+}
+
+impl World {
+    fn new(imp: Impairment, seed: u64) -> World {
+        let clock = Rc::new(RefCell::new(Instant::ZERO));
+        let (pa, pb) = link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), imp, seed, clock.clone());
+        World { a: Stack::new(Box::new(pa), Config::new(A, 24)), b: Stack::new(Box::new(pb), Config::new(B, 24)), clock }
+    }
+    fn now(&self) -> Instant {
+        *self.clock.borrow()
+    }
+    /// Advances the clock in 1 ms steps, polling both stacks.
+    fn run(&mut self, d: Duration) {
+        let end = self.now() + d;
+        while self.now() < end {
+            let now = self.now();
+            self.a.poll(now);
+            self.b.poll(now);
+            *self.clock.borrow_mut() = now + Duration::from_millis(1);
+        }
+    }
+}
+
+#[test]
+fn arp_then_ping_both_ways() {
+    let mut w = World::new(Impairment::default(), 1);
+    let now = w.now();
+    w.a.ping_send(B, 7, 1, b"hello", now).unwrap();
+    w.run(Duration::from_millis(20));
+    let ev = w.a.ping_events(7);
+    assert!(matches!(ev.as_slice(), [PingEvent::Reply { from: B, seq: 1, len: 5, .. }]), "{ev:?}");
+    assert_eq!(w.a.neighbour(B), Some([2, 0, 0, 0, 0, 2]));
+    assert_eq!(w.b.neighbour(A), Some([2, 0, 0, 0, 0, 1]), "the request taught B our address");
+    let now = w.now();
+    w.b.ping_send(A, 9, 3, &[0u8; 1000], now).unwrap();
+    w.run(Duration::from_millis(20));
+    assert_eq!(w.b.ping_events(9).len(), 1);
+}
+
+#[test]
+fn udp_datagrams_fragments_and_reassembly_under_reordering_and_duplication() {
+    for (loss, reorder, dup) in [(0, 0, 0), (0, 10, 10), (0, 30, 5)] {
+        let mut w = World::new(Impairment { loss, reorder, duplicate: dup, delay: Duration::from_millis(2) }, 42);
+        let sa = w.a.udp_bind(0).unwrap();
+        let sb = w.b.udp_bind(9000).unwrap();
+        let big: Vec<u8> = (0..9000u32).map(|i| (i * 7) as u8).collect();
+        let now = w.now();
+        w.a.udp_send_to(sa, B, 9000, &big, now).unwrap();
+        w.run(Duration::from_millis(50));
+        let mut got = Vec::new();
+        while let Ok((d, from, _)) = w.b.udp_recv_from(sb) {
+            assert_eq!(from, A);
+            got.push(d);
+        }
+        assert_eq!(got.first(), Some(&big), "reorder {reorder}% dup {dup}%: datagram intact");
+        assert!(w.a.stats.frag_creates >= 7);
+        assert!(w.b.stats.reasm_oks >= 1);
+    }
+}
+
+#[test]
+fn arp_retries_get_through_loss() {
+    let mut w = World::new(Impairment { loss: 40, ..Default::default() }, 7);
+    let mut replies = 0;
+    for seq in 0..20 {
+        let now = w.now();
+        let _ = w.a.ping_send(B, 1, seq, b"x", now);
+        w.run(Duration::from_millis(1500));
+        replies += w.a.ping_events(1).iter().filter(|e| matches!(e, PingEvent::Reply { .. })).count();
+    }
+    assert!(replies >= 5, "{replies} replies through 40% loss");
+    assert!(w.a.stats.arp_requests >= 2);
+}
+
+#[test]
+fn port_unreachable_becomes_econnrefused() {
+    let mut w = World::new(Impairment::default(), 3);
+    let s = w.a.udp_bind(0).unwrap();
+    w.a.udp_connect(s, B, 4444).unwrap();
+    let now = w.now();
+    w.a.udp_send(s, b"anyone?", now).unwrap();
+    w.run(Duration::from_millis(20));
+    assert_eq!(w.a.udp_recv_from(s), Err(ECONNREFUSED));
+    assert_eq!(w.b.stats.no_ports, 1);
+    // The error is reported once.
+    assert_eq!(w.a.udp_recv_from(s).unwrap_err().0, libc::EAGAIN);
+}
+
+#[test]
+fn unresolvable_neighbour_is_ehostunreach() {
+    let mut w = World::new(Impairment::default(), 4);
+    let s = w.a.udp_bind(0).unwrap();
+    w.a.udp_connect(s, [10, 0, 0, 99], 53).unwrap();
+    let now = w.now();
+    w.a.udp_send(s, b"?", now).unwrap();
+    w.a.ping_send([10, 0, 0, 99], 5, 1, b"?", now).unwrap();
+    w.run(Duration::from_secs(5));
+    assert_eq!(w.a.udp_recv_from(s), Err(EHOSTUNREACH));
+    assert!(matches!(w.a.ping_events(5).as_slice(), [PingEvent::Error { errno: EHOSTUNREACH, .. }]));
+}
+
+/// Sends a hand-made IPv4 fragment from A to B on the wire.
+fn inject_fragment(w: &mut World, ident: u16, off: usize, more: bool, data: &[u8]) {
+    let mut p = vec![0u8; 20 + data.len()];
+    let r = stack::wire::ipv4::Repr { src: A, dst: B, protocol: 17, ttl: 64, ident, dont_frag: false, more_frags: more, frag_offset: off, payload_len: data.len() };
+    r.emit(&mut p[..20]);
+    p[20..].copy_from_slice(data);
+    let mut f = vec![0u8; 14];
+    f[..6].copy_from_slice(&w.b.mac());
+    f[6..12].copy_from_slice(&w.a.mac());
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&p);
+    let mut q = std::collections::VecDeque::from([stack::skb::PacketBuf::from_slice(&f)]);
+    w.a.dev.transmit(&mut q).unwrap();
+}
+
+#[test]
+fn reassembly_limits_and_timeouts() {
+    // Don't-fragment over the MTU is refused locally.
+    let mut w = World::new(Impairment::default(), 5);
+    let now = w.now();
+    assert_eq!(w.a.ip_send(B, 17, &vec![0u8; 3000], true, now), Err(EMSGSIZE));
+    // A datagram whose last fragment never comes times out (30 s) and is counted.
+    let sb = w.b.udp_bind(7).unwrap();
+    inject_fragment(&mut w, 55, 0, true, &[1u8; 64]);
+    w.run(Duration::from_secs(29));
+    assert_eq!(w.b.stats.reasm_fails, 0, "still waiting");
+    w.run(Duration::from_secs(2));
+    assert_eq!(w.b.stats.reasm_fails, 1, "timed out");
+    assert!(w.b.udp_recv_from(sb).is_err());
+    // Overlapping fragments drop the datagram.
+    inject_fragment(&mut w, 77, 0, true, &[9u8; 32]);
+    inject_fragment(&mut w, 77, 8, true, &[9u8; 32]);
+    inject_fragment(&mut w, 77, 40, false, &[9u8; 8]);
+    w.run(Duration::from_millis(10));
+    assert!(w.b.udp_recv_from(sb).is_err());
+    assert_eq!(w.b.stats.reasm_fails, 2);
+    // A fragment reaching past 64 KiB is refused.
+    inject_fragment(&mut w, 78, 65528, false, &[0u8; 16]);
+    w.run(Duration::from_millis(10));
+    assert_eq!(w.b.stats.reasm_fails, 3);
+    // In-order fragments with a gap filled later reassemble.
+    let mut data = vec![0u8; 8];
+    data[4..6].copy_from_slice(&16u16.to_be_bytes()); // UDP length 16, checksum 0
+    data[2..4].copy_from_slice(&7u16.to_be_bytes());
+    inject_fragment(&mut w, 79, 8, false, &[5u8; 8]);
+    inject_fragment(&mut w, 79, 0, true, &data);
+    w.run(Duration::from_millis(10));
+    assert_eq!(w.b.udp_recv_from(sb).unwrap().0, vec![5u8; 8]);
+}
