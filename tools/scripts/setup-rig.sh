@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the guest tests need, cached under .cache/rig (git-ignored):
-#   - host packages: debootstrap, cpio, iperf3, ethtool, tcpdump, iproute2
+#   - host packages: debootstrap, cpio, iperf3, ethtool, tcpdump, iproute2, iputils-ping
 #   - a Debian trixie root with QEMU 11.1 (trixie-backports, has vfio-user-pci) and a guest kernel
 #   - a busybox initramfs for the guest with e1000e, vfio-pci, ethtool, iperf3, tcpdump and ip
 # A second run only checks the stamps and returns.
@@ -15,14 +15,8 @@ step() { echo "[setup-rig $1/$STEPS] $2" >&2; }
 
 mkdir -p "$RIG"
 
-INITRAMFS_ID="$(sha256sum "$ROOT/tools/scripts/build-initramfs.sh" | cut -c1-16)"
-if [ "$(cat "$RIG/.stamp-initramfs" 2>/dev/null)" = "$INITRAMFS_ID" ] && [ -x "$RIG/bin/qemu-system-x86_64" ]; then
-    echo "[setup-rig] cached in $RIG" >&2
-    exit 0
-fi
-
 need_apt=()
-for p in debootstrap cpio iperf3 ethtool tcpdump iproute2 xz-utils kmod; do
+for p in debootstrap cpio iperf3 ethtool tcpdump iproute2 xz-utils kmod iputils-ping; do
     dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 # The tests' host side uses python3 (http.server, urllib).
@@ -33,6 +27,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -q >"$RIG/apt-host.log" 2>&1 || { tail -20 "$RIG/apt-host.log" >&2; exit 1; }
     apt-get install -y -q --no-install-recommends "${need_apt[@]}" >>"$RIG/apt-host.log" 2>&1 \
         || { tail -20 "$RIG/apt-host.log" >&2; exit 1; }
+fi
+
+INITRAMFS_ID="$(sha256sum "$ROOT/tools/scripts/build-initramfs.sh" | cut -c1-16)"
+if [ "$(cat "$RIG/.stamp-initramfs" 2>/dev/null)" = "$INITRAMFS_ID" ] && [ -x "$RIG/bin/qemu-system-x86_64" ]; then
+    echo "[setup-rig] cached in $RIG" >&2
+    exit 0
 fi
 
 step 2 "debootstrap trixie into $CHROOT (about 30 s)"

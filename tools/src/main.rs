@@ -9,6 +9,7 @@
 //!   nic-lab reflect --ifname IF [--count N] answers exchange requests on a host interface (AF_PACKET)
 
 mod frames;
+mod ping;
 mod reflect;
 
 use driver::{Config, IrqMode, NetDev, RxPacket, TxPacket, E1000e};
@@ -21,21 +22,28 @@ commands:
   info
   loopback-test --count N --size BYTES [--window W] [--tso]
   exchange --count N [--size BYTES]
-  reflect --ifname IF [--count N]      (no transport: answers exchange on a host interface)";
+  reflect --ifname IF [--count N]      (no transport: answers exchange on a host interface)
+stack commands (with --vfio-user/--vfio-pci, or --tap IFNAME to run the stack straight on a TAP device):
+  --ip ADDR/PREFIX [--gw ADDR] ping DEST [-c N] [-i SECONDS]";
 
-struct Opts {
-    transport: Option<String>,
-    irq: IrqMode,
-    cmd: String,
-    count: u64,
-    size: usize,
-    window: usize,
-    ifname: Option<String>,
-    tso: bool,
+pub(crate) struct Opts {
+    pub(crate) transport: Option<String>,
+    pub(crate) irq: IrqMode,
+    pub(crate) cmd: String,
+    pub(crate) count: u64,
+    pub(crate) size: usize,
+    pub(crate) window: usize,
+    pub(crate) ifname: Option<String>,
+    pub(crate) tso: bool,
+    pub(crate) tap: Option<String>,
+    pub(crate) ip: Option<String>,
+    pub(crate) gw: Option<String>,
+    pub(crate) dest: Option<String>,
+    pub(crate) interval: f64,
 }
 
 fn parse() -> Result<Opts, String> {
-    let mut o = Opts { transport: None, irq: IrqMode::Auto, cmd: String::new(), count: 1000, size: 64, window: 128, ifname: None, tso: false };
+    let mut o = Opts { transport: None, irq: IrqMode::Auto, cmd: String::new(), count: 1000, size: 64, window: 128, ifname: None, tso: false, tap: None, ip: None, gw: None, dest: None, interval: 1.0 };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = |n: &str| it.next().ok_or(format!("{n} needs a value"));
@@ -57,8 +65,14 @@ fn parse() -> Result<Opts, String> {
             "--window" => o.window = val("--window")?.parse().map_err(|e| format!("--window: {e}"))?,
             "--ifname" => o.ifname = Some(val("--ifname")?),
             "--tso" => o.tso = true,
+            "--tap" => o.tap = Some(val("--tap")?),
+            "--ip" => o.ip = Some(val("--ip")?),
+            "--gw" => o.gw = Some(val("--gw")?),
+            "-c" => o.count = val("-c")?.parse().map_err(|e| format!("-c: {e}"))?,
+            "-i" => o.interval = val("-i")?.parse().map_err(|e| format!("-i: {e}"))?,
             "-h" | "--help" => return Err(String::new()),
             c if o.cmd.is_empty() && !c.starts_with('-') => o.cmd = c.into(),
+            c if o.cmd == "ping" && o.dest.is_none() && !c.starts_with('-') => o.dest = Some(c.into()),
             x => return Err(format!("unknown argument '{x}'")),
         }
     }
@@ -82,6 +96,7 @@ fn main() -> ExitCode {
     };
     let r = match o.cmd.as_str() {
         "reflect" => reflect::run(o.ifname.as_deref(), o.count),
+        "ping" => ping::run(&o),
         "info" | "loopback-test" | "exchange" => with_device(&o),
         c => Err(format!("unknown command '{c}'")),
     };

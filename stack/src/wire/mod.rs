@@ -5,6 +5,7 @@ pub mod arp;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
+pub mod tcp;
 pub mod udp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
