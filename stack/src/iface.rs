@@ -108,6 +108,14 @@ pub struct Stack {
     pub stats: Stats,
     rx: Vec<PacketBuf>,
     announced: bool,
+    tcp: Vec<Option<TcpSock>>,
+    iss_seed: u64,
+    pub tcp_cfg: crate::tcp::Config,
+}
+
+enum TcpSock {
+    Listener { port: u16, backlog: usize, accept: VecDeque<SocketHandle>, embryos: Vec<SocketHandle> },
+    Conn(Box<crate::tcp::Tcb>),
 }
 
 impl Stack {
@@ -133,6 +141,9 @@ impl Stack {
             stats: Stats::default(),
             rx: Vec::new(),
             announced: false,
+            tcp: Vec::new(),
+            iss_seed: 0x9E37_79B9_7F4A_7C15 ^ u32::from_be_bytes([0, 0, 0, 1]) as u64,
+            tcp_cfg: crate::tcp::Config::default(),
         }
     }
 
@@ -194,7 +205,32 @@ impl Stack {
     /// Sends an IPv4 datagram with `payload` (an L4 packet), fragmenting it when it exceeds the MTU and
     /// `dont_frag` is clear.
     pub fn ip_send(&mut self, dst: [u8; 4], protocol: u8, payload: &[u8], dont_frag: bool, now: Instant) -> Result<(), Errno> {
+        self.ip_send_meta(dst, protocol, payload, dont_frag, None, now)
+    }
+
+    /// As [`Stack::ip_send`], with transport offload metadata: `offload` = (checksum left to the device,
+    /// GSO segment size for a super-packet).
+    fn ip_send_meta(&mut self, dst: [u8; 4], protocol: u8, payload: &[u8], dont_frag: bool, offload: Option<(bool, Option<u16>)>, now: Instant) -> Result<(), Errno> {
         let Some(next_hop) = self.routes.next_hop(dst) else { return Err(ENETUNREACH) };
+        if let Some((partial, gso)) = offload {
+            let mut p = PacketBuf::with_headroom(64, ipv4::MIN_HEADER_LEN + payload.len());
+            let r = ipv4::Repr { src: self.cfg.addr, dst, protocol, ttl: self.cfg.ttl, ident: self.next_ident(), dont_frag: true, more_frags: false, frag_offset: 0, payload_len: payload.len() };
+            let b = p.put(ipv4::MIN_HEADER_LEN + payload.len());
+            if payload.len() + ipv4::MIN_HEADER_LEN > 65535 {
+                return Err(EMSGSIZE);
+            }
+            r.emit(&mut b[..ipv4::MIN_HEADER_LEN]);
+            b[ipv4::MIN_HEADER_LEN..].copy_from_slice(payload);
+            p.network_header = Some(0);
+            p.transport_header = Some(ipv4::MIN_HEADER_LEN);
+            if partial {
+                p.csum = crate::skb::Csum::Partial { start: ipv4::MIN_HEADER_LEN, offset: 16 };
+            }
+            p.gso = gso.map(|size| crate::skb::Gso { size, kind: crate::skb::GsoKind::TcpV4 });
+            self.stats.out_requests += 1;
+            self.output(p, next_hop, now);
+            return Ok(());
+        }
         let mtu = self.mtu_to(dst);
         let ident = self.next_ident();
         let max_payload = (mtu - ipv4::MIN_HEADER_LEN) & !7;
@@ -323,6 +359,7 @@ impl Stack {
         match r.protocol {
             ipv4::PROTO_ICMP => self.icmp_input(r.src, &payload, now),
             ipv4::PROTO_UDP => self.udp_input(r.src, dst, &header, &payload, verified, now),
+            ipv4::PROTO_TCP => self.tcp_input(r.src, dst, &payload, verified, now),
             _ => {}
         }
     }
@@ -531,6 +568,7 @@ impl Stack {
         let before = self.reasm.len();
         self.reasm.retain(|_, r| now < r.deadline);
         self.stats.reasm_fails += (before - self.reasm.len()) as u64;
+        self.tcp_poll(now);
         if !self.txq.is_empty() {
             match self.dev.transmit(&mut self.txq) {
                 Ok(n) => progress |= n > 0,
@@ -543,7 +581,7 @@ impl Stack {
     /// When the stack next needs a poll without new input.
     pub fn poll_at(&self) -> Option<Instant> {
         let r = self.reasm.values().map(|r| r.deadline).min();
-        [self.neigh.next_deadline(), r].into_iter().flatten().min()
+        [self.neigh.next_deadline(), r, self.tcp_poll_at()].into_iter().flatten().min()
     }
 
     // ---- UDP sockets ----
@@ -630,4 +668,274 @@ impl Stack {
 /// Verifies a whole IPv4 packet's header checksum (helper for tests and tools).
 pub fn ipv4_header_ok(b: &[u8]) -> bool {
     b.len() >= 20 && checksum::fold(checksum::sum(0, &b[..((b[0] & 0xF) as usize * 4).min(b.len())])) == 0xFFFF
+}
+
+// ---- TCP ----
+
+impl Stack {
+    fn features(&self) -> crate::dev::Features {
+        self.dev.features()
+    }
+
+    fn new_iss(&mut self, now: Instant) -> crate::wire::tcp::Seq {
+        // RFC 6528 in spirit: a clock plus a per-stack secret stirred per connection.
+        let mut x = self.iss_seed ^ now.micros;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.iss_seed = x;
+        crate::wire::tcp::Seq((now.micros / 4) as u32 ^ (x as u32))
+    }
+
+    fn conn_cfg(&self) -> crate::tcp::Config {
+        let mut c = self.tcp_cfg.clone();
+        let f = self.features();
+        let mss = (self.dev.mtu().min(self.mtu_to([0; 4])) - 40).min(65495) as u16;
+        c.mss = c.mss.min(mss);
+        c.max_gso = if f.tso && f.tx_csum { 65000 } else { c.mss as usize };
+        c
+    }
+
+    fn tcp_emit(&mut self, local: [u8; 4], remote: [u8; 4], o: crate::tcp::Out, now: Instant) {
+        let f = self.features();
+        let partial = f.tx_csum;
+        let mut b = vec![0u8; o.repr.header_len() + o.payload.len()];
+        o.repr.emit(&mut b, &o.payload, local, remote, !partial);
+        let gso = o.gso.filter(|_| f.tso);
+        let _ = self.ip_send_meta(remote, ipv4::PROTO_TCP, &b, true, Some((partial, gso)), now);
+    }
+
+    fn tcp_flush(&mut self, h: SocketHandle, now: Instant) {
+        let Some(Some(TcpSock::Conn(t))) = self.tcp.get_mut(h) else { return };
+        let mut outs = t.on_timer(now);
+        outs.extend(t.output(now));
+        let (l, r) = (t.local.0, t.remote.0);
+        for o in outs {
+            self.tcp_emit(l, r, o, now);
+        }
+    }
+
+    fn tcp_input(&mut self, src: [u8; 4], dst: [u8; 4], data: &[u8], verified: bool, now: Instant) {
+        let (seg, payload) = match crate::wire::tcp::Repr::parse(data, src, dst, verified) {
+            Ok(x) => x,
+            Err(crate::wire::Error::Checksum) => {
+                self.stats.in_csum_errors += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.in_hdr_errors += 1;
+                return;
+            }
+        };
+        use crate::wire::tcp::{ACK, RST, SYN};
+        let conn = self.tcp.iter().position(|s| matches!(s, Some(TcpSock::Conn(t)) if t.local.1 == seg.dst_port && t.remote == (src, seg.src_port) && t.state != crate::tcp::State::Closed));
+        if let Some(h) = conn {
+            let Some(Some(TcpSock::Conn(t))) = self.tcp.get_mut(h) else { unreachable!() };
+            let rst = t.input(&seg, payload, now);
+            let (l, r) = (t.local.0, t.remote.0);
+            if let Some(o) = rst {
+                self.tcp_emit(l, r, o, now);
+            }
+            self.tcp_promote(h);
+            self.tcp_flush(h, now);
+            return;
+        }
+        let listener = self.tcp.iter().position(|s| matches!(s, Some(TcpSock::Listener { port, .. }) if *port == seg.dst_port));
+        if let (Some(lh), true) = (listener, seg.flags & (SYN | ACK | RST) == SYN) {
+            let Some(Some(TcpSock::Listener { backlog, accept, embryos, .. })) = self.tcp.get(lh) else { unreachable!() };
+            if accept.len() + embryos.len() >= *backlog {
+                return; // backlog full: drop the SYN, the peer retries
+            }
+            let cfg = self.conn_cfg();
+            let iss = self.new_iss(now);
+            let t = crate::tcp::Tcb::accept_syn((dst, seg.dst_port), (src, seg.src_port), &seg, iss, cfg, now);
+            let h = self.tcp_alloc(TcpSock::Conn(Box::new(t)));
+            if let Some(Some(TcpSock::Listener { embryos, .. })) = self.tcp.get_mut(lh) {
+                embryos.push(h);
+            }
+            self.tcp_flush(h, now);
+            return;
+        }
+        // No socket: RST (RFC 9293 3.10.7.1), never in answer to a RST.
+        if seg.flags & RST != 0 {
+            return;
+        }
+        self.stats.no_ports += 1;
+        let len = payload.len() + (seg.flags & SYN != 0) as usize + (seg.flags & crate::wire::tcp::FIN != 0) as usize;
+        let r = if seg.flags & ACK != 0 {
+            crate::wire::tcp::Repr { src_port: seg.dst_port, dst_port: seg.src_port, seq: seg.ack, flags: RST, ..Default::default() }
+        } else {
+            crate::wire::tcp::Repr { src_port: seg.dst_port, dst_port: seg.src_port, seq: crate::wire::tcp::Seq(0), ack: seg.seq.add(len), flags: RST | ACK, ..Default::default() }
+        };
+        let mut b = vec![0u8; r.header_len()];
+        r.emit(&mut b, &[], dst, src, true);
+        let _ = self.ip_send(src, ipv4::PROTO_TCP, &b, true, now);
+    }
+
+    /// Moves a connection that became established from its listener's embryos to the accept queue.
+    fn tcp_promote(&mut self, h: SocketHandle) {
+        let established = matches!(self.tcp.get(h), Some(Some(TcpSock::Conn(t))) if t.established_once);
+        let closed = matches!(self.tcp.get(h), Some(Some(TcpSock::Conn(t))) if t.state == crate::tcp::State::Closed);
+        let mut embryo = false;
+        for s in self.tcp.iter_mut().flatten() {
+            if let TcpSock::Listener { accept, embryos, .. } = s {
+                if let Some(i) = embryos.iter().position(|&e| e == h) {
+                    embryo = true;
+                    if established {
+                        embryos.remove(i);
+                        accept.push_back(h);
+                    } else if closed {
+                        embryos.remove(i);
+                    }
+                }
+            }
+        }
+        if embryo && closed && !established {
+            // An embryo that died before accept() is nobody's: free it.
+            if let Some(s) = self.tcp.get_mut(h) {
+                *s = None;
+            }
+        }
+    }
+
+    fn tcp_alloc(&mut self, s: TcpSock) -> SocketHandle {
+        if let Some(i) = self.tcp.iter().position(|s| s.is_none()) {
+            self.tcp[i] = Some(s);
+            return i;
+        }
+        self.tcp.push(Some(s));
+        self.tcp.len() - 1
+    }
+
+    fn tcp_port_used(&self, port: u16) -> bool {
+        self.tcp.iter().flatten().any(|s| match s {
+            TcpSock::Listener { port: p, .. } => *p == port,
+            TcpSock::Conn(t) => t.local.1 == port && t.state != crate::tcp::State::Closed,
+        })
+    }
+
+    /// Runs TCP timers and output for every connection (called from poll).
+    fn tcp_poll(&mut self, now: Instant) {
+        for h in 0..self.tcp.len() {
+            if matches!(self.tcp.get(h), Some(Some(TcpSock::Conn(_)))) {
+                self.tcp_flush(h, now);
+                self.tcp_promote(h);
+            }
+        }
+    }
+
+    fn tcp_poll_at(&self) -> Option<Instant> {
+        self.tcp.iter().flatten().filter_map(|s| if let TcpSock::Conn(t) = s { t.poll_at() } else { None }).min()
+    }
+
+    pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> Result<SocketHandle, Errno> {
+        if self.tcp_port_used(port) {
+            return Err(EADDRINUSE);
+        }
+        Ok(self.tcp_alloc(TcpSock::Listener { port, backlog: backlog.max(1), accept: VecDeque::new(), embryos: Vec::new() }))
+    }
+
+    /// An established connection from the listener's queue (EAGAIN when none).
+    pub fn tcp_accept(&mut self, h: SocketHandle) -> Result<SocketHandle, Errno> {
+        match self.tcp.get_mut(h) {
+            Some(Some(TcpSock::Listener { accept, .. })) => accept.pop_front().ok_or(EAGAIN),
+            _ => Err(EBADF),
+        }
+    }
+
+    pub fn tcp_connect(&mut self, dst: [u8; 4], port: u16, now: Instant) -> Result<SocketHandle, Errno> {
+        if self.routes.next_hop(dst).is_none() {
+            return Err(ENETUNREACH);
+        }
+        let lport = (32768..61000u16).find(|p| !self.tcp_port_used(*p)).ok_or(Errno(libc::EADDRNOTAVAIL))?;
+        let cfg = self.conn_cfg();
+        let iss = self.new_iss(now);
+        let t = crate::tcp::Tcb::connect((self.cfg.addr, lport), (dst, port), iss, cfg, now);
+        let h = self.tcp_alloc(TcpSock::Conn(Box::new(t)));
+        self.tcp_flush(h, now);
+        Ok(h)
+    }
+
+    fn conn(&mut self, h: SocketHandle) -> Result<&mut crate::tcp::Tcb, Errno> {
+        match self.tcp.get_mut(h) {
+            Some(Some(TcpSock::Conn(t))) => Ok(t),
+            _ => Err(EBADF),
+        }
+    }
+
+    pub fn tcp_send(&mut self, h: SocketHandle, data: &[u8], now: Instant) -> Result<usize, Errno> {
+        let n = self.conn(h)?.send(data)?;
+        self.tcp_flush(h, now);
+        Ok(n)
+    }
+
+    pub fn tcp_recv(&mut self, h: SocketHandle, buf: &mut [u8], now: Instant) -> Result<usize, Errno> {
+        let n = self.conn(h)?.recv(buf)?;
+        self.tcp_flush(h, now);
+        Ok(n)
+    }
+
+    pub fn tcp_shutdown(&mut self, h: SocketHandle, now: Instant) -> Result<(), Errno> {
+        self.conn(h)?.shutdown();
+        self.tcp_flush(h, now);
+        Ok(())
+    }
+
+    /// Closes the handle: a graceful close for a connection (it finishes in the background), or the end of
+    /// a listener (its queued connections are reset).
+    pub fn tcp_close(&mut self, h: SocketHandle, now: Instant) {
+        match self.tcp.get_mut(h) {
+            Some(Some(TcpSock::Conn(t))) => {
+                t.shutdown();
+                self.tcp_flush(h, now);
+            }
+            Some(Some(TcpSock::Listener { accept, embryos, .. })) => {
+                let kids: Vec<_> = accept.drain(..).chain(embryos.drain(..)).collect();
+                self.tcp[h] = None;
+                for k in kids {
+                    self.tcp_abort(k, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn tcp_abort(&mut self, h: SocketHandle, now: Instant) {
+        if let Ok(t) = self.conn(h) {
+            let rst = t.abort(now);
+            let (l, r) = (t.local.0, t.remote.0);
+            if let Some(o) = rst {
+                self.tcp_emit(l, r, o, now);
+            }
+        }
+        if let Some(s) = self.tcp.get_mut(h) {
+            *s = None;
+        }
+    }
+
+    /// Frees a closed connection's handle.
+    pub fn tcp_release(&mut self, h: SocketHandle) {
+        if let Some(s) = self.tcp.get_mut(h) {
+            *s = None;
+        }
+    }
+
+    pub fn tcp_state(&self, h: SocketHandle) -> Option<crate::tcp::State> {
+        match self.tcp.get(h)? {
+            Some(TcpSock::Conn(t)) => Some(t.state),
+            Some(TcpSock::Listener { .. }) => Some(crate::tcp::State::Listen),
+            None => None,
+        }
+    }
+
+    pub fn tcp_error(&self, h: SocketHandle) -> Option<Errno> {
+        match self.tcp.get(h)? {
+            Some(TcpSock::Conn(t)) => t.error,
+            _ => None,
+        }
+    }
+
+    pub fn tcp_conn(&mut self, h: SocketHandle) -> Option<&mut crate::tcp::Tcb> {
+        self.conn(h).ok()
+    }
 }

@@ -8,6 +8,7 @@ pub mod iface;
 pub mod neigh;
 pub mod route;
 pub mod skb;
+pub mod tcp;
 pub mod time;
 pub mod wire;
 

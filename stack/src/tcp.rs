@@ -1,0 +1,995 @@
+//! A TCP connection (RFC 9293): the state machine, retransmission with RFC 6298 timers and exponential
+//! backoff ending in ETIMEDOUT, congestion control per RFC 5681/6582 (slow start, congestion avoidance,
+//! fast retransmit, NewReno recovery; CUBIC as an option), window scaling and timestamps (RFC 7323), SACK
+//! (RFC 2018) for the receiver's out-of-order data and the sender's retransmissions, MSS, delayed ACK,
+//! Nagle (and no-delay), keepalive, zero-window probing, and silly-window avoidance on both sides.
+//!
+//! A `Tcb` is pure state: segments in through [`Tcb::input`], segments out through [`Tcb::output`], timers
+//! through [`Tcb::poll_at`]; the interface layer does the IP work and the demultiplexing.
+
+use crate::iface::Errno;
+use crate::time::Instant;
+use crate::wire::tcp::{Repr, Seq, ACK, FIN, PSH, RST, SYN};
+
+pub use crate::wire::tcp::Seq as SeqNumber;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Closed,
+    Listen,
+    SynSent,
+    SynReceived,
+    Established,
+    FinWait1,
+    FinWait2,
+    CloseWait,
+    Closing,
+    LastAck,
+    TimeWait,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CongestionControl {
+    NewReno,
+    Cubic,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mss: u16,
+    pub rcv_buf: usize,
+    pub snd_buf: usize,
+    pub wscale: u8,
+    pub nodelay: bool,
+    pub timestamps: bool,
+    pub sack: bool,
+    pub delayed_ack: Duration,
+    pub min_rto: Duration,
+    pub max_rto: Duration,
+    pub initial_rto: Duration,
+    pub max_retries: u32,
+    pub syn_retries: u32,
+    pub time_wait: Duration,
+    /// (idle time, probe interval, probes)
+    pub keepalive: Option<(Duration, Duration, u32)>,
+    pub cc: CongestionControl,
+    /// Largest segment handed down at once (GSO): the MSS without TSO, up to 64 KiB with it.
+    pub max_gso: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mss: 1460,
+            rcv_buf: 1 << 20,
+            snd_buf: 1 << 20,
+            wscale: 7,
+            nodelay: false,
+            timestamps: true,
+            sack: true,
+            delayed_ack: Duration::from_millis(40),
+            min_rto: Duration::from_millis(200),
+            max_rto: Duration::from_secs(120),
+            initial_rto: Duration::from_secs(1),
+            max_retries: 15,
+            syn_retries: 6,
+            time_wait: Duration::from_secs(60),
+            keepalive: None,
+            cc: CongestionControl::NewReno,
+            max_gso: 1460,
+        }
+    }
+}
+
+/// A segment to send: header fields and payload.
+#[derive(Debug, Clone)]
+pub struct Out {
+    pub repr: Repr,
+    pub payload: Vec<u8>,
+    /// For a payload longer than the MSS: cut it in segments of this size (TSO).
+    pub gso: Option<u16>,
+}
+
+const MAX_OOO_BYTES: usize = 1 << 20;
+
+pub struct Tcb {
+    pub state: State,
+    pub local: ([u8; 4], u16),
+    pub remote: ([u8; 4], u16),
+    cfg: Config,
+    // send side
+    iss: Seq,
+    snd_una: Seq,
+    snd_nxt: Seq,
+    snd_max: Seq,
+    snd_wnd: usize,
+    max_snd_wnd: usize,
+    snd_wl1: Seq,
+    snd_wl2: Seq,
+    snd_shift: u8,
+    peer_mss: usize,
+    send_buf: VecDeque<u8>,
+    fin_queued: bool,
+    ts_ok: bool,
+    ts_recent: u32,
+    sack_ok: bool,
+    /// SACKed ranges reported by the peer, above snd_una.
+    sacked: Vec<(Seq, Seq)>,
+    // receive side
+    irs: Seq,
+    rcv_nxt: Seq,
+    rcv_buf: VecDeque<u8>,
+    rcv_shift: u8,
+    ooo: BTreeMap<u32, Vec<u8>>,
+    ooo_bytes: usize,
+    fin_at: Option<Seq>,
+    fin_received: bool,
+    rcv_adv: Seq,
+    ack_pending: u32,
+    ack_now: bool,
+    ack_deadline: Option<Instant>,
+    // timers
+    rto: Duration,
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    rtx_deadline: Option<Instant>,
+    retries: u32,
+    rtt_probe: Option<(Seq, Instant)>,
+    persist_deadline: Option<Instant>,
+    persist_backoff: u32,
+    tw_deadline: Option<Instant>,
+    last_recv: Instant,
+    ka_probes: u32,
+    ka_deadline: Option<Instant>,
+    // congestion
+    pub cwnd: usize,
+    pub ssthresh: usize,
+    dupacks: u32,
+    recover: Option<Seq>,
+    cubic_wmax: usize,
+    cubic_epoch: Option<Instant>,
+    pub error: Option<Errno>,
+    /// Set once the connection reached Established (for accept()).
+    pub established_once: bool,
+    pub retransmits: u64,
+    /// A SYN (or SYN-ACK) is due.
+    syn_pending: bool,
+}
+
+fn now_ms(now: Instant) -> u32 {
+    (now.micros / 1000) as u32
+}
+
+impl Tcb {
+    fn new(local: ([u8; 4], u16), remote: ([u8; 4], u16), iss: Seq, cfg: Config, now: Instant) -> Tcb {
+        let mss = cfg.mss as usize;
+        Tcb {
+            state: State::Closed,
+            local,
+            remote,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: mss,
+            max_snd_wnd: mss,
+            snd_wl1: Seq(0),
+            snd_wl2: iss,
+            snd_shift: 0,
+            peer_mss: 536,
+            send_buf: VecDeque::new(),
+            fin_queued: false,
+            ts_ok: false,
+            ts_recent: 0,
+            sack_ok: false,
+            sacked: Vec::new(),
+            irs: Seq(0),
+            rcv_nxt: Seq(0),
+            rcv_buf: VecDeque::new(),
+            rcv_shift: 0,
+            ooo: BTreeMap::new(),
+            ooo_bytes: 0,
+            fin_at: None,
+            fin_received: false,
+            rcv_adv: Seq(0),
+            ack_pending: 0,
+            ack_now: false,
+            ack_deadline: None,
+            rto: cfg.initial_rto,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rtx_deadline: None,
+            retries: 0,
+            rtt_probe: None,
+            persist_deadline: None,
+            persist_backoff: 0,
+            tw_deadline: None,
+            last_recv: now,
+            ka_probes: 0,
+            ka_deadline: None,
+            cwnd: 10 * mss,
+            ssthresh: usize::MAX,
+            dupacks: 0,
+            recover: None,
+            cubic_wmax: 0,
+            cubic_epoch: None,
+            error: None,
+            established_once: false,
+            retransmits: 0,
+            syn_pending: true,
+            cfg,
+        }
+    }
+
+    /// Active open: SYN-SENT.
+    pub fn connect(local: ([u8; 4], u16), remote: ([u8; 4], u16), iss: Seq, cfg: Config, now: Instant) -> Tcb {
+        let mut t = Tcb::new(local, remote, iss, cfg, now);
+        t.state = State::SynSent;
+        t.snd_nxt = iss.add(1);
+        t.snd_max = t.snd_nxt;
+        t.rtx_deadline = Some(now + t.rto);
+        t
+    }
+
+    /// Passive open: a SYN reached a listener; SYN-RECEIVED.
+    pub fn accept_syn(local: ([u8; 4], u16), remote: ([u8; 4], u16), syn: &Repr, iss: Seq, cfg: Config, now: Instant) -> Tcb {
+        let mut t = Tcb::new(local, remote, iss, cfg, now);
+        t.state = State::SynReceived;
+        t.take_syn_options(syn);
+        t.irs = syn.seq;
+        t.rcv_nxt = syn.seq.add(1);
+        t.snd_nxt = iss.add(1);
+        t.snd_max = t.snd_nxt;
+        t.snd_wnd = (syn.window as usize) << t.snd_shift.min(0); // window in a SYN is never scaled
+        t.snd_wl1 = syn.seq;
+        t.rtx_deadline = Some(now + t.rto);
+        t
+    }
+
+    fn take_syn_options(&mut self, syn: &Repr) {
+        self.peer_mss = syn.mss.map(|m| m as usize).unwrap_or(536).clamp(64, 65495);
+        if let Some(ws) = syn.wscale {
+            self.snd_shift = ws.min(14);
+            self.rcv_shift = self.cfg.wscale;
+        }
+        self.sack_ok = self.cfg.sack && syn.sack_permitted;
+        if let Some((v, _)) = syn.timestamp.filter(|_| self.cfg.timestamps) {
+            self.ts_ok = true;
+            self.ts_recent = v;
+        }
+        self.cwnd = 10 * self.mss();
+    }
+
+    /// The effective MSS (what fits in a segment with our options).
+    pub fn mss(&self) -> usize {
+        let opts = if self.ts_ok { 12 } else { 0 };
+        (self.peer_mss.min(self.cfg.mss as usize)).saturating_sub(opts).max(64)
+    }
+
+    fn flight(&self) -> usize {
+        self.snd_nxt.diff(self.snd_una).max(0) as usize
+    }
+
+    fn rcv_free(&self) -> usize {
+        self.cfg.rcv_buf.saturating_sub(self.rcv_buf.len() + self.ooo_bytes)
+    }
+
+    /// The window to advertise, avoiding silly windows: the right edge moves only in steps of at least
+    /// min(MSS, buffer / 2), and never backwards.
+    fn rcv_window(&mut self) -> usize {
+        let free = self.rcv_free();
+        let edge = self.rcv_nxt.add(free);
+        let step = (self.cfg.mss as usize).min(self.cfg.rcv_buf / 2);
+        if edge.diff(self.rcv_adv) >= step as i32 || self.rcv_adv.lt(self.rcv_nxt) {
+            self.rcv_adv = edge;
+        }
+        self.rcv_adv.diff(self.rcv_nxt).max(0) as usize
+    }
+
+    fn header(&mut self, flags: u8, seq: Seq, now: Instant) -> Repr {
+        let wnd = self.rcv_window();
+        let syn = flags & SYN != 0;
+        let window = if syn { wnd.min(65535) } else { (wnd >> self.rcv_shift).min(65535) } as u16;
+        let mut r = Repr { src_port: self.local.1, dst_port: self.remote.1, seq, ack: self.rcv_nxt, flags, window, ..Default::default() };
+        if flags & ACK == 0 {
+            r.ack = Seq(0);
+        }
+        if syn {
+            r.mss = Some(self.cfg.mss);
+            // On a SYN-ACK, offer only what the peer offered.
+            let synack = flags & ACK != 0;
+            if !synack || self.rcv_shift != 0 || self.snd_shift != 0 {
+                r.wscale = Some(self.cfg.wscale);
+            }
+            r.sack_permitted = self.cfg.sack && (!synack || self.sack_ok);
+            if self.cfg.timestamps && (!synack || self.ts_ok) {
+                r.timestamp = Some((now_ms(now), self.ts_recent));
+            }
+        } else {
+            if self.ts_ok {
+                r.timestamp = Some((now_ms(now), self.ts_recent));
+            }
+            if self.sack_ok && !self.ooo.is_empty() {
+                r.sack = self.sack_blocks();
+            }
+        }
+        r
+    }
+
+    fn sack_blocks(&self) -> Vec<(Seq, Seq)> {
+        let mut blocks: Vec<(Seq, Seq)> = Vec::new();
+        for (&s, d) in &self.ooo {
+            let (a, b) = (Seq(s), Seq(s).add(d.len()));
+            match blocks.last_mut() {
+                Some(last) if last.1 == a => last.1 = b,
+                _ => blocks.push((a, b)),
+            }
+        }
+        blocks.reverse(); // most recent data tends to be the highest
+        blocks.truncate(if self.ts_ok { 3 } else { 4 });
+        blocks
+    }
+
+    // ---- user side ----
+
+    /// Queues data; returns how much fit (EAGAIN when none did, EPIPE after close/shutdown).
+    pub fn send(&mut self, data: &[u8]) -> Result<usize, Errno> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        match self.state {
+            State::Established | State::CloseWait | State::SynSent | State::SynReceived => {}
+            _ => return Err(Errno(libc::EPIPE)),
+        }
+        if self.fin_queued {
+            return Err(Errno(libc::EPIPE));
+        }
+        let room = self.cfg.snd_buf.saturating_sub(self.send_buf.len());
+        if room == 0 {
+            return Err(Errno(libc::EAGAIN));
+        }
+        let n = room.min(data.len());
+        self.send_buf.extend(&data[..n]);
+        Ok(n)
+    }
+
+    /// Reads received data; Ok(0) at end of stream, EAGAIN when nothing is there yet.
+    pub fn recv(&mut self, out: &mut [u8]) -> Result<usize, Errno> {
+        if !self.rcv_buf.is_empty() {
+            let n = out.len().min(self.rcv_buf.len());
+            for (o, b) in out.iter_mut().zip(self.rcv_buf.drain(..n)) {
+                *o = b;
+            }
+            // Reopening a window that had closed: tell the peer.
+            if self.rcv_free() >= (self.cfg.mss as usize).min(self.cfg.rcv_buf / 2) && self.rcv_adv.diff(self.rcv_nxt) < self.cfg.mss as i32 {
+                self.ack_now = true;
+            }
+            return Ok(n);
+        }
+        if self.fin_received {
+            return Ok(0);
+        }
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        match self.state {
+            State::Closed | State::TimeWait | State::CloseWait | State::LastAck | State::Closing => Ok(0),
+            _ => Err(Errno(libc::EAGAIN)),
+        }
+    }
+
+    pub fn recv_available(&self) -> usize {
+        self.rcv_buf.len()
+    }
+    pub fn send_space(&self) -> usize {
+        self.cfg.snd_buf.saturating_sub(self.send_buf.len())
+    }
+    pub fn unsent_or_unacked(&self) -> usize {
+        self.send_buf.len()
+    }
+    pub fn set_nodelay(&mut self, on: bool) {
+        self.cfg.nodelay = on;
+    }
+    pub fn set_keepalive(&mut self, ka: Option<(Duration, Duration, u32)>) {
+        self.cfg.keepalive = ka;
+    }
+    pub fn set_max_gso(&mut self, n: usize) {
+        self.cfg.max_gso = n;
+    }
+
+    /// Half-close: FIN after the queued data.
+    pub fn shutdown(&mut self) {
+        match self.state {
+            State::Established => {
+                self.fin_queued = true;
+                self.state = State::FinWait1;
+            }
+            // RFC 9293 3.10.4: with the handshake under way, the FIN follows once established.
+            State::SynReceived | State::SynSent => self.fin_queued = true,
+            State::CloseWait => {
+                self.fin_queued = true;
+                self.state = State::LastAck;
+            }
+            State::Listen => self.state = State::Closed,
+            _ => {}
+        }
+    }
+
+    fn established(&mut self) {
+        self.state = if self.fin_queued { State::FinWait1 } else { State::Established };
+        self.established_once = true;
+    }
+
+    /// Abort: the peer gets a RST.
+    pub fn abort(&mut self, now: Instant) -> Option<Out> {
+        let synced = !matches!(self.state, State::Closed | State::Listen | State::SynSent | State::TimeWait);
+        self.state = State::Closed;
+        if synced {
+            let r = self.header(RST | ACK, self.snd_nxt, now);
+            return Some(Out { repr: r, payload: Vec::new(), gso: None });
+        }
+        None
+    }
+
+    // ---- input ----
+
+    fn acceptable(&self, seq: Seq, len: usize) -> bool {
+        let wnd = self.rcv_adv.diff(self.rcv_nxt).max(0) as usize;
+        let wnd = wnd.max(self.rcv_free().min(1));
+        match (len, wnd) {
+            (0, 0) => seq == self.rcv_nxt,
+            (0, _) => seq.ge(self.rcv_nxt) && seq.lt(self.rcv_nxt.add(wnd)),
+            (_, 0) => false,
+            (_, _) => {
+                let end = seq.add(len - 1);
+                (seq.ge(self.rcv_nxt) && seq.lt(self.rcv_nxt.add(wnd))) || (end.ge(self.rcv_nxt) && end.lt(self.rcv_nxt.add(wnd)))
+            }
+        }
+    }
+
+    fn rtt_sample(&mut self, rtt: Duration) {
+        // RFC 6298 2.2/2.3.
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(s) => {
+                let diff = if s > rtt { s - rtt } else { rtt - s };
+                self.rttvar = (self.rttvar * 3 + diff) / 4;
+                self.srtt = Some((s * 7 + rtt) / 8);
+            }
+        }
+        let rto = self.srtt.unwrap() + (self.rttvar * 4).max(Duration::from_millis(1));
+        self.rto = rto.clamp(self.cfg.min_rto, self.cfg.max_rto);
+    }
+
+    /// A segment for this connection. Returns a RST to send, if the segment calls for one.
+    pub fn input(&mut self, seg: &Repr, payload: &[u8], now: Instant) -> Option<Out> {
+        self.last_recv = now;
+        self.ka_probes = 0;
+        match self.state {
+            State::Closed | State::Listen => return None,
+            State::SynSent => return self.input_syn_sent(seg, now),
+            _ => {}
+        }
+        let len = payload.len() + (seg.flags & SYN != 0) as usize + (seg.flags & FIN != 0) as usize;
+        // PAWS (RFC 7323): an old timestamp marks an old duplicate.
+        if self.ts_ok && seg.flags & RST == 0 {
+            if let Some((v, _)) = seg.timestamp {
+                if (v.wrapping_sub(self.ts_recent) as i32) < 0 && len > 0 {
+                    self.ack_now = true;
+                    return None;
+                }
+            }
+        }
+        if !self.acceptable(seg.seq, len) {
+            if seg.flags & RST == 0 {
+                self.ack_now = true;
+            }
+            return None;
+        }
+        if seg.flags & RST != 0 {
+            // RFC 5961: only an exact match resets; otherwise challenge.
+            if seg.seq == self.rcv_nxt {
+                self.error = Some(if self.state == State::SynReceived && !self.established_once { Errno(libc::ECONNREFUSED) } else { Errno(libc::ECONNRESET) });
+                self.state = State::Closed;
+            } else {
+                self.ack_now = true;
+            }
+            return None;
+        }
+        if seg.flags & SYN != 0 {
+            if self.state == State::SynReceived && seg.seq == self.irs {
+                // A retransmitted SYN: answer with the SYN-ACK again.
+                self.snd_nxt = self.iss;
+                return None;
+            }
+            self.ack_now = true; // challenge ACK
+            return None;
+        }
+        if seg.flags & ACK == 0 {
+            return None;
+        }
+        if let Some((v, _)) = seg.timestamp.filter(|_| self.ts_ok) {
+            if seg.seq.le(self.rcv_nxt) {
+                self.ts_recent = v;
+            }
+        }
+        if self.state == State::SynReceived {
+            if seg.ack.gt(self.snd_una) && seg.ack.le(self.snd_max) {
+                self.established();
+                self.snd_wnd = (seg.window as usize) << self.snd_shift;
+                self.max_snd_wnd = self.snd_wnd.max(self.max_snd_wnd);
+                self.snd_wl1 = seg.seq;
+                self.snd_wl2 = seg.ack;
+            } else {
+                let r = Repr { src_port: self.local.1, dst_port: self.remote.1, seq: seg.ack, flags: RST, ..Default::default() };
+                return Some(Out { repr: r, payload: Vec::new(), gso: None });
+            }
+        }
+        self.process_ack(seg, payload.is_empty(), now);
+        if self.state == State::Closed {
+            return None;
+        }
+        // Data.
+        if !payload.is_empty() && matches!(self.state, State::Established | State::FinWait1 | State::FinWait2) {
+            self.take_data(seg.seq, payload, seg.flags & PSH != 0, now);
+        }
+        if seg.flags & FIN != 0 {
+            self.fin_at = Some(seg.seq.add(payload.len()));
+        }
+        if let Some(f) = self.fin_at {
+            if f == self.rcv_nxt && !self.fin_received {
+                self.fin_received = true;
+                self.rcv_nxt = self.rcv_nxt.add(1);
+                self.ack_now = true;
+                self.state = match self.state {
+                    State::Established | State::SynReceived => State::CloseWait,
+                    State::FinWait1 => State::Closing,
+                    State::FinWait2 => {
+                        self.tw_deadline = Some(now + self.cfg.time_wait);
+                        State::TimeWait
+                    }
+                    s => s,
+                };
+            }
+        }
+        None
+    }
+
+    fn input_syn_sent(&mut self, seg: &Repr, now: Instant) -> Option<Out> {
+        let ack_ok = seg.flags & ACK != 0 && seg.ack.gt(self.iss) && seg.ack.le(self.snd_max);
+        if seg.flags & ACK != 0 && !ack_ok {
+            if seg.flags & RST != 0 {
+                return None;
+            }
+            let r = Repr { src_port: self.local.1, dst_port: self.remote.1, seq: seg.ack, flags: RST, ..Default::default() };
+            return Some(Out { repr: r, payload: Vec::new(), gso: None });
+        }
+        if seg.flags & RST != 0 {
+            if ack_ok {
+                self.error = Some(Errno(libc::ECONNREFUSED));
+                self.state = State::Closed;
+            }
+            return None;
+        }
+        if seg.flags & SYN == 0 {
+            return None;
+        }
+        self.take_syn_options(seg);
+        self.irs = seg.seq;
+        self.rcv_nxt = seg.seq.add(1);
+        self.rcv_adv = self.rcv_nxt;
+        if ack_ok {
+            if let Some((_, e)) = seg.timestamp.filter(|_| self.ts_ok) {
+                self.rtt_sample(Duration::from_millis(now_ms(now).wrapping_sub(e) as u64));
+            }
+            self.snd_una = seg.ack;
+            self.snd_wnd = (seg.window as usize) << self.snd_shift;
+            self.max_snd_wnd = self.snd_wnd.max(1);
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = seg.ack;
+            self.established();
+            self.retries = 0;
+            self.rtx_deadline = None;
+            self.ack_now = true;
+        } else {
+            // Simultaneous open.
+            self.state = State::SynReceived;
+            self.snd_nxt = self.iss;
+            self.rtx_deadline = Some(now + self.rto);
+        }
+        None
+    }
+
+    fn process_ack(&mut self, seg: &Repr, pure: bool, now: Instant) {
+        let ack = seg.ack;
+        if ack.gt(self.snd_max) {
+            self.ack_now = true;
+            return;
+        }
+        // Window update (RFC 9293 3.10.7.4).
+        let wnd = (seg.window as usize) << self.snd_shift;
+        let window_changed = wnd != self.snd_wnd;
+        if self.snd_wl1.lt(seg.seq) || (self.snd_wl1 == seg.seq && self.snd_wl2.le(ack)) {
+            self.snd_wnd = wnd;
+            self.max_snd_wnd = self.max_snd_wnd.max(wnd);
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = ack;
+            if wnd > 0 {
+                self.persist_deadline = None;
+                self.persist_backoff = 0;
+            }
+        }
+        // SACK scoreboard.
+        if self.sack_ok {
+            for &(a, b) in &seg.sack {
+                if a.lt(b) && a.ge(self.snd_una) && b.le(self.snd_max) {
+                    self.sacked.push((a, b));
+                }
+            }
+            self.sacked.retain(|&(_, b)| b.gt(ack));
+            self.sacked.sort_by(|x, y| x.0.diff(self.snd_una).cmp(&y.0.diff(self.snd_una)));
+        }
+        if ack.gt(self.snd_una) {
+            let acked = ack.diff(self.snd_una) as usize;
+            // Our SYN and FIN take a sequence number each but no buffer byte.
+            let data_acked = acked.min(self.send_buf.len());
+            self.send_buf.drain(..data_acked);
+            if let Some((_, e)) = seg.timestamp.filter(|_| self.ts_ok) {
+                if e != 0 {
+                    self.rtt_sample(Duration::from_millis(now_ms(now).wrapping_sub(e) as u64));
+                }
+            } else if let Some((s, t)) = self.rtt_probe {
+                if ack.gt(s) {
+                    self.rtt_sample(now - t);
+                    self.rtt_probe = None;
+                }
+            }
+            self.snd_una = ack;
+            if self.snd_nxt.lt(ack) {
+                self.snd_nxt = ack;
+            }
+            self.retries = 0;
+            self.on_ack_cc(acked, ack, now);
+            self.rtx_deadline = if self.snd_una != self.snd_max { Some(now + self.rto) } else { None };
+            if self.fin_queued && self.send_buf.is_empty() && self.snd_una == self.snd_max {
+                // Our FIN is acknowledged.
+                self.state = match self.state {
+                    State::FinWait1 => State::FinWait2,
+                    State::Closing => {
+                        self.tw_deadline = Some(now + self.cfg.time_wait);
+                        State::TimeWait
+                    }
+                    State::LastAck => State::Closed,
+                    s => s,
+                };
+            }
+        } else if ack == self.snd_una && pure && !window_changed && self.snd_una != self.snd_max && seg.flags & (SYN | FIN) == 0 {
+            self.dupacks += 1;
+            self.on_dupack();
+        }
+    }
+
+    fn on_ack_cc(&mut self, acked: usize, ack: Seq, now: Instant) {
+        let mss = self.mss();
+        if let Some(rec) = self.recover {
+            if ack.ge(rec) {
+                // Full acknowledgement: leave recovery (RFC 6582).
+                self.cwnd = self.ssthresh.min(self.flight().max(mss) + mss);
+                self.recover = None;
+                self.dupacks = 0;
+            } else {
+                // Partial: retransmit the next hole, deflate.
+                self.snd_nxt = self.snd_una;
+                self.retransmits += 1;
+                self.cwnd = self.cwnd.saturating_sub(acked) + mss;
+            }
+            return;
+        }
+        self.dupacks = 0;
+        if self.cwnd < self.ssthresh {
+            self.cwnd += acked.min(mss); // slow start (RFC 5681, ABC with L = 1 MSS)
+        } else {
+            match self.cfg.cc {
+                CongestionControl::NewReno => self.cwnd += (mss * mss / self.cwnd).max(1),
+                CongestionControl::Cubic => self.cubic_grow(now),
+            }
+        }
+    }
+
+    /// CUBIC (RFC 9438) window growth in congestion avoidance, in MSS units.
+    fn cubic_grow(&mut self, now: Instant) {
+        let mss = self.mss() as f64;
+        let epoch = *self.cubic_epoch.get_or_insert(now);
+        let t = (now - epoch).as_secs_f64();
+        let wmax = (self.cubic_wmax.max(self.cwnd) as f64) / mss;
+        let k = (wmax * (1.0 - 0.7) / 0.4).cbrt();
+        let target = 0.4 * (t - k).powi(3) + wmax;
+        let cur = self.cwnd as f64 / mss;
+        let next = if target > cur { cur + (target - cur) / cur } else { cur + 0.01 / cur };
+        // Never slower than Reno.
+        let reno = cur + 1.0 / cur;
+        self.cwnd = (next.max(reno) * mss) as usize;
+    }
+
+    fn enter_loss(&mut self) {
+        let mss = self.mss();
+        self.cubic_wmax = self.cwnd;
+        self.cubic_epoch = None;
+        let beta = if self.cfg.cc == CongestionControl::Cubic { 0.7 } else { 0.5 };
+        self.ssthresh = ((self.flight() as f64 * beta) as usize).max(2 * mss);
+    }
+
+    fn on_dupack(&mut self) {
+        let mss = self.mss();
+        if self.recover.is_some() {
+            self.cwnd += mss; // inflation during recovery
+            return;
+        }
+        if self.dupacks == 3 {
+            // Fast retransmit, NewReno recovery.
+            self.enter_loss();
+            self.cwnd = self.ssthresh + 3 * mss;
+            self.recover = Some(self.snd_max);
+            self.snd_nxt = self.snd_una;
+            self.retransmits += 1;
+        }
+    }
+
+    fn take_data(&mut self, seq: Seq, payload: &[u8], psh: bool, now: Instant) {
+        // Trim what we already have.
+        let skip = self.rcv_nxt.diff(seq).max(0) as usize;
+        if skip >= payload.len() {
+            self.ack_now = true;
+            return;
+        }
+        let data = &payload[skip..];
+        let seq = seq.add(skip);
+        if seq == self.rcv_nxt {
+            let room = self.cfg.rcv_buf.saturating_sub(self.rcv_buf.len());
+            let n = data.len().min(room);
+            self.rcv_buf.extend(&data[..n]);
+            self.rcv_nxt = self.rcv_nxt.add(n);
+            // Pull in what was waiting out of order.
+            while let Some((&s, _)) = self.ooo.first_key_value() {
+                let s = Seq(s);
+                if s.gt(self.rcv_nxt) {
+                    break;
+                }
+                let d = self.ooo.remove(&s.0).unwrap();
+                self.ooo_bytes -= d.len();
+                let skip = self.rcv_nxt.diff(s) as usize;
+                if skip < d.len() {
+                    self.rcv_buf.extend(&d[skip..]);
+                    self.rcv_nxt = self.rcv_nxt.add(d.len() - skip);
+                }
+                self.ack_now = true; // a hole was filled
+            }
+            self.ack_pending += 1;
+            if self.ack_pending >= 2 || psh && self.ack_pending >= 2 {
+                self.ack_now = true;
+            } else if self.ack_deadline.is_none() {
+                self.ack_deadline = Some(now + self.cfg.delayed_ack);
+            }
+        } else {
+            // Out of order: keep it (bounded) and send a duplicate ACK with SACK at once.
+            if self.ooo_bytes + data.len() <= MAX_OOO_BYTES.min(self.cfg.rcv_buf) && !self.ooo.contains_key(&seq.0) {
+                self.ooo_bytes += data.len();
+                self.ooo.insert(seq.0, data.to_vec());
+            }
+            self.ack_now = true;
+        }
+    }
+
+    // ---- output ----
+
+    /// Segments to send now.
+    pub fn output(&mut self, now: Instant) -> Vec<Out> {
+        let mut out = Vec::new();
+        match self.state {
+            State::Closed | State::Listen | State::TimeWait => {
+                if self.ack_now && self.state == State::TimeWait {
+                    self.ack_now = false;
+                    let r = self.header(ACK, self.snd_nxt, now);
+                    out.push(Out { repr: r, payload: Vec::new(), gso: None });
+                }
+                return out;
+            }
+            State::SynSent | State::SynReceived => {
+                if self.syn_pending {
+                    let flags = if self.state == State::SynSent { SYN } else { SYN | ACK };
+                    let r = self.header(flags, self.iss, now);
+                    out.push(Out { repr: r, payload: Vec::new(), gso: None });
+                    self.syn_pending = false;
+                    self.ack_now = false;
+                    if self.rtx_deadline.is_none() {
+                        self.rtx_deadline = Some(now + self.rto);
+                    }
+                }
+                return out;
+            }
+            _ => {}
+        }
+        let mss = self.mss();
+        loop {
+            let sent_off = self.snd_nxt.diff(self.snd_una).max(0) as usize;
+            let unsent = self.send_buf.len().saturating_sub(sent_off);
+            let wnd = self.snd_wnd.min(self.cwnd);
+            let room = wnd.saturating_sub(self.flight());
+            let fin_due = self.fin_queued && unsent == 0 && self.snd_max == self.snd_una.add(self.send_buf.len()) && !self.fin_sent();
+            let fin_retx = self.fin_queued && unsent == 0 && self.fin_sent() && self.snd_nxt != self.snd_max;
+            if unsent == 0 && !fin_due && !fin_retx {
+                break;
+            }
+            // In recovery with SACK: skip data the peer already has.
+            if self.recover.is_some() && self.sack_ok {
+                if let Some(&(_, b)) = self.sacked.iter().find(|(a, b)| self.snd_nxt.ge(*a) && self.snd_nxt.lt(*b)) {
+                    self.snd_nxt = b;
+                    continue;
+                }
+            }
+            let max = self.cfg.max_gso.max(mss);
+            let mut len = unsent.min(room).min(max);
+            if self.sack_ok && self.recover.is_some() {
+                // Stop at the next SACKed block.
+                if let Some(&(a, _)) = self.sacked.iter().find(|(a, _)| a.gt(self.snd_nxt)) {
+                    len = len.min(a.diff(self.snd_nxt) as usize);
+                }
+            }
+            if unsent > 0 && len == 0 {
+                // Zero window with data waiting: the persist timer probes.
+                if self.snd_wnd == 0 && self.flight() == 0 && self.persist_deadline.is_none() {
+                    self.persist_deadline = Some(now + self.rto);
+                }
+                break;
+            }
+            if unsent > 0 && len < mss && len < unsent.min(max) {
+                // Window-limited to less than a segment: sender-side silly window avoidance.
+                if len < self.max_snd_wnd / 2 {
+                    break;
+                }
+            }
+            if unsent > 0 && len < mss && self.flight() > 0 && !self.cfg.nodelay && !self.fin_queued {
+                break; // Nagle: one small segment in flight at a time
+            }
+            let payload: Vec<u8> = self.send_buf.range(sent_off..sent_off + len).copied().collect();
+            let mut flags = ACK;
+            let all_out = sent_off + len == self.send_buf.len();
+            if all_out {
+                flags |= PSH;
+            }
+            if self.fin_queued && all_out && (fin_due || fin_retx || len > 0) {
+                flags |= FIN;
+            }
+            if len == 0 && flags & FIN == 0 {
+                break;
+            }
+            let seq = self.snd_nxt;
+            let retransmit = seq.lt(self.snd_max);
+            let r = self.header(flags, seq, now);
+            let gso = (len > mss).then_some(mss as u16);
+            out.push(Out { repr: r, payload, gso });
+            self.snd_nxt = seq.add(len + (flags & FIN != 0) as usize);
+            self.snd_max = self.snd_max.max(self.snd_nxt);
+            if !retransmit && self.rtt_probe.is_none() && !self.ts_ok {
+                self.rtt_probe = Some((seq, now));
+            }
+            if self.rtx_deadline.is_none() {
+                self.rtx_deadline = Some(now + self.rto);
+            }
+            self.ack_now = false;
+            self.ack_pending = 0;
+            self.ack_deadline = None;
+            if flags & FIN != 0 {
+                break;
+            }
+        }
+        if self.ack_now || self.ack_deadline.is_some_and(|d| now >= d) {
+            let r = self.header(ACK, self.snd_nxt.max(self.snd_una), now);
+            out.push(Out { repr: r, payload: Vec::new(), gso: None });
+            self.ack_now = false;
+            self.ack_pending = 0;
+            self.ack_deadline = None;
+        }
+        out
+    }
+
+    fn fin_sent(&self) -> bool {
+        self.fin_queued && self.snd_max == self.snd_una.add(self.send_buf.len() + 1)
+    }
+
+    // ---- timers ----
+
+    pub fn poll_at(&self) -> Option<Instant> {
+        let ka = if self.cfg.keepalive.is_some() && self.state == State::Established { self.ka_deadline.or(Some(self.last_recv + self.cfg.keepalive.unwrap().0)) } else { None };
+        [self.rtx_deadline, self.ack_deadline, self.persist_deadline, self.tw_deadline, ka].into_iter().flatten().min()
+    }
+
+    /// Runs expired timers; returns segments they produce (probes, RST on giving up).
+    pub fn on_timer(&mut self, now: Instant) -> Vec<Out> {
+        let mut out = Vec::new();
+        if self.tw_deadline.is_some_and(|d| now >= d) {
+            self.tw_deadline = None;
+            self.state = State::Closed;
+            return out;
+        }
+        if self.rtx_deadline.is_some_and(|d| now >= d) {
+            self.rtx_deadline = None;
+            match self.state {
+                State::SynSent | State::SynReceived => {
+                    self.retries += 1;
+                    if self.retries > self.cfg.syn_retries {
+                        self.error = Some(Errno(libc::ETIMEDOUT));
+                        self.state = State::Closed;
+                        return out;
+                    }
+                    self.rto = (self.rto * 2).min(self.cfg.max_rto);
+                    self.syn_pending = true;
+                    self.rtx_deadline = Some(now + self.rto);
+                }
+                State::Closed | State::Listen | State::TimeWait => {}
+                _ if self.snd_una != self.snd_max => {
+                    self.retries += 1;
+                    if self.retries > self.cfg.max_retries {
+                        self.error = Some(Errno(libc::ETIMEDOUT));
+                        if let Some(r) = self.abort(now) {
+                            out.push(r);
+                        }
+                        return out;
+                    }
+                    // RFC 5681 3.1 / RFC 6298 5.5: loss window, back off, go back to the first unacked byte.
+                    self.enter_loss();
+                    self.cwnd = self.mss();
+                    self.recover = None;
+                    self.dupacks = 0;
+                    self.sacked.clear();
+                    self.snd_nxt = self.snd_una;
+                    self.rtt_probe = None;
+                    self.retransmits += 1;
+                    self.rto = (self.rto * 2).min(self.cfg.max_rto);
+                    self.rtx_deadline = Some(now + self.rto);
+                }
+                _ => {}
+            }
+        }
+        if self.persist_deadline.is_some_and(|d| now >= d) {
+            self.persist_deadline = None;
+            let off = self.snd_nxt.diff(self.snd_una).max(0) as usize;
+            if self.snd_wnd == 0 && off < self.send_buf.len() {
+                // Zero-window probe: one byte beyond the window.
+                let byte = vec![self.send_buf[off]];
+                let r = self.header(ACK, self.snd_nxt, now);
+                out.push(Out { repr: r, payload: byte, gso: None });
+                self.persist_backoff = (self.persist_backoff + 1).min(10);
+                self.persist_deadline = Some(now + (self.rto * (1 << self.persist_backoff)).min(self.cfg.max_rto));
+            }
+        }
+        if let Some((idle, intvl, probes)) = self.cfg.keepalive {
+            if self.state == State::Established && self.send_buf.is_empty() {
+                let due = self.ka_deadline.unwrap_or(self.last_recv + idle);
+                if now >= due {
+                    if self.ka_probes >= probes {
+                        self.error = Some(Errno(libc::ETIMEDOUT));
+                        if let Some(r) = self.abort(now) {
+                            out.push(r);
+                        }
+                        return out;
+                    }
+                    self.ka_probes += 1;
+                    // A keepalive: an old sequence number so the peer answers with an ACK.
+                    let r = self.header(ACK, Seq(self.snd_una.0.wrapping_sub(1)), now);
+                    out.push(Out { repr: r, payload: Vec::new(), gso: None });
+                    self.ka_deadline = Some(now + intvl);
+                } else if self.ka_deadline.is_some() && now - self.last_recv < idle {
+                    self.ka_deadline = None;
+                }
+            }
+        }
+        out
+    }
+}
+
