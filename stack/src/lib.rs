@@ -3,6 +3,7 @@
 //! reassembly, ICMP, and UDP sockets (`iface`). Wire formats live in `wire`; time is supplied by the caller
 //! (`time`), so tests run on a virtual clock.
 
+pub mod blocking;
 pub mod dev;
 pub mod iface;
 pub mod neigh;

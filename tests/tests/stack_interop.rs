@@ -44,3 +44,143 @@ fn stack_through_driver_and_nic_device_pings_linux() {
     assert!(out.contains("20 packets received, 0% packet loss"), "{out}");
     let _ = Command::new("true").status();
 }
+
+struct TapNet {
+    ns: Netns,
+    dir: std::path::PathBuf,
+}
+
+/// A namespace with a TAP (`st0`, host side 10.80.0.1) for the stack (10.80.0.2).
+fn tapnet() -> TapNet {
+    let ns = Netns::new();
+    ns.must("ip tuntap add dev st0 mode tap && ip addr add 10.80.0.1/24 dev st0 && ip link set st0 up && sysctl -qw net.ipv6.conf.st0.disable_ipv6=1");
+    let dir = std::env::temp_dir().join(unique("stk"));
+    std::fs::create_dir_all(&dir).unwrap();
+    TapNet { ns, dir }
+}
+
+impl Drop for TapNet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sha(path: &std::path::Path) -> String {
+    sh(&format!("sha256sum {}", path.display())).1.split_whitespace().next().unwrap_or("").to_string()
+}
+
+fn make_file(path: &std::path::Path, mb: usize) {
+    let (rc, out) = sh(&format!("head -c {}M /dev/urandom > {}", mb, path.display()));
+    assert_eq!(rc, 0, "{out}");
+}
+
+fn lab(ns: &Netns, args: &[&str]) -> (bool, String) {
+    finish(stack_ping(ns, args))
+}
+
+fn http_server(t: &TapNet) -> std::process::Child {
+    let c = t.ns.command(std::path::Path::new("python3")).args(["-m", "http.server", "8000", "--bind", "10.80.0.1", "--directory"]).arg(&t.dir).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    c
+}
+
+#[test]
+fn get_100mb_from_a_linux_http_server() {
+    let t = tapnet();
+    make_file(&t.dir.join("blob"), 100);
+    let mut srv = http_server(&t);
+    let out = t.dir.join("got");
+    let (ok, text) = lab(&t.ns, &["--tap", "st0", "--ip", "10.80.0.2/24", "get", "http://10.80.0.1:8000/blob", "-o", out.to_str().unwrap()]);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    eprintln!("{text}");
+    assert!(ok, "{text}");
+    assert_eq!(sha(&out), sha(&t.dir.join("blob")), "100 MB intact");
+}
+
+#[test]
+fn get_with_loss_reordering_and_duplication() {
+    let t = tapnet();
+    make_file(&t.dir.join("blob"), 10);
+    let mut srv = http_server(&t);
+    let out = t.dir.join("got");
+    let (ok, text) = lab(&t.ns, &["--tap", "st0", "--ip", "10.80.0.2/24", "--impair", "loss=1,reorder=1,dup=1,seed=7", "get", "http://10.80.0.1:8000/blob", "-o", out.to_str().unwrap()]);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    assert!(ok, "{text}");
+    assert_eq!(sha(&out), sha(&t.dir.join("blob")), "intact through impairment");
+}
+
+#[test]
+fn curl_against_the_stacks_server() {
+    let t = tapnet();
+    let www = t.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    make_file(&www.join("file.bin"), 5);
+    let c = stack_ping(&t.ns, &["--tap", "st0", "--ip", "10.80.0.2/24", "serve", "--port", "8080", "--dir", www.to_str().unwrap(), "--count", "2"]);
+    std::thread::sleep(Duration::from_millis(800));
+    let got = t.dir.join("curl.bin");
+    let (rc, out) = t.ns.exec(&format!("curl -sS --max-time 60 -o {} -w '%{{http_code}}' http://10.80.0.2:8080/file.bin", got.display()));
+    assert_eq!((rc, out.trim()), (0, "200"), "{out}");
+    assert_eq!(sha(&got), sha(&www.join("file.bin")));
+    let (rc, out) = t.ns.exec("curl -sS --max-time 20 -o /dev/null -w '%{http_code}' http://10.80.0.2:8080/missing");
+    assert_eq!((rc, out.trim()), (0, "404"));
+    let (ok, text) = finish(c);
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn blast_into_a_linux_sink_and_sink_fed_by_linux() {
+    let t = tapnet();
+    // Host sink: counts bytes until EOF.
+    let count = t.dir.join("count");
+    let py = format!(
+        "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('10.80.0.1', 5001)); s.listen(1)\nc,_=s.accept(); n=0\nwhile True:\n    d=c.recv(1<<20)\n    if not d: break\n    n+=len(d)\nopen('{}','w').write(str(n))\n",
+        count.display()
+    );
+    std::fs::write(t.dir.join("sink.py"), py).unwrap();
+    let mut host = t.ns.command(std::path::Path::new("python3")).arg(t.dir.join("sink.py")).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, text) = lab(&t.ns, &["--tap", "st0", "--ip", "10.80.0.2/24", "blast", "10.80.0.1:5001", "--bytes", "50000000"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("MB/s"), "{text}");
+    let _ = host.wait();
+    assert_eq!(std::fs::read_to_string(&count).unwrap(), "50000000");
+    // The stack's sink fed by the host.
+    let c = stack_ping(&t.ns, &["--tap", "st0", "--ip", "10.80.0.2/24", "sink", "--port", "5002"]);
+    std::thread::sleep(Duration::from_millis(800));
+    let (rc, out) = t.ns.exec("python3 -c \"import socket\ns=socket.create_connection(('10.80.0.2', 5002), timeout=30)\nb=bytes(1<<20)\nfor i in range(40): s.sendall(b)\ns.shutdown(socket.SHUT_WR)\ns.recv(1)\ns.close()\"");
+    assert_eq!(rc, 0, "{out}");
+    let (ok, text) = finish(c);
+    assert!(ok, "{text}");
+    assert!(text.contains(&format!("received {} bytes", 40 << 20)), "{text}");
+}
+
+#[test]
+fn connecting_to_a_closed_port_is_refused() {
+    let t = tapnet();
+    let (ok, text) = lab(&t.ns, &["--tap", "st0", "--ip", "10.80.0.2/24", "get", "http://10.80.0.1:9/x", "-o", "/dev/null"]);
+    assert!(!ok);
+    assert!(text.contains("Connection refused"), "{text}");
+}
+
+#[test]
+fn whole_chain_get_through_driver_and_nic_device() {
+    let ns = Netns::new();
+    let sock = std::env::temp_dir().join(format!("{}.sock", unique("chain")));
+    let _dev = Device::start(Some(&ns), &sock, &["--backend", "tap:tap0"]);
+    ns.must("ip addr add 10.77.0.1/24 dev tap0 && ip link set tap0 up && sysctl -qw net.ipv6.conf.tap0.disable_ipv6=1");
+    let dir = std::env::temp_dir().join(unique("chain"));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_file(&dir.join("blob"), 100);
+    let mut srv = ns.command(std::path::Path::new("python3")).args(["-m", "http.server", "8000", "--bind", "10.77.0.1", "--directory"]).arg(&dir).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let out = dir.join("got");
+    let (ok, text) = lab(&ns, &["--vfio-user", sock.to_str().unwrap(), "--ip", "10.77.0.2/24", "get", "http://10.77.0.1:8000/blob", "-o", out.to_str().unwrap()]);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    eprintln!("{text}");
+    assert!(ok, "{text}");
+    assert_eq!(sha(&out), sha(&dir.join("blob")));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,6 +11,7 @@
 mod frames;
 mod ping;
 mod reflect;
+mod tcpcmd;
 
 use driver::{Config, IrqMode, NetDev, RxPacket, TxPacket, E1000e};
 use frames::*;
@@ -24,7 +25,12 @@ commands:
   exchange --count N [--size BYTES]
   reflect --ifname IF [--count N]      (no transport: answers exchange on a host interface)
 stack commands (with --vfio-user/--vfio-pci, or --tap IFNAME to run the stack straight on a TAP device):
-  --ip ADDR/PREFIX [--gw ADDR] ping DEST [-c N] [-i SECONDS]";
+  --ip ADDR/PREFIX [--gw ADDR] [--impair loss=P,reorder=P,dup=P,seed=S] [--cubic] COMMAND
+    ping DEST [-c N] [-i SECONDS]
+    get http://HOST:PORT/PATH -o FILE        HTTP/1.1 client
+    serve --port P --dir D [--count N]       HTTP/1.1 static server (N requests, 0: forever)
+    blast HOST:PORT --bytes N                bulk TCP send, prints throughput
+    sink --port P [--count N]                bulk TCP receive, prints throughput";
 
 pub(crate) struct Opts {
     pub(crate) transport: Option<String>,
@@ -40,10 +46,17 @@ pub(crate) struct Opts {
     pub(crate) gw: Option<String>,
     pub(crate) dest: Option<String>,
     pub(crate) interval: f64,
+    pub(crate) impair: Option<String>,
+    pub(crate) output: Option<String>,
+    pub(crate) port: u16,
+    pub(crate) dir: Option<String>,
+    pub(crate) bytes: u64,
+    pub(crate) cubic: bool,
+    count_given: bool,
 }
 
 fn parse() -> Result<Opts, String> {
-    let mut o = Opts { transport: None, irq: IrqMode::Auto, cmd: String::new(), count: 1000, size: 64, window: 128, ifname: None, tso: false, tap: None, ip: None, gw: None, dest: None, interval: 1.0 };
+    let mut o = Opts { transport: None, irq: IrqMode::Auto, cmd: String::new(), count: 1000, size: 64, window: 128, ifname: None, tso: false, tap: None, ip: None, gw: None, dest: None, interval: 1.0, impair: None, output: None, port: 0, dir: None, bytes: 0, cubic: false, count_given: false };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = |n: &str| it.next().ok_or(format!("{n} needs a value"));
@@ -60,24 +73,44 @@ fn parse() -> Result<Opts, String> {
                     x => return Err(format!("--irq {x}?")),
                 }
             }
-            "--count" => o.count = val("--count")?.parse().map_err(|e| format!("--count: {e}"))?,
+            "--count" => {
+                o.count = val("--count")?.parse().map_err(|e| format!("--count: {e}"))?;
+                o.count_given = true;
+            }
             "--size" => o.size = val("--size")?.parse().map_err(|e| format!("--size: {e}"))?,
             "--window" => o.window = val("--window")?.parse().map_err(|e| format!("--window: {e}"))?,
             "--ifname" => o.ifname = Some(val("--ifname")?),
             "--tso" => o.tso = true,
             "--tap" => o.tap = Some(val("--tap")?),
+            "--impair" => o.impair = Some(val("--impair")?),
+            "-o" => o.output = Some(val("-o")?),
+            "--port" => o.port = val("--port")?.parse().map_err(|e| format!("--port: {e}"))?,
+            "--dir" => o.dir = Some(val("--dir")?),
+            "--bytes" => o.bytes = val("--bytes")?.parse().map_err(|e| format!("--bytes: {e}"))?,
+            "--cubic" => o.cubic = true,
             "--ip" => o.ip = Some(val("--ip")?),
             "--gw" => o.gw = Some(val("--gw")?),
-            "-c" => o.count = val("-c")?.parse().map_err(|e| format!("-c: {e}"))?,
+            "-c" => {
+                o.count = val("-c")?.parse().map_err(|e| format!("-c: {e}"))?;
+                o.count_given = true;
+            }
             "-i" => o.interval = val("-i")?.parse().map_err(|e| format!("-i: {e}"))?,
             "-h" | "--help" => return Err(String::new()),
             c if o.cmd.is_empty() && !c.starts_with('-') => o.cmd = c.into(),
-            c if o.cmd == "ping" && o.dest.is_none() && !c.starts_with('-') => o.dest = Some(c.into()),
+            c if matches!(o.cmd.as_str(), "ping" | "get" | "blast") && o.dest.is_none() && !c.starts_with('-') => o.dest = Some(c.into()),
             x => return Err(format!("unknown argument '{x}'")),
         }
     }
     if o.cmd.is_empty() {
         return Err("no command".into());
+    }
+    if !o.count_given {
+        o.count = match o.cmd.as_str() {
+            "ping" => 4,
+            "serve" | "reflect" => 0,
+            "sink" => 1,
+            _ => o.count,
+        };
     }
     Ok(o)
 }
@@ -97,6 +130,10 @@ fn main() -> ExitCode {
     let r = match o.cmd.as_str() {
         "reflect" => reflect::run(o.ifname.as_deref(), o.count),
         "ping" => ping::run(&o),
+        "get" => tcpcmd::get(&o),
+        "serve" => tcpcmd::serve(&o),
+        "blast" => tcpcmd::blast(&o),
+        "sink" => tcpcmd::sink(&o),
         "info" | "loopback-test" | "exchange" => with_device(&o),
         c => Err(format!("unknown command '{c}'")),
     };

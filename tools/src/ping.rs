@@ -28,11 +28,35 @@ pub fn open_stack(o: &Opts) -> Result<Stack, String> {
         let d = E1000e::open(t, Config { irq: o.irq, ..Default::default() }).map_err(|e| format!("{spec}: {e}"))?;
         Box::new(stack::dev::nic::NicDevice::new(d))
     };
+    let dev: Box<dyn Device> = match &o.impair {
+        Some(spec) => {
+            let mut imp = stack::dev::sim::Impairment::default();
+            let mut seed = 1u64;
+            for kv in spec.split(',') {
+                let (k, v) = kv.split_once('=').ok_or(format!("--impair {spec}: expected key=value"))?;
+                let n: u64 = v.parse().map_err(|e| format!("--impair {k}: {e}"))?;
+                match k {
+                    "loss" => imp.loss = n as u32,
+                    "reorder" => imp.reorder = n as u32,
+                    "dup" => imp.duplicate = n as u32,
+                    "seed" => seed = n,
+                    _ => return Err(format!("--impair: unknown {k}")),
+                }
+            }
+            eprintln!("impairment: loss {}% reorder {}% duplicate {}% (seed {seed})", imp.loss, imp.reorder, imp.duplicate);
+            Box::new(stack::dev::sim::Impaired::new(dev, imp, seed))
+        }
+        None => dev,
+    };
     let mut cfg = stack::Config::new(addr, prefix);
     if let Some(g) = &o.gw {
         cfg.gateway = Some(g.parse::<Ipv4Addr>().map_err(|e| format!("--gw {g}: {e}"))?.octets());
     }
-    Ok(Stack::new(dev, cfg))
+    let mut s = Stack::new(dev, cfg);
+    if o.cubic {
+        s.tcp_cfg.cc = stack::tcp::CongestionControl::Cubic;
+    }
+    Ok(s)
 }
 
 pub fn run(o: &Opts) -> Result<bool, String> {

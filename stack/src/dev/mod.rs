@@ -36,3 +36,27 @@ pub trait Device {
     fn wait(&mut self, timeout: std::time::Duration) -> io::Result<()>;
     fn name(&self) -> String;
 }
+
+impl Device for Box<dyn Device> {
+    fn mac(&self) -> Mac {
+        (**self).mac()
+    }
+    fn mtu(&self) -> usize {
+        (**self).mtu()
+    }
+    fn features(&self) -> Features {
+        (**self).features()
+    }
+    fn transmit(&mut self, q: &mut std::collections::VecDeque<PacketBuf>) -> io::Result<usize> {
+        (**self).transmit(q)
+    }
+    fn poll(&mut self, budget: usize, out: &mut Vec<PacketBuf>) -> io::Result<usize> {
+        (**self).poll(budget, out)
+    }
+    fn wait(&mut self, timeout: std::time::Duration) -> io::Result<()> {
+        (**self).wait(timeout)
+    }
+    fn name(&self) -> String {
+        (**self).name()
+    }
+}

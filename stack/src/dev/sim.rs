@@ -126,3 +126,92 @@ impl Device for SimPort {
         "sim".into()
     }
 }
+
+/// Impairment on any device: seeded loss, reordering and duplication applied to received frames (the
+/// stack's view of a bad wire), for interop tests where the host has no netem.
+pub struct Impaired<D: Device> {
+    inner: D,
+    imp: Impairment,
+    rng: Rng,
+    held: Option<PacketBuf>,
+    pub stats: Stats,
+}
+
+impl<D: Device> Impaired<D> {
+    pub fn new(inner: D, imp: Impairment, seed: u64) -> Impaired<D> {
+        Impaired { inner, imp, rng: Rng::new(seed), held: None, stats: Stats::default() }
+    }
+}
+
+impl<D: Device> Device for Impaired<D> {
+    fn mac(&self) -> crate::wire::Mac {
+        self.inner.mac()
+    }
+    fn mtu(&self) -> usize {
+        self.inner.mtu()
+    }
+    fn features(&self) -> super::Features {
+        self.inner.features()
+    }
+    fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> std::io::Result<usize> {
+        // Loss on the way out too: drop before the device sees it.
+        let mut kept = VecDeque::new();
+        let n = q.len();
+        for p in q.drain(..) {
+            self.stats.sent += 1;
+            if self.rng.percent(self.imp.loss) {
+                self.stats.lost += 1;
+            } else {
+                kept.push_back(p);
+            }
+        }
+        let sent = self.inner.transmit(&mut kept)?;
+        // What the device did not take goes back to the caller's queue front.
+        let left = kept.len();
+        for p in kept.into_iter().rev() {
+            q.push_front(p);
+        }
+        let _ = sent;
+        Ok(n - left)
+    }
+    fn poll(&mut self, budget: usize, out: &mut Vec<PacketBuf>) -> std::io::Result<usize> {
+        let mut got = Vec::new();
+        self.inner.poll(budget, &mut got)?;
+        let before = out.len();
+        for p in got {
+            if self.rng.percent(self.imp.loss) {
+                self.stats.lost += 1;
+                continue;
+            }
+            if self.rng.percent(self.imp.duplicate) {
+                self.stats.duplicated += 1;
+                out.push(p.clone());
+            }
+            if self.held.is_none() && self.rng.percent(self.imp.reorder) {
+                // Hold this one back behind the next frame.
+                self.stats.reordered += 1;
+                self.held = Some(p);
+                continue;
+            }
+            out.push(p);
+            if let Some(h) = self.held.take() {
+                out.push(h);
+            }
+        }
+        if out.len() == before {
+            if let Some(h) = self.held.take() {
+                out.push(h);
+            }
+        }
+        Ok(out.len() - before)
+    }
+    fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
+        if self.held.is_some() {
+            return Ok(());
+        }
+        self.inner.wait(timeout)
+    }
+    fn name(&self) -> String {
+        format!("impaired({})", self.inner.name())
+    }
+}

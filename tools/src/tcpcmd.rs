@@ -1,0 +1,192 @@
+//! TCP commands on the Rust stack: an HTTP/1.1 client and static server, and bulk send/receive.
+
+use crate::ping::open_stack;
+use crate::Opts;
+use stack::blocking::Blocking;
+use stack::time::Instant;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+fn host_port(s: &str) -> Result<([u8; 4], u16), String> {
+    let (h, p) = s.rsplit_once(':').ok_or(format!("{s}: expected HOST:PORT"))?;
+    let ip: Ipv4Addr = h.parse().map_err(|e| format!("{h}: {e} (an IPv4 address is expected)"))?;
+    Ok((ip.octets(), p.parse().map_err(|e| format!("port {p}: {e}"))?))
+}
+
+fn rate(bytes: u64, d: Duration) -> String {
+    let s = d.as_secs_f64().max(1e-9);
+    format!("{bytes} bytes in {s:.3} s: {:.1} MB/s, {:.3} Gbit/s", bytes as f64 / s / 1e6, bytes as f64 * 8.0 / s / 1e9)
+}
+
+fn errno(e: stack::Errno) -> String {
+    e.to_string()
+}
+
+/// `get http://HOST:PORT/PATH -o FILE`
+pub fn get(o: &Opts) -> Result<bool, String> {
+    let url = o.dest.as_deref().ok_or("get needs a URL")?;
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (hp, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (ip, port) = if hp.contains(':') { host_port(hp)? } else { host_port(&format!("{hp}:80"))? };
+    let out_path = o.output.as_deref().ok_or("get needs -o FILE")?;
+    let mut b = Blocking::new(open_stack(o)?);
+    let t0 = Instant::now();
+    let h = b.connect(ip, port).map_err(|e| format!("connect {hp}: {}", errno(e)))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {hp}\r\nUser-Agent: nic-lab\r\nConnection: close\r\n\r\n");
+    b.send_all(h, req.as_bytes()).map_err(errno)?;
+    let mut file = std::fs::File::create(out_path).map_err(|e| format!("{out_path}: {e}"))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut head = Vec::new();
+    let (mut body, mut want): (u64, Option<u64>) = (0, None);
+    let mut status = 0u32;
+    loop {
+        let n = b.recv(h, &mut buf).map_err(|e| format!("recv: {}", errno(e)))?;
+        if n == 0 {
+            break;
+        }
+        let mut data = &buf[..n];
+        if status == 0 {
+            head.extend_from_slice(data);
+            let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+            let text = String::from_utf8_lossy(&head[..end]).into_owned();
+            status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            for line in text.lines() {
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        want = v.trim().parse().ok();
+                    }
+                    if k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
+                        return Err("chunked responses are not supported".into());
+                    }
+                }
+            }
+            let rest = head[end + 4..].to_vec();
+            file.write_all(&rest).map_err(|e| e.to_string())?;
+            body += rest.len() as u64;
+            data = &[];
+        }
+        file.write_all(data).map_err(|e| e.to_string())?;
+        body += data.len() as u64;
+        if want.is_some_and(|w| body >= w) {
+            break;
+        }
+    }
+    let _ = b.close(h);
+    let d = Instant::now() - t0;
+    println!("HTTP {status}: {}", rate(body, d));
+    if want.is_some_and(|w| w != body) {
+        return Err(format!("short body: {body} of {} bytes", want.unwrap()));
+    }
+    Ok(status == 200)
+}
+
+fn content_type(p: &str) -> &'static str {
+    match p.rsplit('.').next() {
+        Some("html") => "text/html",
+        Some("txt") => "text/plain",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `serve --port P --dir D [--count N]`
+pub fn serve(o: &Opts) -> Result<bool, String> {
+    let dir = std::path::PathBuf::from(o.dir.as_deref().ok_or("serve needs --dir D")?);
+    let port = if o.port == 0 { 80 } else { o.port };
+    let mut b = Blocking::new(open_stack(o)?);
+    b.timeout = Duration::from_secs(3600);
+    let l = b.stack.tcp_listen(port, 16).map_err(errno)?;
+    eprintln!("serving {} on port {port}", dir.display());
+    let mut served = 0u64;
+    loop {
+        let h = b.accept(l).map_err(errno)?;
+        let mut req = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
+            match b.recv(h, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => req.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&req).into_owned();
+        let mut parts = text.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+        let rel = path.trim_start_matches('/');
+        let file = if rel.split('/').any(|c| c == "..") { None } else { std::fs::read(dir.join(rel)).ok().filter(|_| !rel.is_empty()) };
+        let resp_head;
+        let body: Vec<u8>;
+        match (method, file) {
+            ("GET", Some(data)) | ("HEAD", Some(data)) => {
+                resp_head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: {}\r\nConnection: close\r\n\r\n", data.len(), content_type(rel));
+                body = if method == "GET" { data } else { Vec::new() };
+            }
+            ("GET", None) | ("HEAD", None) => {
+                body = b"not found\n".to_vec();
+                resp_head = format!("HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            }
+            _ => {
+                body = Vec::new();
+                resp_head = "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string();
+            }
+        }
+        let _ = b.send_all(h, resp_head.as_bytes());
+        let _ = b.send_all(h, &body);
+        let _ = b.close(h);
+        eprintln!("{method} {path}: {} bytes", body.len());
+        served += 1;
+        if o.count > 0 && served >= o.count {
+            // Let the last connection finish closing.
+            let end = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < end {
+                b.turn(Duration::from_millis(10));
+            }
+            return Ok(true);
+        }
+    }
+}
+
+/// `blast HOST:PORT --bytes N`
+pub fn blast(o: &Opts) -> Result<bool, String> {
+    let (ip, port) = host_port(o.dest.as_deref().ok_or("blast needs HOST:PORT")?)?;
+    let mut b = Blocking::new(open_stack(o)?);
+    let h = b.connect(ip, port).map_err(|e| format!("connect: {}", errno(e)))?;
+    let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    let t0 = Instant::now();
+    let mut left = o.bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        b.send_all(h, &chunk[..n]).map_err(|e| format!("send: {}", errno(e)))?;
+        left -= n as u64;
+    }
+    b.close(h).map_err(errno)?;
+    println!("sent {}", rate(o.bytes, Instant::now() - t0));
+    Ok(true)
+}
+
+/// `sink --port P [--count N]`
+pub fn sink(o: &Opts) -> Result<bool, String> {
+    let port = if o.port == 0 { 5001 } else { o.port };
+    let mut b = Blocking::new(open_stack(o)?);
+    b.timeout = Duration::from_secs(3600);
+    let l = b.stack.tcp_listen(port, 4).map_err(errno)?;
+    eprintln!("sink on port {port}");
+    for _ in 0..o.count.max(1) {
+        let h = b.accept(l).map_err(errno)?;
+        let t0 = Instant::now();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            match b.recv(h, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => total += n as u64,
+                Err(e) => return Err(format!("recv: {}", errno(e))),
+            }
+        }
+        let _ = b.close(h);
+        println!("received {}", rate(total, Instant::now() - t0));
+    }
+    Ok(true)
+}
