@@ -475,6 +475,22 @@ impl Tcb {
             State::SynSent => return self.input_syn_sent(seg, now),
             _ => {}
         }
+        if self.state == State::SynReceived && seg.flags & SYN != 0 && seg.seq == self.irs && seg.flags & RST == 0 {
+            // The peer's SYN again (it lost our SYN-ACK), or its SYN-ACK in a simultaneous open.
+            if seg.flags & ACK != 0 && seg.ack.gt(self.snd_una) && seg.ack.le(self.snd_max) {
+                self.snd_una = seg.ack;
+                self.snd_wnd = seg.window as usize;
+                self.snd_wl1 = seg.seq;
+                self.snd_wl2 = seg.ack;
+                self.rtx_deadline = None;
+                self.retries = 0;
+                self.established();
+                self.ack_now = true;
+            } else {
+                self.syn_pending = true;
+            }
+            return None;
+        }
         let len = payload.len() + (seg.flags & SYN != 0) as usize + (seg.flags & FIN != 0) as usize;
         // PAWS (RFC 7323): an old timestamp marks an old duplicate.
         if self.ts_ok && seg.flags & RST == 0 {
@@ -502,12 +518,7 @@ impl Tcb {
             return None;
         }
         if seg.flags & SYN != 0 {
-            if self.state == State::SynReceived && seg.seq == self.irs {
-                // A retransmitted SYN: answer with the SYN-ACK again.
-                self.snd_nxt = self.iss;
-                return None;
-            }
-            self.ack_now = true; // challenge ACK
+            self.ack_now = true; // challenge ACK (RFC 5961)
             return None;
         }
         if seg.flags & ACK == 0 {
@@ -597,9 +608,9 @@ impl Tcb {
             self.rtx_deadline = None;
             self.ack_now = true;
         } else {
-            // Simultaneous open.
+            // Simultaneous open: answer with SYN-ACK.
             self.state = State::SynReceived;
-            self.snd_nxt = self.iss;
+            self.syn_pending = true;
             self.rtx_deadline = Some(now + self.rto);
         }
         None
@@ -622,6 +633,9 @@ impl Tcb {
             if wnd > 0 {
                 self.persist_deadline = None;
                 self.persist_backoff = 0;
+            } else if self.send_buf.len() > self.flight() && self.persist_deadline.is_none() {
+                // The window closed with data waiting: probe it after an RTO.
+                self.persist_deadline = Some(now + self.rto);
             }
         }
         // SACK scoreboard.
