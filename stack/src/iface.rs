@@ -64,6 +64,7 @@ pub struct Stats {
     pub arp_replies: u64,
     pub qdisc_drops: u64,
     pub no_ports: u64,
+    pub gro_merged: u64,
 }
 
 pub type SocketHandle = usize;
@@ -547,6 +548,9 @@ impl Stack {
             Err(e) => debug!("{}: poll: {e}", self.dev.name()),
         }
         progress |= !frames.is_empty();
+        if frames.len() > 1 {
+            self.stats.gro_merged += crate::gro::merge(&mut frames) as u64;
+        }
         for f in frames {
             self.input(f, now);
         }

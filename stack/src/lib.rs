@@ -5,6 +5,7 @@
 
 pub mod blocking;
 pub mod dev;
+pub mod gro;
 pub mod iface;
 pub mod neigh;
 pub mod route;
