@@ -165,3 +165,103 @@ fn reassembly_limits_and_timeouts() {
     w.run(Duration::from_millis(10));
     assert_eq!(w.b.udp_recv_from(sb).unwrap().0, vec![5u8; 8]);
 }
+
+/// Sends a hand-made ICMP error from B to A about a datagram A sent.
+fn inject_icmp(w: &mut World, kind: u8, code: u8, mtu: u16, original: &[u8]) {
+    let mut m = vec![kind, code, 0, 0, 0, 0];
+    m.extend_from_slice(&mtu.to_be_bytes());
+    m.extend_from_slice(original);
+    let c = stack::wire::checksum::compute(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let now = w.now();
+    w.b.ip_send(A, 1, &m, false, now).unwrap();
+}
+
+fn quoted_udp(sport: u16, dport: u16) -> Vec<u8> {
+    let r = stack::wire::ipv4::Repr { src: A, dst: [10, 0, 0, 2], protocol: 17, ttl: 64, ident: 1, dont_frag: true, more_frags: false, frag_offset: 0, payload_len: 8 };
+    let mut q = vec![0u8; 28];
+    r.emit(&mut q[..20]);
+    q[20..22].copy_from_slice(&sport.to_be_bytes());
+    q[22..24].copy_from_slice(&dport.to_be_bytes());
+    q
+}
+
+#[test]
+fn icmp_errors_map_to_socket_errors() {
+    let mut w = World::new(Impairment::default(), 9);
+    let s = w.a.udp_bind(5000).unwrap();
+    w.a.udp_connect(s, B, 53).unwrap();
+    w.run(Duration::from_millis(5));
+    // Fragmentation needed: EMSGSIZE, and the path MTU is remembered.
+    inject_icmp(&mut w, 3, 4, 1200, &quoted_udp(5000, 53));
+    w.run(Duration::from_millis(10));
+    assert_eq!(w.a.udp_recv_from(s), Err(EMSGSIZE));
+    let now = w.now();
+    assert_eq!(w.a.ip_send(B, 17, &[0u8; 1300], true, now), Err(EMSGSIZE), "the learned path MTU applies");
+    // Time exceeded: EHOSTUNREACH.
+    inject_icmp(&mut w, 11, 0, 0, &quoted_udp(5000, 53));
+    w.run(Duration::from_millis(10));
+    assert_eq!(w.a.udp_recv_from(s), Err(EHOSTUNREACH));
+    // Errors about other sockets' datagrams do not leak here.
+    inject_icmp(&mut w, 3, 3, 0, &quoted_udp(6000, 53));
+    w.run(Duration::from_millis(10));
+    assert_eq!(w.a.udp_recv_from(s).unwrap_err().0, libc::EAGAIN);
+    // A truncated quote is ignored, not a panic.
+    inject_icmp(&mut w, 3, 3, 0, &[0x45, 0, 0]);
+    w.run(Duration::from_millis(10));
+}
+
+#[test]
+fn socket_errors_as_linux_gives_them() {
+    let mut w = World::new(Impairment::default(), 10);
+    assert!(w.a.udp_bind(7000).is_ok());
+    assert_eq!(w.a.udp_bind(7000).unwrap_err().0, libc::EADDRINUSE);
+    let l = w.a.tcp_listen(8000, 4).unwrap();
+    assert_eq!(w.a.tcp_listen(8000, 4).unwrap_err().0, libc::EADDRINUSE);
+    assert_eq!(w.a.tcp_accept(l).unwrap_err().0, libc::EAGAIN);
+    let now = w.now();
+    let c = w.b.tcp_connect(A, 8000, now).unwrap();
+    w.run(Duration::from_millis(20));
+    let s = w.a.tcp_accept(l).unwrap();
+    let now = w.now();
+    let mut buf = [0u8; 4];
+    assert_eq!(w.a.tcp_recv(s, &mut buf, now).unwrap_err().0, libc::EAGAIN);
+    w.b.tcp_shutdown(c, now).unwrap();
+    assert_eq!(w.b.tcp_send(c, b"late", now).unwrap_err().0, libc::EPIPE);
+    w.run(Duration::from_millis(20));
+    let now = w.now();
+    assert_eq!(w.a.tcp_recv(s, &mut buf, now), Ok(0), "end of stream after the peer's FIN");
+    assert_eq!(w.a.tcp_send(s, b"x", now), Ok(1), "half-close: the other direction still works");
+    assert_eq!(w.a.tcp_recv(99, &mut buf, now).unwrap_err().0, libc::EBADF);
+    // Backlog: a full accept queue drops further SYNs (the peers retry).
+    let l2 = w.a.tcp_listen(8001, 1).unwrap();
+    let now = w.now();
+    let _c1 = w.b.tcp_connect(A, 8001, now).unwrap();
+    let c2 = w.b.tcp_connect(A, 8001, now).unwrap();
+    w.run(Duration::from_millis(20));
+    assert!(w.a.tcp_accept(l2).is_ok());
+    assert!(w.a.tcp_accept(l2).is_err(), "the second waits outside the backlog");
+    w.run(Duration::from_secs(3));
+    assert!(w.a.tcp_accept(l2).is_ok(), "its retried SYN gets in once there is room");
+    let _ = c2;
+}
+
+#[test]
+fn loopback_device_carries_the_stack_to_itself() {
+    let mut s = Stack::new(Box::new(stack::dev::loopback::Loopback::default()), Config::new([127, 0, 0, 1], 8));
+    let mut now = Instant::ZERO;
+    let u = s.udp_bind(9).unwrap();
+    let v = s.udp_bind(0).unwrap();
+    s.udp_send_to(v, [127, 0, 0, 1], 9, b"self", now).unwrap();
+    for _ in 0..5 {
+        s.poll(now);
+        now = now + Duration::from_millis(1);
+    }
+    assert_eq!(s.udp_recv_from(u).unwrap().0, b"self");
+    s.ping_send([127, 0, 0, 1], 3, 1, b"p", now).unwrap();
+    for _ in 0..5 {
+        s.poll(now);
+        now = now + Duration::from_millis(1);
+    }
+    assert_eq!(s.ping_events(3).len(), 1);
+}
