@@ -8,6 +8,7 @@ use crate::skb::{Csum, PacketBuf};
 use crate::wire::checksum;
 use crate::wire::tcp::{CWR, ECE, FIN, PSH, RST, SYN, URG};
 
+#[derive(Clone, Copy)]
 struct Seg {
     l4: usize,
     doff: usize,
@@ -117,12 +118,6 @@ pub fn merge(frames: &mut Vec<PacketBuf>) -> usize {
     merged_away
 }
 
-impl Clone for Seg {
-    fn clone(&self) -> Seg {
-        Seg { ..*self }
-    }
-}
-impl Copy for Seg {}
 
 #[cfg(test)]
 mod test {

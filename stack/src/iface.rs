@@ -368,7 +368,7 @@ impl Stack {
     fn reassemble(&mut self, r: &ipv4::Repr, data: &[u8], header: &[u8], now: Instant) -> Option<Vec<u8>> {
         let key = (r.src, r.dst, r.ident, r.protocol);
         let (start, end) = (r.frag_offset, r.frag_offset + data.len());
-        if end > 65535 || (r.more_frags && data.len() % 8 != 0) {
+        if end > 65535 || (r.more_frags && !data.len().is_multiple_of(8)) {
             self.stats.reasm_fails += 1;
             self.reasm.remove(&key);
             return None;

@@ -30,6 +30,9 @@ enum State {
     Stale { mac: Mac, probed: Option<Instant> },
 }
 
+/// A packet whose next hop never answered ARP.
+pub type Failed = ([u8; 4], PacketBuf);
+
 /// What to do with a packet for a next hop.
 #[derive(Debug)]
 pub enum Resolve {
@@ -102,7 +105,7 @@ impl NeighCache {
     }
 
     /// Timers: returns (addresses to send a request for, packets dropped because resolution failed).
-    pub fn poll(&mut self, now: Instant) -> (Vec<[u8; 4]>, Vec<([u8; 4], PacketBuf)>) {
+    pub fn poll(&mut self, now: Instant) -> (Vec<[u8; 4]>, Vec<Failed>) {
         let (mut requests, mut failed) = (Vec::new(), Vec::new());
         let cfg = self.cfg.clone();
         self.entries.retain(|ip, s| match s {

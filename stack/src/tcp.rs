@@ -242,7 +242,7 @@ impl Tcb {
         t.rcv_nxt = syn.seq.add(1);
         t.snd_nxt = iss.add(1);
         t.snd_max = t.snd_nxt;
-        t.snd_wnd = (syn.window as usize) << t.snd_shift.min(0); // window in a SYN is never scaled
+        t.snd_wnd = syn.window as usize; // the window in a SYN is never scaled
         t.snd_wl1 = syn.seq;
         t.rtx_deadline = Some(now + t.rto);
         t
@@ -457,7 +457,7 @@ impl Tcb {
                 self.rttvar = rtt / 2;
             }
             Some(s) => {
-                let diff = if s > rtt { s - rtt } else { rtt - s };
+                let diff = s.abs_diff(rtt);
                 self.rttvar = (self.rttvar * 3 + diff) / 4;
                 self.srtt = Some((s * 7 + rtt) / 8);
             }
@@ -646,7 +646,8 @@ impl Tcb {
                 }
             }
             self.sacked.retain(|&(_, b)| b.gt(ack));
-            self.sacked.sort_by(|x, y| x.0.diff(self.snd_una).cmp(&y.0.diff(self.snd_una)));
+            let una = self.snd_una;
+            self.sacked.sort_by_key(|x| x.0.diff(una));
         }
         if ack.gt(self.snd_una) {
             let acked = ack.diff(self.snd_una) as usize;
@@ -784,7 +785,9 @@ impl Tcb {
                 self.ack_now = true; // a hole was filled
             }
             self.ack_pending += 1;
-            if self.ack_pending >= 2 || psh && self.ack_pending >= 2 {
+            // Every second full segment is acknowledged at once (RFC 9293 3.8.6.3); PSH does not hurry it.
+            let _ = psh;
+            if self.ack_pending >= 2 {
                 self.ack_now = true;
             } else if self.ack_deadline.is_none() {
                 self.ack_deadline = Some(now + self.cfg.delayed_ack);
@@ -919,7 +922,10 @@ impl Tcb {
     // ---- timers ----
 
     pub fn poll_at(&self) -> Option<Instant> {
-        let ka = if self.cfg.keepalive.is_some() && self.state == State::Established { self.ka_deadline.or(Some(self.last_recv + self.cfg.keepalive.unwrap().0)) } else { None };
+        let ka = match self.cfg.keepalive {
+            Some((idle, _, _)) if self.state == State::Established => self.ka_deadline.or(Some(self.last_recv + idle)),
+            _ => None,
+        };
         [self.rtx_deadline, self.ack_deadline, self.persist_deadline, self.tw_deadline, ka].into_iter().flatten().min()
     }
 

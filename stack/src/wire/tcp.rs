@@ -18,6 +18,7 @@ pub const MIN_HEADER_LEN: usize = 20;
 pub struct Seq(pub u32);
 
 impl Seq {
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, n: usize) -> Seq {
         Seq(self.0.wrapping_add(n as u32))
     }
@@ -103,7 +104,7 @@ impl Repr {
                 (2, 4) => r.mss = Some(u16::from_be_bytes([v[0], v[1]])),
                 (3, 3) => r.wscale = Some(v[0].min(14)),
                 (4, 2) => r.sack_permitted = true,
-                (5, _) if (len - 2) % 8 == 0 => {
+                (5, _) if (len - 2).is_multiple_of(8) => {
                     for c in v.chunks(8) {
                         r.sack.push((Seq(u32::from_be_bytes(c[0..4].try_into().unwrap())), Seq(u32::from_be_bytes(c[4..8].try_into().unwrap()))));
                     }
