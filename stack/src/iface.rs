@@ -939,6 +939,19 @@ impl Stack {
         }
     }
 
+    /// Readiness for non-blocking use: (readable, writable). Readable includes end of stream and errors.
+    pub fn tcp_ready(&self, h: SocketHandle) -> (bool, bool) {
+        match self.tcp.get(h) {
+            Some(Some(TcpSock::Listener { accept, .. })) => (!accept.is_empty(), false),
+            Some(Some(TcpSock::Conn(t))) => {
+                let eof_or_err = t.error.is_some() || matches!(t.state, crate::tcp::State::CloseWait | crate::tcp::State::Closed | crate::tcp::State::LastAck | crate::tcp::State::TimeWait | crate::tcp::State::Closing);
+                let writable = matches!(t.state, crate::tcp::State::Established | crate::tcp::State::CloseWait) && t.send_space() > 0;
+                (t.recv_available() > 0 || eof_or_err, writable)
+            }
+            _ => (false, false),
+        }
+    }
+
     pub fn tcp_conn(&mut self, h: SocketHandle) -> Option<&mut crate::tcp::Tcb> {
         self.conn(h).ok()
     }

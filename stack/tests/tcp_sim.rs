@@ -138,3 +138,16 @@ fn a_silent_peer_times_out() {
     w.run(Duration::from_secs(60));
     assert_eq!(w.a.tcp_error(c).map(|e| e.0), Some(libc::ETIMEDOUT));
 }
+
+#[test]
+fn cubic_transfers_under_loss_and_readiness_reports_progress() {
+    let imp = Impairment { loss: 2, reorder: 2, duplicate: 0, delay: Duration::from_millis(5) };
+    let mut w = World::new(imp, 21);
+    w.a.tcp_cfg.cc = stack::tcp::CongestionControl::Cubic;
+    let data = pattern(500_000, 9);
+    let (got, c, s) = transfer(&mut w, &data, Duration::from_secs(600));
+    assert_eq!(got, data);
+    assert!(w.a.tcp_conn(c).unwrap().retransmits > 0);
+    // The receiver has seen the FIN: readable (end of stream), still writable (half-close).
+    assert_eq!(w.b.tcp_ready(s), (true, true));
+}

@@ -184,3 +184,29 @@ fn whole_chain_get_through_driver_and_nic_device() {
     assert_eq!(sha(&out), sha(&dir.join("blob")));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn blast_through_driver_uses_tso_and_the_wire_stays_within_the_mtu() {
+    let ns = Netns::new();
+    let sock = std::env::temp_dir().join(format!("{}.sock", unique("tso")));
+    let pcap = std::env::temp_dir().join(format!("{}.pcap", unique("tso")));
+    let _dev = Device::start(Some(&ns), &sock, &["--backend", "tap:tap0", "--pcap", pcap.to_str().unwrap()]);
+    ns.must("ip addr add 10.77.0.1/24 dev tap0 && ip link set tap0 up && sysctl -qw net.ipv6.conf.tap0.disable_ipv6=1");
+    let count = std::env::temp_dir().join(unique("count"));
+    let py = format!(
+        "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('10.77.0.1', 5001)); s.listen(1)\nc,_=s.accept(); n=0\nwhile True:\n    d=c.recv(1<<20)\n    if not d: break\n    n+=len(d)\nopen('{}','w').write(str(n))\n",
+        count.display()
+    );
+    let mut host = ns.command(std::path::Path::new("python3")).args(["-c", &py]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, text) = lab(&ns, &["--vfio-user", sock.to_str().unwrap(), "--ip", "10.77.0.2/24", "blast", "10.77.0.1:5001", "--bytes", "20000000"]);
+    assert!(ok, "{text}");
+    let _ = host.wait();
+    assert_eq!(std::fs::read_to_string(&count).unwrap(), "20000000");
+    drop(_dev);
+    let frames = nic_tests::pcap::read(&pcap).unwrap();
+    let v = nic_tests::pcap::judge(&frames);
+    assert!(v.clean() && v.tcp_data_frames > 10_000, "{v:?}");
+    let _ = std::fs::remove_file(&pcap);
+    let _ = std::fs::remove_file(&count);
+}
