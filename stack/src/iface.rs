@@ -500,17 +500,7 @@ impl Stack {
         } else {
             udp::Repr::parse(data, src, dst)
         };
-        let (r, payload) = match parsed {
-            Ok(x) => x,
-            Err(crate::wire::Error::Checksum) => {
-                self.stats.in_csum_errors += 1;
-                return;
-            }
-            Err(_) => {
-                self.stats.in_hdr_errors += 1;
-                return;
-            }
-        };
+        let Some((r, payload)) = self.count_parse_error(parsed) else { return };
         let sock = self.udp.iter_mut().flatten().find(|s| s.port == r.dst_port && s.remote.is_none_or(|rm| rm == (src, r.src_port)));
         match sock {
             Some(s) => {
@@ -529,6 +519,21 @@ impl Stack {
                     m.emit(&mut b);
                     let _ = self.ip_send(src, ipv4::PROTO_ICMP, &b, false, now);
                 }
+            }
+        }
+    }
+
+    /// A parse result, with failures counted as checksum or header errors.
+    fn count_parse_error<T>(&mut self, r: crate::wire::Result<T>) -> Option<T> {
+        match r {
+            Ok(x) => Some(x),
+            Err(crate::wire::Error::Checksum) => {
+                self.stats.in_csum_errors += 1;
+                None
+            }
+            Err(_) => {
+                self.stats.in_hdr_errors += 1;
+                None
             }
         }
     }
@@ -720,17 +725,7 @@ impl Stack {
     }
 
     fn tcp_input(&mut self, src: [u8; 4], dst: [u8; 4], data: &[u8], verified: bool, now: Instant) {
-        let (seg, payload) = match crate::wire::tcp::Repr::parse(data, src, dst, verified) {
-            Ok(x) => x,
-            Err(crate::wire::Error::Checksum) => {
-                self.stats.in_csum_errors += 1;
-                return;
-            }
-            Err(_) => {
-                self.stats.in_hdr_errors += 1;
-                return;
-            }
-        };
+        let Some((seg, payload)) = self.count_parse_error(crate::wire::tcp::Repr::parse(data, src, dst, verified)) else { return };
         use crate::wire::tcp::{ACK, RST, SYN};
         let conn = self.tcp.iter().position(|s| matches!(s, Some(TcpSock::Conn(t)) if t.local.1 == seg.dst_port && t.remote == (src, seg.src_port) && t.state != crate::tcp::State::Closed));
         if let Some(h) = conn {

@@ -1,42 +1,13 @@
 //! Two stacks joined by a deterministic simulated link, on a virtual clock.
 
-use stack::dev::sim::{link, Impairment};
+mod common;
+
+use common::*;
+use stack::dev::sim::Impairment;
 use stack::iface::{ECONNREFUSED, EHOSTUNREACH, EMSGSIZE};
 use stack::time::Instant;
 use stack::{Config, PingEvent, Stack};
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::Duration;
-
-const A: [u8; 4] = [10, 0, 0, 1];
-const B: [u8; 4] = [10, 0, 0, 2];
-
-struct World {
-    clock: Rc<RefCell<Instant>>,
-    a: Stack,
-    b: Stack,
-}
-
-impl World {
-    fn new(imp: Impairment, seed: u64) -> World {
-        let clock = Rc::new(RefCell::new(Instant::ZERO));
-        let (pa, pb) = link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), imp, seed, clock.clone());
-        World { a: Stack::new(Box::new(pa), Config::new(A, 24)), b: Stack::new(Box::new(pb), Config::new(B, 24)), clock }
-    }
-    fn now(&self) -> Instant {
-        *self.clock.borrow()
-    }
-    /// Advances the clock in 1 ms steps, polling both stacks.
-    fn run(&mut self, d: Duration) {
-        let end = self.now() + d;
-        while self.now() < end {
-            let now = self.now();
-            self.a.poll(now);
-            self.b.poll(now);
-            *self.clock.borrow_mut() = now + Duration::from_millis(1);
-        }
-    }
-}
 
 #[test]
 fn arp_then_ping_both_ways() {

@@ -1,46 +1,14 @@
 //! TCP between two stacks over the simulated link: transfers under seeded loss, reordering and duplication,
 //! connection errors, and the close sequence.
 
-use stack::dev::sim::{link, Impairment};
+mod common;
+
+use common::*;
+use stack::dev::sim::Impairment;
 use stack::iface::SocketHandle;
 use stack::tcp::State;
-use stack::time::Instant;
-use stack::{Config, Stack};
-use std::cell::RefCell;
-use std::rc::Rc;
+
 use std::time::Duration;
-
-const A: [u8; 4] = [10, 0, 0, 1];
-const B: [u8; 4] = [10, 0, 0, 2];
-
-struct World {
-    clock: Rc<RefCell<Instant>>,
-    a: Stack,
-    b: Stack,
-}
-
-impl World {
-    fn new(imp: Impairment, seed: u64) -> World {
-        let clock = Rc::new(RefCell::new(Instant::ZERO));
-        let (pa, pb) = link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), imp, seed, clock.clone());
-        World { a: Stack::new(Box::new(pa), Config::new(A, 24)), b: Stack::new(Box::new(pb), Config::new(B, 24)), clock }
-    }
-    fn now(&self) -> Instant {
-        *self.clock.borrow()
-    }
-    fn step(&mut self) {
-        let now = self.now();
-        self.a.poll(now);
-        self.b.poll(now);
-        *self.clock.borrow_mut() = now + Duration::from_millis(1);
-    }
-    fn run(&mut self, d: Duration) {
-        let end = self.now() + d;
-        while self.now() < end {
-            self.step();
-        }
-    }
-}
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u32).wrapping_mul(2654435761).to_be_bytes()[0] ^ seed).collect()

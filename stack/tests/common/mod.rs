@@ -1,0 +1,42 @@
+//! Two stacks joined by the simulated link, on a virtual clock.
+#![allow(dead_code)]
+
+use stack::dev::sim::{link, Impairment};
+use stack::time::Instant;
+use stack::{Config, Stack};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+pub const A: [u8; 4] = [10, 0, 0, 1];
+pub const B: [u8; 4] = [10, 0, 0, 2];
+
+pub struct World {
+    pub clock: Rc<RefCell<Instant>>,
+    pub a: Stack,
+    pub b: Stack,
+}
+
+impl World {
+    pub fn new(imp: Impairment, seed: u64) -> World {
+        let clock = Rc::new(RefCell::new(Instant::ZERO));
+        let (pa, pb) = link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), imp, seed, clock.clone());
+        World { a: Stack::new(Box::new(pa), Config::new(A, 24)), b: Stack::new(Box::new(pb), Config::new(B, 24)), clock }
+    }
+    pub fn now(&self) -> Instant {
+        *self.clock.borrow()
+    }
+    /// Polls both stacks, then advances the clock by 1 ms.
+    pub fn step(&mut self) {
+        let now = self.now();
+        self.a.poll(now);
+        self.b.poll(now);
+        *self.clock.borrow_mut() = now + Duration::from_millis(1);
+    }
+    pub fn run(&mut self, d: Duration) {
+        let end = self.now() + d;
+        while self.now() < end {
+            self.step();
+        }
+    }
+}
