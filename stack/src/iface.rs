@@ -843,10 +843,22 @@ impl Stack {
     }
 
     pub fn tcp_connect(&mut self, dst: [u8; 4], port: u16, now: Instant) -> Result<SocketHandle, Errno> {
+        self.tcp_connect_from(0, dst, port, now)
+    }
+
+    /// Connects from a chosen local port (bind, then connect); 0 picks an ephemeral one.
+    pub fn tcp_connect_from(&mut self, local_port: u16, dst: [u8; 4], port: u16, now: Instant) -> Result<SocketHandle, Errno> {
         if self.routes.next_hop(dst).is_none() {
             return Err(ENETUNREACH);
         }
-        let lport = (32768..61000u16).find(|p| !self.tcp_port_used(*p)).ok_or(Errno(libc::EADDRNOTAVAIL))?;
+        let lport = if local_port != 0 {
+            if self.tcp_port_used(local_port) {
+                return Err(EADDRINUSE);
+            }
+            local_port
+        } else {
+            (32768..61000u16).find(|p| !self.tcp_port_used(*p)).ok_or(Errno(libc::EADDRNOTAVAIL))?
+        };
         let cfg = self.conn_cfg();
         let iss = self.new_iss(now);
         let t = crate::tcp::Tcb::connect((self.cfg.addr, lport), (dst, port), iss, cfg, now);

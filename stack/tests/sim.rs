@@ -236,3 +236,22 @@ fn loopback_device_carries_the_stack_to_itself() {
     }
     assert_eq!(s.ping_events(3).len(), 1);
 }
+
+#[test]
+fn tcp_bind_then_connect_and_simultaneous_open_between_stacks() {
+    let mut w = World::new(Impairment::default(), 30);
+    let now = w.now();
+    // Both sides bind a port and connect to each other at the same time.
+    let a = w.a.tcp_connect_from(7000, B, 7001, now).unwrap();
+    let b = w.b.tcp_connect_from(7001, A, 7000, now).unwrap();
+    assert_eq!(w.a.tcp_connect_from(7000, B, 9, now).unwrap_err().0, libc::EADDRINUSE);
+    w.run(Duration::from_millis(50));
+    assert_eq!(w.a.tcp_state(a), Some(stack::tcp::State::Established));
+    assert_eq!(w.b.tcp_state(b), Some(stack::tcp::State::Established));
+    let now = w.now();
+    w.a.tcp_send(a, b"both ways", now).unwrap();
+    w.run(Duration::from_millis(50));
+    let mut buf = [0u8; 16];
+    let now = w.now();
+    assert_eq!(w.b.tcp_recv(b, &mut buf, now), Ok(9));
+}

@@ -324,3 +324,66 @@ fn window_scaling_advertises_more_than_64k() {
     assert!(max_wnd > 65535, "advertised {max_wnd}");
     let _ = FIN;
 }
+
+#[test]
+fn fin_wait_1_straight_to_time_wait_on_fin_ack() {
+    let (mut a, mut b) = established(Config::default());
+    a.shutdown();
+    let fin = a.output(t(10));
+    b.input(&fin[0].repr, &fin[0].payload, t(11));
+    b.shutdown();
+    // B's FIN carries the ACK of A's FIN: FIN-WAIT-1 -> TIME-WAIT in one step.
+    let finack = b.output(t(12));
+    assert_eq!(finack.len(), 1);
+    assert_eq!(finack[0].repr.flags & (FIN | ACK), FIN | ACK);
+    a.input(&finack[0].repr, &finack[0].payload, t(13));
+    assert_eq!(a.state, State::TimeWait);
+}
+
+#[test]
+fn syn_received_reset_closes_with_refusal() {
+    let mut a = Tcb::connect(A, B, Seq(1000), Config::default(), t(0));
+    let syn = a.output(t(0));
+    let mut b = Tcb::accept_syn(B, A, &syn[0].repr, Seq(5000), Config::default(), t(0));
+    b.output(t(1));
+    b.input(&Repr { src_port: A.1, dst_port: B.1, seq: Seq(1001), flags: RST, ..Default::default() }, &[], t(2));
+    assert_eq!(b.state, State::Closed);
+    assert!(!b.established_once, "never reaches accept()");
+}
+
+#[test]
+fn sack_steers_retransmission_past_data_the_peer_has() {
+    let (mut a, mut b) = established(Config { nodelay: true, ..Config::default() });
+    let mss = a.mss();
+    a.send(&vec![1u8; mss * 8]).unwrap();
+    let segs = a.output(t(10));
+    assert_eq!(segs.len(), 8);
+    // Segments 0 and 4 are lost; B SACKs 1-3 and 5-7.
+    let mut acks = Vec::new();
+    for (i, s) in segs.iter().enumerate() {
+        if i != 0 && i != 4 {
+            b.input(&s.repr, &s.payload, t(11));
+            acks.extend(b.output(t(11)));
+        }
+    }
+    for o in &acks {
+        a.input(&o.repr, &o.payload, t(12));
+    }
+    let first = a.output(t(12));
+    assert_eq!(first[0].repr.seq, segs[0].repr.seq, "fast retransmit of the first hole");
+    // B gets it: its ACK is partial (up to the second hole), with SACK for 5-7.
+    b.input(&first[0].repr, &first[0].payload, t(13));
+    let partial = b.output(t(13));
+    assert_eq!(partial.last().unwrap().repr.ack, segs[4].repr.seq);
+    for o in &partial {
+        a.input(&o.repr, &o.payload, t(14));
+    }
+    let next = a.output(t(14));
+    assert!(!next.is_empty());
+    assert_eq!(next[0].repr.seq, segs[4].repr.seq, "the second hole goes next");
+    let sacked_again = next.iter().any(|o| o.repr.seq.gt(segs[4].repr.seq) && o.repr.seq.lt(segs[7].repr.seq.add(1)) && !o.payload.is_empty());
+    assert!(!sacked_again, "data the peer SACKed is not sent again");
+    b.input(&next[0].repr, &next[0].payload, t(15));
+    let mut got = vec![0u8; mss * 8];
+    assert_eq!(b.recv(&mut got), Ok(mss * 8));
+}
