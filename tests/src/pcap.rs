@@ -54,6 +54,36 @@ impl Verdict {
     }
 }
 
+/// One's-complement sum (RFC 1071), folded: 0xFFFF over data that includes a correct checksum field. Summing
+/// rather than comparing with a recomputed value accepts both encodings of zero (0x0000 and 0xFFFF), as
+/// receivers do.
+fn ones_sum(parts: &[&[u8]]) -> u16 {
+    let mut acc: u64 = 0;
+    for p in parts {
+        let mut c = p.chunks_exact(2);
+        for w in &mut c {
+            acc += u16::from_be_bytes([w[0], w[1]]) as u64;
+        }
+        if let [b] = c.remainder() {
+            acc += (*b as u64) << 8;
+        }
+    }
+    while acc > 0xFFFF {
+        acc = (acc & 0xFFFF) + (acc >> 16);
+    }
+    acc as u16
+}
+
+fn l4_ok_v4(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> bool {
+    let len = (l4.len() as u16).to_be_bytes();
+    ones_sum(&[&src, &dst, &[0, proto], &len, l4]) == 0xFFFF
+}
+
+fn l4_ok_v6(src: [u8; 16], dst: [u8; 16], proto: u8, l4: &[u8]) -> bool {
+    let len = (l4.len() as u32).to_be_bytes();
+    ones_sum(&[&src, &dst, &len, &[0, 0, 0, proto], l4]) == 0xFFFF
+}
+
 /// Checks every frame: within the MTU (1514 bytes, 1518 with one tag) and every IPv4, TCP and UDP checksum
 /// valid (UDP may carry 0).
 pub fn judge(frames: &[Vec<u8>]) -> Verdict {
@@ -74,39 +104,52 @@ pub fn judge(frames: &[Vec<u8>]) -> Verdict {
         };
         match (&p.net, &p.transport) {
             (Some(NetSlice::Ipv4(ip)), t) => {
-                let h = ip.header().to_header();
-                if h.header_checksum != h.calc_header_checksum() {
+                let hdr = ip.header().slice();
+                if ones_sum(&[hdr]) != 0xFFFF {
                     v.bad_ip_csum += 1;
                     note(&mut v, "bad IPv4 header checksum");
                 }
                 if ip.is_payload_fragmented() {
                     continue;
                 }
+                let (src, dst) = (ip.header().source(), ip.header().destination());
                 match t {
                     Some(TransportSlice::Tcp(t)) => {
                         if !t.payload().is_empty() {
                             v.tcp_data_frames += 1;
                         }
-                        if t.to_header().calc_checksum_ipv4(&h, t.payload()).ok() != Some(t.checksum()) {
+                        if !l4_ok_v4(src, dst, 6, t.slice()) {
                             v.bad_l4_csum += 1;
-                            note(&mut v, "bad TCP checksum");
+                            let what = format!(
+                                "bad TCP checksum {}:{} -> {}:{} seq {} len {} (field {:#06x})",
+                                ip.header().source_addr(),
+                                t.source_port(),
+                                ip.header().destination_addr(),
+                                t.destination_port(),
+                                t.sequence_number(),
+                                t.payload().len(),
+                                t.checksum()
+                            );
+                            note(&mut v, &what);
                         }
                     }
-                    Some(TransportSlice::Udp(u)) if u.checksum() != 0 && u.to_header().calc_checksum_ipv4(&h, u.payload()).ok() != Some(u.checksum()) => {
-                        v.bad_l4_csum += 1;
-                        note(&mut v, "bad UDP checksum");
+                    Some(TransportSlice::Udp(u)) => {
+                        if u.checksum() != 0 && !l4_ok_v4(src, dst, 17, u.slice()) {
+                            v.bad_l4_csum += 1;
+                            note(&mut v, "bad UDP checksum");
+                        }
                     }
                     _ => {}
                 }
             }
             (Some(NetSlice::Ipv6(ip)), t) => {
-                let h = ip.header().to_header();
+                let (src, dst) = (ip.header().source(), ip.header().destination());
                 match t {
-                    Some(TransportSlice::Tcp(t)) if t.to_header().calc_checksum_ipv6(&h, t.payload()).ok() != Some(t.checksum()) => {
+                    Some(TransportSlice::Tcp(t)) if !l4_ok_v6(src, dst, 6, t.slice()) => {
                         v.bad_l4_csum += 1;
                         note(&mut v, "bad TCP/IPv6 checksum");
                     }
-                    Some(TransportSlice::Udp(u)) if u.to_header().calc_checksum_ipv6(&h, u.payload()).ok() != Some(u.checksum()) => {
+                    Some(TransportSlice::Udp(u)) if !l4_ok_v6(src, dst, 17, u.slice()) => {
                         v.bad_l4_csum += 1;
                         note(&mut v, "bad UDP/IPv6 checksum");
                     }
@@ -132,4 +175,38 @@ pub fn tcp_segments(frames: &[Vec<u8>], src_ip: [u8; 4], dst_port: u16) -> Vec<(
         out.push((t.payload().len(), flags));
     }
     out
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn tcp_frame(payload: &[u8]) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6]).ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).tcp(1, 2, 3, 4);
+        let mut v = Vec::new();
+        b.write(&mut v, payload).unwrap();
+        v
+    }
+
+    #[test]
+    fn judge_accepts_good_frames_and_both_zero_encodings() {
+        let f = tcp_frame(b"hello");
+        assert!(judge(&[f.clone()]).clean());
+        // Find a payload whose checksum is 0x0000 and send it as 0xFFFF: still valid.
+        for x in 0..=0xFFFFu16 {
+            let f = tcp_frame(&x.to_be_bytes());
+            if f[50..52] == [0, 0] {
+                let mut g = f.clone();
+                g[50..52].copy_from_slice(&[0xFF, 0xFF]);
+                assert!(judge(&[g]).clean(), "0xFFFF is the other zero");
+                break;
+            }
+        }
+        let mut bad = f;
+        bad[55] ^= 1;
+        let v = judge(&[bad]);
+        assert_eq!(v.bad_l4_csum, 1);
+        let big = tcp_frame(&[0u8; 1500]);
+        assert_eq!(judge(&[big]).oversize, 1);
+    }
 }
