@@ -696,10 +696,12 @@ impl Stack {
         crate::wire::tcp::Seq((now.micros / 4) as u32 ^ (x as u32))
     }
 
-    fn conn_cfg(&self) -> crate::tcp::Config {
+    /// Settings for a new connection to `peer`: the MSS follows the device MTU and any path MTU learned for
+    /// the peer (ICMP fragmentation needed).
+    fn conn_cfg(&self, peer: [u8; 4]) -> crate::tcp::Config {
         let mut c = self.tcp_cfg.clone();
         let f = self.features();
-        let mss = (self.dev.mtu().min(self.mtu_to([0; 4])) - 40).min(65495) as u16;
+        let mss = (self.mtu_to(peer).saturating_sub(40)).clamp(536, 65495) as u16;
         c.mss = c.mss.min(mss);
         c.max_gso = if f.tso && f.tx_csum { 65000 } else { c.mss as usize };
         c
@@ -745,7 +747,7 @@ impl Stack {
             if accept.len() + embryos.len() >= *backlog {
                 return; // backlog full: drop the SYN, the peer retries
             }
-            let cfg = self.conn_cfg();
+            let cfg = self.conn_cfg(src);
             let iss = self.new_iss(now);
             let t = crate::tcp::Tcb::accept_syn((dst, seg.dst_port), (src, seg.src_port), &seg, iss, cfg, now);
             let h = self.tcp_alloc(TcpSock::Conn(Box::new(t)));
@@ -859,7 +861,7 @@ impl Stack {
         } else {
             (32768..61000u16).find(|p| !self.tcp_port_used(*p)).ok_or(Errno(libc::EADDRNOTAVAIL))?
         };
-        let cfg = self.conn_cfg();
+        let cfg = self.conn_cfg(dst);
         let iss = self.new_iss(now);
         let t = crate::tcp::Tcb::connect((self.cfg.addr, lport), (dst, port), iss, cfg, now);
         let h = self.tcp_alloc(TcpSock::Conn(Box::new(t)));

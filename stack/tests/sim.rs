@@ -255,3 +255,19 @@ fn tcp_bind_then_connect_and_simultaneous_open_between_stacks() {
     let now = w.now();
     assert_eq!(w.b.tcp_recv(b, &mut buf, now), Ok(9));
 }
+
+#[test]
+fn tcp_mss_follows_a_learned_path_mtu() {
+    let mut w = World::new(Impairment::default(), 31);
+    let l = w.b.tcp_listen(80, 4).unwrap();
+    let now = w.now();
+    w.a.ping_send(B, 1, 1, b"warm", now).unwrap();
+    w.run(Duration::from_millis(10));
+    inject_icmp(&mut w, 3, 4, 1200, &quoted_udp(5000, 53));
+    w.run(Duration::from_millis(10));
+    let now = w.now();
+    let c = w.a.tcp_connect(B, 80, now).unwrap();
+    w.run(Duration::from_millis(20));
+    assert!(w.b.tcp_accept(l).is_ok());
+    assert!(w.a.tcp_conn(c).unwrap().mss() <= 1200 - 40, "MSS within the path MTU");
+}

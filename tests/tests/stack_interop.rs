@@ -210,3 +210,21 @@ fn blast_through_driver_uses_tso_and_the_wire_stays_within_the_mtu() {
     let _ = std::fs::remove_file(&pcap);
     let _ = std::fs::remove_file(&count);
 }
+
+#[test]
+fn get_decodes_a_chunked_response() {
+    let t = tapnet();
+    make_file(&t.dir.join("blob"), 3);
+    let py = format!(
+        "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    protocol_version = 'HTTP/1.1'\n    def do_GET(self):\n        data = open('{}', 'rb').read()\n        self.send_response(200)\n        self.send_header('Transfer-Encoding', 'chunked')\n        self.end_headers()\n        for i in range(0, len(data), 70001):\n            c = data[i:i+70001]\n            self.wfile.write(b'%x\\r\\n' % len(c) + c + b'\\r\\n')\n        self.wfile.write(b'0\\r\\n\\r\\n')\n    def log_message(self, *a): pass\nhttp.server.HTTPServer(('10.80.0.1', 8001), H).handle_request()\n",
+        t.dir.join("blob").display()
+    );
+    std::fs::write(t.dir.join("chunked.py"), py).unwrap();
+    let mut srv = t.ns.command(std::path::Path::new("python3")).arg(t.dir.join("chunked.py")).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let out = t.dir.join("got");
+    let (ok, text) = lab(&t.ns, &["--tap", "st0", "--ip", "10.80.0.2/24", "get", "http://10.80.0.1:8001/blob", "-o", out.to_str().unwrap()]);
+    let _ = srv.wait();
+    assert!(ok, "{text}");
+    assert_eq!(sha(&out), sha(&t.dir.join("blob")));
+}

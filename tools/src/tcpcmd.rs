@@ -43,14 +43,15 @@ pub fn get(o: &Opts) -> Result<bool, String> {
     let mut head = Vec::new();
     let (mut body, mut want): (u64, Option<u64>) = (0, None);
     let mut status = 0u32;
+    let mut chunked: Option<Chunked> = None;
     loop {
         let n = b.recv(h, &mut buf).map_err(|e| format!("recv: {}", errno(e)))?;
         if n == 0 {
             break;
         }
-        let mut data = &buf[..n];
+        let mut data: Vec<u8> = buf[..n].to_vec();
         if status == 0 {
-            head.extend_from_slice(data);
+            head.extend_from_slice(&data);
             let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
             let text = String::from_utf8_lossy(&head[..end]).into_owned();
             status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -60,20 +61,24 @@ pub fn get(o: &Opts) -> Result<bool, String> {
                         want = v.trim().parse().ok();
                     }
                     if k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
-                        return Err("chunked responses are not supported".into());
+                        chunked = Some(Chunked::default());
                     }
                 }
             }
-            let rest = head[end + 4..].to_vec();
-            file.write_all(&rest).map_err(|e| e.to_string())?;
-            body += rest.len() as u64;
-            data = &[];
+            data = head[end + 4..].to_vec();
         }
-        file.write_all(data).map_err(|e| e.to_string())?;
-        body += data.len() as u64;
-        if want.is_some_and(|w| body >= w) {
+        let out = match chunked.as_mut() {
+            Some(c) => c.feed(&data)?,
+            None => data,
+        };
+        file.write_all(&out).map_err(|e| e.to_string())?;
+        body += out.len() as u64;
+        if want.is_some_and(|w| body >= w) || chunked.as_ref().is_some_and(|c| c.done) {
             break;
         }
+    }
+    if chunked.as_ref().is_some_and(|c| !c.done) {
+        return Err("connection closed inside a chunked body".into());
     }
     let _ = b.close(h);
     let d = Instant::now() - t0;
@@ -189,4 +194,84 @@ pub fn sink(o: &Opts) -> Result<bool, String> {
         println!("received {}", rate(total, Instant::now() - t0));
     }
     Ok(true)
+}
+
+/// Incremental decoder for `Transfer-Encoding: chunked` (RFC 9112 7.1).
+#[derive(Default)]
+struct Chunked {
+    line: Vec<u8>,
+    /// Bytes left in the current chunk's data.
+    left: usize,
+    /// Expecting the CRLF after a chunk's data.
+    crlf: bool,
+    /// The last chunk was seen; now reading trailers.
+    trailers: bool,
+    done: bool,
+}
+
+impl Chunked {
+    fn feed(&mut self, mut d: &[u8]) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        while !d.is_empty() && !self.done {
+            if self.left > 0 {
+                let n = self.left.min(d.len());
+                out.extend_from_slice(&d[..n]);
+                self.left -= n;
+                d = &d[n..];
+                if self.left == 0 {
+                    self.crlf = true;
+                }
+                continue;
+            }
+            let b = d[0];
+            d = &d[1..];
+            self.line.push(b);
+            if !self.line.ends_with(b"\r\n") {
+                if self.line.len() > 4096 {
+                    return Err("chunk line too long".into());
+                }
+                continue;
+            }
+            let line = String::from_utf8_lossy(&self.line[..self.line.len() - 2]).into_owned();
+            self.line.clear();
+            if self.crlf {
+                if !line.is_empty() {
+                    return Err("missing CRLF after chunk data".into());
+                }
+                self.crlf = false;
+            } else if self.trailers {
+                if line.is_empty() {
+                    self.done = true;
+                }
+            } else {
+                let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).map_err(|_| format!("bad chunk size line '{line}'"))?;
+                if size == 0 {
+                    self.trailers = true;
+                } else {
+                    self.left = size;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::Chunked;
+
+    #[test]
+    fn chunked_bodies_decode_across_arbitrary_splits() {
+        let wire = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: y\r\n\r\n";
+        for split in 1..wire.len() {
+            let mut c = Chunked::default();
+            let mut out = c.feed(&wire[..split]).unwrap();
+            out.extend(c.feed(&wire[split..]).unwrap());
+            assert_eq!(out, b"hello, world");
+            assert!(c.done);
+        }
+        assert!(Chunked::default().feed(b"zz\r\n").is_err());
+        let mut c = Chunked::default();
+        assert!(c.feed(b"2\r\nabXY\r\n").is_err(), "data must end with CRLF");
+    }
 }
