@@ -5,7 +5,7 @@
 use log::{info, warn};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -96,98 +96,36 @@ impl Backend for Loopback {
 // ---- TAP ----
 
 pub struct Tap {
-    fd: OwnedFd,
-    name: String,
+    tap: nic_tap::Tap,
     buf: Vec<u8>,
 }
 
-#[repr(C)]
-struct IfReq {
-    name: [u8; 16],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
-const TUNSETIFF: libc::c_ulong = 0x4004_54CA;
-
 impl Tap {
     pub fn open(name: &str) -> io::Result<Tap> {
-        if name.is_empty() || name.len() >= 16 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name must be 1 to 15 bytes"));
-        }
-        let path = c"/dev/net/tun";
-        // SAFETY: open with a valid C string; result checked.
-        let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: raw is a fresh fd we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut req = IfReq { name: [0; 16], flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short, _pad: [0; 22] };
-        req.name[..name.len()].copy_from_slice(name.as_bytes());
-        // SAFETY: TUNSETIFF takes a struct ifreq, which IfReq lays out (name, flags, padding to 40 bytes).
-        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let t = Tap { fd, name: name.into(), buf: vec![0; MAX_FRAME + 64] };
-        if let Err(e) = t.set_up() {
+        let tap = nic_tap::Tap::open(name)?;
+        if let Err(e) = tap.set_up() {
             warn!("tap {name}: could not bring the interface up: {e}");
         }
         info!("tap {name} attached");
-        Ok(t)
-    }
-
-    fn set_up(&self) -> io::Result<()> {
-        // SAFETY: a plain datagram socket for interface ioctls; closed by OwnedFd.
-        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if s < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: s is a fresh fd we own.
-        let s = unsafe { OwnedFd::from_raw_fd(s) };
-        let mut req = IfReq { name: [0; 16], flags: 0, _pad: [0; 22] };
-        req.name[..self.name.len()].copy_from_slice(self.name.as_bytes());
-        // SAFETY: SIOCGIFFLAGS / SIOCSIFFLAGS read and write ifr_flags of a struct ifreq.
-        unsafe {
-            if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            req.flags |= libc::IFF_UP as libc::c_short;
-            if libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        Ok(())
+        Ok(Tap { tap, buf: vec![0; MAX_FRAME + 64] })
     }
 }
 
 impl Backend for Tap {
     fn fds(&self) -> Vec<RawFd> {
-        vec![self.fd.as_raw_fd()]
+        vec![self.tap.as_raw_fd()]
     }
     fn generation(&self) -> u64 {
         0
     }
     fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
-        // SAFETY: reading into our own buffer of the given length.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) };
-        }
-        Ok(Some(self.buf[..n as usize].to_vec()))
+        Ok(self.tap.recv(&mut self.buf)?.map(|n| self.buf[..n].to_vec()))
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
-        // SAFETY: writing from a live slice.
-        let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock { Ok(false) } else { Err(e) };
-        }
-        Ok(true)
+        self.tap.send(frame)
     }
     fn describe(&self) -> String {
-        format!("tap:{}", self.name)
+        format!("tap:{}", self.tap.name())
     }
 }
 
