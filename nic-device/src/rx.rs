@@ -376,26 +376,26 @@ impl Nic {
         let rxcsum = self.reg(RXCSUM);
         // The hash needs the descriptor dword that carries it (PCSD) and extended descriptors.
         let mrqc = self.reg(MRQC);
-        let key = crate::rss::key_from_regs(&self.regs);
-        let rss = (extended && rxcsum & RXCSUM_PCSD != 0 && mrqc & 0x003F_0000 != 0).then_some((mrqc, &key));
-        let info = rx_info(&data, l2, rxcsum & RXCSUM_IPOFLD != 0, rxcsum & RXCSUM_TUOFLD != 0, rss);
+        let hashing = extended && rxcsum & RXCSUM_PCSD != 0 && mrqc & 0x003F_0000 != 0;
+        let key = if hashing { crate::rss::key_from_regs(&self.regs) } else { [0; 40] };
+        let info = rx_info(&data, l2, rxcsum & RXCSUM_IPOFLD != 0, rxcsum & RXCSUM_TUOFLD != 0, hashing.then_some((mrqc, &key)));
         let q = match info.rss {
             Some((_, h)) if mrqc & crate::rss::MRQC_ENABLE_RSS != 0 && mrqc & MRQC_ENABLE_MASK == crate::rss::MRQC_ENABLE_RSS => crate::rss::queue(&self.regs, h),
             _ => 0,
         };
         let Some((base, n, mut head, free)) = self.rx_ring_free(q) else { return false };
-        let mut bytes = data.into_owned();
+        // The frame is copied only when it changes (tag stripped above, or an FCS appended here).
         if rctl & RCTL_SECRC == 0 {
-            let c = fcs(&bytes);
-            bytes.extend_from_slice(&c.to_le_bytes());
+            let c = fcs(&data);
+            data.to_mut().extend_from_slice(&c.to_le_bytes());
         }
+        let bytes: &[u8] = &data;
         let needed = bytes.len().div_ceil(bufsz) as u32;
         if free < needed {
             return false;
         }
-        let chunks: Vec<&[u8]> = bytes.chunks(bufsz).collect();
-        let last = chunks.len() - 1;
-        for (i, chunk) in chunks.iter().enumerate() {
+        let last = needed as usize - 1;
+        for (i, chunk) in bytes.chunks(bufsz).enumerate() {
             let daddr = base + head as u64 * 16;
             let mut d = [0u8; 16];
             if self.dma.read(daddr, &mut d[..8]).is_err() {
