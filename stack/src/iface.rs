@@ -116,7 +116,8 @@ pub struct Stack {
 
 enum TcpSock {
     Listener { port: u16, backlog: usize, accept: VecDeque<SocketHandle>, embryos: Vec<SocketHandle> },
-    Conn(Box<crate::tcp::Tcb>),
+    /// A connection and, until accept() can take it, the listener it came from.
+    Conn(Box<crate::tcp::Tcb>, Option<SocketHandle>),
 }
 
 impl Stack {
@@ -578,10 +579,14 @@ impl Stack {
         self.reasm.retain(|_, r| now < r.deadline);
         self.stats.reasm_fails += (before - self.reasm.len()) as u64;
         self.tcp_poll(now);
-        if !self.txq.is_empty() {
+        while !self.txq.is_empty() {
             match self.dev.transmit(&mut self.txq) {
-                Ok(n) => progress |= n > 0,
-                Err(e) => debug!("{}: transmit: {e}", self.dev.name()),
+                Ok(0) => break,
+                Ok(_) => progress = true,
+                Err(e) => {
+                    debug!("{}: transmit: {e}", self.dev.name());
+                    break;
+                }
             }
         }
         progress
@@ -717,7 +722,7 @@ impl Stack {
     }
 
     fn tcp_flush(&mut self, h: SocketHandle, now: Instant) {
-        let Some(Some(TcpSock::Conn(t))) = self.tcp.get_mut(h) else { return };
+        let Some(Some(TcpSock::Conn(t, _))) = self.tcp.get_mut(h) else { return };
         let mut outs = t.on_timer(now);
         outs.extend(t.output(now));
         let (l, r) = (t.local.0, t.remote.0);
@@ -729,9 +734,9 @@ impl Stack {
     fn tcp_input(&mut self, src: [u8; 4], dst: [u8; 4], data: &[u8], verified: bool, now: Instant) {
         let Some((seg, payload)) = self.count_parse_error(crate::wire::tcp::Repr::parse(data, src, dst, verified)) else { return };
         use crate::wire::tcp::{ACK, RST, SYN};
-        let conn = self.tcp.iter().position(|s| matches!(s, Some(TcpSock::Conn(t)) if t.local.1 == seg.dst_port && t.remote == (src, seg.src_port) && t.state != crate::tcp::State::Closed));
+        let conn = self.tcp.iter().position(|s| matches!(s, Some(TcpSock::Conn(t, _)) if t.local.1 == seg.dst_port && t.remote == (src, seg.src_port) && t.state != crate::tcp::State::Closed));
         if let Some(h) = conn {
-            let Some(Some(TcpSock::Conn(t))) = self.tcp.get_mut(h) else { unreachable!() };
+            let Some(Some(TcpSock::Conn(t, _))) = self.tcp.get_mut(h) else { unreachable!() };
             let rst = t.input(&seg, payload, now);
             let (l, r) = (t.local.0, t.remote.0);
             if let Some(o) = rst {
@@ -750,7 +755,7 @@ impl Stack {
             let cfg = self.conn_cfg(src);
             let iss = self.new_iss(now);
             let t = crate::tcp::Tcb::accept_syn((dst, seg.dst_port), (src, seg.src_port), &seg, iss, cfg, now);
-            let h = self.tcp_alloc(TcpSock::Conn(Box::new(t)));
+            let h = self.tcp_alloc(TcpSock::Conn(Box::new(t), Some(lh)));
             if let Some(Some(TcpSock::Listener { embryos, .. })) = self.tcp.get_mut(lh) {
                 embryos.push(h);
             }
@@ -775,27 +780,23 @@ impl Stack {
 
     /// Moves a connection that became established from its listener's embryos to the accept queue.
     fn tcp_promote(&mut self, h: SocketHandle) {
-        let established = matches!(self.tcp.get(h), Some(Some(TcpSock::Conn(t))) if t.established_once);
-        let closed = matches!(self.tcp.get(h), Some(Some(TcpSock::Conn(t))) if t.state == crate::tcp::State::Closed);
-        let mut embryo = false;
-        for s in self.tcp.iter_mut().flatten() {
-            if let TcpSock::Listener { accept, embryos, .. } = s {
-                if let Some(i) = embryos.iter().position(|&e| e == h) {
-                    embryo = true;
-                    if established {
-                        embryos.remove(i);
-                        accept.push_back(h);
-                    } else if closed {
-                        embryos.remove(i);
-                    }
-                }
+        let Some(Some(TcpSock::Conn(t, parent))) = self.tcp.get_mut(h) else { return };
+        let Some(lh) = *parent else { return };
+        let (established, closed) = (t.established_once, t.state == crate::tcp::State::Closed);
+        if !established && !closed {
+            return;
+        }
+        *parent = None;
+        if let Some(Some(TcpSock::Listener { accept, embryos, .. })) = self.tcp.get_mut(lh) {
+            embryos.retain(|&e| e != h);
+            if established {
+                accept.push_back(h);
+                return;
             }
         }
-        if embryo && closed && !established {
+        if !established {
             // An embryo that died before accept() is nobody's: free it.
-            if let Some(s) = self.tcp.get_mut(h) {
-                *s = None;
-            }
+            self.tcp[h] = None;
         }
     }
 
@@ -811,14 +812,14 @@ impl Stack {
     fn tcp_port_used(&self, port: u16) -> bool {
         self.tcp.iter().flatten().any(|s| match s {
             TcpSock::Listener { port: p, .. } => *p == port,
-            TcpSock::Conn(t) => t.local.1 == port && t.state != crate::tcp::State::Closed,
+            TcpSock::Conn(t, _) => t.local.1 == port && t.state != crate::tcp::State::Closed,
         })
     }
 
     /// Runs TCP timers and output for every connection (called from poll).
     fn tcp_poll(&mut self, now: Instant) {
         for h in 0..self.tcp.len() {
-            if matches!(self.tcp.get(h), Some(Some(TcpSock::Conn(_)))) {
+            if matches!(self.tcp.get(h), Some(Some(TcpSock::Conn(_, _)))) {
                 self.tcp_flush(h, now);
                 self.tcp_promote(h);
             }
@@ -826,7 +827,7 @@ impl Stack {
     }
 
     fn tcp_poll_at(&self) -> Option<Instant> {
-        self.tcp.iter().flatten().filter_map(|s| if let TcpSock::Conn(t) = s { t.poll_at() } else { None }).min()
+        self.tcp.iter().flatten().filter_map(|s| if let TcpSock::Conn(t, _) = s { t.poll_at() } else { None }).min()
     }
 
     pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> Result<SocketHandle, Errno> {
@@ -864,14 +865,14 @@ impl Stack {
         let cfg = self.conn_cfg(dst);
         let iss = self.new_iss(now);
         let t = crate::tcp::Tcb::connect((self.cfg.addr, lport), (dst, port), iss, cfg, now);
-        let h = self.tcp_alloc(TcpSock::Conn(Box::new(t)));
+        let h = self.tcp_alloc(TcpSock::Conn(Box::new(t), None));
         self.tcp_flush(h, now);
         Ok(h)
     }
 
     fn conn(&mut self, h: SocketHandle) -> Result<&mut crate::tcp::Tcb, Errno> {
         match self.tcp.get_mut(h) {
-            Some(Some(TcpSock::Conn(t))) => Ok(t),
+            Some(Some(TcpSock::Conn(t, _))) => Ok(t),
             _ => Err(EBADF),
         }
     }
@@ -898,7 +899,7 @@ impl Stack {
     /// a listener (its queued connections are reset).
     pub fn tcp_close(&mut self, h: SocketHandle, now: Instant) {
         match self.tcp.get_mut(h) {
-            Some(Some(TcpSock::Conn(t))) => {
+            Some(Some(TcpSock::Conn(t, _))) => {
                 t.shutdown();
                 self.tcp_flush(h, now);
             }
@@ -935,7 +936,7 @@ impl Stack {
 
     pub fn tcp_state(&self, h: SocketHandle) -> Option<crate::tcp::State> {
         match self.tcp.get(h)? {
-            Some(TcpSock::Conn(t)) => Some(t.state),
+            Some(TcpSock::Conn(t, _)) => Some(t.state),
             Some(TcpSock::Listener { .. }) => Some(crate::tcp::State::Listen),
             None => None,
         }
@@ -943,7 +944,7 @@ impl Stack {
 
     pub fn tcp_error(&self, h: SocketHandle) -> Option<Errno> {
         match self.tcp.get(h)? {
-            Some(TcpSock::Conn(t)) => t.error,
+            Some(TcpSock::Conn(t, _)) => t.error,
             _ => None,
         }
     }
@@ -952,7 +953,7 @@ impl Stack {
     pub fn tcp_ready(&self, h: SocketHandle) -> (bool, bool) {
         match self.tcp.get(h) {
             Some(Some(TcpSock::Listener { accept, .. })) => (!accept.is_empty(), false),
-            Some(Some(TcpSock::Conn(t))) => {
+            Some(Some(TcpSock::Conn(t, _))) => {
                 let eof_or_err = t.error.is_some() || matches!(t.state, crate::tcp::State::CloseWait | crate::tcp::State::Closed | crate::tcp::State::LastAck | crate::tcp::State::TimeWait | crate::tcp::State::Closing);
                 let writable = matches!(t.state, crate::tcp::State::Established | crate::tcp::State::CloseWait) && t.send_space() > 0;
                 (t.recv_available() > 0 || eof_or_err, writable)

@@ -7,6 +7,9 @@ use driver::{NetDev, RxCsum, TxCsum, TxPacket};
 use std::collections::VecDeque;
 use std::io;
 
+/// Packets handed to the driver per transmit call.
+const TX_BATCH: usize = 64;
+
 pub struct NicDevice<D: NetDev> {
     dev: D,
     rx: Vec<driver::RxPacket>,
@@ -37,8 +40,10 @@ impl<D: NetDev> Device for NicDevice<D> {
         Features { tso: f.tso, tx_csum: f.tx_csum, rx_csum: f.rx_csum }
     }
     fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
+        // Convert only what one doorbell can carry; the rest stays queued as packet buffers.
         let mut batch: Vec<TxPacket> = q
             .iter()
+            .take(TX_BATCH)
             .map(|p| {
                 let csum = match (p.csum, p.network_header, p.transport_header) {
                     (Csum::Partial { .. }, Some(l3), Some(l4)) => {
