@@ -35,7 +35,8 @@ pub struct IrqFds {
     pub req: Option<File>,
 }
 
-fn signal_fd(f: &Option<File>) -> bool {
+/// Writes 1 to an interrupt eventfd; `false` when there is none.
+pub(crate) fn signal_fd(f: &Option<File>) -> bool {
     match f {
         Some(file) => {
             let mut file: &File = file;

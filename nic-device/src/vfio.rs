@@ -201,9 +201,7 @@ impl Device for NicServer {
                         VFIO_PCI_ERR_IRQ_INDEX => &nic.irq.err,
                         _ => &nic.irq.req,
                     };
-                    if let Some(mut f) = f.as_ref() {
-                        let _ = std::io::Write::write(&mut f, &1u64.to_ne_bytes());
-                    }
+                    crate::nic::signal_fd(f);
                 }
             }
             _ => return Err(libc::EINVAL),
