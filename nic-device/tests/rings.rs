@@ -409,3 +409,25 @@ fn vlan_strip_and_filter() {
     n.mmio_write(VFTA + (100 >> 5) * 4, 1 << (100 & 31));
     assert_eq!(n.receive(f), nic_device::rx::RxOutcome::Delivered);
 }
+
+#[test]
+fn tx_queue_1_needs_tarc1_enable_and_raises_txq1() {
+    let mut n = nic();
+    n.mmio_write(TCTL, TCTL_EN | TCTL_PSP);
+    let q1 = QUEUE_STRIDE;
+    n.mmio_write(TDBAL0 + q1, TX_RING as u32);
+    n.mmio_write(TDLEN0 + q1, RING_LEN * 16);
+    let f = eth_ipv4_udp(b"queue one");
+    n.dma.write(TX_BUFS, &f).unwrap();
+    desc(&n, 0, TX_BUFS, legacy(f.len(), TXD_CMD_EOP | TXD_CMD_RS), 0);
+    n.mmio_write(TDT0 + q1, 1);
+    assert!(!n.tx_pending(1), "TARC1.Enable is off after reset");
+    n.mmio_write(TARC0 + q1, n.reg(TARC0 + q1) | TARC_ENABLE);
+    assert!(n.tx_pending(1));
+    let mut out = Vec::new();
+    n.process_tx(1, 16, &mut |fr| out.push(fr));
+    assert_eq!(out.len(), 1);
+    assert_eq!(&out[0][..f.len()], &f[..]);
+    assert_ne!(n.intr.icr & ICR_TXQ1, 0);
+    assert_eq!(n.reg(TDH0 + q1), 1);
+}
