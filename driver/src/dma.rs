@@ -22,7 +22,7 @@ impl DmaRegion {
     pub fn new(len: usize) -> io::Result<DmaRegion> {
         let len = len.div_ceil(4096) * 4096;
         // SAFETY: memfd_create with a valid name; result checked.
-        let raw = unsafe { libc::memfd_create(c"nic-driver-dma".as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe { libc::memfd_create(c"nic-driver-dma".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -30,6 +30,12 @@ impl DmaRegion {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: ftruncate on our own fd.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The device maps this memory for DMA and refuses memory that could shrink under it; seal the size
+        // as QEMU's memory-backend-memfd does.
+        // SAFETY: fcntl(F_ADD_SEALS) on our own fd.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW) } < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: mapping our own fd, shared, whole length; result checked.

@@ -7,8 +7,10 @@ use crate::backend::Backend;
 const MAX_FRAME: usize = 1522;
 use crate::metrics::Metrics;
 use crate::nic::Nic;
+use crate::vfio::lock;
 use crate::pcap::PcapWriter;
-use log::{debug, warn};
+use log::{debug, error, warn};
+use std::panic::AssertUnwindSafe;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::VecDeque;
@@ -42,7 +44,8 @@ impl DataPath {
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         let thread = std::thread::Builder::new().name("nic-datapath".into()).spawn(move || {
-            let mut w = Worker { nic, backend, pcap, poll, stop: s2, out: VecDeque::new(), registered: Vec::new(), gen: u64::MAX, overflow, carrier: None };
+            let metrics = lock(&nic).metrics.clone();
+            let mut w = Worker { nic, metrics, backend, pcap, poll, stop: s2, out: VecDeque::new(), registered: Vec::new(), gen: u64::MAX, overflow, carrier: None };
             w.run();
         })?;
         Ok(DataPath { waker, stop, thread: Some(thread) })
@@ -65,6 +68,7 @@ impl Drop for DataPath {
 
 struct Worker {
     nic: Arc<Mutex<Nic>>,
+    metrics: Arc<Metrics>,
     backend: Box<dyn Backend>,
     pcap: Option<PcapWriter>,
     poll: Poll,
@@ -98,12 +102,28 @@ impl Worker {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            let svc = self.backend.service();
-            self.reregister();
-            self.sync_carrier();
-            while self.work() {}
+            // A bug in the model must not take the device process (and the guest's NIC) down with it: the
+            // round is abandoned, counted and logged, and the next one starts from the register file again.
+            let round = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let svc = self.backend.service();
+                self.reregister();
+                self.sync_carrier();
+                while self.work() {}
+                svc
+            }));
+            let svc = match round {
+                Ok(svc) => svc,
+                Err(_) => {
+                    let n = self.metrics.datapath_panics.fetch_add(1, Ordering::Relaxed) + 1;
+                    error!("data path: internal error #{n} caught; frames of this round dropped");
+                    self.out.clear();
+                    // Wait before the next round so that a state that keeps failing cannot spin the thread.
+                    std::thread::sleep(Duration::from_millis(10));
+                    None
+                }
+            };
             let now = Instant::now();
-            let deadline = [self.nic.lock().unwrap().next_deadline(), svc].into_iter().flatten().min();
+            let deadline = [lock(&self.nic).next_deadline(), svc].into_iter().flatten().min();
             let timeout = deadline.map(|d| d.saturating_duration_since(now)).or(Some(Duration::from_millis(500)));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
@@ -120,7 +140,7 @@ impl Worker {
         let c = self.backend.carrier();
         if self.carrier != Some(c) {
             self.carrier = Some(c);
-            self.nic.lock().unwrap().set_carrier(c);
+            lock(&self.nic).set_carrier(c);
         }
     }
 
@@ -129,7 +149,7 @@ impl Worker {
         let mut progress = false;
         // Transmit: fetch descriptors while our output queue has room.
         if self.out.len() < TX_QUEUE_DEPTH {
-            let mut nic = self.nic.lock().unwrap();
+            let mut nic = lock(&self.nic);
             for q in 0..2 {
                 if nic.tx_pending(q) {
                     let out = &mut self.out;
@@ -151,7 +171,7 @@ impl Worker {
                 Ok(false) => break,
                 Err(e) => {
                     debug!("backend send: {e}");
-                    Metrics::inc(&self.nic.lock().unwrap().metrics.backend_errors);
+                    Metrics::inc(&self.metrics.backend_errors);
                     self.out.pop_front();
                 }
             }
@@ -159,7 +179,7 @@ impl Worker {
         let _ = self.backend.flush();
         // Receive. With flow control, take only what the receive FIFO could hold if no descriptor is free.
         let mut frames = Vec::new();
-        let mut room = if self.overflow == RxOverflow::Drop { usize::MAX } else { self.nic.lock().unwrap().rx_room() };
+        let mut room = if self.overflow == RxOverflow::Drop { usize::MAX } else { lock(&self.nic).rx_room() };
         while frames.len() < RX_BUDGET && room >= MAX_FRAME {
             match self.backend.recv() {
                 Ok(Some(f)) => {
@@ -173,7 +193,7 @@ impl Worker {
                 }
             }
         }
-        let mut nic = self.nic.lock().unwrap();
+        let mut nic = lock(&self.nic);
         progress |= nic.drain_rx_fifo() > 0;
         for f in frames {
             if let Some(p) = self.pcap.as_mut() {

@@ -2,7 +2,7 @@
 //! checked against the maps; nothing outside them is ever touched.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use thiserror::Error;
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
@@ -25,6 +25,47 @@ pub enum MapError {
     Mmap(String),
     #[error("no mapping covers exactly that range")]
     NoSuchMapping,
+    #[error("the fd cannot be held at its size: {0}")]
+    Unsealable(String),
+    #[error("too many DMA maps (limit {0})")]
+    TooMany(usize),
+}
+
+/// Most DMA maps one client may hold (with fds and without). QEMU maps a handful of RAM sections; a client
+/// that sends thousands is refused rather than growing the device's memory without bound.
+pub const MAX_DMA_MAPS: usize = vfio_user::MAX_DMA_MAPS;
+
+/// Makes sure the file behind `fd` can never shrink while the device has it mapped.
+///
+/// A `MAP_SHARED` mapping of a file that is later truncated raises SIGBUS on the next access to the lost
+/// pages, and that access is a descriptor fetch or a buffer copy on the data path: a client could kill the
+/// device at will. Instead of catching the signal (a process-wide handler unwinding out of a memcpy, which
+/// Rust cannot do soundly) or copying through `pread`/`pwrite` on every access, the device requires the
+/// memfd seal `F_SEAL_SHRINK`, the mechanism the kernel offers for exactly this contract between processes
+/// sharing memory: QEMU's `memory-backend-memfd` sets it by default (`seal=on`); for a memfd that allows
+/// sealing but is not sealed yet the device adds the seal itself; anything that cannot be sealed (a plain
+/// file, a device node, a memfd created without `MFD_ALLOW_SEALING`, or one sealed with `F_SEAL_SEAL` but
+/// without `F_SEAL_SHRINK`) is refused at DMA_MAP time with this error. Growing the file stays allowed: it
+/// cannot fault the pages the device mapped.
+pub fn hold_size(fd: &impl AsRawFd) -> Result<(), MapError> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: fcntl(F_GET_SEALS) on an fd we own; only reads the file's seal set.
+    let seals = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) };
+    if seals < 0 {
+        return Err(MapError::Unsealable(format!(
+            "not a sealable memfd ({}); pass guest memory as a memfd, e.g. QEMU's memory-backend-memfd",
+            std::io::Error::last_os_error()
+        )));
+    }
+    if seals & libc::F_SEAL_SHRINK != 0 {
+        return Ok(());
+    }
+    // SAFETY: fcntl(F_ADD_SEALS) on an fd we own; adds a seal, touches no memory of ours.
+    let r = unsafe { libc::fcntl(raw, libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
+    if r < 0 {
+        return Err(MapError::Unsealable(format!("F_SEAL_SHRINK could not be added ({})", std::io::Error::last_os_error())));
+    }
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -41,7 +82,7 @@ pub struct DmaSpace {
     maps: Vec<Map>,
     mem: Option<GuestMemoryMmap>,
     /// Sections mapped without an fd: known, but not reachable by DMA.
-    pub unreachable: Vec<(u64, u64)>,
+    unreachable: Vec<(u64, u64)>,
 }
 
 impl DmaSpace {
@@ -71,13 +112,21 @@ impl DmaSpace {
     /// Adds a mapping of `size` bytes of `fd` from `offset`, seen by the device at `iova`.
     pub fn map(&mut self, iova: u64, size: u64, fd: OwnedFd, offset: u64, writable: bool) -> Result<(), MapError> {
         let end = iova.checked_add(size).ok_or(MapError::Overlap)?;
-        if self.maps.iter().any(|m| iova < m.iova + m.size && m.iova < end) {
+        if size == 0 {
+            return Err(MapError::FileTooSmall);
+        }
+        if self.maps.len() + self.unreachable.len() >= MAX_DMA_MAPS {
+            return Err(MapError::TooMany(MAX_DMA_MAPS));
+        }
+        if self.maps.iter().any(|m| iova < m.iova.wrapping_add(m.size) && m.iova < end) {
             return Err(MapError::Overlap);
         }
+        // Sealed first, measured second: once it cannot shrink, the size read below stays true.
+        hold_size(&fd)?;
         let file = File::from(fd);
         let meta = file.metadata().map_err(|e| MapError::Mmap(e.to_string()))?;
         // A mapping beyond the end of the file would fault on access (SIGBUS): refuse it.
-        if meta.is_file() && offset.checked_add(size).is_none_or(|e| e > meta.len()) {
+        if !meta.is_file() || offset.checked_add(size).is_none_or(|e| e > meta.len()) {
             return Err(MapError::FileTooSmall);
         }
         let size_us = usize::try_from(size).map_err(|_| MapError::FileTooSmall)?;
@@ -97,17 +146,38 @@ impl DmaSpace {
     /// Removes every mapping inside `[iova, iova + size)`. A mapping cut in part is refused.
     pub fn unmap(&mut self, iova: u64, size: u64) -> Result<usize, MapError> {
         let end = iova.saturating_add(size);
-        if self.maps.iter().any(|m| {
-            let me = m.iova + m.size;
-            m.iova < end && iova < me && (m.iova < iova || me > end)
-        }) {
+        let cut = |a: u64, s: u64| {
+            let me = a.saturating_add(s);
+            a < end && iova < me && (a < iova || me > end)
+        };
+        if self.maps.iter().any(|m| cut(m.iova, m.size)) || self.unreachable.iter().any(|&(a, s)| cut(a, s)) {
             return Err(MapError::NoSuchMapping);
         }
-        let before = self.maps.len();
-        self.maps.retain(|m| !(m.iova >= iova && m.iova + m.size <= end));
-        self.unreachable.retain(|&(a, s)| !(a >= iova && a + s <= end));
+        let before = self.maps.len() + self.unreachable.len();
+        let inside = |a: u64, s: u64| a >= iova && a.saturating_add(s) <= end;
+        self.maps.retain(|m| !inside(m.iova, m.size));
+        self.unreachable.retain(|&(a, s)| !inside(a, s));
+        let removed = before - self.maps.len() - self.unreachable.len();
+        if removed == 0 {
+            // Unmapping what was never mapped is the client's error, as the kernel's VFIO treats it.
+            return Err(MapError::NoSuchMapping);
+        }
         self.rebuild()?;
-        Ok(before - self.maps.len())
+        Ok(removed)
+    }
+
+    /// Records a section mapped without an fd: known to the device, never reachable by DMA.
+    pub fn map_unreachable(&mut self, iova: u64, size: u64) -> Result<(), MapError> {
+        let end = iova.checked_add(size).ok_or(MapError::Overlap)?;
+        if self.maps.len() + self.unreachable.len() >= MAX_DMA_MAPS {
+            return Err(MapError::TooMany(MAX_DMA_MAPS));
+        }
+        let overlaps = |a: u64, s: u64| iova < a.wrapping_add(s) && a < end;
+        if self.maps.iter().any(|m| overlaps(m.iova, m.size)) || self.unreachable.iter().any(|&(a, s)| overlaps(a, s)) {
+            return Err(MapError::Overlap);
+        }
+        self.unreachable.push((iova, size));
+        Ok(())
     }
 
     pub fn unmap_all(&mut self) {
@@ -133,7 +203,7 @@ impl DmaSpace {
         let end = addr.checked_add(buf.len() as u64).ok_or(err.clone())?;
         // Every map the range touches must be writable.
         for m in &self.maps {
-            if addr < m.iova + m.size && m.iova < end && !m.writable {
+            if addr < m.iova.wrapping_add(m.size) && m.iova < end && !m.writable {
                 return Err(DmaError::ReadOnly(addr));
             }
         }
@@ -142,7 +212,9 @@ impl DmaSpace {
     }
 }
 
-/// Test support: guest memory backed by a memfd, as QEMU's `memory-backend-memfd` provides it.
+/// Test support: guest memory backed by a memfd, as QEMU's `memory-backend-memfd` provides it. Not part of
+/// the production build: tests, benches and fuzz targets enable the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing {
     use super::*;
     use std::os::fd::FromRawFd;
@@ -150,7 +222,7 @@ pub mod testing {
     pub fn memfd(size: u64) -> OwnedFd {
         let name = c"nic-test-mem";
         // SAFETY: memfd_create with a valid NUL-terminated name; the result is checked.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
         assert!(fd >= 0, "memfd_create failed");
         // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };

@@ -1,6 +1,6 @@
 //! nic-device: an emulated Intel 82574L served over vfio-user.
 //!
-//! nic-device --socket PATH --backend SPEC [--mac MAC] [--pcap FILE] [--rx-overflow pause|drop]
+//! nic-device --socket PATH --backend SPEC [--mac MAC] [--pcap FILE] [--rx-overflow pause|drop] [--client-timeout SECS]
 
 use log::{error, info};
 use nic_device::backend;
@@ -13,13 +13,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-const USAGE: &str = "usage: nic-device --socket PATH --backend SPEC [--mac MAC] [--pcap FILE] [--rx-overflow pause|drop]
+const USAGE: &str = "usage: nic-device --socket PATH --backend SPEC [--mac MAC] [--pcap FILE] [--rx-overflow pause|drop] [--client-timeout SECS]
   --socket PATH        vfio-user socket to serve (created when the device is ready)
   --backend SPEC       tap:IFNAME | stream:PATH | stream-connect:PATH | loopback
   --mac MAC            station address (default 52:54:00:12:34:56)
   --pcap FILE          write every frame on the wire, both directions, as pcap
   --rx-overflow MODE   when the receive FIFO is full: pause reading the backend (default) or drop and
-                       count missed packets (MPC) as a wire would";
+                       count missed packets (MPC) as a wire would
+  --client-timeout S   disconnect a vfio-user client that leaves replies unread or a message half-sent for
+                       this long (default 10)";
 
 struct Args {
     socket: PathBuf,
@@ -27,11 +29,13 @@ struct Args {
     mac: [u8; 6],
     pcap: Option<PathBuf>,
     overflow: RxOverflow,
+    client_timeout: std::time::Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut socket, mut backend, mut mac, mut pcap, mut overflow) = (None, None, [0x52, 0x54, 0, 0x12, 0x34, 0x56], None, RxOverflow::Pause);
+    let mut client_timeout = vfio_user::server::STALL_LIMIT;
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match a.as_str() {
@@ -52,11 +56,16 @@ fn parse_args() -> Result<Args, String> {
                     o => return Err(format!("--rx-overflow: '{o}' is not pause or drop")),
                 }
             }
+            "--client-timeout" => {
+                let v = val("--client-timeout")?;
+                let secs: f64 = v.parse().ok().filter(|s: &f64| *s > 0.0 && *s <= 3600.0).ok_or(format!("--client-timeout: '{v}' is not 0 < SECS <= 3600"))?;
+                client_timeout = std::time::Duration::from_secs_f64(secs);
+            }
             "-h" | "--help" => return Err(String::new()),
             o => return Err(format!("unknown argument '{o}'")),
         }
     }
-    Ok(Args { socket: socket.ok_or("--socket is required")?, backend: backend.ok_or("--backend is required")?, mac, pcap, overflow })
+    Ok(Args { socket: socket.ok_or("--socket is required")?, backend: backend.ok_or("--backend is required")?, mac, pcap, overflow, client_timeout })
 }
 
 fn main() -> ExitCode {
@@ -111,11 +120,11 @@ fn main() -> ExitCode {
         }
     };
     let mut dev = NicServer { nic: nic.clone(), waker: dp.waker.clone() };
-    let r = nic_device::server::serve(listener, &args.socket, &mut dev);
+    let r = nic_device::server::serve(listener, &args.socket, &mut dev, args.client_timeout);
     dp.stop();
     let _ = std::fs::remove_file(&args.socket);
     info!("metrics:");
-    nic.lock().unwrap().log_metrics();
+    nic_device::vfio::lock(&nic).log_metrics();
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

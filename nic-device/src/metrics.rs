@@ -45,6 +45,10 @@ metrics! {
     irqs_sent,
     /// Backend write or read errors.
     backend_errors,
+    /// Internal errors (panics) caught in the data path; the round was dropped, the device kept running.
+    datapath_panics,
+    /// Internal errors (panics) caught while handling a vfio-user request; the client was disconnected.
+    server_panics,
 }
 
 impl Metrics {

@@ -135,7 +135,8 @@ pub fn segment(pkt: &[u8], ctx: &TxContext, ixsm: bool, txsm: bool) -> Result<Ve
     let tucss = ctx.tucss as usize;
     let l4_min = if ctx.tcp { 20 } else { 8 };
     let ip_min = if ctx.ipv4 { 20 } else { 40 };
-    if hdrlen > pkt.len() || tucss + l4_min > hdrlen || ipcss + ip_min > tucss.max(ipcss + ip_min) || ipcss + ip_min > hdrlen {
+    // The IP header must fit before the L4 header, and both within HDRLEN.
+    if hdrlen > pkt.len() || tucss + l4_min > hdrlen || ipcss + ip_min > tucss || ipcss + ip_min > hdrlen {
         return Err(OffloadError::HeaderLength { hdrlen, len: pkt.len() });
     }
     let payload = &pkt[hdrlen..];
@@ -198,6 +199,17 @@ pub fn insert_vlan(frame: &mut Vec<u8>, vet: u16, tci: u16) -> bool {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn tso_context_with_the_l4_header_inside_the_ip_header_is_refused() {
+        // IPv4 at 14 (20 bytes), L4 claimed at 20: the two headers overlap.
+        let ctx = TxContext { ipcss: 14, ipcso: 24, tucss: 20, tucso: 36, hdrlen: 54, mss: 100, tcp: true, ipv4: true, tse: true, ..Default::default() };
+        let pkt = vec![0u8; 400];
+        assert!(matches!(segment(&pkt, &ctx, true, true), Err(OffloadError::HeaderLength { .. })));
+        // The same headers laid out one after the other are fine.
+        let ok = TxContext { tucss: 34, tucso: 50, ..ctx };
+        assert_eq!(segment(&pkt, &ok, true, true).unwrap().len(), 4);
+    }
 
     #[test]
     fn rfc1071_example() {

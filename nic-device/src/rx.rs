@@ -396,7 +396,7 @@ impl Nic {
         }
         let last = needed as usize - 1;
         for (i, chunk) in bytes.chunks(bufsz).enumerate() {
-            let daddr = base + head as u64 * 16;
+            let daddr = base.wrapping_add(u64::from(head) * 16);
             let mut d = [0u8; 16];
             if self.dma.read(daddr, &mut d[..8]).is_err() {
                 Metrics::inc(&self.metrics.dma_errors);
@@ -439,10 +439,10 @@ impl Nic {
             // 16-byte copy could land in any order and overwrite a descriptor the driver already re-armed.
             let status_at = if extended { 8..12 } else { 12..13 };
             let ok = self.dma.write(daddr, &wb[..status_at.start]).is_ok()
-                && self.dma.write(daddr + status_at.end as u64, &wb[status_at.end..]).is_ok()
+                && self.dma.write(daddr.wrapping_add(status_at.end as u64), &wb[status_at.end..]).is_ok()
                 && {
                     std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-                    self.dma.write(daddr + status_at.start as u64, &wb[status_at]).is_ok()
+                    self.dma.write(daddr.wrapping_add(status_at.start as u64), &wb[status_at]).is_ok()
                 };
             if !ok {
                 Metrics::inc(&self.metrics.dma_errors);

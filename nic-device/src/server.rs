@@ -1,7 +1,10 @@
 //! The vfio-user socket: listens, serves one client at a time on a mio loop, and goes back to listening
 //! when the client leaves. SIGINT/SIGTERM end the loop; the socket file is removed.
 
-use crate::vfio::NicServer;
+use crate::metrics::Metrics;
+use crate::vfio::{lock, NicServer};
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use mio::net::UnixListener as MioListener;
 use mio::unix::SourceFd;
@@ -42,8 +45,22 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(l)
 }
 
+fn drop_client(poll: &Poll, conn: &mut Option<Connection>, dev: &mut NicServer, why: &str) {
+    let Some(c) = conn.take() else { return };
+    info!("client gone: {why}");
+    let fd = c.socket().as_raw_fd();
+    let _ = poll.registry().deregister(&mut SourceFd(&fd));
+    let stats = &c.stats;
+    info!(
+        "session: {} messages, {} error replies, {} failed posted writes, {} unknown commands",
+        stats.messages, stats.error_replies, stats.posted_write_errors, stats.unknown_commands
+    );
+    drop(c);
+    dev.disconnected();
+}
+
 /// Serves until SIGINT or SIGTERM.
-pub fn serve(listener: UnixListener, path: &Path, dev: &mut NicServer) -> std::io::Result<()> {
+pub fn serve(listener: UnixListener, path: &Path, dev: &mut NicServer, client_timeout: Duration) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let mut listener = MioListener::from_std(listener);
     let mut poll = Poll::new()?;
@@ -54,11 +71,17 @@ pub fn serve(listener: UnixListener, path: &Path, dev: &mut NicServer) -> std::i
     let mut conn: Option<Connection> = None;
     info!("listening on {}", path.display());
     'outer: loop {
-        if let Err(e) = poll.poll(&mut events, None) {
+        let timeout = conn.as_ref().and_then(Connection::deadline).map(|d| d.saturating_duration_since(Instant::now()));
+        if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(e);
+        }
+        if let Some(c) = conn.as_mut() {
+            if let Err(e) = c.check_deadline(Instant::now()) {
+                drop_client(&poll, &mut conn, dev, &e.to_string());
+            }
         }
         for ev in events.iter() {
             match ev.token() {
@@ -81,9 +104,10 @@ pub fn serve(listener: UnixListener, path: &Path, dev: &mut NicServer) -> std::i
                                 continue;
                             }
                             match Connection::new(s) {
-                                Ok(c) => {
+                                Ok(mut c) => {
+                                    c.set_stall_limit(client_timeout);
                                     let fd = c.socket().as_raw_fd();
-                                    poll.registry().register(&mut SourceFd(&fd), CLIENT, Interest::READABLE)?;
+                                    poll.registry().register(&mut SourceFd(&fd), CLIENT, Interest::READABLE | Interest::WRITABLE)?;
                                     info!("client connected");
                                     conn = Some(c);
                                 }
@@ -99,17 +123,19 @@ pub fn serve(listener: UnixListener, path: &Path, dev: &mut NicServer) -> std::i
                 },
                 CLIENT => {
                     let Some(c) = conn.as_mut() else { continue };
-                    if let Err(e) = c.on_readable(dev) {
-                        info!("client gone: {e}");
-                        let fd = c.socket().as_raw_fd();
-                        let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                        let stats = c.stats.clone();
-                        info!(
-                            "session: {} messages, {} error replies, {} failed posted writes, {} unknown commands",
-                            stats.messages, stats.error_replies, stats.posted_write_errors, stats.unknown_commands
-                        );
-                        conn = None;
-                        dev.disconnected();
+                    // A bug in request handling must not take the device down: the client is dropped (as if
+                    // it had gone away) and the device is reset when it reconnects.
+                    let r = std::panic::catch_unwind(AssertUnwindSafe(|| c.on_event(dev)));
+                    let gone = match r {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(_) => {
+                            Metrics::inc(&lock(&dev.nic).metrics.server_panics);
+                            Some("internal error while handling a request".to_string())
+                        }
+                    };
+                    if let Some(why) = gone {
+                        drop_client(&poll, &mut conn, dev, &why);
                     }
                 }
                 _ => {}

@@ -132,7 +132,7 @@ impl Nic {
             // Write back DD (status byte) when RS asks for it.
             if d.cmd() & TXD_CMD_RS != 0 {
                 let sta = (d.upper as u8) | TXD_STA_DD;
-                if self.dma.write(daddr + 12, &[sta]).is_err() {
+                if self.dma.write(daddr.wrapping_add(12), &[sta]).is_err() {
                     Metrics::inc(&self.metrics.dma_errors);
                 }
                 pass.writebacks += 1;

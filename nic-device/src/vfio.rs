@@ -1,12 +1,13 @@
 //! The device as the vfio-user server sees it: regions and IRQ indexes of an 82574L function.
 
+use crate::dma::MapError;
 use crate::nic::{Effects, Nic};
 use crate::regs::*;
 use log::{debug, info, warn};
 use mio::Waker;
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use vfio_user::server::{Device, Errno};
 use vfio_user::*;
 
@@ -29,6 +30,24 @@ impl NicServer {
             None => Err(libc::EINVAL),
         }
     }
+}
+
+/// The errno a refused DMA_MAP or DMA_UNMAP is answered with.
+fn map_errno(e: &MapError) -> Errno {
+    match e {
+        MapError::TooMany(_) => libc::ENOSPC,
+        MapError::Unsealable(_) => libc::EPERM,
+        MapError::NoSuchMapping => libc::ENOENT,
+        MapError::Overlap => libc::EEXIST,
+        MapError::FileTooSmall | MapError::Mmap(_) => libc::EINVAL,
+    }
+}
+
+/// Locks the device. A panic elsewhere while the lock was held leaves the lock poisoned; the device state
+/// is plain data that every access re-validates, so the other thread carries on with it instead of
+/// panicking in turn (a panic is counted where it is caught, see `datapath`).
+pub fn lock(nic: &Mutex<Nic>) -> MutexGuard<'_, Nic> {
+    nic.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Device for NicServer {
@@ -59,7 +78,7 @@ impl Device for NicServer {
     }
 
     fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> Result<(), Errno> {
-        let mut nic = self.nic.lock().unwrap();
+        let mut nic = lock(&self.nic);
         let ok = match region {
             0 => nic.bar0_read(offset, data),
             1 => {
@@ -83,7 +102,7 @@ impl Device for NicServer {
 
     fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
         let fx = {
-            let mut nic = self.nic.lock().unwrap();
+            let mut nic = lock(&self.nic);
             match region {
                 0 => nic.bar0_write(offset, data),
                 1 => offset.checked_add(data.len() as u64).is_some_and(|e| e <= BAR1_SIZE).then_some(Effects::default()),
@@ -98,31 +117,33 @@ impl Device for NicServer {
     }
 
     fn dma_map(&mut self, map: &DmaMap, fd: Option<OwnedFd>) -> Result<(), Errno> {
-        let mut nic = self.nic.lock().unwrap();
+        let mut nic = lock(&self.nic);
         let Some(fd) = fd else {
             // Sections without an fd (ROM, some VGA RAM) are not reachable by DMA.
             debug!("DMA_MAP without fd: iova {:#x} size {:#x} not DMA-able", map.iova, map.size);
-            nic.dma.unreachable.push((map.iova, map.size));
-            return Ok(());
+            return nic.dma.map_unreachable(map.iova, map.size).map_err(|e| {
+                warn!("DMA_MAP without fd, iova {:#x} size {:#x}: {e}", map.iova, map.size);
+                map_errno(&e)
+            });
         };
         let writable = map.flags & VFIO_DMA_MAP_FLAG_WRITE != 0;
         nic.dma.map(map.iova, map.size, fd, map.offset, writable).map_err(|e| {
             warn!("DMA_MAP iova {:#x} size {:#x}: {e}", map.iova, map.size);
-            libc::EINVAL
+            map_errno(&e)
         })?;
         debug!("DMA_MAP iova {:#x} size {:#x} offset {:#x}", map.iova, map.size, map.offset);
         Ok(())
     }
 
     fn dma_unmap(&mut self, un: &DmaUnmap) -> Result<(), Errno> {
-        let mut nic = self.nic.lock().unwrap();
+        let mut nic = lock(&self.nic);
         if un.flags & VFIO_DMA_UNMAP_FLAG_ALL != 0 {
             nic.dma.unmap_all();
             return Ok(());
         }
         nic.dma.unmap(un.iova, un.size).map(|_| ()).map_err(|e| {
             warn!("DMA_UNMAP iova {:#x} size {:#x}: {e}", un.iova, un.size);
-            libc::EINVAL
+            map_errno(&e)
         })
     }
 
@@ -131,7 +152,7 @@ impl Device for NicServer {
         if set.start.checked_add(set.count).is_none_or(|e| e > count) {
             return Err(libc::EINVAL);
         }
-        let mut nic = self.nic.lock().unwrap();
+        let mut nic = lock(&self.nic);
         let action = set.flags & (VFIO_IRQ_SET_ACTION_MASK | VFIO_IRQ_SET_ACTION_UNMASK | VFIO_IRQ_SET_ACTION_TRIGGER);
         let data = set.flags & (VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_DATA_EVENTFD);
         debug!("SET_IRQS index {} start {} count {} action {action:#x} data {data:#x} fds {}", set.index, set.start, set.count, fds.len());
@@ -211,15 +232,37 @@ impl Device for NicServer {
 
     fn reset(&mut self) -> Result<(), Errno> {
         info!("DEVICE_RESET");
-        self.nic.lock().unwrap().function_reset();
+        lock(&self.nic).function_reset();
         let _ = self.waker.wake();
         Ok(())
     }
 
     fn disconnected(&mut self) {
-        let mut nic = self.nic.lock().unwrap();
+        let mut nic = lock(&self.nic);
         nic.disconnect();
         info!("client disconnected: DMA maps and interrupt fds dropped");
         nic.log_metrics();
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn a_panic_while_holding_the_device_does_not_poison_the_other_thread() {
+        let nic = Arc::new(Mutex::new(Nic::new([0x52, 0x54, 0, 1, 2, 3], Arc::new(Metrics::default()))));
+        let n2 = nic.clone();
+        let r = std::thread::spawn(move || {
+            let _g = lock(&n2);
+            panic!("model bug while holding the lock");
+        })
+        .join();
+        assert!(r.is_err());
+        assert!(nic.is_poisoned());
+        let mut g = lock(&nic);
+        g.mmio_write(RAL0, 0x1234_5678);
+        assert_eq!(g.reg(RAL0), 0x1234_5678, "the other thread carries on");
     }
 }

@@ -167,7 +167,7 @@ fn socket_in_use_fails_and_sigterm_removes_the_socket() {
 
 fn memfd(size: u64) -> File {
     // SAFETY: valid name; result checked.
-    let fd = unsafe { libc::memfd_create(c"t".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::memfd_create(c"t".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     assert!(fd >= 0);
     // SAFETY: fresh fd, owned here.
     let f = unsafe { File::from_raw_fd(fd) };

@@ -11,6 +11,8 @@ pub const MAX_MESSAGE_SIZE: usize = MAX_DATA_XFER + 4096;
 pub const MAX_DATA_XFER: usize = 1 << 20;
 /// File descriptors we accept in one message; advertised as `max_msg_fds`.
 pub const MAX_MSG_FDS: usize = 16;
+/// Most DMA maps a server built on this crate keeps for one client (announced as `max_dma_maps`).
+pub const MAX_DMA_MAPS: usize = 1024;
 
 pub const FLAG_TYPE_MASK: u32 = 0xf;
 pub const FLAG_REQUEST: u32 = 0x0;
@@ -104,6 +106,8 @@ pub enum ParseError {
     Range(&'static str),
     #[error("version string is not NUL-terminated UTF-8")]
     BadVersionString,
+    #[error("capabilities: {0}")]
+    BadCapabilities(String),
 }
 
 pub type ParseResult<T> = std::result::Result<T, ParseError>;
@@ -192,6 +196,31 @@ impl Version {
         out.extend_from_slice(self.capabilities.as_bytes());
         out.push(0);
     }
+}
+
+/// Checks a VERSION capabilities string: empty, or a JSON object whose `capabilities` member (if any) is an
+/// object, with the numeric members the protocol defines as non-negative integers and `migration` an object.
+pub fn check_capabilities(json: &str) -> ParseResult<()> {
+    if json.is_empty() {
+        return Ok(());
+    }
+    let bad = |m: &str| ParseError::BadCapabilities(m.to_string());
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| ParseError::BadCapabilities(e.to_string()))?;
+    let top = v.as_object().ok_or_else(|| bad("not a JSON object"))?;
+    let Some(caps) = top.get("capabilities") else { return Ok(()) };
+    let caps = caps.as_object().ok_or_else(|| bad("\"capabilities\" is not an object"))?;
+    for key in ["max_msg_fds", "max_data_xfer_size", "pgsizes", "max_dma_maps"] {
+        if caps.get(key).is_some_and(|n| n.as_u64().is_none()) {
+            return Err(ParseError::BadCapabilities(format!("\"{key}\" is not a non-negative integer")));
+        }
+    }
+    if caps.get("migration").is_some_and(|m| !m.is_object()) {
+        return Err(bad("\"migration\" is not an object"));
+    }
+    if caps.get("write_multiple").is_some_and(|m| !m.is_boolean()) {
+        return Err(bad("\"write_multiple\" is not a boolean"));
+    }
+    Ok(())
 }
 
 /// Looks up an integer member of the capabilities JSON (`"name": 123`), at any depth. The strings here are

@@ -2,10 +2,11 @@
 //! The caller owns the event loop; it calls [`Connection::on_readable`] when the socket is readable.
 
 use crate::message::*;
-use crate::socket::{write_all_with_fds, Frame, FrameError, Message, Reader};
+use crate::socket::{send_with_fds, Frame, FrameError, Message, Reader};
 use log::{debug, warn};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 /// A positive errno value for error replies.
 pub type Errno = i32;
@@ -38,39 +39,119 @@ pub struct ConnStats {
 }
 
 /// Capabilities we answer VERSION with. Kept short: QEMU receives the reply into its request's buffer.
-pub const SERVER_CAPABILITIES: &str = r#"{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576}}"#;
+pub const SERVER_CAPABILITIES: &str = r#"{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576,"max_dma_maps":1024}}"#;
 
 /// One client connection.
+///
+/// The connection never blocks the caller's loop: replies go to an output buffer that is flushed as the
+/// socket takes them. While that buffer is over [`OUTPUT_HIGH_WATER`] no further request is read (the client
+/// is back-pressured), and a client that neither drains its replies nor completes a message it started
+/// within [`STALL_LIMIT`] is disconnected (see [`Connection::check_deadline`]).
 pub struct Connection {
     sock: UnixStream,
     reader: Reader,
     negotiated: bool,
+    out: Vec<u8>,
+    /// Since when output has been waiting without the socket taking any of it.
+    out_stuck_since: Option<Instant>,
+    /// Since when part of a message has been waiting for the rest.
+    partial_since: Option<Instant>,
+    stall_limit: Duration,
     pub stats: ConnStats,
 }
 
-/// Timeout for a reply that does not fit in the socket buffer.
-const WRITE_TIMEOUT_MS: i32 = 5000;
+/// Pending reply bytes above which requests are no longer read.
+pub const OUTPUT_HIGH_WATER: usize = 2 << 20;
+/// How long a client may leave replies unread, or a message half-sent, before it is disconnected.
+pub const STALL_LIMIT: Duration = Duration::from_secs(10);
 
 impl Connection {
     pub fn new(sock: UnixStream) -> std::io::Result<Connection> {
         sock.set_nonblocking(true)?;
-        Ok(Connection { sock, reader: Reader::new(), negotiated: false, stats: ConnStats::default() })
+        Ok(Connection {
+            sock,
+            reader: Reader::new(),
+            negotiated: false,
+            out: Vec::new(),
+            out_stuck_since: None,
+            partial_since: None,
+            stall_limit: STALL_LIMIT,
+            stats: ConnStats::default(),
+        })
+    }
+
+    /// Sets how long a stalled client is tolerated (default [`STALL_LIMIT`]).
+    pub fn set_stall_limit(&mut self, limit: Duration) {
+        self.stall_limit = limit;
     }
 
     pub fn socket(&self) -> &UnixStream {
         &self.sock
     }
 
-    /// Reads and handles everything available. `Err` means the connection is over (EOF or broken framing).
-    pub fn on_readable(&mut self, dev: &mut dyn Device) -> Result<(), FrameError> {
+    /// Handles a readiness event of either kind: sends what the socket takes, then reads and handles
+    /// requests while the output buffer has room. `Err` means the connection is over.
+    pub fn on_event(&mut self, dev: &mut dyn Device) -> Result<(), FrameError> {
+        self.flush()?;
         loop {
-            while let Some(frame) = self.reader.next_frame()? {
+            while self.out.len() < OUTPUT_HIGH_WATER {
+                let Some(frame) = self.reader.next_frame()? else { break };
                 self.handle_frame(dev, frame)?;
             }
-            if !self.reader.fill(&self.sock)? {
-                return Ok(());
+            self.flush()?;
+            if self.out.len() >= OUTPUT_HIGH_WATER || !self.reader.fill(&self.sock)? {
+                break;
             }
         }
+        self.partial_since = match (self.reader.is_partial(), self.partial_since) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t),
+            (true, None) => Some(Instant::now()),
+        };
+        Ok(())
+    }
+
+    /// Reads and handles everything available (same as [`Connection::on_event`]).
+    pub fn on_readable(&mut self, dev: &mut dyn Device) -> Result<(), FrameError> {
+        self.on_event(dev)
+    }
+
+    /// When the caller must call [`Connection::check_deadline`] next, if anything is waiting.
+    pub fn deadline(&self) -> Option<Instant> {
+        [self.out_stuck_since, self.partial_since].into_iter().flatten().min().map(|t| t + self.stall_limit)
+    }
+
+    /// Ends the connection (`Err`) when the client has stalled past [`STALL_LIMIT`].
+    pub fn check_deadline(&mut self, now: Instant) -> Result<(), FrameError> {
+        self.flush()?;
+        if self.out_stuck_since.is_some_and(|t| now.duration_since(t) >= self.stall_limit) {
+            return Err(FrameError::Stalled("client leaves its replies unread"));
+        }
+        if self.partial_since.is_some_and(|t| now.duration_since(t) >= self.stall_limit) {
+            return Err(FrameError::Stalled("client started a message and did not finish it"));
+        }
+        Ok(())
+    }
+
+    /// Sends as much pending output as the socket takes now.
+    fn flush(&mut self) -> Result<(), FrameError> {
+        let mut sent = 0;
+        while sent < self.out.len() {
+            match send_with_fds(self.sock.as_raw_fd(), &self.out[sent..], &[]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.out.drain(..sent);
+        if self.out.is_empty() || sent > 0 {
+            self.out_stuck_since = None;
+        }
+        if !self.out.is_empty() && self.out_stuck_since.is_none() {
+            self.out_stuck_since = Some(Instant::now());
+        }
+        Ok(())
     }
 
     fn handle_frame(&mut self, dev: &mut dyn Device, frame: Frame) -> Result<(), FrameError> {
@@ -78,16 +159,18 @@ impl Connection {
             Frame::Oversized(h) => {
                 warn!("vfio-user: message {} (command {}) of {} bytes is too large", h.msg_id, h.command, h.size);
                 if !h.no_reply() {
-                    self.reply_error(&h, libc::E2BIG)?;
+                    self.reply_error(&h, libc::E2BIG);
                 }
                 Ok(())
             }
-            Frame::Message(m) => self.handle_message(dev, m),
+            Frame::Message(m) => {
+                self.handle_message(dev, m);
+                Ok(())
+            }
         }
     }
 
-    fn reply(&mut self, req: &Header, payload: &[u8], fds: &[std::os::fd::RawFd]) -> Result<(), FrameError> {
-        let mut out = Vec::with_capacity(HEADER_SIZE + payload.len());
+    fn reply(&mut self, req: &Header, payload: &[u8]) {
         Header {
             msg_id: req.msg_id,
             command: req.command,
@@ -95,34 +178,29 @@ impl Connection {
             flags: FLAG_REPLY,
             error: 0,
         }
-        .emit(&mut out);
-        out.extend_from_slice(payload);
-        write_all_with_fds(&self.sock, &out, fds, WRITE_TIMEOUT_MS)?;
-        Ok(())
+        .emit(&mut self.out);
+        self.out.extend_from_slice(payload);
     }
 
-    fn reply_error(&mut self, req: &Header, errno: Errno) -> Result<(), FrameError> {
+    fn reply_error(&mut self, req: &Header, errno: Errno) {
         self.stats.error_replies += 1;
         let errno = if errno == 0 { libc::EINVAL } else { errno };
-        let mut out = Vec::with_capacity(HEADER_SIZE);
         Header { msg_id: req.msg_id, command: req.command, size: HEADER_SIZE as u32, flags: FLAG_REPLY | FLAG_ERROR, error: errno as u32 }
-            .emit(&mut out);
-        write_all_with_fds(&self.sock, &out, &[], WRITE_TIMEOUT_MS)?;
-        Ok(())
+            .emit(&mut self.out);
     }
 
-    fn handle_message(&mut self, dev: &mut dyn Device, m: Message) -> Result<(), FrameError> {
+    fn handle_message(&mut self, dev: &mut dyn Device, m: Message) {
         self.stats.messages += 1;
         let h = m.header;
         if h.is_reply() {
             warn!("vfio-user: unexpected reply message {} from client, ignored", h.msg_id);
-            return Ok(());
+            return;
         }
         let result = self.dispatch(dev, &h, m.payload, m.fds);
         match result {
             Ok(Some(payload)) => {
                 if !h.no_reply() {
-                    self.reply(&h, &payload, &[])?;
+                    self.reply(&h, &payload);
                 }
             }
             Ok(None) => {}
@@ -131,11 +209,10 @@ impl Connection {
                     self.stats.posted_write_errors += 1;
                     debug!("vfio-user: posted command {} failed with errno {errno}", h.command);
                 } else {
-                    self.reply_error(&h, errno)?;
+                    self.reply_error(&h, errno);
                 }
             }
         }
-        Ok(())
     }
 
     /// Handles one request; `Ok(Some(payload))` is the reply payload.
@@ -156,7 +233,12 @@ impl Connection {
         let mut out = Vec::new();
         match cmd {
             Command::Version => {
+                if self.negotiated {
+                    warn!("vfio-user: VERSION again after negotiation");
+                    return Err(libc::EINVAL);
+                }
                 let v = Version::parse(&p).map_err(bad)?;
+                check_capabilities(&v.capabilities).map_err(bad)?;
                 if v.major != 0 {
                     warn!("vfio-user: client protocol {}.{} not supported", v.major, v.minor);
                     return Err(libc::ENOTSUP);
@@ -209,6 +291,9 @@ impl Connection {
             }
             Command::RegionRead => {
                 let a = RegionAccess::parse(&p).map_err(bad)?;
+                if p.len() != RegionAccess::LEN {
+                    return Err(bad(ParseError::Range("region read carries data")));
+                }
                 let mut data = vec![0u8; a.count as usize];
                 dev.region_read(a.region, a.offset, &mut data)?;
                 a.emit(&mut out);
@@ -216,14 +301,18 @@ impl Connection {
             }
             Command::RegionWrite => {
                 let a = RegionAccess::parse(&p).map_err(bad)?;
-                let data = p.get(RegionAccess::LEN..RegionAccess::LEN + a.count as usize).ok_or(libc::EINVAL)?;
+                if p.len() != RegionAccess::LEN + a.count as usize {
+                    return Err(bad(ParseError::Range("region write data length differs from its count")));
+                }
+                let data = p.get(RegionAccess::LEN..).ok_or(libc::EINVAL)?;
                 dev.region_write(a.region, a.offset, data)?;
                 a.emit(&mut out);
             }
             Command::RegionWriteMulti => {
                 let writes = parse_write_multi(&p).map_err(bad)?;
                 for (a, d) in writes {
-                    dev.region_write(a.region, a.offset, &d[..a.count as usize])?;
+                    let data = d.get(..a.count as usize).ok_or(libc::EINVAL)?;
+                    dev.region_write(a.region, a.offset, data)?;
                 }
             }
             Command::DeviceReset => {

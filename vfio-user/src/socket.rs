@@ -28,9 +28,18 @@ pub enum FrameError {
     Undersized(u32),
     #[error("peer closed the connection")]
     Closed,
+    #[error("message size {0} is beyond what is drained to stay in sync ({MAX_DISCARD} bytes): connection closed")]
+    TooLarge(u32),
+    #[error("{0}")]
+    Stalled(&'static str),
     #[error("socket: {0}")]
     Io(#[from] io::Error),
 }
+
+/// An oversized message up to this size is read and thrown away so that the stream stays in sync and the
+/// request gets an error reply; a larger one ends the connection (reading gigabytes to discard them would
+/// hold the device's single client slot for as long as the client cares to trickle them).
+pub const MAX_DISCARD: usize = 16 << 20;
 
 const CMSG_SPACE_FDS: usize = 512; // room for MAX_MSG_FDS * 4 rounded, with headroom
 
@@ -192,6 +201,11 @@ impl Reader {
         }
     }
 
+    /// Whether part of a message (or of an oversized message being drained) has arrived but not all of it.
+    pub fn is_partial(&self) -> bool {
+        !self.buf.is_empty() || self.discard > 0
+    }
+
     fn consume(&mut self, n: usize) {
         self.buf.drain(..n);
         self.base += n as u64;
@@ -215,13 +229,14 @@ impl Reader {
                     return Ok(Some(Frame::Oversized(h)));
                 }
             }
-            if self.buf.len() < HEADER_SIZE {
-                return Ok(None);
-            }
-            let header = Header::parse(&self.buf[..HEADER_SIZE]).expect("length checked");
+            let Some(head) = self.buf.get(..HEADER_SIZE) else { return Ok(None) };
+            let header = Header::parse(head).map_err(|_| FrameError::Undersized(0))?;
             let size = header.size as usize;
             if size < HEADER_SIZE {
                 return Err(FrameError::Undersized(header.size));
+            }
+            if size > MAX_DISCARD {
+                return Err(FrameError::TooLarge(header.size));
             }
             if size > MAX_MESSAGE_SIZE {
                 self.oversized = Some(header);
@@ -231,11 +246,13 @@ impl Reader {
             if self.buf.len() < size {
                 return Ok(None);
             }
-            let payload = self.buf[HEADER_SIZE..size].to_vec();
+            let payload = self.buf.get(HEADER_SIZE..size).map(<[u8]>::to_vec).unwrap_or_default();
             let end = self.base + size as u64;
             let mut fds = Vec::new();
             while self.fds.front().is_some_and(|(o, _)| *o < end) {
-                fds.push(self.fds.pop_front().unwrap().1);
+                if let Some((_, fd)) = self.fds.pop_front() {
+                    fds.push(fd);
+                }
             }
             self.consume(size);
             return Ok(Some(Frame::Message(Message { header, payload, fds })));
