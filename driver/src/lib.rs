@@ -33,7 +33,7 @@ pub enum DriverError {
     Gone,
 }
 
-pub use e1000e::{Config, IrqMode, E1000e};
+pub use e1000e::{Config, E1000e, IrqMode};
 pub use netdev::*;
 
 /// Opens a transport from a command-line style spec: `vfio-user:PATH` or `vfio-pci:BDF`.

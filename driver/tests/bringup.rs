@@ -3,7 +3,7 @@
 
 use driver::dma::DmaRegion;
 use driver::transport::{IrqKind, Result, Transport};
-use driver::{Config, DriverError, IrqMode, NetDev, E1000e};
+use driver::{Config, DriverError, E1000e, IrqMode, NetDev};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -145,7 +145,12 @@ fn no_link_is_a_timeout_error() {
 #[test]
 fn bad_offload_offsets_are_refused_before_the_card_sees_them() {
     let mut d = E1000e::open(Box::new(FakeCard::good()), cfg()).unwrap();
-    let mut p = vec![driver::TxPacket { data: vec![0u8; 60], csum: Some(driver::TxCsum { l3: 14, l4: 200, ipv4: true, tcp: true }), tso: None, vlan: None }];
+    let mut p = vec![driver::TxPacket {
+        data: vec![0u8; 60],
+        csum: Some(driver::TxCsum { l3: 14, l4: 200, ipv4: true, tcp: true }),
+        tso: None,
+        vlan: None,
+    }];
     assert!(matches!(d.transmit(&mut p), Err(DriverError::BadPacket(_))));
     let mut p = vec![driver::TxPacket::plain(vec![0u8; 9000])];
     assert!(matches!(d.transmit(&mut p), Err(DriverError::BadPacket(_))));

@@ -119,7 +119,7 @@ impl Backend for Tap {
         0
     }
     fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.tap.recv(&mut self.buf)?.map(|n| self.buf[..n].to_vec()))
+        Ok(self.tap.recv(&mut self.buf)?.and_then(|n| self.buf.get(..n)).map(<[u8]>::to_vec))
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
         self.tap.send(frame)
@@ -232,15 +232,15 @@ impl Backend for Stream {
     }
     fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
         loop {
-            if self.rbuf.len() >= 4 {
-                let len = u32::from_be_bytes(self.rbuf[..4].try_into().unwrap()) as usize;
+            if let Some(len) = crate::bytes::be32(&self.rbuf, 0) {
+                let len = len as usize;
                 if len > MAX_FRAME {
                     warn!("stream backend: frame length {len} from peer is too large; dropping the peer");
                     self.drop_peer();
                     return Ok(None);
                 }
-                if self.rbuf.len() >= 4 + len {
-                    let f = self.rbuf[4..4 + len].to_vec();
+                if let Some(f) = self.rbuf.get(4..4 + len) {
+                    let f = f.to_vec();
                     self.rbuf.drain(..4 + len);
                     return Ok(Some(f));
                 }
@@ -252,7 +252,7 @@ impl Backend for Stream {
                     self.drop_peer();
                     return Ok(None);
                 }
-                Ok(n) => self.rbuf.extend_from_slice(&tmp[..n]),
+                Ok(n) => self.rbuf.extend_from_slice(tmp.get(..n).unwrap_or_default()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {

@@ -7,13 +7,13 @@ use crate::backend::Backend;
 const MAX_FRAME: usize = 1522;
 use crate::metrics::Metrics;
 use crate::nic::Nic;
-use crate::vfio::lock;
 use crate::pcap::PcapWriter;
+use crate::vfio::lock;
 use log::{debug, error, warn};
-use std::panic::AssertUnwindSafe;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -38,14 +38,31 @@ pub struct DataPath {
 }
 
 impl DataPath {
-    pub fn start(nic: Arc<Mutex<Nic>>, backend: Box<dyn Backend>, pcap: Option<PcapWriter>, overflow: RxOverflow) -> std::io::Result<DataPath> {
+    pub fn start(
+        nic: Arc<Mutex<Nic>>,
+        backend: Box<dyn Backend>,
+        pcap: Option<PcapWriter>,
+        overflow: RxOverflow,
+    ) -> std::io::Result<DataPath> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         let thread = std::thread::Builder::new().name("nic-datapath".into()).spawn(move || {
             let metrics = lock(&nic).metrics.clone();
-            let mut w = Worker { nic, metrics, backend, pcap, poll, stop: s2, out: VecDeque::new(), registered: Vec::new(), gen: u64::MAX, overflow, carrier: None };
+            let mut w = Worker {
+                nic,
+                metrics,
+                backend,
+                pcap,
+                poll,
+                stop: s2,
+                out: VecDeque::new(),
+                registered: Vec::new(),
+                gen: u64::MAX,
+                overflow,
+                carrier: None,
+            };
             w.run();
         })?;
         Ok(DataPath { waker, stop, thread: Some(thread) })

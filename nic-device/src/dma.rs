@@ -215,6 +215,7 @@ impl DmaSpace {
 /// Test support: guest memory backed by a memfd, as QEMU's `memory-backend-memfd` provides it. Not part of
 /// the production build: tests, benches and fuzz targets enable the `testing` feature.
 #[cfg(any(test, feature = "testing"))]
+#[allow(clippy::expect_used)] // test support: a failure to set up test memory is the test's failure
 pub mod testing {
     use super::*;
     use std::os::fd::FromRawFd;

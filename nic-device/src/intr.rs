@@ -82,24 +82,25 @@ impl Intr {
     }
 
     fn interval(&self, slot: usize) -> Duration {
-        let units = if slot == LEGACY_SLOT { self.itr & 0xFFFF } else { self.eitr[slot] & 0xFFFF };
+        let units = if slot == LEGACY_SLOT { self.itr & 0xFFFF } else { self.eitr.get(slot).copied().unwrap_or(0) & 0xFFFF };
         Duration::from_nanos(units as u64 * ITR_UNIT_NS)
     }
 
     /// Fires a slot now or defers it under moderation.
     fn fire(&mut self, slot: usize, causes: u32, signal: Signal, now: Instant, out: &mut Vec<Signal>) {
-        if self.deferred[slot] != 0 {
-            self.deferred[slot] |= causes;
+        let iv = self.interval(slot);
+        let (Some(deferred), Some(last_fire)) = (self.deferred.get_mut(slot), self.last_fire.get_mut(slot)) else { return };
+        if *deferred != 0 {
+            *deferred |= causes;
             return;
         }
-        let iv = self.interval(slot);
-        if let Some(last) = self.last_fire[slot] {
+        if let Some(last) = *last_fire {
             if !iv.is_zero() && now < last + iv {
-                self.deferred[slot] |= causes;
+                *deferred |= causes;
                 return;
             }
         }
-        self.last_fire[slot] = Some(now);
+        *last_fire = Some(now);
         self.asserted_count = self.asserted_count.wrapping_add(1);
         out.push(signal);
     }
@@ -189,23 +190,25 @@ impl Intr {
     /// The earliest moderation deadline, if any slot is waiting.
     pub fn next_deadline(&self) -> Option<Instant> {
         (0..SLOTS)
-            .filter(|&s| self.deferred[s] != 0)
-            .filter_map(|s| self.last_fire[s].map(|l| l + self.interval(s)))
+            .filter(|&s| self.deferred.get(s).is_some_and(|&d| d != 0))
+            .filter_map(|s| self.last_fire.get(s).copied().flatten().map(|l| l + self.interval(s)))
             .min()
     }
 
     /// Fires moderated slots whose time has come, if their causes are still enabled.
     pub fn on_timer(&mut self, mode: Mode, now: Instant, out: &mut Vec<Signal>) {
         for slot in 0..SLOTS {
-            let causes = self.deferred[slot];
+            let causes = self.deferred.get(slot).copied().unwrap_or(0);
             if causes == 0 {
                 continue;
             }
-            let due = self.last_fire[slot].map(|l| l + self.interval(slot)).unwrap_or(now);
+            let due = self.last_fire.get(slot).copied().flatten().map(|l| l + self.interval(slot)).unwrap_or(now);
             if now < due {
                 continue;
             }
-            self.deferred[slot] = 0;
+            if let Some(d) = self.deferred.get_mut(slot) {
+                *d = 0;
+            }
             let still = match mode {
                 Mode::Msix => causes & (self.ims | self.eiac) != 0,
                 _ => self.icr & self.ims != 0,

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-const USAGE: &str = "usage: nic-device --socket PATH --backend SPEC [--mac MAC] [--pcap FILE] [--rx-overflow pause|drop] [--client-timeout SECS]
+const USAGE: &str =
+    "usage: nic-device --socket PATH --backend SPEC [--mac MAC] [--pcap FILE] [--rx-overflow pause|drop] [--client-timeout SECS]
   --socket PATH        vfio-user socket to serve (created when the device is ready)
   --backend SPEC       tap:IFNAME | stream:PATH | stream-connect:PATH | loopback
   --mac MAC            station address (default 52:54:00:12:34:56)
@@ -34,7 +35,8 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
-    let (mut socket, mut backend, mut mac, mut pcap, mut overflow) = (None, None, [0x52, 0x54, 0, 0x12, 0x34, 0x56], None, RxOverflow::Pause);
+    let (mut socket, mut backend, mut mac, mut pcap, mut overflow) =
+        (None, None, [0x52, 0x54, 0, 0x12, 0x34, 0x56], None, RxOverflow::Pause);
     let mut client_timeout = vfio_user::server::STALL_LIMIT;
     while let Some(a) = it.next() {
         let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -58,14 +60,25 @@ fn parse_args() -> Result<Args, String> {
             }
             "--client-timeout" => {
                 let v = val("--client-timeout")?;
-                let secs: f64 = v.parse().ok().filter(|s: &f64| *s > 0.0 && *s <= 3600.0).ok_or(format!("--client-timeout: '{v}' is not 0 < SECS <= 3600"))?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0 && *s <= 3600.0)
+                    .ok_or(format!("--client-timeout: '{v}' is not 0 < SECS <= 3600"))?;
                 client_timeout = std::time::Duration::from_secs_f64(secs);
             }
             "-h" | "--help" => return Err(String::new()),
             o => return Err(format!("unknown argument '{o}'")),
         }
     }
-    Ok(Args { socket: socket.ok_or("--socket is required")?, backend: backend.ok_or("--backend is required")?, mac, pcap, overflow, client_timeout })
+    Ok(Args {
+        socket: socket.ok_or("--socket is required")?,
+        backend: backend.ok_or("--backend is required")?,
+        mac,
+        pcap,
+        overflow,
+        client_timeout,
+    })
 }
 
 fn main() -> ExitCode {
@@ -108,10 +121,7 @@ fn main() -> ExitCode {
     let metrics = Arc::new(Metrics::default());
     let nic = Arc::new(Mutex::new(Nic::new(args.mac, metrics.clone())));
     let m = args.mac;
-    info!(
-        "82574L (8086:10d3) mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} backend {}",
-        m[0], m[1], m[2], m[3], m[4], m[5], be.describe()
-    );
+    info!("82574L (8086:10d3) mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} backend {}", m[0], m[1], m[2], m[3], m[4], m[5], be.describe());
     let mut dp = match DataPath::start(nic.clone(), be, pcap, args.overflow) {
         Ok(d) => d,
         Err(e) => {

@@ -21,6 +21,10 @@ macro_rules! metrics {
 metrics! {
     /// Frames handed to the backend.
     tx_frames,
+    /// TSO packets the card segmented.
+    tx_tso_packets,
+    /// Wire frames those TSO packets became.
+    tx_tso_segments,
     /// Frames received from the backend and written to the guest.
     rx_frames,
     /// Descriptor or buffer addresses outside the DMA maps.

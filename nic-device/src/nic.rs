@@ -1,6 +1,7 @@
 //! The 82574L function: register file and its side effects, reset, interrupts to eventfds, and the glue that
 //! the data path (tx.rs, rx.rs) and the vfio-user server call into.
 
+use crate::bytes::{le32, put};
 use crate::dma::DmaSpace;
 use crate::intr::{Intr, Mode, Signal};
 use crate::metrics::Metrics;
@@ -97,17 +98,21 @@ impl Nic {
 
     #[inline]
     pub fn reg(&self, off: u32) -> u32 {
-        self.regs[(off / 4) as usize]
+        // Offsets come from the register map or from accesses checked against BAR0's size.
+        self.regs.get((off / 4) as usize).copied().unwrap_or(0)
     }
     #[inline]
     pub fn set_reg(&mut self, off: u32, v: u32) {
-        self.regs[(off / 4) as usize] = v;
+        if let Some(r) = self.regs.get_mut((off / 4) as usize) {
+            *r = v;
+        }
     }
 
     /// Adds to a 32-bit statistics counter; counters stick at their maximum.
     pub fn stat_inc(&mut self, off: u32, n: u32) {
-        let r = &mut self.regs[(off / 4) as usize];
-        *r = r.saturating_add(n);
+        if let Some(r) = self.regs.get_mut((off / 4) as usize) {
+            *r = r.saturating_add(n);
+        }
     }
     /// Adds to a 64-bit counter held as a low/high register pair.
     pub fn stat_add64(&mut self, low: u32, n: u64) {
@@ -211,7 +216,7 @@ impl Nic {
                     }
                 }
                 Signal::Msix(v) => {
-                    if signal_fd(&self.irq.msix[v]) {
+                    if self.irq.msix.get(v).is_some_and(signal_fd) {
                         Metrics::inc(&self.metrics.irqs_sent);
                     } else {
                         self.msix_pending |= 1 << v;
@@ -261,7 +266,7 @@ impl Nic {
 
     /// A vector got an eventfd: deliver what was held pending for it.
     pub fn msix_fd_set(&mut self, v: usize) {
-        if self.msix_pending & (1 << v) != 0 && signal_fd(&self.irq.msix[v]) {
+        if self.msix_pending & (1 << v) != 0 && self.irq.msix.get(v).is_some_and(signal_fd) {
             self.msix_pending &= !(1 << v);
             Metrics::inc(&self.metrics.irqs_sent);
         }
@@ -319,7 +324,7 @@ impl Nic {
             EIAC => self.intr.eiac,
             IVAR => self.intr.ivar,
             ITR => self.intr.itr,
-            o if (EITR0..EITR0 + 4 * EITR_COUNT).contains(&o) => self.intr.eitr[((o - EITR0) / 4) as usize],
+            o if (EITR0..EITR0 + 4 * EITR_COUNT).contains(&o) => self.intr.eitr.get(((o - EITR0) / 4) as usize).copied().unwrap_or(0),
             STATUS => self.status(),
             CTRL => self.reg(CTRL),
             IAC => {
@@ -402,7 +407,11 @@ impl Nic {
             EIAC => self.intr.eiac = val,
             IVAR => self.intr.ivar = val,
             ITR => self.intr.itr = val & 0xFFFF,
-            o if (EITR0..EITR0 + 4 * EITR_COUNT).contains(&o) => self.intr.eitr[((o - EITR0) / 4) as usize] = val & 0xFFFF,
+            o if (EITR0..EITR0 + 4 * EITR_COUNT).contains(&o) => {
+                if let Some(e) = self.intr.eitr.get_mut(((o - EITR0) / 4) as usize) {
+                    *e = val & 0xFFFF;
+                }
+            }
             RCTL => {
                 let was = self.reg(RCTL) & RCTL_EN;
                 self.set_reg(RCTL, val);
@@ -423,7 +432,9 @@ impl Nic {
             o if o == TDH0 || o == TDH0 + QUEUE_STRIDE || o == RDH0 || o == RDH0 + QUEUE_STRIDE => {
                 self.set_reg(o, val & 0xFFFF);
                 if o == TDH0 || o == TDH0 + QUEUE_STRIDE {
-                    self.tx[((o - TDH0) / QUEUE_STRIDE) as usize] = TxQueue::default();
+                    if let Some(t) = self.tx.get_mut(((o - TDH0) / QUEUE_STRIDE) as usize) {
+                        *t = TxQueue::default();
+                    }
                 }
             }
             o if o == TDLEN0 || o == TDLEN0 + QUEUE_STRIDE || o == RDLEN0 || o == RDLEN0 + QUEUE_STRIDE => {
@@ -476,14 +487,17 @@ impl Nic {
         if data.len() == 8 && off.is_multiple_of(4) {
             let lo = self.mmio_read(off as u32);
             let hi = self.mmio_read(off as u32 + 4);
-            data[..4].copy_from_slice(&lo.to_le_bytes());
-            data[4..].copy_from_slice(&hi.to_le_bytes());
+            put(data, 0, &lo.to_le_bytes());
+            put(data, 4, &hi.to_le_bytes());
             return true;
         }
         let base = (off & !3) as u32;
         let v = self.mmio_read(base).to_le_bytes();
         let s = (off & 3) as usize;
-        data.copy_from_slice(&v[s..s + data.len()]);
+        match v.get(s..s + data.len()) {
+            Some(part) => data.copy_from_slice(part),
+            None => return false,
+        }
         true
     }
 
@@ -493,8 +507,8 @@ impl Nic {
             return None;
         }
         if data.len() == 8 && off.is_multiple_of(4) {
-            let a = self.mmio_write(off as u32, u32::from_le_bytes(data[..4].try_into().unwrap()));
-            let b = self.mmio_write(off as u32 + 4, u32::from_le_bytes(data[4..].try_into().unwrap()));
+            let a = self.mmio_write(off as u32, le32(data, 0).unwrap_or(0));
+            let b = self.mmio_write(off as u32 + 4, le32(data, 4).unwrap_or(0));
             return Some(Effects { wake: a.wake || b.wake });
         }
         let base = (off & !3) as u32;
@@ -506,7 +520,9 @@ impl Nic {
                 v = [0; 4];
             }
         }
-        v[s..s + data.len()].copy_from_slice(data);
+        if !put(&mut v, s, data) {
+            return None;
+        }
         Some(self.mmio_write(base, u32::from_le_bytes(v)))
     }
 
@@ -544,7 +560,7 @@ impl Nic {
             Metrics::inc(&self.metrics.bad_register_accesses);
             return None;
         }
-        let v = u32::from_le_bytes(data.try_into().unwrap());
+        let v = le32(data, 0)?;
         if off == IOADDR {
             self.ioaddr = v & 0x1FFFC;
             Some(Effects::default())
@@ -564,7 +580,9 @@ impl Nic {
             let pba = (self.msix_pending as u64).to_le_bytes();
             let s = (off - MSIX_PBA_OFFSET) as usize;
             let n = data.len().min(8 - s);
-            data[..n].copy_from_slice(&pba[s..s + n]);
+            if let (Some(d), Some(p)) = (data.get_mut(..n), pba.get(s..s + n)) {
+                d.copy_from_slice(p);
+            }
         }
         true
     }

@@ -49,8 +49,8 @@ impl Nvm {
 
     pub fn mac(&self) -> [u8; 6] {
         let mut m = [0u8; 6];
-        for i in 0..3 {
-            m[i * 2..i * 2 + 2].copy_from_slice(&self.words[i].to_le_bytes());
+        for (pair, w) in m.chunks_exact_mut(2).zip(&self.words) {
+            pair.copy_from_slice(&w.to_le_bytes());
         }
         m
     }

@@ -2,6 +2,7 @@
 //! gives, and TCP/UDP segmentation (TSO). The device trusts nothing: every offset is checked against the
 //! frame, and a context that does not fit the packet is refused rather than applied.
 
+use crate::bytes::{be16, be32, put};
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -40,7 +41,9 @@ pub struct TxContext {
 pub fn csum_add(mut sum: u64, data: &[u8]) -> u64 {
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
-        sum += u16::from_be_bytes([c[0], c[1]]) as u64;
+        if let [a, b] = c {
+            sum += u64::from(u16::from_be_bytes([*a, *b]));
+        }
     }
     if let [b] = chunks.remainder() {
         sum += (*b as u64) << 8;
@@ -72,20 +75,30 @@ pub fn insert_ip_checksum(frame: &mut [u8], ctx: &TxContext) -> Result<(), Offlo
     if start >= end || off + 2 > frame.len() || off < start || off + 2 > end {
         return Err(OffloadError::Offsets("IP"));
     }
-    let c = !csum_fold(csum_add(0, &frame[start..end]));
-    frame[off..off + 2].copy_from_slice(&c.to_be_bytes());
+    let range = frame.get(start..end).ok_or(OffloadError::Offsets("IP"))?;
+    let c = !csum_fold(csum_add(0, range));
+    if !put(frame, off, &c.to_be_bytes()) {
+        return Err(OffloadError::Offsets("IP"));
+    }
     Ok(())
 }
 
 /// TCP/UDP checksum (TXSM): the one's complement of the sum over TUCSS..=TUCSE (the driver seeds the field
 /// with the pseudo-header sum), plus `extra_len` (the L4 length, which TSO drivers leave out of the seed).
 /// A UDP result of 0 is sent as 0xFFFF.
-pub fn insert_l4_checksum(frame: &mut [u8], start: usize, off: usize, cse: u16, udp: bool, extra_len: Option<usize>) -> Result<(), OffloadError> {
+pub fn insert_l4_checksum(
+    frame: &mut [u8],
+    start: usize,
+    off: usize,
+    cse: u16,
+    udp: bool,
+    extra_len: Option<usize>,
+) -> Result<(), OffloadError> {
     let end = range_end(cse, frame.len());
     if start >= end || off + 2 > frame.len() || off < start {
         return Err(OffloadError::Offsets("L4"));
     }
-    let mut sum = csum_add(0, &frame[start..end]);
+    let mut sum = csum_add(0, frame.get(start..end).ok_or(OffloadError::Offsets("L4"))?);
     if let Some(l) = extra_len {
         sum += l as u64;
     }
@@ -93,7 +106,9 @@ pub fn insert_l4_checksum(frame: &mut [u8], start: usize, off: usize, cse: u16, 
     if udp && c == 0 {
         c = 0xFFFF;
     }
-    frame[off..off + 2].copy_from_slice(&c.to_be_bytes());
+    if !put(frame, off, &c.to_be_bytes()) {
+        return Err(OffloadError::Offsets("L4"));
+    }
     Ok(())
 }
 
@@ -108,14 +123,9 @@ pub fn apply_checksums(frame: &mut [u8], ctx: &TxContext, ixsm: bool, txsm: bool
     Ok(())
 }
 
+/// Header fields inside HDRLEN, which `segment` checked against the header layout first.
 fn put16(f: &mut [u8], off: usize, v: u16) {
-    f[off..off + 2].copy_from_slice(&v.to_be_bytes());
-}
-fn get16(f: &[u8], off: usize) -> u16 {
-    u16::from_be_bytes([f[off], f[off + 1]])
-}
-fn get32(f: &[u8], off: usize) -> u32 {
-    u32::from_be_bytes(f[off..off + 4].try_into().unwrap())
+    put(f, off, &v.to_be_bytes());
 }
 
 /// Most segments one TSO packet may produce (64 KiB at the smallest sensible MSS, with margin).
@@ -139,17 +149,16 @@ pub fn segment(pkt: &[u8], ctx: &TxContext, ixsm: bool, txsm: bool) -> Result<Ve
     if hdrlen > pkt.len() || tucss + l4_min > hdrlen || ipcss + ip_min > tucss || ipcss + ip_min > hdrlen {
         return Err(OffloadError::HeaderLength { hdrlen, len: pkt.len() });
     }
-    let payload = &pkt[hdrlen..];
+    let (hdr, payload) = pkt.split_at_checked(hdrlen).ok_or(OffloadError::HeaderLength { hdrlen, len: pkt.len() })?;
     let n = payload.len().div_ceil(mss).max(1);
     if n > MAX_SEGMENTS {
         return Err(OffloadError::TooManySegments(n));
     }
-    let hdr = &pkt[..hdrlen];
-    let ip_id = if ctx.ipv4 { get16(hdr, ipcss + 4) } else { 0 };
-    let seq = if ctx.tcp { get32(hdr, tucss + 4) } else { 0 };
+    let ip_id = if ctx.ipv4 { be16(hdr, ipcss + 4).unwrap_or(0) } else { 0 };
+    let seq = if ctx.tcp { be32(hdr, tucss + 4).unwrap_or(0) } else { 0 };
     let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
+    let empty: &[u8] = &[];
+    for (i, chunk) in payload.chunks(mss).chain((payload.is_empty()).then_some(empty)).enumerate() {
         let mut f = Vec::with_capacity(hdrlen + chunk.len());
         f.extend_from_slice(hdr);
         f.extend_from_slice(chunk);
@@ -162,13 +171,14 @@ pub fn segment(pkt: &[u8], ctx: &TxContext, ixsm: bool, txsm: bool) -> Result<Ve
         }
         if ctx.tcp {
             let s = seq.wrapping_add((i * mss) as u32);
-            f[tucss + 4..tucss + 8].copy_from_slice(&s.to_be_bytes());
-            let flags = &mut f[tucss + 13];
-            if i + 1 < n {
-                *flags &= !(0x01 | 0x08); // FIN, PSH only on the last segment
-            }
-            if i > 0 {
-                *flags &= !0x80; // CWR only on the first
+            put(&mut f, tucss + 4, &s.to_be_bytes());
+            if let Some(flags) = f.get_mut(tucss + 13) {
+                if i + 1 < n {
+                    *flags &= !(0x01 | 0x08); // FIN, PSH only on the last segment
+                }
+                if i > 0 {
+                    *flags &= !0x80; // CWR only on the first
+                }
             }
         } else {
             put16(&mut f, tucss + 4, (len - tucss) as u16);
@@ -203,7 +213,18 @@ mod test {
     #[test]
     fn tso_context_with_the_l4_header_inside_the_ip_header_is_refused() {
         // IPv4 at 14 (20 bytes), L4 claimed at 20: the two headers overlap.
-        let ctx = TxContext { ipcss: 14, ipcso: 24, tucss: 20, tucso: 36, hdrlen: 54, mss: 100, tcp: true, ipv4: true, tse: true, ..Default::default() };
+        let ctx = TxContext {
+            ipcss: 14,
+            ipcso: 24,
+            tucss: 20,
+            tucso: 36,
+            hdrlen: 54,
+            mss: 100,
+            tcp: true,
+            ipv4: true,
+            tse: true,
+            ..Default::default()
+        };
         let pkt = vec![0u8; 400];
         assert!(matches!(segment(&pkt, &ctx, true, true), Err(OffloadError::HeaderLength { .. })));
         // The same headers laid out one after the other are fine.
@@ -224,7 +245,9 @@ mod test {
     fn ipv4_header_checksum_hand_vector() {
         // A well-known header: 4500 0073 0000 4000 4011 [b861] c0a8 0001 c0a8 00c7.
         let mut f = vec![0u8; 14];
-        f.extend_from_slice(&[0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0, 0, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7]);
+        f.extend_from_slice(&[
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0, 0, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ]);
         let ctx = TxContext { ipcss: 14, ipcso: 24, ipcse: 33, ..Default::default() };
         insert_ip_checksum(&mut f, &ctx).unwrap();
         assert_eq!(&f[24..26], &[0xb8, 0x61]);

@@ -30,7 +30,7 @@ impl PcapWriter {
         self.out.write_all(&t.subsec_micros().to_le_bytes())?;
         self.out.write_all(&(len as u32).to_le_bytes())?;
         self.out.write_all(&(frame.len() as u32).to_le_bytes())?;
-        self.out.write_all(&frame[..len])
+        self.out.write_all(frame.get(..len).unwrap_or(frame))
     }
 
     pub fn flush(&mut self) -> io::Result<()> {

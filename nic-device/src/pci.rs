@@ -1,6 +1,7 @@
 //! PCI configuration space of the 82574L: 4 KiB (PCIe), IDs, BARs with sizing, and the capability chain
 //! PM (0xC8) -> MSI (0xD0) -> PCIe (0xE0) -> MSI-X (0xA0), extended AER (0x100) -> serial number (0x140).
 
+use crate::bytes::{le16, le32, put};
 use crate::regs::{BAR0_SIZE, BAR1_SIZE, BAR2_SIZE, BAR3_SIZE, MSIX_PBA_OFFSET, MSIX_TABLE_OFFSET, MSIX_VECTORS};
 
 pub const CONFIG_SIZE: usize = 4096;
@@ -36,7 +37,8 @@ const MSIX_ENABLE: u16 = 1 << 15;
 const MSIX_FUNCTION_MASK: u16 = 1 << 14;
 
 /// BAR layout: (offset in config space, size, is I/O).
-pub const BARS: [(usize, u64, bool); 4] = [(0x10, BAR0_SIZE, false), (0x14, BAR1_SIZE, false), (0x18, BAR2_SIZE, true), (0x1C, BAR3_SIZE, false)];
+pub const BARS: [(usize, u64, bool); 4] =
+    [(0x10, BAR0_SIZE, false), (0x14, BAR1_SIZE, false), (0x18, BAR2_SIZE, true), (0x1C, BAR3_SIZE, false)];
 
 /// Config space contents plus a per-byte writable mask and a per-byte write-1-to-clear mask.
 pub struct ConfigSpace {
@@ -119,37 +121,40 @@ impl ConfigSpace {
 
         c.set32(DSN_CAP, 0x0003 | (1 << 16));
         let dsn = [mac[5], mac[4], mac[3], 0xFE, 0xFF, mac[2], mac[1], mac[0]];
-        c.data[DSN_CAP + 4..DSN_CAP + 12].copy_from_slice(&dsn);
+        put(&mut c.data, DSN_CAP + 4, &dsn);
         c
     }
 
+    // Layout helpers: offsets are the capability layout's constants, all inside config space.
     fn set16(&mut self, off: usize, v: u16) {
-        self.data[off..off + 2].copy_from_slice(&v.to_le_bytes());
+        put(&mut self.data, off, &v.to_le_bytes());
     }
     fn set32(&mut self, off: usize, v: u32) {
-        self.data[off..off + 4].copy_from_slice(&v.to_le_bytes());
+        put(&mut self.data, off, &v.to_le_bytes());
     }
     fn writable8(&mut self, off: usize, m: u8) {
-        self.wmask[off] = m;
+        put(&mut self.wmask, off, &[m]);
     }
     fn writable16(&mut self, off: usize, m: u16) {
-        self.wmask[off..off + 2].copy_from_slice(&m.to_le_bytes());
+        put(&mut self.wmask, off, &m.to_le_bytes());
     }
     fn writable32(&mut self, off: usize, m: u32) {
-        self.wmask[off..off + 4].copy_from_slice(&m.to_le_bytes());
+        put(&mut self.wmask, off, &m.to_le_bytes());
     }
     fn w1c16(&mut self, off: usize, m: u16) {
-        self.w1c[off..off + 2].copy_from_slice(&m.to_le_bytes());
+        put(&mut self.w1c, off, &m.to_le_bytes());
     }
     fn w1c32(&mut self, off: usize, m: u32) {
-        self.w1c[off..off + 4].copy_from_slice(&m.to_le_bytes());
+        put(&mut self.w1c, off, &m.to_le_bytes());
     }
 
+    /// A 16-bit field; 0 outside config space.
     pub fn read16(&self, off: usize) -> u16 {
-        u16::from_le_bytes([self.data[off], self.data[off + 1]])
+        le16(&self.data, off).unwrap_or(0)
     }
+    /// A 32-bit field; 0 outside config space.
     pub fn read32(&self, off: usize) -> u32 {
-        u32::from_le_bytes(self.data[off..off + 4].try_into().unwrap())
+        le32(&self.data, off).unwrap_or(0)
     }
 
     /// Reads `buf.len()` bytes at `off`; `false` when the range leaves config space.
@@ -158,8 +163,13 @@ impl ConfigSpace {
         if off >= CONFIG_SIZE as u64 || end > CONFIG_SIZE {
             return false;
         }
-        buf.copy_from_slice(&self.data[off as usize..end]);
-        true
+        match self.data.get(off as usize..end) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Writes through the masks. BARs are handled as sizing registers. `false` when out of range.
@@ -174,17 +184,16 @@ impl ConfigSpace {
             if let Some(&(bar, size, io)) = BARS.iter().find(|(o, _, _)| a >= *o && a < *o + 4) {
                 // Compose the byte into the BAR's dword and re-apply the size mask.
                 let mut v = self.read32(bar).to_le_bytes();
-                v[a - bar] = b;
+                put(&mut v, a - bar, &[b]);
                 let raw = u32::from_le_bytes(v);
                 let mask = !(size as u32 - 1);
                 let v = (raw & mask) | if io { 1 } else { 0 };
                 self.set32(bar, v);
                 continue;
             }
-            let m = self.wmask[a];
-            let c = self.w1c[a];
-            self.data[a] = (self.data[a] & !m) | (b & m);
-            self.data[a] &= !(b & c);
+            let (Some(&m), Some(&c), Some(d)) = (self.wmask.get(a), self.w1c.get(a), self.data.get_mut(a)) else { return false };
+            *d = (*d & !m) | (b & m);
+            *d &= !(b & c);
         }
         true
     }

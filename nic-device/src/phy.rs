@@ -59,19 +59,28 @@ impl Phy {
         p
     }
 
+    fn get(&self, reg: u8) -> u16 {
+        self.page0.get(usize::from(reg)).copied().unwrap_or(0)
+    }
+
+    fn set(&mut self, reg: u8, v: u16) {
+        if let Some(r) = self.page0.get_mut(usize::from(reg)) {
+            *r = v;
+        }
+    }
+
     pub fn reset(&mut self) {
-        let r = &mut self.page0;
-        *r = [0; 32];
-        r[BMCR as usize] = BMCR_ANENABLE | BMCR_FULLDPLX | BMCR_SPEED1000;
-        r[BMSR as usize] = 0x7949;
-        r[PHYID1 as usize] = ID1;
-        r[PHYID2 as usize] = ID2;
-        r[ANAR as usize] = 0x0DE1;
-        r[LPA as usize] = 0;
-        r[ANER as usize] = 0x0004;
-        r[CTRL1000 as usize] = 0x0E00;
-        r[ESTATUS as usize] = 0x3000;
-        r[PSCR as usize] = 0x0068;
+        self.page0 = [0; 32];
+        self.set(BMCR, BMCR_ANENABLE | BMCR_FULLDPLX | BMCR_SPEED1000);
+        self.set(BMSR, 0x7949);
+        self.set(PHYID1, ID1);
+        self.set(PHYID2, ID2);
+        self.set(ANAR, 0x0DE1);
+        self.set(LPA, 0);
+        self.set(ANER, 0x0004);
+        self.set(CTRL1000, 0x0E00);
+        self.set(ESTATUS, 0x3000);
+        self.set(PSCR, 0x0068);
         self.other_pages.clear();
         self.update_link();
     }
@@ -85,34 +94,33 @@ impl Phy {
 
     /// Autonegotiation resolves at once: the partner is a 1000BASE-T full-duplex peer.
     fn update_link(&mut self) {
-        let up = self.carrier && self.page0[BMCR as usize] & BMCR_PDOWN == 0;
-        let r = &mut self.page0;
+        let up = self.carrier && self.get(BMCR) & BMCR_PDOWN == 0;
         if up {
-            r[BMSR as usize] |= BMSR_LSTATUS | BMSR_ANEGCOMPLETE;
-            r[LPA as usize] = 0x45E1;
-            r[STAT1000 as usize] = 0x3C00 | 0x0800; // local and remote receiver OK, partner 1000FD
-            r[ANER as usize] = 0x000F;
-            r[PSSR as usize] = PSSR_LINK_1000FD;
+            self.set(BMSR, self.get(BMSR) | BMSR_LSTATUS | BMSR_ANEGCOMPLETE);
+            self.set(LPA, 0x45E1);
+            self.set(STAT1000, 0x3C00 | 0x0800); // local and remote receiver OK, partner 1000FD
+            self.set(ANER, 0x000F);
+            self.set(PSSR, PSSR_LINK_1000FD);
         } else {
-            r[BMSR as usize] &= !(BMSR_LSTATUS | BMSR_ANEGCOMPLETE);
-            r[LPA as usize] = 0;
-            r[STAT1000 as usize] = 0;
-            r[PSSR as usize] = 0;
+            self.set(BMSR, self.get(BMSR) & !(BMSR_LSTATUS | BMSR_ANEGCOMPLETE));
+            self.set(LPA, 0);
+            self.set(STAT1000, 0);
+            self.set(PSSR, 0);
         }
     }
 
     pub fn link_up(&self) -> bool {
-        self.page0[BMSR as usize] & BMSR_LSTATUS != 0
+        self.get(BMSR) & BMSR_LSTATUS != 0
     }
 
     fn page(&self) -> u16 {
-        self.page0[PAGE_SELECT as usize]
+        self.get(PAGE_SELECT)
     }
 
     pub fn read(&self, reg: u8) -> u16 {
         let reg = reg & 0x1F;
         if self.page() == 0 || reg == PAGE_SELECT || reg < 0x10 {
-            self.page0[reg as usize]
+            self.get(reg)
         } else {
             self.other_pages.get(&(self.page(), reg)).copied().unwrap_or(0)
         }
@@ -126,18 +134,18 @@ impl Phy {
                 if val & BMCR_RESET != 0 {
                     let pdown = val & BMCR_PDOWN;
                     self.reset();
-                    self.page0[BMCR as usize] |= pdown;
+                    self.set(BMCR, self.get(BMCR) | pdown);
                 } else {
-                    self.page0[BMCR as usize] = val & !(BMCR_RESET | BMCR_ANRESTART);
+                    self.set(BMCR, val & !(BMCR_RESET | BMCR_ANRESTART));
                 }
                 self.update_link();
             }
             BMSR | PHYID1 | PHYID2 | LPA | ANER | STAT1000 | ESTATUS | PSSR => {}
-            PAGE_SELECT => self.page0[PAGE_SELECT as usize] = val,
+            PAGE_SELECT => self.set(PAGE_SELECT, val),
             _ if self.page() != 0 && reg >= 0x10 => {
                 self.other_pages.insert((self.page(), reg), val);
             }
-            _ => self.page0[reg as usize] = val,
+            _ => self.set(reg, val),
         }
         if before != self.link_up() {
             LinkEvent::Changed

@@ -2,6 +2,7 @@
 //! descriptor ring (legacy or extended descriptors). Frames that find no descriptor wait in a FIFO the size
 //! of the on-chip receive buffer; when that overflows they are missed (MPC, RXO).
 
+use crate::bytes::{be16, sub, u8_at};
 use crate::metrics::Metrics;
 use crate::nic::Nic;
 use crate::offload::{csum_add, csum_fold};
@@ -88,55 +89,51 @@ pub struct L3L4<'a> {
 
 /// Parses IPv4 or IPv6 after `l2_len` bytes of Ethernet (+ tag) header; `None` if not a well-formed IP packet.
 pub fn parse_l3l4(frame: &[u8], l2_len: usize) -> Option<L3L4<'_>> {
-    if frame.len() < l2_len || l2_len < 2 {
-        return None;
-    }
-    let ethertype = u16::from_be_bytes([frame[l2_len - 2], frame[l2_len - 1]]);
-    let ip = &frame[l2_len..];
+    let ethertype = be16(frame, l2_len.checked_sub(2)?)?;
+    let ip = frame.get(l2_len..)?;
+    let version = u8_at(ip, 0)? >> 4;
     match ethertype {
         0x0800 => {
-            if ip.len() < 20 || ip[0] >> 4 != 4 {
+            if ip.len() < 20 || version != 4 {
                 return None;
             }
-            let ihl = (ip[0] & 0xF) as usize * 4;
-            let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-            if ihl < 20 || ip.len() < ihl || total < ihl || total > ip.len() {
+            let ihl = usize::from(u8_at(ip, 0)? & 0xF) * 4;
+            let total = usize::from(be16(ip, 2)?);
+            if ihl < 20 || total < ihl {
                 return None;
             }
-            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3FFF != 0;
-            let l4 = &ip[ihl..total];
-            let pseudo = csum_add(0, &ip[12..20]) + ip[9] as u64 + l4.len() as u64;
-            Some(L3L4 { ipv6: false, ip_hdr: &ip[..ihl], fragment: frag, ipv6_ext: false, proto: ip[9], l4, pseudo })
+            let frag = be16(ip, 6)? & 0x3FFF != 0;
+            let l4 = sub(ip, ihl..total)?;
+            let proto = u8_at(ip, 9)?;
+            let pseudo = csum_add(0, sub(ip, 12..20)?) + u64::from(proto) + l4.len() as u64;
+            Some(L3L4 { ipv6: false, ip_hdr: sub(ip, 0..ihl)?, fragment: frag, ipv6_ext: false, proto, l4, pseudo })
         }
         0x86DD => {
-            if ip.len() < 40 || ip[0] >> 4 != 6 {
+            if ip.len() < 40 || version != 6 {
                 return None;
             }
-            let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
-            if 40 + plen > ip.len() {
+            let end = 40 + usize::from(be16(ip, 4)?);
+            if end > ip.len() {
                 return None;
             }
-            let mut next = ip[6];
+            let mut next = u8_at(ip, 6)?;
             let mut off = 40;
             let mut frag = false;
             // Walk hop-by-hop, routing, destination options and fragment headers.
             while matches!(next, 0 | 43 | 44 | 60) {
-                if off + 8 > 40 + plen {
+                if off + 8 > end {
                     return None;
                 }
                 if next == 44 {
                     frag = true;
                 }
-                let len = if next == 44 { 8 } else { (ip[off + 1] as usize + 1) * 8 };
-                next = ip[off];
+                let len = if next == 44 { 8 } else { (usize::from(u8_at(ip, off + 1)?) + 1) * 8 };
+                next = u8_at(ip, off)?;
                 off += len;
             }
-            if off > 40 + plen {
-                return None;
-            }
-            let l4 = &ip[off..40 + plen];
-            let pseudo = csum_add(0, &ip[8..40]) + next as u64 + l4.len() as u64;
-            Some(L3L4 { ipv6: true, ip_hdr: &ip[..40], fragment: frag, ipv6_ext: off > 40, proto: next, l4, pseudo })
+            let l4 = sub(ip, off..end)?;
+            let pseudo = csum_add(0, sub(ip, 8..40)?) + u64::from(next) + l4.len() as u64;
+            Some(L3L4 { ipv6: true, ip_hdr: sub(ip, 0..40)?, fragment: frag, ipv6_ext: off > 40, proto: next, l4, pseudo })
         }
         _ => None,
     }
@@ -150,13 +147,16 @@ pub fn rx_info(frame: &[u8], l2_len: usize, ipofld: bool, tuofld: bool, rss: Opt
     }
     let Some(p) = parse_l3l4(frame, l2_len) else { return info };
     if let Some((mrqc, key)) = rss {
-        let tcp_ports = (!p.fragment && p.proto == 6 && p.l4.len() >= 20).then(|| (u16::from_be_bytes([p.l4[0], p.l4[1]]), u16::from_be_bytes([p.l4[2], p.l4[3]])));
-        let (src, dst) = if p.ipv6 { (&p.ip_hdr[8..24], &p.ip_hdr[24..40]) } else { (&p.ip_hdr[12..16], &p.ip_hdr[16..20]) };
-        let h = crate::rss::HashInput { ipv6: p.ipv6, src, dst, tcp_ports, ipv6_ext: p.ipv6_ext };
-        info.rss = crate::rss::hash(mrqc, key, &h);
+        let ports = || Some((be16(p.l4, 0)?, be16(p.l4, 2)?));
+        let tcp_ports = (!p.fragment && p.proto == 6 && p.l4.len() >= 20).then(ports).flatten();
+        let addrs = if p.ipv6 { (sub(p.ip_hdr, 8..24), sub(p.ip_hdr, 24..40)) } else { (sub(p.ip_hdr, 12..16), sub(p.ip_hdr, 16..20)) };
+        if let (Some(src), Some(dst)) = addrs {
+            let h = crate::rss::HashInput { ipv6: p.ipv6, src, dst, tcp_ports, ipv6_ext: p.ipv6_ext };
+            info.rss = crate::rss::hash(mrqc, key, &h);
+        }
     }
     if !p.ipv6 {
-        info.ip_id = u16::from_be_bytes([p.ip_hdr[4], p.ip_hdr[5]]);
+        info.ip_id = be16(p.ip_hdr, 4).unwrap_or(0);
         if ipofld {
             info.status |= RXD_STAT_IPCS;
             if csum_fold(csum_add(0, p.ip_hdr)) != 0xFFFF {
@@ -175,7 +175,7 @@ pub fn rx_info(frame: &[u8], l2_len: usize, ipofld: bool, tuofld: bool, rss: Opt
             }
         }
         17 if p.l4.len() >= 8 => {
-            if u16::from_be_bytes([p.l4[6], p.l4[7]]) == 0 {
+            if be16(p.l4, 6) == Some(0) {
                 return info; // no checksum sent: no status
             }
             info.status |= RXD_STAT_UDPCS;
@@ -204,10 +204,14 @@ impl Nic {
     fn rx_buffer_size(&self) -> usize {
         let rctl = self.reg(RCTL);
         let bsize = (rctl >> RCTL_BSIZE_SHIFT) & 3;
-        if rctl & RCTL_BSEX != 0 {
-            [2048, 16384, 8192, 4096][bsize as usize]
-        } else {
-            [2048, 1024, 512, 256][bsize as usize]
+        match (rctl & RCTL_BSEX != 0, bsize) {
+            (true, 1) => 16384,
+            (true, 2) => 8192,
+            (true, 3) => 4096,
+            (false, 1) => 1024,
+            (false, 2) => 512,
+            (false, 3) => 256,
+            _ => 2048,
         }
     }
 
@@ -227,7 +231,7 @@ impl Nic {
     /// Destination address filter: exact (RAR with AV), multicast table, broadcast, promiscuous.
     pub fn rx_filter(&self, f: &[u8]) -> bool {
         let rctl = self.reg(RCTL);
-        let da = &f[..6];
+        let Some(da) = crate::bytes::array::<6>(f, 0) else { return false };
         if da == [0xFF; 6] {
             return rctl & RCTL_BAM != 0 || rctl & RCTL_MPE != 0;
         }
@@ -275,7 +279,7 @@ impl Nic {
             return RxOutcome::Dropped;
         }
         let vet = self.reg(VET) as u16;
-        let tagged = u16::from_be_bytes([f[12], f[13]]) == vet && f.len() >= 18;
+        let tagged = be16(&f, 12) == Some(vet) && f.len() >= 18;
         let max = if rctl & RCTL_LPE != 0 { MAX_FRAME_LPE } else { 1514 + if tagged { 4 } else { 0 } };
         if f.len() > max {
             Metrics::inc(&self.metrics.rx_length_errors);
@@ -287,7 +291,7 @@ impl Nic {
             return RxOutcome::Filtered;
         }
         if tagged && rctl & RCTL_VFE != 0 {
-            let vid = u16::from_be_bytes([f[14], f[15]]) & 0xFFF;
+            let vid = be16(&f, 14).unwrap_or(0) & 0xFFF;
             if self.reg(VFTA + (vid as u32 >> 5) * 4) & (1 << (vid & 31)) == 0 {
                 Metrics::inc(&self.metrics.rx_filtered);
                 return RxOutcome::Filtered;
@@ -338,8 +342,8 @@ impl Nic {
         self.stat_add64(GORCL, wire as u64);
         self.stat_add64(TORL, wire as u64);
         self.stat_inc(stats_bucket(wire, PRC64), 1);
-        if f[0] & 1 != 0 {
-            if f[..6] == [0xFF; 6] {
+        if f.first().is_some_and(|b| b & 1 != 0) {
+            if f.starts_with(&[0xFF; 6]) {
                 self.stat_inc(BPRC, 1);
             } else {
                 self.stat_inc(MPRC, 1);
@@ -365,9 +369,9 @@ impl Nic {
         let vet = self.reg(VET) as u16;
         let mut data = std::borrow::Cow::Borrowed(frame);
         let mut vlan = None;
-        let tagged = frame.len() >= 18 && u16::from_be_bytes([frame[12], frame[13]]) == vet;
+        let tagged = frame.len() >= 18 && be16(frame, 12) == Some(vet);
         if tagged && self.reg(CTRL) & CTRL_VME != 0 {
-            vlan = Some(u16::from_be_bytes([frame[14], frame[15]]));
+            vlan = be16(frame, 14);
             let mut v = frame.to_vec();
             v.drain(12..16);
             data = std::borrow::Cow::Owned(v);
@@ -380,7 +384,9 @@ impl Nic {
         let key = if hashing { crate::rss::key_from_regs(&self.regs) } else { [0; 40] };
         let info = rx_info(&data, l2, rxcsum & RXCSUM_IPOFLD != 0, rxcsum & RXCSUM_TUOFLD != 0, hashing.then_some((mrqc, &key)));
         let q = match info.rss {
-            Some((_, h)) if mrqc & crate::rss::MRQC_ENABLE_RSS != 0 && mrqc & MRQC_ENABLE_MASK == crate::rss::MRQC_ENABLE_RSS => crate::rss::queue(&self.regs, h),
+            Some((_, h)) if mrqc & crate::rss::MRQC_ENABLE_RSS != 0 && mrqc & MRQC_ENABLE_MASK == crate::rss::MRQC_ENABLE_RSS => {
+                crate::rss::queue(&self.regs, h)
+            }
             _ => 0,
         };
         let Some((base, n, mut head, free)) = self.rx_ring_free(q) else { return false };
@@ -402,7 +408,7 @@ impl Nic {
                 Metrics::inc(&self.metrics.dma_errors);
                 return true;
             }
-            let buf = u64::from_le_bytes(d[..8].try_into().unwrap());
+            let buf = crate::bytes::le64(&d, 0).unwrap_or(0);
             if self.dma.write(buf, chunk).is_err() {
                 Metrics::inc(&self.metrics.dma_errors);
             }
@@ -438,11 +444,13 @@ impl Nic {
             // The byte holding DD goes last: a driver that sees DD must see the whole write-back. A single
             // 16-byte copy could land in any order and overwrite a descriptor the driver already re-armed.
             let status_at = if extended { 8..12 } else { 12..13 };
-            let ok = self.dma.write(daddr, &wb[..status_at.start]).is_ok()
-                && self.dma.write(daddr.wrapping_add(status_at.end as u64), &wb[status_at.end..]).is_ok()
+            let (head_part, rest) = wb.split_at(status_at.start);
+            let (status_part, tail_part) = rest.split_at(status_at.len());
+            let ok = self.dma.write(daddr, head_part).is_ok()
+                && self.dma.write(daddr.wrapping_add(status_at.end as u64), tail_part).is_ok()
                 && {
                     std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-                    self.dma.write(daddr.wrapping_add(status_at.start as u64), &wb[status_at]).is_ok()
+                    self.dma.write(daddr.wrapping_add(status_at.start as u64), status_part).is_ok()
                 };
             if !ok {
                 Metrics::inc(&self.metrics.dma_errors);

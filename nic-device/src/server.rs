@@ -1,19 +1,19 @@
 //! The vfio-user socket: listens, serves one client at a time on a mio loop, and goes back to listening
-//! when the client leaves. SIGINT/SIGTERM end the loop; the socket file is removed.
+//! when the client leaves. SIGINT/SIGTERM end the loop; the socket file is removed. SIGUSR1 logs the metrics.
 
 use crate::metrics::Metrics;
 use crate::vfio::{lock, NicServer};
-use std::panic::AssertUnwindSafe;
-use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use mio::net::UnixListener as MioListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use vfio_user::server::{Connection, Device};
 
 const LISTENER: Token = Token(0);
@@ -65,7 +65,7 @@ pub fn serve(listener: UnixListener, path: &Path, dev: &mut NicServer, client_ti
     let mut listener = MioListener::from_std(listener);
     let mut poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     let mut events = Events::with_capacity(8);
     let mut conn: Option<Connection> = None;
@@ -86,7 +86,17 @@ pub fn serve(listener: UnixListener, path: &Path, dev: &mut NicServer, client_ti
         for ev in events.iter() {
             match ev.token() {
                 SIGNALS => {
-                    if let Some(s) = signals.pending().next() {
+                    let mut stop = None;
+                    for s in signals.pending() {
+                        if s == SIGUSR1 {
+                            // A snapshot of the metrics, for tests and operators, while the device runs.
+                            info!("metrics (SIGUSR1):");
+                            lock(&dev.nic).log_metrics();
+                        } else {
+                            stop = Some(s);
+                        }
+                    }
+                    if let Some(s) = stop {
                         info!("signal {s}: shutting down");
                         break 'outer;
                     }

@@ -1,6 +1,7 @@
 //! Transmit: walks the TX descriptor rings from TDH to TDT, gathers each packet's buffers, applies the
 //! offloads its context asks for, writes DD back where RS is set, and hands frames to the wire.
 
+use crate::bytes::{le32, le64};
 use crate::metrics::Metrics;
 use crate::nic::Nic;
 use crate::offload::{self, TxContext};
@@ -36,11 +37,7 @@ struct RawDesc {
 
 impl RawDesc {
     fn parse(b: &[u8; 16]) -> RawDesc {
-        RawDesc {
-            addr: u64::from_le_bytes(b[0..8].try_into().unwrap()),
-            lower: u32::from_le_bytes(b[8..12].try_into().unwrap()),
-            upper: u32::from_le_bytes(b[12..16].try_into().unwrap()),
-        }
+        RawDesc { addr: le64(b, 0).unwrap_or(0), lower: le32(b, 8).unwrap_or(0), upper: le32(b, 12).unwrap_or(0) }
     }
     fn cmd(&self) -> u8 {
         (self.lower >> 24) as u8
@@ -90,6 +87,9 @@ impl Nic {
 
     /// Whether queue `q` has descriptors to process.
     pub fn tx_pending(&self, q: usize) -> bool {
+        if q >= self.tx.len() {
+            return false;
+        }
         let o = q as u32 * QUEUE_STRIDE;
         self.tx_enabled(q) && self.dma_allowed() && self.reg(TDH0 + o) != self.reg(TDT0 + o) && self.ring(TDBAL0, q).1 > 0
     }
@@ -97,7 +97,7 @@ impl Nic {
     /// Processes up to `budget` descriptors of queue `q`, calling `emit` for every frame for the wire.
     pub fn process_tx(&mut self, q: usize, budget: usize, emit: &mut dyn FnMut(Vec<u8>)) -> TxPass {
         let mut pass = TxPass::default();
-        if !self.tx_enabled(q) {
+        if q >= self.tx.len() || !self.tx_enabled(q) {
             return pass;
         }
         if !self.dma_allowed() {
@@ -148,11 +148,13 @@ impl Nic {
     }
 
     fn tx_descriptor(&mut self, q: usize, d: RawDesc, emit: &mut dyn FnMut(Vec<u8>), pass: &mut TxPass) {
+        let vme = self.reg(CTRL) & CTRL_VME != 0;
+        let Some(t) = self.tx.get_mut(q) else { return };
         if d.is_ext() && d.dtyp() == 0 {
             // Context descriptor.
             let a = d.addr;
             let tucmd = d.cmd();
-            self.tx[q].ctx = TxContext {
+            t.ctx = TxContext {
                 ipcss: a as u8,
                 ipcso: (a >> 8) as u8,
                 ipcse: (a >> 16) as u16,
@@ -171,15 +173,13 @@ impl Nic {
         let (len, eop, legacy) = if d.is_ext() {
             if d.dtyp() != TXD_DTYP_DATA {
                 Metrics::inc(&self.metrics.tx_malformed);
-                self.tx[q].bad = true;
+                t.bad = true;
                 return;
             }
             ((d.lower & 0xF_FFFF) as usize, d.cmd() & TXD_CMD_EOP != 0, false)
         } else {
             ((d.lower & 0xFFFF) as usize, d.cmd() & TXD_CMD_EOP != 0, true)
         };
-        let vme = self.reg(CTRL) & CTRL_VME != 0;
-        let t = &mut self.tx[q];
         if !t.started {
             t.started = true;
             if legacy {
@@ -201,9 +201,10 @@ impl Nic {
             } else {
                 let at = t.pkt.len();
                 t.pkt.resize(at + len, 0);
-                if self.dma.read(d.addr, &mut self.tx[q].pkt[at..]).is_err() {
+                let buf = t.pkt.get_mut(at..).unwrap_or_default();
+                if self.dma.read(d.addr, buf).is_err() {
                     Metrics::inc(&self.metrics.dma_errors);
-                    self.tx[q].bad = true;
+                    t.bad = true;
                 }
             }
         }
@@ -213,8 +214,9 @@ impl Nic {
     }
 
     fn finish_packet(&mut self, q: usize, emit: &mut dyn FnMut(Vec<u8>), pass: &mut TxPass) {
-        let t = std::mem::take(&mut self.tx[q]);
-        self.tx[q].ctx = t.ctx;
+        let Some(slot) = self.tx.get_mut(q) else { return };
+        let t = std::mem::take(slot);
+        slot.ctx = t.ctx;
         if t.bad || t.pkt.is_empty() {
             Metrics::inc(&self.metrics.tx_malformed);
             return;
@@ -225,6 +227,8 @@ impl Nic {
             match offload::segment(&t.pkt, &t.ctx, ixsm, txsm) {
                 Ok(f) => {
                     self.stat_inc(TSCTC, 1);
+                    Metrics::inc(&self.metrics.tx_tso_packets);
+                    self.metrics.tx_tso_segments.fetch_add(f.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     f
                 }
                 Err(e) => {
@@ -271,8 +275,8 @@ impl Nic {
         self.stat_add64(GOTCL, wire as u64);
         self.stat_add64(TOTL, wire as u64);
         self.stat_inc(size_bucket(wire, PTC64), 1);
-        if f.len() >= 6 && f[0] & 1 != 0 {
-            if f[..6] == [0xFF; 6] {
+        if f.first().is_some_and(|b| b & 1 != 0) {
+            if f.starts_with(&[0xFF; 6]) {
                 self.stat_inc(BPTC, 1);
             } else {
                 self.stat_inc(MPTC, 1);
@@ -280,5 +284,3 @@ impl Nic {
         }
     }
 }
-
-

@@ -188,7 +188,9 @@ impl Device for NicServer {
                         VFIO_PCI_INTX_IRQ_INDEX => nic.irq.intx = f,
                         VFIO_PCI_MSI_IRQ_INDEX => nic.irq.msi = f,
                         VFIO_PCI_MSIX_IRQ_INDEX => {
-                            nic.irq.msix[v] = f;
+                            // start + count was checked against the vector count above.
+                            let Some(slot) = nic.irq.msix.get_mut(v) else { return Err(libc::EINVAL) };
+                            *slot = f;
                             if has {
                                 nic.msix_fd_set(v);
                             }
@@ -216,13 +218,15 @@ impl Device for NicServer {
                     }
                     let v = set.start as usize + i;
                     let f = match idx {
-                        VFIO_PCI_INTX_IRQ_INDEX => &nic.irq.intx,
-                        VFIO_PCI_MSI_IRQ_INDEX => &nic.irq.msi,
-                        VFIO_PCI_MSIX_IRQ_INDEX => &nic.irq.msix[v],
-                        VFIO_PCI_ERR_IRQ_INDEX => &nic.irq.err,
-                        _ => &nic.irq.req,
+                        VFIO_PCI_INTX_IRQ_INDEX => Some(&nic.irq.intx),
+                        VFIO_PCI_MSI_IRQ_INDEX => Some(&nic.irq.msi),
+                        VFIO_PCI_MSIX_IRQ_INDEX => nic.irq.msix.get(v),
+                        VFIO_PCI_ERR_IRQ_INDEX => Some(&nic.irq.err),
+                        _ => Some(&nic.irq.req),
                     };
-                    crate::nic::signal_fd(f);
+                    if let Some(f) = f {
+                        crate::nic::signal_fd(f);
+                    }
                 }
             }
             _ => return Err(libc::EINVAL),

@@ -9,9 +9,9 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use vfio_user::Command;
 use std::time::{Duration, Instant};
 use vfio_user::client::{Client, ClientError};
+use vfio_user::Command;
 use vfio_user::*;
 
 struct Dev {
@@ -68,7 +68,11 @@ impl Drop for Dev {
 
 /// The value of a metric in the device's exit log (`  name: value`), 0 when not printed.
 fn metric(log: &str, name: &str) -> u64 {
-    log.lines().filter_map(|l| l.trim().split_once(": ").filter(|(k, _)| k.ends_with(name))).filter_map(|(_, v)| v.trim().parse().ok()).last().unwrap_or(0)
+    log.lines()
+        .filter_map(|l| l.trim().split_once(": ").filter(|(k, _)| k.ends_with(name)))
+        .filter_map(|(_, v)| v.trim().parse().ok())
+        .next_back()
+        .unwrap_or(0)
 }
 
 fn memfd(size: u64, flags: libc::c_uint) -> File {
@@ -206,7 +210,8 @@ fn dma_memory_cannot_shrink_under_the_device() {
     // A memfd already sealed by its owner (as QEMU's memory-backend-memfd does) is taken as it is.
     let sealed = memfd(1 << 20, libc::MFD_ALLOW_SEALING);
     // SAFETY: fcntl on our own fd.
-    assert_eq!(unsafe { libc::fcntl(sealed.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL) }, 0);
+    let r = unsafe { libc::fcntl(sealed.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL) };
+    assert_eq!(r, 0);
     c.dma_map(&sealed, 0, 0x8000_0000, 1 << 20).unwrap();
     assert!(d.alive());
 }

@@ -80,7 +80,16 @@ fn checksum_offload_for_udp_ipv4() {
     let seed = fold(sum16(&f[26..34]) + 17 + udp_len);
     f[40..42].copy_from_slice(&seed.to_be_bytes());
     n.dma.write(TX_BUFS, &f).unwrap();
-    let c = nic_device::offload::TxContext { ipcss: 14, ipcso: 24, ipcse: 33, tucss: 34, tucso: 40, tucse: 0, ipv4: true, ..Default::default() };
+    let c = nic_device::offload::TxContext {
+        ipcss: 14,
+        ipcso: 24,
+        ipcse: 33,
+        tucss: 34,
+        tucso: 40,
+        tucse: 0,
+        ipv4: true,
+        ..Default::default()
+    };
     ctx_desc(&n, 0, &c);
     let (lo, up) = data_desc(f.len(), TXD_CMD_EOP | TXD_CMD_RS | TXD_CMD_IFCS, TXD_POPTS_IXSM | TXD_POPTS_TXSM);
     desc(&n, 1, TX_BUFS, lo, up);
@@ -182,7 +191,18 @@ fn tso_ipv6_tcp_segments_are_correct() {
     let seed = fold(sum16(&f[22..54]) + 6);
     f[70..72].copy_from_slice(&seed.to_be_bytes());
     n.dma.write(TX_BUFS, &f).unwrap();
-    let c = nic_device::offload::TxContext { ipcss: 14, tucss: 54, tucso: 70, paylen: 3000, hdrlen: hdr as u8, mss: 1220, tcp: true, ipv4: false, tse: true, ..Default::default() };
+    let c = nic_device::offload::TxContext {
+        ipcss: 14,
+        tucss: 54,
+        tucso: 70,
+        paylen: 3000,
+        hdrlen: hdr as u8,
+        mss: 1220,
+        tcp: true,
+        ipv4: false,
+        tse: true,
+        ..Default::default()
+    };
     ctx_desc(&n, 0, &c);
     let (lo, up) = data_desc(f.len(), TXD_CMD_TSE | TXD_CMD_EOP | TXD_CMD_RS, TXD_POPTS_TXSM);
     desc(&n, 1, TX_BUFS, lo, up);
@@ -225,20 +245,30 @@ fn descriptors_outside_guest_memory_are_counted_not_fatal() {
     n.mmio_write(TDBAL0, TX_RING as u32);
     n.mmio_write(TDT0, RING_LEN + 3);
     assert!(run_tx(&mut n).is_empty());
-    // A length that would exceed the packet limit: dropped at EOP.
+    // Three 64 KiB buffers (192 KiB) stay within the packet limit and go out.
     n.mmio_write(TDH0, 0);
     for i in 0..3 {
         desc(&n, i, MEM_BASE, legacy(0xFFFF, if i == 2 { TXD_CMD_EOP } else { 0 }), 0);
     }
     n.mmio_write(TDT0, 3);
     let before = n.metrics.tx_malformed.load(Ordering::Relaxed);
-    for i in 3..6 {
-        desc(&n, i, MEM_BASE, legacy(0xFFFF, if i == 5 { TXD_CMD_EOP } else { 0 }), 0);
-    }
-    n.mmio_write(TDT0, 6);
     let out = run_tx(&mut n);
-    assert_eq!(out.len(), 2, "three 64 KiB buffers are within the limit");
+    assert_eq!(out.len(), 1, "three 64 KiB buffers are within the limit");
+    assert_eq!(out[0].len(), 3 * 0xFFFF);
     assert_eq!(n.metrics.tx_malformed.load(Ordering::Relaxed), before);
+    // Five of them (320 KiB) pass MAX_TX_PACKET: gathering stops, the packet is dropped and counted at EOP,
+    // and the ring moves on to the next packet.
+    const _: () = assert!(5 * 0xFFFF > nic_device::tx::MAX_TX_PACKET && 3 * 0xFFFF <= nic_device::tx::MAX_TX_PACKET);
+    for i in 3..8 {
+        desc(&n, i, MEM_BASE, legacy(0xFFFF, if i == 7 { TXD_CMD_EOP } else { 0 }), 0);
+    }
+    desc(&n, 8, MEM_BASE, legacy(100, TXD_CMD_EOP), 0);
+    n.mmio_write(TDT0, 9);
+    let out = run_tx(&mut n);
+    assert_eq!(out.len(), 1, "only the small packet after the oversized one goes out");
+    assert_eq!(out[0].len(), 100);
+    assert_eq!(n.metrics.tx_malformed.load(Ordering::Relaxed), before + 1);
+    assert_eq!(n.reg(TDH0), 9, "every descriptor was consumed");
 }
 
 #[test]

@@ -84,14 +84,20 @@ fn hostile_messages_get_errors_and_the_stream_stays_in_sync() {
     // Unknown command.
     assert!(matches!(raw_request(&mut c, 99, &[1, 2, 3]), Err(ClientError::Remote { errno: libc::ENOSYS, .. })));
     // Truncated payloads.
-    assert!(matches!(raw_request(&mut c, vfio_user::Command::DmaMap as u16, &[0; 10]), Err(ClientError::Remote { errno: libc::EINVAL, .. })));
+    assert!(matches!(
+        raw_request(&mut c, vfio_user::Command::DmaMap as u16, &[0; 10]),
+        Err(ClientError::Remote { errno: libc::EINVAL, .. })
+    ));
     assert!(matches!(raw_request(&mut c, vfio_user::Command::DeviceSetIrqs as u16, &[0; 4]), Err(ClientError::Remote { .. })));
-    assert!(matches!(raw_request(&mut c, vfio_user::Command::RegionWrite as u16, &{
-        let mut p = Vec::new();
-        RegionAccess { offset: 0, region: 0, count: 64 }.emit(&mut p);
-        p.extend_from_slice(&[0; 4]); // count says 64, only 4 bytes follow
-        p
-    }), Err(ClientError::Remote { errno: libc::EINVAL, .. })));
+    assert!(matches!(
+        raw_request(&mut c, vfio_user::Command::RegionWrite as u16, &{
+            let mut p = Vec::new();
+            RegionAccess { offset: 0, region: 0, count: 64 }.emit(&mut p);
+            p.extend_from_slice(&[0; 4]); // count says 64, only 4 bytes follow
+            p
+        }),
+        Err(ClientError::Remote { errno: libc::EINVAL, .. })
+    ));
     // A DMA map whose file is smaller than the range (would fault on access).
     let small = memfd(4096);
     let r = c.dma_map(&small, 0, 0x1000_0000, 1 << 20);
@@ -102,7 +108,10 @@ fn hostile_messages_get_errors_and_the_stream_stays_in_sync() {
     assert!(c.set_irq_eventfds(VFIO_PCI_MSIX_IRQ_INDEX, 5, &[&efd]).is_err());
     // Oversized message: drained, answered E2BIG.
     let big = vec![0u8; MAX_MESSAGE_SIZE + 10];
-    assert!(matches!(raw_request(&mut c, vfio_user::Command::RegionWrite as u16, &big), Err(ClientError::Remote { errno: libc::E2BIG, .. })));
+    assert!(matches!(
+        raw_request(&mut c, vfio_user::Command::RegionWrite as u16, &big),
+        Err(ClientError::Remote { errno: libc::E2BIG, .. })
+    ));
     // Still in sync.
     assert_eq!(c.read32(VFIO_PCI_CONFIG_REGION_INDEX, 0).unwrap(), 0x10D3_8086);
     // A posted write gets no reply: the next reply belongs to the next request.
@@ -148,7 +157,10 @@ fn clients_come_and_go_and_a_second_one_is_refused() {
 #[test]
 fn socket_in_use_fails_and_sigterm_removes_the_socket() {
     let d = start("inuse", "loopback");
-    let out = Command::new(env!("CARGO_BIN_EXE_nic-device")).args(["--socket", d.sock.to_str().unwrap(), "--backend", "loopback"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nic-device"))
+        .args(["--socket", d.sock.to_str().unwrap(), "--backend", "loopback"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(d.sock.exists(), "the running server keeps its socket");

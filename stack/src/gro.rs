@@ -60,7 +60,10 @@ fn mergeable(a: &[u8], sa: &Seg, b: &[u8], sb: &Seg, merged_len: usize) -> bool 
     let ip_same = a[..14] == b[..14] && a[15] == b[15] && a[22..24] == b[22..24] && a[26..34] == b[26..34];
     let (la, lb) = (sa.l4, sb.l4);
     // Ports, ACK number, data offset, window and options; the flags byte is judged above.
-    let tcp_same = a[la..la + 4] == b[lb..lb + 4] && a[la + 8..la + 13] == b[lb + 8..lb + 13] && a[la + 14..la + 16] == b[lb + 14..lb + 16] && a[la + 20..la + sa.doff] == b[lb + 20..lb + sb.doff];
+    let tcp_same = a[la..la + 4] == b[lb..lb + 4]
+        && a[la + 8..la + 13] == b[lb + 8..lb + 13]
+        && a[la + 14..la + 16] == b[lb + 14..lb + 16]
+        && a[la + 20..la + sa.doff] == b[lb + 20..lb + sb.doff];
     ip_same && tcp_same
 }
 
@@ -118,18 +121,36 @@ pub fn merge(frames: &mut Vec<PacketBuf>) -> usize {
     merged_away
 }
 
-
 #[cfg(test)]
 mod test {
     use super::*;
     use crate::wire::tcp::{Repr, Seq, ACK};
 
     fn frame(seq: u32, flags: u8, payload: &[u8], ts: u32, ack: u32) -> PacketBuf {
-        let r = Repr { src_port: 80, dst_port: 40000, seq: Seq(seq), ack: Seq(ack), flags, window: 500, timestamp: Some((ts, 1)), ..Default::default() };
+        let r = Repr {
+            src_port: 80,
+            dst_port: 40000,
+            seq: Seq(seq),
+            ack: Seq(ack),
+            flags,
+            window: 500,
+            timestamp: Some((ts, 1)),
+            ..Default::default()
+        };
         let (src, dst) = ([10, 0, 0, 2], [10, 0, 0, 1]);
         let mut tcp = vec![0u8; r.header_len() + payload.len()];
         r.emit(&mut tcp, payload, src, dst, true);
-        let ip = crate::wire::ipv4::Repr { src, dst, protocol: 6, ttl: 64, ident: 1, dont_frag: true, more_frags: false, frag_offset: 0, payload_len: tcp.len() };
+        let ip = crate::wire::ipv4::Repr {
+            src,
+            dst,
+            protocol: 6,
+            ttl: 64,
+            ident: 1,
+            dont_frag: true,
+            more_frags: false,
+            frag_offset: 0,
+            payload_len: tcp.len(),
+        };
         let mut f = vec![0u8; 14 + 20];
         f[12..14].copy_from_slice(&[0x08, 0x00]);
         ip.emit(&mut f[14..34]);

@@ -45,7 +45,16 @@ pub struct Config {
 
 impl Config {
     pub fn new(addr: [u8; 4], prefix: u8) -> Config {
-        Config { addr, prefix, gateway: None, ttl: 64, neigh: Default::default(), reasm_timeout: Duration::from_secs(30), reasm_max_datagrams: 64, qdisc_len: 1000 }
+        Config {
+            addr,
+            prefix,
+            gateway: None,
+            ttl: 64,
+            neigh: Default::default(),
+            reasm_timeout: Duration::from_secs(30),
+            reasm_max_datagrams: 64,
+            qdisc_len: 1000,
+        }
     }
 }
 
@@ -115,7 +124,12 @@ pub struct Stack {
 }
 
 enum TcpSock {
-    Listener { port: u16, backlog: usize, accept: VecDeque<SocketHandle>, embryos: Vec<SocketHandle> },
+    Listener {
+        port: u16,
+        backlog: usize,
+        accept: VecDeque<SocketHandle>,
+        embryos: Vec<SocketHandle>,
+    },
     /// A connection and, until accept() can take it, the listener it came from.
     Conn(Box<crate::tcp::Tcb>, Option<SocketHandle>),
 }
@@ -212,11 +226,29 @@ impl Stack {
 
     /// As [`Stack::ip_send`], with transport offload metadata: `offload` = (checksum left to the device,
     /// GSO segment size for a super-packet).
-    fn ip_send_meta(&mut self, dst: [u8; 4], protocol: u8, payload: &[u8], dont_frag: bool, offload: Option<(bool, Option<u16>)>, now: Instant) -> Result<(), Errno> {
+    fn ip_send_meta(
+        &mut self,
+        dst: [u8; 4],
+        protocol: u8,
+        payload: &[u8],
+        dont_frag: bool,
+        offload: Option<(bool, Option<u16>)>,
+        now: Instant,
+    ) -> Result<(), Errno> {
         let Some(next_hop) = self.routes.next_hop(dst) else { return Err(ENETUNREACH) };
         if let Some((partial, gso)) = offload {
             let mut p = PacketBuf::with_headroom(64, ipv4::MIN_HEADER_LEN + payload.len());
-            let r = ipv4::Repr { src: self.cfg.addr, dst, protocol, ttl: self.cfg.ttl, ident: self.next_ident(), dont_frag: true, more_frags: false, frag_offset: 0, payload_len: payload.len() };
+            let r = ipv4::Repr {
+                src: self.cfg.addr,
+                dst,
+                protocol,
+                ttl: self.cfg.ttl,
+                ident: self.next_ident(),
+                dont_frag: true,
+                more_frags: false,
+                frag_offset: 0,
+                payload_len: payload.len(),
+            };
             let b = p.put(ipv4::MIN_HEADER_LEN + payload.len());
             if payload.len() + ipv4::MIN_HEADER_LEN > 65535 {
                 return Err(EMSGSIZE);
@@ -242,7 +274,8 @@ impl Stack {
         if payload.len() > 65535 - ipv4::MIN_HEADER_LEN {
             return Err(EMSGSIZE);
         }
-        let chunks: Vec<&[u8]> = if ipv4::MIN_HEADER_LEN + payload.len() <= mtu { vec![payload] } else { payload.chunks(max_payload).collect() };
+        let chunks: Vec<&[u8]> =
+            if ipv4::MIN_HEADER_LEN + payload.len() <= mtu { vec![payload] } else { payload.chunks(max_payload).collect() };
         let n = chunks.len();
         for (i, c) in chunks.into_iter().enumerate() {
             let mut p = PacketBuf::with_headroom(64, ipv4::MIN_HEADER_LEN + c.len());
@@ -299,7 +332,9 @@ impl Stack {
 
     fn is_broadcast(&self, ip: [u8; 4]) -> bool {
         let host_mask = if self.cfg.prefix >= 32 { 0 } else { u32::MAX >> self.cfg.prefix };
-        ip == [255; 4] || (u32::from_be_bytes(ip) & host_mask == host_mask && crate::route::Route { dest: self.cfg.addr, prefix: self.cfg.prefix, gateway: None }.matches(ip))
+        ip == [255; 4]
+            || (u32::from_be_bytes(ip) & host_mask == host_mask
+                && crate::route::Route { dest: self.cfg.addr, prefix: self.cfg.prefix, gateway: None }.matches(ip))
     }
 
     // ---- input ----
@@ -497,7 +532,14 @@ impl Stack {
                 self.stats.in_hdr_errors += 1;
                 return;
             }
-            Ok((udp::Repr { src_port: u16::from_be_bytes([data[0], data[1]]), dst_port: u16::from_be_bytes([data[2], data[3]]), payload_len: len - 8 }, &data[8..len]))
+            Ok((
+                udp::Repr {
+                    src_port: u16::from_be_bytes([data[0], data[1]]),
+                    dst_port: u16::from_be_bytes([data[2], data[3]]),
+                    payload_len: len - 8,
+                },
+                &data[8..len],
+            ))
         } else {
             udp::Repr::parse(data, src, dst)
         };
@@ -771,7 +813,14 @@ impl Stack {
         let r = if seg.flags & ACK != 0 {
             crate::wire::tcp::Repr { src_port: seg.dst_port, dst_port: seg.src_port, seq: seg.ack, flags: RST, ..Default::default() }
         } else {
-            crate::wire::tcp::Repr { src_port: seg.dst_port, dst_port: seg.src_port, seq: crate::wire::tcp::Seq(0), ack: seg.seq.add(len), flags: RST | ACK, ..Default::default() }
+            crate::wire::tcp::Repr {
+                src_port: seg.dst_port,
+                dst_port: seg.src_port,
+                seq: crate::wire::tcp::Seq(0),
+                ack: seg.seq.add(len),
+                flags: RST | ACK,
+                ..Default::default()
+            }
         };
         let mut b = vec![0u8; r.header_len()];
         r.emit(&mut b, &[], dst, src, true);
@@ -954,7 +1003,15 @@ impl Stack {
         match self.tcp.get(h) {
             Some(Some(TcpSock::Listener { accept, .. })) => (!accept.is_empty(), false),
             Some(Some(TcpSock::Conn(t, _))) => {
-                let eof_or_err = t.error.is_some() || matches!(t.state, crate::tcp::State::CloseWait | crate::tcp::State::Closed | crate::tcp::State::LastAck | crate::tcp::State::TimeWait | crate::tcp::State::Closing);
+                let eof_or_err = t.error.is_some()
+                    || matches!(
+                        t.state,
+                        crate::tcp::State::CloseWait
+                            | crate::tcp::State::Closed
+                            | crate::tcp::State::LastAck
+                            | crate::tcp::State::TimeWait
+                            | crate::tcp::State::Closing
+                    );
                 let writable = matches!(t.state, crate::tcp::State::Established | crate::tcp::State::CloseWait) && t.send_space() > 0;
                 (t.recv_available() > 0 || eof_or_err, writable)
             }

@@ -18,16 +18,32 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { reachable_time: Duration::from_secs(30), retrans_time: Duration::from_secs(1), max_probes: 3, queue_len: 16, max_entries: 1024 }
+        Config {
+            reachable_time: Duration::from_secs(30),
+            retrans_time: Duration::from_secs(1),
+            max_probes: 3,
+            queue_len: 16,
+            max_entries: 1024,
+        }
     }
 }
 
 #[derive(Debug)]
 enum State {
-    Incomplete { probes: u32, next: Instant, queue: VecDeque<PacketBuf> },
-    Reachable { mac: Mac, until: Instant },
+    Incomplete {
+        probes: u32,
+        next: Instant,
+        queue: VecDeque<PacketBuf>,
+    },
+    Reachable {
+        mac: Mac,
+        until: Instant,
+    },
     /// Known but not confirmed recently: still used, and re-probed.
-    Stale { mac: Mac, probed: Option<Instant> },
+    Stale {
+        mac: Mac,
+        probed: Option<Instant>,
+    },
 }
 
 /// A packet whose next hop never answered ARP.
@@ -38,7 +54,9 @@ pub type Failed = ([u8; 4], PacketBuf);
 pub enum Resolve {
     Send(Mac),
     /// Queued; send an ARP request now if `request` is set.
-    Queued { request: bool },
+    Queued {
+        request: bool,
+    },
     /// The queue was full: the packet is dropped.
     Dropped,
 }

@@ -363,7 +363,8 @@ impl Tcb {
                 *o = b;
             }
             // Reopening a window that had closed: tell the peer.
-            if self.rcv_free() >= (self.cfg.mss as usize).min(self.cfg.rcv_buf / 2) && self.rcv_adv.diff(self.rcv_nxt) < self.cfg.mss as i32 {
+            if self.rcv_free() >= (self.cfg.mss as usize).min(self.cfg.rcv_buf / 2) && self.rcv_adv.diff(self.rcv_nxt) < self.cfg.mss as i32
+            {
                 self.ack_now = true;
             }
             return Ok(n);
@@ -510,7 +511,11 @@ impl Tcb {
         if seg.flags & RST != 0 {
             // RFC 5961: only an exact match resets; otherwise challenge.
             if seg.seq == self.rcv_nxt {
-                self.error = Some(if self.state == State::SynReceived && !self.established_once { Errno(libc::ECONNREFUSED) } else { Errno(libc::ECONNRESET) });
+                self.error = Some(if self.state == State::SynReceived && !self.established_once {
+                    Errno(libc::ECONNREFUSED)
+                } else {
+                    Errno(libc::ECONNRESET)
+                });
                 self.state = State::Closed;
             } else {
                 self.ack_now = true;
@@ -1012,4 +1017,3 @@ impl Tcb {
         out
     }
 }
-

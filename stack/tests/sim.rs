@@ -90,7 +90,17 @@ fn unresolvable_neighbour_is_ehostunreach() {
 /// Sends a hand-made IPv4 fragment from A to B on the wire.
 fn inject_fragment(w: &mut World, ident: u16, off: usize, more: bool, data: &[u8]) {
     let mut p = vec![0u8; 20 + data.len()];
-    let r = stack::wire::ipv4::Repr { src: A, dst: B, protocol: 17, ttl: 64, ident, dont_frag: false, more_frags: more, frag_offset: off, payload_len: data.len() };
+    let r = stack::wire::ipv4::Repr {
+        src: A,
+        dst: B,
+        protocol: 17,
+        ttl: 64,
+        ident,
+        dont_frag: false,
+        more_frags: more,
+        frag_offset: off,
+        payload_len: data.len(),
+    };
     r.emit(&mut p[..20]);
     p[20..].copy_from_slice(data);
     let mut f = vec![0u8; 14];
@@ -149,7 +159,17 @@ fn inject_icmp(w: &mut World, kind: u8, code: u8, mtu: u16, original: &[u8]) {
 }
 
 fn quoted_udp(sport: u16, dport: u16) -> Vec<u8> {
-    let r = stack::wire::ipv4::Repr { src: A, dst: [10, 0, 0, 2], protocol: 17, ttl: 64, ident: 1, dont_frag: true, more_frags: false, frag_offset: 0, payload_len: 8 };
+    let r = stack::wire::ipv4::Repr {
+        src: A,
+        dst: [10, 0, 0, 2],
+        protocol: 17,
+        ttl: 64,
+        ident: 1,
+        dont_frag: true,
+        more_frags: false,
+        frag_offset: 0,
+        payload_len: 8,
+    };
     let mut q = vec![0u8; 28];
     r.emit(&mut q[..20]);
     q[20..22].copy_from_slice(&sport.to_be_bytes());

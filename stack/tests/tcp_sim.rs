@@ -51,7 +51,14 @@ fn transfer(w: &mut World, data: &[u8], limit: Duration) -> (Vec<u8>, SocketHand
         }
         w.step();
     }
-    panic!("transfer did not finish: sent {sent}, got {} of {}, A {:?} {:?} B {:?}", got.len(), data.len(), w.a.tcp_state(c), w.a.tcp_error(c), s.and_then(|s| w.b.tcp_state(s)));
+    panic!(
+        "transfer did not finish: sent {sent}, got {} of {}, A {:?} {:?} B {:?}",
+        got.len(),
+        data.len(),
+        w.a.tcp_state(c),
+        w.a.tcp_error(c),
+        s.and_then(|s| w.b.tcp_state(s))
+    );
 }
 
 #[test]

@@ -152,7 +152,8 @@ fn rst_rules() {
 #[test]
 fn out_of_window_data_is_dropped_and_acked() {
     let (mut a, _b) = established(Config::default());
-    let far = Repr { src_port: B.1, dst_port: A.1, seq: Seq(5001).add(5_000_000), ack: Seq(1001), flags: ACK, window: 100, ..Default::default() };
+    let far =
+        Repr { src_port: B.1, dst_port: A.1, seq: Seq(5001).add(5_000_000), ack: Seq(1001), flags: ACK, window: 100, ..Default::default() };
     a.input(&far, b"junk", t(5));
     let mut buf = [0u8; 8];
     assert!(a.recv(&mut buf).is_err(), "nothing delivered");
@@ -381,7 +382,8 @@ fn sack_steers_retransmission_past_data_the_peer_has() {
     let next = a.output(t(14));
     assert!(!next.is_empty());
     assert_eq!(next[0].repr.seq, segs[4].repr.seq, "the second hole goes next");
-    let sacked_again = next.iter().any(|o| o.repr.seq.gt(segs[4].repr.seq) && o.repr.seq.lt(segs[7].repr.seq.add(1)) && !o.payload.is_empty());
+    let sacked_again =
+        next.iter().any(|o| o.repr.seq.gt(segs[4].repr.seq) && o.repr.seq.lt(segs[7].repr.seq.add(1)) && !o.payload.is_empty());
     assert!(!sacked_again, "data the peer SACKed is not sent again");
     b.input(&next[0].repr, &next[0].payload, t(15));
     let mut got = vec![0u8; mss * 8];

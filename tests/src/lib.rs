@@ -145,6 +145,20 @@ impl Device {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The device's metrics now: SIGUSR1 makes it log them; the last value of each is read back.
+    pub fn metrics(&self) -> std::collections::HashMap<String, u64> {
+        let before = self.log_text().matches("metrics (SIGUSR1):").count();
+        // SAFETY: kill with a pid we spawned.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR1) };
+        let t0 = Instant::now();
+        while self.log_text().matches("metrics (SIGUSR1):").count() == before {
+            assert!(t0.elapsed() < Duration::from_secs(10), "nic-device did not log its metrics");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        parse_metrics(&self.log_text())
+    }
+
     /// SIGTERM and wait; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         // SAFETY: kill with a pid we spawned.
@@ -395,5 +409,50 @@ impl TapRig {
     }
     pub fn socket(&self) -> PathBuf {
         self.dev.socket.clone()
+    }
+}
+
+/// The last value of every `  name: value` metric line in a nic-device log.
+pub fn parse_metrics(log: &str) -> std::collections::HashMap<String, u64> {
+    let mut m = std::collections::HashMap::new();
+    for l in log.lines() {
+        let Some((k, v)) = l.rsplit_once(": ") else { continue };
+        let Some(name) = k.split_whitespace().last() else { continue };
+        if name.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()) && name.contains('_') {
+            if let Ok(v) = v.trim().parse() {
+                m.insert(name.to_string(), v);
+            }
+        }
+    }
+    m
+}
+
+/// Whether ping's summary reports no loss: "N packets transmitted, N (packets) received" with N > 0, and
+/// "0% packet loss" as its own number (not the tail of "10%").
+pub fn zero_loss(out: &str) -> bool {
+    let Some(line) = out.lines().find(|l| l.contains("packets transmitted")) else { return false };
+    let nums: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
+    let loss = line.split(',').find(|p| p.contains("packet loss")).map(|p| p.trim().starts_with("0%"));
+    matches!(nums.as_slice(), [tx, rx, ..] if tx == rx && *tx > 0) && loss == Some(true)
+}
+
+#[cfg(test)]
+mod zero_loss_test {
+    #[test]
+    fn ten_percent_is_not_zero() {
+        assert!(super::zero_loss("10 packets transmitted, 10 packets received, 0% packet loss"));
+        assert!(super::zero_loss("3 packets transmitted, 3 received, 0% packet loss, time 2003ms"));
+        assert!(!super::zero_loss("10 packets transmitted, 9 packets received, 10% packet loss"));
+        assert!(!super::zero_loss("20 packets transmitted, 16 received, 20% packet loss"));
+        assert!(!super::zero_loss("no summary"));
+    }
+
+    #[test]
+    fn metrics_are_read_from_the_log() {
+        let m = super::parse_metrics(
+            "[2026 INFO nic_device::nic]   tx_tso_packets: 3\n[x INFO y]   dma_errors: 1\n[x INFO y]   tx_tso_packets: 5\n",
+        );
+        assert_eq!(m.get("tx_tso_packets"), Some(&5));
+        assert_eq!(m.get("dma_errors"), Some(&1));
     }
 }

@@ -43,6 +43,8 @@ pub struct Verdict {
     pub oversize: usize,
     pub bad_ip_csum: usize,
     pub bad_l4_csum: usize,
+    /// Frames etherparse could not parse: a failure, never skipped.
+    pub unparsed: usize,
     pub tcp_data_frames: usize,
     /// First problems, for the report.
     pub problems: Vec<String>,
@@ -50,7 +52,7 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn clean(&self) -> bool {
-        self.oversize == 0 && self.bad_ip_csum == 0 && self.bad_l4_csum == 0
+        self.oversize == 0 && self.bad_ip_csum == 0 && self.bad_l4_csum == 0 && self.unparsed == 0
     }
 }
 
@@ -89,7 +91,16 @@ fn l4_ok_v6(src: [u8; 16], dst: [u8; 16], proto: u8, l4: &[u8]) -> bool {
 pub fn judge(frames: &[Vec<u8>]) -> Verdict {
     let mut v = Verdict { frames: frames.len(), ..Default::default() };
     for (i, f) in frames.iter().enumerate() {
-        let Ok(p) = SlicedPacket::from_ethernet(f) else { continue };
+        let p = match SlicedPacket::from_ethernet(f) {
+            Ok(p) => p,
+            Err(e) => {
+                v.unparsed += 1;
+                if v.problems.len() < 5 {
+                    v.problems.push(format!("frame {i}: etherparse cannot parse it: {e}"));
+                }
+                continue;
+            }
+        };
         let tags = if f.len() >= 14 && f[12..14] == [0x81, 0x00] { 4 } else { 0 };
         if f.len() > 1514 + tags {
             v.oversize += 1;
@@ -164,6 +175,7 @@ pub fn judge(frames: &[Vec<u8>]) -> Verdict {
 pub fn tcp_segments(frames: &[Vec<u8>], src_ip: [u8; 4], dst_port: u16) -> Vec<(usize, u8)> {
     let mut out = Vec::new();
     for f in frames {
+        // Selection only: the judge above counts what cannot be parsed.
         let Ok(p) = SlicedPacket::from_ethernet(f) else { continue };
         let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(t))) = (&p.net, &p.transport) else { continue };
         if ip.header().source() != src_ip || t.destination_port() != dst_port || t.payload().is_empty() {
@@ -206,5 +218,11 @@ mod test {
         assert_eq!(v.bad_l4_csum, 1);
         let big = tcp_frame(&[0u8; 1500]);
         assert_eq!(judge(&[big]).oversize, 1);
+        // A frame etherparse cannot parse is a failure, not skipped.
+        let mut cut = tcp_frame(b"hello");
+        cut.truncate(30);
+        let v = judge(&[cut]);
+        assert_eq!(v.unparsed, 1);
+        assert!(!v.clean());
     }
 }

@@ -1,6 +1,6 @@
 //! The userspace driver against nic-device over vfio-user, without QEMU.
 
-use driver::{Config, NetDev, RxCsum, RxPacket, TxCsum, TxPacket, E1000e};
+use driver::{Config, E1000e, NetDev, RxCsum, RxPacket, TxCsum, TxPacket};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use nic_tests::*;
 use std::path::PathBuf;
@@ -19,7 +19,11 @@ fn nic_lab(args: &[&str]) -> (bool, String) {
 }
 
 fn field(out: &str, name: &str) -> u64 {
-    out.lines().find(|l| l.starts_with(name)).and_then(|l| l.split(':').nth(1)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("{name} in {out}"))
+    out.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {out}"))
 }
 
 #[test]
@@ -82,7 +86,8 @@ fn receive_until(dev: &mut E1000e, want: usize, timeout: Duration) -> Vec<RxPack
 }
 
 fn tcp4(src: [u8; 6], dst: [u8; 6], payload: &[u8]) -> Vec<u8> {
-    let b = etherparse::PacketBuilder::ethernet2(src, dst).ipv4([10, 1, 0, 1], [10, 1, 0, 2], 64).tcp(5555, 80, 7000, 64000).ack(1).psh().fin();
+    let b =
+        etherparse::PacketBuilder::ethernet2(src, dst).ipv4([10, 1, 0, 1], [10, 1, 0, 2], 64).tcp(5555, 80, 7000, 64000).ack(1).psh().fin();
     let mut v = Vec::new();
     b.write(&mut v, payload).unwrap();
     v
@@ -99,7 +104,8 @@ fn tso_frames_cross_two_devices_as_correct_segments() {
     let payload: Vec<u8> = (0..60000u32).map(|i| (i % 251) as u8).collect();
     let f = tcp4(a.mac(), b.mac(), &payload);
     let mss = 1448usize;
-    let mut pkts = vec![TxPacket { data: f, csum: Some(TxCsum { l3: 14, l4: 34, ipv4: true, tcp: true }), tso: Some(mss as u16), vlan: None }];
+    let mut pkts =
+        vec![TxPacket { data: f, csum: Some(TxCsum { l3: 14, l4: 34, ipv4: true, tcp: true }), tso: Some(mss as u16), vlan: None }];
     assert_eq!(a.transmit(&mut pkts).unwrap(), 1);
     let nseg = payload.len().div_ceil(mss);
     let got = receive_until(&mut b, nseg, Duration::from_secs(20));
@@ -125,7 +131,8 @@ fn tso_frames_cross_two_devices_as_correct_segments() {
     let b6 = etherparse::PacketBuilder::ethernet2(a.mac(), b.mac()).ipv6([0xfe; 16], [0xfd; 16], 9).udp(53, 5353);
     let mut f6 = Vec::new();
     b6.write(&mut f6, &[0x42; 333]).unwrap();
-    let mut pkts = vec![TxPacket { data: f6, csum: Some(TxCsum { l3: 14, l4: 54, ipv4: false, tcp: false }), tso: None, vlan: Some(0x0123) }];
+    let mut pkts =
+        vec![TxPacket { data: f6, csum: Some(TxCsum { l3: 14, l4: 54, ipv4: false, tcp: false }), tso: None, vlan: Some(0x0123) }];
     a.transmit(&mut pkts).unwrap();
     let got = receive_until(&mut b, 1, Duration::from_secs(10));
     assert_eq!(got.len(), 1);

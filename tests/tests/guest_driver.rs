@@ -12,7 +12,8 @@ fn reflector(ns: &Netns, ifname: &str) -> Child {
 
 /// Binds the 82574L to vfio-pci and runs the driver against it.
 fn drive(g: &mut Guest) {
-    let bdf = g.must("for d in /sys/bus/pci/devices/*; do [ \"$(cat $d/vendor):$(cat $d/device)\" = 0x8086:0x10d3 ] && basename $d; done; true");
+    let bdf =
+        g.must("for d in /sys/bus/pci/devices/*; do [ \"$(cat $d/vendor):$(cat $d/device)\" = 0x8086:0x10d3 ] && basename $d; done; true");
     let bdf = bdf.lines().next().expect("no 82574L in the guest").trim().to_string();
     g.must(&format!("echo vfio-pci > /sys/bus/pci/devices/{bdf}/driver_override && echo {bdf} > /sys/bus/pci/drivers_probe"));
     assert_eq!(g.must(&format!("basename $(readlink /sys/bus/pci/devices/{bdf}/driver)")), "vfio-pci");
@@ -46,7 +47,10 @@ fn driver_in_guest_on_qemu_e1000e() {
     ns.must("ip tuntap add dev qtap0 mode tap && ip link set qtap0 up");
     let mut refl = reflector(&ns, "qtap0");
     let mut o = opts(&ns);
-    o.extra = ["-netdev", "tap,id=n0,ifname=qtap0,script=no,downscript=no", "-device", "e1000e,netdev=n0,mac=52:54:00:00:02:01"].iter().map(|s| s.to_string()).collect();
+    o.extra = ["-netdev", "tap,id=n0,ifname=qtap0,script=no,downscript=no", "-device", "e1000e,netdev=n0,mac=52:54:00:00:02:01"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut g = Guest::boot(&o);
     drive(&mut g);
     let _ = refl.kill();

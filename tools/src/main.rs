@@ -13,7 +13,7 @@ mod ping;
 mod reflect;
 mod tcpcmd;
 
-use driver::{Config, IrqMode, NetDev, RxPacket, TxPacket, E1000e};
+use driver::{Config, E1000e, IrqMode, NetDev, RxPacket, TxPacket};
 use frames::*;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -56,7 +56,28 @@ pub(crate) struct Opts {
 }
 
 fn parse() -> Result<Opts, String> {
-    let mut o = Opts { transport: None, irq: IrqMode::Auto, cmd: String::new(), count: 1000, size: 64, window: 128, ifname: None, tso: false, tap: None, ip: None, gw: None, dest: None, interval: 1.0, impair: None, output: None, port: 0, dir: None, bytes: 0, cubic: false, count_given: false };
+    let mut o = Opts {
+        transport: None,
+        irq: IrqMode::Auto,
+        cmd: String::new(),
+        count: 1000,
+        size: 64,
+        window: 128,
+        ifname: None,
+        tso: false,
+        tap: None,
+        ip: None,
+        gw: None,
+        dest: None,
+        interval: 1.0,
+        impair: None,
+        output: None,
+        port: 0,
+        dir: None,
+        bytes: 0,
+        cubic: false,
+        count_given: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = |n: &str| it.next().ok_or(format!("{n} needs a value"));
@@ -285,7 +306,12 @@ fn tso_loopback(dev: &mut E1000e, o: &Opts) -> Result<bool, driver::DriverError>
     let mut last_progress = Instant::now();
     while got < want {
         while sent < o.count && sent - got / segs_per_send < window {
-            let mut p = vec![TxPacket { data: template.clone(), csum: Some(driver::TxCsum { l3: 14, l4: 34, ipv4: true, tcp: true }), tso: Some(mss as u16), vlan: None }];
+            let mut p = vec![TxPacket {
+                data: template.clone(),
+                csum: Some(driver::TxCsum { l3: 14, l4: 34, ipv4: true, tcp: true }),
+                tso: Some(mss as u16),
+                vlan: None,
+            }];
             if dev.transmit(&mut p)? == 0 {
                 break;
             }

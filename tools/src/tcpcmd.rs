@@ -125,7 +125,11 @@ pub fn serve(o: &Opts) -> Result<bool, String> {
         let body: Vec<u8>;
         match (method, file) {
             ("GET", Some(data)) | ("HEAD", Some(data)) => {
-                resp_head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: {}\r\nConnection: close\r\n\r\n", data.len(), content_type(rel));
+                resp_head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: {}\r\nConnection: close\r\n\r\n",
+                    data.len(),
+                    content_type(rel)
+                );
                 body = if method == "GET" { data } else { Vec::new() };
             }
             ("GET", None) | ("HEAD", None) => {
@@ -244,7 +248,8 @@ impl Chunked {
                     self.done = true;
                 }
             } else {
-                let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).map_err(|_| format!("bad chunk size line '{line}'"))?;
+                let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                    .map_err(|_| format!("bad chunk size line '{line}'"))?;
                 if size == 0 {
                     self.trailers = true;
                 } else {

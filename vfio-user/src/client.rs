@@ -106,7 +106,8 @@ impl Client {
 
     pub fn read32(&mut self, region: u32, offset: u64) -> Result<u32> {
         let d = self.region_read(region, offset, 4)?;
-        Ok(u32::from_le_bytes(d[..4].try_into().unwrap()))
+        let b: [u8; 4] = d.get(..4).and_then(|s| s.try_into().ok()).ok_or_else(|| ClientError::Protocol("short read reply".into()))?;
+        Ok(u32::from_le_bytes(b))
     }
 
     pub fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<()> {

@@ -120,14 +120,19 @@ fn need(buf: &[u8], n: usize) -> ParseResult<()> {
     }
 }
 
+/// `N` bytes at `o`; callers check the length first (`need`), and a range that is not there reads as zeros
+/// rather than panicking.
+fn bytes_at<const N: usize>(b: &[u8], o: usize) -> [u8; N] {
+    b.get(o..o.saturating_add(N)).and_then(|s| s.try_into().ok()).unwrap_or([0; N])
+}
 fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
+    u16::from_le_bytes(bytes_at(b, o))
 }
 fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+    u32::from_le_bytes(bytes_at(b, o))
 }
 fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+    u64::from_le_bytes(bytes_at(b, o))
 }
 
 /// The common message header.
@@ -144,13 +149,7 @@ pub struct Header {
 impl Header {
     pub fn parse(b: &[u8]) -> ParseResult<Header> {
         need(b, HEADER_SIZE)?;
-        Ok(Header {
-            msg_id: u16_at(b, 0),
-            command: u16_at(b, 2),
-            size: u32_at(b, 4),
-            flags: u32_at(b, 8),
-            error: u32_at(b, 12),
-        })
+        Ok(Header { msg_id: u16_at(b, 0), command: u16_at(b, 2), size: u32_at(b, 4), flags: u32_at(b, 8), error: u32_at(b, 12) })
     }
     pub fn emit(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.msg_id.to_le_bytes());
@@ -181,12 +180,12 @@ pub struct Version {
 impl Version {
     pub fn parse(b: &[u8]) -> ParseResult<Version> {
         need(b, 4)?;
-        let rest = &b[4..];
+        let rest = b.get(4..).unwrap_or_default();
         let caps = if rest.is_empty() {
             String::new()
         } else {
             let end = rest.iter().position(|&c| c == 0).ok_or(ParseError::BadVersionString)?;
-            String::from_utf8(rest[..end].to_vec()).map_err(|_| ParseError::BadVersionString)?
+            String::from_utf8(rest.get(..end).unwrap_or_default().to_vec()).map_err(|_| ParseError::BadVersionString)?
         };
         Ok(Version { major: u16_at(b, 0), minor: u16_at(b, 2), capabilities: caps })
     }
@@ -248,13 +247,7 @@ impl DmaMap {
     pub const LEN: usize = 32;
     pub fn parse(b: &[u8]) -> ParseResult<DmaMap> {
         need(b, Self::LEN)?;
-        let m = DmaMap {
-            argsz: u32_at(b, 0),
-            flags: u32_at(b, 4),
-            offset: u64_at(b, 8),
-            iova: u64_at(b, 16),
-            size: u64_at(b, 24),
-        };
+        let m = DmaMap { argsz: u32_at(b, 0), flags: u32_at(b, 4), offset: u64_at(b, 8), iova: u64_at(b, 16), size: u64_at(b, 24) };
         if m.size == 0 || m.iova.checked_add(m.size).is_none() || m.offset.checked_add(m.size).is_none() {
             return Err(ParseError::Range("dma_map.size"));
         }
@@ -411,7 +404,7 @@ impl IrqSet {
         if data == VFIO_IRQ_SET_DATA_BOOL {
             let n = s.count as usize;
             need(b, Self::LEN + n)?;
-            s.bools = b[Self::LEN..Self::LEN + n].to_vec();
+            s.bools = b.get(Self::LEN..Self::LEN + n).ok_or(ParseError::Short { need: Self::LEN + n, have: b.len() })?.to_vec();
         }
         Ok(s)
     }
@@ -463,13 +456,12 @@ pub fn parse_write_multi(b: &[u8]) -> ParseResult<Vec<(RegionAccess, [u8; 8])>> 
     need(b, 8 + n * MULTI_ENTRY_LEN)?;
     let mut v = Vec::with_capacity(n);
     for i in 0..n {
-        let e = &b[8 + i * MULTI_ENTRY_LEN..8 + (i + 1) * MULTI_ENTRY_LEN];
+        let e = b.get(8 + i * MULTI_ENTRY_LEN..8 + (i + 1) * MULTI_ENTRY_LEN).unwrap_or_default();
         let a = RegionAccess { offset: u64_at(e, 0), region: u32_at(e, 8), count: u32_at(e, 12) };
         if a.count > 8 {
             return Err(ParseError::Range("write_multi entry count"));
         }
-        let mut d = [0u8; 8];
-        d.copy_from_slice(&e[16..24]);
+        let d: [u8; 8] = bytes_at(e, 16);
         v.push((a, d));
     }
     Ok(v)
@@ -492,11 +484,7 @@ mod test {
 
     #[test]
     fn version_parse_and_caps() {
-        let v = Version {
-            major: 0,
-            minor: 0,
-            capabilities: r#"{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576}}"#.into(),
-        };
+        let v = Version { major: 0, minor: 0, capabilities: r#"{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576}}"#.into() };
         let mut b = Vec::new();
         v.emit(&mut b);
         let p = Version::parse(&b).unwrap();

@@ -137,7 +137,7 @@ impl Connection {
     fn flush(&mut self) -> Result<(), FrameError> {
         let mut sent = 0;
         while sent < self.out.len() {
-            match send_with_fds(self.sock.as_raw_fd(), &self.out[sent..], &[]) {
+            match send_with_fds(self.sock.as_raw_fd(), self.out.get(sent..).unwrap_or_default(), &[]) {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -171,14 +171,8 @@ impl Connection {
     }
 
     fn reply(&mut self, req: &Header, payload: &[u8]) {
-        Header {
-            msg_id: req.msg_id,
-            command: req.command,
-            size: (HEADER_SIZE + payload.len()) as u32,
-            flags: FLAG_REPLY,
-            error: 0,
-        }
-        .emit(&mut self.out);
+        Header { msg_id: req.msg_id, command: req.command, size: (HEADER_SIZE + payload.len()) as u32, flags: FLAG_REPLY, error: 0 }
+            .emit(&mut self.out);
         self.out.extend_from_slice(payload);
     }
 

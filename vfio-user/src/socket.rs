@@ -132,7 +132,7 @@ pub fn write_all_with_fds(sock: &impl AsRawFd, data: &[u8], fds: &[RawFd], timeo
     let mut off = 0;
     let mut first = true;
     while off < data.len() {
-        match send_with_fds(fd, &data[off..], if first { fds } else { &[] }) {
+        match send_with_fds(fd, data.get(off..).unwrap_or_default(), if first { fds } else { &[] }) {
             Ok(n) => {
                 off += n;
                 first = false;
@@ -180,7 +180,7 @@ impl Reader {
                         self.fds.push_back((at, f));
                     }
                 }
-                self.buf.extend_from_slice(&tmp[..n]);
+                self.buf.extend_from_slice(tmp.get(..n).unwrap_or_default());
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
@@ -199,6 +199,11 @@ impl Reader {
                 continue;
             }
         }
+    }
+
+    /// Appends bytes received by other means (a test, a fuzzer, a transport with its own reads).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
     }
 
     /// Whether part of a message (or of an oversized message being drained) has arrived but not all of it.

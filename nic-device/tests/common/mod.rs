@@ -66,8 +66,16 @@ pub fn data_desc(len: usize, dcmd: u8, popts: u8) -> (u32, u32) {
 }
 
 pub fn ctx_desc(n: &Nic, i: u32, c: &nic_device::offload::TxContext) {
-    let addr = c.ipcss as u64 | (c.ipcso as u64) << 8 | (c.ipcse as u64) << 16 | (c.tucss as u64) << 32 | (c.tucso as u64) << 40 | (c.tucse as u64) << 48;
-    let tucmd = (if c.tcp { TXD_TUCMD_TCP } else { 0 }) | (if c.ipv4 { TXD_TUCMD_IP } else { 0 }) | (if c.tse { TXD_CMD_TSE } else { 0 }) | TXD_CMD_DEXT;
+    let addr = c.ipcss as u64
+        | (c.ipcso as u64) << 8
+        | (c.ipcse as u64) << 16
+        | (c.tucss as u64) << 32
+        | (c.tucso as u64) << 40
+        | (c.tucse as u64) << 48;
+    let tucmd = (if c.tcp { TXD_TUCMD_TCP } else { 0 })
+        | (if c.ipv4 { TXD_TUCMD_IP } else { 0 })
+        | (if c.tse { TXD_CMD_TSE } else { 0 })
+        | TXD_CMD_DEXT;
     desc(n, i, addr, c.paylen | ((tucmd as u32) << 24), ((c.hdrlen as u32) << 8) | ((c.mss as u32) << 16));
 }
 
@@ -95,4 +103,3 @@ pub fn rx_desc(n: &Nic, i: u64) -> [u8; 16] {
     n.dma.read(RX_RING + i * 16, &mut d).unwrap();
     d
 }
-

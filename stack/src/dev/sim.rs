@@ -70,7 +70,16 @@ pub fn link(macs: (crate::wire::Mac, crate::wire::Mac), imp: Impairment, seed: u
     let a = Rc::new(RefCell::new(Wire::default()));
     let b = Rc::new(RefCell::new(Wire::default()));
     let stats = Rc::new(RefCell::new(Stats::default()));
-    let pa = SimPort { mac: macs.0, tx: a.clone(), rx: b.clone(), imp, rng: Rng::new(seed), clock: clock.clone(), stats: stats.clone(), mtu: 1500 };
+    let pa = SimPort {
+        mac: macs.0,
+        tx: a.clone(),
+        rx: b.clone(),
+        imp,
+        rng: Rng::new(seed),
+        clock: clock.clone(),
+        stats: stats.clone(),
+        mtu: 1500,
+    };
     let pb = SimPort { mac: macs.1, tx: b, rx: a, imp, rng: Rng::new(seed ^ 0x9E37_79B9), clock, stats, mtu: 1500 };
     (pa, pb)
 }

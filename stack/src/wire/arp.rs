@@ -48,7 +48,8 @@ mod test {
 
     #[test]
     fn request_bytes_and_round_trip() {
-        let r = Repr { op: OP_REQUEST, sender_mac: [2, 0, 0, 0, 0, 1], sender_ip: [10, 0, 0, 1], target_mac: [0; 6], target_ip: [10, 0, 0, 2] };
+        let r =
+            Repr { op: OP_REQUEST, sender_mac: [2, 0, 0, 0, 0, 1], sender_ip: [10, 0, 0, 1], target_mac: [0; 6], target_ip: [10, 0, 0, 2] };
         let mut b = [0u8; LEN];
         r.emit(&mut b);
         assert_eq!(&b[..8], &[0, 1, 8, 0, 6, 4, 0, 1]);

@@ -11,12 +11,30 @@ pub const CODE_FRAG_NEEDED: u8 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Repr<'a> {
-    EchoRequest { ident: u16, seq: u16, data: &'a [u8] },
-    EchoReply { ident: u16, seq: u16, data: &'a [u8] },
+    EchoRequest {
+        ident: u16,
+        seq: u16,
+        data: &'a [u8],
+    },
+    EchoReply {
+        ident: u16,
+        seq: u16,
+        data: &'a [u8],
+    },
     /// Destination unreachable with its code, next-hop MTU (for code 4), and the offending datagram's start.
-    Unreachable { code: u8, mtu: u16, original: &'a [u8] },
-    TimeExceeded { code: u8, original: &'a [u8] },
-    Other { kind: u8, code: u8 },
+    Unreachable {
+        code: u8,
+        mtu: u16,
+        original: &'a [u8],
+    },
+    TimeExceeded {
+        code: u8,
+        original: &'a [u8],
+    },
+    Other {
+        kind: u8,
+        code: u8,
+    },
 }
 
 impl<'a> Repr<'a> {

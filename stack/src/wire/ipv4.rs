@@ -139,7 +139,8 @@ mod test {
     use super::*;
 
     // 4500 0073 0000 4000 4011 b861 c0a8 0001 c0a8 00c7: a well-known header.
-    const HDR: [u8; 20] = [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7];
+    const HDR: [u8; 20] =
+        [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7];
 
     #[test]
     fn parse_known_header() {
@@ -148,7 +149,10 @@ mod test {
         let p = Packet::new_checked(&b[..]).unwrap();
         assert!(p.verify_checksum());
         let r = Repr::parse(&p);
-        assert_eq!((r.src, r.dst, r.protocol, r.ttl, r.dont_frag, r.payload_len), ([192, 168, 0, 1], [192, 168, 0, 199], 17, 64, true, 0x73 - 20));
+        assert_eq!(
+            (r.src, r.dst, r.protocol, r.ttl, r.dont_frag, r.payload_len),
+            ([192, 168, 0, 1], [192, 168, 0, 199], 17, 64, true, 0x73 - 20)
+        );
         let mut out = [0u8; 20];
         r.emit(&mut out);
         assert_eq!(out, HDR);

@@ -106,10 +106,15 @@ impl Repr {
                 (4, 2) => r.sack_permitted = true,
                 (5, _) if (len - 2).is_multiple_of(8) => {
                     for c in v.chunks(8) {
-                        r.sack.push((Seq(u32::from_be_bytes(c[0..4].try_into().unwrap())), Seq(u32::from_be_bytes(c[4..8].try_into().unwrap()))));
+                        r.sack.push((
+                            Seq(u32::from_be_bytes(c[0..4].try_into().unwrap())),
+                            Seq(u32::from_be_bytes(c[4..8].try_into().unwrap())),
+                        ));
                     }
                 }
-                (8, 10) => r.timestamp = Some((u32::from_be_bytes(v[0..4].try_into().unwrap()), u32::from_be_bytes(v[4..8].try_into().unwrap()))),
+                (8, 10) => {
+                    r.timestamp = Some((u32::from_be_bytes(v[0..4].try_into().unwrap()), u32::from_be_bytes(v[4..8].try_into().unwrap())))
+                }
                 _ => {}
             }
             o = &o[len..];

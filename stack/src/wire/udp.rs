@@ -25,7 +25,8 @@ impl Repr {
         if ck != 0 && checksum::fold(checksum::sum(checksum::pseudo_v4(src, dst, 17, len), &b[..len])) != 0xFFFF {
             return Err(Error::Checksum);
         }
-        let r = Repr { src_port: u16::from_be_bytes([b[0], b[1]]), dst_port: u16::from_be_bytes([b[2], b[3]]), payload_len: len - HEADER_LEN };
+        let r =
+            Repr { src_port: u16::from_be_bytes([b[0], b[1]]), dst_port: u16::from_be_bytes([b[2], b[3]]), payload_len: len - HEADER_LEN };
         Ok((r, &b[HEADER_LEN..len]))
     }
 

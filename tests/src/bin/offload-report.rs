@@ -12,8 +12,8 @@ fn main() {
     let qemu = run_suite(Target::QemuE1000e, None);
     println!("{}", report(&ours, &qemu));
     for r in &ours {
-        if !r.pass {
-            eprintln!("nic-device failed: {}: {}", r.name, r.detail);
+        if !r.pass() {
+            eprintln!("nic-device {}: {}: {}", r.outcome.label(), r.name, r.detail);
         }
     }
 }

@@ -1,0 +1,29 @@
+//! Fuzz harnesses, one per input surface. Each takes arbitrary bytes and must never panic, hang or touch
+//! memory outside what it was given; cargo-fuzz drives them under libFuzzer (`fuzz/fuzz_targets/`), and the
+//! stable test command replays the committed corpus through them (`tests/corpus.rs`).
+//!
+//! | target | surface |
+//! |---|---|
+//! | `vfio_decode` | vfio-user framing and every message parser |
+//! | `vfio_server` | message sequences against a live device object, then its rings |
+//! | `device_regs` | config space, BAR0/IO/MSI-X accesses interleaved with TX/RX ring processing |
+//! | `stack_rx` | the stack's frame input against live TCP/UDP sockets on a virtual clock |
+//! | `driver_writeback` | the userspace driver against a card whose registers and write-backs are hostile |
+
+pub mod device;
+pub mod driver;
+pub mod input;
+pub mod stack;
+pub mod vfio;
+
+/// A harness: arbitrary bytes in, no panic out.
+pub type Harness = fn(&[u8]);
+
+/// Every target by name, for the corpus replay and the fuzz script.
+pub const TARGETS: &[(&str, Harness)] = &[
+    ("vfio_decode", vfio::decode),
+    ("vfio_server", vfio::server),
+    ("device_regs", device::regs),
+    ("stack_rx", stack::rx),
+    ("driver_writeback", driver::writeback),
+];
