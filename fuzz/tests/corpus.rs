@@ -27,16 +27,3 @@ fn every_corpus_input_runs_clean() {
     }
     println!("corpus replayed: {}", report.join("; "));
 }
-
-/// Inputs that once crashed a target (the defects found by fuzzing), kept as named regressions.
-#[test]
-fn known_crashers_stay_fixed() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
-    let Ok(entries) = std::fs::read_dir(&dir) else { return };
-    for e in entries.flatten() {
-        let path = e.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        let target = nic_fuzz::TARGETS.iter().find(|(t, _)| name.starts_with(t)).unwrap_or_else(|| panic!("{name}: no target prefix"));
-        (target.1)(&std::fs::read(&path).unwrap());
-    }
-}
