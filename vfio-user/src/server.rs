@@ -103,7 +103,10 @@ impl Connection {
                 break;
             }
         }
-        self.partial_since = match (self.reader.is_partial(), self.partial_since) {
+        // An unfinished message only counts against the client while we are reading: when its unread
+        // replies hold us back, that is the output stall's limit to judge.
+        let reading = self.out.len() < OUTPUT_HIGH_WATER;
+        self.partial_since = match (self.reader.is_partial() && reading, self.partial_since) {
             (false, _) => None,
             (true, Some(t)) => Some(t),
             (true, None) => Some(Instant::now()),
