@@ -1,5 +1,6 @@
 //! The server side: one connection's message handling, dispatching to a [`Device`].
-//! The caller owns the event loop; it calls [`Connection::on_readable`] when the socket is readable.
+//! The caller owns the event loop: it calls [`Connection::on_event`] when the socket is readable or
+//! writable, and [`Connection::check_deadline`] when [`Connection::deadline`] passes.
 
 use crate::message::*;
 use crate::socket::{send_with_fds, Frame, FrameError, Message, Reader};
@@ -112,11 +113,6 @@ impl Connection {
             (true, None) => Some(Instant::now()),
         };
         Ok(())
-    }
-
-    /// Reads and handles everything available (same as [`Connection::on_event`]).
-    pub fn on_readable(&mut self, dev: &mut dyn Device) -> Result<(), FrameError> {
-        self.on_event(dev)
     }
 
     /// When the caller must call [`Connection::check_deadline`] next, if anything is waiting.
