@@ -174,6 +174,13 @@ impl Worker {
                     progress |= p.descriptors > 0;
                 }
             }
+            // Loopback (PHY or MAC): the frames go to the card's own receive side, never to the wire.
+            if nic.loopback() {
+                while let Some(f) = self.out.pop_front() {
+                    nic.receive(f);
+                    progress = true;
+                }
+            }
         }
         // Hand frames to the backend until it refuses one.
         while let Some(f) = self.out.front() {

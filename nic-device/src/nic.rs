@@ -283,6 +283,12 @@ impl Nic {
         self.phy.link_up()
     }
 
+    /// Whether transmitted frames come straight back to the receive side instead of going to the wire: PHY
+    /// loopback (BMCR bit 14, what Linux's self-test uses) or MAC loopback (RCTL.LBM = 01).
+    pub fn loopback(&self) -> bool {
+        self.phy.loopback() || self.reg(RCTL) & RCTL_LBM_MASK == RCTL_LBM_MAC
+    }
+
     fn status(&self) -> u32 {
         let mut s = self.reg(STATUS) & STATUS_PHYRA;
         if self.phy.link_up() {
@@ -445,7 +451,7 @@ impl Nic {
             }
             o if (STATS_START..=STATS_END).contains(&o) => {}
             SYSTIML | SYSTIMH => {}
-            _ => self.set_reg(off, val),
+            _ => self.set_reg(off, val & write_mask(off)),
         }
         self.apply(out);
         if self.intr.next_deadline().is_some() {

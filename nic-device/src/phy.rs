@@ -22,6 +22,7 @@ pub const BMCR_SPEED1000: u16 = 1 << 6;
 pub const BMCR_FULLDPLX: u16 = 1 << 8;
 pub const BMCR_ANRESTART: u16 = 1 << 9;
 pub const BMCR_PDOWN: u16 = 1 << 11;
+pub const BMCR_LOOPBACK: u16 = 1 << 14;
 pub const BMCR_ANENABLE: u16 = 1 << 12;
 pub const BMCR_RESET: u16 = 1 << 15;
 pub const BMSR_LSTATUS: u16 = 1 << 2;
@@ -94,7 +95,8 @@ impl Phy {
 
     /// Autonegotiation resolves at once: the partner is a 1000BASE-T full-duplex peer.
     fn update_link(&mut self) {
-        let up = self.carrier && self.get(BMCR) & BMCR_PDOWN == 0;
+        // In loopback the PHY's link is its own: up without a partner.
+        let up = (self.carrier || self.loopback()) && self.get(BMCR) & BMCR_PDOWN == 0;
         if up {
             self.set(BMSR, self.get(BMSR) | BMSR_LSTATUS | BMSR_ANEGCOMPLETE);
             self.set(LPA, 0x45E1);
@@ -107,6 +109,11 @@ impl Phy {
             self.set(STAT1000, 0);
             self.set(PSSR, 0);
         }
+    }
+
+    /// BMCR loopback: what the MAC sends comes back from the PHY.
+    pub fn loopback(&self) -> bool {
+        self.get(BMCR) & BMCR_LOOPBACK != 0
     }
 
     pub fn link_up(&self) -> bool {

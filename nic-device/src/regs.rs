@@ -202,6 +202,9 @@ pub const RCTL_SBP: u32 = 1 << 2;
 pub const RCTL_UPE: u32 = 1 << 3;
 pub const RCTL_MPE: u32 = 1 << 4;
 pub const RCTL_LPE: u32 = 1 << 5;
+/// Loopback mode (LBM, bits 7:6): 00 normal, 01 MAC loopback.
+pub const RCTL_LBM_MASK: u32 = 3 << 6;
+pub const RCTL_LBM_MAC: u32 = 1 << 6;
 pub const RCTL_RDMTS_SHIFT: u32 = 8;
 pub const RCTL_DTYP_MASK: u32 = 3 << 10;
 pub const RCTL_MO_SHIFT: u32 = 12;
@@ -279,3 +282,30 @@ pub const MSIX_PBA_OFFSET: u64 = 0x2000;
 /// I/O BAR window.
 pub const IOADDR: u64 = 0;
 pub const IODATA: u64 = 4;
+
+/// The bits a plain-storage register keeps on a write, as the datasheet defines its fields (reserved bits
+/// read as 0). Registers with side effects have their own handling in `nic.rs`; everything not listed keeps
+/// all 32 bits.
+pub fn write_mask(off: u32) -> u32 {
+    match off {
+        // Flow control address high: bits 15:0 of the address.
+        FCAH => 0x0000_FFFF,
+        // Flow control type and transmit timer value: 16-bit fields.
+        FCT | FCTTV => 0x0000_FFFF,
+        // VLAN ether type: 16 bits.
+        VET => 0x0000_FFFF,
+        // Flow control thresholds: RTH bits 15:3; RTL bits 15:3 and XONE (31).
+        FCRTH => 0x0000_FFF8,
+        FCRTL => 0x8000_FFF8,
+        // TX configuration word: TxConfigWord 15:0, TxConfig 30, ANE 31.
+        TXCW => 0xC000_FFFF,
+        // Inter-packet gap: IPGT 9:0, IPGR1 19:10, IPGR 29:20.
+        TIPG => 0x3FFF_FFFF,
+        // Delay timers: 16-bit counts of 1.024 us (the flush bits are write-only and read as 0).
+        o if o == RDTR || o == RADV || o == TIDV || o == TADV => 0x0000_FFFF,
+        o if o == RDTR + QUEUE_STRIDE || o == TIDV + QUEUE_STRIDE => 0x0000_FFFF,
+        // Receive address high: address 15:0, ASEL 17:16, AV 31.
+        o if (RAL0..RAL0 + RAR_COUNT * 8).contains(&o) && (o - RAL0) % 8 == 4 => 0x8003_FFFF,
+        _ => 0xFFFF_FFFF,
+    }
+}

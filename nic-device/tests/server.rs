@@ -285,3 +285,67 @@ fn loopback_frame_travels_tx_ring_to_rx_ring_with_msix() {
     }
     let _ = std::fs::remove_file(&pcap);
 }
+
+/// PHY loopback (BMCR bit 14 through MDIC, as Linux's self-test sets it): a transmitted frame comes back on
+/// the receive ring and never reaches the wire (the pcap stays empty); the link stays up without a partner.
+#[test]
+fn phy_loopback_returns_frames_to_the_receive_ring() {
+    let link = std::env::temp_dir().join(format!("nicdev-test-lb-{}.link", std::process::id()));
+    let pcap = std::env::temp_dir().join(format!("nicdev-test-lb-{}.pcap", std::process::id()));
+    let backend = format!("stream:{}", link.display());
+    let d = start_with("phylb", &["--backend", &backend, "--pcap", pcap.to_str().unwrap()]);
+    let mut c = Client::connect(&d.sock).unwrap();
+    let iova = 0x4000_0000u64;
+    let mem = memfd(1 << 20);
+    c.dma_map(&mem, 0, iova, 1 << 20).unwrap();
+    c.region_write(VFIO_PCI_CONFIG_REGION_INDEX, 4, &0x0006u16.to_le_bytes()).unwrap();
+    let w = |c: &mut Client, r: u64, v: u32| c.write32(0, r, v).unwrap();
+    // MDIC write, PHY 1, register 0 (BMCR): loopback, 1000 Mb/s, full duplex.
+    w(&mut c, 0x20, 0x4140 | (1 << 21) | (1 << 26));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(c.read32(0, 0x8).unwrap() & 2, 2, "STATUS.LU in loopback with no partner");
+    let (txr, rxr, txb, rxb) = (0u64, 0x1000u64, 0x10000u64, 0x20000u64);
+    for i in 0..8u64 {
+        mem.write_all_at(&(iova + rxb + i * 2048).to_le_bytes(), rxr + i * 16).unwrap();
+    }
+    w(&mut c, 0x2800, (iova + rxr) as u32);
+    w(&mut c, 0x2808, 8 * 16);
+    w(&mut c, 0x2818, 7);
+    w(&mut c, 0x5008, 1 << 15); // extended descriptors
+                                // RCTL as the self-test sets it: EN, UPE, MPE, LPE, SBP, BAM, SECRC.
+    w(&mut c, 0x100, (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 15) | (1 << 26));
+    w(&mut c, 0x3800, (iova + txr) as u32);
+    w(&mut c, 0x3808, 8 * 16);
+    w(&mut c, 0x400, 1 << 1);
+    // The self-test's frame: 1024 bytes of 0xFF, the second half 0xAA with 0xBE and 0xAF markers.
+    let mut frame = vec![0xFFu8; 1024];
+    frame[512..1023].fill(0xAA);
+    frame[522] = 0xBE;
+    frame[524] = 0xAF;
+    mem.write_all_at(&frame, txb).unwrap();
+    let mut desc = (iova + txb).to_le_bytes().to_vec();
+    desc.extend_from_slice(&(frame.len() as u32 | (0x0B << 24)).to_le_bytes());
+    desc.extend_from_slice(&0u32.to_le_bytes());
+    mem.write_all_at(&desc, txr).unwrap();
+    w(&mut c, 0x3818, 1);
+    let t0 = Instant::now();
+    let mut wb = [0u8; 16];
+    loop {
+        mem.read_exact_at(&mut wb, rxr).unwrap();
+        if wb[8] & 1 != 0 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "the frame did not come back");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(u16::from_le_bytes([wb[12], wb[13]]) as usize, frame.len());
+    let mut got = vec![0u8; frame.len()];
+    mem.read_exact_at(&mut got, rxb).unwrap();
+    assert_eq!(got, frame);
+    drop(c);
+    drop(d);
+    let data = std::fs::read(&pcap).unwrap();
+    assert_eq!(data.len(), 24, "nothing reached the wire: the pcap holds only its header");
+    let _ = std::fs::remove_file(&pcap);
+    let _ = std::fs::remove_file(&link);
+}

@@ -86,6 +86,22 @@ fn intmode_case(mode: u32) {
         }
     }
     counters_agree(&before, &after);
+    self_test(&mut g);
+}
+
+/// The stock driver's offline self-test: register, NVM, interrupt, loopback and link tests all pass, and
+/// the interface carries traffic again afterwards.
+fn self_test(g: &mut Guest) {
+    let (rc, out) = g.run("ethtool -t eth0 offline", Duration::from_secs(240));
+    eprintln!("ethtool -t eth0 offline:\n{out}");
+    assert!(out.contains("The test result is PASS"), "rc {rc}:\n{out}\n{}", g.must("dmesg | tail -20"));
+    for (name, _) in [("Register test", 0), ("Eeprom test", 0), ("Interrupt test", 0), ("Loopback test", 0), ("Link test", 0)] {
+        let line = out.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name} missing:\n{out}"));
+        assert_eq!(line.split_whitespace().last(), Some("0"), "{line}");
+    }
+    g.must(&format!(
+        "for i in $(seq 100); do [ \"$(cat /sys/class/net/eth0/carrier)\" = 1 ] && break; sleep 0.1; done; ping -c 2 -W 3 {HOST_IP}"
+    ));
 }
 
 #[test]
