@@ -142,6 +142,12 @@ impl Worker {
             let now = Instant::now();
             let deadline = [lock(&self.nic).next_deadline(), svc].into_iter().flatten().min();
             let timeout = deadline.map(|d| d.saturating_duration_since(now)).or(Some(Duration::from_millis(500)));
+            // epoll counts in whole milliseconds; a timer due sooner (an interrupt delay of a few microseconds)
+            // is slept for exactly instead, and the next round picks up whatever arrived meanwhile.
+            if let Some(t) = timeout.filter(|t| *t < Duration::from_millis(1)) {
+                std::thread::sleep(t);
+                continue;
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     warn!("datapath poll: {e}");

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod bytes;
 pub mod datapath;
+pub mod delay;
 pub mod dma;
 pub mod intr;
 pub mod metrics;

@@ -2,6 +2,7 @@
 //! the data path (tx.rs, rx.rs) and the vfio-user server call into.
 
 use crate::bytes::{le32, put};
+use crate::delay::DelayTimer;
 use crate::dma::DmaSpace;
 use crate::intr::{Intr, Mode, Signal};
 use crate::metrics::Metrics;
@@ -68,6 +69,10 @@ pub struct Nic {
     intx_level: bool,
     intx_masked: bool,
     msix_pending: u32,
+    /// RDTR/RADV: receive causes waiting for the delay timers.
+    rx_delay: DelayTimer,
+    /// TIDV/TADV: transmit write-back causes of IDE descriptors waiting for the delay timers.
+    tx_delay: DelayTimer,
 }
 
 impl Nic {
@@ -91,6 +96,8 @@ impl Nic {
             intx_level: false,
             intx_masked: false,
             msix_pending: 0,
+            rx_delay: DelayTimer::default(),
+            tx_delay: DelayTimer::default(),
         };
         n.mac_reset();
         n
@@ -124,6 +131,8 @@ impl Nic {
     /// Software reset (CTRL.RST): MAC registers to their defaults, RAR0 from the NVM. PCI state, DMA maps,
     /// interrupt fds and the PHY are kept.
     pub fn mac_reset(&mut self) {
+        self.rx_delay = DelayTimer::default();
+        self.tx_delay = DelayTimer::default();
         self.regs.iter_mut().for_each(|r| *r = 0);
         self.set_reg(CTRL, CTRL_FD | CTRL_SLU | (2 << 8));
         self.set_reg(EECD, EECD_PRES | EECD_AUTO_RD);
@@ -243,10 +252,38 @@ impl Nic {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.intr.next_deadline()
+        [self.intr.next_deadline(), self.rx_delay.deadline(), self.tx_delay.deadline()].into_iter().flatten().min()
+    }
+
+    /// Receive causes for a frame written back: RXT0 and the queue causes wait for RDTR/RADV; the others
+    /// (descriptor minimum threshold) are raised at once.
+    pub(crate) fn raise_rx(&mut self, causes: u32) {
+        let delayed = causes & (ICR_RXT0 | ICR_RXQ0 | ICR_RXQ1);
+        let due = self.rx_delay.packet(delayed, self.reg(RDTR), self.reg(RADV), Instant::now());
+        let now = (causes & !delayed) | due;
+        if now != 0 {
+            self.raise(now);
+        }
+    }
+
+    /// Transmit write-back causes: delayed by TIDV/TADV when every written-back descriptor asked for it
+    /// (IDE); otherwise raised at once, with anything the timers held.
+    pub(crate) fn raise_tx(&mut self, causes: u32, all_ide: bool) {
+        let due = if all_ide {
+            self.tx_delay.packet(causes, self.reg(TIDV), self.reg(TADV), Instant::now())
+        } else {
+            self.tx_delay.flush() | causes
+        };
+        if due != 0 {
+            self.raise(due);
+        }
     }
 
     pub fn on_timer(&mut self, now: Instant) {
+        let due = self.rx_delay.expire(now) | self.tx_delay.expire(now);
+        if due != 0 {
+            self.raise(due);
+        }
         let mut out = Vec::new();
         let mode = self.mode();
         self.intr.on_timer(mode, now, &mut out);
@@ -448,6 +485,16 @@ impl Nic {
             }
             o if o == TDBAL0 || o == TDBAL0 + QUEUE_STRIDE || o == RDBAL0 || o == RDBAL0 + QUEUE_STRIDE => {
                 self.set_reg(o, val & !0xF);
+            }
+            // The delay timers' flush bit (FPD, 31) releases what they hold and is not stored.
+            RDTR | TIDV => {
+                self.set_reg(off, val & write_mask(off));
+                if val & DELAY_FPD != 0 {
+                    let held = if off == RDTR { self.rx_delay.flush() } else { self.tx_delay.flush() };
+                    if held != 0 {
+                        self.intr.raise(held, mode, ext, now, &mut out);
+                    }
+                }
             }
             o if (STATS_START..=STATS_END).contains(&o) => {}
             SYSTIML | SYSTIMH => {}

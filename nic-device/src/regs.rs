@@ -202,6 +202,8 @@ pub const RCTL_SBP: u32 = 1 << 2;
 pub const RCTL_UPE: u32 = 1 << 3;
 pub const RCTL_MPE: u32 = 1 << 4;
 pub const RCTL_LPE: u32 = 1 << 5;
+/// RDTR/TIDV flush partial descriptor block: releases the held interrupt now.
+pub const DELAY_FPD: u32 = 1 << 31;
 /// Loopback mode (LBM, bits 7:6): 00 normal, 01 MAC loopback.
 pub const RCTL_LBM_MASK: u32 = 3 << 6;
 pub const RCTL_LBM_MAC: u32 = 1 << 6;

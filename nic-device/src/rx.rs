@@ -467,7 +467,7 @@ impl Nic {
         if left <= n >> (rdmts + 1) && q == 0 {
             causes |= ICR_RXDMT0;
         }
-        self.raise(causes);
+        self.raise_rx(causes);
         true
     }
 }

@@ -56,6 +56,8 @@ pub struct TxPass {
     pub descriptors: usize,
     pub frames: usize,
     pub writebacks: usize,
+    /// Write-backs of descriptors without IDE: their interrupt is not delayed.
+    pub immediate_writebacks: usize,
 }
 
 pub(crate) fn size_bucket(len: usize, base: u32) -> u32 {
@@ -131,6 +133,9 @@ impl Nic {
             self.tx_descriptor(q, d, emit, &mut pass);
             // Write back DD (status byte) when RS asks for it.
             if d.cmd() & TXD_CMD_RS != 0 {
+                if d.cmd() & TXD_CMD_IDE == 0 {
+                    pass.immediate_writebacks += 1;
+                }
                 let sta = (d.upper as u8) | TXD_STA_DD;
                 if self.dma.write(daddr.wrapping_add(12), &[sta]).is_err() {
                     Metrics::inc(&self.metrics.dma_errors);
@@ -142,7 +147,7 @@ impl Nic {
         }
         if pass.writebacks > 0 {
             let q_cause = if q == 0 { ICR_TXQ0 } else { ICR_TXQ1 };
-            self.raise(ICR_TXDW | q_cause);
+            self.raise_tx(ICR_TXDW | q_cause, pass.immediate_writebacks == 0);
         }
         pass
     }

@@ -461,3 +461,54 @@ fn tx_queue_1_needs_tarc1_enable_and_raises_txq1() {
     assert_ne!(n.intr.icr & ICR_TXQ1, 0);
     assert_eq!(n.reg(TDH0 + q1), 1);
 }
+
+/// RDTR/RADV hold the receive interrupt (RXT0) until the packet timer or the absolute timer expires; FPD
+/// releases it at once; RDTR 0 means no delay.
+#[test]
+fn receive_delay_timers_hold_rxt0() {
+    let mut n = nic();
+    setup_rx(&mut n, false, false);
+    let frame = [[0xFF; 6].as_slice(), &[2, 0, 0, 0, 0, 1, 0x88, 0xB5], &[0u8; 50]].concat();
+    // No delay: RXT0 with the frame.
+    n.receive(frame.clone());
+    assert_ne!(n.mmio_read(ICR) & ICR_RXT0, 0);
+    // 100 units (102.4 us) packet delay, 1000 units absolute.
+    n.mmio_write(RDTR, 100);
+    n.mmio_write(RADV, 1000);
+    let t0 = std::time::Instant::now();
+    n.receive(frame.clone());
+    assert_eq!(n.mmio_read(ICR) & ICR_RXT0, 0, "held by RDTR");
+    let due = n.next_deadline().expect("a timer is running");
+    assert!(due >= t0 + std::time::Duration::from_micros(100) && due <= std::time::Instant::now() + std::time::Duration::from_micros(103));
+    n.on_timer(due + std::time::Duration::from_micros(1));
+    assert_ne!(n.mmio_read(ICR) & ICR_RXT0, 0, "raised when the packet timer expired");
+    // FPD flushes what is held.
+    n.receive(frame.clone());
+    assert_eq!(n.mmio_read(ICR) & ICR_RXT0, 0);
+    n.mmio_write(RDTR, 100 | DELAY_FPD);
+    assert_ne!(n.mmio_read(ICR) & ICR_RXT0, 0, "FPD released it");
+    assert_eq!(n.reg(RDTR), 100, "FPD is not stored");
+}
+
+/// TIDV/TADV hold TXDW for descriptors with IDE; a write-back without IDE interrupts at once.
+#[test]
+fn transmit_delay_timers_apply_to_ide_descriptors_only() {
+    let mut n = nic();
+    setup_tx(&mut n);
+    n.mmio_write(IMS, ICR_TXDW);
+    n.mmio_write(TIDV, 50);
+    n.mmio_write(TADV, 200);
+    let frame = [[0xFF; 6].as_slice(), &[2, 0, 0, 0, 0, 1, 0x88, 0xB5], &[0u8; 50]].concat();
+    n.dma.write(TX_BUFS, &frame).unwrap();
+    desc(&n, 0, TX_BUFS, legacy(frame.len(), TXD_CMD_EOP | TXD_CMD_RS | TXD_CMD_IDE), 0);
+    n.mmio_write(TDT0, 1);
+    assert_eq!(run_tx(&mut n).len(), 1);
+    assert_eq!(n.mmio_read(ICR) & ICR_TXDW, 0, "held by TIDV");
+    let due = n.next_deadline().expect("TIDV running");
+    n.on_timer(due);
+    assert_ne!(n.mmio_read(ICR) & ICR_TXDW, 0, "raised when TIDV expired");
+    desc(&n, 1, TX_BUFS, legacy(frame.len(), TXD_CMD_EOP | TXD_CMD_RS), 0);
+    n.mmio_write(TDT0, 2);
+    assert_eq!(run_tx(&mut n).len(), 1);
+    assert_ne!(n.mmio_read(ICR) & ICR_TXDW, 0, "no IDE: at once");
+}
