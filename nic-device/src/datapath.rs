@@ -49,7 +49,11 @@ impl DataPath {
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         let thread = std::thread::Builder::new().name("nic-datapath".into()).spawn(move || {
-            let metrics = lock(&nic).metrics.clone();
+            let metrics = {
+                let mut n = lock(&nic);
+                n.lossless_rx = overflow == RxOverflow::Pause;
+                n.metrics.clone()
+            };
             let mut w = Worker {
                 nic,
                 metrics,
@@ -179,6 +183,10 @@ impl Worker {
                     let p = nic.process_tx(q, TX_BUDGET, &mut |f| out.push_back(f));
                     progress |= p.descriptors > 0;
                 }
+            }
+            // PAUSE frames the card generated go out ahead of the data.
+            for f in nic.control_out.drain(..).rev() {
+                self.out.push_front(f);
             }
             // Loopback (PHY or MAC): the frames go to the card's own receive side, never to the wire.
             if nic.loopback() {

@@ -12,6 +12,7 @@ pub mod bytes;
 pub mod datapath;
 pub mod delay;
 pub mod dma;
+pub mod flowctl;
 pub mod intr;
 pub mod metrics;
 pub mod nic;

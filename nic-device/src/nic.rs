@@ -4,6 +4,7 @@
 use crate::bytes::{le32, put};
 use crate::delay::DelayTimer;
 use crate::dma::DmaSpace;
+use crate::flowctl::FlowControl;
 use crate::intr::{Intr, Mode, Signal};
 use crate::metrics::Metrics;
 use crate::nvm::Nvm;
@@ -13,6 +14,7 @@ use crate::regs::*;
 use crate::rx::RxFifo;
 use crate::tx::TxQueue;
 use log::{debug, info};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::sync::Arc;
@@ -73,6 +75,10 @@ pub struct Nic {
     rx_delay: DelayTimer,
     /// TIDV/TADV: transmit write-back causes of IDE descriptors waiting for the delay timers.
     tx_delay: DelayTimer,
+    /// 802.3x flow control state.
+    pub fc: FlowControl,
+    /// MAC control frames (PAUSE) the card sends on its own, for the data path to put on the wire first.
+    pub control_out: VecDeque<Vec<u8>>,
 }
 
 impl Nic {
@@ -98,6 +104,8 @@ impl Nic {
             msix_pending: 0,
             rx_delay: DelayTimer::default(),
             tx_delay: DelayTimer::default(),
+            fc: FlowControl::default(),
+            control_out: VecDeque::new(),
         };
         n.mac_reset();
         n
@@ -133,6 +141,8 @@ impl Nic {
     pub fn mac_reset(&mut self) {
         self.rx_delay = DelayTimer::default();
         self.tx_delay = DelayTimer::default();
+        self.fc = FlowControl::default();
+        self.control_out.clear();
         self.regs.iter_mut().for_each(|r| *r = 0);
         self.set_reg(CTRL, CTRL_FD | CTRL_SLU | (2 << 8));
         self.set_reg(EECD, EECD_PRES | EECD_AUTO_RD);
@@ -252,7 +262,8 @@ impl Nic {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.intr.next_deadline(), self.rx_delay.deadline(), self.tx_delay.deadline()].into_iter().flatten().min()
+        let pause_end = self.fc.paused_until.filter(|&t| t > Instant::now());
+        [self.intr.next_deadline(), self.rx_delay.deadline(), self.tx_delay.deadline(), pause_end].into_iter().flatten().min()
     }
 
     /// Receive causes for a frame written back: RXT0 and the queue causes wait for RDTR/RADV; the others

@@ -72,6 +72,13 @@ pub const PRC511: u32 = 0x4068;
 pub const PRC1023: u32 = 0x406C;
 pub const PRC1522: u32 = 0x4070;
 pub const GPRC: u32 = 0x4074;
+pub const XONRXC: u32 = 0x4048;
+pub const XONTXC: u32 = 0x404C;
+pub const XOFFRXC: u32 = 0x4050;
+pub const XOFFTXC: u32 = 0x4054;
+pub const FCRUC: u32 = 0x4058;
+/// FCRTL.XONE: send XON when the FIFO falls below the low threshold.
+pub const FCRTL_XONE: u32 = 1 << 31;
 pub const BPRC: u32 = 0x4078;
 pub const MPRC: u32 = 0x407C;
 pub const GPTC: u32 = 0x4080;
@@ -130,6 +137,10 @@ pub const CTRL_FD: u32 = 1 << 0;
 pub const CTRL_GIO_MASTER_DISABLE: u32 = 1 << 2;
 pub const CTRL_SLU: u32 = 1 << 6;
 pub const CTRL_RST: u32 = 1 << 26;
+/// Receive flow control enable: honour received PAUSE frames.
+pub const CTRL_RFCE: u32 = 1 << 27;
+/// Transmit flow control enable: send PAUSE frames at the FIFO thresholds.
+pub const CTRL_TFCE: u32 = 1 << 28;
 pub const CTRL_VME: u32 = 1 << 30;
 pub const CTRL_PHY_RST: u32 = 1 << 31;
 

@@ -286,6 +286,9 @@ impl Nic {
             self.stat_inc(ROC, 1);
             return RxOutcome::Dropped;
         }
+        if self.flow_control_rx(&f, std::time::Instant::now()) {
+            return RxOutcome::Filtered;
+        }
         if !self.rx_filter(&f) {
             Metrics::inc(&self.metrics.rx_filtered);
             return RxOutcome::Filtered;
@@ -312,6 +315,7 @@ impl Nic {
             self.stat_inc(RNBC, 1);
             self.rx_fifo.push(f);
             self.drain_rx_fifo();
+            self.flow_control_fifo();
             return RxOutcome::Queued;
         }
         self.count_rx(&f);
@@ -331,6 +335,9 @@ impl Nic {
                 break;
             }
             n += 1;
+        }
+        if n > 0 {
+            self.flow_control_fifo();
         }
         n
     }

@@ -512,3 +512,76 @@ fn transmit_delay_timers_apply_to_ide_descriptors_only() {
     assert_eq!(run_tx(&mut n).len(), 1);
     assert_ne!(n.mmio_read(ICR) & ICR_TXDW, 0, "no IDE: at once");
 }
+
+fn program_flow_control(n: &mut nic_device::nic::Nic, ctrl_bits: u32) {
+    n.mmio_write(FCAL, 0x00C2_8001);
+    n.mmio_write(FCAH, 0x0100);
+    n.mmio_write(FCT, 0x8808);
+    n.mmio_write(CTRL, n.reg(CTRL) | ctrl_bits);
+}
+
+/// A received XOFF stops the transmitter for its pause time (CTRL.RFCE); XON resumes it; both are counted
+/// and neither reaches the host. Without RFCE a PAUSE is counted and ignored.
+#[test]
+fn received_pause_frames_stop_and_resume_transmission() {
+    use nic_device::flowctl::pause_frame;
+    let mut n = nic();
+    setup_tx(&mut n);
+    setup_rx(&mut n, false, false);
+    program_flow_control(&mut n, CTRL_RFCE);
+    let frame = [[0xFF; 6].as_slice(), &[2, 0, 0, 0, 0, 1, 0x88, 0xB5], &[0u8; 50]].concat();
+    n.dma.write(TX_BUFS, &frame).unwrap();
+    desc(&n, 0, TX_BUFS, legacy(frame.len(), TXD_CMD_EOP | TXD_CMD_RS), 0);
+    // XOFF for 0xFFFF quanta (about 33.5 ms at 1000 Mb/s).
+    assert_eq!(n.receive(pause_frame([2, 0, 0, 0, 0, 9], 0xFFFF)), nic_device::rx::RxOutcome::Filtered);
+    assert_eq!(n.reg(RDH0), 0, "not delivered to the host");
+    n.mmio_write(TDT0, 1);
+    assert!(!n.tx_pending(0), "paused");
+    assert!(run_tx(&mut n).is_empty());
+    assert!(n.next_deadline().is_some(), "the data path wakes when the pause ends");
+    // XON resumes at once.
+    n.receive(pause_frame([2, 0, 0, 0, 0, 9], 0));
+    assert_eq!(run_tx(&mut n).len(), 1);
+    assert_eq!((n.mmio_read(XOFFRXC), n.mmio_read(XONRXC)), (1, 1));
+    // Without RFCE: counted, not honoured.
+    n.mmio_write(CTRL, n.reg(CTRL) & !CTRL_RFCE);
+    n.receive(pause_frame([2, 0, 0, 0, 0, 9], 0xFFFF));
+    desc(&n, 1, TX_BUFS, legacy(frame.len(), TXD_CMD_EOP | TXD_CMD_RS), 0);
+    n.mmio_write(TDT0, 2);
+    assert_eq!(run_tx(&mut n).len(), 1);
+    assert_eq!(n.mmio_read(XOFFRXC), 1);
+}
+
+/// With CTRL.TFCE the card sends XOFF (pause time FCTTV) when its receive FIFO passes FCRTH, and XON (with
+/// FCRTL.XONE) once it drains below FCRTL; both counted.
+#[test]
+fn receive_fifo_thresholds_send_xoff_and_xon() {
+    let mut n = nic();
+    setup_rx(&mut n, false, false);
+    program_flow_control(&mut n, CTRL_TFCE);
+    n.mmio_write(FCTTV, 0x0680);
+    n.mmio_write(FCRTH, 8 * 1024);
+    n.mmio_write(FCRTL, (4 * 1024) | FCRTL_XONE);
+    // No free descriptors: frames wait in the 20 KiB FIFO.
+    n.mmio_write(RDT0, 0);
+    let frame = [[0xFF; 6].as_slice(), &[2, 0, 0, 0, 0, 1, 0x88, 0xB5], &[0u8; 1000]].concat();
+    for _ in 0..7 {
+        n.receive(frame.clone());
+    }
+    assert!(n.control_out.is_empty(), "below the high threshold");
+    for _ in 0..3 {
+        n.receive(frame.clone());
+    }
+    assert_eq!(n.control_out.len(), 1, "XOFF once past FCRTH");
+    let xoff = n.control_out.pop_front().unwrap();
+    assert_eq!(&xoff[..6], &nic_device::flowctl::PAUSE_DA);
+    assert_eq!(&xoff[6..12], &MAC, "from the station address");
+    assert_eq!(&xoff[12..18], &[0x88, 0x08, 0x00, 0x01, 0x06, 0x80], "PAUSE with FCTTV's time");
+    assert_eq!(n.mmio_read(XOFFTXC), 1);
+    // Descriptors come back: the FIFO drains, XON goes out.
+    n.mmio_write(RDT0, RING_LEN - 1);
+    n.drain_rx_fifo();
+    assert_eq!(n.control_out.len(), 1, "XON below FCRTL");
+    assert_eq!(&n.control_out[0][16..18], &[0, 0], "pause time 0");
+    assert_eq!(n.mmio_read(XONTXC), 1);
+}
