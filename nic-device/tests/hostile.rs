@@ -306,24 +306,34 @@ fn huge_and_unfinished_messages_free_the_client_slot() {
 /// A client that sends requests and never reads the replies: the server used to block 5 s per reply
 /// (SIGTERM included). It now buffers a bounded amount, stops reading that client, drops it after the
 /// client timeout, and answers SIGTERM at once throughout.
-#[test]
-fn a_client_that_never_reads_cannot_stall_the_server() {
-    let d = start("noread", &["--client-timeout", "2"]);
+/// Negotiates, then sends up to `n` 128 KiB flash reads without reading a reply; returns how many went out
+/// before the socket stopped taking them.
+fn flood_without_reading(d: &Dev, n: u16) -> (UnixStream, usize) {
     let mut s = UnixStream::connect(&d.sock).unwrap();
     s.write_all(&msg(1, Command::Version as u16, &version_payload(""))).unwrap();
     reply_header(&mut s);
-    // 128 KiB flash reads, 200 of them: 25 MiB of replies nobody reads.
     let mut p = Vec::new();
     RegionAccess { offset: 0, region: 1, count: 128 << 10 }.emit(&mut p);
     s.set_nonblocking(true).unwrap();
     let mut sent = 0;
-    for i in 0..200u16 {
+    for i in 0..n {
         let m = msg(i + 2, Command::RegionRead as u16, &p);
         match s.write(&m) {
-            Ok(n) if n == m.len() => sent += 1,
+            Ok(k) if k == m.len() => sent += 1,
             _ => break,
         }
     }
+    (s, sent)
+}
+
+/// A client that sends requests and never reads the replies: the server used to block 5 s per reply
+/// (SIGTERM included). It now buffers a bounded amount, stops reading that client, drops it after the
+/// client timeout, and answers SIGTERM at once throughout.
+#[test]
+fn a_client_that_never_reads_cannot_stall_the_server() {
+    let d = start("noread", &["--client-timeout", "2"]);
+    // 200 reads: 25 MiB of replies nobody reads.
+    let (_s, sent) = flood_without_reading(&d, 200);
     assert!(sent > 20, "requests went out ({sent})");
     std::thread::sleep(Duration::from_millis(300));
     // Meanwhile the device answers SIGTERM promptly.
@@ -336,17 +346,8 @@ fn a_client_that_never_reads_cannot_stall_the_server() {
 #[test]
 fn a_client_that_never_reads_is_dropped_and_the_next_one_served() {
     let d = start("noread2", &["--client-timeout", "1"]);
-    let mut s = UnixStream::connect(&d.sock).unwrap();
-    s.write_all(&msg(1, Command::Version as u16, &version_payload(""))).unwrap();
-    reply_header(&mut s);
-    let mut p = Vec::new();
-    RegionAccess { offset: 0, region: 1, count: 128 << 10 }.emit(&mut p);
-    s.set_nonblocking(true).unwrap();
-    for i in 0..100u16 {
-        if s.write(&msg(i + 2, Command::RegionRead as u16, &p)).is_err() {
-            break;
-        }
-    }
+    let (_s, sent) = flood_without_reading(&d, 100);
+    assert!(sent > 0);
     let t0 = Instant::now();
     let mut c = loop {
         std::thread::sleep(Duration::from_millis(100));

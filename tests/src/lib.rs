@@ -436,6 +436,23 @@ pub fn zero_loss(out: &str) -> bool {
     matches!(nums.as_slice(), [tx, rx, ..] if tx == rx && *tx > 0) && loss == Some(true)
 }
 
+/// Runs `nic-lab` with `args`; (success, stdout and stderr).
+pub fn nic_lab(args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin("nic-lab")).args(args).output().expect("run nic-lab");
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), s)
+}
+
+/// The number after `name:` on the line of `nic-lab` output that starts with `name`.
+pub fn report_field(out: &str, name: &str) -> u64 {
+    out.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {out}"))
+}
+
 #[cfg(test)]
 mod zero_loss_test {
     #[test]

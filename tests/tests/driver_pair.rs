@@ -4,26 +4,10 @@ use driver::{Config, E1000e, NetDev, RxCsum, RxPacket, TxCsum, TxPacket};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use nic_tests::*;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn sock(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{}.sock", unique(tag)))
-}
-
-fn nic_lab(args: &[&str]) -> (bool, String) {
-    let out = Command::new(bin("nic-lab")).args(args).output().unwrap();
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), s)
-}
-
-fn field(out: &str, name: &str) -> u64 {
-    out.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split(':').nth(1))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {out}"))
 }
 
 #[test]
@@ -46,10 +30,10 @@ fn one_million_frames_through_loopback_without_loss() {
     let (ok, out) = nic_lab(&["--vfio-user", s.to_str().unwrap(), "loopback-test", "--count", "1000000", "--size", "64"]);
     eprintln!("{out}");
     assert!(ok, "{out}");
-    assert_eq!(field(&out, "received"), 1_000_000);
-    assert_eq!(field(&out, "lost"), 0);
-    assert_eq!(field(&out, "duplicates"), 0);
-    assert_eq!(field(&out, "corrupt"), 0);
+    assert_eq!(report_field(&out, "received"), 1_000_000);
+    assert_eq!(report_field(&out, "lost"), 0);
+    assert_eq!(report_field(&out, "duplicates"), 0);
+    assert_eq!(report_field(&out, "corrupt"), 0);
 }
 
 #[test]
@@ -59,7 +43,7 @@ fn interrupt_modes_and_busy_poll() {
         let _d = Device::start(None, &s, &["--backend", "loopback"]);
         let (ok, out) = nic_lab(&["--vfio-user", s.to_str().unwrap(), "--irq", irq, "loopback-test", "--count", "20000", "--size", "1514"]);
         assert!(ok, "{irq}: {out}");
-        assert_eq!(field(&out, "received"), 20000, "{irq}");
+        assert_eq!(report_field(&out, "received"), 20000, "{irq}");
         let irqs: u64 = out.lines().find(|l| l.starts_with("interrupts:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
         if irq == "poll" {
             assert_eq!(irqs, 0, "busy poll takes no interrupts");

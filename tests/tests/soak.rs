@@ -4,7 +4,7 @@
 
 use nic_tests::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn soak() -> bool {
@@ -139,21 +139,6 @@ fn guest_driver_resets_under_load() {
     let _ = iperf.wait();
 }
 
-fn nic_lab(args: &[&str]) -> (bool, String) {
-    let out = Command::new(bin("nic-lab")).args(args).output().unwrap();
-    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), s)
-}
-
-fn field(out: &str, name: &str) -> u64 {
-    out.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split(':').nth(1))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {out}"))
-}
-
 /// Sequence-numbered frames through the driver and the device (loopback backend): none lost, duplicated,
 /// reordered or corrupted.
 #[test]
@@ -164,8 +149,9 @@ fn sequence_numbered_frames_through_the_driver_device_pair() {
     let t0 = Instant::now();
     let (ok, out) = nic_lab(&["--vfio-user", s.to_str().unwrap(), "loopback-test", "--count", &count.to_string(), "--size", "64"]);
     assert!(ok, "{out}");
-    let (received, lost, dup, corrupt) = (field(&out, "received"), field(&out, "lost"), field(&out, "duplicates"), field(&out, "corrupt"));
-    let reordered = field(&out, "out-of-order");
+    let (received, lost, dup, corrupt) =
+        (report_field(&out, "received"), report_field(&out, "lost"), report_field(&out, "duplicates"), report_field(&out, "corrupt"));
+    let reordered = report_field(&out, "out-of-order");
     eprintln!(
         "soak: {count} frames in {:?}: received {received}, lost {lost}, duplicates {dup}, corrupt {corrupt}, out of order {reordered}",
         t0.elapsed()
