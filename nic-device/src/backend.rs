@@ -5,6 +5,7 @@
 use log::{info, warn};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -39,7 +40,7 @@ pub trait Backend: Send {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("unknown backend '{0}': use tap:IFNAME, stream:PATH, stream-connect:PATH or loopback")]
+    #[error("unknown backend '{0}': use tap:IFNAME, stream:PATH, stream-connect:PATH, stream:tcp:HOST:PORT, stream-connect:tcp:HOST:PORT or loopback")]
     Unknown(String),
     #[error("{0}: {1}")]
     Io(String, io::Error),
@@ -53,10 +54,10 @@ pub fn open(spec: &str) -> Result<Box<dyn Backend>, BackendError> {
         return Ok(Box::new(Tap::open(name).map_err(|e| BackendError::Io(format!("tap {name}"), e))?));
     }
     if let Some(p) = spec.strip_prefix("stream-connect:") {
-        return Ok(Box::new(Stream::connect(PathBuf::from(p))));
+        return Ok(Box::new(Stream::connect(StreamAddr::parse(p))));
     }
     if let Some(p) = spec.strip_prefix("stream:") {
-        return Ok(Box::new(Stream::listen(PathBuf::from(p)).map_err(|e| BackendError::Io(format!("stream {p}"), e))?));
+        return Ok(Box::new(Stream::listen(StreamAddr::parse(p)).map_err(|e| BackendError::Io(format!("stream {p}"), e))?));
     }
     Err(BackendError::Unknown(spec.into()))
 }
@@ -129,12 +130,109 @@ impl Backend for Tap {
     }
 }
 
-// ---- unix stream (QEMU -netdev stream framing) ----
+// ---- stream (QEMU -netdev stream framing) over a unix socket or TCP ----
+
+/// Where a stream backend listens or connects: a unix socket path, or `tcp:HOST:PORT` (QEMU's
+/// `-netdev stream,addr.type=inet`), so that the wire can cross machines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamAddr {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl StreamAddr {
+    pub fn parse(s: &str) -> StreamAddr {
+        match s.strip_prefix("tcp:") {
+            Some(hp) => StreamAddr::Tcp(hp.to_string()),
+            None => StreamAddr::Unix(PathBuf::from(s)),
+        }
+    }
+}
+
+impl std::fmt::Display for StreamAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamAddr::Unix(p) => write!(f, "{}", p.display()),
+            StreamAddr::Tcp(hp) => write!(f, "tcp:{hp}"),
+        }
+    }
+}
+
+enum StreamListener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+impl StreamListener {
+    fn accept(&self) -> io::Result<StreamPeer> {
+        Ok(match self {
+            StreamListener::Unix(l) => StreamPeer::Unix(l.accept()?.0),
+            StreamListener::Tcp(l) => StreamPeer::Tcp(l.accept()?.0),
+        })
+    }
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            StreamListener::Unix(l) => l.as_raw_fd(),
+            StreamListener::Tcp(l) => l.as_raw_fd(),
+        }
+    }
+}
+
+enum StreamPeer {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl StreamPeer {
+    fn connect(addr: &StreamAddr) -> io::Result<StreamPeer> {
+        Ok(match addr {
+            StreamAddr::Unix(p) => StreamPeer::Unix(UnixStream::connect(p)?),
+            StreamAddr::Tcp(hp) => StreamPeer::Tcp(TcpStream::connect(hp.as_str())?),
+        })
+    }
+    fn prepare(&self) -> io::Result<()> {
+        match self {
+            StreamPeer::Unix(s) => s.set_nonblocking(true),
+            StreamPeer::Tcp(s) => {
+                // Frames are whole messages: no Nagle delay between them.
+                s.set_nodelay(true)?;
+                s.set_nonblocking(true)
+            }
+        }
+    }
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            StreamPeer::Unix(s) => s.as_raw_fd(),
+            StreamPeer::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for StreamPeer {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            StreamPeer::Unix(s) => s.read(buf),
+            StreamPeer::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for StreamPeer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            StreamPeer::Unix(s) => s.write(buf),
+            StreamPeer::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 pub struct Stream {
-    path: PathBuf,
-    listener: Option<UnixListener>,
-    peer: Option<UnixStream>,
+    path: StreamAddr,
+    listener: Option<StreamListener>,
+    peer: Option<StreamPeer>,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     gen: u64,
@@ -145,28 +243,38 @@ pub struct Stream {
 const STREAM_WBUF: usize = 256 * 1024;
 
 impl Stream {
-    pub fn listen(path: PathBuf) -> io::Result<Stream> {
-        if path.exists() && UnixStream::connect(&path).is_err() {
-            let _ = std::fs::remove_file(&path);
-        }
-        let l = UnixListener::bind(&path)?;
-        l.set_nonblocking(true)?;
-        info!("stream backend listening on {}", path.display());
+    pub fn listen(path: StreamAddr) -> io::Result<Stream> {
+        let l = match &path {
+            StreamAddr::Unix(p) => {
+                if p.exists() && UnixStream::connect(p).is_err() {
+                    let _ = std::fs::remove_file(p);
+                }
+                let l = UnixListener::bind(p)?;
+                l.set_nonblocking(true)?;
+                StreamListener::Unix(l)
+            }
+            StreamAddr::Tcp(hp) => {
+                let l = TcpListener::bind(hp.as_str())?;
+                l.set_nonblocking(true)?;
+                StreamListener::Tcp(l)
+            }
+        };
+        info!("stream backend listening on {path}");
         Ok(Stream { path, listener: Some(l), peer: None, rbuf: Vec::new(), wbuf: Vec::new(), gen: 0, next_try: Instant::now() })
     }
 
-    pub fn connect(path: PathBuf) -> Stream {
+    pub fn connect(path: StreamAddr) -> Stream {
         let mut s = Stream { path, listener: None, peer: None, rbuf: Vec::new(), wbuf: Vec::new(), gen: 0, next_try: Instant::now() };
         s.service();
         s
     }
 
-    fn set_peer(&mut self, p: Option<UnixStream>) {
+    fn set_peer(&mut self, p: Option<StreamPeer>) {
         if let Some(p) = &p {
-            let _ = p.set_nonblocking(true);
-            info!("stream backend {}: peer attached", self.path.display());
+            let _ = p.prepare();
+            info!("stream backend {}: peer attached", self.path);
         } else if self.peer.is_some() {
-            info!("stream backend {}: peer gone", self.path.display());
+            info!("stream backend {}: peer gone", self.path);
         }
         self.peer = p;
         self.rbuf.clear();
@@ -182,8 +290,8 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        if self.listener.is_some() {
-            let _ = std::fs::remove_file(&self.path);
+        if let (Some(StreamListener::Unix(_)), StreamAddr::Unix(p)) = (&self.listener, &self.path) {
+            let _ = std::fs::remove_file(p);
         }
     }
 }
@@ -207,9 +315,9 @@ impl Backend for Stream {
     }
     fn service(&mut self) -> Option<Instant> {
         if let Some(l) = &self.listener {
-            if let Ok((s, _)) = l.accept() {
+            if let Ok(s) = l.accept() {
                 if self.peer.is_some() {
-                    warn!("stream backend {}: second peer refused", self.path.display());
+                    warn!("stream backend {}: second peer refused", self.path);
                 } else {
                     self.set_peer(Some(s));
                 }
@@ -220,7 +328,7 @@ impl Backend for Stream {
             if Instant::now() < self.next_try {
                 return Some(self.next_try);
             }
-            match UnixStream::connect(&self.path) {
+            match StreamPeer::connect(&self.path) {
                 Ok(s) => self.set_peer(Some(s)),
                 Err(_) => {
                     self.next_try = Instant::now() + Duration::from_millis(200);
@@ -297,7 +405,7 @@ impl Backend for Stream {
         Ok(true)
     }
     fn describe(&self) -> String {
-        format!("stream:{}", self.path.display())
+        format!("stream:{}", self.path)
     }
 }
 
@@ -319,8 +427,8 @@ mod test {
     #[test]
     fn stream_framing_between_two_ends() {
         let dir = std::env::temp_dir().join(format!("nicdev-stream-{}", std::process::id()));
-        let mut a = Stream::listen(dir.clone()).unwrap();
-        let mut b = Stream::connect(dir.clone());
+        let mut a = Stream::listen(StreamAddr::Unix(dir.clone())).unwrap();
+        let mut b = Stream::connect(StreamAddr::Unix(dir.clone()));
         for _ in 0..100 {
             a.service();
             if a.carrier() && b.carrier() {
@@ -369,5 +477,65 @@ mod test {
             }
         }
         assert!(!a.carrier());
+    }
+
+    /// The same framing over TCP on loopback (`stream:tcp:` / `stream-connect:tcp:`), both ways, and a peer
+    /// that goes away is reconnected.
+    #[test]
+    fn stream_over_tcp_carries_frames_both_ways_and_reconnects() {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let addr = StreamAddr::parse(&format!("tcp:127.0.0.1:{port}"));
+        assert_eq!(addr, StreamAddr::Tcp(format!("127.0.0.1:{port}")));
+        let mut a = Stream::listen(addr.clone()).unwrap();
+        let attach = |a: &mut Stream, b: &mut Stream| {
+            for _ in 0..200 {
+                a.service();
+                b.service();
+                if a.carrier() && b.carrier() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            false
+        };
+        let exchange = |from: &mut Stream, to: &mut Stream, frames: &[Vec<u8>]| {
+            for f in frames {
+                assert!(from.send(f).unwrap());
+            }
+            while !from.flush().unwrap() {}
+            let mut got = Vec::new();
+            for _ in 0..2000 {
+                if let Some(f) = to.recv().unwrap() {
+                    got.push(f);
+                }
+                if got.len() == frames.len() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            got
+        };
+        let mut b = Stream::connect(addr.clone());
+        assert!(attach(&mut a, &mut b));
+        let frames: Vec<Vec<u8>> = (0..20).map(|i| vec![i as u8; 60 + i * 70]).collect();
+        assert_eq!(exchange(&mut b, &mut a, &frames), frames);
+        assert_eq!(exchange(&mut a, &mut b, &frames), frames);
+        assert_eq!(b.describe(), format!("stream:tcp:127.0.0.1:{port}"));
+        // The connecting side goes away; a new one attaches to the same listener.
+        drop(b);
+        for _ in 0..200 {
+            let _ = a.recv();
+            if !a.carrier() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!a.carrier());
+        let mut c = Stream::connect(addr);
+        assert!(attach(&mut a, &mut c));
+        assert_eq!(exchange(&mut c, &mut a, &frames[..3]), frames[..3].to_vec());
     }
 }

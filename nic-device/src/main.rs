@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 const USAGE: &str =
     "usage: nic-device --socket PATH --backend SPEC [--mac MAC] [--pcap FILE] [--rx-overflow pause|drop] [--client-timeout SECS]
   --socket PATH        vfio-user socket to serve (created when the device is ready)
-  --backend SPEC       tap:IFNAME | stream:PATH | stream-connect:PATH | loopback
+  --backend SPEC       tap:IFNAME | stream:PATH | stream-connect:PATH | stream:tcp:HOST:PORT |
+                       stream-connect:tcp:HOST:PORT | loopback
   --mac MAC            station address (default 52:54:00:12:34:56)
   --pcap FILE          write every frame on the wire, both directions, as pcap
   --rx-overflow MODE   when the receive FIFO is full: pause reading the backend (default) or drop and

@@ -80,9 +80,20 @@ fn tcp4(src: [u8; 6], dst: [u8; 6], payload: &[u8]) -> Vec<u8> {
 #[test]
 fn tso_frames_cross_two_devices_as_correct_segments() {
     let link = std::env::temp_dir().join(format!("{}.link", unique("pair")));
+    tso_across_two_devices(&format!("stream:{}", link.display()), &format!("stream-connect:{}", link.display()));
+}
+
+/// The same two cards joined over TCP on loopback (`stream:tcp:` / `stream-connect:tcp:`).
+#[test]
+fn tso_frames_cross_two_devices_joined_over_tcp() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    tso_across_two_devices(&format!("stream:tcp:127.0.0.1:{port}"), &format!("stream-connect:tcp:127.0.0.1:{port}"));
+}
+
+fn tso_across_two_devices(listen: &str, connect: &str) {
     let (sa, sb) = (sock("tsoA"), sock("tsoB"));
-    let _a = Device::start(None, &sa, &["--backend", &format!("stream:{}", link.display()), "--mac", "52:54:00:00:01:0a"]);
-    let _b = Device::start(None, &sb, &["--backend", &format!("stream-connect:{}", link.display()), "--mac", "52:54:00:00:01:0b"]);
+    let _a = Device::start(None, &sa, &["--backend", listen, "--mac", "52:54:00:00:01:0a"]);
+    let _b = Device::start(None, &sb, &["--backend", connect, "--mac", "52:54:00:00:01:0b"]);
     let mut a = open(&sa, false);
     let mut b = open(&sb, false);
     let payload: Vec<u8> = (0..60000u32).map(|i| (i % 251) as u8).collect();
