@@ -2,8 +2,9 @@
 
 use crate::device::{self, MEM_BASE, MEM_SIZE};
 use nic_device::metrics::Metrics;
+use nic_device::nic::lock;
 use nic_device::nic::Nic;
-use nic_device::vfio::{lock, NicServer};
+use nic_device::vfio::NicServer;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};

@@ -6,9 +6,9 @@ use crate::backend::Backend;
 /// Largest frame a backend hands over with the default MTU.
 const MAX_FRAME: usize = 1522;
 use crate::metrics::Metrics;
+use crate::nic::lock;
 use crate::nic::Nic;
 use crate::pcap::PcapWriter;
-use crate::vfio::lock;
 use log::{debug, error, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};

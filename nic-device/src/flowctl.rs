@@ -37,17 +37,12 @@ pub fn pause_frame(src: [u8; 6], quanta: u16) -> Vec<u8> {
 }
 
 impl Nic {
-    fn fc_address(&self) -> [u8; 6] {
-        let (l, h) = (self.reg(FCAL).to_le_bytes(), self.reg(FCAH).to_le_bytes());
-        [l[0], l[1], l[2], l[3], h[0], h[1]]
-    }
-
     /// A received frame that is a MAC control frame (type FCT to the FCAL/FCAH address) is taken here: a
     /// PAUSE pauses or resumes transmission when CTRL.RFCE allows, anything else counts in FCRUC. `true`
     /// when the frame was a control frame and must not reach the host.
-    pub(crate) fn flow_control_rx(&mut self, f: &[u8], now: Instant) -> bool {
+    pub(crate) fn flow_control_rx(&mut self, f: &[u8]) -> bool {
         let fct = self.reg(FCT) as u16;
-        let addr = self.fc_address();
+        let addr = self.address_in(FCAL, FCAH);
         // Until software programs FCT and FCAL/FCAH (Linux writes 0x8808 and 01:80:C2:00:00:01), nothing is a
         // control frame.
         if fct == 0 || addr == [0; 6] || be16(f, 12) != Some(fct) || sub(f, 0..6) != Some(&addr[..]) {
@@ -56,7 +51,7 @@ impl Nic {
         match (be16(f, 14), be16(f, 16)) {
             (Some(OPCODE_PAUSE), Some(quanta)) => {
                 if self.reg(CTRL) & CTRL_RFCE != 0 {
-                    self.fc.paused_until = (quanta != 0).then(|| now + QUANTUM * u32::from(quanta));
+                    self.fc.paused_until = (quanta != 0).then(|| Instant::now() + QUANTUM * u32::from(quanta));
                 }
                 self.stat_inc(if quanta == 0 { XONRXC } else { XOFFRXC }, 1);
             }
@@ -65,9 +60,9 @@ impl Nic {
         true
     }
 
-    /// Whether a received PAUSE holds the transmitter now.
-    pub fn tx_paused(&self, now: Instant) -> bool {
-        self.fc.paused_until.is_some_and(|t| now < t)
+    /// Whether a received PAUSE holds the transmitter now (the clock is read only while a pause is set).
+    pub fn tx_paused(&self) -> bool {
+        self.fc.paused_until.is_some_and(|t| Instant::now() < t)
     }
 
     /// After the receive FIFO changed: XOFF when it passes FCRTH, XON when it falls below FCRTL (with XONE).
@@ -80,7 +75,7 @@ impl Nic {
         let used = crate::rx::RX_FIFO_BYTES - self.rx_fifo.room();
         let high = (self.reg(FCRTH) & 0xFFF8) as usize;
         let low = (self.reg(FCRTL) & 0xFFF8) as usize;
-        let src = self.mac_address();
+        let src = self.address_in(RAL0, RAH0);
         if !self.fc.xoff_sent && high != 0 && used >= high {
             self.fc.xoff_sent = true;
             let quanta = self.reg(FCTTV) as u16;
@@ -93,12 +88,6 @@ impl Nic {
                 self.stat_inc(XONTXC, 1);
             }
         }
-    }
-
-    /// The station address in RAR0.
-    fn mac_address(&self) -> [u8; 6] {
-        let (l, h) = (self.reg(RAL0).to_le_bytes(), self.reg(RAH0).to_le_bytes());
-        [l[0], l[1], l[2], l[3], h[0], h[1]]
     }
 }
 

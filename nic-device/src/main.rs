@@ -135,7 +135,7 @@ fn main() -> ExitCode {
     dp.stop();
     let _ = std::fs::remove_file(&args.socket);
     info!("metrics:");
-    nic_device::vfio::lock(&nic).log_metrics();
+    nic_device::nic::lock(&nic).log_metrics();
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -17,10 +17,17 @@ use log::{debug, info};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 const REG_COUNT: usize = (BAR0_SIZE / 4) as usize;
+
+/// Locks the device. A panic elsewhere while the lock was held leaves the lock poisoned; the device state
+/// is plain data that every access re-validates, so the other thread carries on with it instead of
+/// panicking in turn (a panic is counted where it is caught, see `datapath`).
+pub fn lock(nic: &Mutex<Nic>) -> MutexGuard<'_, Nic> {
+    nic.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// What an access asks of the data path.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -329,6 +336,12 @@ impl Nic {
 
     pub fn link_up(&self) -> bool {
         self.phy.link_up()
+    }
+
+    /// The MAC address held in a low/high register pair (RAL/RAH, FCAL/FCAH): bytes 0-3, then 4-5.
+    pub(crate) fn address_in(&self, low: u32, high: u32) -> [u8; 6] {
+        let (l, h) = (self.reg(low).to_le_bytes(), self.reg(high).to_le_bytes());
+        [l[0], l[1], l[2], l[3], h[0], h[1]]
     }
 
     /// Whether transmitted frames come straight back to the receive side instead of going to the wire: PHY

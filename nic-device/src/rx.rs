@@ -256,9 +256,7 @@ impl Nic {
             if rah & RAH_AV == 0 {
                 return false;
             }
-            let ral = self.reg(RAL0 + i * 8).to_le_bytes();
-            let rah = rah.to_le_bytes();
-            da == [ral[0], ral[1], ral[2], ral[3], rah[0], rah[1]]
+            da == self.address_in(RAL0 + i * 8, RAH0 + i * 8)
         })
     }
 
@@ -286,7 +284,7 @@ impl Nic {
             self.stat_inc(ROC, 1);
             return RxOutcome::Dropped;
         }
-        if self.flow_control_rx(&f, std::time::Instant::now()) {
+        if self.flow_control_rx(&f) {
             return RxOutcome::Filtered;
         }
         if !self.rx_filter(&f) {

@@ -2,7 +2,8 @@
 //! when the client leaves. SIGINT/SIGTERM end the loop; the socket file is removed. SIGUSR1 logs the metrics.
 
 use crate::metrics::Metrics;
-use crate::vfio::{lock, NicServer};
+use crate::nic::lock;
+use crate::vfio::NicServer;
 use log::{error, info, warn};
 use mio::net::UnixListener as MioListener;
 use mio::unix::SourceFd;

@@ -1,13 +1,13 @@
 //! The device as the vfio-user server sees it: regions and IRQ indexes of an 82574L function.
 
 use crate::dma::MapError;
-use crate::nic::{Effects, Nic};
+use crate::nic::{lock, Effects, Nic};
 use crate::regs::*;
 use log::{debug, info, warn};
 use mio::Waker;
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use vfio_user::server::{Device, Errno};
 use vfio_user::*;
 
@@ -41,13 +41,6 @@ fn map_errno(e: &MapError) -> Errno {
         MapError::Overlap => libc::EEXIST,
         MapError::FileTooSmall | MapError::Mmap(_) => libc::EINVAL,
     }
-}
-
-/// Locks the device. A panic elsewhere while the lock was held leaves the lock poisoned; the device state
-/// is plain data that every access re-validates, so the other thread carries on with it instead of
-/// panicking in turn (a panic is counted where it is caught, see `datapath`).
-pub fn lock(nic: &Mutex<Nic>) -> MutexGuard<'_, Nic> {
-    nic.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Device for NicServer {

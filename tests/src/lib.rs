@@ -436,6 +436,22 @@ pub fn zero_loss(out: &str) -> bool {
     matches!(nums.as_slice(), [tx, rx, ..] if tx == rx && *tx > 0) && loss == Some(true)
 }
 
+impl Netns {
+    /// `python3 -m http.server` on `bind`:8000 in this namespace, serving `dir`; given a moment to listen.
+    pub fn http_server(&self, bind: &str, dir: &Path) -> Child {
+        let c = self
+            .command(Path::new("python3"))
+            .args(["-m", "http.server", "8000", "--bind", bind, "--directory"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        std::thread::sleep(Duration::from_millis(800));
+        c
+    }
+}
+
 /// Runs `nic-lab` with `args`; (success, stdout and stderr).
 pub fn nic_lab(args: &[&str]) -> (bool, String) {
     let out = Command::new(bin("nic-lab")).args(args).output().expect("run nic-lab");

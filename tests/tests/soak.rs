@@ -178,15 +178,7 @@ fn bulk_transfer_through_driver_and_device_with_one_percent_loss() {
     let sock = std::env::temp_dir().join(format!("{}.sock", unique("soakget")));
     let dev = Device::start(Some(&ns), &sock, &["--backend", "tap:tap0"]);
     ns.must("ip addr add 10.79.0.1/24 dev tap0 && ip link set tap0 up && sysctl -qw net.ipv6.conf.tap0.disable_ipv6=1");
-    let mut srv = ns
-        .command(Path::new("python3"))
-        .args(["-m", "http.server", "8000", "--bind", "10.79.0.1", "--directory"])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    let mut srv = ns.http_server("10.79.0.1", &dir);
     let got = dir.join("got");
     let t0 = Instant::now();
     let out = ns

@@ -79,16 +79,7 @@ fn lab(ns: &Netns, args: &[&str]) -> (bool, String) {
 }
 
 fn http_server(t: &TapNet) -> std::process::Child {
-    let c =
-        t.ns.command(std::path::Path::new("python3"))
-            .args(["-m", "http.server", "8000", "--bind", "10.80.0.1", "--directory"])
-            .arg(&t.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    c
+    t.ns.http_server("10.80.0.1", &t.dir)
 }
 
 #[test]

@@ -222,14 +222,14 @@ pub fn check_capabilities(json: &str) -> ParseResult<()> {
     Ok(())
 }
 
-/// Looks up an integer member of the capabilities JSON (`"name": 123`), at any depth. The strings here are
-/// small and flat; a full JSON parser is not needed to read a number.
+/// Looks up an integer member of the capabilities JSON (`"name": 123`), at any depth, with the same JSON
+/// parser that [`check_capabilities`] uses.
 pub fn json_number(json: &str, name: &str) -> Option<u64> {
-    let key = format!("\"{name}\"");
-    let at = json.find(&key)? + key.len();
-    let rest = json[at..].trim_start().strip_prefix(':')?.trim_start();
-    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().ok()
+    fn find(v: &serde_json::Value, name: &str) -> Option<u64> {
+        let obj = v.as_object()?;
+        obj.get(name).and_then(serde_json::Value::as_u64).or_else(|| obj.values().find_map(|c| find(c, name)))
+    }
+    find(&serde_json::from_str(json).ok()?, name)
 }
 
 /// DMA_MAP payload.
