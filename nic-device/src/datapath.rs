@@ -3,8 +3,6 @@
 
 use crate::backend::Backend;
 
-/// Largest frame a backend hands over with the default MTU.
-const MAX_FRAME: usize = 1522;
 use crate::metrics::Metrics;
 use crate::nic::lock;
 use crate::nic::Nic;
@@ -217,8 +215,11 @@ impl Worker {
         let _ = self.backend.flush();
         // Receive. With flow control, take only what the receive FIFO could hold if no descriptor is free.
         let mut frames = Vec::new();
-        let mut room = if self.overflow == RxOverflow::Drop { usize::MAX } else { lock(&self.nic).rx_room() };
-        while frames.len() < RX_BUDGET && room >= MAX_FRAME {
+        let (mut room, max_frame) = {
+            let nic = lock(&self.nic);
+            (if self.overflow == RxOverflow::Drop { usize::MAX } else { nic.rx_room() }, nic.max_rx_frame())
+        };
+        while frames.len() < RX_BUDGET && room >= max_frame {
             match self.backend.recv() {
                 Ok(Some(f)) => {
                     room = room.saturating_sub(f.len().max(60));

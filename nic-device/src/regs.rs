@@ -220,6 +220,8 @@ pub const RCTL_LBM_MASK: u32 = 3 << 6;
 pub const RCTL_LBM_MAC: u32 = 1 << 6;
 pub const RCTL_RDMTS_SHIFT: u32 = 8;
 pub const RCTL_DTYP_MASK: u32 = 3 << 10;
+/// RCTL.DTYP = 01: packet-split descriptors (32 bytes: a header buffer and three data buffers).
+pub const RCTL_DTYP_PS: u32 = 1 << 10;
 pub const RCTL_MO_SHIFT: u32 = 12;
 pub const RCTL_BAM: u32 = 1 << 15;
 pub const RCTL_BSIZE_SHIFT: u32 = 16;
@@ -229,6 +231,8 @@ pub const RCTL_SECRC: u32 = 1 << 26;
 
 // RFCTL bits.
 pub const RFCTL_EXTEN: u32 = 1 << 15;
+/// RFCTL.IPFRSP_DIS: IP fragments are not split.
+pub const RFCTL_IPFRSP_DIS: u32 = 1 << 14;
 
 // RXCSUM bits.
 pub const RXCSUM_IPOFLD: u32 = 1 << 8;
@@ -280,6 +284,14 @@ pub const RXD_ERR_TCPE: u8 = 1 << 5;
 pub const RXD_ERR_IPE: u8 = 1 << 6;
 /// Extended descriptor errors (in the status/error dword).
 pub const RXDEXT_ERR_TCPE: u32 = 1 << 29;
+/// Packet-split write-back, header status word: the header went to buffer 0 alone (HDRSP), and its length.
+pub const RXDPS_HDRSTAT_HDRSP: u16 = 1 << 15;
+pub const RXDPS_HDRSTAT_HDRLEN_MASK: u16 = 0x3FF;
+/// PSRCTL: BSIZE0 in 128-byte units (bits 6:0), BSIZE1..3 in KiB (bits 13:8, 21:16, 29:24).
+pub const PSRCTL_BSIZE0_MASK: u32 = 0x7F;
+pub const PSRCTL_BSIZE0_UNIT: usize = 128;
+pub const PSRCTL_BSIZE_MASK: u32 = 0x3F;
+pub const PSRCTL_BSIZE_SHIFTS: [u32; 3] = [8, 16, 24];
 pub const RXDEXT_ERR_IPE: u32 = 1 << 30;
 
 /// BAR sizes.

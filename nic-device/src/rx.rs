@@ -12,7 +12,11 @@ use std::collections::VecDeque;
 
 /// The on-chip receive packet buffer (PBA.RXA, 20 KiB by default on the 82574L).
 pub const RX_FIFO_BYTES: usize = 20 * 1024;
-const MAX_FRAME_LPE: usize = 16 * 1024;
+/// Longest frame accepted with RCTL.LPE (longer ones count in ROC). Linux allows the 82574L an MTU of up to
+/// 9216 (a 9238-byte frame with tag and FCS); 16 KiB leaves room for that, as QEMU's model does.
+pub const MAX_FRAME_LPE: usize = 16 * 1024;
+/// Longest frame without LPE: 1514 bytes, 1518 with a VLAN tag.
+pub const MAX_FRAME_STD: usize = 1514 + 4;
 
 #[derive(Default)]
 pub struct RxFifo {
@@ -265,6 +269,15 @@ impl Nic {
         self.rx_fifo.room()
     }
 
+    /// The longest frame receive accepts now: 1518 bytes with a tag, or jumbo frames with RCTL.LPE.
+    pub fn max_rx_frame(&self) -> usize {
+        if self.reg(RCTL) & RCTL_LPE != 0 {
+            MAX_FRAME_LPE
+        } else {
+            MAX_FRAME_STD
+        }
+    }
+
     /// A frame from the wire.
     pub fn receive(&mut self, mut f: Vec<u8>) -> RxOutcome {
         let rctl = self.reg(RCTL);
@@ -278,7 +291,7 @@ impl Nic {
         }
         let vet = self.reg(VET) as u16;
         let tagged = be16(&f, 12) == Some(vet) && f.len() >= 18;
-        let max = if rctl & RCTL_LPE != 0 { MAX_FRAME_LPE } else { 1514 + if tagged { 4 } else { 0 } };
+        let max = if rctl & RCTL_LPE != 0 { MAX_FRAME_LPE } else { MAX_FRAME_STD - if tagged { 0 } else { 4 } };
         if f.len() > max {
             Metrics::inc(&self.metrics.rx_length_errors);
             self.stat_inc(ROC, 1);
@@ -365,11 +378,11 @@ impl Nic {
         }
         let rctl = self.reg(RCTL);
         let extended = self.reg(RFCTL) & RFCTL_EXTEN != 0;
-        if extended && rctl & RCTL_DTYP_MASK != 0 {
+        let split = extended && rctl & RCTL_DTYP_MASK == RCTL_DTYP_PS;
+        if extended && rctl & RCTL_DTYP_MASK != 0 && !split {
             Metrics::inc(&self.metrics.rx_unsupported);
-            return true; // consumed (dropped): packet split is not modelled
+            return true; // consumed (dropped): DTYP 10 and 11 are reserved
         }
-        let bufsz = self.rx_buffer_size();
         // VLAN stripping.
         let vet = self.reg(VET) as u16;
         let mut data = std::borrow::Cow::Borrowed(frame);
@@ -394,28 +407,54 @@ impl Nic {
             }
             _ => 0,
         };
-        let Some((base, n, mut head, free)) = self.rx_ring_free(q) else { return false };
+        let header = if split { split_header_len(&data, l2, self.reg(RFCTL) & RFCTL_IPFRSP_DIS != 0) } else { None };
         // The frame is copied only when it changes (tag stripped above, or an FCS appended here).
         if rctl & RCTL_SECRC == 0 {
             let c = fcs(&data);
             data.to_mut().extend_from_slice(&c.to_le_bytes());
         }
         let bytes: &[u8] = &data;
-        let needed = bytes.len().div_ceil(bufsz) as u32;
-        if free < needed {
+        // Each descriptor's buffers and how many bytes go to each.
+        let layout = if split {
+            let sizes = ps_buffer_sizes(self.reg(PSRCTL));
+            let header = header.filter(|h| *h <= sizes[0]);
+            match ps_layout(bytes.len(), header, sizes) {
+                Some(l) => l,
+                None => {
+                    Metrics::inc(&self.metrics.rx_unsupported);
+                    return true; // PSRCTL leaves no room for the frame: dropped
+                }
+            }
+        } else {
+            let bufsz = self.rx_buffer_size();
+            bytes.chunks(bufsz).map(|c| [c.len(), 0, 0, 0]).collect()
+        };
+        // RDH, RDT and RDLEN count 16-byte units; a packet-split descriptor takes two.
+        let units = if split { 2 } else { 1 };
+        let Some((base, n, mut head, free)) = self.rx_ring_free(q) else { return false };
+        if u64::from(free) < layout.len() as u64 * units || (split && n % 2 != 0) {
             return false;
         }
-        let last = needed as usize - 1;
-        for (i, chunk) in bytes.chunks(bufsz).enumerate() {
+        let last = layout.len() - 1;
+        let mut rest = bytes;
+        for (i, lens) in layout.iter().enumerate() {
             let daddr = base.wrapping_add(u64::from(head) * 16);
-            let mut d = [0u8; 16];
-            if self.dma.read(daddr, &mut d[..8]).is_err() {
+            let mut d = [0u8; 32];
+            let read = if split { &mut d[..] } else { &mut d[..8] };
+            if self.dma.read(daddr, read).is_err() {
                 Metrics::inc(&self.metrics.dma_errors);
                 return true;
             }
-            let buf = crate::bytes::le64(&d, 0).unwrap_or(0);
-            if self.dma.write(buf, chunk).is_err() {
-                Metrics::inc(&self.metrics.dma_errors);
+            for (b, &len) in lens.iter().enumerate() {
+                if len == 0 {
+                    continue;
+                }
+                let (chunk, r) = rest.split_at(len.min(rest.len()));
+                rest = r;
+                let buf = crate::bytes::le64(&d, b * 8).unwrap_or(0);
+                if self.dma.write(buf, chunk).is_err() {
+                    Metrics::inc(&self.metrics.dma_errors);
+                }
             }
             let mut status = RXD_STAT_DD;
             let mut errors = 0;
@@ -426,7 +465,7 @@ impl Nic {
                     status |= RXD_STAT_VP;
                 }
             }
-            let mut wb = [0u8; 16];
+            let mut wb = [0u8; 32];
             if extended {
                 // {MRQ (RSS type, queue), RSS hash or (IP id, checksum)}, {status/errors, length, VLAN}
                 if rxcsum & RXCSUM_PCSD == 0 {
@@ -437,20 +476,33 @@ impl Nic {
                     wb[4..8].copy_from_slice(&h.to_le_bytes());
                 }
                 wb[8..12].copy_from_slice(&(status | errors).to_le_bytes());
-                wb[12..14].copy_from_slice(&(chunk.len() as u16).to_le_bytes());
+                wb[12..14].copy_from_slice(&(lens[0] as u16).to_le_bytes());
                 wb[14..16].copy_from_slice(&vlan.unwrap_or(0).to_le_bytes());
+                if split {
+                    // {header status, lengths of buffers 1-3}, reserved
+                    let hdr = match header {
+                        Some(h) if i == 0 && lens[0] == h => RXDPS_HDRSTAT_HDRSP | (h as u16 & RXDPS_HDRSTAT_HDRLEN_MASK),
+                        _ => 0,
+                    };
+                    wb[16..18].copy_from_slice(&hdr.to_le_bytes());
+                    for (at, len) in wb[18..24].chunks_exact_mut(2).zip(&lens[1..]) {
+                        at.copy_from_slice(&(*len as u16).to_le_bytes());
+                    }
+                }
             } else {
+                let buf = crate::bytes::le64(&d, 0).unwrap_or(0);
                 wb[..8].copy_from_slice(&buf.to_le_bytes());
-                wb[8..10].copy_from_slice(&(chunk.len() as u16).to_le_bytes());
+                wb[8..10].copy_from_slice(&(lens[0] as u16).to_le_bytes());
                 wb[12] = status as u8;
                 wb[13] = (errors >> 24) as u8;
                 wb[14..16].copy_from_slice(&vlan.unwrap_or(0).to_le_bytes());
             }
+            let wb = if split { &wb[..] } else { &wb[..16] };
             // The byte holding DD goes last: a driver that sees DD must see the whole write-back. A single
-            // 16-byte copy could land in any order and overwrite a descriptor the driver already re-armed.
+            // copy could land in any order and overwrite a descriptor the driver already re-armed.
             let status_at = if extended { 8..12 } else { 12..13 };
-            let (head_part, rest) = wb.split_at(status_at.start);
-            let (status_part, tail_part) = rest.split_at(status_at.len());
+            let (head_part, rest_part) = wb.split_at(status_at.start);
+            let (status_part, tail_part) = rest_part.split_at(status_at.len());
             let ok = self.dma.write(daddr, head_part).is_ok()
                 && self.dma.write(daddr.wrapping_add(status_at.end as u64), tail_part).is_ok()
                 && {
@@ -460,7 +512,7 @@ impl Nic {
             if !ok {
                 Metrics::inc(&self.metrics.dma_errors);
             }
-            head = (head + 1) % n;
+            head = (head + units as u32) % n;
         }
         let o = q as u32 * QUEUE_STRIDE;
         self.set_reg(RDH0 + o, head);
@@ -477,9 +529,116 @@ impl Nic {
     }
 }
 
+/// Packet-split buffer sizes from PSRCTL: the header buffer, then the three data buffers.
+pub fn ps_buffer_sizes(psrctl: u32) -> [usize; 4] {
+    let mut s = [(psrctl & PSRCTL_BSIZE0_MASK) as usize * PSRCTL_BSIZE0_UNIT, 0, 0, 0];
+    for (b, shift) in s.iter_mut().skip(1).zip(PSRCTL_BSIZE_SHIFTS) {
+        *b = ((psrctl >> shift) & PSRCTL_BSIZE_MASK) as usize * 1024;
+    }
+    s
+}
+
+/// Where packet split cuts a frame: after the TCP or UDP header, after the IP header for other protocols
+/// and for fragments (unless RFCTL.IPFRSP_DIS), nowhere for frames that are not IP.
+pub fn split_header_len(frame: &[u8], l2: usize, no_fragment_split: bool) -> Option<usize> {
+    let p = parse_l3l4(frame, l2)?;
+    if p.fragment && no_fragment_split {
+        return None;
+    }
+    // Offset of the L4 bytes in the frame (IPv6 extension headers included).
+    let l4_at = (p.l4.as_ptr() as usize).checked_sub(frame.as_ptr() as usize)?;
+    if p.fragment {
+        return Some(l4_at);
+    }
+    match p.proto {
+        6 => {
+            let doff = usize::from(u8_at(p.l4, 12)? >> 4) * 4;
+            (doff >= 20 && doff <= p.l4.len()).then_some(l4_at + doff)
+        }
+        17 => (p.l4.len() >= 8).then_some(l4_at + 8),
+        _ => Some(l4_at),
+    }
+}
+
+/// Bytes per buffer of each packet-split descriptor a frame of `total` bytes takes. With a header split
+/// the header goes alone into the first descriptor's header buffer; without one the frame fills the header
+/// buffer and the data buffers in order. Later descriptors leave their header buffer empty (7.1.5.1).
+/// `None` when the buffers PSRCTL sizes cannot take the frame.
+pub fn ps_layout(total: usize, header: Option<usize>, sizes: [usize; 4]) -> Option<Vec<[usize; 4]>> {
+    let mut out = Vec::new();
+    let mut left = total;
+    while left > 0 {
+        let mut lens = [0usize; 4];
+        let first = out.is_empty();
+        for (b, (l, &s)) in lens.iter_mut().zip(sizes.iter()).enumerate() {
+            let room = match (b, first, header) {
+                (0, true, Some(h)) => h,
+                (0, true, None) => s,
+                (0, false, _) => 0,
+                _ => s,
+            };
+            *l = room.min(left);
+            left -= *l;
+        }
+        if lens.iter().all(|l| *l == 0) {
+            return None;
+        }
+        out.push(lens);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn packet_split_layout() {
+        // Linux at MTU 9000: a 128-byte header buffer and three 4 KiB pages.
+        let sizes = ps_buffer_sizes(0x0404_0401);
+        assert_eq!(sizes, [128, 4096, 4096, 4096]);
+        // A 9014-byte TCP frame split after 66 header bytes.
+        assert_eq!(ps_layout(9014, Some(66), sizes), Some(vec![[66, 4096, 4096, 756]]));
+        // Not split (ARP): the header buffer takes the first 128 bytes.
+        assert_eq!(ps_layout(60, None, sizes), Some(vec![[60, 0, 0, 0]]));
+        assert_eq!(ps_layout(300, None, sizes), Some(vec![[128, 172, 0, 0]]));
+        // Larger than one descriptor: later descriptors leave the header buffer empty.
+        assert_eq!(ps_layout(14000, Some(54), sizes), Some(vec![[54, 4096, 4096, 4096], [0, 1658, 0, 0]]));
+        // One data buffer only.
+        let one = ps_buffer_sizes(0x0000_0402);
+        assert_eq!(one, [256, 4096, 0, 0]);
+        assert_eq!(ps_layout(5000, Some(42), one), Some(vec![[42, 4096, 0, 0], [0, 862, 0, 0]]));
+        // No data buffers: a frame past the header buffer has nowhere to go.
+        assert_eq!(ps_layout(200, None, ps_buffer_sizes(1)), None);
+        assert_eq!(ps_layout(100, None, ps_buffer_sizes(1)), Some(vec![[100, 0, 0, 0]]));
+        assert_eq!(ps_layout(100, None, ps_buffer_sizes(0)), None);
+    }
+
+    #[test]
+    fn split_points() {
+        // Ethernet + IPv4 (20) + TCP with 12 bytes of options (32) + payload.
+        let mut f = vec![0u8; 14 + 20 + 32 + 10];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&(20u16 + 32 + 10).to_be_bytes());
+        f[23] = 6;
+        f[14 + 20 + 12] = 8 << 4;
+        assert_eq!(split_header_len(&f, 14, false), Some(66));
+        // UDP: after the 8-byte header.
+        f[23] = 17;
+        assert_eq!(split_header_len(&f, 14, false), Some(42));
+        // ICMP: after the IP header.
+        f[23] = 1;
+        assert_eq!(split_header_len(&f, 14, false), Some(34));
+        // A fragment: after the IP header, or not split with IPFRSP_DIS.
+        f[23] = 6;
+        f[20] = 0x20; // MF
+        assert_eq!(split_header_len(&f, 14, false), Some(34));
+        assert_eq!(split_header_len(&f, 14, true), None);
+        // Not IP.
+        f[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(split_header_len(&f, 14, false), None);
+    }
 
     #[test]
     fn fcs_check_value() {
