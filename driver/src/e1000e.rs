@@ -30,6 +30,8 @@ pub struct Config {
     pub tx_ring: u32,
     pub rx_ring: u32,
     pub link_timeout: Duration,
+    /// A transmit queue whose head does not move for this long, with work queued, is reported hung.
+    pub tx_timeout: Duration,
     pub promiscuous: bool,
     /// I/O address where the driver's DMA memory is mapped.
     pub iova_base: u64,
@@ -43,6 +45,7 @@ impl Default for Config {
             tx_ring: 256,
             rx_ring: 256,
             link_timeout: Duration::from_secs(10),
+            tx_timeout: Duration::from_secs(2),
             promiscuous: false,
             iova_base: 0x1_0000_0000,
         }
@@ -85,6 +88,8 @@ struct TxRing {
     /// For a packet's first descriptor: the index of its last one (where RS is set).
     eop_of: Vec<Option<u32>>,
     last_ctx: Option<(u32, u32, u32, u32)>,
+    /// Since when work has been queued without the card completing any (hang detection).
+    stalled_since: Option<Instant>,
 }
 
 struct RxRing {
@@ -110,6 +115,7 @@ pub struct E1000e {
     irq_masked: bool,
     stats: Stats,
     last_alive: Instant,
+    tx_timeout: Duration,
 }
 
 fn eventfd() -> std::io::Result<OwnedFd> {
@@ -238,6 +244,7 @@ impl E1000e {
             next_to_clean: 0,
             eop_of: vec![None; ntx as usize],
             last_ctx: None,
+            stalled_since: None,
         };
         let mk_rx = |q: usize| RxRing { desc: rxd[q], bufs: rxb[q], n: nrx, next_to_clean: 0, unrefilled: 0, partial: Vec::new() };
         let mut d = E1000e {
@@ -252,6 +259,7 @@ impl E1000e {
             irq_masked: false,
             stats: Stats::default(),
             last_alive: Instant::now(),
+            tx_timeout: cfg.tx_timeout,
         };
         d.t.write32(IMC, 0xFFFF_FFFF)?;
         d.t.write32(EIAC_82574, 0)?;
@@ -271,6 +279,10 @@ impl E1000e {
             return Err(DriverError::Phy("RAR0 holds no valid address after reset".into()));
         }
         d.mac = [ral as u8, (ral >> 8) as u8, (ral >> 16) as u8, (ral >> 24) as u8, rah as u8, (rah >> 8) as u8];
+        if d.mac[0] & 1 != 0 || d.mac == [0; 6] {
+            let m = d.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+            return Err(DriverError::InvalidMac(format!("{m} is {}", if d.mac[0] & 1 != 0 { "multicast" } else { "all zeros" })));
+        }
 
         // PHY identity, under MDIO software ownership.
         let ext = d.t.read32(EXTCNF_CTRL)?;
@@ -495,7 +507,7 @@ impl E1000e {
     /// The card's statistics registers (clear on read): good packets and octets each way, missed packets.
     pub fn hw_stats(&mut self) -> Result<Vec<(&'static str, u64)>, DriverError> {
         let mut v = Vec::new();
-        for (name, reg) in [("gprc", GPRC), ("gptc", GPTC), ("mpc", MPC), ("rnbc", RNBC), ("tsctc", TSCTC)] {
+        for (name, reg) in [("gprc", GPRC), ("gptc", GPTC), ("mpc", MPC), ("rnbc", RNBC), ("tsctc", TSCTC), ("crcerrs", CRCERRS)] {
             v.push((name, self.t.read32(reg)? as u64));
         }
         let gorc = self.t.read32(GORCL)? as u64 | (self.t.read32(GORCH)? as u64) << 32;
@@ -512,7 +524,25 @@ impl E1000e {
         (r.next_to_clean + r.n - r.next_to_use - 1) % r.n
     }
 
-    fn clean_tx(&mut self, q: usize) {
+    /// Reclaims completed transmits; a queue with work that completes nothing for `tx_timeout` is hung.
+    fn clean_tx(&mut self, q: usize) -> Result<(), DriverError> {
+        let before = self.tx[q].next_to_clean;
+        self.reclaim_tx(q);
+        let r = &mut self.tx[q];
+        if r.next_to_clean != before || r.next_to_clean == r.next_to_use {
+            r.stalled_since = None;
+            return Ok(());
+        }
+        let since = *r.stalled_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.tx_timeout {
+            return Ok(());
+        }
+        let tail = r.next_to_use;
+        let head = self.t.read32(TDH + q as u32 * QUEUE_1)?;
+        Err(DriverError::TxHang { queue: q, head, tail, stalled: since.elapsed() })
+    }
+
+    fn reclaim_tx(&mut self, q: usize) {
         let r = &mut self.tx[q];
         while r.next_to_clean != r.next_to_use {
             let Some(eop) = r.eop_of[r.next_to_clean as usize] else {
@@ -582,7 +612,7 @@ impl E1000e {
     }
 
     fn transmit_on(&mut self, q: usize, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError> {
-        self.clean_tx(q);
+        self.clean_tx(q)?;
         let mut sent = 0;
         let mut taken = 0;
         for p in pkts.iter_mut() {
@@ -783,8 +813,8 @@ impl NetDev for E1000e {
     }
     fn poll(&mut self, budget: usize, out: &mut Vec<RxPacket>) -> Result<usize, DriverError> {
         self.stats.polls += 1;
-        self.clean_tx(0);
-        self.clean_tx(1);
+        self.clean_tx(0)?;
+        self.clean_tx(1)?;
         let mut n = self.clean_rx(0, budget, out)?;
         if n < budget {
             n += self.clean_rx(1, budget - n, out)?;
@@ -825,6 +855,9 @@ impl NetDev for E1000e {
             if self.last_alive.elapsed() > Duration::from_secs(1) {
                 self.check_alive()?;
             }
+            // An interrupt that never came (lost on the way) may have left the card's auto-mask on: enable
+            // again before the next wait, as Linux's watchdog does, so interrupts come back.
+            self.irq_masked = true;
             return Ok(false);
         }
         let mut other = false;

@@ -31,6 +31,10 @@ pub enum DriverError {
     BadPacket(&'static str),
     #[error("the device is gone (all-ones register read)")]
     Gone,
+    #[error("the NVM holds no usable station address ({0})")]
+    InvalidMac(String),
+    #[error("transmit queue {queue} hung: head {head} has not moved for {stalled:?} with tail at {tail}; reopen (reset) the card")]
+    TxHang { queue: usize, head: u32, tail: u32, stalled: Duration },
 }
 
 pub use e1000e::{Config, E1000e, IrqMode};

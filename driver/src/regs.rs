@@ -49,6 +49,8 @@ pub const TARC0: u32 = 0x03840;
 /// Offset between queue 0 and queue 1 ring registers.
 pub const QUEUE_1: u32 = 0x100;
 pub const MPC: u32 = 0x04010;
+/// CRC error count (statistics, clear on read).
+pub const CRCERRS: u32 = 0x04000;
 pub const GPRC: u32 = 0x04074;
 pub const GPTC: u32 = 0x04080;
 pub const GORCL: u32 = 0x04088;

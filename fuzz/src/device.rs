@@ -77,7 +77,7 @@ pub fn regs(data: &[u8]) {
     let mut steps = 0;
     while !i.is_empty() && steps < 512 {
         steps += 1;
-        match i.u8() % 14 {
+        match i.u8() % 16 {
             0 => {
                 // A register write: offsets biased to the register file's first pages, any width.
                 let off = u64::from(i.u16()) << u32::from(i.u8() % 2);
@@ -155,7 +155,31 @@ pub fn regs(data: &[u8]) {
             10 => {
                 n.drain_rx_fifo();
             }
-            11 => n.set_carrier(i.bool()),
+            11 => n.set_backend_carrier(i.bool()),
+            13 => {
+                // A fault from the control socket, then the read-only views of it (which read guest memory).
+                let kinds = nic_device::fault::Kind::ALL;
+                let k = kinds[usize::from(i.u8()) % kinds.len()];
+                let mut f = nic_device::fault::Fault::new(k);
+                f.count = if i.bool() { None } else { Some(u64::from(i.u8() % 4) + 1) };
+                f.delay = Duration::from_micros(u64::from(i.u16()));
+                f.queue = i.bool().then(|| usize::from(i.u8() % 2));
+                if k == nic_device::fault::Kind::IrqSpurious {
+                    n.spurious_irqs(u64::from(i.u8() % 3));
+                } else {
+                    n.faults.inject(f);
+                }
+                n.update_carrier(t0 + clock);
+            }
+            14 => {
+                let _ = nic_device::control::inspect::rings(&n);
+                let _ = nic_device::control::inspect::irq(&n);
+                let _ = nic_device::control::inspect::stats(&n);
+                let _ = nic_device::control::inspect::regs(&n, &[]);
+                if i.bool() {
+                    n.faults.clear(None);
+                }
+            }
             12 => match i.u8() % 4 {
                 0 => n.function_reset(),
                 1 => n.intx_mask(),

@@ -7,6 +7,7 @@ use crate::metrics::Metrics;
 use crate::nic::lock;
 use crate::nic::Nic;
 use crate::pcap::PcapWriter;
+use crate::trace::{self, Tracer};
 use log::{debug, error, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -47,14 +48,15 @@ impl DataPath {
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         let thread = std::thread::Builder::new().name("nic-datapath".into()).spawn(move || {
-            let metrics = {
+            let (metrics, trace) = {
                 let mut n = lock(&nic);
                 n.lossless_rx = overflow == RxOverflow::Pause;
-                n.metrics.clone()
+                (n.metrics.clone(), n.trace.clone())
             };
             let mut w = Worker {
                 nic,
                 metrics,
+                trace,
                 backend,
                 pcap,
                 poll,
@@ -88,6 +90,7 @@ impl Drop for DataPath {
 struct Worker {
     nic: Arc<Mutex<Nic>>,
     metrics: Arc<Metrics>,
+    trace: Arc<Tracer>,
     backend: Box<dyn Backend>,
     pcap: Option<PcapWriter>,
     poll: Poll,
@@ -165,7 +168,7 @@ impl Worker {
         let c = self.backend.carrier();
         if self.carrier != Some(c) {
             self.carrier = Some(c);
-            lock(&self.nic).set_carrier(c);
+            lock(&self.nic).set_backend_carrier(c);
         }
     }
 
@@ -201,6 +204,7 @@ impl Worker {
                     if let Some(p) = self.pcap.as_mut() {
                         let _ = p.write(f);
                     }
+                    self.trace.emit(trace::FRAMES, "frame", || trace::frame_fields("out", f));
                     self.out.pop_front();
                     progress = true;
                 }
@@ -238,6 +242,7 @@ impl Worker {
             if let Some(p) = self.pcap.as_mut() {
                 let _ = p.write(&f);
             }
+            self.trace.emit(trace::FRAMES, "frame", || trace::frame_fields("in", &f));
             nic.receive(f);
             progress = true;
         }

@@ -21,8 +21,8 @@ pub enum Signal {
 }
 
 /// Slot for moderation state: MSI-X vectors 0..5, and one for INTx/MSI.
-const SLOTS: usize = MSIX_VECTORS + 1;
-const LEGACY_SLOT: usize = MSIX_VECTORS;
+pub const SLOTS: usize = MSIX_VECTORS + 1;
+pub const LEGACY_SLOT: usize = MSIX_VECTORS;
 /// ITR/EITR interval unit.
 const ITR_UNIT_NS: u64 = 256;
 
@@ -42,6 +42,9 @@ pub struct Intr {
     deferred: [u32; SLOTS],
     /// Interrupt assertions (the IAC counter).
     pub asserted_count: u32,
+    /// Per slot (MSI-X vectors, then INTx/MSI): messages sent and causes held back by moderation.
+    pub fired: [u64; SLOTS],
+    pub moderated: [u64; SLOTS],
 }
 
 impl Default for Intr {
@@ -58,6 +61,8 @@ impl Default for Intr {
             last_fire: [None; SLOTS],
             deferred: [0; SLOTS],
             asserted_count: 0,
+            fired: [0; SLOTS],
+            moderated: [0; SLOTS],
         }
     }
 }
@@ -77,8 +82,10 @@ pub fn ivar_vector(ivar: u32, cause: u32) -> Option<usize> {
 }
 
 impl Intr {
+    /// Back to reset values; the message counters (not registers) carry on.
     pub fn reset(&mut self) {
-        *self = Intr::default();
+        let (fired, moderated) = (self.fired, self.moderated);
+        *self = Intr { fired, moderated, ..Intr::default() };
     }
 
     fn interval(&self, slot: usize) -> Duration {
@@ -90,17 +97,27 @@ impl Intr {
     fn fire(&mut self, slot: usize, causes: u32, signal: Signal, now: Instant, out: &mut Vec<Signal>) {
         let iv = self.interval(slot);
         let (Some(deferred), Some(last_fire)) = (self.deferred.get_mut(slot), self.last_fire.get_mut(slot)) else { return };
+        let moderated = self.moderated.get_mut(slot);
         if *deferred != 0 {
             *deferred |= causes;
+            if let Some(m) = moderated {
+                *m += 1;
+            }
             return;
         }
         if let Some(last) = *last_fire {
             if !iv.is_zero() && now < last + iv {
                 *deferred |= causes;
+                if let Some(m) = moderated {
+                    *m += 1;
+                }
                 return;
             }
         }
         *last_fire = Some(now);
+        if let Some(f) = self.fired.get_mut(slot) {
+            *f += 1;
+        }
         self.asserted_count = self.asserted_count.wrapping_add(1);
         out.push(signal);
     }

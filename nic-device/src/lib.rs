@@ -9,9 +9,11 @@
 
 pub mod backend;
 pub mod bytes;
+pub mod control;
 pub mod datapath;
 pub mod delay;
 pub mod dma;
+pub mod fault;
 pub mod flowctl;
 pub mod intr;
 pub mod metrics;
@@ -25,6 +27,7 @@ pub mod regs;
 pub mod rss;
 pub mod rx;
 pub mod server;
+pub mod trace;
 pub mod tx;
 pub mod vfio;
 

@@ -1,7 +1,6 @@
 //! nic-device: an emulated Intel 82574L served over vfio-user.
-//!
-//! nic-device --socket PATH --backend SPEC [--mac MAC] [--pcap FILE] [--rx-overflow pause|drop] [--client-timeout SECS]
 
+use clap::{CommandFactory, Parser};
 use log::{error, info};
 use nic_device::backend;
 use nic_device::datapath::{DataPath, RxOverflow};
@@ -13,88 +12,67 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-const USAGE: &str =
-    "usage: nic-device --socket PATH --backend SPEC [--mac MAC] [--pcap FILE] [--rx-overflow pause|drop] [--client-timeout SECS]
-  --socket PATH        vfio-user socket to serve (created when the device is ready)
-  --backend SPEC       tap:IFNAME | stream:PATH | stream-connect:PATH | stream:tcp:HOST:PORT |
-                       stream-connect:tcp:HOST:PORT | loopback
-  --mac MAC            station address (default 52:54:00:12:34:56)
-  --pcap FILE          write every frame on the wire, both directions, as pcap
-  --rx-overflow MODE   when the receive FIFO is full: pause reading the backend (default) or drop and
-                       count missed packets (MPC) as a wire would
-  --client-timeout S   disconnect a vfio-user client that leaves replies unread or a message half-sent for
-                       this long (default 10)";
-
-struct Args {
-    socket: PathBuf,
-    backend: String,
-    mac: [u8; 6],
-    pcap: Option<PathBuf>,
-    overflow: RxOverflow,
-    client_timeout: std::time::Duration,
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Overflow {
+    /// Stop reading the backend until the card has room (nothing is lost).
+    Pause,
+    /// Drop and count missed packets (MPC), as a wire would.
+    Drop,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
-    let (mut socket, mut backend, mut mac, mut pcap, mut overflow) =
-        (None, None, [0x52, 0x54, 0, 0x12, 0x34, 0x56], None, RxOverflow::Pause);
-    let mut client_timeout = vfio_user::server::STALL_LIMIT;
-    while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--socket" => socket = Some(PathBuf::from(val("--socket")?)),
-            "--backend" => backend = Some(val("--backend")?),
-            "--mac" => {
-                let v = val("--mac")?;
-                mac = nic_device::parse_mac(&v).ok_or(format!("bad MAC '{v}'"))?;
-                if mac[0] & 1 != 0 {
-                    return Err(format!("MAC '{v}' is multicast"));
-                }
-            }
-            "--pcap" => pcap = Some(PathBuf::from(val("--pcap")?)),
-            "--rx-overflow" => {
-                overflow = match val("--rx-overflow")?.as_str() {
-                    "pause" => RxOverflow::Pause,
-                    "drop" => RxOverflow::Drop,
-                    o => return Err(format!("--rx-overflow: '{o}' is not pause or drop")),
-                }
-            }
-            "--client-timeout" => {
-                let v = val("--client-timeout")?;
-                let secs: f64 = v
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| *s > 0.0 && *s <= 3600.0)
-                    .ok_or(format!("--client-timeout: '{v}' is not 0 < SECS <= 3600"))?;
-                client_timeout = std::time::Duration::from_secs_f64(secs);
-            }
-            "-h" | "--help" => return Err(String::new()),
-            o => return Err(format!("unknown argument '{o}'")),
-        }
+/// An Intel 82574L (PCI 8086:10d3) network card emulated in its own process and served over vfio-user.
+#[derive(Parser, Debug)]
+#[command(name = "nic-device", version)]
+struct Args {
+    /// vfio-user socket to serve (created when the device is ready)
+    #[arg(long, value_name = "PATH", required_unless_present = "completions")]
+    socket: Option<PathBuf>,
+    /// The wire: tap:IFNAME | stream:PATH | stream-connect:PATH | stream:tcp:HOST:PORT |
+    /// stream-connect:tcp:HOST:PORT | dgram:udp:LOCAL_HOST:PORT:REMOTE_HOST:PORT | dgram:mcast:GROUP:PORT | loopback
+    #[arg(long, value_name = "SPEC", required_unless_present = "completions")]
+    backend: Option<String>,
+    /// Station address (the NVM's MAC)
+    #[arg(long, value_name = "MAC", default_value = "52:54:00:12:34:56", value_parser = parse_unicast_mac)]
+    mac: [u8; 6],
+    /// Write every frame on the wire, both directions, as pcap
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// What a full receive FIFO does
+    #[arg(long, value_enum, default_value = "pause")]
+    rx_overflow: Overflow,
+    /// Disconnect a vfio-user client that leaves replies unread or a message half-sent for this long
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_timeout)]
+    client_timeout: std::time::Duration,
+    /// Serve the control socket (inspect, trace, inject faults; see `nicctl`) on PATH
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// Print a shell completion script and exit
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
+}
+
+fn parse_unicast_mac(s: &str) -> Result<[u8; 6], String> {
+    let m = nic_device::parse_mac(s).ok_or(format!("'{s}' is not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
+    if m[0] & 1 != 0 {
+        return Err(format!("'{s}' is a multicast address"));
     }
-    Ok(Args {
-        socket: socket.ok_or("--socket is required")?,
-        backend: backend.ok_or("--backend is required")?,
-        mac,
-        pcap,
-        overflow,
-        client_timeout,
-    })
+    Ok(m)
+}
+
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s.parse().ok().filter(|s: &f64| *s > 0.0 && *s <= 3600.0).ok_or(format!("'{s}' is not 0 < SECS <= 3600"))?;
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(shell) = args.completions {
+        clap_complete::generate(shell, &mut Args::command(), "nic-device", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("nic-device: {e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let listener = match nic_device::server::bind(&args.socket) {
+    let (Some(socket), Some(backend_spec)) = (args.socket, args.backend) else { return ExitCode::from(2) };
+    let listener = match nic_device::server::bind(&socket) {
         Ok(l) => l,
         Err(e) => {
             error!("{e}");
@@ -102,10 +80,10 @@ fn main() -> ExitCode {
         }
     };
     let cleanup = |code: u8| {
-        let _ = std::fs::remove_file(&args.socket);
+        let _ = std::fs::remove_file(&socket);
         ExitCode::from(code)
     };
-    let be = match backend::open(&args.backend) {
+    let be = match backend::open(&backend_spec) {
         Ok(b) => b,
         Err(e) => {
             error!("{e}");
@@ -123,17 +101,31 @@ fn main() -> ExitCode {
     let nic = Arc::new(Mutex::new(Nic::new(args.mac, metrics.clone())));
     let m = args.mac;
     info!("82574L (8086:10d3) mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} backend {}", m[0], m[1], m[2], m[3], m[4], m[5], be.describe());
-    let mut dp = match DataPath::start(nic.clone(), be, pcap, args.overflow) {
+    let overflow = match args.rx_overflow {
+        Overflow::Pause => RxOverflow::Pause,
+        Overflow::Drop => RxOverflow::Drop,
+    };
+    let mut dp = match DataPath::start(nic.clone(), be, pcap, overflow) {
         Ok(d) => d,
         Err(e) => {
             error!("data path: {e}");
             return cleanup(1);
         }
     };
+    let control =
+        match args.control.as_deref().map(|p| nic_device::control::ControlServer::start(p, nic.clone(), dp.waker.clone())).transpose() {
+            Ok(c) => c,
+            Err(e) => {
+                error!("control socket: {e}");
+                dp.stop();
+                return cleanup(1);
+            }
+        };
     let mut dev = NicServer { nic: nic.clone(), waker: dp.waker.clone() };
-    let r = nic_device::server::serve(listener, &args.socket, &mut dev, args.client_timeout);
+    let r = nic_device::server::serve(listener, &socket, &mut dev, args.client_timeout);
+    drop(control);
     dp.stop();
-    let _ = std::fs::remove_file(&args.socket);
+    let _ = std::fs::remove_file(&socket);
     info!("metrics:");
     nic_device::nic::lock(&nic).log_metrics();
     match r {
@@ -142,5 +134,15 @@ fn main() -> ExitCode {
             error!("server: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Args::command().debug_assert();
     }
 }

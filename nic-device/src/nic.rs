@@ -4,6 +4,7 @@
 use crate::bytes::{le32, put};
 use crate::delay::DelayTimer;
 use crate::dma::DmaSpace;
+use crate::fault::{Faults, Kind as FaultKind};
 use crate::flowctl::FlowControl;
 use crate::intr::{Intr, Mode, Signal};
 use crate::metrics::Metrics;
@@ -12,8 +13,10 @@ use crate::pci::ConfigSpace;
 use crate::phy::{LinkEvent, Phy, PHY_ADDR};
 use crate::regs::*;
 use crate::rx::RxFifo;
+use crate::trace::{self, Tracer};
 use crate::tx::TxQueue;
 use log::{debug, info};
+use serde_json::json;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
@@ -86,6 +89,25 @@ pub struct Nic {
     pub fc: FlowControl,
     /// MAC control frames (PAUSE) the card sends on its own, for the data path to put on the wire first.
     pub control_out: VecDeque<Vec<u8>>,
+    /// The live trace (control socket `trace`).
+    pub trace: Arc<Tracer>,
+    /// Injected faults (control socket `inject`).
+    pub faults: Faults,
+    /// Statistics registers as totals since the device started: the registers clear on read, these do not.
+    pub stats_total: Vec<u64>,
+    /// Interrupt messages held back by an `irq-late` fault.
+    late_irqs: Vec<(Instant, Signal)>,
+    /// Write-backs held back by a `writeback-delay` fault: when, where, what, and the causes to raise then.
+    late_writebacks: Vec<(Instant, u64, Vec<u8>, u32)>,
+    /// A `doorbell-latency` fault: doorbells written take effect at this time.
+    doorbell_hold: Option<Instant>,
+    /// The backend's carrier, before faults.
+    backend_carrier: bool,
+    /// Interrupt messages dropped, delayed or made up by faults.
+    pub irq_lost: u64,
+    pub irq_late: u64,
+    pub irq_spurious: u64,
+    moderated_seen: [u64; crate::intr::SLOTS],
 }
 
 impl Nic {
@@ -113,6 +135,17 @@ impl Nic {
             tx_delay: DelayTimer::default(),
             fc: FlowControl::default(),
             control_out: VecDeque::new(),
+            trace: Arc::new(Tracer::default()),
+            faults: Faults::default(),
+            stats_total: vec![0; ((STATS_END - STATS_START) / 4 + 1) as usize],
+            late_irqs: Vec::new(),
+            late_writebacks: Vec::new(),
+            doorbell_hold: None,
+            backend_carrier: true,
+            irq_lost: 0,
+            irq_late: 0,
+            irq_spurious: 0,
+            moderated_seen: [0; crate::intr::SLOTS],
         };
         n.mac_reset();
         n
@@ -135,12 +168,19 @@ impl Nic {
         if let Some(r) = self.regs.get_mut((off / 4) as usize) {
             *r = r.saturating_add(n);
         }
+        self.stat_total_add(off, n as u64);
+    }
+    fn stat_total_add(&mut self, off: u32, n: u64) {
+        if let Some(t) = off.checked_sub(STATS_START).and_then(|i| self.stats_total.get_mut((i / 4) as usize)) {
+            *t = t.saturating_add(n);
+        }
     }
     /// Adds to a 64-bit counter held as a low/high register pair.
     pub fn stat_add64(&mut self, low: u32, n: u64) {
         let v = (self.reg(low) as u64 | ((self.reg(low + 4) as u64) << 32)).saturating_add(n);
         self.set_reg(low, v as u32);
         self.set_reg(low + 4, (v >> 32) as u32);
+        self.stat_total_add(low, n);
     }
 
     /// Software reset (CTRL.RST): MAC registers to their defaults, RAR0 from the NVM. PCI state, DMA maps,
@@ -166,6 +206,16 @@ impl Nic {
         self.set_reg(RXCSUM, RXCSUM_IPOFLD);
         self.set_reg(FCRTL, 0);
         self.set_reg(EXTCNF_SIZE, 0);
+        // The NVM is (re)loaded at reset: faults armed for it act now.
+        self.faults.on_reset();
+        let now = Instant::now();
+        self.nvm = Nvm::new(self.faults.take(FaultKind::NvmMac, now).map_or(self.mac, |f| f.mac));
+        if self.faults.take(FaultKind::NvmChecksum, now).is_some() {
+            self.nvm.corrupt_checksum();
+        }
+        self.late_writebacks.clear();
+        self.late_irqs.clear();
+        self.doorbell_hold = None;
         let m = self.nvm.mac();
         self.set_reg(RAL0, u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
         self.set_reg(RAH0, u16::from_le_bytes([m[4], m[5]]) as u32 | RAH_AV);
@@ -231,26 +281,150 @@ impl Nic {
     }
 
     fn apply(&mut self, signals: Vec<Signal>) {
+        self.trace_moderation();
+        let now = Instant::now();
         for s in signals {
-            match s {
-                Signal::IntxLevel(l) => self.set_intx(l),
-                Signal::Msi => {
-                    if signal_fd(&self.irq.msi) {
-                        Metrics::inc(&self.metrics.irqs_sent);
-                    } else {
-                        Metrics::inc(&self.metrics.irq_no_fd);
-                    }
+            let message = !matches!(s, Signal::IntxLevel(false));
+            if message && !self.faults.is_empty() {
+                if self.faults.take(FaultKind::IrqLost, now).is_some() {
+                    self.irq_lost += 1;
+                    self.trace.emit(trace::IRQ, "irq-lost", || json!({ "signal": format!("{s:?}") }));
+                    continue;
                 }
-                Signal::Msix(v) => {
-                    if self.irq.msix.get(v).is_some_and(signal_fd) {
-                        Metrics::inc(&self.metrics.irqs_sent);
-                    } else {
-                        self.msix_pending |= 1 << v;
-                        Metrics::inc(&self.metrics.irq_no_fd);
-                    }
+                if let Some(f) = self.faults.take(FaultKind::IrqLate, now) {
+                    self.irq_late += 1;
+                    self.trace.emit(
+                        trace::IRQ,
+                        "irq-late",
+                        || json!({ "signal": format!("{s:?}"), "delay_ms": f.delay.as_secs_f64() * 1e3 }),
+                    );
+                    self.late_irqs.push((now + f.delay, s));
+                    continue;
                 }
             }
+            self.deliver(s);
         }
+    }
+
+    /// Interrupts held back by moderation since the last look, for the trace.
+    fn trace_moderation(&mut self) {
+        if !self.trace.on(trace::IRQ) {
+            self.moderated_seen = self.intr.moderated;
+            return;
+        }
+        for (slot, (&m, seen)) in self.intr.moderated.iter().zip(self.moderated_seen.iter_mut()).enumerate() {
+            if m != *seen {
+                let n = m - *seen;
+                *seen = m;
+                self.trace.emit(trace::IRQ, "irq-moderated", || json!({ "slot": slot_name(slot), "held": n }));
+            }
+        }
+    }
+
+    fn deliver(&mut self, s: Signal) {
+        let sent = match s {
+            Signal::IntxLevel(l) => {
+                self.set_intx(l);
+                None
+            }
+            Signal::Msi => Some(signal_fd(&self.irq.msi)),
+            Signal::Msix(v) => {
+                let ok = self.irq.msix.get(v).is_some_and(signal_fd);
+                if !ok {
+                    self.msix_pending |= 1 << v;
+                }
+                Some(ok)
+            }
+        };
+        match sent {
+            Some(true) => Metrics::inc(&self.metrics.irqs_sent),
+            Some(false) => Metrics::inc(&self.metrics.irq_no_fd),
+            None => {}
+        }
+        if s != Signal::IntxLevel(false) {
+            self.trace.emit(trace::IRQ, "irq", || json!({ "signal": format!("{s:?}"), "delivered": sent.unwrap_or(true) }));
+        }
+    }
+
+    /// Interrupt messages with no cause behind them (fault `irq-spurious`): every MSI-X vector with an
+    /// eventfd, or the MSI or INTx eventfd, `n` times.
+    pub fn spurious_irqs(&mut self, n: u64) {
+        for _ in 0..n {
+            let mut any = false;
+            match self.mode() {
+                Mode::Msix => {
+                    for f in &self.irq.msix {
+                        any |= signal_fd(f);
+                    }
+                }
+                Mode::Msi => any = signal_fd(&self.irq.msi),
+                Mode::Intx => any = signal_fd(&self.irq.intx),
+            }
+            if any {
+                self.irq_spurious += 1;
+            }
+        }
+        self.trace.emit(trace::IRQ, "irq-spurious", || json!({ "count": n }));
+    }
+
+    // ---- DMA with faults and trace ----
+
+    /// A DMA read by the card; `what` says what it was for (the trace's word for it).
+    pub(crate) fn dma_read(&mut self, addr: u64, buf: &mut [u8], what: &'static str) -> Result<(), ()> {
+        let injected = self.dma_fault();
+        let r = if injected { Err(()) } else { self.dma.read(addr, buf).map_err(|_| ()) };
+        self.trace_dma("read", addr, buf.len(), what, injected, r.is_ok());
+        r
+    }
+
+    /// A DMA write by the card.
+    pub(crate) fn dma_write(&mut self, addr: u64, buf: &[u8], what: &'static str) -> Result<(), ()> {
+        let injected = self.dma_fault();
+        let r = if injected { Err(()) } else { self.dma.write(addr, buf).map_err(|_| ()) };
+        self.trace_dma("write", addr, buf.len(), what, injected, r.is_ok());
+        r
+    }
+
+    /// Whether a `dma-error` fault fails this access.
+    fn dma_fault(&mut self) -> bool {
+        !self.faults.is_empty() && self.faults.take(FaultKind::DmaError, Instant::now()).is_some()
+    }
+
+    fn trace_dma(&self, dir: &str, addr: u64, len: usize, what: &str, injected: bool, ok: bool) {
+        self.trace.emit(
+            trace::DMA,
+            "dma",
+            || json!({ "dir": dir, "addr": format!("{addr:#x}"), "len": len, "what": what, "ok": ok, "injected": injected }),
+        );
+    }
+
+    /// The status part of a descriptor write-back (the bytes holding DD), which a `writeback-delay` fault
+    /// holds back; `causes` are raised when it lands late.
+    pub(crate) fn write_back_status(&mut self, addr: u64, status: &[u8], causes: u32) -> Result<(), ()> {
+        if !self.faults.is_empty() {
+            if let Some(f) = self.faults.take(FaultKind::WritebackDelay, Instant::now()) {
+                self.late_writebacks.push((Instant::now() + f.delay, addr, status.to_vec(), causes));
+                return Ok(());
+            }
+        }
+        self.dma_write(addr, status, "write-back")
+    }
+
+    /// Whether doorbells are held back by a `doorbell-latency` fault now.
+    pub fn doorbell_held(&self, now: Instant) -> bool {
+        self.doorbell_hold.is_some_and(|t| now < t)
+    }
+
+    /// The backend's carrier; with link faults applied, the PHY's.
+    pub fn set_backend_carrier(&mut self, on: bool) {
+        self.backend_carrier = on;
+        self.update_carrier(Instant::now());
+    }
+
+    /// Applies the backend carrier and the link faults to the PHY (LSC when that changes the link).
+    pub fn update_carrier(&mut self, now: Instant) {
+        let forced_off = !self.faults.is_empty() && self.faults.carrier_forced_off(now);
+        self.set_carrier(self.backend_carrier && !forced_off);
     }
 
     /// Raises interrupt causes (ICR bits).
@@ -270,7 +444,13 @@ impl Nic {
 
     pub fn next_deadline(&self) -> Option<Instant> {
         let pause_end = self.fc.paused_until.filter(|&t| t > Instant::now());
-        [self.intr.next_deadline(), self.rx_delay.deadline(), self.tx_delay.deadline(), pause_end].into_iter().flatten().min()
+        let now = Instant::now();
+        let late = self.late_irqs.iter().map(|l| l.0).chain(self.late_writebacks.iter().map(|w| w.0)).min();
+        let faults = if self.faults.is_empty() { None } else { self.faults.next_deadline(now) };
+        [self.intr.next_deadline(), self.rx_delay.deadline(), self.tx_delay.deadline(), pause_end, late, faults, self.doorbell_hold]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Receive causes for a frame written back: RXT0 and the queue causes wait for RDTR/RADV; the others
@@ -298,6 +478,27 @@ impl Nic {
     }
 
     pub fn on_timer(&mut self, now: Instant) {
+        if self.doorbell_hold.is_some_and(|t| now >= t) {
+            self.doorbell_hold = None;
+        }
+        if !self.late_irqs.is_empty() {
+            let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.late_irqs).into_iter().partition(|l| l.0 <= now);
+            self.late_irqs = keep;
+            for (_, s) in due {
+                self.deliver(s);
+            }
+        }
+        if !self.late_writebacks.is_empty() {
+            let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.late_writebacks).into_iter().partition(|w| w.0 <= now);
+            self.late_writebacks = keep;
+            for (_, addr, bytes, causes) in due {
+                if self.dma_write(addr, &bytes, "write-back (late)").is_err() {
+                    Metrics::inc(&self.metrics.dma_errors);
+                }
+                self.raise(causes);
+            }
+        }
+        self.update_carrier(now);
         let due = self.rx_delay.expire(now) | self.tx_delay.expire(now);
         if due != 0 {
             self.raise(due);
@@ -327,8 +528,7 @@ impl Nic {
         }
     }
 
-    /// Carrier from the backend.
-    pub fn set_carrier(&mut self, on: bool) {
+    fn set_carrier(&mut self, on: bool) {
         if self.phy.set_carrier(on) {
             self.raise(ICR_LSC);
         }
@@ -374,9 +574,40 @@ impl Nic {
 
     // ---- BAR0 register access ----
 
-    /// A 32-bit register read with its side effects.
+    /// A 32-bit register read by the driver, with its side effects.
     pub fn mmio_read(&mut self, off: u32) -> u32 {
+        let v = self.mmio_read_inner(off & !3);
+        self.trace.emit(trace::REGS, "reg", || reg_fields("read", off & !3, v));
+        v
+    }
+
+    /// A 32-bit register write by the driver, with its side effects.
+    pub fn mmio_write(&mut self, off: u32, val: u32) -> Effects {
+        self.trace.emit(trace::REGS, "reg", || reg_fields("write", off & !3, val));
+        self.mmio_write_inner(off & !3, val)
+    }
+
+    /// A register's value as the driver would read it, without read side effects (ICR and the statistics
+    /// registers are not cleared): what the control socket shows.
+    pub fn peek(&self, off: u32) -> u32 {
         let off = off & !3;
+        match off {
+            ICR | ICS => self.intr.icr,
+            IMS | IMC => self.intr.ims,
+            IAM => self.intr.iam,
+            EIAC => self.intr.eiac,
+            IVAR => self.intr.ivar,
+            ITR => self.intr.itr,
+            o if (EITR0..EITR0 + 4 * EITR_COUNT).contains(&o) => self.intr.eitr.get(((o - EITR0) / 4) as usize).copied().unwrap_or(0),
+            STATUS => self.status(),
+            IAC => self.intr.asserted_count,
+            SYSTIML => self.systim() as u32,
+            SYSTIMH => (self.systim() >> 32) as u32,
+            _ => self.reg(off),
+        }
+    }
+
+    fn mmio_read_inner(&mut self, off: u32) -> u32 {
         match off {
             ICR => {
                 let mut out = Vec::new();
@@ -421,9 +652,7 @@ impl Nic {
         }
     }
 
-    /// A 32-bit register write with its side effects.
-    pub fn mmio_write(&mut self, off: u32, val: u32) -> Effects {
-        let off = off & !3;
+    fn mmio_write_inner(&mut self, off: u32, val: u32) -> Effects {
         let mut fx = Effects::default();
         let (mode, ext) = (self.mode(), self.reg(CTRL_EXT));
         let now = Instant::now();
@@ -490,11 +719,13 @@ impl Nic {
             }
             o if o == TDT0 || o == TDT0 + QUEUE_STRIDE => {
                 self.set_reg(o, val & 0xFFFF);
+                self.doorbell_fault(now);
                 fx.wake = true;
             }
             o if o == RDT0 || o == RDT0 + QUEUE_STRIDE => {
                 self.set_reg(o, val & 0xFFFF);
-                fx.wake = !self.rx_fifo.is_empty();
+                self.doorbell_fault(now);
+                fx.wake = !self.rx_fifo.is_empty() || self.doorbell_hold.is_some();
             }
             o if o == TDH0 || o == TDH0 + QUEUE_STRIDE || o == RDH0 || o == RDH0 + QUEUE_STRIDE => {
                 self.set_reg(o, val & 0xFFFF);
@@ -531,12 +762,25 @@ impl Nic {
         fx
     }
 
+    /// A `doorbell-latency` fault holds the doorbell just written (and any before it) back.
+    fn doorbell_fault(&mut self, now: Instant) {
+        if !self.faults.is_empty() {
+            if let Some(f) = self.faults.take(FaultKind::DoorbellLatency, now) {
+                self.doorbell_hold = Some(now + f.delay);
+            }
+        }
+    }
+
     fn mdic_write(&mut self, val: u32) {
         let phy = (val >> MDIC_PHY_SHIFT) & 0x1F;
         let reg = ((val >> MDIC_REG_SHIFT) & 0x1F) as u8;
         let op = val & (3 << 26);
         let mut v = val & !(MDIC_READY | MDIC_ERROR);
-        if phy != PHY_ADDR {
+        let silent = !self.faults.is_empty() && self.faults.take(FaultKind::PhySilent, Instant::now()).is_some();
+        if silent {
+            // The PHY does not answer: the cycle ends with an error and all-ones data.
+            v |= MDIC_ERROR | MDIC_DATA_MASK;
+        } else if phy != PHY_ADDR {
             v |= MDIC_ERROR;
         } else if op == MDIC_OP_READ {
             v = (v & !MDIC_DATA_MASK) | self.phy.read(reg) as u32;
@@ -686,12 +930,41 @@ impl Nic {
         Some(fx)
     }
 
+    /// INTx line level, whether it is masked, and the MSI-X vectors held pending for lack of an eventfd.
+    pub fn intx_state(&self) -> (bool, bool, u32) {
+        (self.intx_level, self.intx_masked, self.msix_pending)
+    }
+
+    /// Counters by name: the device metrics, faults' effects on interrupts, trace events dropped.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut v = self.metrics.snapshot();
+        v.push(("irq_lost_injected", self.irq_lost));
+        v.push(("irq_late_injected", self.irq_late));
+        v.push(("irq_spurious_injected", self.irq_spurious));
+        v.push(("trace_events_dropped", self.trace.dropped.load(std::sync::atomic::Ordering::Relaxed)));
+        v
+    }
+
     pub fn log_metrics(&self) {
         for (k, v) in self.metrics.snapshot() {
             if v != 0 {
                 info!("  {k}: {v}");
             }
         }
+    }
+}
+
+/// A register access as a trace line: offset, datasheet name, value, direction, and who made it.
+fn reg_fields(dir: &str, off: u32, v: u32) -> serde_json::Value {
+    json!({ "dir": dir, "side": "driver", "offset": format!("{off:#07x}"), "name": name_of(off), "value": format!("{v:#010x}") })
+}
+
+/// The name of an interrupt moderation slot.
+pub fn slot_name(slot: usize) -> String {
+    if slot == crate::intr::LEGACY_SLOT {
+        "intx/msi".into()
+    } else {
+        format!("msix{slot}")
     }
 }
 

@@ -38,6 +38,11 @@ impl Nvm {
         self.words[CHECKSUM_WORD] = NVM_SUM.wrapping_sub(sum);
     }
 
+    /// Breaks the checksum (fault `nvm-checksum`): the words no longer sum to 0xBABA.
+    pub fn corrupt_checksum(&mut self) {
+        self.words[CHECKSUM_WORD] = self.words[CHECKSUM_WORD].wrapping_add(0x5A5A);
+    }
+
     /// The word at `addr`, `None` beyond the image.
     pub fn read(&self, addr: usize) -> Option<u16> {
         self.words.get(addr).copied()

@@ -1,136 +1,146 @@
 //! 82574L register map: byte offsets into BAR0 and the bits we act on, named as in the datasheet.
 #![allow(dead_code)]
 
-pub const CTRL: u32 = 0x0000;
-pub const STATUS: u32 = 0x0008;
-pub const EECD: u32 = 0x0010;
-pub const EERD: u32 = 0x0014;
-pub const CTRL_EXT: u32 = 0x0018;
-pub const FLA: u32 = 0x001C;
-pub const MDIC: u32 = 0x0020;
-pub const FCAL: u32 = 0x0028;
-pub const FCAH: u32 = 0x002C;
-pub const FCT: u32 = 0x0030;
-pub const VET: u32 = 0x0038;
-pub const ICR: u32 = 0x00C0;
-pub const ITR: u32 = 0x00C4;
-pub const ICS: u32 = 0x00C8;
-pub const IMS: u32 = 0x00D0;
-pub const IMC: u32 = 0x00D8;
-pub const EIAC: u32 = 0x00DC;
-pub const IAM: u32 = 0x00E0;
-pub const IVAR: u32 = 0x00E4;
-pub const EITR0: u32 = 0x00E8;
+/// Defines each register's offset once, and the table of names the control socket and the trace use.
+macro_rules! registers {
+    ($($(#[$m:meta])* $name:ident = $off:expr,)*) => {
+        $($(#[$m])* pub const $name: u32 = $off;)*
+        /// Every register named in this map, by its datasheet name and BAR0 offset.
+        pub const REGISTERS: &[(&str, u32)] = &[$((stringify!($name), $off),)*];
+    };
+}
+
+registers! {
+    CTRL = 0x0000,
+    STATUS = 0x0008,
+    EECD = 0x0010,
+    EERD = 0x0014,
+    CTRL_EXT = 0x0018,
+    FLA = 0x001C,
+    MDIC = 0x0020,
+    FCAL = 0x0028,
+    FCAH = 0x002C,
+    FCT = 0x0030,
+    VET = 0x0038,
+    ICR = 0x00C0,
+    ITR = 0x00C4,
+    ICS = 0x00C8,
+    IMS = 0x00D0,
+    IMC = 0x00D8,
+    EIAC = 0x00DC,
+    IAM = 0x00E0,
+    IVAR = 0x00E4,
+    EITR0 = 0x00E8,
+    RCTL = 0x0100,
+    FCTTV = 0x0170,
+    TXCW = 0x0178,
+    RXCW = 0x0180,
+    TCTL = 0x0400,
+    TIPG = 0x0410,
+    AIT = 0x0458,
+    LEDCTL = 0x0E00,
+    EXTCNF_CTRL = 0x0F00,
+    EXTCNF_SIZE = 0x0F08,
+    PBA = 0x1000,
+    PBS = 0x1008,
+    EEMNGCTL = 0x1010,
+    FCRTL = 0x2160,
+    FCRTH = 0x2168,
+    PSRCTL = 0x2170,
+    RDBAL0 = 0x2800,
+    RDBAH0 = 0x2804,
+    RDLEN0 = 0x2808,
+    RDH0 = 0x2810,
+    RDT0 = 0x2818,
+    RDTR = 0x2820,
+    RXDCTL0 = 0x2828,
+    RADV = 0x282C,
+    RSRPD = 0x2C00,
+    RAID = 0x2C08,
+    TDBAL0 = 0x3800,
+    TDBAH0 = 0x3804,
+    TDLEN0 = 0x3808,
+    TDH0 = 0x3810,
+    TDT0 = 0x3818,
+    TIDV = 0x3820,
+    TXDCTL0 = 0x3828,
+    TADV = 0x382C,
+    TARC0 = 0x3840,
+    CRCERRS = 0x4000,
+    MPC = 0x4010,
+    PRC64 = 0x405C,
+    PRC127 = 0x4060,
+    PRC255 = 0x4064,
+    PRC511 = 0x4068,
+    PRC1023 = 0x406C,
+    PRC1522 = 0x4070,
+    GPRC = 0x4074,
+    XONRXC = 0x4048,
+    XONTXC = 0x404C,
+    XOFFRXC = 0x4050,
+    XOFFTXC = 0x4054,
+    FCRUC = 0x4058,
+    BPRC = 0x4078,
+    MPRC = 0x407C,
+    GPTC = 0x4080,
+    GORCL = 0x4088,
+    GORCH = 0x408C,
+    GOTCL = 0x4090,
+    GOTCH = 0x4094,
+    RNBC = 0x40A0,
+    RUC = 0x40A4,
+    ROC = 0x40AC,
+    TORL = 0x40C0,
+    TORH = 0x40C4,
+    TOTL = 0x40C8,
+    TOTH = 0x40CC,
+    TPR = 0x40D0,
+    TPT = 0x40D4,
+    PTC64 = 0x40D8,
+    PTC127 = 0x40DC,
+    PTC255 = 0x40E0,
+    PTC511 = 0x40E4,
+    PTC1023 = 0x40E8,
+    PTC1522 = 0x40EC,
+    MPTC = 0x40F0,
+    BPTC = 0x40F4,
+    TSCTC = 0x40F8,
+    TSCTFC = 0x40FC,
+    IAC = 0x4100,
+    RXCSUM = 0x5000,
+    RFCTL = 0x5008,
+    MTA = 0x5200,
+    RAL0 = 0x5400,
+    RAH0 = 0x5404,
+    VFTA = 0x5600,
+    WUC = 0x5800,
+    WUFC = 0x5808,
+    WUS = 0x5810,
+    MRQC = 0x5818,
+    MANC = 0x5820,
+    FACTPS = 0x5B30,
+    GCR = 0x5B00,
+    SWSM = 0x5B50,
+    FWSM = 0x5B54,
+    GCR2 = 0x5B64,
+    RETA = 0x5C00,
+    RSSRK = 0x5C80,
+    SYSTIML = 0xB600,
+    SYSTIMH = 0xB604,
+    TIMINCA = 0xB608,
+}
+
 pub const EITR_COUNT: u32 = 5;
-pub const RCTL: u32 = 0x0100;
-pub const FCTTV: u32 = 0x0170;
-pub const TXCW: u32 = 0x0178;
-pub const RXCW: u32 = 0x0180;
-pub const TCTL: u32 = 0x0400;
-pub const TIPG: u32 = 0x0410;
-pub const AIT: u32 = 0x0458;
-pub const LEDCTL: u32 = 0x0E00;
-pub const EXTCNF_CTRL: u32 = 0x0F00;
-pub const EXTCNF_SIZE: u32 = 0x0F08;
-pub const PBA: u32 = 0x1000;
-pub const PBS: u32 = 0x1008;
-pub const EEMNGCTL: u32 = 0x1010;
-pub const FCRTL: u32 = 0x2160;
-pub const FCRTH: u32 = 0x2168;
-pub const PSRCTL: u32 = 0x2170;
-pub const RDBAL0: u32 = 0x2800;
-pub const RDBAH0: u32 = 0x2804;
-pub const RDLEN0: u32 = 0x2808;
-pub const RDH0: u32 = 0x2810;
-pub const RDT0: u32 = 0x2818;
-pub const RDTR: u32 = 0x2820;
-pub const RXDCTL0: u32 = 0x2828;
-pub const RADV: u32 = 0x282C;
-pub const RSRPD: u32 = 0x2C00;
-pub const RAID: u32 = 0x2C08;
-pub const TDBAL0: u32 = 0x3800;
-pub const TDBAH0: u32 = 0x3804;
-pub const TDLEN0: u32 = 0x3808;
-pub const TDH0: u32 = 0x3810;
-pub const TDT0: u32 = 0x3818;
-pub const TIDV: u32 = 0x3820;
-pub const TXDCTL0: u32 = 0x3828;
-pub const TADV: u32 = 0x382C;
-pub const TARC0: u32 = 0x3840;
 /// Queue 1 registers sit this far above queue 0's.
 pub const QUEUE_STRIDE: u32 = 0x100;
-
 // Statistics (clear on read).
 pub const STATS_START: u32 = 0x4000;
 pub const STATS_END: u32 = 0x4124;
-pub const CRCERRS: u32 = 0x4000;
-pub const MPC: u32 = 0x4010;
-pub const PRC64: u32 = 0x405C;
-pub const PRC127: u32 = 0x4060;
-pub const PRC255: u32 = 0x4064;
-pub const PRC511: u32 = 0x4068;
-pub const PRC1023: u32 = 0x406C;
-pub const PRC1522: u32 = 0x4070;
-pub const GPRC: u32 = 0x4074;
-pub const XONRXC: u32 = 0x4048;
-pub const XONTXC: u32 = 0x404C;
-pub const XOFFRXC: u32 = 0x4050;
-pub const XOFFTXC: u32 = 0x4054;
-pub const FCRUC: u32 = 0x4058;
 /// FCRTL.XONE: send XON when the FIFO falls below the low threshold.
 pub const FCRTL_XONE: u32 = 1 << 31;
-pub const BPRC: u32 = 0x4078;
-pub const MPRC: u32 = 0x407C;
-pub const GPTC: u32 = 0x4080;
-pub const GORCL: u32 = 0x4088;
-pub const GORCH: u32 = 0x408C;
-pub const GOTCL: u32 = 0x4090;
-pub const GOTCH: u32 = 0x4094;
-pub const RNBC: u32 = 0x40A0;
-pub const RUC: u32 = 0x40A4;
-pub const ROC: u32 = 0x40AC;
-pub const TORL: u32 = 0x40C0;
-pub const TORH: u32 = 0x40C4;
-pub const TOTL: u32 = 0x40C8;
-pub const TOTH: u32 = 0x40CC;
-pub const TPR: u32 = 0x40D0;
-pub const TPT: u32 = 0x40D4;
-pub const PTC64: u32 = 0x40D8;
-pub const PTC127: u32 = 0x40DC;
-pub const PTC255: u32 = 0x40E0;
-pub const PTC511: u32 = 0x40E4;
-pub const PTC1023: u32 = 0x40E8;
-pub const PTC1522: u32 = 0x40EC;
-pub const MPTC: u32 = 0x40F0;
-pub const BPTC: u32 = 0x40F4;
-pub const TSCTC: u32 = 0x40F8;
-pub const TSCTFC: u32 = 0x40FC;
-pub const IAC: u32 = 0x4100;
-
-pub const RXCSUM: u32 = 0x5000;
-pub const RFCTL: u32 = 0x5008;
-pub const MTA: u32 = 0x5200;
 pub const MTA_COUNT: u32 = 128;
-pub const RAL0: u32 = 0x5400;
-pub const RAH0: u32 = 0x5404;
 pub const RAR_COUNT: u32 = 16;
-pub const VFTA: u32 = 0x5600;
 pub const VFTA_COUNT: u32 = 128;
-pub const WUC: u32 = 0x5800;
-pub const WUFC: u32 = 0x5808;
-pub const WUS: u32 = 0x5810;
-pub const MRQC: u32 = 0x5818;
-pub const MANC: u32 = 0x5820;
-pub const FACTPS: u32 = 0x5B30;
-pub const GCR: u32 = 0x5B00;
-pub const SWSM: u32 = 0x5B50;
-pub const FWSM: u32 = 0x5B54;
-pub const GCR2: u32 = 0x5B64;
-pub const RETA: u32 = 0x5C00;
-pub const RSSRK: u32 = 0x5C80;
-pub const SYSTIML: u32 = 0xB600;
-pub const SYSTIMH: u32 = 0xB604;
-pub const TIMINCA: u32 = 0xB608;
 
 // CTRL bits.
 pub const CTRL_FD: u32 = 1 << 0;
@@ -293,6 +303,8 @@ pub const PSRCTL_BSIZE0_UNIT: usize = 128;
 pub const PSRCTL_BSIZE_MASK: u32 = 0x3F;
 pub const PSRCTL_BSIZE_SHIFTS: [u32; 3] = [8, 16, 24];
 pub const RXDEXT_ERR_IPE: u32 = 1 << 30;
+/// RX data error: the frame's data could not be written (a failed DMA); the driver drops it.
+pub const RXDEXT_ERR_RXE: u32 = 1 << 31;
 
 /// BAR sizes.
 pub const BAR0_SIZE: u64 = 128 * 1024;
@@ -332,5 +344,89 @@ pub fn write_mask(off: u32) -> u32 {
         // Receive address high: address 15:0, ASEL 17:16, AV 31.
         o if (RAL0..RAL0 + RAR_COUNT * 8).contains(&o) && (o - RAL0) % 8 == 4 => 0x8003_FFFF,
         _ => 0xFFFF_FFFF,
+    }
+}
+
+/// Registers that come as arrays: name, offset of element 0, element count, stride.
+pub const REGISTER_ARRAYS: &[(&str, u32, u32, u32)] = &[
+    ("EITR", EITR0, EITR_COUNT, 4),
+    ("MTA", MTA, MTA_COUNT, 4),
+    ("RAL", RAL0, RAR_COUNT, 8),
+    ("RAH", RAH0, RAR_COUNT, 8),
+    ("VFTA", VFTA, VFTA_COUNT, 4),
+    ("RETA", RETA, 32, 4),
+    ("RSSRK", RSSRK, 10, 4),
+];
+
+/// Every register by name: the named ones, queue 1's (RDBAL1 ... TARC1, QUEUE_STRIDE above queue 0's),
+/// and array elements as NAME[i].
+pub fn all_registers() -> Vec<(String, u32)> {
+    let mut v: Vec<(String, u32)> = Vec::new();
+    for &(name, off) in REGISTERS {
+        if REGISTER_ARRAYS.iter().any(|a| a.1 == off) {
+            continue;
+        }
+        v.push((name.to_string(), off));
+        if let Some(stem) = name.strip_suffix('0').filter(|_| is_queue_register(off)) {
+            v.push((format!("{stem}1"), off + QUEUE_STRIDE));
+        }
+    }
+    for &(name, base, count, stride) in REGISTER_ARRAYS {
+        for i in 0..count {
+            v.push((format!("{name}[{i}]"), base + i * stride));
+        }
+    }
+    v.sort_by_key(|r| r.1);
+    v
+}
+
+fn is_queue_register(off: u32) -> bool {
+    (RDBAL0..RDBAL0 + QUEUE_STRIDE).contains(&off) || (TDBAL0..TDBAL0 + QUEUE_STRIDE).contains(&off)
+}
+
+/// The datasheet name of the register at `off` (`None` for offsets this map does not name).
+pub fn name_of(off: u32) -> Option<String> {
+    let off = off & !3;
+    if let Some(&(n, _)) = REGISTERS.iter().find(|r| r.1 == off && !REGISTER_ARRAYS.iter().any(|a| a.1 == off)) {
+        return Some(n.to_string());
+    }
+    for &(name, base, count, stride) in REGISTER_ARRAYS {
+        if (base..base + count * stride).contains(&off) && (off - base).is_multiple_of(stride) {
+            return Some(format!("{name}[{}]", (off - base) / stride));
+        }
+    }
+    let q0 = off.checked_sub(QUEUE_STRIDE).filter(|&o| is_queue_register(o))?;
+    let n = REGISTERS.iter().find(|r| r.1 == q0)?.0;
+    n.strip_suffix('0').map(|s| format!("{s}1"))
+}
+
+/// The offset of a register named as `all_registers` names it (case-insensitive), or a hex offset.
+pub fn offset_of(name: &str) -> Option<u32> {
+    if let Some(h) = name.strip_prefix("0x").or_else(|| name.strip_prefix("0X")) {
+        return u32::from_str_radix(h, 16).ok().filter(|o| *o < BAR0_SIZE as u32).map(|o| o & !3);
+    }
+    all_registers().into_iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|r| r.1)
+}
+
+#[cfg(test)]
+mod names_test {
+    use super::*;
+
+    #[test]
+    fn names_and_offsets_agree() {
+        assert_eq!(name_of(CTRL).as_deref(), Some("CTRL"));
+        assert_eq!(name_of(RDT0 + QUEUE_STRIDE).as_deref(), Some("RDT1"));
+        assert_eq!(name_of(TARC0 + QUEUE_STRIDE).as_deref(), Some("TARC1"));
+        assert_eq!(name_of(MTA + 8).as_deref(), Some("MTA[2]"));
+        assert_eq!(name_of(RAH0 + 8).as_deref(), Some("RAH[1]"));
+        assert_eq!(name_of(EITR0 + 16).as_deref(), Some("EITR[4]"));
+        assert_eq!(name_of(0x0004), None);
+        assert_eq!(offset_of("rdt1"), Some(RDT0 + QUEUE_STRIDE));
+        assert_eq!(offset_of("0x100"), Some(RCTL));
+        let all = all_registers();
+        for (n, o) in &all {
+            assert_eq!(name_of(*o).as_ref(), Some(n), "{n} at {o:#x}");
+        }
+        assert!(all.len() > 400);
     }
 }

@@ -3,6 +3,7 @@
 //! of the on-chip receive buffer; when that overflows they are missed (MPC, RXO).
 
 use crate::bytes::{be16, sub, u8_at};
+use crate::fault::Kind as FaultKind;
 use crate::metrics::Metrics;
 use crate::nic::Nic;
 use crate::offload::{csum_add, csum_fold};
@@ -297,6 +298,18 @@ impl Nic {
             self.stat_inc(ROC, 1);
             return RxOutcome::Dropped;
         }
+        if !self.faults.is_empty() {
+            let now = std::time::Instant::now();
+            if self.faults.take(FaultKind::RxDrop, now).is_some() {
+                // A frame with a bad FCS: the MAC drops it and counts it (SBP is not modelled).
+                self.stat_inc(CRCERRS, 1);
+                self.trace.emit(crate::trace::FRAMES, "frame-dropped", || crate::trace::frame_fields("in", &f));
+                return RxOutcome::Dropped;
+            }
+            if self.faults.take(FaultKind::RxTruncate, now).is_some() {
+                f.truncate((f.len() / 2).max(14));
+            }
+        }
         if self.flow_control_rx(&f) {
             return RxOutcome::Filtered;
         }
@@ -336,6 +349,9 @@ impl Nic {
     /// Moves FIFO frames into the ring while descriptors are available.
     pub fn drain_rx_fifo(&mut self) -> usize {
         let mut n = 0;
+        if self.doorbell_held(std::time::Instant::now()) {
+            return 0;
+        }
         while let Some(f) = self.rx_fifo.pop() {
             if self.reg(RCTL) & RCTL_EN == 0 {
                 self.rx_fifo.clear();
@@ -435,13 +451,25 @@ impl Nic {
         if u64::from(free) < layout.len() as u64 * units || (split && n % 2 != 0) {
             return false;
         }
+        let mut info = info;
+        let checked = info.status & (RXD_STAT_IPCS | RXD_STAT_TCPCS | RXD_STAT_UDPCS) != 0;
+        if checked && !self.faults.is_empty() && self.faults.take(FaultKind::RxBadCsum, std::time::Instant::now()).is_some() {
+            // Error status for the checksums the card reports on, although they are good.
+            if info.status & RXD_STAT_IPCS != 0 {
+                info.errors |= RXDEXT_ERR_IPE;
+            }
+            if info.status & (RXD_STAT_TCPCS | RXD_STAT_UDPCS) != 0 {
+                info.errors |= RXDEXT_ERR_TCPE;
+            }
+        }
         let last = layout.len() - 1;
         let mut rest = bytes;
+        let mut data_error = false;
         for (i, lens) in layout.iter().enumerate() {
             let daddr = base.wrapping_add(u64::from(head) * 16);
             let mut d = [0u8; 32];
             let read = if split { &mut d[..] } else { &mut d[..8] };
-            if self.dma.read(daddr, read).is_err() {
+            if self.dma_read(daddr, read, "rx-descriptor").is_err() {
                 Metrics::inc(&self.metrics.dma_errors);
                 return true;
             }
@@ -452,15 +480,16 @@ impl Nic {
                 let (chunk, r) = rest.split_at(len.min(rest.len()));
                 rest = r;
                 let buf = crate::bytes::le64(&d, b * 8).unwrap_or(0);
-                if self.dma.write(buf, chunk).is_err() {
+                if self.dma_write(buf, chunk, "rx-buffer").is_err() {
                     Metrics::inc(&self.metrics.dma_errors);
+                    data_error = true;
                 }
             }
             let mut status = RXD_STAT_DD;
             let mut errors = 0;
             if i == last {
                 status |= RXD_STAT_EOP | info.status;
-                errors = info.errors;
+                errors = info.errors | if data_error { RXDEXT_ERR_RXE } else { 0 };
                 if vlan.is_some() {
                     status |= RXD_STAT_VP;
                 }
@@ -503,11 +532,12 @@ impl Nic {
             let status_at = if extended { 8..12 } else { 12..13 };
             let (head_part, rest_part) = wb.split_at(status_at.start);
             let (status_part, tail_part) = rest_part.split_at(status_at.len());
-            let ok = self.dma.write(daddr, head_part).is_ok()
-                && self.dma.write(daddr.wrapping_add(status_at.end as u64), tail_part).is_ok()
+            let q_causes = ICR_RXT0 | if q == 0 { ICR_RXQ0 } else { ICR_RXQ1 };
+            let ok = self.dma_write(daddr, head_part, "write-back").is_ok()
+                && self.dma_write(daddr.wrapping_add(status_at.end as u64), tail_part, "write-back").is_ok()
                 && {
                     std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-                    self.dma.write(daddr.wrapping_add(status_at.start as u64), status_part).is_ok()
+                    self.write_back_status(daddr.wrapping_add(status_at.start as u64), status_part, q_causes).is_ok()
                 };
             if !ok {
                 Metrics::inc(&self.metrics.dma_errors);

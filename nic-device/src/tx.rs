@@ -2,6 +2,7 @@
 //! offloads its context asks for, writes DD back where RS is set, and hands frames to the wire.
 
 use crate::bytes::{le32, le64};
+use crate::fault::Kind as FaultKind;
 use crate::metrics::Metrics;
 use crate::nic::Nic;
 use crate::offload::{self, TxContext};
@@ -89,7 +90,7 @@ impl Nic {
 
     /// Whether queue `q` has descriptors to process.
     pub fn tx_pending(&self, q: usize) -> bool {
-        if q >= self.tx.len() || self.tx_paused() {
+        if q >= self.tx.len() || self.tx_paused() || self.doorbell_held(std::time::Instant::now()) {
             return false;
         }
         let o = q as u32 * QUEUE_STRIDE;
@@ -101,6 +102,14 @@ impl Nic {
         let mut pass = TxPass::default();
         if q >= self.tx.len() || !self.tx_enabled(q) || self.tx_paused() {
             return pass;
+        }
+        if !self.faults.is_empty() {
+            let now = std::time::Instant::now();
+            if self.faults.peek(FaultKind::TxStall, now).is_some_and(|f| f.queue.is_none_or(|fq| fq == q)) {
+                // The queue does not advance: TDH stays while the driver moves TDT (the "hardware unit hang").
+                self.faults.take(FaultKind::TxStall, now);
+                return pass;
+            }
         }
         if !self.dma_allowed() {
             Metrics::inc(&self.metrics.dma_blocked);
@@ -124,7 +133,7 @@ impl Nic {
             }
             let daddr = base.wrapping_add(head as u64 * 16);
             let mut raw = [0u8; 16];
-            if self.dma.read(daddr, &mut raw).is_err() {
+            if self.dma_read(daddr, &mut raw, "tx-descriptor").is_err() {
                 Metrics::inc(&self.metrics.dma_errors);
                 debug!("TX queue {q}: descriptor at {daddr:#x} is not mapped");
                 break;
@@ -137,7 +146,8 @@ impl Nic {
                     pass.immediate_writebacks += 1;
                 }
                 let sta = (d.upper as u8) | TXD_STA_DD;
-                if self.dma.write(daddr.wrapping_add(12), &[sta]).is_err() {
+                let q_cause = if q == 0 { ICR_TXQ0 } else { ICR_TXQ1 };
+                if self.write_back_status(daddr.wrapping_add(12), &[sta], ICR_TXDW | q_cause).is_err() {
                     Metrics::inc(&self.metrics.dma_errors);
                 }
                 pass.writebacks += 1;
@@ -204,12 +214,16 @@ impl Nic {
             if t.pkt.len() + len > MAX_TX_PACKET {
                 t.bad = true;
             } else {
-                let at = t.pkt.len();
-                t.pkt.resize(at + len, 0);
-                let buf = t.pkt.get_mut(at..).unwrap_or_default();
-                if self.dma.read(d.addr, buf).is_err() {
+                let mut pkt = std::mem::take(&mut t.pkt);
+                let at = pkt.len();
+                pkt.resize(at + len, 0);
+                let ok = self.dma_read(d.addr, pkt.get_mut(at..).unwrap_or_default(), "tx-buffer").is_ok();
+                if let Some(t) = self.tx.get_mut(q) {
+                    t.pkt = pkt;
+                    t.bad |= !ok;
+                }
+                if !ok {
                     Metrics::inc(&self.metrics.dma_errors);
-                    t.bad = true;
                 }
             }
         }

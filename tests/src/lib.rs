@@ -115,6 +115,8 @@ pub struct Device {
     pub child: Child,
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// Its control socket (`nicctl`).
+    pub control: PathBuf,
 }
 
 impl Device {
@@ -126,8 +128,9 @@ impl Device {
             None => Command::new(&exe),
         };
         let log = socket.with_extension("log");
+        let control = socket.with_extension("ctl");
         let f = std::fs::File::create(&log).unwrap();
-        cmd.arg("--socket").arg(socket).args(args).stdout(f.try_clone().unwrap()).stderr(f);
+        cmd.arg("--socket").arg(socket).arg("--control").arg(&control).args(args).stdout(f.try_clone().unwrap()).stderr(f);
         cmd.env("RUST_LOG", std::env::var("NIC_DEVICE_LOG").unwrap_or_else(|_| "info".into()));
         let mut child = cmd.spawn().expect("spawn nic-device");
         let t0 = Instant::now();
@@ -138,7 +141,11 @@ impl Device {
             assert!(t0.elapsed() < Duration::from_secs(20), "nic-device socket did not appear");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Device { child, socket: socket.into(), log }
+        while !control.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "nic-device control socket did not appear");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Device { child, socket: socket.into(), log, control }
     }
 
     pub fn log_text(&self) -> String {
@@ -467,6 +474,45 @@ pub fn report_field(out: &str, name: &str) -> u64 {
         .and_then(|l| l.split(':').nth(1))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} in {out}"))
+}
+
+/// Runs `nicctl CONTROL args...`; (success, stdout and stderr).
+pub fn nicctl(control: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin("nicctl")).arg(control).args(args).output().expect("run nicctl");
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), s)
+}
+
+/// `nicctl CONTROL args... --json`, parsed; panics when nicctl fails.
+pub fn nicctl_json(control: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let (ok, out) = nicctl(control, &a);
+    assert!(ok, "nicctl {args:?}: {out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("nicctl {args:?}: {e}: {out}"))
+}
+
+/// `nicctl inject`, checked.
+pub fn inject(control: &Path, args: &[&str]) {
+    let mut a = vec!["inject"];
+    a.extend_from_slice(args);
+    let (ok, out) = nicctl(control, &a);
+    assert!(ok && out.starts_with("injected: "), "nicctl {a:?}: {out}");
+}
+
+impl Device {
+    /// A register's value as the control socket reads it (no read side effects).
+    pub fn reg(&self, name: &str) -> u32 {
+        let v = nicctl_json(&self.control, &["regs", name]);
+        let s = v[0]["value"].as_str().unwrap_or_else(|| panic!("{name}: {v}"));
+        u32::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
+    }
+    /// A counter from `nicctl stats`: `section` is ethtool, device, registers or fault_hits.
+    pub fn stat(&self, section: &str, name: &str) -> u64 {
+        let v = nicctl_json(&self.control, &["stats"]);
+        v[section][name].as_u64().unwrap_or(0)
+    }
 }
 
 #[cfg(test)]

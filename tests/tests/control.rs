@@ -1,0 +1,471 @@
+//! The control socket through `nicctl` (inspect, trace, inject) against a running nic-device, with our own
+//! driver on the card: every command, and our driver's reaction to every fault (a clear error or a
+//! recovery, never a hang). The stock Linux driver's reactions are in guest_faults.rs.
+
+use driver::{Config, DriverError, E1000e, NetDev, RxCsum, RxPacket, TxCsum, TxPacket};
+use nic_tests::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn sock(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{}.sock", unique(tag)))
+}
+
+fn open_cfg(path: &Path, cfg: Config) -> Result<E1000e, DriverError> {
+    let t = driver::open_transport(&format!("vfio-user:{}", path.display()))?;
+    E1000e::open(t, cfg)
+}
+
+fn open(path: &Path) -> E1000e {
+    open_cfg(path, Config { promiscuous: true, tx_timeout: Duration::from_millis(500), ..Default::default() })
+        .unwrap_or_else(|e| panic!("open: {e}"))
+}
+
+/// A TCP/IPv4 frame with good checksums and a sequence number to tell frames apart.
+fn frame(mac: [u8; 6], seq: u32, len: usize) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(mac, mac).ipv4([10, 9, 0, 1], [10, 9, 0, 2], 64).tcp(4000, 5000, seq, 65000);
+    let mut v = Vec::new();
+    b.write(&mut v, &vec![(seq % 251) as u8; len]).unwrap();
+    v
+}
+
+fn seq_of(f: &[u8]) -> Option<u32> {
+    match etherparse::SlicedPacket::from_ethernet(f).ok()?.transport? {
+        etherparse::TransportSlice::Tcp(t) => Some(t.sequence_number()),
+        _ => None,
+    }
+}
+
+/// Polls until `want` packets arrived or `timeout` passed; driver errors end it.
+fn receive(dev: &mut E1000e, want: usize, timeout: Duration) -> Result<Vec<RxPacket>, DriverError> {
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    while got.len() < want && t0.elapsed() < timeout {
+        if dev.poll(64, &mut got)? == 0 {
+            dev.wait(Duration::from_millis(20))?;
+        }
+    }
+    Ok(got)
+}
+
+/// Sends `n` frames one at a time through the loopback wire and collects what comes back.
+fn round_trip(dev: &mut E1000e, first_seq: u32, n: u32, len: usize) -> Result<Vec<RxPacket>, DriverError> {
+    let mut got = Vec::new();
+    for s in first_seq..first_seq + n {
+        let mut p = vec![TxPacket::plain(frame(dev.mac(), s, len))];
+        dev.transmit(&mut p)?;
+        got.extend(receive(dev, 1, Duration::from_millis(300))?);
+    }
+    got.extend(receive(dev, n as usize, Duration::from_millis(500))?);
+    Ok(got)
+}
+
+fn intact(p: &RxPacket, len: usize) -> bool {
+    seq_of(&p.data).is_some_and(|s| p.data == frame(p.data[0..6].try_into().unwrap(), s, len))
+}
+
+#[test]
+fn nicctl_shows_registers_rings_stats_phy_nvm_and_irq() {
+    let s = sock("ctl");
+    let d = Device::start(None, &s, &["--backend", "loopback", "--mac", "52:54:00:c0:ff:ee"]);
+    let mut dev = open(&s);
+    let got = round_trip(&mut dev, 1, 50, 200).unwrap();
+    assert_eq!(got.len(), 50);
+
+    // regs: values and fields by datasheet name, text and JSON.
+    let (ok, text) = nicctl(&d.control, &["regs", "CTRL", "RCTL", "STATUS"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("CTRL.SLU=1") && text.contains("RCTL.EN=1") && text.contains("STATUS.LU=1"), "{text}");
+    let regs = nicctl_json(&d.control, &["regs", "RCTL", "TDT0", "RAH[0]"]);
+    assert_eq!(regs[0]["fields"]["EN"], 1);
+    assert_eq!(regs[0]["fields"]["UPE"], 1, "promiscuous driver: RCTL.UPE");
+    assert_eq!(regs[2]["fields"]["AV"], 1);
+    let all = nicctl_json(&d.control, &["regs"]);
+    assert!(all.as_array().unwrap().len() > 400, "every named register");
+    let (ok, err) = nicctl(&d.control, &["regs", "NOSUCH"]);
+    assert!(!ok && err.contains("no register named 'NOSUCH'"), "{err}");
+
+    // rings: the driver's TX tail, and decoded descriptors.
+    let rings = nicctl_json(&d.control, &["rings"]);
+    let tx0 = &rings[0];
+    assert_eq!(tx0["queue"], "tx0");
+    assert_eq!(tx0["enabled"], true);
+    assert_eq!(tx0["descriptors"], 256);
+    assert_eq!(tx0["head"], tx0["tail"], "every transmit fetched");
+    assert_eq!(tx0["tail"].as_u64().unwrap() as u32, d.reg("TDT0"));
+    let done: Vec<&Value> = tx0["ring"].as_array().unwrap().iter().filter(|x| x["dd"] == true).collect();
+    assert!(!done.is_empty(), "written-back descriptors before head: {tx0}");
+    assert!(done.iter().all(|x| x["type"] == "legacy" || x["type"] == "data" || x["type"] == "context"), "{tx0}");
+    let rx0 = &rings[2];
+    assert_eq!(rx0["queue"], "rx0");
+    assert_eq!(rx0["format"], "extended");
+    let (ok, text) = nicctl(&d.control, &["rings"]);
+    assert!(ok && text.contains("tx0: enabled") && text.contains("rx0: enabled"), "{text}");
+
+    // stats: ethtool names, totals unaffected by the driver's clear-on-read reads.
+    let hw = dev.hw_stats().unwrap();
+    assert!(hw.iter().any(|(n, v)| *n == "gprc" && *v == 50), "{hw:?}");
+    assert_eq!(d.stat("ethtool", "rx_packets"), 50);
+    assert_eq!(d.stat("ethtool", "tx_packets"), 50);
+    assert_eq!(d.stat("ethtool", "rx_bytes"), 50 * (14 + 20 + 20 + 200 + 4));
+    assert_eq!(d.stat("device", "rx_frames"), 50);
+    let (ok, text) = nicctl(&d.control, &["stats"]);
+    assert!(ok && text.contains("rx_packets: 50"), "{text}");
+
+    // phy, nvm, irq.
+    let phy = nicctl_json(&d.control, &["phy"]);
+    assert_eq!(phy["link_up"], true);
+    assert_eq!(phy["registers"][2]["name"], "PHYID1");
+    assert_eq!(phy["registers"][2]["value"], "0x0141");
+    let nvm = nicctl_json(&d.control, &["nvm"]);
+    assert_eq!(nvm["checksum_valid"], true);
+    assert_eq!(nvm["mac"], "52:54:00:c0:ff:ee");
+    let irq = nicctl_json(&d.control, &["irq"]);
+    assert_eq!(irq["mode"], "Msix");
+    assert_eq!(irq["ivar"]["RXQ0"], 0);
+    let sent: u64 = irq["vectors"].as_array().unwrap().iter().map(|v| v["sent"].as_u64().unwrap()).sum();
+    assert!(sent > 0 && irq["vectors"][0]["eventfd"] == true, "{irq}");
+    for cmd in ["phy", "nvm", "irq", "faults"] {
+        let (ok, text) = nicctl(&d.control, &[cmd]);
+        assert!(ok && !text.is_empty(), "{cmd}: {text}");
+    }
+}
+
+#[test]
+fn trace_streams_registers_dma_interrupts_and_frames() {
+    let s = sock("trace");
+    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let file = std::env::temp_dir().join(format!("{}.jsonl", unique("trace")));
+    let mut tracer = std::process::Command::new(bin("nicctl"))
+        .arg(&d.control)
+        .args(["trace", "--regs", "--dma", "--irq", "--frames", "-o"])
+        .arg(&file)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut dev = open(&s);
+    let got = round_trip(&mut dev, 1, 10, 100).unwrap();
+    assert_eq!(got.len(), 10);
+    drop(dev);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = tracer.kill();
+    let _ = tracer.wait();
+    let events: Vec<Value> = std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let _ = std::fs::remove_file(&file);
+    let count = |f: &dyn Fn(&Value) -> bool| events.iter().filter(|e| f(e)).count();
+    // The driver's reset, as a register write naming its field.
+    assert!(events.iter().any(|e| e["event"] == "reg" && e["name"] == "CTRL" && e["dir"] == "write"), "no CTRL write traced");
+    assert!(count(&|e| e["event"] == "reg" && e["name"] == "TDT0" && e["dir"] == "write") >= 10);
+    assert!(count(&|e| e["event"] == "dma" && e["what"] == "tx-descriptor") >= 10);
+    assert!(count(&|e| e["event"] == "dma" && e["what"] == "rx-buffer" && e["len"] == 154) >= 10);
+    assert!(count(&|e| e["event"] == "dma" && e["what"] == "write-back") >= 10);
+    assert_eq!(count(&|e| e["event"] == "frame" && e["dir"] == "out"), 10);
+    assert_eq!(count(&|e| e["event"] == "frame" && e["dir"] == "in"), 10);
+    assert!(count(&|e| e["event"] == "irq") > 0);
+    // Timestamps never go back.
+    let ts: Vec<f64> = events.iter().map(|e| e["t"].as_f64().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+
+    // A filtered trace: only RDT, and --count ends it.
+    let out = std::process::Command::new(bin("nicctl"))
+        .arg(&d.control)
+        .args(["trace", "--regs", "--reg", "RDT0", "--count", "3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut dev = open(&s);
+    round_trip(&mut dev, 100, 50, 100).unwrap();
+    let out = out.wait_with_output().unwrap();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|e| e["name"] == "RDT0"), "{lines:?}");
+    // No subscriber left: the trace is off again.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.stat("device", "trace_events_dropped"), 0);
+}
+
+#[test]
+fn link_faults_reach_our_driver() {
+    let s = sock("link");
+    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let mut dev = open(&s);
+    assert!(dev.link().unwrap().up);
+    inject(&d.control, &["link-down"]);
+    assert!(!dev.link().unwrap().up, "link-down: STATUS.LU clear");
+    assert_eq!(nicctl_json(&d.control, &["phy"])["link_up"], false);
+    let (ok, out) = nicctl(&d.control, &["link-up"]);
+    assert!(ok && out.contains("cleared 1"), "{out}");
+    assert!(dev.link().unwrap().up);
+    // Timed: down for 300 ms, then up by itself.
+    inject(&d.control, &["link-down", "--for", "300"]);
+    assert!(!dev.link().unwrap().up);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(dev.link().unwrap().up, "a timed link-down ends by itself");
+    // Flapping: 3 cycles of a 200 ms period; the driver sees the link go down and come back.
+    inject(&d.control, &["link-flap", "--delay", "200", "--count", "3"]);
+    let (mut downs, mut last, t0) = (0, true, Instant::now());
+    while t0.elapsed() < Duration::from_millis(900) {
+        let up = dev.link().unwrap().up;
+        if last && !up {
+            downs += 1;
+        }
+        last = up;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(downs, 3, "three flaps seen");
+    assert!(dev.link().unwrap().up, "the link stays up after the flaps");
+    // Traffic after the link came back.
+    assert_eq!(round_trip(&mut dev, 1, 5, 64).unwrap().len(), 5);
+}
+
+#[test]
+fn phy_and_nvm_faults_are_clear_errors_at_open() {
+    let s = sock("probe");
+    let d = Device::start(None, &s, &["--backend", "loopback", "--mac", "52:54:00:00:00:aa"]);
+    let cfg = || Config { tx_timeout: Duration::from_millis(500), link_timeout: Duration::from_secs(2), ..Default::default() };
+
+    inject(&d.control, &["phy-silent", "--persistent"]);
+    let e = open_cfg(&s, cfg()).err().expect("open with a silent PHY");
+    assert!(matches!(e, DriverError::Phy(_)) && e.to_string().contains("MDIC error"), "{e}");
+    nicctl(&d.control, &["clear", "phy-silent"]);
+    drop(open_cfg(&s, cfg()).unwrap());
+
+    inject(&d.control, &["nvm-checksum", "--persistent"]);
+    let e = open_cfg(&s, cfg()).err().expect("open with a bad NVM checksum");
+    assert!(matches!(e, DriverError::BadNvmChecksum(_)), "{e}");
+    assert_eq!(nicctl_json(&d.control, &["nvm"])["checksum_valid"], false);
+    nicctl(&d.control, &["clear", "nvm-checksum"]);
+    drop(open_cfg(&s, cfg()).unwrap());
+
+    inject(&d.control, &["nvm-mac", "--mac", "52:54:00:00:00:bb", "--persistent"]);
+    let dev = open_cfg(&s, cfg()).unwrap();
+    assert_eq!(dev.mac(), [0x52, 0x54, 0, 0, 0, 0xbb], "the NVM's address is the card's");
+    drop(dev);
+    inject(&d.control, &["nvm-mac", "--mac", "01:00:5e:00:00:01", "--persistent"]);
+    let e = open_cfg(&s, cfg()).err().expect("open with a multicast NVM address");
+    assert!(matches!(e, DriverError::InvalidMac(_)) && e.to_string().contains("multicast"), "{e}");
+    nicctl(&d.control, &["clear"]);
+    assert_eq!(open_cfg(&s, cfg()).unwrap().mac(), [0x52, 0x54, 0, 0, 0, 0xaa]);
+}
+
+#[test]
+fn tx_stall_is_reported_as_a_hang_and_a_reset_recovers() {
+    let s = sock("stall");
+    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let mut dev = open(&s);
+    assert_eq!(round_trip(&mut dev, 1, 3, 64).unwrap().len(), 3);
+    inject(&d.control, &["tx-stall"]);
+    let t0 = Instant::now();
+    let err = loop {
+        assert!(t0.elapsed() < Duration::from_secs(10), "our driver did not notice the stalled queue");
+        if let Err(e) = round_trip(&mut dev, 10, 1, 64) {
+            break e;
+        }
+    };
+    assert!(matches!(err, DriverError::TxHang { queue: 0, .. }), "{err}");
+    assert!(err.to_string().contains("hung"), "{err}");
+    let rings = nicctl_json(&d.control, &["rings"]);
+    assert_ne!(rings[0]["head"], rings[0]["tail"], "TDH stays while TDT moved: {}", rings[0]);
+    assert!(d.stat("fault_hits", "tx-stall") > 0);
+    // Reopening resets the card, which ends a one-shot stall.
+    drop(dev);
+    let mut dev = open(&s);
+    assert_eq!(round_trip(&mut dev, 20, 5, 64).unwrap().len(), 5);
+    assert!(nicctl_json(&d.control, &["faults"]).as_array().unwrap().is_empty());
+}
+
+#[test]
+fn receive_faults_drop_truncate_and_flag_frames() {
+    let s = sock("rx");
+    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let mut dev = open(&s);
+    dev.hw_stats().unwrap();
+    // Five frames with a bad CRC: dropped by the card and counted.
+    inject(&d.control, &["rx-drop", "--count", "5"]);
+    let got = round_trip(&mut dev, 1, 20, 100).unwrap();
+    assert_eq!(got.len(), 15);
+    assert!(got.iter().all(|p| intact(p, 100)));
+    let crc = dev.hw_stats().unwrap().into_iter().find(|(n, _)| *n == "crcerrs").unwrap().1;
+    assert_eq!(crc, 5, "CRCERRS as the driver reads it");
+    assert_eq!(d.stat("ethtool", "rx_crc_errors"), 5);
+
+    // Three frames cut in half: they arrive short, the rest intact.
+    inject(&d.control, &["rx-truncate", "--count", "3"]);
+    let got = round_trip(&mut dev, 100, 10, 400).unwrap();
+    assert_eq!(got.len(), 10);
+    assert_eq!(got.iter().filter(|p| intact(p, 400)).count(), 7);
+    assert_eq!(got.iter().filter(|p| p.data.len() == (14 + 40 + 400) / 2).count(), 3);
+
+    // Four frames with checksum error status although their checksums are good.
+    inject(&d.control, &["rx-bad-csum", "--count", "4"]);
+    let before = dev.stats().rx_csum_bad;
+    let mut pkts: Vec<TxPacket> = (200..210)
+        .map(|s| TxPacket {
+            data: frame(dev.mac(), s, 300),
+            csum: Some(TxCsum { l3: 14, l4: 34, ipv4: true, tcp: true }),
+            tso: None,
+            vlan: None,
+        })
+        .collect();
+    dev.transmit(&mut pkts).unwrap();
+    let got = receive(&mut dev, 10, Duration::from_secs(5)).unwrap();
+    assert_eq!(got.len(), 10);
+    assert_eq!(got.iter().filter(|p| p.csum == RxCsum::Bad).count(), 4);
+    assert_eq!(got.iter().filter(|p| p.csum == RxCsum::Verified).count(), 6);
+    assert_eq!(dev.stats().rx_csum_bad - before, 4);
+    assert!(got.iter().all(|p| intact(p, 300)), "the data itself is untouched");
+}
+
+#[test]
+fn dma_errors_lose_frames_but_never_corrupt_or_hang() {
+    let s = sock("dma");
+    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let mut dev = open(&s);
+    inject(&d.control, &["dma-error", "--count", "8"]);
+    let t0 = Instant::now();
+    let mut seq = 1;
+    // Until the fault is used up: frames may be lost, a write-back lost for good is reported as a hang.
+    while !nicctl_json(&d.control, &["faults"]).as_array().unwrap().is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "fault never used up");
+        match round_trip(&mut dev, seq, 5, 100) {
+            Ok(got) => assert!(got.iter().all(|p| intact(p, 100)), "a frame hit by a DMA error was delivered"),
+            Err(e) => {
+                assert!(matches!(e, DriverError::TxHang { .. }), "{e}");
+                drop(dev);
+                dev = open(&s);
+            }
+        }
+        seq += 5;
+    }
+    assert_eq!(d.stat("fault_hits", "dma-error"), 8);
+    assert!(d.stat("device", "dma_errors") >= 1);
+    // Recovered: everything goes through again (after a reset if the queue hung).
+    let got = match round_trip(&mut dev, 1000, 20, 100) {
+        Ok(g) => g,
+        Err(_) => {
+            drop(dev);
+            dev = open(&s);
+            round_trip(&mut dev, 1000, 20, 100).unwrap()
+        }
+    };
+    assert_eq!(got.len(), 20);
+    assert!(got.iter().all(|p| intact(p, 100)));
+}
+
+#[test]
+fn interrupt_faults_lost_spurious_and_late() {
+    let s = sock("irq");
+    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let mut dev = open(&s);
+    // Lost interrupts: our driver's wait times out and polls anyway.
+    inject(&d.control, &["irq-lost", "--count", "3"]);
+    let mut got = round_trip(&mut dev, 1, 10, 64).unwrap();
+    while got.len() < 40 && d.stat("device", "irq_lost_injected") < 3 {
+        got.extend(round_trip(&mut dev, 1 + got.len() as u32, 10, 64).unwrap());
+    }
+    assert!(got.iter().all(|p| intact(p, 64)));
+    assert_eq!(d.stat("device", "irq_lost_injected"), 3);
+    // Spurious interrupts: woken with nothing to do, no harm.
+    let before = dev.stats().interrupts;
+    inject(&d.control, &["irq-spurious", "--count", "4"]);
+    let mut woke = 0;
+    for _ in 0..20 {
+        if dev.wait(Duration::from_millis(50)).unwrap() {
+            woke += 1;
+            let mut v = Vec::new();
+            assert_eq!(dev.poll(64, &mut v).unwrap(), 0);
+        }
+    }
+    assert!(woke >= 1 && dev.stats().interrupts > before, "spurious interrupts seen: {woke}");
+    assert_eq!(d.stat("device", "irq_spurious_injected"), 4);
+    // Late interrupts: the frame waits for its interrupt (at least the injected delay) and arrives.
+    inject(&d.control, &["irq-late", "--delay", "200", "--persistent"]);
+    let t0 = Instant::now();
+    let mut p = vec![TxPacket::plain(frame(dev.mac(), 77, 64))];
+    dev.transmit(&mut p).unwrap();
+    let mut got = Vec::new();
+    while got.is_empty() && t0.elapsed() < Duration::from_secs(5) {
+        // Interrupt-driven only: no poll before the interrupt comes.
+        if dev.wait(Duration::from_secs(1)).unwrap() {
+            dev.poll(64, &mut got).unwrap();
+        }
+    }
+    assert_eq!(got.len(), 1);
+    assert!(t0.elapsed() >= Duration::from_millis(200), "the interrupt came {:?} after the send", t0.elapsed());
+    assert!(d.stat("device", "irq_late_injected") >= 1);
+    nicctl(&d.control, &["clear", "irq-late"]);
+    assert_eq!(round_trip(&mut dev, 500, 5, 64).unwrap().len(), 5);
+}
+
+#[test]
+fn late_write_backs_and_doorbells_delay_but_keep_every_frame() {
+    let s = sock("late");
+    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let mut dev = open(&s);
+    inject(&d.control, &["writeback-delay", "--delay", "100", "--count", "6"]);
+    let got = round_trip(&mut dev, 1, 20, 128).unwrap();
+    assert_eq!(got.len(), 20);
+    let seqs: Vec<u32> = got.iter().map(|p| seq_of(&p.data).unwrap()).collect();
+    assert_eq!(seqs, (1..21).collect::<Vec<_>>(), "in order, none lost");
+    assert!(got.iter().all(|p| intact(p, 128)));
+    assert_eq!(d.stat("fault_hits", "writeback-delay"), 6);
+
+    inject(&d.control, &["doorbell-latency", "--delay", "50", "--persistent"]);
+    let t0 = Instant::now();
+    let got = round_trip(&mut dev, 100, 5, 64).unwrap();
+    assert_eq!(got.len(), 5);
+    assert!(t0.elapsed() >= Duration::from_millis(5 * 50), "5 round trips behind 50 ms doorbells took {:?}", t0.elapsed());
+    nicctl(&d.control, &["clear", "doorbell-latency"]);
+    assert_eq!(round_trip(&mut dev, 200, 5, 64).unwrap().len(), 5);
+}
+
+#[test]
+fn nicctl_refuses_bad_requests_clearly() {
+    let s = sock("bad");
+    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    for (args, want) in [
+        (vec!["inject", "no-such-fault"], "no fault named 'no-such-fault'"),
+        (vec!["inject", "rx-drop", "--count", "0"], "count must be at least 1"),
+        (vec!["inject", "nvm-mac", "--mac", "zz"], "bad MAC 'zz'"),
+        (vec!["inject", "tx-stall", "--queue", "5"], "queue must be 0 or 1"),
+        (vec!["clear", "nope"], "no fault named 'nope'"),
+    ] {
+        let (ok, out) = nicctl(&d.control, &args);
+        assert!(!ok && out.contains(want), "{args:?}: {out}");
+    }
+    // clap: a bad flag is named.
+    let (ok, out) = nicctl(&d.control, &["regs", "--bogus"]);
+    assert!(!ok && out.contains("--bogus"), "{out}");
+    // Raw garbage on the socket: an error line, and the device carries on.
+    use std::io::{BufRead, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(&d.control).unwrap();
+    c.write_all(b"{not json\n").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(&c).read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\":false") && line.contains("bad request"), "{line}");
+    assert!(nicctl(&d.control, &["phy"]).0);
+}
+
+#[test]
+fn completions_and_help_for_every_command() {
+    for (b, sub) in [
+        ("nicctl", vec!["regs", "rings", "stats", "phy", "nvm", "irq", "trace", "inject", "clear", "link-up", "faults"]),
+        ("nic-device", vec![]),
+    ] {
+        let out = std::process::Command::new(bin(b)).args(["--completions", "bash"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(&format!("_{}", b.replace('-', "__"))), "{b}: {text}");
+        for s in sub {
+            let out = std::process::Command::new(bin(b)).args(["x", s, "--help"]).output().unwrap();
+            assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Usage"), "{b} {s} --help");
+        }
+    }
+    let out = std::process::Command::new(bin("nic-device"))
+        .args(["--socket", "/tmp/x", "--backend", "loopback", "--rx-overflow", "maybe"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--rx-overflow"), "{err}");
+}
