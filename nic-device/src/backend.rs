@@ -1,11 +1,13 @@
 //! Wire backends: where transmitted frames go and received frames come from.
 //! `tap:IFNAME`, `stream:PATH` (listen), `stream-connect:PATH` (QEMU `-netdev stream` framing: a 4-byte
-//! big-endian length, then the frame), and `loopback`.
+//! big-endian length, then the frame), both also over TCP (`stream:tcp:HOST:PORT`), `dgram:udp:...` and
+//! `dgram:mcast:...` (QEMU `-netdev dgram`: one frame per datagram), and `loopback`.
 
 use log::{info, warn};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::os::fd::FromRawFd;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -40,7 +42,7 @@ pub trait Backend: Send {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("unknown backend '{0}': use tap:IFNAME, stream:PATH, stream-connect:PATH, stream:tcp:HOST:PORT, stream-connect:tcp:HOST:PORT or loopback")]
+    #[error("unknown backend '{0}': use tap:IFNAME, stream:PATH, stream-connect:PATH, stream:tcp:HOST:PORT, stream-connect:tcp:HOST:PORT, dgram:udp:LOCAL_HOST:PORT:REMOTE_HOST:PORT, dgram:mcast:GROUP:PORT or loopback")]
     Unknown(String),
     #[error("{0}: {1}")]
     Io(String, io::Error),
@@ -52,6 +54,9 @@ pub fn open(spec: &str) -> Result<Box<dyn Backend>, BackendError> {
     }
     if let Some(name) = spec.strip_prefix("tap:") {
         return Ok(Box::new(Tap::open(name).map_err(|e| BackendError::Io(format!("tap {name}"), e))?));
+    }
+    if let Some(p) = spec.strip_prefix("dgram:") {
+        return Ok(Box::new(Dgram::open(p).map_err(|e| BackendError::Io(format!("dgram {p}"), e))?));
     }
     if let Some(p) = spec.strip_prefix("stream-connect:") {
         return Ok(Box::new(Stream::connect(StreamAddr::parse(p))));
@@ -409,9 +414,206 @@ impl Backend for Stream {
     }
 }
 
+// ---- dgram (QEMU's -netdev dgram: one frame per UDP datagram) ----
+
+/// Splits `A:B` where A and B are each `HOST:PORT` (an IPv6 host in brackets) and both resolve.
+fn split_addr_pair(s: &str) -> Option<(SocketAddr, SocketAddr)> {
+    s.match_indices(':').find_map(|(i, _)| Some((resolve(s.get(..i)?)?, resolve(s.get(i + 1..)?)?)))
+}
+
+fn resolve(s: &str) -> Option<SocketAddr> {
+    if s.matches(':').count() != 1 && !s.starts_with('[') {
+        return None;
+    }
+    s.to_socket_addrs().ok()?.next()
+}
+
+/// UDP datagrams carrying one Ethernet frame each, without framing, as QEMU's `-netdev dgram` sends them:
+/// `udp:LOCAL:REMOTE` (unicast: bound to LOCAL, sending to REMOTE) or `mcast:GROUP:PORT` (every member of
+/// the group hears every frame; our own come back through multicast loopback and are dropped).
+pub struct Dgram {
+    sock: UdpSocket,
+    /// Multicast: frames leave from a socket of their own, whose port tells our frames apart when
+    /// multicast loopback brings them back.
+    send_sock: Option<UdpSocket>,
+    remote: SocketAddr,
+    mcast: bool,
+    buf: Vec<u8>,
+    spec: String,
+}
+
+impl Dgram {
+    pub fn open(spec: &str) -> io::Result<Dgram> {
+        let bad = || io::Error::new(io::ErrorKind::InvalidInput, "expected udp:LOCAL_HOST:PORT:REMOTE_HOST:PORT or mcast:GROUP:PORT");
+        let (sock, remote, mcast) = if let Some(p) = spec.strip_prefix("udp:") {
+            let (local, remote) = split_addr_pair(p).ok_or_else(bad)?;
+            (UdpSocket::bind(local)?, remote, false)
+        } else if let Some(p) = spec.strip_prefix("mcast:") {
+            let group = resolve(p).ok_or_else(bad)?;
+            let SocketAddr::V4(g) = group else { return Err(io::Error::new(io::ErrorKind::InvalidInput, "IPv4 multicast groups only")) };
+            if !g.ip().is_multicast() {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a multicast address", g.ip())));
+            }
+            let sock = mcast_socket(g)?;
+            (sock, group, true)
+        } else {
+            return Err(bad());
+        };
+        sock.set_nonblocking(true)?;
+        let send_sock = if mcast {
+            let s = UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
+            s.set_multicast_loop_v4(true)?;
+            s.set_multicast_ttl_v4(1)?;
+            s.set_nonblocking(true)?;
+            Some(s)
+        } else {
+            None
+        };
+        info!("dgram: {} -> {remote}{}", sock.local_addr()?, if mcast { " (multicast)" } else { "" });
+        Ok(Dgram { sock, send_sock, remote, mcast, buf: vec![0; MAX_FRAME + 64], spec: spec.to_string() })
+    }
+}
+
+/// A socket bound to the group's port (shared with the other members on this host), joined to the group,
+/// with multicast loopback so that members on one host hear each other.
+fn mcast_socket(g: std::net::SocketAddrV4) -> io::Result<UdpSocket> {
+    // SO_REUSEADDR before bind, so several members share the port; std has no knob for it, so the socket
+    // is made by hand.
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt with a pointer to a live c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let sock = UdpSocket::from(owned);
+    let bind_to = std::net::SocketAddrV4::new(*g.ip(), g.port());
+    sock2_bind(&sock, bind_to)?;
+    sock.join_multicast_v4(g.ip(), &std::net::Ipv4Addr::UNSPECIFIED)?;
+    sock.set_multicast_loop_v4(true)?;
+    Ok(sock)
+}
+
+/// bind(2) on a socket std made from a raw fd.
+fn sock2_bind(sock: &UdpSocket, a: std::net::SocketAddrV4) -> io::Result<()> {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: bind with a valid sockaddr_in and its size.
+    let r =
+        unsafe { libc::bind(sock.as_raw_fd(), (&sin as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Backend for Dgram {
+    fn fds(&self) -> Vec<RawFd> {
+        vec![self.sock.as_raw_fd()]
+    }
+    fn generation(&self) -> u64 {
+        0
+    }
+    fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
+        loop {
+            match self.sock.recv_from(&mut self.buf) {
+                Ok((n, from)) => {
+                    // Our own frames, back through multicast loopback: the sending socket's address.
+                    if self.mcast && self.is_own(from) {
+                        continue;
+                    }
+                    if n > MAX_FRAME {
+                        warn!("dgram: {n}-byte datagram from {from} dropped (frames are at most {MAX_FRAME} bytes)");
+                        continue;
+                    }
+                    return Ok(self.buf.get(..n).map(<[u8]>::to_vec));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                // A previous send to a peer that is not listening (yet): ICMP port unreachable. The wire
+                // stays up, as QEMU's does.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
+        match self.send_sock.as_ref().unwrap_or(&self.sock).send_to(frame, self.remote) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            // Nobody listening at the remote end: the frame is lost, as on a wire without a peer.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+    fn describe(&self) -> String {
+        format!("dgram:{}", self.spec)
+    }
+}
+
+impl Dgram {
+    fn is_own(&self, from: SocketAddr) -> bool {
+        self.send_sock.as_ref().and_then(|s| s.local_addr().ok()).is_some_and(|l| l.port() == from.port())
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn dgram_unicast_carries_one_frame_per_datagram() {
+        let (pa, pb) = (free_udp_port(), free_udp_port());
+        let mut a = Dgram::open(&format!("udp:127.0.0.1:{pa}:127.0.0.1:{pb}")).unwrap();
+        let mut b = Dgram::open(&format!("udp:127.0.0.1:{pb}:127.0.0.1:{pa}")).unwrap();
+        // Before the peer existed, sends were lost, not errors; now frames of any size up to jumbo cross.
+        for len in [60usize, 1514, 9018] {
+            let f: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            assert!(a.send(&f).unwrap());
+            let got = wait_recv(&mut b);
+            assert_eq!(got, f);
+        }
+        assert!(b.send(&[7u8; 64]).unwrap());
+        assert_eq!(wait_recv(&mut a), vec![7u8; 64]);
+        // A raw datagram as QEMU sends it (no length prefix) is one frame.
+        let q = UdpSocket::bind("127.0.0.1:0").unwrap();
+        q.send_to(&[9u8; 100], format!("127.0.0.1:{pb}")).unwrap();
+        assert_eq!(wait_recv(&mut b), vec![9u8; 100]);
+        assert!(Dgram::open("udp:nonsense").is_err());
+        assert!(Dgram::open("mcast:10.0.0.1:5000").is_err(), "not a multicast group");
+    }
+
+    fn free_udp_port() -> u16 {
+        UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    fn wait_recv(b: &mut dyn Backend) -> Vec<u8> {
+        let t0 = Instant::now();
+        loop {
+            if let Some(f) = b.recv().unwrap() {
+                return f;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "nothing received");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 
     #[test]
     fn loopback_returns_in_order_and_backpressures() {

@@ -44,7 +44,7 @@ kinds! {
     DmaError = "dma-error",
     /// Interrupt messages are not delivered.
     IrqLost = "irq-lost",
-    /// Interrupt messages without a cause.
+    /// Interrupt messages without a cause, one every `delay`.
     IrqSpurious = "irq-spurious",
     /// Interrupt messages delivered `delay` late.
     IrqLate = "irq-late",
@@ -68,15 +68,16 @@ pub struct Fault {
     pub count: Option<u64>,
     /// When a timed fault ends (`--for`).
     pub until: Option<Instant>,
-    /// Flap period, or the delay of late interrupts, write-backs and doorbells.
+    /// Flap period, spurious interrupt interval, or the delay of late interrupts, write-backs and doorbells.
     pub delay: Duration,
     /// The MAC address `nvm-mac` loads.
     pub mac: [u8; 6],
     /// The transmit queue `tx-stall` stops (both when `None`).
     pub queue: Option<usize>,
     pub since: Instant,
-    /// Times the fault acted.
+    /// Times the fault acted, and when it last did.
     pub hits: u64,
+    pub last_hit: Option<Instant>,
 }
 
 impl Fault {
@@ -90,6 +91,7 @@ impl Fault {
             queue: None,
             since: Instant::now(),
             hits: 0,
+            last_hit: None,
         }
     }
 
@@ -157,6 +159,7 @@ impl Faults {
         self.expire(now);
         let a = self.active.iter_mut().find(|a| a.kind == kind)?;
         a.hits += 1;
+        a.last_hit = Some(now);
         *self.total_hits.entry(kind.name()).or_default() += 1;
         let f = a.clone();
         if !kind.reset_scoped() {
@@ -176,6 +179,12 @@ impl Faults {
             }
         }
         self.active.retain(|a| a.count != Some(0));
+    }
+
+    /// Whether a spurious interrupt is due now (fault `irq-spurious`, one every `delay`); uses one up.
+    pub fn spurious_due(&mut self, now: Instant) -> bool {
+        let due = self.peek(Kind::IrqSpurious, now).is_some_and(|f| f.last_hit.is_none_or(|l| now >= l + f.delay));
+        due && self.take(Kind::IrqSpurious, now).is_some()
     }
 
     /// Whether the carrier is forced off now (link-down, or the down half of a flap).
@@ -200,6 +209,7 @@ impl Faults {
         self.active
             .iter()
             .filter_map(|a| match a.kind {
+                Kind::IrqSpurious => Some(a.last_hit.map_or(a.since, |l| l + a.delay)),
                 Kind::LinkFlap => {
                     let half = (a.delay.max(Duration::from_millis(1)) / 2).as_nanos().max(1);
                     let n = now.duration_since(a.since).as_nanos() / half + 1;

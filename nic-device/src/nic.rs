@@ -347,7 +347,8 @@ impl Nic {
     }
 
     /// Interrupt messages with no cause behind them (fault `irq-spurious`): every MSI-X vector with an
-    /// eventfd, or the MSI or INTx eventfd, `n` times.
+    /// eventfd, or the MSI or INTx eventfd, `n` times. (Messages sent faster than the client reads its
+    /// eventfd merge into one, as eventfds count.)
     pub fn spurious_irqs(&mut self, n: u64) {
         for _ in 0..n {
             let mut any = false;
@@ -499,6 +500,9 @@ impl Nic {
             }
         }
         self.update_carrier(now);
+        if !self.faults.is_empty() && self.faults.spurious_due(now) {
+            self.spurious_irqs(1);
+        }
         let due = self.rx_delay.expire(now) | self.tx_delay.expire(now);
         if due != 0 {
             self.raise(due);

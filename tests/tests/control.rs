@@ -369,7 +369,7 @@ fn interrupt_faults_lost_spurious_and_late() {
     assert_eq!(d.stat("device", "irq_lost_injected"), 3);
     // Spurious interrupts: woken with nothing to do, no harm.
     let before = dev.stats().interrupts;
-    inject(&d.control, &["irq-spurious", "--count", "4"]);
+    inject(&d.control, &["irq-spurious", "--count", "4", "--delay", "30"]);
     let mut woke = 0;
     for _ in 0..20 {
         if dev.wait(Duration::from_millis(50)).unwrap() {

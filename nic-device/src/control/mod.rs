@@ -157,14 +157,8 @@ fn handle(nic: &Mutex<Nic>, req: &Value) -> Result<(Value, bool), String> {
             let desc = f.to_json(Instant::now());
             info!("fault injected: {desc}");
             g.trace.emit(crate::trace::FAULTS, "fault-injected", || desc.clone());
-            if f.kind == Kind::IrqSpurious {
-                // An action, not a state: the interrupts go out now.
-                let count = f.count.unwrap_or(1);
-                g.spurious_irqs(count);
-            } else {
-                g.faults.inject(f);
-                g.update_carrier(Instant::now());
-            }
+            g.faults.inject(f);
+            g.update_carrier(Instant::now());
             (desc, true)
         }
         "clear" => {
@@ -221,6 +215,8 @@ fn parse_fault(req: &Value) -> Result<Fault, String> {
         f.delay = Duration::from_secs_f64(ms / 1e3);
     } else if kind == Kind::LinkFlap {
         f.delay = Duration::from_secs(2);
+    } else if kind == Kind::IrqSpurious {
+        f.delay = Duration::from_millis(20);
     }
     if let Some(m) = req.get("mac").and_then(Value::as_str) {
         f.mac = crate::parse_mac(m).ok_or_else(|| format!("bad MAC '{m}'"))?;
