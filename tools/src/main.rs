@@ -18,20 +18,6 @@ use frames::*;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: nic-lab (--vfio-user PATH | --vfio-pci BDF) [--irq auto|msix|msi|intx|poll] COMMAND [ARGS]
-commands:
-  info
-  loopback-test --count N --size BYTES [--window W] [--tso]
-  exchange --count N [--size BYTES]
-  reflect --ifname IF [--count N]      (no transport: answers exchange on a host interface)
-stack commands (with --vfio-user/--vfio-pci, or --tap IFNAME to run the stack straight on a TAP device):
-  --ip ADDR/PREFIX [--gw ADDR] [--impair loss=P,reorder=P,dup=P,seed=S] [--cubic] COMMAND
-    ping DEST [-c N] [-i SECONDS]
-    get http://HOST:PORT/PATH -o FILE        HTTP/1.1 client
-    serve --port P --dir D [--count N]       HTTP/1.1 static server (N requests, 0: forever)
-    blast HOST:PORT --bytes N                bulk TCP send, prints throughput
-    sink --port P [--count N]                bulk TCP receive, prints throughput";
-
 pub(crate) struct Opts {
     pub(crate) transport: Option<String>,
     pub(crate) irq: IrqMode,
@@ -52,99 +38,211 @@ pub(crate) struct Opts {
     pub(crate) dir: Option<String>,
     pub(crate) bytes: u64,
     pub(crate) cubic: bool,
-    count_given: bool,
 }
 
-fn parse() -> Result<Opts, String> {
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Irq {
+    Auto,
+    Msix,
+    Msi,
+    Intx,
+    /// No interrupts: busy polling
+    Poll,
+}
+
+/// Command-line front end to the userspace 82574L driver and the network stack on it.
+#[derive(clap::Parser, Debug)]
+#[command(name = "nic-lab", version)]
+struct Cli {
+    /// The card over vfio-user (nic-device's socket)
+    #[arg(long, value_name = "PATH", global = true, conflicts_with = "vfio_pci")]
+    vfio_user: Option<String>,
+    /// The card bound to vfio-pci, by PCI address
+    #[arg(long, value_name = "BDF", global = true)]
+    vfio_pci: Option<String>,
+    /// Interrupt mode
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    irq: Irq,
+    /// Run the stack straight on a TAP device instead of the card
+    #[arg(long, value_name = "IFNAME", global = true)]
+    tap: Option<String>,
+    /// Stack commands: the interface address
+    #[arg(long, value_name = "ADDR/PREFIX", global = true)]
+    ip: Option<String>,
+    /// Stack commands: the default gateway
+    #[arg(long, value_name = "ADDR", global = true)]
+    gw: Option<String>,
+    /// Stack commands: a bad wire built in (loss=P,reorder=P,dup=P,seed=S)
+    #[arg(long, value_name = "SPEC", global = true)]
+    impair: Option<String>,
+    /// Stack commands: CUBIC congestion control instead of NewReno
+    #[arg(long, global = true)]
+    cubic: bool,
+    /// Print a shell completion script and exit
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// The card: address, link, features, interrupts
+    Info,
+    /// Frames out and back through nic-device's loopback backend, checked for loss, order and content
+    LoopbackTest {
+        #[arg(long, default_value = "1000")]
+        count: u64,
+        #[arg(long, default_value = "64")]
+        size: usize,
+        /// Frames in flight
+        #[arg(long, default_value = "128")]
+        window: usize,
+        /// Send TSO packets and check the segments
+        #[arg(long)]
+        tso: bool,
+    },
+    /// Frames to a reflector on the wire and back
+    Exchange {
+        #[arg(long, default_value = "1000")]
+        count: u64,
+        #[arg(long, default_value = "64")]
+        size: usize,
+    },
+    /// Answer `exchange` on a host interface (no card needed)
+    Reflect {
+        #[arg(long)]
+        ifname: String,
+        /// Frames to answer (0: forever)
+        #[arg(long, default_value = "0")]
+        count: u64,
+    },
+    /// ICMP echo
+    Ping {
+        dest: String,
+        #[arg(short = 'c', default_value = "4")]
+        count: u64,
+        /// Seconds between requests
+        #[arg(short = 'i', default_value = "1.0")]
+        interval: f64,
+    },
+    /// HTTP/1.1 client
+    Get {
+        url: String,
+        #[arg(short = 'o', value_name = "FILE")]
+        output: Option<String>,
+    },
+    /// HTTP/1.1 static server
+    Serve {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        dir: String,
+        /// Requests to serve (0: forever)
+        #[arg(long, default_value = "0")]
+        count: u64,
+    },
+    /// Bulk TCP send; prints throughput
+    Blast {
+        /// HOST:PORT
+        dest: String,
+        #[arg(long)]
+        bytes: u64,
+    },
+    /// Bulk TCP receive; prints throughput
+    Sink {
+        #[arg(long)]
+        port: u16,
+        /// Connections to take
+        #[arg(long, default_value = "1")]
+        count: u64,
+    },
+}
+
+fn parse() -> Result<Option<Opts>, String> {
+    use clap::{CommandFactory, Parser};
+    let cli = Cli::parse();
+    if let Some(shell) = cli.completions {
+        clap_complete::generate(shell, &mut Cli::command(), "nic-lab", &mut std::io::stdout());
+        return Ok(None);
+    }
+    let Some(cmd) = cli.cmd else {
+        let _ = Cli::command().print_help();
+        return Err("no command".into());
+    };
     let mut o = Opts {
-        transport: None,
-        irq: IrqMode::Auto,
+        transport: cli.vfio_user.map(|p| format!("vfio-user:{p}")).or(cli.vfio_pci.map(|b| format!("vfio-pci:{b}"))),
+        irq: match cli.irq {
+            Irq::Auto => IrqMode::Auto,
+            Irq::Msix => IrqMode::Msix,
+            Irq::Msi => IrqMode::Msi,
+            Irq::Intx => IrqMode::Intx,
+            Irq::Poll => IrqMode::BusyPoll,
+        },
         cmd: String::new(),
-        count: 1000,
+        count: 0,
         size: 64,
         window: 128,
         ifname: None,
         tso: false,
-        tap: None,
-        ip: None,
-        gw: None,
+        tap: cli.tap,
+        ip: cli.ip,
+        gw: cli.gw,
         dest: None,
         interval: 1.0,
-        impair: None,
+        impair: cli.impair,
         output: None,
         port: 0,
         dir: None,
         bytes: 0,
-        cubic: false,
-        count_given: false,
+        cubic: cli.cubic,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut val = |n: &str| it.next().ok_or(format!("{n} needs a value"));
-        match a.as_str() {
-            "--vfio-user" => o.transport = Some(format!("vfio-user:{}", val("--vfio-user")?)),
-            "--vfio-pci" => o.transport = Some(format!("vfio-pci:{}", val("--vfio-pci")?)),
-            "--irq" => {
-                o.irq = match val("--irq")?.as_str() {
-                    "auto" => IrqMode::Auto,
-                    "msix" => IrqMode::Msix,
-                    "msi" => IrqMode::Msi,
-                    "intx" => IrqMode::Intx,
-                    "poll" => IrqMode::BusyPoll,
-                    x => return Err(format!("--irq {x}?")),
-                }
-            }
-            "--count" => {
-                o.count = val("--count")?.parse().map_err(|e| format!("--count: {e}"))?;
-                o.count_given = true;
-            }
-            "--size" => o.size = val("--size")?.parse().map_err(|e| format!("--size: {e}"))?,
-            "--window" => o.window = val("--window")?.parse().map_err(|e| format!("--window: {e}"))?,
-            "--ifname" => o.ifname = Some(val("--ifname")?),
-            "--tso" => o.tso = true,
-            "--tap" => o.tap = Some(val("--tap")?),
-            "--impair" => o.impair = Some(val("--impair")?),
-            "-o" => o.output = Some(val("-o")?),
-            "--port" => o.port = val("--port")?.parse().map_err(|e| format!("--port: {e}"))?,
-            "--dir" => o.dir = Some(val("--dir")?),
-            "--bytes" => o.bytes = val("--bytes")?.parse().map_err(|e| format!("--bytes: {e}"))?,
-            "--cubic" => o.cubic = true,
-            "--ip" => o.ip = Some(val("--ip")?),
-            "--gw" => o.gw = Some(val("--gw")?),
-            "-c" => {
-                o.count = val("-c")?.parse().map_err(|e| format!("-c: {e}"))?;
-                o.count_given = true;
-            }
-            "-i" => o.interval = val("-i")?.parse().map_err(|e| format!("-i: {e}"))?,
-            "-h" | "--help" => return Err(String::new()),
-            c if o.cmd.is_empty() && !c.starts_with('-') => o.cmd = c.into(),
-            c if matches!(o.cmd.as_str(), "ping" | "get" | "blast") && o.dest.is_none() && !c.starts_with('-') => o.dest = Some(c.into()),
-            x => return Err(format!("unknown argument '{x}'")),
+    o.cmd = match cmd {
+        Cmd::Info => "info",
+        Cmd::LoopbackTest { count, size, window, tso } => {
+            (o.count, o.size, o.window, o.tso) = (count, size, window, tso);
+            "loopback-test"
+        }
+        Cmd::Exchange { count, size } => {
+            (o.count, o.size) = (count, size);
+            "exchange"
+        }
+        Cmd::Reflect { ifname, count } => {
+            (o.ifname, o.count) = (Some(ifname), count);
+            "reflect"
+        }
+        Cmd::Ping { dest, count, interval } => {
+            (o.dest, o.count, o.interval) = (Some(dest), count, interval);
+            "ping"
+        }
+        Cmd::Get { url, output } => {
+            (o.dest, o.output) = (Some(url), output);
+            "get"
+        }
+        Cmd::Serve { port, dir, count } => {
+            (o.port, o.dir, o.count) = (port, Some(dir), count);
+            "serve"
+        }
+        Cmd::Blast { dest, bytes } => {
+            (o.dest, o.bytes) = (Some(dest), bytes);
+            "blast"
+        }
+        Cmd::Sink { port, count } => {
+            (o.port, o.count) = (port, count);
+            "sink"
         }
     }
-    if o.cmd.is_empty() {
-        return Err("no command".into());
-    }
-    if !o.count_given {
-        o.count = match o.cmd.as_str() {
-            "ping" => 4,
-            "serve" | "reflect" => 0,
-            "sink" => 1,
-            _ => o.count,
-        };
-    }
-    Ok(o)
+    .to_string();
+    Ok(Some(o))
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let o = match parse() {
-        Ok(o) => o,
+        Ok(Some(o)) => o,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("nic-lab: {e}");
-            }
-            eprintln!("{USAGE}");
+            eprintln!("nic-lab: {e}");
             return ExitCode::from(2);
         }
     };
