@@ -12,13 +12,29 @@ use std::time::Duration;
 pub enum Target {
     NicDevice,
     QemuE1000e,
+    QemuIgb,
+    QemuVirtioNet,
 }
 
 impl Target {
+    pub const ALL: [Target; 4] = [Target::NicDevice, Target::QemuE1000e, Target::QemuIgb, Target::QemuVirtioNet];
+
     pub fn name(&self) -> &'static str {
         match self {
             Target::NicDevice => "nic-device",
             Target::QemuE1000e => "QEMU e1000e",
+            Target::QemuIgb => "QEMU igb",
+            Target::QemuVirtioNet => "QEMU virtio-net",
+        }
+    }
+
+    /// QEMU's `-device` model and the guest modules that drive it.
+    fn qemu_model(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Target::NicDevice => None,
+            Target::QemuE1000e => Some(("e1000e", "e1000e")),
+            Target::QemuIgb => Some(("igb", "igb")),
+            Target::QemuVirtioNet => Some(("virtio-net-pci", "virtio_pci,virtio_net")),
         }
     }
 }
@@ -66,9 +82,16 @@ impl CaseResult {
     }
 }
 
+const REFUSED: &str = ": refused by the driver";
+
 /// The row name of a toggle the driver refused to change.
 pub fn refused_name(label: &str) -> String {
-    format!("{label}: refused by the driver")
+    format!("{label}{REFUSED}")
+}
+
+/// The case a row belongs to, whether it ran or its toggle was refused: what the report lines up.
+pub fn case_key(name: &str) -> &str {
+    name.strip_suffix(REFUSED).unwrap_or(name)
 }
 
 /// Feature toggles, one at a time (None: the driver's defaults).
@@ -98,22 +121,24 @@ impl Drop for Bench {
 
 fn setup(target: Target) -> Bench {
     let ns = Netns::new();
-    let mut opts = GuestOpts { netns: Some(ns.name.clone()), append: "nic.modules=e1000e,8021q".into(), ..Default::default() };
-    let dev = match target {
-        Target::NicDevice => {
+    let modules = target.qemu_model().map_or("e1000e", |m| m.1);
+    let mut opts = GuestOpts { netns: Some(ns.name.clone()), append: format!("nic.modules={modules},8021q"), ..Default::default() };
+    let dev = match target.qemu_model() {
+        None => {
             let sock = std::env::temp_dir().join(format!("{}.sock", unique("offl")));
             let d = Device::start(Some(&ns), &sock, &["--backend", &format!("tap:{TAP}")]);
             opts.sockets = vec![sock];
             Some(d)
         }
-        Target::QemuE1000e => {
+        Some((model, _)) => {
             ns.must(&format!("ip tuntap add dev {TAP} mode tap"));
-            // vnet_hdr=off: QEMU's model segments and checksums itself instead of handing offloads to the host.
+            // vnet_hdr=off: every model puts wire frames on the TAP (QEMU's e1000e and igb segment and
+            // checksum themselves; virtio-net then offers the guest no offloads), so one judge fits all.
             opts.extra = [
                 "-netdev",
                 &format!("tap,id=n0,ifname={TAP},script=no,downscript=no,vnet_hdr=off"),
                 "-device",
-                "e1000e,netdev=n0,mac=52:54:00:12:34:56",
+                &format!("{model},netdev=n0,mac=52:54:00:12:34:56"),
             ]
             .iter()
             .map(|s| s.to_string())
@@ -212,9 +237,14 @@ fn traffic(b: &mut Bench, label: &str) -> Vec<CaseResult> {
     rows
 }
 
+/// The guest interface's packet counters (what `ip -s link` shows, from the driver: the card's statistics
+/// registers for e1000e and igb) and the host TAP's.
 fn counters(b: &mut Bench) -> (std::collections::HashMap<String, u64>, (u64, u64, u64, u64)) {
     std::thread::sleep(Duration::from_millis(300));
-    (b.g.ethtool_stats("eth0"), b.ns.link_stats(TAP))
+    let out = b.g.must("cd /sys/class/net/eth0/statistics && echo tx_packets $(cat tx_packets) rx_packets $(cat rx_packets)");
+    let f: Vec<&str> = out.split_whitespace().collect();
+    let g = f.chunks(2).filter_map(|c| Some((c.first()?.to_string(), c.get(1)?.parse().ok()?))).collect();
+    (g, b.ns.link_stats(TAP))
 }
 
 fn run_toggle(b: &mut Bench, toggle: Option<&str>) -> Vec<CaseResult> {
@@ -277,7 +307,7 @@ fn run_vlan(b: &mut Bench) -> Vec<CaseResult> {
             if rc != 0 {
                 let why = out.lines().find(|l| l.contains("requested")).unwrap_or("refused").trim().to_string();
                 rows.push(CaseResult {
-                    name: refused_name(&format!("VLAN 100 sub-interface ({f} off)")),
+                    name: refused_name(&format!("VLAN 100 sub-interface to a tag-handling peer ({f} off)")),
                     outcome: Outcome::Refused,
                     detail: why,
                 });
@@ -368,25 +398,43 @@ pub fn run_suite(target: Target, toggles: Option<&[Option<&str>]>) -> Vec<CaseRe
     rows
 }
 
-/// The report: case, nic-device, QEMU's e1000e, and whether they differ.
-pub fn report(ours: &[CaseResult], qemu: &[CaseResult]) -> String {
-    let w = ours.iter().map(|r| r.name.len()).max().unwrap_or(10).max(4);
-    let mut s = format!("{:w$}  {:11}  {:11}  {}\n", "case", "nic-device", "QEMU e1000e", "difference");
-    s.push_str(&format!("{}\n", "-".repeat(w + 40)));
-    let mut diffs = Vec::new();
-    for r in ours {
-        let q = qemu.iter().find(|q| q.name == r.name);
-        let qs = q.map(|q| q.outcome.label()).unwrap_or("-");
-        let differs = q.is_some_and(|q| q.outcome != r.outcome);
-        s.push_str(&format!("{:w$}  {:11}  {:11}  {}\n", r.name, r.outcome.label(), qs, if differs { "DIFFERS" } else { "" }));
-        if differs {
-            diffs.push((r, q.unwrap()));
+/// The report: one row per case, one column per target, and where a target's outcome differs from
+/// nic-device's.
+pub fn report(results: &[(Target, Vec<CaseResult>)]) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for (_, rows) in results {
+        for r in rows {
+            if !names.contains(&case_key(&r.name)) {
+                names.push(case_key(&r.name));
+            }
         }
     }
+    let w = names.iter().map(|n| n.len()).max().unwrap_or(10).max(4);
+    let col = 17;
+    let mut s = format!("{:w$}", "case");
+    for (t, _) in results {
+        s.push_str(&format!("  {:col$}", t.name()));
+    }
+    s.push_str(&format!("\n{}\n", "-".repeat(w + (col + 2) * results.len())));
+    let mut diffs = Vec::new();
+    for n in &names {
+        s.push_str(&format!("{n:w$}"));
+        let ours = results.first().and_then(|(_, rows)| rows.iter().find(|r| case_key(&r.name) == *n));
+        for (t, rows) in results {
+            let r = rows.iter().find(|r| case_key(&r.name) == *n);
+            let cell = r.map(|r| r.outcome.label()).unwrap_or("-");
+            let differs = matches!((ours, r), (Some(o), Some(r)) if o.outcome != r.outcome);
+            s.push_str(&format!("  {:col$}", if differs { format!("{cell} *") } else { cell.to_string() }));
+            if let (true, Some(r)) = (differs, r) {
+                diffs.push((n.to_string(), t.name(), r.detail.clone(), ours.map(|o| o.detail.clone()).unwrap_or_default()));
+            }
+        }
+        s.push('\n');
+    }
     if !diffs.is_empty() {
-        s.push_str("\ndifferences:\n");
-        for (r, q) in diffs {
-            s.push_str(&format!("  {}\n    nic-device:  {}\n    QEMU e1000e: {}\n", r.name, r.detail, q.detail));
+        s.push_str("\n* differs from nic-device:\n");
+        for (n, t, d, ours) in diffs {
+            s.push_str(&format!("  {n}\n    nic-device: {ours}\n    {t}: {d}\n"));
         }
     }
     s

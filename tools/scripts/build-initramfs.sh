@@ -48,7 +48,7 @@ printf 'root:x:0:\n' >"$R/etc/group"
 printf '127.0.0.1 localhost\n' >"$R/etc/hosts"
 
 # Kernel modules: the requested ones with their dependencies, decompressed, plus modules.dep.
-MODS="e1000e vfio-pci vfio_iommu_type1 8021q igb"
+MODS="e1000e vfio-pci vfio_iommu_type1 8021q igb virtio_pci virtio_net"
 MODDIR="/lib/modules/$KVER"
 for m in $MODS; do
     chroot "$CHROOT" modprobe -S "$KVER" --show-depends "$m" 2>/dev/null | awk '$1=="insmod" {print $2}'

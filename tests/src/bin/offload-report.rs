@@ -1,17 +1,19 @@
-//! Runs the guest-level offload suite against nic-device and against QEMU's in-process e1000e in the same
-//! run, and prints one table: case, our device, QEMU's model, and where they differ.
+//! Runs the guest-level offload suite against nic-device and against QEMU's in-process e1000e, igb and
+//! virtio-net in the same run, and prints one table: a row per case, a column per NIC, and where each
+//! differs from nic-device. The suite is a tool for any NIC that Linux drives in the guest.
 
 use nic_tests::offload::{report, run_suite, Target};
 
 fn main() {
     nic_tests::init_logs();
     nic_tests::require_rig();
-    eprintln!("[offload-report] nic-device ...");
-    let ours = run_suite(Target::NicDevice, None);
-    eprintln!("[offload-report] QEMU e1000e ...");
-    let qemu = run_suite(Target::QemuE1000e, None);
-    println!("{}", report(&ours, &qemu));
-    for r in &ours {
+    let mut results = Vec::new();
+    for (i, t) in Target::ALL.iter().enumerate() {
+        eprintln!("[offload-report {}/{}] {} ...", i + 1, Target::ALL.len(), t.name());
+        results.push((*t, run_suite(*t, None)));
+    }
+    println!("{}", report(&results));
+    for r in &results[0].1 {
         if !r.pass() {
             eprintln!("nic-device {}: {}: {}", r.outcome.label(), r.name, r.detail);
         }
