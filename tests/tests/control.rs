@@ -181,6 +181,23 @@ fn trace_streams_registers_dma_interrupts_and_frames() {
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3);
     assert!(lines.iter().all(|e| e["name"] == "RDT0"), "{lines:?}");
+    // Moderation: with EITR at 100 interrupts/s, round trips faster than 10 ms have interrupts held back,
+    // and the trace says so.
+    drop(dev);
+    let mut dev = open_cfg(&s, Config { promiscuous: true, itr: 100, ..Default::default() }).unwrap();
+    let file = std::env::temp_dir().join(format!("{}.jsonl", unique("trace-irq")));
+    let mut tracer = std::process::Command::new(bin("nicctl")).arg(&d.control).args(["trace", "--irq", "-o"]).arg(&file).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(round_trip(&mut dev, 5000, 30, 64).unwrap().len(), 30);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = tracer.kill();
+    let _ = tracer.wait();
+    let irq: Vec<Value> = std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let _ = std::fs::remove_file(&file);
+    assert!(irq.iter().any(|e| e["event"] == "irq-moderated" && e["held"].as_u64().unwrap() >= 1), "no moderation traced: {irq:?}");
+    assert!(irq.iter().any(|e| e["event"] == "irq"));
+    let irq_state = nicctl_json(&d.control, &["irq"]);
+    assert!(irq_state["vectors"].as_array().unwrap().iter().any(|v| v["moderated"].as_u64().unwrap() > 0), "{irq_state}");
     // No subscriber left: the trace is off again.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.stat("device", "trace_events_dropped"), 0);

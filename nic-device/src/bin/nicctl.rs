@@ -199,7 +199,9 @@ fn run(sock: &PathBuf, cmd: Cmd, as_json: bool) -> Result<(), String> {
                 Err(e) => return Err(e.to_string()),
             }
             out.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
-            if output.is_none() {
+            // Flushed whenever what has arrived is written, so a reader (or a kill) loses nothing already
+            // received, while a burst still goes out in large writes.
+            if rest.buffer().is_empty() {
                 out.flush().map_err(|e| e.to_string())?;
             }
             n += 1;
