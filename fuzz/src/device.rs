@@ -172,10 +172,18 @@ pub fn regs(data: &[u8]) {
                 n.update_carrier(t0 + clock);
             }
             14 => {
-                let _ = nic_device::control::inspect::rings(&n);
-                let _ = nic_device::control::inspect::irq(&n);
-                let _ = nic_device::control::inspect::stats(&n);
-                let _ = nic_device::control::inspect::regs(&n, &[]);
+                // The control socket's views, now and then (they build much JSON): `rings` decodes
+                // descriptors from guest memory; the others format registers.
+                let pick = i.u8();
+                if pick.is_multiple_of(8) {
+                    let _ = nic_device::control::inspect::rings(&n);
+                }
+                if pick.is_multiple_of(32) {
+                    let _ = nic_device::control::inspect::irq(&n);
+                    let _ = nic_device::control::inspect::stats(&n);
+                    let names: Vec<String> = ["CTRL", "ICR", "RCTL", "RDT1", "MTA[3]"].iter().map(|s| s.to_string()).collect();
+                    let _ = nic_device::control::inspect::regs(&n, &names);
+                }
                 if i.bool() {
                     n.faults.clear(None);
                 }

@@ -96,9 +96,11 @@ pub struct Nic {
     /// Statistics registers as totals since the device started: the registers clear on read, these do not.
     pub stats_total: Vec<u64>,
     /// Interrupt messages held back by an `irq-late` fault.
-    late_irqs: Vec<(Instant, Signal)>,
+    /// In the order they fall due (one delay for all); a message already waiting absorbs a new one for the
+    /// same vector, as an eventfd counts.
+    late_irqs: VecDeque<(Instant, Signal)>,
     /// Write-backs held back by a `writeback-delay` fault: when, where, what, and the causes to raise then.
-    late_writebacks: Vec<(Instant, u64, Vec<u8>, u32)>,
+    late_writebacks: VecDeque<(Instant, u64, Vec<u8>, u32)>,
     /// A `doorbell-latency` fault: doorbells written take effect at this time.
     doorbell_hold: Option<Instant>,
     /// The backend's carrier, before faults.
@@ -138,8 +140,8 @@ impl Nic {
             trace: Arc::new(Tracer::default()),
             faults: Faults::default(),
             stats_total: vec![0; ((STATS_END - STATS_START) / 4 + 1) as usize],
-            late_irqs: Vec::new(),
-            late_writebacks: Vec::new(),
+            late_irqs: VecDeque::new(),
+            late_writebacks: VecDeque::new(),
             doorbell_hold: None,
             backend_carrier: true,
             irq_lost: 0,
@@ -298,7 +300,9 @@ impl Nic {
                         "irq-late",
                         || json!({ "signal": format!("{s:?}"), "delay_ms": f.delay.as_secs_f64() * 1e3 }),
                     );
-                    self.late_irqs.push((now + f.delay, s));
+                    if !self.late_irqs.iter().any(|l| l.1 == s) {
+                        self.late_irqs.push_back((now + f.delay, s));
+                    }
                     continue;
                 }
             }
@@ -404,7 +408,7 @@ impl Nic {
     pub(crate) fn write_back_status(&mut self, addr: u64, status: &[u8], causes: u32) -> Result<(), ()> {
         if !self.faults.is_empty() {
             if let Some(f) = self.faults.take(FaultKind::WritebackDelay, Instant::now()) {
-                self.late_writebacks.push((Instant::now() + f.delay, addr, status.to_vec(), causes));
+                self.late_writebacks.push_back((Instant::now() + f.delay, addr, status.to_vec(), causes));
                 return Ok(());
             }
         }
@@ -446,7 +450,7 @@ impl Nic {
     pub fn next_deadline(&self) -> Option<Instant> {
         let pause_end = self.fc.paused_until.filter(|&t| t > Instant::now());
         let now = Instant::now();
-        let late = self.late_irqs.iter().map(|l| l.0).chain(self.late_writebacks.iter().map(|w| w.0)).min();
+        let late = [self.late_irqs.front().map(|l| l.0), self.late_writebacks.front().map(|w| w.0)].into_iter().flatten().min();
         let faults = if self.faults.is_empty() { None } else { self.faults.next_deadline(now) };
         [self.intr.next_deadline(), self.rx_delay.deadline(), self.tx_delay.deadline(), pause_end, late, faults, self.doorbell_hold]
             .into_iter()
@@ -482,22 +486,16 @@ impl Nic {
         if self.doorbell_hold.is_some_and(|t| now >= t) {
             self.doorbell_hold = None;
         }
-        if !self.late_irqs.is_empty() {
-            let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.late_irqs).into_iter().partition(|l| l.0 <= now);
-            self.late_irqs = keep;
-            for (_, s) in due {
-                self.deliver(s);
-            }
+        while let Some(&(_, sig)) = self.late_irqs.front().filter(|l| l.0 <= now) {
+            self.late_irqs.pop_front();
+            self.deliver(sig);
         }
-        if !self.late_writebacks.is_empty() {
-            let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.late_writebacks).into_iter().partition(|w| w.0 <= now);
-            self.late_writebacks = keep;
-            for (_, addr, bytes, causes) in due {
-                if self.dma_write(addr, &bytes, "write-back (late)").is_err() {
-                    Metrics::inc(&self.metrics.dma_errors);
-                }
-                self.raise(causes);
+        while let Some((_, addr, bytes, causes)) = self.late_writebacks.front().filter(|w| w.0 <= now).cloned() {
+            self.late_writebacks.pop_front();
+            if self.dma_write(addr, &bytes, "write-back (late)").is_err() {
+                Metrics::inc(&self.metrics.dma_errors);
             }
+            self.raise(causes);
         }
         self.update_carrier(now);
         if !self.faults.is_empty() && self.faults.spurious_due(now) {

@@ -359,25 +359,28 @@ pub const REGISTER_ARRAYS: &[(&str, u32, u32, u32)] = &[
 ];
 
 /// Every register by name: the named ones, queue 1's (RDBAL1 ... TARC1, QUEUE_STRIDE above queue 0's),
-/// and array elements as NAME[i].
-pub fn all_registers() -> Vec<(String, u32)> {
-    let mut v: Vec<(String, u32)> = Vec::new();
-    for &(name, off) in REGISTERS {
-        if REGISTER_ARRAYS.iter().any(|a| a.1 == off) {
-            continue;
+/// and array elements as NAME[i], in offset order. Built once.
+pub fn all_registers() -> &'static [(String, u32)] {
+    static ALL: std::sync::OnceLock<Vec<(String, u32)>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut v: Vec<(String, u32)> = Vec::new();
+        for &(name, off) in REGISTERS {
+            if REGISTER_ARRAYS.iter().any(|a| a.1 == off) {
+                continue;
+            }
+            v.push((name.to_string(), off));
+            if let Some(stem) = name.strip_suffix('0').filter(|_| is_queue_register(off)) {
+                v.push((format!("{stem}1"), off + QUEUE_STRIDE));
+            }
         }
-        v.push((name.to_string(), off));
-        if let Some(stem) = name.strip_suffix('0').filter(|_| is_queue_register(off)) {
-            v.push((format!("{stem}1"), off + QUEUE_STRIDE));
+        for &(name, base, count, stride) in REGISTER_ARRAYS {
+            for i in 0..count {
+                v.push((format!("{name}[{i}]"), base + i * stride));
+            }
         }
-    }
-    for &(name, base, count, stride) in REGISTER_ARRAYS {
-        for i in 0..count {
-            v.push((format!("{name}[{i}]"), base + i * stride));
-        }
-    }
-    v.sort_by_key(|r| r.1);
-    v
+        v.sort_by_key(|r| r.1);
+        v
+    })
 }
 
 fn is_queue_register(off: u32) -> bool {
@@ -405,7 +408,7 @@ pub fn offset_of(name: &str) -> Option<u32> {
     if let Some(h) = name.strip_prefix("0x").or_else(|| name.strip_prefix("0X")) {
         return u32::from_str_radix(h, 16).ok().filter(|o| *o < BAR0_SIZE as u32).map(|o| o & !3);
     }
-    all_registers().into_iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|r| r.1)
+    all_registers().iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|r| r.1)
 }
 
 #[cfg(test)]
@@ -424,7 +427,7 @@ mod names_test {
         assert_eq!(offset_of("rdt1"), Some(RDT0 + QUEUE_STRIDE));
         assert_eq!(offset_of("0x100"), Some(RCTL));
         let all = all_registers();
-        for (n, o) in &all {
+        for (n, o) in all {
             assert_eq!(name_of(*o).as_ref(), Some(n), "{n} at {o:#x}");
         }
         assert!(all.len() > 400);

@@ -157,8 +157,8 @@ pub fn stats(nic: &Nic) -> Value {
         card.insert(name.to_string(), json!(total(off)));
     }
     let mut regs = Map::new();
-    for (name, off) in all_registers().into_iter().filter(|(_, o)| (STATS_START..=STATS_END).contains(o)) {
-        regs.insert(name, json!(total(off)));
+    for (name, off) in all_registers().iter().filter(|(_, o)| (STATS_START..=STATS_END).contains(o)) {
+        regs.insert(name.clone(), json!(total(*off)));
     }
     let mut dev = Map::new();
     for (k, v) in nic.counters() {
