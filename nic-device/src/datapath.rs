@@ -178,6 +178,8 @@ impl Worker {
         // Transmit: fetch descriptors while our output queue has room.
         if self.out.len() < TX_QUEUE_DEPTH {
             let mut nic = lock(&self.nic);
+            // One clock read for the round's timers and moderation, not one per frame.
+            nic.round_now = Some(Instant::now());
             for q in 0..2 {
                 if nic.tx_pending(q) {
                     let out = &mut self.out;
@@ -196,6 +198,7 @@ impl Worker {
                     progress = true;
                 }
             }
+            nic.round_now = None;
         }
         // Hand frames to the backend until it refuses one.
         while let Some(f) = self.out.front() {
@@ -237,6 +240,8 @@ impl Worker {
             }
         }
         let mut nic = lock(&self.nic);
+        let now = Instant::now();
+        nic.round_now = Some(now);
         progress |= nic.drain_rx_fifo() > 0;
         for f in frames {
             if let Some(p) = self.pcap.as_mut() {
@@ -246,7 +251,8 @@ impl Worker {
             nic.receive(f);
             progress = true;
         }
-        nic.on_timer(Instant::now());
+        nic.on_timer(now);
+        nic.round_now = None;
         progress
     }
 }

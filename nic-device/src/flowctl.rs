@@ -51,7 +51,7 @@ impl Nic {
         match (be16(f, 14), be16(f, 16)) {
             (Some(OPCODE_PAUSE), Some(quanta)) => {
                 if self.reg(CTRL) & CTRL_RFCE != 0 {
-                    self.fc.paused_until = (quanta != 0).then(|| Instant::now() + QUANTUM * u32::from(quanta));
+                    self.fc.paused_until = (quanta != 0).then(|| self.now() + QUANTUM * u32::from(quanta));
                 }
                 self.stat_inc(if quanta == 0 { XONRXC } else { XOFFRXC }, 1);
             }
@@ -62,7 +62,7 @@ impl Nic {
 
     /// Whether a received PAUSE holds the transmitter now (the clock is read only while a pause is set).
     pub fn tx_paused(&self) -> bool {
-        self.fc.paused_until.is_some_and(|t| Instant::now() < t)
+        self.fc.paused_until.is_some_and(|t| self.now() < t)
     }
 
     /// After the receive FIFO changed: XOFF when it passes FCRTH, XON when it falls below FCRTL (with XONE).

@@ -105,6 +105,9 @@ pub struct Nic {
     doorbell_hold: Option<Instant>,
     /// The backend's carrier, before faults.
     backend_carrier: bool,
+    /// The data path's clock for the round it is in (read once per round instead of once per frame); `None`
+    /// outside a round, where `now()` reads the clock.
+    pub round_now: Option<Instant>,
     /// Interrupt messages dropped, delayed or made up by faults.
     pub irq_lost: u64,
     pub irq_late: u64,
@@ -144,6 +147,7 @@ impl Nic {
             late_writebacks: VecDeque::new(),
             doorbell_hold: None,
             backend_carrier: true,
+            round_now: None,
             irq_lost: 0,
             irq_late: 0,
             irq_spurious: 0,
@@ -151,6 +155,12 @@ impl Nic {
         };
         n.mac_reset();
         n
+    }
+
+    /// The time for timers and moderation: the data path's round time, or the clock.
+    #[inline]
+    pub fn now(&self) -> Instant {
+        self.round_now.unwrap_or_else(Instant::now)
     }
 
     #[inline]
@@ -392,7 +402,7 @@ impl Nic {
 
     /// Whether a `dma-error` fault fails this access.
     fn dma_fault(&mut self) -> bool {
-        !self.faults.is_empty() && self.faults.take(FaultKind::DmaError, Instant::now()).is_some()
+        !self.faults.is_empty() && self.faults.take(FaultKind::DmaError, self.now()).is_some()
     }
 
     fn trace_dma(&self, dir: &str, addr: u64, len: usize, what: &str, injected: bool, ok: bool) {
@@ -407,8 +417,9 @@ impl Nic {
     /// holds back; `causes` are raised when it lands late.
     pub(crate) fn write_back_status(&mut self, addr: u64, status: &[u8], causes: u32) -> Result<(), ()> {
         if !self.faults.is_empty() {
-            if let Some(f) = self.faults.take(FaultKind::WritebackDelay, Instant::now()) {
-                self.late_writebacks.push_back((Instant::now() + f.delay, addr, status.to_vec(), causes));
+            let now = self.now();
+            if let Some(f) = self.faults.take(FaultKind::WritebackDelay, now) {
+                self.late_writebacks.push_back((now + f.delay, addr, status.to_vec(), causes));
                 return Ok(());
             }
         }
@@ -416,8 +427,8 @@ impl Nic {
     }
 
     /// Whether doorbells are held back by a `doorbell-latency` fault now.
-    pub fn doorbell_held(&self, now: Instant) -> bool {
-        self.doorbell_hold.is_some_and(|t| now < t)
+    pub fn doorbell_held(&self) -> bool {
+        self.doorbell_hold.is_some_and(|t| self.now() < t)
     }
 
     /// The backend's carrier; with link faults applied, the PHY's.
@@ -436,20 +447,22 @@ impl Nic {
     pub fn raise(&mut self, causes: u32) {
         let mut out = Vec::new();
         let (mode, ext) = (self.mode(), self.reg(CTRL_EXT));
-        self.intr.raise(causes, mode, ext, Instant::now(), &mut out);
+        let now = self.now();
+        self.intr.raise(causes, mode, ext, now, &mut out);
         self.apply(out);
     }
 
     fn reevaluate(&mut self) {
         let mut out = Vec::new();
         let (mode, ext) = (self.mode(), self.reg(CTRL_EXT));
-        self.intr.update(mode, ext, Instant::now(), &mut out);
+        let now = self.now();
+        self.intr.update(mode, ext, now, &mut out);
         self.apply(out);
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        let pause_end = self.fc.paused_until.filter(|&t| t > Instant::now());
-        let now = Instant::now();
+        let now = self.now();
+        let pause_end = self.fc.paused_until.filter(|&t| t > now);
         let late = [self.late_irqs.front().map(|l| l.0), self.late_writebacks.front().map(|w| w.0)].into_iter().flatten().min();
         let faults = if self.faults.is_empty() { None } else { self.faults.next_deadline(now) };
         [self.intr.next_deadline(), self.rx_delay.deadline(), self.tx_delay.deadline(), pause_end, late, faults, self.doorbell_hold]
@@ -462,7 +475,7 @@ impl Nic {
     /// (descriptor minimum threshold) are raised at once.
     pub(crate) fn raise_rx(&mut self, causes: u32) {
         let delayed = causes & (ICR_RXT0 | ICR_RXQ0 | ICR_RXQ1);
-        let due = self.rx_delay.packet(delayed, self.reg(RDTR), self.reg(RADV), Instant::now());
+        let due = self.rx_delay.packet(delayed, self.reg(RDTR), self.reg(RADV), self.now());
         let now = (causes & !delayed) | due;
         if now != 0 {
             self.raise(now);
@@ -473,7 +486,7 @@ impl Nic {
     /// (IDE); otherwise raised at once, with anything the timers held.
     pub(crate) fn raise_tx(&mut self, causes: u32, all_ide: bool) {
         let due = if all_ide {
-            self.tx_delay.packet(causes, self.reg(TIDV), self.reg(TADV), Instant::now())
+            self.tx_delay.packet(causes, self.reg(TIDV), self.reg(TADV), self.now())
         } else {
             self.tx_delay.flush() | causes
         };

@@ -299,7 +299,7 @@ impl Nic {
             return RxOutcome::Dropped;
         }
         if !self.faults.is_empty() {
-            let now = std::time::Instant::now();
+            let now = self.now();
             if self.faults.take(FaultKind::RxDrop, now).is_some() {
                 // A frame with a bad FCS: the MAC drops it and counts it (SBP is not modelled).
                 self.stat_inc(CRCERRS, 1);
@@ -349,7 +349,7 @@ impl Nic {
     /// Moves FIFO frames into the ring while descriptors are available.
     pub fn drain_rx_fifo(&mut self) -> usize {
         let mut n = 0;
-        if self.doorbell_held(std::time::Instant::now()) {
+        if self.doorbell_held() {
             return 0;
         }
         while let Some(f) = self.rx_fifo.pop() {
@@ -453,7 +453,7 @@ impl Nic {
         }
         let mut info = info;
         let checked = info.status & (RXD_STAT_IPCS | RXD_STAT_TCPCS | RXD_STAT_UDPCS) != 0;
-        if checked && !self.faults.is_empty() && self.faults.take(FaultKind::RxBadCsum, std::time::Instant::now()).is_some() {
+        if checked && !self.faults.is_empty() && self.faults.take(FaultKind::RxBadCsum, self.now()).is_some() {
             // Error status for the checksums the card reports on, although they are good.
             if info.status & RXD_STAT_IPCS != 0 {
                 info.errors |= RXDEXT_ERR_IPE;

@@ -90,7 +90,7 @@ impl Nic {
 
     /// Whether queue `q` has descriptors to process.
     pub fn tx_pending(&self, q: usize) -> bool {
-        if q >= self.tx.len() || self.tx_paused() || self.doorbell_held(std::time::Instant::now()) {
+        if q >= self.tx.len() || self.tx_paused() || self.doorbell_held() {
             return false;
         }
         let o = q as u32 * QUEUE_STRIDE;
@@ -104,7 +104,7 @@ impl Nic {
             return pass;
         }
         if !self.faults.is_empty() {
-            let now = std::time::Instant::now();
+            let now = self.now();
             if self.faults.peek(FaultKind::TxStall, now).is_some_and(|f| f.queue.is_none_or(|fq| fq == q)) {
                 // The queue does not advance: TDH stays while the driver moves TDT (the "hardware unit hang").
                 self.faults.take(FaultKind::TxStall, now);

@@ -109,6 +109,15 @@ enum Cmd {
         #[arg(long, default_value = "64")]
         size: usize,
     },
+    /// The machine's own copy rate for frames of SIZE bytes between two rings of 512 buffers (as a device
+    /// copies between a guest's RX/TX buffers and a backend's): the reference the benchmark sets the pair's
+    /// rates against
+    Memcpy {
+        #[arg(long, default_value = "10000000")]
+        count: u64,
+        #[arg(long, default_value = "1514")]
+        size: usize,
+    },
     /// Answer `exchange` on a host interface (no card needed)
     Reflect {
         #[arg(long)]
@@ -207,6 +216,10 @@ fn parse() -> Result<Option<Opts>, String> {
             (o.count, o.size) = (count, size);
             "exchange"
         }
+        Cmd::Memcpy { count, size } => {
+            (o.count, o.size) = (count, size);
+            "memcpy"
+        }
         Cmd::Reflect { ifname, count } => {
             (o.ifname, o.count) = (Some(ifname), count);
             "reflect"
@@ -248,6 +261,7 @@ fn main() -> ExitCode {
     };
     let r = match o.cmd.as_str() {
         "reflect" => reflect::run(o.ifname.as_deref(), o.count),
+        "memcpy" => Ok(memcpy(&o)),
         "ping" => ping::run(&o),
         "get" => tcpcmd::get(&o),
         "serve" => tcpcmd::serve(&o),
@@ -264,6 +278,25 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Copies `count` frames of `size` bytes from one ring of 512 buffers to another and prints the rate.
+fn memcpy(o: &Opts) -> bool {
+    let size = o.size.clamp(1, 65536);
+    let slots = 512;
+    let stride = size.next_power_of_two();
+    let src: Vec<u8> = (0..slots * stride).map(|i| i as u8).collect();
+    let mut dst = vec![0u8; slots * stride];
+    let t0 = Instant::now();
+    for i in 0..o.count as usize {
+        let at = (i % slots) * stride;
+        dst[at..at + size].copy_from_slice(&src[at..at + size]);
+        std::hint::black_box(&mut dst);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!("elapsed:     {secs:.3} s");
+    println!("rate:        {:.0} frames/s, {:.3} Gbit/s", o.count as f64 / secs, (o.count as usize * size) as f64 * 8.0 / secs / 1e9);
+    true
 }
 
 fn with_device(o: &Opts) -> Result<bool, String> {
