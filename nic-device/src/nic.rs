@@ -485,11 +485,8 @@ impl Nic {
     /// Transmit write-back causes: delayed by TIDV/TADV when every written-back descriptor asked for it
     /// (IDE); otherwise raised at once, with anything the timers held.
     pub(crate) fn raise_tx(&mut self, causes: u32, all_ide: bool) {
-        let due = if all_ide {
-            self.tx_delay.packet(causes, self.reg(TIDV), self.reg(TADV), self.now())
-        } else {
-            self.tx_delay.flush() | causes
-        };
+        let due =
+            if all_ide { self.tx_delay.packet(causes, self.reg(TIDV), self.reg(TADV), self.now()) } else { self.tx_delay.flush() | causes };
         if due != 0 {
             self.raise(due);
         }

@@ -119,8 +119,35 @@ pub struct Stack {
     rx: Vec<PacketBuf>,
     announced: bool,
     tcp: Vec<Option<TcpSock>>,
-    iss_seed: u64,
+    /// The secret behind initial sequence numbers (RFC 6528) and ephemeral ports (RFC 6056): random per
+    /// stack, so that a new process does not reuse the last one's 4-tuples and sequence space.
+    secret: u64,
+    /// RFC 6056's per-stack counter of ephemeral port picks.
+    port_counter: u16,
     pub tcp_cfg: crate::tcp::Config,
+}
+
+/// A random 64-bit secret from the kernel (getrandom), or, if that fails, the clock and process id.
+fn random_secret() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most the given length into a live buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == b.len() as isize {
+        return u64::from_ne_bytes(b);
+    }
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    t ^ (u64::from(std::process::id()) << 32)
+}
+
+/// A keyed hash of a connection's endpoints: SipHash (std's) over the secret and the 4-tuple.
+fn tuple_hash(secret: u64, parts: &[&[u8]]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write_u64(secret);
+    for p in parts {
+        h.write(p);
+    }
+    h.finish()
 }
 
 enum TcpSock {
@@ -158,7 +185,8 @@ impl Stack {
             rx: Vec::new(),
             announced: false,
             tcp: Vec::new(),
-            iss_seed: 0x9E37_79B9_7F4A_7C15 ^ u32::from_be_bytes([0, 0, 0, 1]) as u64,
+            secret: random_secret(),
+            port_counter: 0,
             tcp_cfg: crate::tcp::Config::default(),
         }
     }
@@ -733,14 +761,32 @@ impl Stack {
         self.dev.features()
     }
 
-    fn new_iss(&mut self, now: Instant) -> crate::wire::tcp::Seq {
-        // RFC 6528 in spirit: a clock plus a per-stack secret stirred per connection.
-        let mut x = self.iss_seed ^ now.micros;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.iss_seed = x;
-        crate::wire::tcp::Seq((now.micros / 4) as u32 ^ (x as u32))
+    /// RFC 6528: ISS = M + F(local, remote, secret), M a clock ticking every 4 microseconds. The secret is
+    /// random per stack, so a restarted program does not start where the last one did.
+    fn new_iss(&self, local: ([u8; 4], u16), remote: ([u8; 4], u16), now: Instant) -> crate::wire::tcp::Seq {
+        let f = tuple_hash(self.secret, &[&local.0, &local.1.to_be_bytes(), &remote.0, &remote.1.to_be_bytes()]);
+        crate::wire::tcp::Seq(((now.micros / 4) as u32).wrapping_add(f as u32))
+    }
+
+    /// Fixes the secret behind sequence numbers and ephemeral ports (simulations that want repeatable runs).
+    pub fn set_secret(&mut self, secret: u64) {
+        self.secret = secret;
+    }
+
+    /// RFC 6056 algorithm 3: a port from 32768-60999 at an offset keyed by the destination, stepping past
+    /// ports in use, so that successive programs (and destinations) do not reuse the same 4-tuple.
+    fn ephemeral_tcp_port(&mut self, dst: [u8; 4], dport: u16) -> Option<u16> {
+        const LOW: u32 = 32768;
+        const COUNT: u32 = 61000 - 32768;
+        let offset = tuple_hash(self.secret, &[&self.cfg.addr, &dst, &dport.to_be_bytes()]) as u32;
+        for i in 0..COUNT {
+            let p = (LOW + offset.wrapping_add(u32::from(self.port_counter)).wrapping_add(i) % COUNT) as u16;
+            if !self.tcp_port_used(p) {
+                self.port_counter = self.port_counter.wrapping_add(1);
+                return Some(p);
+            }
+        }
+        None
     }
 
     /// Settings for a new connection to `peer`: the MSS follows the device MTU and any path MTU learned for
@@ -795,7 +841,7 @@ impl Stack {
                 return; // backlog full: drop the SYN, the peer retries
             }
             let cfg = self.conn_cfg(src);
-            let iss = self.new_iss(now);
+            let iss = self.new_iss((dst, seg.dst_port), (src, seg.src_port), now);
             let t = crate::tcp::Tcb::accept_syn((dst, seg.dst_port), (src, seg.src_port), &seg, iss, cfg, now);
             let h = self.tcp_alloc(TcpSock::Conn(Box::new(t), Some(lh)));
             if let Some(Some(TcpSock::Listener { embryos, .. })) = self.tcp.get_mut(lh) {
@@ -909,10 +955,10 @@ impl Stack {
             }
             local_port
         } else {
-            (32768..61000u16).find(|p| !self.tcp_port_used(*p)).ok_or(Errno(libc::EADDRNOTAVAIL))?
+            self.ephemeral_tcp_port(dst, port).ok_or(Errno(libc::EADDRNOTAVAIL))?
         };
         let cfg = self.conn_cfg(dst);
-        let iss = self.new_iss(now);
+        let iss = self.new_iss((self.cfg.addr, lport), (dst, port), now);
         let t = crate::tcp::Tcb::connect((self.cfg.addr, lport), (dst, port), iss, cfg, now);
         let h = self.tcp_alloc(TcpSock::Conn(Box::new(t), None));
         self.tcp_flush(h, now);

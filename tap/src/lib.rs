@@ -73,6 +73,45 @@ impl Tap {
         Ok(())
     }
 
+    /// Waits until the kernel side of the device is operational (`operstate` up), for at most `timeout`;
+    /// whether it is. Attaching to a TAP turns its carrier on, but Linux activates the device's transmit
+    /// queue only when its link-watch work runs (rate-limited to once a second): until then the kernel
+    /// drops what it sends through the device, such as the answer to our first ARP request. An interface
+    /// that is administratively down is not waited for.
+    pub fn wait_operational(&self, timeout: std::time::Duration) -> bool {
+        let path = format!("/sys/class/net/{}/operstate", self.name);
+        let t0 = std::time::Instant::now();
+        loop {
+            match std::fs::read_to_string(&path) {
+                Ok(s) if s.trim() == "up" => return true,
+                Ok(_) if !self.is_up().unwrap_or(true) => return false,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+            if t0.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Whether the interface is administratively up (IFF_UP).
+    pub fn is_up(&self) -> io::Result<bool> {
+        // SAFETY: a plain datagram socket for interface ioctls; closed by OwnedFd.
+        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if s < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: s is a fresh fd we own.
+        let s = unsafe { OwnedFd::from_raw_fd(s) };
+        let mut req = ifreq(&self.name, 0)?;
+        // SAFETY: SIOCGIFFLAGS fills ifr_flags of a struct ifreq.
+        if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(req.flags & libc::IFF_UP as libc::c_short != 0)
+    }
+
     /// One frame into `buf`; `Ok(None)` when none is waiting.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         // SAFETY: reading into a live buffer of the given length.

@@ -260,3 +260,41 @@ fn get_decodes_a_chunked_response() {
     assert!(ok, "{text}");
     assert_eq!(sha(&out), sha(&t.dir.join("blob")));
 }
+
+/// Programs started one after another connect at their first SYN. Two causes of a one-second stall are
+/// covered: with a fixed first ephemeral port and sequence number, each new get met Linux's TIME_WAIT for
+/// the same 4-tuple, was answered with an ACK, reset it, and connected only at its SYN retransmission (now
+/// ports, RFC 6056, and initial sequence numbers, RFC 6528, come from a random per-stack secret); and on a
+/// TAP just attached, Linux drops its answer to the first ARP request until its link-watch work activates
+/// the device (now the stack waits for the TAP to be operational).
+#[test]
+fn consecutive_gets_connect_at_their_first_syn() {
+    let t = tapnet();
+    std::fs::write(t.dir.join("one"), b"x").unwrap();
+    let mut srv = http_server(&t);
+    let cap = t.dir.join("syns.txt");
+    let mut dump =
+        t.ns.command(std::path::Path::new("tcpdump"))
+            .args(["-i", "st0", "-n", "-l", "--immediate-mode", "src host 10.80.0.2 and tcp[tcpflags] & (tcp-syn|tcp-rst) != 0"])
+            .stdout(std::fs::File::create(&cap).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let out = t.dir.join("got");
+    for i in 0..4 {
+        let (ok, text) =
+            lab(&t.ns, &["--tap", "st0", "--ip", "10.80.0.2/24", "get", "http://10.80.0.1:8000/one", "-o", out.to_str().unwrap()]);
+        assert!(ok, "get {i}: {text}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling a child we spawned.
+    unsafe { libc::kill(dump.id() as i32, libc::SIGINT) };
+    let _ = dump.wait();
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let lines = std::fs::read_to_string(&cap).unwrap();
+    let syns = lines.lines().filter(|l| l.contains("Flags [S]")).count();
+    let rsts = lines.lines().filter(|l| l.contains("Flags [R")).count();
+    assert_eq!((syns, rsts), (4, 0), "one SYN per get and no reset:\n{lines}");
+}

@@ -13,8 +13,14 @@ pub struct Tap {
 
 impl Tap {
     /// Opens (or creates) TAP `name`; the stack uses `mac` as its own address on it.
+    /// Attaches to TAP `name` and waits (up to 2 s) until the kernel can send through it, so that the first
+    /// ARP request gets its answer instead of a retry a second later.
     pub fn open(name: &str, mac: crate::wire::Mac) -> io::Result<Tap> {
-        Ok(Tap { tap: nic_tap::Tap::open(name)?, mac, buf: vec![0; 65536] })
+        let tap = nic_tap::Tap::open(name)?;
+        if !tap.wait_operational(std::time::Duration::from_secs(2)) {
+            log::warn!("tap {name}: not operational (down, or its link not up yet); sending anyway");
+        }
+        Ok(Tap { tap, mac, buf: vec![0; 65536] })
     }
 }
 

@@ -21,7 +21,11 @@ impl World {
     pub fn new(imp: Impairment, seed: u64) -> World {
         let clock = Rc::new(RefCell::new(Instant::ZERO));
         let (pa, pb) = link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), imp, seed, clock.clone());
-        World { a: Stack::new(Box::new(pa), Config::new(A, 24)), b: Stack::new(Box::new(pb), Config::new(B, 24)), clock }
+        let (mut a, mut b) = (Stack::new(Box::new(pa), Config::new(A, 24)), Stack::new(Box::new(pb), Config::new(B, 24)));
+        // Repeatable runs: the secrets behind sequence numbers and ports follow the seed.
+        a.set_secret(seed ^ 0xA);
+        b.set_secret(seed ^ 0xB);
+        World { a, b, clock }
     }
     pub fn now(&self) -> Instant {
         *self.clock.borrow()
