@@ -350,7 +350,11 @@ impl Stack {
             self.send_l2(p, mac, ethernet::ETHERTYPE_IPV4);
             return;
         }
-        match self.neigh.resolve(next_hop, p, now) {
+        // A TCP retransmission of a segment still waiting for the neighbour replaces it: when the address
+        // arrives, the segment leaves once, not once per retransmission timeout that passed meanwhile.
+        let key = tcp_segment_key(p.data());
+        let supersedes = |q: &PacketBuf| key.is_some() && tcp_segment_key(q.data()) == key;
+        match self.neigh.resolve_replacing(next_hop, p, now, supersedes) {
             Resolve::Queued { request: true } => self.send_arp(arp::OP_REQUEST, [0; 6], next_hop, BROADCAST),
             Resolve::Queued { request: false } => {}
             Resolve::Dropped => self.stats.qdisc_drops += 1,
@@ -750,6 +754,22 @@ impl Stack {
 }
 
 /// Verifies a whole IPv4 packet's header checksum (helper for tests and tools).
+/// What makes an IPv4/TCP segment a copy of another: addresses, ports, sequence number, flags and payload
+/// length (the timestamp option and the ACK may differ between a segment and its retransmission).
+fn tcp_segment_key(ip: &[u8]) -> Option<([u8; 8], [u8; 4], u32, u8, usize)> {
+    if ip.first()? >> 4 != 4 || *ip.get(9)? != 6 {
+        return None;
+    }
+    let ihl = usize::from(ip.first()? & 0xF) * 4;
+    let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+    let tcp = ip.get(ihl..total)?;
+    let doff = usize::from(tcp.get(12)? >> 4) * 4;
+    let addrs: [u8; 8] = ip.get(12..20)?.try_into().ok()?;
+    let ports: [u8; 4] = tcp.get(0..4)?.try_into().ok()?;
+    let seq = u32::from_be_bytes(tcp.get(4..8)?.try_into().ok()?);
+    Some((addrs, ports, seq, *tcp.get(13)?, tcp.len().checked_sub(doff)?))
+}
+
 pub fn ipv4_header_ok(b: &[u8]) -> bool {
     b.len() >= 20 && checksum::fold(checksum::sum(0, &b[..((b[0] & 0xF) as usize * 4).min(b.len())])) == 0xFFFF
 }

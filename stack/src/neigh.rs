@@ -80,6 +80,12 @@ impl NeighCache {
     }
 
     pub fn resolve(&mut self, ip: [u8; 4], pkt: PacketBuf, now: Instant) -> Resolve {
+        self.resolve_replacing(ip, pkt, now, |_| false)
+    }
+
+    /// As `resolve`, but a packet still waiting that `supersedes` says the new one replaces is dropped
+    /// first (a retransmission of a segment that never left).
+    pub fn resolve_replacing(&mut self, ip: [u8; 4], pkt: PacketBuf, now: Instant, supersedes: impl Fn(&PacketBuf) -> bool) -> Resolve {
         if self.entries.len() >= self.cfg.max_entries && !self.entries.contains_key(&ip) {
             self.entries.retain(|_, s| !matches!(s, State::Stale { .. }));
         }
@@ -89,6 +95,7 @@ impl NeighCache {
             State::Reachable { mac, .. } => Resolve::Send(*mac),
             State::Stale { mac, .. } => Resolve::Send(*mac),
             State::Incomplete { probes, next, queue } => {
+                queue.retain(|q| !supersedes(q));
                 if queue.len() >= qlen {
                     return Resolve::Dropped;
                 }

@@ -291,3 +291,69 @@ fn tcp_mss_follows_a_learned_path_mtu() {
     assert!(w.b.tcp_accept(l).is_ok());
     assert!(w.a.tcp_conn(c).unwrap().mss() <= 1200 - 40, "MSS within the path MTU");
 }
+
+/// A device that records what the stack sends and delivers what the test injects.
+#[derive(Clone, Default)]
+struct Recorder {
+    sent: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>,
+    inbox: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>,
+}
+
+impl stack::dev::Device for Recorder {
+    fn mac(&self) -> stack::wire::Mac {
+        [2, 0, 0, 0, 0, 1]
+    }
+    fn transmit(&mut self, q: &mut std::collections::VecDeque<stack::skb::PacketBuf>) -> std::io::Result<usize> {
+        let n = q.len();
+        self.sent.borrow_mut().extend(q.drain(..).map(|p| p.to_vec()));
+        Ok(n)
+    }
+    fn poll(&mut self, _budget: usize, out: &mut Vec<stack::skb::PacketBuf>) -> std::io::Result<usize> {
+        let v: Vec<Vec<u8>> = self.inbox.borrow_mut().drain(..).collect();
+        let n = v.len();
+        out.extend(v.iter().map(|f| stack::skb::PacketBuf::from_slice(f)));
+        Ok(n)
+    }
+    fn wait(&mut self, _: Duration) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn name(&self) -> String {
+        "recorder".into()
+    }
+}
+
+/// A SYN waiting for its neighbour longer than its retransmission timeout leaves once when the address
+/// arrives, not once per timeout that passed (the retransmission replaces the waiting copy).
+#[test]
+fn a_syn_waiting_for_arp_leaves_once() {
+    let dev = Recorder::default();
+    let mut s = Stack::new(Box::new(dev.clone()), Config::new(A, 24));
+    let mut now = Instant::ZERO;
+    s.tcp_connect(B, 80, now).unwrap();
+    // No ARP answer for 2.5 s: the ARP request and the SYN's timer both fire twice meanwhile.
+    while now < Instant::from_millis(2500) {
+        s.poll(now);
+        now = now + Duration::from_millis(10);
+    }
+    let is_syn = |f: &Vec<u8>| f.len() >= 14 + 20 + 20 && f[12..14] == [8, 0] && f[14 + 9] == 6 && f[14 + 20 + 13] & 0x02 != 0;
+    assert_eq!(dev.sent.borrow().iter().filter(|f| is_syn(f)).count(), 0, "nothing left before the address is known");
+    let arps = dev.sent.borrow().iter().filter(|f| f[12..14] == [8, 6]).count();
+    assert!(arps >= 2, "{arps} ARP requests");
+    // B answers.
+    let mut reply = vec![0u8; 14 + 28];
+    reply[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    reply[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+    reply[12..14].copy_from_slice(&[8, 6]);
+    stack::wire::arp::Repr {
+        op: stack::wire::arp::OP_REPLY,
+        sender_mac: [2, 0, 0, 0, 0, 2],
+        sender_ip: B,
+        target_mac: [2, 0, 0, 0, 0, 1],
+        target_ip: A,
+    }
+    .emit(&mut reply[14..]);
+    dev.inbox.borrow_mut().push(reply);
+    s.poll(now);
+    s.poll(now + Duration::from_millis(1));
+    assert_eq!(dev.sent.borrow().iter().filter(|f| is_syn(f)).count(), 1, "one SYN, not one per timeout");
+}
