@@ -754,9 +754,12 @@ impl Stack {
 }
 
 /// Verifies a whole IPv4 packet's header checksum (helper for tests and tools).
+/// Addresses, ports, sequence number, flags and payload length of an IPv4/TCP segment.
+type SegmentKey = ([u8; 8], [u8; 4], u32, u8, usize);
+
 /// What makes an IPv4/TCP segment a copy of another: addresses, ports, sequence number, flags and payload
 /// length (the timestamp option and the ACK may differ between a segment and its retransmission).
-fn tcp_segment_key(ip: &[u8]) -> Option<([u8; 8], [u8; 4], u32, u8, usize)> {
+fn tcp_segment_key(ip: &[u8]) -> Option<SegmentKey> {
     if ip.first()? >> 4 != 4 || *ip.get(9)? != 6 {
         return None;
     }

@@ -154,6 +154,8 @@ pub struct Tcb {
     /// Set once the connection reached Established (for accept()).
     pub established_once: bool,
     pub retransmits: u64,
+    /// ACKs sent because the delayed-ACK timer ran out (Linux's TcpExtDelayedACKs, per connection).
+    pub delayed_acks: u64,
     /// A SYN (or SYN-ACK) is due.
     syn_pending: bool,
 }
@@ -218,6 +220,7 @@ impl Tcb {
             error: None,
             established_once: false,
             retransmits: 0,
+            delayed_acks: 0,
             syn_pending: true,
             cfg,
         }
@@ -789,7 +792,10 @@ impl Tcb {
                 }
                 self.ack_now = true; // a hole was filled
             }
-            self.ack_pending += 1;
+            // Counted in segments of the MSS: a segment that GRO merged from several counts as all of them,
+            // or a burst that filled the peer's window (64 KiB without window scaling) would wait for the
+            // delayed-ACK timer every time.
+            self.ack_pending += n.div_ceil(self.mss().max(1)).max(1) as u32;
             // Every second full segment is acknowledged at once (RFC 9293 3.8.6.3); PSH does not hurry it.
             let _ = psh;
             if self.ack_pending >= 2 {
@@ -911,6 +917,9 @@ impl Tcb {
             }
         }
         if self.ack_now || self.ack_deadline.is_some_and(|d| now >= d) {
+            if !self.ack_now {
+                self.delayed_acks += 1;
+            }
             let r = self.header(ACK, self.snd_nxt.max(self.snd_una), now);
             out.push(Out { repr: r, payload: Vec::new(), gso: None });
             self.ack_now = false;

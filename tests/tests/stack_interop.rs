@@ -298,3 +298,26 @@ fn consecutive_gets_connect_at_their_first_syn() {
     let rsts = lines.lines().filter(|l| l.contains("Flags [R")).count();
     assert_eq!((syns, rsts), (4, 0), "one SYN per get and no reset:\n{lines}");
 }
+
+/// Without window scaling (`net.ipv4.tcp_window_scaling=0` on the Linux side) the sender may have at most
+/// 64 KiB in flight, which it sends as one burst that GRO hands the stack as few large segments. Counting
+/// those as one segment each left every burst waiting for the 40 ms delayed-ACK timer (229 delayed ACKs for
+/// 20 MB, 10 s instead of 0.1 s). Received data now counts in MSS-sized segments, so every second one is
+/// acknowledged at once; the connection's delayed-ACK count (TcpExtDelayedACKs) says whether it waited.
+#[test]
+fn get_without_window_scaling_does_not_wait_for_delayed_acks() {
+    let t = tapnet();
+    t.ns.must("sysctl -qw net.ipv4.tcp_window_scaling=0");
+    make_file(&t.dir.join("blob"), 20);
+    let mut srv = http_server(&t);
+    let out = t.dir.join("got");
+    let (ok, text) =
+        lab(&t.ns, &["--tap", "st0", "--ip", "10.80.0.2/24", "get", "http://10.80.0.1:8000/blob", "-o", out.to_str().unwrap()]);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    eprintln!("{text}");
+    assert!(ok, "{text}");
+    assert_eq!(sha(&out), sha(&t.dir.join("blob")), "20 MB intact");
+    let delayed = report_field(&text, "delayed ACKs");
+    assert!(delayed <= 5, "{delayed} ACKs waited for the delayed-ACK timer:\n{text}");
+}

@@ -80,9 +80,11 @@ pub fn get(o: &Opts) -> Result<bool, String> {
     if chunked.as_ref().is_some_and(|c| !c.done) {
         return Err("connection closed inside a chunked body".into());
     }
+    let delayed_acks = b.stack.tcp_conn(h).map_or(0, |t| t.delayed_acks);
     let _ = b.close(h);
     let d = Instant::now() - t0;
     println!("HTTP {status}: {}", rate(body, d));
+    println!("delayed ACKs: {delayed_acks}");
     if want.is_some_and(|w| w != body) {
         return Err(format!("short body: {body} of {} bytes", want.unwrap()));
     }
