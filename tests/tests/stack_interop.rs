@@ -85,8 +85,13 @@ fn http_server(t: &TapNet) -> std::process::Child {
 #[test]
 fn get_100mb_from_a_linux_http_server() {
     let t = tapnet();
-    make_file(&t.dir.join("blob"), 100);
-    let mut srv = http_server(&t);
+    get_blob(&t, 100);
+}
+
+/// The stack on st0 gets an `mb`-megabyte file from Linux's http.server and checks it; `nic-lab`'s output.
+fn get_blob(t: &TapNet, mb: usize) -> String {
+    make_file(&t.dir.join("blob"), mb);
+    let mut srv = http_server(t);
     let out = t.dir.join("got");
     let (ok, text) =
         lab(&t.ns, &["--tap", "st0", "--ip", "10.80.0.2/24", "get", "http://10.80.0.1:8000/blob", "-o", out.to_str().unwrap()]);
@@ -94,7 +99,8 @@ fn get_100mb_from_a_linux_http_server() {
     let _ = srv.wait();
     eprintln!("{text}");
     assert!(ok, "{text}");
-    assert_eq!(sha(&out), sha(&t.dir.join("blob")), "100 MB intact");
+    assert_eq!(sha(&out), sha(&t.dir.join("blob")), "{mb} MB intact");
+    text
 }
 
 #[test]
@@ -308,16 +314,7 @@ fn consecutive_gets_connect_at_their_first_syn() {
 fn get_without_window_scaling_does_not_wait_for_delayed_acks() {
     let t = tapnet();
     t.ns.must("sysctl -qw net.ipv4.tcp_window_scaling=0");
-    make_file(&t.dir.join("blob"), 20);
-    let mut srv = http_server(&t);
-    let out = t.dir.join("got");
-    let (ok, text) =
-        lab(&t.ns, &["--tap", "st0", "--ip", "10.80.0.2/24", "get", "http://10.80.0.1:8000/blob", "-o", out.to_str().unwrap()]);
-    let _ = srv.kill();
-    let _ = srv.wait();
-    eprintln!("{text}");
-    assert!(ok, "{text}");
-    assert_eq!(sha(&out), sha(&t.dir.join("blob")), "20 MB intact");
+    let text = get_blob(&t, 20);
     let delayed = report_field(&text, "delayed ACKs");
     assert!(delayed <= 5, "{delayed} ACKs waited for the delayed-ACK timer:\n{text}");
 }
