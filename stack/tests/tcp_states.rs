@@ -389,3 +389,24 @@ fn sack_steers_retransmission_past_data_the_peer_has() {
     let mut got = vec![0u8; mss * 8];
     assert_eq!(b.recv(&mut got), Ok(mss * 8));
 }
+
+/// A SYN without an MSS option: RFC 9293 3.7.1 makes the send MSS 536 for IPv4, so data goes out in
+/// segments of at most 536 bytes (a peer on a small-MTU path that says nothing must not get 1460).
+#[test]
+fn no_mss_option_means_536() {
+    let syn = Repr { src_port: A.1, dst_port: B.1, seq: Seq(1000), flags: SYN, window: 65535, ..Default::default() };
+    assert_eq!(syn.mss, None);
+    let mut b = Tcb::accept_syn(B, A, &syn, Seq(5000), Config { timestamps: false, ..Config::default() }, t(0));
+    assert_eq!(b.mss(), 536);
+    let synack = b.output(t(0));
+    assert_eq!(synack[0].repr.mss, Some(1460), "our own MSS is still offered");
+    let ack = Repr { src_port: A.1, dst_port: B.1, seq: Seq(1001), ack: Seq(5001), flags: ACK, window: 65535, ..Default::default() };
+    b.input(&ack, &[], t(1));
+    assert_eq!(b.state, State::Established);
+    b.send(&[7u8; 5000]).unwrap();
+    let out = b.output(t(2));
+    // Each data output's wire segments: the payload itself, or its GSO size when it is to be cut.
+    let segs: Vec<usize> = out.iter().filter(|o| !o.payload.is_empty()).map(|o| o.gso.map_or(o.payload.len(), usize::from)).collect();
+    assert!(!segs.is_empty());
+    assert!(segs.iter().all(|s| *s <= 536), "segments {segs:?}");
+}
