@@ -318,3 +318,41 @@ fn get_without_window_scaling_does_not_wait_for_delayed_acks() {
     let delayed = report_field(&text, "delayed ACKs");
     assert!(delayed <= 5, "{delayed} ACKs waited for the delayed-ACK timer:\n{text}");
 }
+
+/// The stack's server serves connections side by side from its poll loop: a client that connects and sends
+/// nothing holds nobody up (it is reset after the idle limit, 10 s), and eight curls at once all get their
+/// file while it sits there.
+#[test]
+fn server_serves_many_connections_while_one_idles() {
+    let t = tapnet();
+    let www = t.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    make_file(&www.join("file.bin"), 2);
+    let c = stack_ping(
+        &t.ns,
+        &["--tap", "st0", "--ip", "10.80.0.2/24", "serve", "--port", "8080", "--dir", www.to_str().unwrap(), "--count", "8"],
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    // The idle client: connects, sends nothing, stays 15 s.
+    let mut idle =
+        t.ns.command(std::path::Path::new("python3"))
+            .args(["-c", "import socket,time\ns=socket.create_connection(('10.80.0.2',8080))\ntime.sleep(15)\n"])
+            .spawn()
+            .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Eight at once, each with a deadline well under the idle client's stay.
+    let script: String = (0..8)
+        .map(|i| format!("curl -sS --max-time 8 -o {}/got{i} http://10.80.0.2:8080/file.bin & ", t.dir.display()))
+        .collect::<String>()
+        + "wait";
+    let (rc, out) = t.ns.exec(&script);
+    assert_eq!(rc, 0, "{out}");
+    for i in 0..8 {
+        assert_eq!(sha(&t.dir.join(format!("got{i}"))), sha(&www.join("file.bin")), "curl {i}");
+    }
+    let _ = idle.kill();
+    let _ = idle.wait();
+    let (ok, text) = finish(c);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches("GET /file.bin").count(), 8, "{text}");
+}

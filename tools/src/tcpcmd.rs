@@ -99,59 +99,142 @@ fn content_type(p: &str) -> &'static str {
     }
 }
 
-/// `serve --port P --dir D [--count N]`
+/// How long a connection may sit without progress (no request bytes, no response bytes taken) before it
+/// is reset: one client that connects and sends nothing must not hold the server.
+const IDLE_LIMIT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNS: usize = 64;
+
+/// One connection of `serve`: reading its request, then writing its response.
+struct Conn {
+    h: stack::iface::SocketHandle,
+    req: Vec<u8>,
+    /// The response and how much of it the stack has taken, once the request is complete.
+    resp: Option<(Vec<u8>, usize)>,
+    last_progress: std::time::Instant,
+    log: String,
+}
+
+/// The response to a request: (head and body, log line).
+fn respond(dir: &std::path::Path, req: &[u8]) -> (Vec<u8>, String) {
+    let text = String::from_utf8_lossy(req).into_owned();
+    let mut parts = text.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    let rel = path.trim_start_matches('/');
+    let file = if rel.split('/').any(|c| c == "..") { None } else { std::fs::read(dir.join(rel)).ok().filter(|_| !rel.is_empty()) };
+    let (head, body) = match (method, file) {
+        ("GET", Some(data)) | ("HEAD", Some(data)) => (
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: {}\r\nConnection: close\r\n\r\n",
+                data.len(),
+                content_type(rel)
+            ),
+            if method == "GET" { data } else { Vec::new() },
+        ),
+        ("GET", None) | ("HEAD", None) => {
+            let body = b"not found\n".to_vec();
+            (format!("HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()), body)
+        }
+        _ => ("HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(), Vec::new()),
+    };
+    let log = format!("{method} {path}: {} bytes", body.len());
+    let mut out = head.into_bytes();
+    out.extend_from_slice(&body);
+    (out, log)
+}
+
+/// `serve --port P --dir D [--count N]`: many connections at once from one poll loop, each with its own
+/// idle limit.
 pub fn serve(o: &Opts) -> Result<bool, String> {
     let dir = std::path::PathBuf::from(o.dir.as_deref().ok_or("serve needs --dir D")?);
     let port = if o.port == 0 { 80 } else { o.port };
     let mut b = Blocking::new(open_stack(o)?);
-    b.timeout = Duration::from_secs(3600);
-    let l = b.stack.tcp_listen(port, 16).map_err(errno)?;
+    let l = b.stack.tcp_listen(port, MAX_CONNS).map_err(errno)?;
     eprintln!("serving {} on port {port}", dir.display());
+    let mut conns: Vec<Conn> = Vec::new();
     let mut served = 0u64;
+    let mut buf = vec![0u8; 16384];
     loop {
-        let h = b.accept(l).map_err(errno)?;
-        let mut req = Vec::new();
-        let mut buf = vec![0u8; 4096];
-        while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
-            match b.recv(h, &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => req.extend_from_slice(&buf[..n]),
+        b.turn(Duration::from_millis(20));
+        let now = stack::time::Instant::now();
+        let wall = std::time::Instant::now();
+        while conns.len() < MAX_CONNS {
+            match b.stack.tcp_accept(l) {
+                Ok(h) => conns.push(Conn { h, req: Vec::new(), resp: None, last_progress: wall, log: String::new() }),
+                Err(_) => break,
             }
         }
-        let text = String::from_utf8_lossy(&req).into_owned();
-        let mut parts = text.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-        let rel = path.trim_start_matches('/');
-        let file = if rel.split('/').any(|c| c == "..") { None } else { std::fs::read(dir.join(rel)).ok().filter(|_| !rel.is_empty()) };
-        let resp_head;
-        let body: Vec<u8>;
-        match (method, file) {
-            ("GET", Some(data)) | ("HEAD", Some(data)) => {
-                resp_head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: {}\r\nConnection: close\r\n\r\n",
-                    data.len(),
-                    content_type(rel)
-                );
-                body = if method == "GET" { data } else { Vec::new() };
+        let mut i = 0;
+        while i < conns.len() {
+            let c = &mut conns[i];
+            let mut done = false;
+            if c.resp.is_none() {
+                loop {
+                    match b.stack.tcp_recv(c.h, &mut buf, now) {
+                        Ok(0) => {
+                            // The client closed before finishing its request.
+                            done = true;
+                            break;
+                        }
+                        Ok(n) => {
+                            c.req.extend_from_slice(&buf[..n]);
+                            c.last_progress = wall;
+                        }
+                        Err(e) if e == stack::iface::EAGAIN => break,
+                        Err(_) => {
+                            done = true;
+                            break;
+                        }
+                    }
+                    if c.req.windows(4).any(|w| w == b"\r\n\r\n") || c.req.len() >= 16384 {
+                        let (resp, log) = respond(&dir, &c.req);
+                        c.resp = Some((resp, 0));
+                        c.log = log;
+                        break;
+                    }
+                }
             }
-            ("GET", None) | ("HEAD", None) => {
-                body = b"not found\n".to_vec();
-                resp_head = format!("HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            if let Some((resp, off)) = c.resp.as_mut() {
+                while *off < resp.len() {
+                    match b.stack.tcp_send(c.h, &resp[*off..], now) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            *off += n;
+                            c.last_progress = wall;
+                        }
+                        Err(e) if e == stack::iface::EAGAIN => break,
+                        Err(_) => {
+                            done = true;
+                            break;
+                        }
+                    }
+                }
+                if *off == resp.len() && !done {
+                    // All taken: close gracefully; the stack finishes the connection in the background.
+                    b.stack.tcp_close(c.h, now);
+                    eprintln!("{}", c.log);
+                    served += 1;
+                    conns.swap_remove(i);
+                    continue;
+                }
             }
-            _ => {
-                body = Vec::new();
-                resp_head = "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string();
+            if done {
+                b.stack.tcp_abort(c.h, now);
+                conns.swap_remove(i);
+                continue;
             }
+            if wall.duration_since(c.last_progress) > IDLE_LIMIT {
+                eprintln!("connection idle for {:?}: reset", IDLE_LIMIT);
+                b.stack.tcp_abort(c.h, now);
+                conns.swap_remove(i);
+                continue;
+            }
+            i += 1;
         }
-        let _ = b.send_all(h, resp_head.as_bytes());
-        let _ = b.send_all(h, &body);
-        let _ = b.close(h);
-        eprintln!("{method} {path}: {} bytes", body.len());
-        served += 1;
         if o.count > 0 && served >= o.count {
-            // Let the last connection finish closing.
-            let end = Instant::now() + Duration::from_millis(500);
-            while Instant::now() < end {
+            // Let the last connections finish closing.
+            let end = std::time::Instant::now() + Duration::from_millis(500);
+            while std::time::Instant::now() < end {
                 b.turn(Duration::from_millis(10));
             }
             return Ok(true);
