@@ -195,6 +195,13 @@ impl DmaSpace {
         mem.read_slice(buf, GuestAddress(addr)).map_err(|_| err)
     }
 
+    /// A descriptor (or any plain value) read whole from guest memory.
+    pub fn read_obj<T: vm_memory::ByteValued + Default>(&self, addr: u64) -> Result<T, DmaError> {
+        let mut v = T::default();
+        self.read(addr, v.as_mut_slice())?;
+        Ok(v)
+    }
+
     pub fn write(&self, addr: u64, buf: &[u8]) -> Result<(), DmaError> {
         let err = DmaError::Unmapped { addr, len: buf.len() };
         if buf.is_empty() {

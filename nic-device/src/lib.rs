@@ -12,6 +12,7 @@ pub mod bytes;
 pub mod control;
 pub mod datapath;
 pub mod delay;
+pub mod desc;
 pub mod dma;
 pub mod fault;
 pub mod flowctl;

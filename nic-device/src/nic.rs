@@ -392,6 +392,13 @@ impl Nic {
         r
     }
 
+    /// A descriptor (or any plain value) read by the card's DMA, with faults and trace.
+    pub(crate) fn dma_read_obj<T: vm_memory::ByteValued + Default>(&mut self, addr: u64, what: &'static str) -> Result<T, ()> {
+        let mut v = T::default();
+        self.dma_read(addr, v.as_mut_slice(), what)?;
+        Ok(v)
+    }
+
     /// A DMA write by the card.
     pub(crate) fn dma_write(&mut self, addr: u64, buf: &[u8], what: &'static str) -> Result<(), ()> {
         let injected = self.dma_fault();

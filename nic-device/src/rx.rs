@@ -3,6 +3,7 @@
 //! of the on-chip receive buffer; when that overflows they are missed (MPC, RXO).
 
 use crate::bytes::{be16, sub, u8_at};
+use crate::desc::{RxExtWb, RxLegacy, RxPsRead, RxPsWb};
 use crate::fault::Kind as FaultKind;
 use crate::metrics::Metrics;
 use crate::nic::Nic;
@@ -10,6 +11,8 @@ use crate::offload::{csum_add, csum_fold};
 use crate::regs::*;
 use crate::tx::size_bucket as stats_bucket;
 use std::collections::VecDeque;
+use vm_memory::endian::Le64;
+use vm_memory::ByteValued;
 
 /// The on-chip receive packet buffer (PBA.RXA, 20 KiB by default on the 82574L).
 pub const RX_FIFO_BYTES: usize = 20 * 1024;
@@ -467,19 +470,30 @@ impl Nic {
         let mut data_error = false;
         for (i, lens) in layout.iter().enumerate() {
             let daddr = base.wrapping_add(u64::from(head) * 16);
-            let mut d = [0u8; 32];
-            let read = if split { &mut d[..] } else { &mut d[..8] };
-            if self.dma_read(daddr, read, "rx-descriptor").is_err() {
-                Metrics::inc(&self.metrics.dma_errors);
-                return true;
-            }
-            for (b, &len) in lens.iter().enumerate() {
+            // The read format: one buffer address, or four with packet split.
+            let bufs: [u64; 4] = if split {
+                match self.dma_read_obj::<RxPsRead>(daddr, "rx-descriptor") {
+                    Ok(r) => r.addr.map(u64::from),
+                    Err(()) => {
+                        Metrics::inc(&self.metrics.dma_errors);
+                        return true;
+                    }
+                }
+            } else {
+                match self.dma_read_obj::<Le64>(daddr, "rx-descriptor") {
+                    Ok(a) => [a.into(), 0, 0, 0],
+                    Err(()) => {
+                        Metrics::inc(&self.metrics.dma_errors);
+                        return true;
+                    }
+                }
+            };
+            for (&buf, &len) in bufs.iter().zip(lens.iter()) {
                 if len == 0 {
                     continue;
                 }
                 let (chunk, r) = rest.split_at(len.min(rest.len()));
                 rest = r;
-                let buf = crate::bytes::le64(&d, b * 8).unwrap_or(0);
                 if self.dma_write(buf, chunk, "rx-buffer").is_err() {
                     Metrics::inc(&self.metrics.dma_errors);
                     data_error = true;
@@ -494,42 +508,56 @@ impl Nic {
                     status |= RXD_STAT_VP;
                 }
             }
-            let mut wb = [0u8; 32];
-            if extended {
-                // {MRQ (RSS type, queue), RSS hash or (IP id, checksum)}, {status/errors, length, VLAN}
-                if rxcsum & RXCSUM_PCSD == 0 {
-                    wb[4..6].copy_from_slice(&info.ip_id.to_le_bytes());
-                } else if let Some((t, h)) = info.rss {
-                    wb[0] = t as u8;
-                    wb[1] = q as u8;
-                    wb[4..8].copy_from_slice(&h.to_le_bytes());
-                }
-                wb[8..12].copy_from_slice(&(status | errors).to_le_bytes());
-                wb[12..14].copy_from_slice(&(lens[0] as u16).to_le_bytes());
-                wb[14..16].copy_from_slice(&vlan.unwrap_or(0).to_le_bytes());
-                if split {
-                    // {header status, lengths of buffers 1-3}, reserved
-                    let hdr = match header {
-                        Some(h) if i == 0 && lens[0] == h => RXDPS_HDRSTAT_HDRSP | (h as u16 & RXDPS_HDRSTAT_HDRLEN_MASK),
-                        _ => 0,
-                    };
-                    wb[16..18].copy_from_slice(&hdr.to_le_bytes());
-                    for (at, len) in wb[18..24].chunks_exact_mut(2).zip(&lens[1..]) {
-                        at.copy_from_slice(&(*len as u16).to_le_bytes());
-                    }
-                }
+            // MRQ (RSS type, queue) and the RSS hash with PCSD; the IP identification without.
+            let (mrq, rss_or_ipid) = match info.rss {
+                _ if rxcsum & RXCSUM_PCSD == 0 => (0, u32::from(info.ip_id)),
+                Some((t, h)) => (t as u32 | (q as u32) << 8, h),
+                None => (0, 0),
+            };
+            let mut wb_bytes = [0u8; 32];
+            let wb_len = if split {
+                let hdr = match header {
+                    Some(h) if i == 0 && lens[0] == h => RXDPS_HDRSTAT_HDRSP | (h as u16 & RXDPS_HDRSTAT_HDRLEN_MASK),
+                    _ => 0,
+                };
+                let wb = RxPsWb {
+                    mrq: mrq.into(),
+                    rss_or_ipid: rss_or_ipid.into(),
+                    staterr: (status | errors).into(),
+                    length0: (lens[0] as u16).into(),
+                    vlan: vlan.unwrap_or(0).into(),
+                    header_status: hdr.into(),
+                    length: [(lens[1] as u16).into(), (lens[2] as u16).into(), (lens[3] as u16).into()],
+                    reserved: 0.into(),
+                };
+                wb_bytes.copy_from_slice(wb.as_slice());
+                32
+            } else if extended {
+                let wb = RxExtWb {
+                    mrq: mrq.into(),
+                    rss_or_ipid: rss_or_ipid.into(),
+                    staterr: (status | errors).into(),
+                    length: (lens[0] as u16).into(),
+                    vlan: vlan.unwrap_or(0).into(),
+                };
+                wb_bytes[..16].copy_from_slice(wb.as_slice());
+                16
             } else {
-                let buf = crate::bytes::le64(&d, 0).unwrap_or(0);
-                wb[..8].copy_from_slice(&buf.to_le_bytes());
-                wb[8..10].copy_from_slice(&(lens[0] as u16).to_le_bytes());
-                wb[12] = status as u8;
-                wb[13] = (errors >> 24) as u8;
-                wb[14..16].copy_from_slice(&vlan.unwrap_or(0).to_le_bytes());
-            }
-            let wb = if split { &wb[..] } else { &wb[..16] };
-            // The byte holding DD goes last: a driver that sees DD must see the whole write-back. A single
+                let wb = RxLegacy {
+                    addr: bufs[0].into(),
+                    length: (lens[0] as u16).into(),
+                    csum: 0.into(),
+                    status: status as u8,
+                    errors: (errors >> 24) as u8,
+                    special: vlan.unwrap_or(0).into(),
+                };
+                wb_bytes[..16].copy_from_slice(wb.as_slice());
+                16
+            };
+            let wb = wb_bytes.get(..wb_len).unwrap_or_default();
+            // The bytes holding DD go last: a driver that sees DD must see the whole write-back. A single
             // copy could land in any order and overwrite a descriptor the driver already re-armed.
-            let status_at = if extended { 8..12 } else { 12..13 };
+            let status_at = crate::desc::status_range(!extended);
             let (head_part, rest_part) = wb.split_at(status_at.start);
             let (status_part, tail_part) = rest_part.split_at(status_at.len());
             let q_causes = ICR_RXT0 | if q == 0 { ICR_RXQ0 } else { ICR_RXQ1 };

@@ -1,7 +1,7 @@
 //! Transmit: walks the TX descriptor rings from TDH to TDT, gathers each packet's buffers, applies the
 //! offloads its context asks for, writes DD back where RS is set, and hands frames to the wire.
 
-use crate::bytes::{le32, le64};
+use crate::desc::{TxDesc, TX_STATUS_AT};
 use crate::fault::Kind as FaultKind;
 use crate::metrics::Metrics;
 use crate::nic::Nic;
@@ -36,10 +36,13 @@ struct RawDesc {
     upper: u32,
 }
 
-impl RawDesc {
-    fn parse(b: &[u8; 16]) -> RawDesc {
-        RawDesc { addr: le64(b, 0).unwrap_or(0), lower: le32(b, 8).unwrap_or(0), upper: le32(b, 12).unwrap_or(0) }
+impl From<TxDesc> for RawDesc {
+    fn from(d: TxDesc) -> RawDesc {
+        RawDesc { addr: d.addr.into(), lower: d.lower.into(), upper: d.upper.into() }
     }
+}
+
+impl RawDesc {
     fn cmd(&self) -> u8 {
         (self.lower >> 24) as u8
     }
@@ -132,13 +135,12 @@ impl Nic {
                 break;
             }
             let daddr = base.wrapping_add(head as u64 * 16);
-            let mut raw = [0u8; 16];
-            if self.dma_read(daddr, &mut raw, "tx-descriptor").is_err() {
+            let Ok(raw) = self.dma_read_obj::<TxDesc>(daddr, "tx-descriptor") else {
                 Metrics::inc(&self.metrics.dma_errors);
                 debug!("TX queue {q}: descriptor at {daddr:#x} is not mapped");
                 break;
-            }
-            let d = RawDesc::parse(&raw);
+            };
+            let d = RawDesc::from(raw);
             self.tx_descriptor(q, d, emit, &mut pass);
             // Write back DD (status byte) when RS asks for it.
             if d.cmd() & TXD_CMD_RS != 0 {
@@ -147,7 +149,7 @@ impl Nic {
                 }
                 let sta = (d.upper as u8) | TXD_STA_DD;
                 let q_cause = if q == 0 { ICR_TXQ0 } else { ICR_TXQ1 };
-                if self.write_back_status(daddr.wrapping_add(12), &[sta], ICR_TXDW | q_cause).is_err() {
+                if self.write_back_status(daddr.wrapping_add(TX_STATUS_AT), &[sta], ICR_TXDW | q_cause).is_err() {
                     Metrics::inc(&self.metrics.dma_errors);
                 }
                 pass.writebacks += 1;

@@ -3,11 +3,12 @@
 //! effect on the device (no clear-on-read, no traced or faulted DMA).
 
 use super::fields;
-use crate::bytes::{le16, le32, le64};
+use crate::desc::{RxExtWb, RxLegacy, RxPsRead, RxPsWb, TxDesc};
 use crate::intr::{ivar_vector, LEGACY_SLOT, SLOTS};
 use crate::nic::{slot_name, Nic};
 use crate::regs::*;
 use serde_json::{json, Map, Value};
+use vm_memory::endian::Le64;
 
 /// Sets a field of a JSON object (nothing for other values).
 fn set(v: &mut Value, k: &str, x: Value) {
@@ -62,10 +63,10 @@ fn window(n: u32, head: u32, tail: u32) -> Vec<u32> {
     v
 }
 
-fn tx_desc(raw: &[u8; 16]) -> Value {
-    let addr = le64(raw, 0).unwrap_or(0);
-    let lower = le32(raw, 8).unwrap_or(0);
-    let upper = le32(raw, 12).unwrap_or(0);
+fn tx_desc(d: &TxDesc) -> Value {
+    let addr = u64::from(d.addr);
+    let lower = u32::from(d.lower);
+    let upper = u32::from(d.upper);
     let cmd = (lower >> 24) as u8;
     let ext = cmd & TXD_CMD_DEXT != 0;
     let dtyp = (lower >> 20) & 0xF;
@@ -84,28 +85,38 @@ fn tx_desc(raw: &[u8; 16]) -> Value {
         "ixsm": upper & (1 << 8) != 0, "txsm": upper & (1 << 9) != 0, "vlan": upper >> 16 })
 }
 
-fn rx_desc(raw: &[u8], extended: bool, split: bool) -> Value {
+/// A receive descriptor at `addr` in the ring's format; `None` when it is not in guest memory.
+fn rx_desc(nic: &Nic, addr: u64, extended: bool, split: bool) -> Option<Value> {
     if !extended {
-        return json!({ "format": "legacy", "addr": format!("{:#x}", le64(raw, 0).unwrap_or(0)), "length": le16(raw, 8).unwrap_or(0),
-            "csum": format!("{:#06x}", le16(raw, 10).unwrap_or(0)), "status": format!("{:#04x}", raw.get(12).copied().unwrap_or(0)),
-            "dd": raw.get(12).is_some_and(|s| s & 1 != 0), "eop": raw.get(12).is_some_and(|s| s & 2 != 0),
-            "errors": format!("{:#04x}", raw.get(13).copied().unwrap_or(0)), "vlan": le16(raw, 14).unwrap_or(0) });
+        let d: RxLegacy = nic.dma.read_obj(addr).ok()?;
+        return Some(json!({ "format": "legacy", "addr": format!("{:#x}", u64::from(d.addr)), "length": u16::from(d.length),
+            "csum": format!("{:#06x}", u16::from(d.csum)), "status": format!("{:#04x}", d.status), "dd": d.status & 1 != 0,
+            "eop": d.status & 2 != 0, "errors": format!("{:#04x}", d.errors), "vlan": u16::from(d.special) }));
     }
-    let staterr = le32(raw, 8).unwrap_or(0);
+    // Extended and packet-split write-backs share their first 16 bytes; DD says which format the
+    // descriptor is in.
+    let d: RxExtWb = nic.dma.read_obj(addr).ok()?;
+    let staterr = u32::from(d.staterr);
     if staterr & RXD_STAT_DD == 0 {
         // Read format: buffer addresses as the driver armed them.
-        let bufs: Vec<String> = (0..if split { 4 } else { 1 }).map(|i| format!("{:#x}", le64(raw, i * 8).unwrap_or(0))).collect();
-        return json!({ "format": if split { "packet-split read" } else { "extended read" }, "buffers": bufs, "dd": false });
+        let bufs: Vec<String> = if split {
+            let r: RxPsRead = nic.dma.read_obj(addr).ok()?;
+            r.addr.iter().map(|a| format!("{:#x}", u64::from(*a))).collect()
+        } else {
+            vec![format!("{:#x}", u64::from(nic.dma.read_obj::<Le64>(addr).ok()?))]
+        };
+        return Some(json!({ "format": if split { "packet-split read" } else { "extended read" }, "buffers": bufs, "dd": false }));
     }
     let mut v = json!({ "format": if split { "packet-split write-back" } else { "extended write-back" }, "dd": true,
         "eop": staterr & RXD_STAT_EOP != 0, "status": format!("{:#07x}", staterr & 0xF_FFFF), "errors": format!("{:#04x}", staterr >> 24),
-        "mrq": format!("{:#x}", le32(raw, 0).unwrap_or(0)), "rss_or_ipid": format!("{:#010x}", le32(raw, 4).unwrap_or(0)),
-        "length": le16(raw, 12).unwrap_or(0), "vlan": le16(raw, 14).unwrap_or(0) });
+        "mrq": format!("{:#x}", u32::from(d.mrq)), "rss_or_ipid": format!("{:#010x}", u32::from(d.rss_or_ipid)),
+        "length": u16::from(d.length), "vlan": u16::from(d.vlan) });
     if split {
-        set(&mut v, "header_status", json!(format!("{:#06x}", le16(raw, 16).unwrap_or(0))));
-        set(&mut v, "lengths", json!([le16(raw, 18).unwrap_or(0), le16(raw, 20).unwrap_or(0), le16(raw, 22).unwrap_or(0)]));
+        let p: RxPsWb = nic.dma.read_obj(addr).ok()?;
+        set(&mut v, "header_status", json!(format!("{:#06x}", u16::from(p.header_status))));
+        set(&mut v, "lengths", json!(p.length.iter().map(|l| u16::from(*l)).collect::<Vec<_>>()));
     }
-    v
+    Some(v)
 }
 
 /// Each queue's ring registers and the descriptors around head and tail, decoded.
@@ -126,14 +137,12 @@ pub fn rings(nic: &Nic) -> Value {
             let mut descs = Vec::new();
             for idx in window(n, head, tail).into_iter().filter(|i| i % unit == 0) {
                 let addr = base.wrapping_add(idx as u64 * 16);
-                let mut raw = [0u8; 32];
-                let size = 16 * unit as usize;
-                let read = raw.get_mut(..size).map(|b| nic.dma.read(addr, b).is_ok()).unwrap_or(false);
-                let mut d = match (read, kind) {
-                    (false, _) => json!({ "unreadable": true }),
-                    (true, "tx") => tx_desc(&crate::bytes::array::<16>(&raw, 0).unwrap_or([0; 16])),
-                    _ => rx_desc(raw.get(..size).unwrap_or_default(), extended, split),
+                let decoded = if kind == "tx" {
+                    nic.dma.read_obj::<TxDesc>(addr).ok().map(|d| tx_desc(&d))
+                } else {
+                    rx_desc(nic, addr, extended, split)
                 };
+                let mut d = decoded.unwrap_or_else(|| json!({ "unreadable": true }));
                 set(&mut d, "index", json!(idx / unit));
                 set(&mut d, "at", json!(format!("{addr:#x}")));
                 descs.push(d);
