@@ -97,6 +97,15 @@ impl DmaRegion {
         // SAFETY: as write_u64.
         unsafe { std::ptr::write_volatile(self.ptr.add(off) as *mut u32, v) }
     }
+    /// Stores a descriptor whole (`T` is one of `desc`'s plain layouts). Little-endian host assumed, as
+    /// everywhere in this driver (x86-64).
+    pub fn write_obj<T: Copy>(&self, off: usize, v: T) {
+        self.check(off, std::mem::size_of::<T>());
+        assert!((self.ptr as usize + off).is_multiple_of(std::mem::align_of::<T>()), "unaligned descriptor at {off:#x}");
+        // SAFETY: in bounds and aligned (checked); the device reads it only after a doorbell.
+        unsafe { std::ptr::write_volatile(self.ptr.add(off) as *mut T, v) }
+    }
+
     /// Copies out of the region, after the status read that made the bytes ours (acquire).
     pub fn read_bytes(&self, off: usize, out: &mut [u8]) {
         self.check(off, out.len());

@@ -1,6 +1,7 @@
 //! The 82574L driver: bring-up as Linux's e1000e does it, two queue pairs on DMA rings, MSI-X (or MSI,
 //! INTx, or busy polling), and the [`NetDev`] data path with no register reads on it.
 
+use crate::desc::{RxRead, RxWb, TxDesc};
 use crate::dma::DmaRegion;
 use crate::netdev::*;
 use crate::regs::*;
@@ -382,8 +383,7 @@ impl E1000e {
         for q in 0..2 {
             let r = &self.rx[q];
             for i in 0..r.n as usize {
-                self.mem.write_u64(r.desc + i * 16, self.mem.iova + (r.bufs + i * BUF_SIZE) as u64);
-                self.mem.write_u64(r.desc + i * 16 + 8, 0);
+                self.mem.write_obj(r.desc + i * 16, RxRead { buffer: self.mem.iova + (r.bufs + i * BUF_SIZE) as u64, zero: 0 });
             }
             let o = q as u32 * QUEUE_1;
             let base = self.mem.iova + r.desc as u64;
@@ -550,7 +550,7 @@ impl E1000e {
                 r.next_to_clean = (r.next_to_clean + 1) % r.n;
                 continue;
             };
-            if self.mem.read_u8(r.desc + eop as usize * 16 + 12) & TXD_STAT_DD == 0 {
+            if self.mem.read_u8(r.desc + eop as usize * 16 + TxDesc::STATUS_AT) & TXD_STAT_DD == 0 {
                 break;
             }
             r.eop_of[r.next_to_clean as usize] = None;
@@ -633,10 +633,7 @@ impl E1000e {
             if need_ctx {
                 let (lo, up, cmd, seg) = ctx.unwrap();
                 let at = r.desc + r.next_to_use as usize * 16;
-                self.mem.write_u32(at, lo);
-                self.mem.write_u32(at + 4, up);
-                self.mem.write_u32(at + 8, cmd);
-                self.mem.write_u32(at + 12, seg);
+                self.mem.write_obj(at, TxDesc { addr: lo as u64 | (up as u64) << 32, lower: cmd, upper: seg });
                 r.last_ctx = ctx;
                 r.next_to_use = (r.next_to_use + 1) % r.n;
             }
@@ -655,9 +652,14 @@ impl E1000e {
                 self.mem.write_bytes(buf, chunk);
                 let eop = if i + 1 == chunks { TXD_CMD_EOP | TXD_CMD_RS } else { 0 };
                 let at = r.desc + idx * 16;
-                self.mem.write_u64(at, self.mem.iova + buf as u64);
-                self.mem.write_u32(at + 8, chunk.len() as u32 | TXD_DTYP_D | TXD_CMD_DEXT | TXD_CMD_IFCS | tse | vle | eop);
-                self.mem.write_u32(at + 12, popts | (p.vlan.unwrap_or(0) as u32) << 16);
+                self.mem.write_obj(
+                    at,
+                    TxDesc {
+                        addr: self.mem.iova + buf as u64,
+                        lower: chunk.len() as u32 | TXD_DTYP_D | TXD_CMD_DEXT | TXD_CMD_IFCS | tse | vle | eop,
+                        upper: popts | (p.vlan.unwrap_or(0) as u32) << 16,
+                    },
+                );
                 last = r.next_to_use;
                 r.next_to_use = (r.next_to_use + 1) % r.n;
             }
@@ -690,12 +692,14 @@ impl E1000e {
             let r = &self.rx[q];
             let idx = r.next_to_clean as usize;
             let at = r.desc + idx * 16;
-            let staterr = self.mem.read_u32(at + 8);
+            // Status first: the rest of the write-back is the card's until DD says otherwise.
+            let staterr = self.mem.read_u32(at + RxWb::STATERR_AT);
             if staterr & RXD_STAT_DD == 0 {
                 break;
             }
-            let len = self.mem.read_u16(at + 12) as usize;
-            let vlan = self.mem.read_u16(at + 14);
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            let len = self.mem.read_u16(at + RxWb::LENGTH_AT) as usize;
+            let vlan = self.mem.read_u16(at + RxWb::VLAN_AT);
             let buf = r.bufs + idx * BUF_SIZE;
             let mut bad = len > BUF_SIZE || staterr & RXD_ERR_FRAME != 0;
             let r = &mut self.rx[q];
@@ -709,8 +713,7 @@ impl E1000e {
                 }
             }
             // Hand the descriptor back in read format.
-            self.mem.write_u64(at, self.mem.iova + buf as u64);
-            self.mem.write_u64(at + 8, 0);
+            self.mem.write_obj(at, RxRead { buffer: self.mem.iova + buf as u64, zero: 0 });
             r.next_to_clean = (r.next_to_clean + 1) % r.n;
             r.unrefilled += 1;
             if bad {
