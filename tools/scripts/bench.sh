@@ -4,7 +4,8 @@
 # runs RUNS times (default 5) against a fresh device; the table shows the median with the lowest and highest
 # run, and next to it the reference measured in the same run: this machine's own copy rate for frames of
 # that size (`nic-lab memcpy`, what a device that only copied would reach; 1514-byte segments for TSO). Not a
-# test: nothing is asserted.
+# test: nothing is asserted. The device process's memory is printed too: resident set at idle (after start)
+# and its peak (VmHWM) at the end of the run, medians in KiB.
 #
 #   tools/scripts/bench.sh [--runs N] [--device BIN]    (--device: another nic-device build, to compare)
 set -euo pipefail
@@ -36,14 +37,17 @@ start_dev() {
 # rate FIELD of "rate: N frames/s, G Gbit/s": 2 = frames/s, 4 = Gbit/s
 field() { awk -v f="$2" '/^rate:/ {print $f}' <<<"$1"; }
 median() { sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.0f %.0f %.0f", m, a[1], a[NR]}'; }
-printf '%-22s %12s %21s %8s %14s %7s\n' case "frames/s" "(min-max of $RUNS)" Gbit/s "memcpy frames/s" "ratio"
+kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+printf '%-22s %12s %21s %8s %14s %7s %9s %9s\n' case "frames/s" "(min-max of $RUNS)" Gbit/s "memcpy frames/s" "ratio" "RSS idle" "RSS peak"
 bench() {
     local name="$1" size="$2"; shift 2
-    local rates="" gbits="" refs=""
+    local rates="" gbits="" refs="" idle="" peak=""
     for r in $(seq "$RUNS"); do
         start_dev
+        idle+="$(kib "$DEV" VmRSS)"$'\n'
         local out
         out="$("$BIN/nic-lab" --vfio-user "$SOCK" "$@")" || { echo "$name: run $r failed: $out" >&2; stop_dev; continue; }
+        peak+="$(kib "$DEV" VmHWM)"$'\n'
         stop_dev
         rates+="$(field "$out" 2)"$'\n'
         gbits+="$(field "$out" 4)"$'\n'
@@ -54,7 +58,11 @@ bench() {
     local gb ref
     gb="$(printf '%s' "$gbits" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
     read -r ref _ _ <<<"$(printf '%s' "$refs" | median)"
-    printf '%-22s %12s %21s %8s %14s %7s\n' "$name" "$med" "($lo-$hi)" "$gb" "$ref" "$(awk -v a="$med" -v b="$ref" 'BEGIN {printf "%.3f", a/b}')"
+    local ri rp
+    read -r ri _ _ <<<"$(printf '%s' "$idle" | median)"
+    read -r rp _ _ <<<"$(printf '%s' "$peak" | median)"
+    printf '%-22s %12s %21s %8s %14s %7s %9s %9s\n' "$name" "$med" "($lo-$hi)" "$gb" "$ref" \
+        "$(awk -v a="$med" -v b="$ref" 'BEGIN {printf "%.3f", a/b}')" "$ri" "$rp"
 }
 bench "64 B, MSI-X"           64    loopback-test --count 500000 --size 64
 bench "1514 B, MSI-X"         1514  loopback-test --count 200000 --size 1514
