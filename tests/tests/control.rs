@@ -487,3 +487,28 @@ fn completions_and_help_for_every_command() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--rx-overflow"), "{err}");
 }
+
+/// A trace client that stops reading costs the device nothing but the events it misses: they are dropped
+/// and counted, traffic flows at full speed meanwhile, and once the client is gone the trace is off.
+#[test]
+fn a_trace_reader_that_stalls_does_not_hold_the_device() {
+    use std::io::Write;
+    let s = sock("stall-trace");
+    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let mut dev = open(&s);
+    let mut c = std::os::unix::net::UnixStream::connect(&d.control).unwrap();
+    c.write_all(b"{\"cmd\":\"trace\",\"categories\":[\"all\"]}\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // Never read: the socket buffer fills, then the subscription's backlog, then events are dropped.
+    drop(dev);
+    let (ok, out) = nic_lab(&["--vfio-user", s.to_str().unwrap(), "loopback-test", "--count", "30000", "--size", "64"]);
+    assert!(ok, "{out}");
+    assert_eq!(report_field(&out, "received"), 30000);
+    let dropped = d.stat("device", "trace_events_dropped");
+    assert!(dropped > 0, "the stalled reader's events were dropped and counted");
+    drop(c);
+    std::thread::sleep(Duration::from_millis(600));
+    dev = open(&s);
+    assert_eq!(round_trip(&mut dev, 1, 50, 64).unwrap().len(), 50);
+    assert_eq!(d.stat("device", "trace_events_dropped"), dropped, "the trace is off once the client is gone");
+}

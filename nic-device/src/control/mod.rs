@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 const MAX_CLIENTS: usize = 16;
 /// Longest request line.
 const MAX_REQUEST: usize = 64 * 1024;
+/// A client that sends no request for this long, or stops reading its trace for this long, is dropped, so
+/// that idle clients cannot hold every slot.
+const CLIENT_IDLE: Duration = Duration::from_secs(120);
 
 pub struct ControlServer {
     path: PathBuf,
@@ -94,6 +97,8 @@ fn reply(mut s: &UnixStream, v: &Value) -> std::io::Result<()> {
 }
 
 fn client(s: UnixStream, nic: &Mutex<Nic>, waker: &mio::Waker, stop: &AtomicBool) -> std::io::Result<()> {
+    s.set_read_timeout(Some(CLIENT_IDLE))?;
+    s.set_write_timeout(Some(CLIENT_IDLE))?;
     let mut r = BufReader::new(s.try_clone()?);
     let mut line = String::new();
     loop {
@@ -250,9 +255,11 @@ fn trace(s: UnixStream, nic: &Mutex<Nic>, req: &Value, stop: &AtomicBool) -> std
     let sub = tracer.subscribe(mask);
     reply(&s, &json!({"ok": true, "data": {"tracing": cats}}))?;
     let mut w = std::io::BufWriter::new(&s);
-    // The client closing the connection ends the subscription: a read of 0 bytes says so.
+    // The client closing the connection ends the subscription: a read of 0 bytes says so. The socket stays
+    // blocking (a slow reader makes writes wait, up to CLIENT_IDLE, rather than fail); the probe read waits
+    // at most a millisecond (SO_RCVTIMEO: nothing else reads this socket any more).
     let mut probe = s.try_clone()?;
-    probe.set_nonblocking(true)?;
+    probe.set_read_timeout(Some(Duration::from_millis(1)))?;
     let result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
@@ -283,10 +290,9 @@ fn trace(s: UnixStream, nic: &Mutex<Nic>, req: &Value, stop: &AtomicBool) -> std
                     break Err(e);
                 }
                 let mut b = [0u8; 1];
-                match std::io::Read::read(&mut probe, &mut b) {
-                    Ok(0) => break Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    _ => {}
+                // Ok(0): the client is gone; a timeout (WouldBlock/TimedOut) or stray bytes: it is still there.
+                if let Ok(0) = std::io::Read::read(&mut probe, &mut b) {
+                    break Ok(());
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break Ok(()),
