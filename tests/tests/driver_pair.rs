@@ -161,3 +161,22 @@ fn device_going_away_is_a_clear_error_not_a_hang() {
     // A fresh connection attempt to a dead socket fails at once too.
     assert!(driver::open_transport(&format!("vfio-user:{}", s.display())).is_err());
 }
+
+/// Busy polling never sleeps: with no interrupts, `wait` hands control straight back (it only yields the
+/// core) instead of sleeping for the timeout, so a poll loop sees a frame as soon as the card writes it.
+#[test]
+fn busy_poll_wait_does_not_block() {
+    let s = sock("busy");
+    let _d = Device::start(None, &s, &["--backend", "loopback"]);
+    let t = driver::open_transport(&format!("vfio-user:{}", s.display())).unwrap();
+    let mut dev = E1000e::open(t, Config { irq: driver::IrqMode::BusyPoll, ..Default::default() }).unwrap();
+    let t0 = Instant::now();
+    for _ in 0..100 {
+        assert!(!dev.wait(Duration::from_secs(5)).unwrap(), "no interrupt in busy-poll mode");
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "a hundred waits of 5 s returned at once, not after their timeout");
+    let mac = dev.mac();
+    let mut p = vec![TxPacket::plain(tcp4(mac, mac, b"busy"))];
+    dev.transmit(&mut p).unwrap();
+    assert_eq!(receive_until(&mut dev, 1, Duration::from_secs(5)).len(), 1);
+}
