@@ -29,10 +29,13 @@ pub fn require_rig() {
     }
 }
 
-/// A binary of this workspace, built by the test command before the tests run.
+/// A binary of this workspace, built by the test command before the tests run: the debug build first, or
+/// the release build first with NIC_BIN_PROFILE=release (the benchmarks).
 pub fn bin(name: &str) -> PathBuf {
     let dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
-    for profile in ["debug", "release"] {
+    let release_first = std::env::var("NIC_BIN_PROFILE").is_ok_and(|p| p == "release");
+    let order = if release_first { ["release", "debug"] } else { ["debug", "release"] };
+    for profile in order {
         let p = dir.join(profile).join(name);
         if p.exists() {
             return p;

@@ -1,0 +1,119 @@
+//! Guest-level speed, in one run: iperf3 from a Linux guest (TCG, 1 vCPU) to the host over a TAP in a
+//! private namespace and back, through nic-device, QEMU's in-process e1000e (wire semantics: vnet_hdr off)
+//! and QEMU's virtio-net with its TAP offloads (vnet_hdr on). Each direction runs RUNS times (default 3);
+//! the table prints the median Mbit/s with the lowest and highest run, and nic-device's ratio to each QEMU
+//! model. Not a test: nothing is asserted.
+//!
+//!   guest-bench [RUNS]        (tools/scripts/guest-bench.sh builds and runs it)
+
+use nic_tests::*;
+use std::process::Stdio;
+use std::time::Duration;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Nic {
+    Ours,
+    QemuE1000e,
+    QemuVirtio,
+}
+
+impl Nic {
+    fn name(self) -> &'static str {
+        match self {
+            Nic::Ours => "nic-device",
+            Nic::QemuE1000e => "QEMU e1000e (vnet_hdr off)",
+            Nic::QemuVirtio => "QEMU virtio-net (vnet_hdr on)",
+        }
+    }
+}
+
+fn mbits(out: &str) -> Option<f64> {
+    let l = out.lines().find(|l| l.contains("receiver"))?;
+    let w: Vec<&str> = l.split_whitespace().collect();
+    w.windows(2).find(|p| p[1] == "Mbits/sec").and_then(|p| p[0].parse().ok())
+}
+
+fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let m = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    (m, v[0], v[n - 1])
+}
+
+/// (tx = guest to host, rx = host to guest) Mbit/s of each run.
+fn measure(nic: Nic, runs: usize) -> (Vec<f64>, Vec<f64>) {
+    let ns = Netns::new();
+    let tap = "gbtap0";
+    let mut opts = GuestOpts { netns: Some(ns.name.clone()), ..Default::default() };
+    let _dev = match nic {
+        Nic::Ours => {
+            let sock = std::env::temp_dir().join(format!("{}.sock", unique("gbench")));
+            let d = Device::start(Some(&ns), &sock, &["--backend", &format!("tap:{tap}")]);
+            opts.sockets = vec![sock];
+            Some(d)
+        }
+        Nic::QemuE1000e | Nic::QemuVirtio => {
+            ns.must(&format!("ip tuntap add dev {tap} mode tap"));
+            let (model, vnet) = if nic == Nic::QemuE1000e { ("e1000e", "off") } else { ("virtio-net-pci", "on") };
+            opts.append = if nic == Nic::QemuVirtio { "nic.modules=virtio_pci,virtio_net".into() } else { String::new() };
+            opts.extra = vec![
+                "-netdev".into(),
+                format!("tap,id=n0,ifname={tap},script=no,downscript=no,vnet_hdr={vnet}"),
+                "-device".into(),
+                format!("{model},netdev=n0,mac=52:54:00:12:34:56"),
+            ];
+            None
+        }
+    };
+    ns.must(&format!("sysctl -qw net.ipv6.conf.{tap}.disable_ipv6=1; ip addr add {HOST_IP}/24 dev {tap}; ip link set {tap} up"));
+    let mut g = Guest::boot(&opts);
+    g.must("echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6");
+    g.link_up("eth0", &format!("{GUEST_IP}/24"));
+    g.must(&format!("ping -c 2 -W 2 {HOST_IP} > /dev/null"));
+    let mut srv = ns.command(std::path::Path::new("iperf3")).args(["-s"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut tx, mut rx) = (Vec::new(), Vec::new());
+    for r in 0..runs {
+        for (dir, v) in [("", &mut tx), ("-R", &mut rx)] {
+            let (_, out) = g.run(&format!("iperf3 -c {HOST_IP} -t 4 -f m {dir}"), Duration::from_secs(120));
+            match mbits(&out) {
+                Some(m) => v.push(m),
+                None => eprintln!("{} run {r} {dir}: no result: {out}", nic.name()),
+            }
+        }
+    }
+    let _ = srv.kill();
+    let _ = srv.wait();
+    (tx, rx)
+}
+
+fn main() {
+    init_logs();
+    require_rig();
+    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
+    let mut rows = Vec::new();
+    for nic in [Nic::Ours, Nic::QemuE1000e, Nic::QemuVirtio] {
+        eprintln!("[guest-bench] {} ({runs} runs each way) ...", nic.name());
+        let (tx, rx) = measure(nic, runs);
+        rows.push((nic, tx, rx));
+    }
+    println!("guest iperf3 (Linux guest under TCG, 1 vCPU; median Mbit/s of {runs} runs of 4 s, lowest-highest)");
+    println!("{:32} {:>26} {:>26}", "NIC", "guest -> host", "host -> guest");
+    let mut med = Vec::new();
+    for (nic, tx, rx) in &rows {
+        let cell = |v: &Vec<f64>| {
+            if v.is_empty() {
+                return ("no result".to_string(), 0.0);
+            }
+            let (m, lo, hi) = median(v.clone());
+            (format!("{m:.0} ({lo:.0}-{hi:.0})"), m)
+        };
+        let ((t, tm), (r, rm)) = (cell(tx), cell(rx));
+        println!("{:32} {:>26} {:>26}", nic.name(), t, r);
+        med.push((tm, rm));
+    }
+    for (i, name) in [(1, "QEMU e1000e"), (2, "QEMU virtio-net")] {
+        let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
+        println!("nic-device / {name}: {} tx, {} rx", ratio(med[0].0, med[i].0), ratio(med[0].1, med[i].1));
+    }
+}
