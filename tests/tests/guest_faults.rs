@@ -204,17 +204,22 @@ fn linux_reacts_to_interrupt_latency_and_tx_stall_faults() {
     assert!(seen >= 30, "spurious interrupts reached the guest: {seen}");
     ping_ok(&mut g, 3);
 
-    // Late interrupts, write-backs and doorbells: every reply waits at least the injected delay.
+    // Late interrupts, write-backs and doorbells: replies wait for the injected delay.
     for (fault, delay) in [("irq-late", 300.0), ("writeback-delay", 300.0), ("doorbell-latency", 200.0)] {
         inject(&ctl, &[fault, "--delay", &delay.to_string(), "--persistent"]);
         let out = g.must(&format!("ping -c 3 -i 0.5 -W 5 {HOST_IP}"));
         assert!(zero_loss(&out), "{fault}: {out}");
         let t = rtts(&out);
-        // A late interrupt can be overtaken by another one (the watchdog's every 2 s) that polls the reply
-        // early; late write-backs and doorbells hold the data itself back, so every round trip waits.
+        // Late write-backs and doorbells hold the data itself back, so every round trip waits. A late
+        // interrupt only delays the poll: another message already waiting for the vector (the watchdog's
+        // software interrupt every 2 s, or an earlier late one that absorbed it, as a pending MSI-X vector
+        // does) may poll the reply sooner, so only some round trips are sure to wait.
         let waited = t.iter().filter(|&&x| x >= delay).count();
-        let want = if fault == "irq-late" { 2 } else { 3 };
+        let want = if fault == "irq-late" { 1 } else { 3 };
         assert!(t.len() == 3 && waited >= want, "{fault}: round trips {t:?} under {delay} ms");
+        if fault == "irq-late" {
+            assert!(rig.dev.stat("device", "irq_late_injected") >= 3, "every reply's interrupt was held back");
+        }
         nicctl(&ctl, &["clear", fault]);
         ping_ok(&mut g, 3);
     }
