@@ -43,16 +43,12 @@ pub struct RxExtWb {
     pub vlan: Le16,
 }
 
-/// Packet-split receive write-back (32 bytes); its read format is four buffer addresses.
+/// Packet-split receive write-back (32 bytes); its read format is four buffer addresses. The first 16
+/// bytes are the extended write-back, with `length` the bytes in the header buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug)]
 pub struct RxPsWb {
-    pub mrq: Le32,
-    pub rss_or_ipid: Le32,
-    pub staterr: Le32,
-    /// Bytes in the header buffer.
-    pub length0: Le16,
-    pub vlan: Le16,
+    pub ext: RxExtWb,
     /// HDRSP (15) and the header length (9:0).
     pub header_status: Le16,
     /// Bytes in data buffers 1-3.
@@ -88,7 +84,6 @@ const _: () = {
     assert!(std::mem::size_of::<RxPsRead>() == 32);
     assert!(std::mem::offset_of!(RxLegacy, status) == 12);
     assert!(std::mem::offset_of!(RxExtWb, staterr) == 8);
-    assert!(std::mem::offset_of!(RxPsWb, staterr) == 8);
     assert!(std::mem::offset_of!(RxPsWb, header_status) == 16);
 };
 

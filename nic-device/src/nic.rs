@@ -626,6 +626,7 @@ impl Nic {
         }
     }
 
+    /// A read with its side effects (clear on read, latches); every other register reads as `peek` shows it.
     fn mmio_read_inner(&mut self, off: u32) -> u32 {
         match off {
             ICR => {
@@ -635,20 +636,12 @@ impl Nic {
                 self.apply(out);
                 v
             }
-            ICS => self.intr.icr,
-            IMS | IMC => self.intr.ims,
-            IAM => self.intr.iam,
-            EIAC => self.intr.eiac,
-            IVAR => self.intr.ivar,
-            ITR => self.intr.itr,
-            o if (EITR0..EITR0 + 4 * EITR_COUNT).contains(&o) => self.intr.eitr.get(((o - EITR0) / 4) as usize).copied().unwrap_or(0),
-            STATUS => self.status(),
-            CTRL => self.reg(CTRL),
             IAC => {
                 let v = self.intr.asserted_count;
                 self.intr.asserted_count = 0;
                 v
             }
+            // 64-bit counters: the low half reads plainly, reading the high half clears both.
             GORCL | GOTCL | TORL | TOTL => self.reg(off),
             GORCH | GOTCH | TORH | TOTH => {
                 let v = self.reg(off);
@@ -667,7 +660,7 @@ impl Nic {
                 t as u32
             }
             SYSTIMH => self.systim_high_latch,
-            _ => self.reg(off),
+            _ => self.peek(off),
         }
     }
 

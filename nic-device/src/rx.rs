@@ -514,33 +514,25 @@ impl Nic {
                 Some((t, h)) => (t as u32 | (q as u32) << 8, h),
                 None => (0, 0),
             };
+            let ext = RxExtWb {
+                mrq: mrq.into(),
+                rss_or_ipid: rss_or_ipid.into(),
+                staterr: (status | errors).into(),
+                length: (lens[0] as u16).into(),
+                vlan: vlan.unwrap_or(0).into(),
+            };
             let mut wb_bytes = [0u8; 32];
             let wb_len = if split {
                 let hdr = match header {
                     Some(h) if i == 0 && lens[0] == h => RXDPS_HDRSTAT_HDRSP | (h as u16 & RXDPS_HDRSTAT_HDRLEN_MASK),
                     _ => 0,
                 };
-                let wb = RxPsWb {
-                    mrq: mrq.into(),
-                    rss_or_ipid: rss_or_ipid.into(),
-                    staterr: (status | errors).into(),
-                    length0: (lens[0] as u16).into(),
-                    vlan: vlan.unwrap_or(0).into(),
-                    header_status: hdr.into(),
-                    length: [(lens[1] as u16).into(), (lens[2] as u16).into(), (lens[3] as u16).into()],
-                    reserved: 0.into(),
-                };
+                let length = [(lens[1] as u16).into(), (lens[2] as u16).into(), (lens[3] as u16).into()];
+                let wb = RxPsWb { ext, header_status: hdr.into(), length, reserved: 0.into() };
                 wb_bytes.copy_from_slice(wb.as_slice());
                 32
             } else if extended {
-                let wb = RxExtWb {
-                    mrq: mrq.into(),
-                    rss_or_ipid: rss_or_ipid.into(),
-                    staterr: (status | errors).into(),
-                    length: (lens[0] as u16).into(),
-                    vlan: vlan.unwrap_or(0).into(),
-                };
-                wb_bytes[..16].copy_from_slice(wb.as_slice());
+                wb_bytes[..16].copy_from_slice(ext.as_slice());
                 16
             } else {
                 let wb = RxLegacy {

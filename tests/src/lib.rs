@@ -518,6 +518,47 @@ impl Device {
     }
 }
 
+/// The receiver's rate in an iperf3 report (`-f m`), in Mbit/s; `None` when there is no receiver line.
+pub fn iperf3_mbits(out: &str) -> Option<f64> {
+    out.lines()
+        .filter(|l| l.contains("receiver"))
+        .find_map(|l| l.split_whitespace().collect::<Vec<_>>().windows(2).find(|w| w[1] == "Mbits/sec").and_then(|w| w[0].parse().ok()))
+}
+
+/// What gives a guest its NIC on the host TAP `tap`: nic-device serving it over vfio-user, or a QEMU model
+/// with the TAP as its netdev (`vnet_hdr` on or off; `modules` the guest modules that drive it).
+pub enum TapNic<'a> {
+    NicDevice,
+    Qemu { model: &'a str, vnet_hdr: bool, modules: &'a str },
+}
+
+/// Sets up `nic` on TAP `tap` in `ns` for a guest booted with `opts`, and gives the TAP the host address
+/// (IPv6 off). Returns the nic-device process when there is one.
+pub fn attach_tap(ns: &Netns, tap: &str, nic: TapNic, opts: &mut GuestOpts) -> Option<Device> {
+    let dev = match nic {
+        TapNic::NicDevice => {
+            let sock = std::env::temp_dir().join(format!("{}.sock", unique("tapnic")));
+            let d = Device::start(Some(ns), &sock, &["--backend", &format!("tap:{tap}")]);
+            opts.sockets.push(sock);
+            Some(d)
+        }
+        TapNic::Qemu { model, vnet_hdr, modules } => {
+            ns.must(&format!("ip tuntap add dev {tap} mode tap"));
+            let vnet = if vnet_hdr { "on" } else { "off" };
+            opts.extra.extend([
+                "-netdev".to_string(),
+                format!("tap,id=n0,ifname={tap},script=no,downscript=no,vnet_hdr={vnet}"),
+                "-device".to_string(),
+                format!("{model},netdev=n0,mac=52:54:00:12:34:56"),
+            ]);
+            opts.append = format!("{} nic.modules={modules}", opts.append).trim().to_string();
+            None
+        }
+    };
+    ns.must(&format!("sysctl -qw net.ipv6.conf.{tap}.disable_ipv6=1; ip addr add {HOST_IP}/24 dev {tap}; ip link set {tap} up"));
+    dev
+}
+
 #[cfg(test)]
 mod zero_loss_test {
     #[test]

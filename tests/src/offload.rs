@@ -121,32 +121,18 @@ impl Drop for Bench {
 
 fn setup(target: Target) -> Bench {
     let ns = Netns::new();
-    let modules = target.qemu_model().map_or("e1000e", |m| m.1);
-    let mut opts = GuestOpts { netns: Some(ns.name.clone()), append: format!("nic.modules={modules},8021q"), ..Default::default() };
-    let dev = match target.qemu_model() {
+    let modules = format!("{},8021q", target.qemu_model().map_or("e1000e", |m| m.1));
+    let mut opts = GuestOpts { netns: Some(ns.name.clone()), ..Default::default() };
+    // vnet_hdr=off: every model puts wire frames on the TAP (QEMU's e1000e and igb segment and checksum
+    // themselves; virtio-net then offers the guest no offloads), so one judge fits all.
+    let nic = match target.qemu_model() {
         None => {
-            let sock = std::env::temp_dir().join(format!("{}.sock", unique("offl")));
-            let d = Device::start(Some(&ns), &sock, &["--backend", &format!("tap:{TAP}")]);
-            opts.sockets = vec![sock];
-            Some(d)
+            opts.append = format!("nic.modules={modules}");
+            TapNic::NicDevice
         }
-        Some((model, _)) => {
-            ns.must(&format!("ip tuntap add dev {TAP} mode tap"));
-            // vnet_hdr=off: every model puts wire frames on the TAP (QEMU's e1000e and igb segment and
-            // checksum themselves; virtio-net then offers the guest no offloads), so one judge fits all.
-            opts.extra = [
-                "-netdev",
-                &format!("tap,id=n0,ifname={TAP},script=no,downscript=no,vnet_hdr=off"),
-                "-device",
-                &format!("{model},netdev=n0,mac=52:54:00:12:34:56"),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            None
-        }
+        Some((model, _)) => TapNic::Qemu { model, vnet_hdr: false, modules: &modules },
     };
-    ns.must(&format!("sysctl -qw net.ipv6.conf.{TAP}.disable_ipv6=1; ip addr add {HOST_IP}/24 dev {TAP}; ip link set {TAP} up"));
+    let dev = attach_tap(&ns, TAP, nic, &mut opts);
     let mut g = Guest::boot(&opts);
     g.must("echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6");
     g.link_up("eth0", &format!("{GUEST_IP}/24"));
@@ -207,14 +193,6 @@ fn stop_capture(mut c: Capture) -> Vec<Vec<u8>> {
     frames
 }
 
-fn mbits(out: &str) -> f64 {
-    out.lines()
-        .filter(|l| l.contains("receiver"))
-        .filter_map(|l| l.split_whitespace().collect::<Vec<_>>().windows(2).find(|w| w[1] == "Mbits/sec").and_then(|w| w[0].parse().ok()))
-        .next()
-        .unwrap_or(0.0)
-}
-
 fn traffic(b: &mut Bench, label: &str) -> Vec<CaseResult> {
     let mut rows = Vec::new();
     let runs: [(&str, bool, &str); 4] = [
@@ -229,7 +207,7 @@ fn traffic(b: &mut Bench, label: &str) -> Vec<CaseResult> {
         } else {
             b.ns.exec(&format!("timeout 60 iperf3 -c {GUEST_IP} -t 2 -f m {extra}"))
         };
-        let rate = mbits(&out);
+        let rate = iperf3_mbits(&out).unwrap_or(0.0);
         let pass = rc == 0 && rate > 0.0;
         let detail = if pass { format!("{rate:.0} Mbit/s") } else { format!("rc {rc}: {}", out.lines().last().unwrap_or("")) };
         rows.push(CaseResult::new(format!("{label}: {name}"), pass, detail));

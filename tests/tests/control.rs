@@ -12,6 +12,13 @@ fn sock(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{}.sock", unique(tag)))
 }
 
+/// A nic-device on the loopback wire (what is sent comes back), with its control socket.
+fn loopback_device(tag: &str) -> (PathBuf, Device) {
+    let s = sock(tag);
+    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    (s, d)
+}
+
 fn open_cfg(path: &Path, cfg: Config) -> Result<E1000e, DriverError> {
     let t = driver::open_transport(&format!("vfio-user:{}", path.display()))?;
     E1000e::open(t, cfg)
@@ -134,8 +141,7 @@ fn nicctl_shows_registers_rings_stats_phy_nvm_and_irq() {
 
 #[test]
 fn trace_streams_registers_dma_interrupts_and_frames() {
-    let s = sock("trace");
-    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let (s, d) = loopback_device("trace");
     let file = std::env::temp_dir().join(format!("{}.jsonl", unique("trace")));
     let mut tracer = std::process::Command::new(bin("nicctl"))
         .arg(&d.control)
@@ -205,8 +211,7 @@ fn trace_streams_registers_dma_interrupts_and_frames() {
 
 #[test]
 fn link_faults_reach_our_driver() {
-    let s = sock("link");
-    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let (s, d) = loopback_device("link");
     let mut dev = open(&s);
     assert!(dev.link().unwrap().up);
     inject(&d.control, &["link-down"]);
@@ -269,8 +274,7 @@ fn phy_and_nvm_faults_are_clear_errors_at_open() {
 
 #[test]
 fn tx_stall_is_reported_as_a_hang_and_a_reset_recovers() {
-    let s = sock("stall");
-    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let (s, d) = loopback_device("stall");
     let mut dev = open(&s);
     assert_eq!(round_trip(&mut dev, 1, 3, 64).unwrap().len(), 3);
     inject(&d.control, &["tx-stall"]);
@@ -295,8 +299,7 @@ fn tx_stall_is_reported_as_a_hang_and_a_reset_recovers() {
 
 #[test]
 fn receive_faults_drop_truncate_and_flag_frames() {
-    let s = sock("rx");
-    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let (s, d) = loopback_device("rx");
     let mut dev = open(&s);
     dev.hw_stats().unwrap();
     // Five frames with a bad CRC: dropped by the card and counted.
@@ -337,8 +340,7 @@ fn receive_faults_drop_truncate_and_flag_frames() {
 
 #[test]
 fn dma_errors_lose_frames_but_never_corrupt_or_hang() {
-    let s = sock("dma");
-    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let (s, d) = loopback_device("dma");
     let mut dev = open(&s);
     inject(&d.control, &["dma-error", "--count", "8"]);
     let t0 = Instant::now();
@@ -373,8 +375,7 @@ fn dma_errors_lose_frames_but_never_corrupt_or_hang() {
 
 #[test]
 fn interrupt_faults_lost_spurious_and_late() {
-    let s = sock("irq");
-    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let (s, d) = loopback_device("irq");
     let mut dev = open(&s);
     // Lost interrupts: our driver's wait times out and polls anyway.
     inject(&d.control, &["irq-lost", "--count", "3"]);
@@ -418,8 +419,7 @@ fn interrupt_faults_lost_spurious_and_late() {
 
 #[test]
 fn late_write_backs_and_doorbells_delay_but_keep_every_frame() {
-    let s = sock("late");
-    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let (s, d) = loopback_device("late");
     let mut dev = open(&s);
     inject(&d.control, &["writeback-delay", "--delay", "100", "--count", "6"]);
     let got = round_trip(&mut dev, 1, 20, 128).unwrap();
@@ -440,8 +440,7 @@ fn late_write_backs_and_doorbells_delay_but_keep_every_frame() {
 
 #[test]
 fn nicctl_refuses_bad_requests_clearly() {
-    let s = sock("bad");
-    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let (_s, d) = loopback_device("bad");
     for (args, want) in [
         (vec!["inject", "no-such-fault"], "no fault named 'no-such-fault'"),
         (vec!["inject", "rx-drop", "--count", "0"], "count must be at least 1"),
@@ -493,8 +492,7 @@ fn completions_and_help_for_every_command() {
 #[test]
 fn a_trace_reader_that_stalls_does_not_hold_the_device() {
     use std::io::Write;
-    let s = sock("stall-trace");
-    let d = Device::start(None, &s, &["--backend", "loopback"]);
+    let (s, d) = loopback_device("stall-trace");
     let mut dev = open(&s);
     let mut c = std::os::unix::net::UnixStream::connect(&d.control).unwrap();
     c.write_all(b"{\"cmd\":\"trace\",\"categories\":[\"all\"]}\n").unwrap();

@@ -281,18 +281,9 @@ fn self_test_parts_on_qemu_e1000e_for_comparison() {
     init_logs();
     let _l = guest_lock();
     let ns = Netns::new();
-    let tap = "qtap0";
-    ns.must(&format!("ip tuntap add dev {tap} mode tap && ip addr add {HOST_IP}/24 dev {tap} && ip link set {tap} up"));
-    let extra = [
-        "-netdev",
-        &format!("tap,id=n0,ifname={tap},script=no,downscript=no,vnet_hdr=off"),
-        "-device",
-        "e1000e,netdev=n0,mac=52:54:00:12:34:56",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut g = Guest::boot(&GuestOpts { netns: Some(ns.name.clone()), extra, ..Default::default() });
+    let mut opts = GuestOpts { netns: Some(ns.name.clone()), ..Default::default() };
+    attach_tap(&ns, "qtap0", TapNic::Qemu { model: "e1000e", vnet_hdr: false, modules: "e1000e" }, &mut opts);
+    let mut g = Guest::boot(&opts);
     g.link_up("eth0", &format!("{GUEST_IP}/24"));
     let (_, out) = g.run("ethtool -t eth0 offline", Duration::from_secs(240));
     eprintln!("QEMU e1000e, ethtool -t eth0 offline:\n{out}");

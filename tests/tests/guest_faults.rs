@@ -10,12 +10,16 @@ fn quiet_ipv6(g: &mut Guest, rig: &TapRig) {
     rig.ns.must(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", rig.tap));
 }
 
-fn boot(rig: &TapRig, append: &str) -> Guest {
-    let mut g = Guest::boot(&GuestOpts { sockets: vec![rig.socket()], append: append.into(), ..Default::default() });
-    quiet_ipv6(&mut g, rig);
+/// A nic-device on a TAP in a private namespace, its control socket, and a Linux guest on it with eth0 up
+/// and the host answering pings.
+fn setup() -> (TapRig, std::path::PathBuf, Guest) {
+    let rig = TapRig::new(&[]);
+    let ctl = rig.dev.control.clone();
+    let mut g = Guest::boot(&GuestOpts { sockets: vec![rig.socket()], ..Default::default() });
+    quiet_ipv6(&mut g, &rig);
     g.link_up("eth0", &format!("{GUEST_IP}/24"));
     g.must(&format!("ping -c 1 -W 3 {HOST_IP}"));
-    g
+    (rig, ctl, g)
 }
 
 /// Waits (guest-side) until `cond` (a shell test) holds, for up to `secs`.
@@ -49,9 +53,7 @@ fn reload(g: &mut Guest) -> String {
 fn linux_reacts_to_link_phy_and_nvm_faults() {
     init_logs();
     let _l = guest_lock();
-    let rig = TapRig::new(&[]);
-    let ctl = rig.dev.control.clone();
-    let mut g = boot(&rig, "");
+    let (rig, ctl, mut g) = setup();
 
     // Link down: carrier off and the driver says so; up again: carrier back, traffic flows.
     g.must("dmesg -c > /dev/null");
@@ -111,9 +113,7 @@ fn linux_reacts_to_link_phy_and_nvm_faults() {
 fn linux_reacts_to_receive_and_dma_faults() {
     init_logs();
     let _l = guest_lock();
-    let rig = TapRig::new(&[]);
-    let ctl = rig.dev.control.clone();
-    let mut g = boot(&rig, "");
+    let (rig, ctl, mut g) = setup();
     let s0 = stats_settled(&mut g);
 
     // Five frames with a bad CRC: the card drops them, the driver counts rx_crc_errors.
@@ -151,16 +151,14 @@ fn linux_reacts_to_receive_and_dma_faults() {
     ping_ok(&mut g, 10);
 }
 
-/// Interrupt faults and latency: lost interrupts are recovered by the driver's watchdog, spurious ones
-/// are harmless, late interrupts, write-backs and doorbells show as latency, and a stalled transmit
+/// Interrupt faults and latency: lost interrupts (MSI-X: receive stays dead until the interface is reset;
+/// MSI: the driver's watchdog recovers), spurious ones are harmless, late interrupts, write-backs and doorbells show as latency, and a stalled transmit
 /// queue is detected as a hang and cured by the driver's reset.
 #[test]
 fn linux_reacts_to_interrupt_latency_and_tx_stall_faults() {
     init_logs();
     let _l = guest_lock();
-    let rig = TapRig::new(&[]);
-    let ctl = rig.dev.control.clone();
-    let mut g = boot(&rig, "");
+    let (rig, ctl, mut g) = setup();
 
     // Lost interrupts, MSI-X (the default): Linux sets IAM to all ones with CTRL_EXT.EIAME, so each RX/TX
     // message masks its cause in IMS until NAPI re-enables it; a message that never arrives leaves the

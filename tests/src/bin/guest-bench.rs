@@ -27,12 +27,6 @@ impl Nic {
     }
 }
 
-fn mbits(out: &str) -> Option<f64> {
-    let l = out.lines().find(|l| l.contains("receiver"))?;
-    let w: Vec<&str> = l.split_whitespace().collect();
-    w.windows(2).find(|p| p[1] == "Mbits/sec").and_then(|p| p[0].parse().ok())
-}
-
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -45,27 +39,12 @@ fn measure(nic: Nic, runs: usize) -> (Vec<f64>, Vec<f64>) {
     let ns = Netns::new();
     let tap = "gbtap0";
     let mut opts = GuestOpts { netns: Some(ns.name.clone()), ..Default::default() };
-    let _dev = match nic {
-        Nic::Ours => {
-            let sock = std::env::temp_dir().join(format!("{}.sock", unique("gbench")));
-            let d = Device::start(Some(&ns), &sock, &["--backend", &format!("tap:{tap}")]);
-            opts.sockets = vec![sock];
-            Some(d)
-        }
-        Nic::QemuE1000e | Nic::QemuVirtio => {
-            ns.must(&format!("ip tuntap add dev {tap} mode tap"));
-            let (model, vnet) = if nic == Nic::QemuE1000e { ("e1000e", "off") } else { ("virtio-net-pci", "on") };
-            opts.append = if nic == Nic::QemuVirtio { "nic.modules=virtio_pci,virtio_net".into() } else { String::new() };
-            opts.extra = vec![
-                "-netdev".into(),
-                format!("tap,id=n0,ifname={tap},script=no,downscript=no,vnet_hdr={vnet}"),
-                "-device".into(),
-                format!("{model},netdev=n0,mac=52:54:00:12:34:56"),
-            ];
-            None
-        }
+    let nic_kind = match nic {
+        Nic::Ours => TapNic::NicDevice,
+        Nic::QemuE1000e => TapNic::Qemu { model: "e1000e", vnet_hdr: false, modules: "e1000e" },
+        Nic::QemuVirtio => TapNic::Qemu { model: "virtio-net-pci", vnet_hdr: true, modules: "virtio_pci,virtio_net" },
     };
-    ns.must(&format!("sysctl -qw net.ipv6.conf.{tap}.disable_ipv6=1; ip addr add {HOST_IP}/24 dev {tap}; ip link set {tap} up"));
+    let _dev = attach_tap(&ns, tap, nic_kind, &mut opts);
     let mut g = Guest::boot(&opts);
     g.must("echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6");
     g.link_up("eth0", &format!("{GUEST_IP}/24"));
@@ -76,7 +55,7 @@ fn measure(nic: Nic, runs: usize) -> (Vec<f64>, Vec<f64>) {
     for r in 0..runs {
         for (dir, v) in [("", &mut tx), ("-R", &mut rx)] {
             let (_, out) = g.run(&format!("iperf3 -c {HOST_IP} -t 4 -f m {dir}"), Duration::from_secs(120));
-            match mbits(&out) {
+            match iperf3_mbits(&out) {
                 Some(m) => v.push(m),
                 None => eprintln!("{} run {r} {dir}: no result: {out}", nic.name()),
             }
