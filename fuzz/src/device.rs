@@ -72,6 +72,8 @@ fn access_len(i: &mut Input) -> usize {
 pub fn regs(data: &[u8]) {
     let mut n = ready_nic();
     let mut i = Input::new(data);
+    // Half the inputs run with an offloading backend behind the card (TAP offload mode on transmit).
+    n.gso_out = i.bool();
     let t0 = Instant::now();
     let mut clock = Duration::ZERO;
     let mut steps = 0;
@@ -203,4 +205,55 @@ pub fn regs(data: &[u8]) {
         }
     }
     run_rings(&mut n, &[0x52, 0x54, 0, 0x12, 0x34, 0x56, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+}
+
+/// A frame as an offloading TAP hands it over (virtio-net header, then the frame), cut into wire frames;
+/// or a TSO packet with a context from the input, turned into one GSO frame and cut back. Every segment
+/// must hold at most the headers plus one MSS, and a GSO frame the card made must come back as the card's
+/// own segmentation of the same packet.
+pub fn vnet(data: &[u8]) {
+    use nic_device::gso;
+    use nic_device::offload::{self, TxContext};
+    let mut i = Input::new(data);
+    let Some(h) = nic_tap::VnetHdr::parse(&i.array::<10>()) else { return };
+    if i.bool() {
+        let frame = i.rest().to_vec();
+        if let Ok(segs) = gso::to_wire(frame.clone(), &h) {
+            if h.is_gso() {
+                let most = frame.len().min(255 + usize::from(h.gso_size));
+                assert!(segs.iter().all(|s| s.len() <= most), "a segment longer than headers plus MSS");
+            } else {
+                assert_eq!(segs.len(), 1);
+            }
+        }
+        return;
+    }
+    let a = i.array::<8>();
+    let ctx = TxContext {
+        ipcss: a[0],
+        ipcso: a[1],
+        ipcse: u16::from_le_bytes([a[2], a[3]]),
+        tucss: a[4],
+        tucso: a[5],
+        tucse: u16::from_le_bytes([a[6], a[7]]),
+        paylen: 0,
+        hdrlen: i.u8(),
+        mss: i.u16(),
+        tcp: i.bool(),
+        ipv4: i.bool(),
+        tse: true,
+    };
+    let (ixsm, txsm) = (i.bool(), i.bool());
+    let pkt = i.rest().to_vec();
+    let mut whole = pkt.clone();
+    if let Ok(Some((hdr, n))) = gso::tso_frame(&mut whole, &ctx, ixsm, txsm) {
+        let direct = offload::segment(&pkt, &ctx, ixsm, txsm);
+        let again = gso::to_wire(whole, &hdr);
+        if let (Ok(d), Ok(a)) = (&direct, &again) {
+            assert_eq!(d.len(), n);
+            assert_eq!(d, a, "the host's cut of our GSO frame differs from the card's own TSO");
+        }
+    }
+    let mut f = pkt;
+    let _ = gso::csum_frame(&mut f, &ctx, ixsm, txsm);
 }

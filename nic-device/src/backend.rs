@@ -2,8 +2,10 @@
 //! `tap:IFNAME`, `stream:PATH` (listen), `stream-connect:PATH` (QEMU `-netdev stream` framing: a 4-byte
 //! big-endian length, then the frame), both also over TCP (`stream:tcp:HOST:PORT`), `dgram:udp:...` and
 //! `dgram:mcast:...` (QEMU `-netdev dgram`: one frame per datagram), and `loopback`.
+//! `tap:IFNAME,offload=on` exchanges frames with a virtio-net header instead (see `gso`).
 
 use log::{info, warn};
+use nic_tap::VnetHdr;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
@@ -25,6 +27,21 @@ pub trait Backend: Send {
     fn recv(&mut self) -> io::Result<Option<Vec<u8>>>;
     /// Offers a frame; `Ok(false)` when the backend cannot take it yet (the caller keeps it and retries).
     fn send(&mut self, frame: &[u8]) -> io::Result<bool>;
+    /// Whether frames cross with a virtio-net header (GSO frames and partial checksums allowed).
+    fn offloads(&self) -> bool {
+        false
+    }
+    /// One received frame with its virtio-net header when `offloads`.
+    fn recv_vnet(&mut self) -> io::Result<Option<(Vec<u8>, Option<VnetHdr>)>> {
+        Ok(self.recv()?.map(|f| (f, None)))
+    }
+    /// Offers a frame with its virtio-net header; only a backend that `offloads` takes a header.
+    fn send_vnet(&mut self, frame: &[u8], vnet: Option<&VnetHdr>) -> io::Result<bool> {
+        match vnet {
+            None => self.send(frame),
+            Some(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "this backend carries wire frames only")),
+        }
+    }
     /// Flushes buffered output; `Ok(true)` when nothing is left.
     fn flush(&mut self) -> io::Result<bool> {
         Ok(true)
@@ -42,7 +59,7 @@ pub trait Backend: Send {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("unknown backend '{0}': use tap:IFNAME, stream:PATH, stream-connect:PATH, stream:tcp:HOST:PORT, stream-connect:tcp:HOST:PORT, dgram:udp:LOCAL_HOST:PORT:REMOTE_HOST:PORT, dgram:mcast:GROUP:PORT or loopback")]
+    #[error("unknown backend '{0}': use tap:IFNAME[,offload=on], stream:PATH, stream-connect:PATH, stream:tcp:HOST:PORT, stream-connect:tcp:HOST:PORT, dgram:udp:LOCAL_HOST:PORT:REMOTE_HOST:PORT, dgram:mcast:GROUP:PORT or loopback")]
     Unknown(String),
     #[error("{0}: {1}")]
     Io(String, io::Error),
@@ -52,8 +69,14 @@ pub fn open(spec: &str) -> Result<Box<dyn Backend>, BackendError> {
     if spec == "loopback" {
         return Ok(Box::new(Loopback::default()));
     }
-    if let Some(name) = spec.strip_prefix("tap:") {
-        return Ok(Box::new(Tap::open(name).map_err(|e| BackendError::Io(format!("tap {name}"), e))?));
+    if let Some(rest) = spec.strip_prefix("tap:") {
+        let (name, offload) = match rest.split_once(',') {
+            None => (rest, false),
+            Some((name, "offload=on")) => (name, true),
+            Some((name, "offload=off")) => (name, false),
+            Some(_) => return Err(BackendError::Unknown(spec.into())),
+        };
+        return Ok(Box::new(Tap::open(name, offload).map_err(|e| BackendError::Io(format!("tap {name}"), e))?));
     }
     if let Some(p) = spec.strip_prefix("dgram:") {
         return Ok(Box::new(Dgram::open(p).map_err(|e| BackendError::Io(format!("dgram {p}"), e))?));
@@ -104,16 +127,27 @@ impl Backend for Loopback {
 pub struct Tap {
     tap: nic_tap::Tap,
     buf: Vec<u8>,
+    offload: bool,
 }
 
 impl Tap {
-    pub fn open(name: &str) -> io::Result<Tap> {
-        let tap = nic_tap::Tap::open(name)?;
+    /// Attaches to TAP `name`; with `offload`, frames carry a virtio-net header and the kernel may hand
+    /// over TCP GSO frames (IPv4 and IPv6, ECN) and partial checksums.
+    pub fn open(name: &str, offload: bool) -> io::Result<Tap> {
+        let tap = if offload {
+            let t = nic_tap::Tap::open_vnet(name)?;
+            use nic_tap::*;
+            t.set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)?;
+            t
+        } else {
+            nic_tap::Tap::open(name)?
+        };
         if let Err(e) = tap.set_up() {
             warn!("tap {name}: could not bring the interface up: {e}");
         }
-        info!("tap {name} attached");
-        Ok(Tap { tap, buf: vec![0; MAX_FRAME + 64] })
+        info!("tap {name} attached{}", if offload { " (offload mode: virtio-net header, GSO, partial checksums)" } else { "" });
+        let size = if offload { crate::gso::MAX_GSO_FRAME + VnetHdr::LEN } else { MAX_FRAME + 64 };
+        Ok(Tap { tap, buf: vec![0; size], offload })
     }
 }
 
@@ -125,13 +159,37 @@ impl Backend for Tap {
         0
     }
     fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
-        Ok(self.tap.recv(&mut self.buf)?.and_then(|n| self.buf.get(..n)).map(<[u8]>::to_vec))
+        Ok(self.recv_vnet()?.map(|(f, _)| f))
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
-        self.tap.send(frame)
+        self.send_vnet(frame, None)
+    }
+    fn offloads(&self) -> bool {
+        self.offload
+    }
+    fn recv_vnet(&mut self) -> io::Result<Option<(Vec<u8>, Option<VnetHdr>)>> {
+        let Some(n) = self.tap.recv(&mut self.buf)? else { return Ok(None) };
+        let got = self.buf.get(..n).unwrap_or_default();
+        if !self.offload {
+            return Ok(Some((got.to_vec(), None)));
+        }
+        let hdr =
+            VnetHdr::parse(got).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "frame shorter than its virtio-net header"))?;
+        Ok(Some((got.get(VnetHdr::LEN..).unwrap_or_default().to_vec(), Some(hdr))))
+    }
+    fn send_vnet(&mut self, frame: &[u8], vnet: Option<&VnetHdr>) -> io::Result<bool> {
+        if !self.offload {
+            return match vnet {
+                None => self.tap.send(frame),
+                Some(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "TAP opened without offload=on")),
+            };
+        }
+        // A wire frame needs nothing of the host: an all-zero header.
+        let h = vnet.copied().unwrap_or_default().to_bytes();
+        self.tap.send_parts(&[&h, frame])
     }
     fn describe(&self) -> String {
-        format!("tap:{}", self.tap.name())
+        format!("tap:{}{}", self.tap.name(), if self.offload { ",offload=on" } else { "" })
     }
 }
 

@@ -2,6 +2,8 @@
 //! mio Waker; it never runs on the vfio-user thread.
 
 use crate::backend::Backend;
+use crate::gso;
+use crate::tx::TxFrame;
 
 use crate::metrics::Metrics;
 use crate::nic::lock;
@@ -51,6 +53,7 @@ impl DataPath {
             let (metrics, trace) = {
                 let mut n = lock(&nic);
                 n.lossless_rx = overflow == RxOverflow::Pause;
+                n.gso_out = backend.offloads();
                 (n.metrics.clone(), n.trace.clone())
             };
             let mut w = Worker {
@@ -62,6 +65,7 @@ impl DataPath {
                 poll,
                 stop: s2,
                 out: VecDeque::new(),
+                rx_pending: VecDeque::new(),
                 registered: Vec::new(),
                 gen: u64::MAX,
                 overflow,
@@ -95,7 +99,9 @@ struct Worker {
     pcap: Option<PcapWriter>,
     poll: Poll,
     stop: Arc<AtomicBool>,
-    out: VecDeque<Vec<u8>>,
+    out: VecDeque<TxFrame>,
+    /// Wire frames cut from a GSO frame that the card has not taken yet.
+    rx_pending: VecDeque<Vec<u8>>,
     registered: Vec<i32>,
     gen: u64,
     overflow: RxOverflow,
@@ -139,6 +145,7 @@ impl Worker {
                     let n = self.metrics.datapath_panics.fetch_add(1, Ordering::Relaxed) + 1;
                     error!("data path: internal error #{n} caught; frames of this round dropped");
                     self.out.clear();
+                    self.rx_pending.clear();
                     // Wait before the next round so that a state that keeps failing cannot spin the thread.
                     std::thread::sleep(Duration::from_millis(10));
                     None
@@ -161,6 +168,32 @@ impl Worker {
         }
         if let Some(p) = self.pcap.as_mut() {
             let _ = p.flush();
+        }
+    }
+
+    /// A frame from an offloading backend: captured as it came, then cut into the wire frames it stands for
+    /// (queued in `rx_pending`); a header that does not fit the frame drops it, counted.
+    fn take_offloaded(&mut self, f: Vec<u8>, h: &nic_tap::VnetHdr) {
+        if let Some(p) = self.pcap.as_mut() {
+            let _ = p.write(&f);
+        }
+        self.trace.emit(trace::FRAMES, "frame", || trace::frame_fields("in", &f));
+        let gso = h.is_gso();
+        let partial = h.flags & nic_tap::VnetHdr::F_NEEDS_CSUM != 0;
+        match gso::to_wire(f, h) {
+            Ok(segs) => {
+                if gso {
+                    Metrics::inc(&self.metrics.rx_gso_frames);
+                    self.metrics.rx_gso_segments.fetch_add(segs.len() as u64, Ordering::Relaxed);
+                } else if partial {
+                    Metrics::inc(&self.metrics.rx_csum_completed);
+                }
+                self.rx_pending.extend(segs);
+            }
+            Err(e) => {
+                debug!("backend frame refused: {e} ({h:?})");
+                Metrics::inc(&self.metrics.rx_gso_errors);
+            }
         }
     }
 
@@ -189,12 +222,12 @@ impl Worker {
             }
             // PAUSE frames the card generated go out ahead of the data.
             for f in nic.control_out.drain(..).rev() {
-                self.out.push_front(f);
+                self.out.push_front(TxFrame::wire(f));
             }
             // Loopback (PHY or MAC): the frames go to the card's own receive side, never to the wire.
             if nic.loopback() {
                 while let Some(f) = self.out.pop_front() {
-                    nic.receive(f);
+                    nic.receive(f.data);
                     progress = true;
                 }
             }
@@ -202,12 +235,12 @@ impl Worker {
         }
         // Hand frames to the backend until it refuses one.
         while let Some(f) = self.out.front() {
-            match self.backend.send(f) {
+            match self.backend.send_vnet(&f.data, f.vnet.as_ref()) {
                 Ok(true) => {
                     if let Some(p) = self.pcap.as_mut() {
-                        let _ = p.write(f);
+                        let _ = p.write(&f.data);
                     }
-                    self.trace.emit(trace::FRAMES, "frame", || trace::frame_fields("out", f));
+                    self.trace.emit(trace::FRAMES, "frame", || trace::frame_fields("out", &f.data));
                     self.out.pop_front();
                     progress = true;
                 }
@@ -227,27 +260,36 @@ impl Worker {
             (if self.overflow == RxOverflow::Drop { usize::MAX } else { nic.rx_room() }, nic.max_rx_frame())
         };
         while frames.len() < RX_BUDGET && room >= max_frame {
-            match self.backend.recv() {
-                Ok(Some(f)) => {
-                    room = room.saturating_sub(f.len().max(60));
-                    frames.push(f);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    debug!("backend recv: {e}");
-                    break;
-                }
-            }
+            // Frames cut from a GSO frame were captured whole when they came; wire frames are captured here.
+            let (f, captured) = match self.rx_pending.pop_front() {
+                Some(f) => (f, true),
+                None => match self.backend.recv_vnet() {
+                    Ok(Some((f, None))) => (f, false),
+                    Ok(Some((f, Some(h)))) => {
+                        self.take_offloaded(f, &h);
+                        continue;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        debug!("backend recv: {e}");
+                        break;
+                    }
+                },
+            };
+            room = room.saturating_sub(f.len().max(60));
+            frames.push((f, captured));
         }
         let mut nic = lock(&self.nic);
         let now = Instant::now();
         nic.round_now = Some(now);
         progress |= nic.drain_rx_fifo() > 0;
-        for f in frames {
-            if let Some(p) = self.pcap.as_mut() {
-                let _ = p.write(&f);
+        for (f, captured) in frames {
+            if !captured {
+                if let Some(p) = self.pcap.as_mut() {
+                    let _ = p.write(&f);
+                }
+                self.trace.emit(trace::FRAMES, "frame", || trace::frame_fields("in", &f));
             }
-            self.trace.emit(trace::FRAMES, "frame", || trace::frame_fields("in", &f));
             nic.receive(f);
             progress = true;
         }

@@ -2,7 +2,8 @@
 //!
 //! Modules follow the hardware's blocks: `pci` (config space), `regs` (register map), `nvm`, `phy`, `intr`
 //! (interrupt causes and moderation), `dma` (guest memory from DMA_MAP), `tx`/`rx` (descriptor rings),
-//! `offload` (checksums, TSO, VLAN), `nic` (the register file that ties them together), `backend` (the
+//! `offload` (checksums, TSO, VLAN), `gso` (the TAP offload mode's
+//! virtio-net header conversions), `nic` (the register file that ties them together), `backend` (the
 //! wire), `datapath` (the thread that moves frames), `vfio` (the vfio-user device) and `server` (the socket).
 // Guest- and client-controlled paths: no unwrap, expect or unchecked indexing outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
@@ -16,6 +17,7 @@ pub mod desc;
 pub mod dma;
 pub mod fault;
 pub mod flowctl;
+pub mod gso;
 pub mod intr;
 pub mod metrics;
 pub mod nic;

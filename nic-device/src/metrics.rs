@@ -25,6 +25,20 @@ metrics! {
     tx_tso_packets,
     /// Wire frames those TSO packets became.
     tx_tso_segments,
+    /// TSO packets handed to the backend whole, as GSO frames (TAP offload mode).
+    tx_gso_frames,
+    /// Wire frames those GSO frames stand for.
+    tx_gso_segments,
+    /// Frames handed to the backend with their TCP checksum left partial (TAP offload mode).
+    tx_csum_partial,
+    /// GSO frames from the backend that the card segmented (TAP offload mode).
+    rx_gso_frames,
+    /// Wire frames those GSO frames became.
+    rx_gso_segments,
+    /// Frames from the backend whose partial checksum the card completed (TAP offload mode).
+    rx_csum_completed,
+    /// Frames from the backend whose virtio-net header did not fit the frame: dropped.
+    rx_gso_errors,
     /// Frames received from the backend and written to the guest.
     rx_frames,
     /// Descriptor or buffer addresses outside the DMA maps.

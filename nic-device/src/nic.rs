@@ -75,6 +75,8 @@ pub struct Nic {
     pub metrics: Arc<Metrics>,
     /// Backend frames lose nothing when the FIFO is full (flow control) instead of counting missed packets.
     pub lossless_rx: bool,
+    /// The backend takes GSO frames and partial checksums (TAP offload mode).
+    pub gso_out: bool,
     ioaddr: u32,
     start: Instant,
     systim_high_latch: u32,
@@ -130,6 +132,7 @@ impl Nic {
             rx_fifo: RxFifo::default(),
             metrics,
             lossless_rx: false,
+            gso_out: false,
             ioaddr: 0,
             start: Instant::now(),
             systim_high_latch: 0,

@@ -131,11 +131,9 @@ fn put16(f: &mut [u8], off: usize, v: u16) {
 /// Most segments one TSO packet may produce (64 KiB at the smallest sensible MSS, with margin).
 pub const MAX_SEGMENTS: usize = 2048;
 
-/// Segments a TSO packet (HDRLEN header bytes, then payload) into frames of at most MSS payload each.
-/// Per segment: IPv4 total length and id (+1 each), or IPv6 payload length; TCP sequence number advanced,
-/// CWR only on the first segment and FIN/PSH only on the last; or UDP length; then the checksums POPTS asks
-/// for, the L4 one including the segment's L4 length.
-pub fn segment(pkt: &[u8], ctx: &TxContext, ixsm: bool, txsm: bool) -> Result<Vec<Vec<u8>>, OffloadError> {
+/// How many segments a TSO packet of `len` bytes becomes, once its context is checked against it: an MSS,
+/// and the IP header before the L4 header, both within HDRLEN and the packet.
+pub fn tso_segments(len: usize, ctx: &TxContext) -> Result<usize, OffloadError> {
     let hdrlen = ctx.hdrlen as usize;
     let mss = ctx.mss as usize;
     if mss == 0 {
@@ -145,15 +143,27 @@ pub fn segment(pkt: &[u8], ctx: &TxContext, ixsm: bool, txsm: bool) -> Result<Ve
     let tucss = ctx.tucss as usize;
     let l4_min = if ctx.tcp { 20 } else { 8 };
     let ip_min = if ctx.ipv4 { 20 } else { 40 };
-    // The IP header must fit before the L4 header, and both within HDRLEN.
-    if hdrlen > pkt.len() || tucss + l4_min > hdrlen || ipcss + ip_min > tucss || ipcss + ip_min > hdrlen {
-        return Err(OffloadError::HeaderLength { hdrlen, len: pkt.len() });
+    if hdrlen > len || tucss + l4_min > hdrlen || ipcss + ip_min > tucss || ipcss + ip_min > hdrlen {
+        return Err(OffloadError::HeaderLength { hdrlen, len });
     }
-    let (hdr, payload) = pkt.split_at_checked(hdrlen).ok_or(OffloadError::HeaderLength { hdrlen, len: pkt.len() })?;
-    let n = payload.len().div_ceil(mss).max(1);
+    let n = (len - hdrlen).div_ceil(mss).max(1);
     if n > MAX_SEGMENTS {
         return Err(OffloadError::TooManySegments(n));
     }
+    Ok(n)
+}
+
+/// Segments a TSO packet (HDRLEN header bytes, then payload) into frames of at most MSS payload each.
+/// Per segment: IPv4 total length and id (+1 each), or IPv6 payload length; TCP sequence number advanced,
+/// CWR only on the first segment and FIN/PSH only on the last; or UDP length; then the checksums POPTS asks
+/// for, the L4 one including the segment's L4 length.
+pub fn segment(pkt: &[u8], ctx: &TxContext, ixsm: bool, txsm: bool) -> Result<Vec<Vec<u8>>, OffloadError> {
+    let n = tso_segments(pkt.len(), ctx)?;
+    let hdrlen = ctx.hdrlen as usize;
+    let mss = ctx.mss as usize;
+    let ipcss = ctx.ipcss as usize;
+    let tucss = ctx.tucss as usize;
+    let (hdr, payload) = pkt.split_at_checked(hdrlen).ok_or(OffloadError::HeaderLength { hdrlen, len: pkt.len() })?;
     let ip_id = if ctx.ipv4 { be16(hdr, ipcss + 4).unwrap_or(0) } else { 0 };
     let seq = if ctx.tcp { be32(hdr, tucss + 4).unwrap_or(0) } else { 0 };
     let mut out = Vec::with_capacity(n);

@@ -3,11 +3,26 @@
 
 use crate::desc::{TxDesc, TX_STATUS_AT};
 use crate::fault::Kind as FaultKind;
+use crate::gso;
 use crate::metrics::Metrics;
 use crate::nic::Nic;
 use crate::offload::{self, TxContext};
 use crate::regs::*;
 use log::debug;
+
+/// A frame for the backend: a wire frame, or in TAP offload mode a GSO frame or a frame whose TCP checksum
+/// is still partial, with the virtio-net header that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxFrame {
+    pub data: Vec<u8>,
+    pub vnet: Option<nic_tap::VnetHdr>,
+}
+
+impl TxFrame {
+    pub fn wire(data: Vec<u8>) -> TxFrame {
+        TxFrame { data, vnet: None }
+    }
+}
 
 /// Largest packet gathered from descriptors before it is refused (TSO sends are at most 64 KiB + headers).
 pub const MAX_TX_PACKET: usize = 256 * 1024;
@@ -101,7 +116,7 @@ impl Nic {
     }
 
     /// Processes up to `budget` descriptors of queue `q`, calling `emit` for every frame for the wire.
-    pub fn process_tx(&mut self, q: usize, budget: usize, emit: &mut dyn FnMut(Vec<u8>)) -> TxPass {
+    pub fn process_tx(&mut self, q: usize, budget: usize, emit: &mut dyn FnMut(TxFrame)) -> TxPass {
         let mut pass = TxPass::default();
         if q >= self.tx.len() || !self.tx_enabled(q) || self.tx_paused() {
             return pass;
@@ -164,7 +179,7 @@ impl Nic {
         pass
     }
 
-    fn tx_descriptor(&mut self, q: usize, d: RawDesc, emit: &mut dyn FnMut(Vec<u8>), pass: &mut TxPass) {
+    fn tx_descriptor(&mut self, q: usize, d: RawDesc, emit: &mut dyn FnMut(TxFrame), pass: &mut TxPass) {
         let vme = self.reg(CTRL) & CTRL_VME != 0;
         let Some(t) = self.tx.get_mut(q) else { return };
         if d.is_ext() && d.dtyp() == 0 {
@@ -234,7 +249,7 @@ impl Nic {
         }
     }
 
-    fn finish_packet(&mut self, q: usize, emit: &mut dyn FnMut(Vec<u8>), pass: &mut TxPass) {
+    fn finish_packet(&mut self, q: usize, emit: &mut dyn FnMut(TxFrame), pass: &mut TxPass) {
         let Some(slot) = self.tx.get_mut(q) else { return };
         let t = std::mem::take(slot);
         slot.ctx = t.ctx;
@@ -244,8 +259,46 @@ impl Nic {
         }
         let ixsm = t.popts & TXD_POPTS_IXSM != 0;
         let txsm = t.popts & TXD_POPTS_TXSM != 0;
+        // TAP offload mode: what the virtio-net header can say exactly leaves whole or partial.
+        let offload_out = self.gso_out && t.vlan.is_none() && !self.loopback() && t.legacy_csum.is_none();
+        let mut pkt = t.pkt;
+        if offload_out {
+            let vnet = if t.tse {
+                gso::tso_frame(&mut pkt, &t.ctx, ixsm, txsm)
+            } else {
+                gso::csum_frame(&mut pkt, &t.ctx, ixsm, txsm).map(|h| h.map(|h| (h, 1)))
+            };
+            match vnet {
+                Ok(Some((h, segments))) => {
+                    if t.tse {
+                        self.stat_inc(TSCTC, 1);
+                        Metrics::inc(&self.metrics.tx_tso_packets);
+                        self.metrics.tx_tso_segments.fetch_add(segments as u64, std::sync::atomic::Ordering::Relaxed);
+                        Metrics::inc(&self.metrics.tx_gso_frames);
+                        self.metrics.tx_gso_segments.fetch_add(segments as u64, std::sync::atomic::Ordering::Relaxed);
+                        self.count_tx_segments(&pkt, t.ctx.hdrlen as usize, t.ctx.mss as usize, segments);
+                    } else {
+                        Metrics::inc(&self.metrics.tx_csum_partial);
+                        self.count_tx(&pkt);
+                    }
+                    pass.frames += 1;
+                    Metrics::inc(&self.metrics.tx_frames);
+                    emit(TxFrame { data: pkt, vnet: Some(h) });
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    debug!("TX queue {q}: offload refused: {e}");
+                    if t.tse {
+                        self.stat_inc(TSCTFC, 1);
+                    }
+                    Metrics::inc(&self.metrics.tx_malformed);
+                    return;
+                }
+            }
+        }
         let mut frames = if t.tse {
-            match offload::segment(&t.pkt, &t.ctx, ixsm, txsm) {
+            match offload::segment(&pkt, &t.ctx, ixsm, txsm) {
                 Ok(f) => {
                     self.stat_inc(TSCTC, 1);
                     Metrics::inc(&self.metrics.tx_tso_packets);
@@ -260,7 +313,7 @@ impl Nic {
                 }
             }
         } else {
-            let mut f = t.pkt;
+            let mut f = pkt;
             let r = if let Some((css, cso)) = t.legacy_csum {
                 offload::insert_l4_checksum(&mut f, css as usize, cso as usize, 0, false, None)
             } else {
@@ -285,19 +338,34 @@ impl Nic {
             self.count_tx(&f);
             pass.frames += 1;
             Metrics::inc(&self.metrics.tx_frames);
-            emit(f);
+            emit(TxFrame::wire(f));
+        }
+    }
+
+    /// Counts the wire frames a TSO packet sent whole stands for: `segments` frames of HDRLEN plus up to MSS
+    /// payload bytes each.
+    fn count_tx_segments(&mut self, pkt: &[u8], hdrlen: usize, mss: usize, segments: usize) {
+        let mut left = pkt.len().saturating_sub(hdrlen);
+        for _ in 0..segments {
+            let chunk = left.min(mss);
+            left -= chunk;
+            self.count_tx_len(hdrlen + chunk, pkt.first().copied().unwrap_or(0), pkt.starts_with(&[0xFF; 6]));
         }
     }
 
     fn count_tx(&mut self, f: &[u8]) {
-        let wire = f.len().max(60) + 4;
+        self.count_tx_len(f.len(), f.first().copied().unwrap_or(0), f.starts_with(&[0xFF; 6]));
+    }
+
+    fn count_tx_len(&mut self, len: usize, first: u8, broadcast: bool) {
+        let wire = len.max(60) + 4;
         self.stat_inc(TPT, 1);
         self.stat_inc(GPTC, 1);
         self.stat_add64(GOTCL, wire as u64);
         self.stat_add64(TOTL, wire as u64);
         self.stat_inc(size_bucket(wire, PTC64), 1);
-        if f.first().is_some_and(|b| b & 1 != 0) {
-            if f.starts_with(&[0xFF; 6]) {
+        if first & 1 != 0 {
+            if broadcast {
                 self.stat_inc(BPTC, 1);
             } else {
                 self.stat_inc(MPTC, 1);

@@ -455,7 +455,7 @@ fn tx_queue_1_needs_tarc1_enable_and_raises_txq1() {
     n.mmio_write(TARC0 + q1, n.reg(TARC0 + q1) | TARC_ENABLE);
     assert!(n.tx_pending(1));
     let mut out = Vec::new();
-    n.process_tx(1, 16, &mut |fr| out.push(fr));
+    n.process_tx(1, 16, &mut |fr| out.push(fr.data));
     assert_eq!(out.len(), 1);
     assert_eq!(&out[0][..f.len()], &f[..]);
     assert_ne!(n.intr.icr & ICR_TXQ1, 0);

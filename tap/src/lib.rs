@@ -1,5 +1,7 @@
 //! Linux TAP devices (`/dev/net/tun`, IFF_TAP | IFF_NO_PI): the one place the ioctls live, for the device
-//! emulator's wire backend and for the stack's TAP device.
+//! emulator's wire backend and for the stack's TAP device. A TAP opened with a virtio-net header
+//! (IFF_VNET_HDR) carries GSO frames and partial checksums once TUNSETOFFLOAD allows them; [`VnetHdr`] is
+//! that header's codec.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -12,6 +14,68 @@ struct IfReq {
 }
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54CA;
+/// `_IOW('T', 208, unsigned int)`: which offloads the kernel may hand us (TUN_F_*).
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54D0;
+/// `_IOW('T', 216, int)`: the size of the header in front of every frame.
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54D8;
+const IFF_VNET_HDR: libc::c_int = 0x4000;
+
+/// TUNSETOFFLOAD flags (linux/if_tun.h).
+pub const TUN_F_CSUM: u32 = 0x01;
+pub const TUN_F_TSO4: u32 = 0x02;
+pub const TUN_F_TSO6: u32 = 0x04;
+pub const TUN_F_TSO_ECN: u32 = 0x08;
+
+/// `struct virtio_net_hdr` (virtio 1.x, 5.1.6): what precedes every frame on a TAP opened with
+/// IFF_VNET_HDR. Little-endian on the TAP (the kernel's default for a modern header).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    /// Length of the headers (a hint: receivers recompute it).
+    pub hdr_len: u16,
+    /// Payload bytes per segment.
+    pub gso_size: u16,
+    /// Where the checksum computation starts (NEEDS_CSUM).
+    pub csum_start: u16,
+    /// Where, from `csum_start`, the checksum is stored.
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    pub const LEN: usize = 10;
+    /// The checksum from `csum_start` to the end still has to be computed and stored.
+    pub const F_NEEDS_CSUM: u8 = 1;
+    /// The checksum was verified.
+    pub const F_DATA_VALID: u8 = 2;
+    pub const GSO_NONE: u8 = 0;
+    pub const GSO_TCPV4: u8 = 1;
+    pub const GSO_UDP: u8 = 3;
+    pub const GSO_TCPV6: u8 = 4;
+    pub const GSO_ECN: u8 = 0x80;
+
+    pub fn parse(b: &[u8]) -> Option<VnetHdr> {
+        let b: &[u8; VnetHdr::LEN] = b.get(..VnetHdr::LEN)?.try_into().ok()?;
+        let le = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        Some(VnetHdr { flags: b[0], gso_type: b[1], hdr_len: le(2), gso_size: le(4), csum_start: le(6), csum_offset: le(8) })
+    }
+
+    pub fn to_bytes(&self) -> [u8; VnetHdr::LEN] {
+        let mut b = [0u8; VnetHdr::LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        b
+    }
+
+    /// Whether the frame is a GSO super-frame (to be segmented before it is a wire frame).
+    pub fn is_gso(&self) -> bool {
+        self.gso_type & !VnetHdr::GSO_ECN != VnetHdr::GSO_NONE
+    }
+}
 
 fn ifreq(name: &str, flags: libc::c_short) -> io::Result<IfReq> {
     if name.is_empty() || name.len() >= 16 {
@@ -26,12 +90,33 @@ fn ifreq(name: &str, flags: libc::c_short) -> io::Result<IfReq> {
 pub struct Tap {
     fd: OwnedFd,
     name: String,
+    vnet: bool,
 }
 
 impl Tap {
-    /// Attaches to TAP `name`, creating it if it does not exist.
+    /// Attaches to TAP `name`, creating it if it does not exist. Frames are plain Ethernet frames, and the
+    /// kernel is told to hand over none of its offloads (a persistent TAP keeps what an earlier user set).
     pub fn open(name: &str) -> io::Result<Tap> {
-        let mut req = ifreq(name, (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short)?;
+        let t = Tap::open_flags(name, false)?;
+        t.set_offload(0)?;
+        Ok(t)
+    }
+
+    /// Attaches to TAP `name` with a [`VnetHdr`] in front of every frame in both directions; offloads are
+    /// then enabled with [`Tap::set_offload`].
+    pub fn open_vnet(name: &str) -> io::Result<Tap> {
+        let t = Tap::open_flags(name, true)?;
+        let size: libc::c_int = VnetHdr::LEN as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer.
+        if unsafe { libc::ioctl(t.fd.as_raw_fd(), TUNSETVNETHDRSZ, &size) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(t)
+    }
+
+    fn open_flags(name: &str, vnet: bool) -> io::Result<Tap> {
+        let flags = libc::IFF_TAP | libc::IFF_NO_PI | if vnet { IFF_VNET_HDR } else { 0 };
+        let mut req = ifreq(name, flags as libc::c_short)?;
         // SAFETY: open with a constant C string; result checked.
         let raw = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
         if raw < 0 {
@@ -43,11 +128,26 @@ impl Tap {
         if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Tap { fd, name: name.into() })
+        Ok(Tap { fd, name: name.into(), vnet })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether every frame carries a [`VnetHdr`].
+    pub fn has_vnet_hdr(&self) -> bool {
+        self.vnet
+    }
+
+    /// Which offloads (TUN_F_*) the kernel may use in the frames it hands us: partial checksums, TCP GSO.
+    /// Needs the virtio-net header for anything but 0.
+    pub fn set_offload(&self, flags: u32) -> io::Result<()> {
+        // SAFETY: TUNSETOFFLOAD takes the flags as the argument value itself.
+        if unsafe { libc::ioctl(self.fd.as_raw_fd(), TUNSETOFFLOAD, flags as libc::c_ulong) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Sets IFF_UP on the interface.
@@ -134,6 +234,20 @@ impl Tap {
         Ok(true)
     }
 
+    /// Sends one frame given in parts (a header, then the frame) in one write; `Ok(false)` when the device
+    /// cannot take it now.
+    pub fn send_parts(&self, parts: &[&[u8]]) -> io::Result<bool> {
+        let iov: Vec<libc::iovec> =
+            parts.iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() }).collect();
+        // SAFETY: every iovec points into a live slice that writev only reads.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock { Ok(false) } else { Err(e) };
+        }
+        Ok(true)
+    }
+
     /// Waits until a frame is readable or `timeout` passes.
     pub fn wait(&self, timeout: std::time::Duration) {
         let mut p = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
@@ -151,6 +265,18 @@ impl AsRawFd for Tap {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn vnet_header_round_trip_and_layout() {
+        let h = VnetHdr { flags: 1, gso_type: 4, hdr_len: 74, gso_size: 1428, csum_start: 54, csum_offset: 16 };
+        let b = h.to_bytes();
+        // Hand-written little-endian layout.
+        assert_eq!(b, [1, 4, 74, 0, 0x94, 0x05, 54, 0, 16, 0]);
+        assert_eq!(VnetHdr::parse(&b), Some(h));
+        assert!(h.is_gso());
+        assert!(!VnetHdr { gso_type: VnetHdr::GSO_ECN, ..h }.is_gso());
+        assert_eq!(VnetHdr::parse(&b[..9]), None);
+    }
 
     #[test]
     fn bad_names_are_refused() {

@@ -528,17 +528,25 @@ pub fn iperf3_mbits(out: &str) -> Option<f64> {
 /// What gives a guest its NIC on the host TAP `tap`: nic-device serving it over vfio-user, or a QEMU model
 /// with the TAP as its netdev (`vnet_hdr` on or off; `modules` the guest modules that drive it).
 pub enum TapNic<'a> {
-    NicDevice,
-    Qemu { model: &'a str, vnet_hdr: bool, modules: &'a str },
+    /// nic-device on the TAP; `offload`: the TAP offload mode (`tap:IFNAME,offload=on`).
+    NicDevice {
+        offload: bool,
+    },
+    Qemu {
+        model: &'a str,
+        vnet_hdr: bool,
+        modules: &'a str,
+    },
 }
 
 /// Sets up `nic` on TAP `tap` in `ns` for a guest booted with `opts`, and gives the TAP the host address
 /// (IPv6 off). Returns the nic-device process when there is one.
 pub fn attach_tap(ns: &Netns, tap: &str, nic: TapNic, opts: &mut GuestOpts) -> Option<Device> {
     let dev = match nic {
-        TapNic::NicDevice => {
+        TapNic::NicDevice { offload } => {
             let sock = std::env::temp_dir().join(format!("{}.sock", unique("tapnic")));
-            let d = Device::start(Some(ns), &sock, &["--backend", &format!("tap:{tap}")]);
+            let backend = format!("tap:{tap}{}", if offload { ",offload=on" } else { "" });
+            let d = Device::start(Some(ns), &sock, &["--backend", &backend]);
             opts.sockets.push(sock);
             Some(d)
         }

@@ -46,6 +46,9 @@ pub struct Verdict {
     /// Frames etherparse could not parse: a failure, never skipped.
     pub unparsed: usize,
     pub tcp_data_frames: usize,
+    /// Offload mode: GSO super-frames the judge segmented, and frames whose partial checksum it completed.
+    pub gso_frames: usize,
+    pub partial_csum: usize,
     /// First problems, for the report.
     pub problems: Vec<String>,
 }
@@ -171,6 +174,131 @@ pub fn judge(frames: &[Vec<u8>]) -> Verdict {
     v
 }
 
+/// The pseudo-header sum of an L4 segment, folded, not complemented: what a partial checksum field holds
+/// (the host's stack and a card in offload mode both leave it there for the other side to finish).
+fn pseudo_partial(net: &NetSlice, proto: u8, l4_len: usize) -> u16 {
+    match net {
+        NetSlice::Ipv4(ip) => ones_sum(&[&ip.header().source(), &ip.header().destination(), &[0, proto], &(l4_len as u16).to_be_bytes()]),
+        NetSlice::Ipv6(ip) => {
+            ones_sum(&[&ip.header().source(), &ip.header().destination(), &(l4_len as u32).to_be_bytes(), &[0, 0, 0, proto]])
+        }
+    }
+}
+
+/// Stores the complete L4 checksum at `at` (the field counted as zero).
+fn finish_l4(f: &mut [u8], l4: usize, at: usize, net_pseudo: &[&[u8]]) {
+    f[at..at + 2].copy_from_slice(&[0, 0]);
+    let mut parts: Vec<&[u8]> = net_pseudo.to_vec();
+    parts.push(&f[l4..]);
+    let c = !ones_sum(&parts);
+    let c = if c == 0 { 0xFFFF } else { c };
+    f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// What one frame on a TAP in offload mode stands for on a wire, by the judge's own rules: a TCP
+/// super-frame (over the MTU, checksum field partial) is cut at the largest payload that fits 1514 bytes,
+/// with lengths, IPv4 ids, sequence numbers, CWR/PSH/FIN and both checksums set per segment; a TCP or UDP
+/// frame whose field holds the partial sum gets its checksum completed. Anything else is returned as it
+/// is, for `judge` to flag. Returns the frames and whether it was a super-frame / a partial checksum.
+pub fn to_wire_equivalent(f: &[u8]) -> (Vec<Vec<u8>>, bool, bool) {
+    let keep = || (vec![f.to_vec()], false, false);
+    let Ok(p) = SlicedPacket::from_ethernet(f) else { return keep() };
+    let Some(net) = &p.net else { return keep() };
+    let (l3, v4) = match net {
+        NetSlice::Ipv4(ip) => (ip.header().slice().as_ptr() as usize - f.as_ptr() as usize, true),
+        NetSlice::Ipv6(ip) => (ip.header().slice().as_ptr() as usize - f.as_ptr() as usize, false),
+    };
+    let (l4_slice, proto, csum_at) = match &p.transport {
+        Some(TransportSlice::Tcp(t)) => (t.slice(), 6u8, 16),
+        Some(TransportSlice::Udp(u)) => (u.slice(), 17u8, 6),
+        _ => return keep(),
+    };
+    if let NetSlice::Ipv4(ip) = net {
+        if ip.is_payload_fragmented() {
+            return keep();
+        }
+    }
+    let l4 = l4_slice.as_ptr() as usize - f.as_ptr() as usize;
+    let field = u16::from_be_bytes([f[l4 + csum_at], f[l4 + csum_at + 1]]);
+    let partial = field == pseudo_partial(net, proto, f.len() - l4);
+    let tags = if f[12..14] == [0x81, 0x00] { 4 } else { 0 };
+    let addrs: Vec<u8> = if v4 { f[l3 + 12..l3 + 20].to_vec() } else { f[l3 + 8..l3 + 40].to_vec() };
+    let pseudo = |l4_len: usize| -> Vec<u8> {
+        let mut v = addrs.clone();
+        if v4 {
+            v.extend([0, proto]);
+            v.extend((l4_len as u16).to_be_bytes());
+        } else {
+            v.extend((l4_len as u32).to_be_bytes());
+            v.extend([0, 0, 0, proto]);
+        }
+        v
+    };
+    if f.len() <= 1514 + tags {
+        if !partial {
+            return keep();
+        }
+        let mut g = f.to_vec();
+        let ph = pseudo(g.len() - l4);
+        finish_l4(&mut g, l4, l4 + csum_at, &[&ph]);
+        return (vec![g], false, true);
+    }
+    if proto != 6 || !partial {
+        return keep();
+    }
+    let hdr_len = l4 + ((f[l4 + 12] >> 4) as usize) * 4;
+    let mss = 1514 + tags - hdr_len;
+    let payload = &f[hdr_len..];
+    let n = payload.len().div_ceil(mss);
+    let seq = u32::from_be_bytes(f[l4 + 4..l4 + 8].try_into().unwrap());
+    let id = u16::from_be_bytes([f[l3 + 4], f[l3 + 5]]);
+    let mut out = Vec::new();
+    for (i, chunk) in payload.chunks(mss).enumerate() {
+        let mut g = f[..hdr_len].to_vec();
+        g.extend_from_slice(chunk);
+        let len = g.len();
+        if v4 {
+            g[l3 + 2..l3 + 4].copy_from_slice(&((len - l3) as u16).to_be_bytes());
+            g[l3 + 4..l3 + 6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+            g[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+            let ihl = (g[l3] & 0xF) as usize * 4;
+            let c = !ones_sum(&[&g[l3..l3 + ihl]]);
+            g[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+        } else {
+            g[l3 + 4..l3 + 6].copy_from_slice(&((len - l3 - 40) as u16).to_be_bytes());
+        }
+        g[l4 + 4..l4 + 8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
+        if i + 1 < n {
+            g[l4 + 13] &= !0x09; // FIN and PSH: last segment only
+        }
+        if i > 0 {
+            g[l4 + 13] &= !0x80; // CWR: first segment only
+        }
+        let ph = pseudo(len - l4);
+        finish_l4(&mut g, l4, l4 + csum_at, &[&ph]);
+        out.push(g);
+    }
+    (out, true, false)
+}
+
+/// The judge for a capture on a TAP in offload mode: every frame turned into what it stands for on a
+/// wire (`to_wire_equivalent`), then judged as wire frames. `frames` counts the captured frames.
+pub fn judge_offload(frames: &[Vec<u8>]) -> Verdict {
+    let mut wire = Vec::new();
+    let (mut gso, mut partial) = (0, 0);
+    for f in frames {
+        let (w, g, p) = to_wire_equivalent(f);
+        gso += g as usize;
+        partial += p as usize;
+        wire.extend(w);
+    }
+    let mut v = judge(&wire);
+    v.frames = frames.len();
+    v.gso_frames = gso;
+    v.partial_csum = partial;
+    v
+}
+
 /// TCP data segments from `src_ip` to `dst_port`, in capture order: (payload length, flags byte).
 pub fn tcp_segments(frames: &[Vec<u8>], src_ip: [u8; 4], dst_port: u16) -> Vec<(usize, u8)> {
     let mut out = Vec::new();
@@ -196,6 +324,45 @@ mod test {
         let mut v = Vec::new();
         b.write(&mut v, payload).unwrap();
         v
+    }
+
+    #[test]
+    fn offload_judge_segments_super_frames_and_completes_partial_checksums() {
+        let payload: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let good = tcp_frame(&payload);
+        // The plain judge calls the super-frame oversize.
+        assert_eq!(judge(std::slice::from_ref(&good)).oversize, 1);
+        // As a TAP in offload mode carries it: the TCP field holds the partial (pseudo-header) sum.
+        let mut gso = good.clone();
+        let ph = ones_sum(&[&gso[26..30], &gso[30..34], &[0, 6], &((gso.len() - 34) as u16).to_be_bytes()]);
+        gso[50..52].copy_from_slice(&ph.to_be_bytes());
+        let (w, is_gso, _) = to_wire_equivalent(&gso);
+        assert!(is_gso);
+        assert_eq!(w.len(), 5000usize.div_ceil(1460));
+        assert!(w.iter().all(|s| s.len() <= 1514));
+        let v = judge_offload(&[gso.clone()]);
+        assert!(v.clean(), "{v:?}");
+        assert_eq!((v.frames, v.gso_frames), (1, 1));
+        // The data comes out whole and in order (etherparse reads each segment).
+        let mut data = Vec::new();
+        for s in &w {
+            let p = SlicedPacket::from_ethernet(s).unwrap();
+            let Some(TransportSlice::Tcp(t)) = p.transport else { panic!() };
+            data.extend_from_slice(t.payload());
+        }
+        assert_eq!(data, payload);
+        // A super-frame whose field is neither complete nor partial stays oversize.
+        let mut wrong = gso.clone();
+        wrong[51] ^= 0x10;
+        assert!(!judge_offload(&[wrong]).clean());
+        // A small frame with a partial field is completed; with a wrong one it is a bad checksum.
+        let small = tcp_frame(b"partial");
+        let mut p = small.clone();
+        let ph = ones_sum(&[&p[26..34], &[0, 6], &((p.len() - 34) as u16).to_be_bytes()]);
+        p[50..52].copy_from_slice(&ph.to_be_bytes());
+        assert_eq!(to_wire_equivalent(&p), (vec![small], false, true));
+        p[50] ^= 1;
+        assert_eq!(judge_offload(&[p]).bad_l4_csum, 1);
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub fn desc(n: &Nic, i: u32, addr: u64, lower: u32, upper: u32) {
 pub fn run_tx(n: &mut Nic) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     while n.tx_pending(0) {
-        let p = n.process_tx(0, 1024, &mut |f| out.push(f));
+        let p = n.process_tx(0, 1024, &mut |f| out.push(f.data));
         if p.descriptors == 0 {
             break;
         }
