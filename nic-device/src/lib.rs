@@ -1,8 +1,8 @@
 //! An Intel 82574L (PCI 8086:10d3) emulated in its own process and served over vfio-user.
 //!
 //! Modules follow the hardware's blocks: `pci` (config space), `regs` (register map), `nvm`, `phy`, `intr`
-//! (interrupt causes and moderation), `dma` (guest memory from DMA_MAP), `tx`/`rx` (descriptor rings),
-//! `offload` (checksums, TSO, VLAN), `gso` (the TAP offload mode's
+//! (interrupt causes, moderation, and their delivery to eventfds), `dma` (guest memory from DMA_MAP),
+//! `tx`/`rx` (descriptor rings), `offload` (checksums, TSO, VLAN), `gso` (the TAP offload mode's
 //! virtio-net header conversions), `nic` (the register file that ties them together), `backend` (the
 //! wire), `datapath` (the thread that moves frames), `vfio` (the vfio-user device) and `server` (the socket).
 // Guest- and client-controlled paths: no unwrap, expect or unchecked indexing outside tests.

@@ -1,12 +1,12 @@
-//! The 82574L function: register file and its side effects, reset, interrupts to eventfds, and the glue that
-//! the data path (tx.rs, rx.rs) and the vfio-user server call into.
+//! The 82574L function: register file and its side effects, reset, and the glue that the data path (tx.rs,
+//! rx.rs) and the vfio-user server call into. Interrupt causes and their delivery live in `intr`.
 
 use crate::bytes::{le32, put};
 use crate::delay::DelayTimer;
 use crate::dma::DmaSpace;
 use crate::fault::{Faults, Kind as FaultKind};
 use crate::flowctl::FlowControl;
-use crate::intr::{Intr, Mode, Signal};
+use crate::intr::{Intr, IrqSink, Mode, Signal};
 use crate::metrics::Metrics;
 use crate::nvm::Nvm;
 use crate::pci::ConfigSpace;
@@ -18,8 +18,6 @@ use crate::tx::TxQueue;
 use log::{debug, info};
 use serde_json::json;
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -39,28 +37,6 @@ pub struct Effects {
     pub wake: bool,
 }
 
-/// Interrupt eventfds, as SET_IRQS gave them.
-#[derive(Default)]
-pub struct IrqFds {
-    pub intx: Option<File>,
-    pub msi: Option<File>,
-    pub msix: [Option<File>; MSIX_VECTORS],
-    pub err: Option<File>,
-    pub req: Option<File>,
-}
-
-/// Writes 1 to an interrupt eventfd; `false` when there is none.
-pub(crate) fn signal_fd(f: &Option<File>) -> bool {
-    match f {
-        Some(file) => {
-            let mut file: &File = file;
-            let _ = file.write(&1u64.to_ne_bytes());
-            true
-        }
-        None => false,
-    }
-}
-
 pub struct Nic {
     pub regs: Vec<u32>,
     pub pci: ConfigSpace,
@@ -68,7 +44,7 @@ pub struct Nic {
     pub phy: Phy,
     pub intr: Intr,
     pub dma: DmaSpace,
-    pub irq: IrqFds,
+    pub irq: IrqSink,
     pub mac: [u8; 6],
     pub tx: [TxQueue; 2],
     pub rx_fifo: RxFifo,
@@ -80,9 +56,6 @@ pub struct Nic {
     ioaddr: u32,
     start: Instant,
     systim_high_latch: u32,
-    intx_level: bool,
-    intx_masked: bool,
-    msix_pending: u32,
     /// RDTR/RADV: receive causes waiting for the delay timers.
     rx_delay: DelayTimer,
     /// TIDV/TADV: transmit write-back causes of IDE descriptors waiting for the delay timers.
@@ -97,10 +70,6 @@ pub struct Nic {
     pub faults: Faults,
     /// Statistics registers as totals since the device started: the registers clear on read, these do not.
     pub stats_total: Vec<u64>,
-    /// Interrupt messages held back by an `irq-late` fault.
-    /// In the order they fall due (one delay for all); a message already waiting absorbs a new one for the
-    /// same vector, as an eventfd counts.
-    late_irqs: VecDeque<(Instant, Signal)>,
     /// Write-backs held back by a `writeback-delay` fault: when, where, what, and the causes to raise then.
     late_writebacks: VecDeque<(Instant, u64, Vec<u8>, u32)>,
     /// A `doorbell-latency` fault: doorbells written take effect at this time.
@@ -110,15 +79,11 @@ pub struct Nic {
     /// The data path's clock for the round it is in (read once per round instead of once per frame); `None`
     /// outside a round, where `now()` reads the clock.
     pub round_now: Option<Instant>,
-    /// Interrupt messages dropped, delayed or made up by faults.
-    pub irq_lost: u64,
-    pub irq_late: u64,
-    pub irq_spurious: u64,
-    moderated_seen: [u64; crate::intr::SLOTS],
 }
 
 impl Nic {
     pub fn new(mac: [u8; 6], metrics: Arc<Metrics>) -> Nic {
+        let trace = Arc::new(Tracer::default());
         let mut n = Nic {
             regs: vec![0; REG_COUNT],
             pci: ConfigSpace::new(mac),
@@ -126,7 +91,7 @@ impl Nic {
             phy: Phy::new(),
             intr: Intr::default(),
             dma: DmaSpace::new(),
-            irq: IrqFds::default(),
+            irq: IrqSink::new(metrics.clone(), trace.clone()),
             mac,
             tx: [TxQueue::default(), TxQueue::default()],
             rx_fifo: RxFifo::default(),
@@ -136,25 +101,17 @@ impl Nic {
             ioaddr: 0,
             start: Instant::now(),
             systim_high_latch: 0,
-            intx_level: false,
-            intx_masked: false,
-            msix_pending: 0,
             rx_delay: DelayTimer::default(),
             tx_delay: DelayTimer::default(),
             fc: FlowControl::default(),
             control_out: VecDeque::new(),
-            trace: Arc::new(Tracer::default()),
+            trace,
             faults: Faults::default(),
             stats_total: vec![0; ((STATS_END - STATS_START) / 4 + 1) as usize],
-            late_irqs: VecDeque::new(),
             late_writebacks: VecDeque::new(),
             doorbell_hold: None,
             backend_carrier: true,
             round_now: None,
-            irq_lost: 0,
-            irq_late: 0,
-            irq_spurious: 0,
-            moderated_seen: [0; crate::intr::SLOTS],
         };
         n.mac_reset();
         n
@@ -229,7 +186,6 @@ impl Nic {
             self.nvm.corrupt_checksum();
         }
         self.late_writebacks.clear();
-        self.late_irqs.clear();
         self.doorbell_hold = None;
         let m = self.nvm.mac();
         self.set_reg(RAL0, u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
@@ -238,7 +194,7 @@ impl Nic {
         self.tx = [TxQueue::default(), TxQueue::default()];
         self.rx_fifo.clear();
         self.ioaddr = 0;
-        self.set_intx(false);
+        self.irq.mac_reset(&mut self.pci);
     }
 
     /// Function reset (DEVICE_RESET, or the client going away): everything but DMA maps and irq fds.
@@ -246,14 +202,13 @@ impl Nic {
         self.pci.reset(self.mac);
         self.phy.reset();
         self.mac_reset();
-        self.msix_pending = 0;
-        self.intx_masked = false;
+        self.irq.function_reset();
     }
 
     /// The client went away: forget its memory and eventfds, and come back as from power-on.
     pub fn disconnect(&mut self) {
         self.dma.unmap_all();
-        self.irq = IrqFds::default();
+        self.irq.fds = crate::intr::IrqFds::default();
         self.function_reset();
     }
 
@@ -271,118 +226,14 @@ impl Nic {
         self.pci.bus_master()
     }
 
-    fn set_intx(&mut self, level: bool) {
-        if level == self.intx_level {
-            return;
-        }
-        self.intx_level = level;
-        self.pci.set_interrupt_status(level);
-        if level {
-            self.trigger_intx();
-        }
-    }
-
-    /// INTx is automasked: after a trigger the client must UNMASK before the next one.
-    fn trigger_intx(&mut self) {
-        if self.intx_masked || self.pci.intx_disabled() {
-            return;
-        }
-        if signal_fd(&self.irq.intx) {
-            self.intx_masked = true;
-            Metrics::inc(&self.metrics.irqs_sent);
-        } else {
-            Metrics::inc(&self.metrics.irq_no_fd);
-        }
-    }
-
     fn apply(&mut self, signals: Vec<Signal>) {
-        self.trace_moderation();
-        let now = Instant::now();
-        for s in signals {
-            let message = !matches!(s, Signal::IntxLevel(false));
-            if message && !self.faults.is_empty() {
-                if self.faults.take(FaultKind::IrqLost, now).is_some() {
-                    self.irq_lost += 1;
-                    self.trace.emit(trace::IRQ, "irq-lost", || json!({ "signal": format!("{s:?}") }));
-                    continue;
-                }
-                if let Some(f) = self.faults.take(FaultKind::IrqLate, now) {
-                    self.irq_late += 1;
-                    self.trace.emit(
-                        trace::IRQ,
-                        "irq-late",
-                        || json!({ "signal": format!("{s:?}"), "delay_ms": f.delay.as_secs_f64() * 1e3 }),
-                    );
-                    if !self.late_irqs.iter().any(|l| l.1 == s) {
-                        self.late_irqs.push_back((now + f.delay, s));
-                    }
-                    continue;
-                }
-            }
-            self.deliver(s);
-        }
+        self.irq.apply(signals, &self.intr, &mut self.faults, &mut self.pci);
     }
 
-    /// Interrupts held back by moderation since the last look, for the trace.
-    fn trace_moderation(&mut self) {
-        if !self.trace.on(trace::IRQ) {
-            self.moderated_seen = self.intr.moderated;
-            return;
-        }
-        for (slot, (&m, seen)) in self.intr.moderated.iter().zip(self.moderated_seen.iter_mut()).enumerate() {
-            if m != *seen {
-                let n = m - *seen;
-                *seen = m;
-                self.trace.emit(trace::IRQ, "irq-moderated", || json!({ "slot": slot_name(slot), "held": n }));
-            }
-        }
-    }
-
-    fn deliver(&mut self, s: Signal) {
-        let sent = match s {
-            Signal::IntxLevel(l) => {
-                self.set_intx(l);
-                None
-            }
-            Signal::Msi => Some(signal_fd(&self.irq.msi)),
-            Signal::Msix(v) => {
-                let ok = self.irq.msix.get(v).is_some_and(signal_fd);
-                if !ok {
-                    self.msix_pending |= 1 << v;
-                }
-                Some(ok)
-            }
-        };
-        match sent {
-            Some(true) => Metrics::inc(&self.metrics.irqs_sent),
-            Some(false) => Metrics::inc(&self.metrics.irq_no_fd),
-            None => {}
-        }
-        if s != Signal::IntxLevel(false) {
-            self.trace.emit(trace::IRQ, "irq", || json!({ "signal": format!("{s:?}"), "delivered": sent.unwrap_or(true) }));
-        }
-    }
-
-    /// Interrupt messages with no cause behind them (fault `irq-spurious`): every MSI-X vector with an
-    /// eventfd, or the MSI or INTx eventfd, `n` times. (Messages sent faster than the client reads its
-    /// eventfd merge into one, as eventfds count.)
+    /// Interrupt messages with no cause behind them (fault `irq-spurious`).
     pub fn spurious_irqs(&mut self, n: u64) {
-        for _ in 0..n {
-            let mut any = false;
-            match self.mode() {
-                Mode::Msix => {
-                    for f in &self.irq.msix {
-                        any |= signal_fd(f);
-                    }
-                }
-                Mode::Msi => any = signal_fd(&self.irq.msi),
-                Mode::Intx => any = signal_fd(&self.irq.intx),
-            }
-            if any {
-                self.irq_spurious += 1;
-            }
-        }
-        self.trace.emit(trace::IRQ, "irq-spurious", || json!({ "count": n }));
+        let mode = self.mode();
+        self.irq.spurious(n, mode);
     }
 
     // ---- DMA with faults and trace ----
@@ -473,7 +324,7 @@ impl Nic {
     pub fn next_deadline(&self) -> Option<Instant> {
         let now = self.now();
         let pause_end = self.fc.paused_until.filter(|&t| t > now);
-        let late = [self.late_irqs.front().map(|l| l.0), self.late_writebacks.front().map(|w| w.0)].into_iter().flatten().min();
+        let late = [self.irq.next_deadline(), self.late_writebacks.front().map(|w| w.0)].into_iter().flatten().min();
         let faults = if self.faults.is_empty() { None } else { self.faults.next_deadline(now) };
         [self.intr.next_deadline(), self.rx_delay.deadline(), self.tx_delay.deadline(), pause_end, late, faults, self.doorbell_hold]
             .into_iter()
@@ -506,10 +357,7 @@ impl Nic {
         if self.doorbell_hold.is_some_and(|t| now >= t) {
             self.doorbell_hold = None;
         }
-        while let Some(&(_, sig)) = self.late_irqs.front().filter(|l| l.0 <= now) {
-            self.late_irqs.pop_front();
-            self.deliver(sig);
-        }
+        self.irq.on_timer(now, &mut self.pci);
         while let Some((_, addr, bytes, causes)) = self.late_writebacks.front().filter(|w| w.0 <= now).cloned() {
             self.late_writebacks.pop_front();
             if self.dma_write(addr, &bytes, "write-back (late)").is_err() {
@@ -533,21 +381,15 @@ impl Nic {
 
     /// The INTx client unmasked the line: signal again if it is still asserted.
     pub fn intx_unmask(&mut self) {
-        self.intx_masked = false;
-        if self.intx_level {
-            self.trigger_intx();
-        }
+        self.irq.intx_unmask(&self.pci);
     }
     pub fn intx_mask(&mut self) {
-        self.intx_masked = true;
+        self.irq.intx_mask();
     }
 
     /// A vector got an eventfd: deliver what was held pending for it.
     pub fn msix_fd_set(&mut self, v: usize) {
-        if self.msix_pending & (1 << v) != 0 && self.irq.msix.get(v).is_some_and(signal_fd) {
-            self.msix_pending &= !(1 << v);
-            Metrics::inc(&self.metrics.irqs_sent);
-        }
+        self.irq.msix_fd_set(v);
     }
 
     fn set_carrier(&mut self, on: bool) {
@@ -913,7 +755,7 @@ impl Nic {
         }
         data.fill(0);
         if (MSIX_PBA_OFFSET..MSIX_PBA_OFFSET + 8).contains(&off) {
-            let pba = (self.msix_pending as u64).to_le_bytes();
+            let pba = (self.irq.msix_pending() as u64).to_le_bytes();
             let s = (off - MSIX_PBA_OFFSET) as usize;
             let n = data.len().min(8 - s);
             if let (Some(d), Some(p)) = (data.get_mut(..n), pba.get(s..s + n)) {
@@ -934,7 +776,7 @@ impl Nic {
         if self.mode() != mode_before {
             debug!("interrupt mode {:?} -> {:?}", mode_before, self.mode());
             if mode_before == Mode::Intx {
-                self.set_intx(false);
+                self.irq.set_intx(false, &mut self.pci);
             }
             self.reevaluate();
         }
@@ -947,15 +789,15 @@ impl Nic {
 
     /// INTx line level, whether it is masked, and the MSI-X vectors held pending for lack of an eventfd.
     pub fn intx_state(&self) -> (bool, bool, u32) {
-        (self.intx_level, self.intx_masked, self.msix_pending)
+        self.irq.state()
     }
 
     /// Counters by name: the device metrics, faults' effects on interrupts, trace events dropped.
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.metrics.snapshot();
-        v.push(("irq_lost_injected", self.irq_lost));
-        v.push(("irq_late_injected", self.irq_late));
-        v.push(("irq_spurious_injected", self.irq_spurious));
+        v.push(("irq_lost_injected", self.irq.lost));
+        v.push(("irq_late_injected", self.irq.delayed));
+        v.push(("irq_spurious_injected", self.irq.spurious));
         v.push(("trace_events_dropped", self.trace.dropped.load(std::sync::atomic::Ordering::Relaxed)));
         v
     }

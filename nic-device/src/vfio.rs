@@ -178,29 +178,29 @@ impl Device for NicServer {
                     let v = set.start as usize + i;
                     let has = f.is_some();
                     match idx {
-                        VFIO_PCI_INTX_IRQ_INDEX => nic.irq.intx = f,
-                        VFIO_PCI_MSI_IRQ_INDEX => nic.irq.msi = f,
+                        VFIO_PCI_INTX_IRQ_INDEX => nic.irq.fds.intx = f,
+                        VFIO_PCI_MSI_IRQ_INDEX => nic.irq.fds.msi = f,
                         VFIO_PCI_MSIX_IRQ_INDEX => {
                             // start + count was checked against the vector count above.
-                            let Some(slot) = nic.irq.msix.get_mut(v) else { return Err(libc::EINVAL) };
+                            let Some(slot) = nic.irq.fds.msix.get_mut(v) else { return Err(libc::EINVAL) };
                             *slot = f;
                             if has {
                                 nic.msix_fd_set(v);
                             }
                         }
-                        VFIO_PCI_ERR_IRQ_INDEX => nic.irq.err = f,
-                        _ => nic.irq.req = f,
+                        VFIO_PCI_ERR_IRQ_INDEX => nic.irq.fds.err = f,
+                        _ => nic.irq.fds.req = f,
                     }
                 }
             }
             VFIO_IRQ_SET_DATA_NONE if set.count == 0 => {
                 // Disable the whole index.
                 match idx {
-                    VFIO_PCI_INTX_IRQ_INDEX => nic.irq.intx = None,
-                    VFIO_PCI_MSI_IRQ_INDEX => nic.irq.msi = None,
-                    VFIO_PCI_MSIX_IRQ_INDEX => nic.irq.msix = Default::default(),
-                    VFIO_PCI_ERR_IRQ_INDEX => nic.irq.err = None,
-                    _ => nic.irq.req = None,
+                    VFIO_PCI_INTX_IRQ_INDEX => nic.irq.fds.intx = None,
+                    VFIO_PCI_MSI_IRQ_INDEX => nic.irq.fds.msi = None,
+                    VFIO_PCI_MSIX_IRQ_INDEX => nic.irq.fds.msix = Default::default(),
+                    VFIO_PCI_ERR_IRQ_INDEX => nic.irq.fds.err = None,
+                    _ => nic.irq.fds.req = None,
                 }
             }
             VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_DATA_BOOL => {
@@ -211,14 +211,14 @@ impl Device for NicServer {
                     }
                     let v = set.start as usize + i;
                     let f = match idx {
-                        VFIO_PCI_INTX_IRQ_INDEX => Some(&nic.irq.intx),
-                        VFIO_PCI_MSI_IRQ_INDEX => Some(&nic.irq.msi),
-                        VFIO_PCI_MSIX_IRQ_INDEX => nic.irq.msix.get(v),
-                        VFIO_PCI_ERR_IRQ_INDEX => Some(&nic.irq.err),
-                        _ => Some(&nic.irq.req),
+                        VFIO_PCI_INTX_IRQ_INDEX => Some(&nic.irq.fds.intx),
+                        VFIO_PCI_MSI_IRQ_INDEX => Some(&nic.irq.fds.msi),
+                        VFIO_PCI_MSIX_IRQ_INDEX => nic.irq.fds.msix.get(v),
+                        VFIO_PCI_ERR_IRQ_INDEX => Some(&nic.irq.fds.err),
+                        _ => Some(&nic.irq.fds.req),
                     };
                     if let Some(f) = f {
-                        crate::nic::signal_fd(f);
+                        crate::intr::deliver::signal_fd(f);
                     }
                 }
             }

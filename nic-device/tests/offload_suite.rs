@@ -722,7 +722,7 @@ fn rss_spreads_flows_over_two_queues_with_their_own_causes() {
     n.mmio_write(IVAR, 0x8000_0000 | 0x8 | ((0x8 | 2) << 4));
     let efds: Vec<std::fs::File> = (0..5).map(|_| eventfd()).collect();
     for (v, f) in efds.iter().enumerate() {
-        n.irq.msix[v] = Some(f.try_clone().unwrap());
+        n.irq.fds.msix[v] = Some(f.try_clone().unwrap());
     }
     let mut per_q = [0u32; 2];
     for port in 0..64u16 {

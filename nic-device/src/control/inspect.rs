@@ -252,9 +252,9 @@ pub fn irq(nic: &Nic) -> Value {
     let slots: Vec<Value> = (0..SLOTS)
         .map(|s| {
             let fd = if s == LEGACY_SLOT {
-                nic.irq.msi.is_some() || nic.irq.intx.is_some()
+                nic.irq.fds.msi.is_some() || nic.irq.fds.intx.is_some()
             } else {
-                nic.irq.msix.get(s).is_some_and(|f| f.is_some())
+                nic.irq.fds.msix.get(s).is_some_and(|f| f.is_some())
             };
             let interval = if s == LEGACY_SLOT { i.itr } else { i.eitr.get(s).copied().unwrap_or(0) };
             json!({ "slot": slot_name(s), "eventfd": fd, "interval_256ns": interval & 0xFFFF,

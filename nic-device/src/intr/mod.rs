@@ -1,5 +1,9 @@
-//! Interrupt logic: ICR/ICS/IMS/IMC/IAM/EIAC/IVAR semantics and ITR/EITR moderation. Pure state: the caller
-//! turns the returned [`Signal`]s into eventfd writes.
+//! Interrupts in one home. This module: ICR/ICS/IMS/IMC/IAM/EIAC/IVAR semantics and ITR/EITR moderation,
+//! pure state that returns [`Signal`]s; `deliver`: those signals to eventfds (INTx automask, MSI-X pending
+//! bits, interrupt faults).
+
+pub mod deliver;
+pub use deliver::{IrqFds, IrqSink};
 
 use crate::regs::*;
 use std::time::{Duration, Instant};
