@@ -42,6 +42,7 @@ pub fn ready_nic() -> Nic {
 /// Runs both TX queues and receives `frame` (and a broadcast copy), then fires timers: what the data path
 /// thread does with whatever state the input left.
 pub fn run_rings(n: &mut Nic, frame: &[u8]) {
+    n.apply_doorbells();
     for q in 0..2 {
         for _ in 0..4 {
             if !n.tx_pending(q) {

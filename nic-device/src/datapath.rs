@@ -211,6 +211,7 @@ impl Worker {
         // Transmit: fetch descriptors while our output queue has room.
         if self.out.len() < TX_QUEUE_DEPTH {
             let mut nic = lock(&self.nic);
+            progress |= nic.apply_doorbells();
             // One clock read for the round's timers and moderation, not one per frame.
             nic.round_now = Some(Instant::now());
             for q in 0..2 {
@@ -280,6 +281,7 @@ impl Worker {
             frames.push((f, captured));
         }
         let mut nic = lock(&self.nic);
+        nic.apply_doorbells();
         let now = Instant::now();
         nic.round_now = Some(now);
         progress |= nic.drain_rx_fifo() > 0;

@@ -4,13 +4,14 @@
 //! raised when either expires (or when software writes the flush bit, FPD), and ITR/EITR moderation then
 //! applies to the interrupt as to any other. Pure state, like `intr`.
 
+use crate::regs::DELAY_COUNT_MASK;
 use std::time::{Duration, Instant};
 
 /// The timers' unit: 1.024 us.
 const UNIT_NS: u64 = 1024;
 
 fn units(n: u32) -> Duration {
-    Duration::from_nanos(u64::from(n & 0xFFFF) * UNIT_NS)
+    Duration::from_nanos(u64::from(n & DELAY_COUNT_MASK) * UNIT_NS)
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -24,13 +25,13 @@ impl DelayTimer {
     /// Causes for a packet: returned to raise now when the packet delay is 0; otherwise held, the packet timer
     /// restarted and the absolute timer started if it was not running (and is set).
     pub fn packet(&mut self, causes: u32, delay: u32, absolute: u32, now: Instant) -> u32 {
-        if delay & 0xFFFF == 0 {
+        if delay & DELAY_COUNT_MASK == 0 {
             // No delay: anything held goes out with it.
             return std::mem::take(&mut self.held) | causes;
         }
         self.held |= causes;
         self.packet = Some(now + units(delay));
-        if self.absolute.is_none() && absolute & 0xFFFF != 0 {
+        if self.absolute.is_none() && absolute & DELAY_COUNT_MASK != 0 {
             self.absolute = Some(now + units(absolute));
         }
         0

@@ -53,9 +53,9 @@ impl Nic {
                 if self.reg(CTRL) & CTRL_RFCE != 0 {
                     self.fc.paused_until = (quanta != 0).then(|| self.now() + QUANTUM * u32::from(quanta));
                 }
-                self.stat_inc(if quanta == 0 { XONRXC } else { XOFFRXC }, 1);
+                self.stats.inc(if quanta == 0 { XONRXC } else { XOFFRXC }, 1);
             }
-            _ => self.stat_inc(FCRUC, 1),
+            _ => self.stats.inc(FCRUC, 1),
         }
         true
     }
@@ -80,12 +80,12 @@ impl Nic {
             self.fc.xoff_sent = true;
             let quanta = self.reg(FCTTV) as u16;
             self.control_out.push_back(pause_frame(src, quanta));
-            self.stat_inc(XOFFTXC, 1);
+            self.stats.inc(XOFFTXC, 1);
         } else if self.fc.xoff_sent && used <= low {
             self.fc.xoff_sent = false;
             if self.reg(FCRTL) & FCRTL_XONE != 0 {
                 self.control_out.push_back(pause_frame(src, 0));
-                self.stat_inc(XONTXC, 1);
+                self.stats.inc(XONTXC, 1);
             }
         }
     }

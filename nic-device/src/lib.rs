@@ -2,7 +2,7 @@
 //!
 //! Modules follow the hardware's blocks: `pci` (config space), `regs` (register map), `nvm`, `phy`, `intr`
 //! (interrupt causes, moderation, and their delivery to eventfds), `dma` (guest memory from DMA_MAP),
-//! `tx`/`rx` (descriptor rings), `offload` (checksums, TSO, VLAN), `gso` (the TAP offload mode's
+//! `tx`/`rx` (descriptor rings), `stats` (statistics registers), `offload` (checksums, TSO, VLAN), `gso` (the TAP offload mode's
 //! virtio-net header conversions), `nic` (the register file that ties them together), `backend` (the
 //! wire), `datapath` (the thread that moves frames), `vfio` (the vfio-user device) and `server` (the socket).
 // Guest- and client-controlled paths: no unwrap, expect or unchecked indexing outside tests.
@@ -15,6 +15,7 @@ pub mod datapath;
 pub mod delay;
 pub mod desc;
 pub mod dma;
+pub mod doorbell;
 pub mod fault;
 pub mod flowctl;
 pub mod gso;
@@ -30,6 +31,7 @@ pub mod regs;
 pub mod rss;
 pub mod rx;
 pub mod server;
+pub mod stats;
 pub mod trace;
 pub mod tx;
 pub mod vfio;

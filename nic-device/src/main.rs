@@ -121,7 +121,7 @@ fn main() -> ExitCode {
                 return cleanup(1);
             }
         };
-    let mut dev = NicServer { nic: nic.clone(), waker: dp.waker.clone() };
+    let mut dev = NicServer::new(nic.clone(), dp.waker.clone());
     let r = nic_device::server::serve(listener, &socket, &mut dev, args.client_timeout);
     drop(control);
     dp.stop();

@@ -13,6 +13,7 @@ use crate::pci::ConfigSpace;
 use crate::phy::{LinkEvent, Phy, PHY_ADDR};
 use crate::regs::*;
 use crate::rx::RxFifo;
+use crate::stats::{self, Stats};
 use crate::trace::{self, Tracer};
 use crate::tx::TxQueue;
 use log::{debug, info};
@@ -45,6 +46,8 @@ pub struct Nic {
     pub intr: Intr,
     pub dma: DmaSpace,
     pub irq: IrqSink,
+    /// Tail writes made without the lock, applied by whoever holds it next.
+    pub doorbells: Arc<crate::doorbell::Doorbells>,
     pub mac: [u8; 6],
     pub tx: [TxQueue; 2],
     pub rx_fifo: RxFifo,
@@ -68,8 +71,8 @@ pub struct Nic {
     pub trace: Arc<Tracer>,
     /// Injected faults (control socket `inject`).
     pub faults: Faults,
-    /// Statistics registers as totals since the device started: the registers clear on read, these do not.
-    pub stats_total: Vec<u64>,
+    /// The statistics registers, and their totals since the device started.
+    pub stats: Stats,
     /// Write-backs held back by a `writeback-delay` fault: when, where, what, and the causes to raise then.
     late_writebacks: VecDeque<(Instant, u64, Vec<u8>, u32)>,
     /// A `doorbell-latency` fault: doorbells written take effect at this time.
@@ -92,6 +95,7 @@ impl Nic {
             intr: Intr::default(),
             dma: DmaSpace::new(),
             irq: IrqSink::new(metrics.clone(), trace.clone()),
+            doorbells: Arc::default(),
             mac,
             tx: [TxQueue::default(), TxQueue::default()],
             rx_fifo: RxFifo::default(),
@@ -107,7 +111,7 @@ impl Nic {
             control_out: VecDeque::new(),
             trace,
             faults: Faults::default(),
-            stats_total: vec![0; ((STATS_END - STATS_START) / 4 + 1) as usize],
+            stats: Stats::default(),
             late_writebacks: VecDeque::new(),
             doorbell_hold: None,
             backend_carrier: true,
@@ -135,49 +139,20 @@ impl Nic {
         }
     }
 
-    /// Adds to a 32-bit statistics counter; counters stick at their maximum.
-    pub fn stat_inc(&mut self, off: u32, n: u32) {
-        if let Some(r) = self.regs.get_mut((off / 4) as usize) {
-            *r = r.saturating_add(n);
-        }
-        self.stat_total_add(off, n as u64);
-    }
-    fn stat_total_add(&mut self, off: u32, n: u64) {
-        if let Some(t) = off.checked_sub(STATS_START).and_then(|i| self.stats_total.get_mut((i / 4) as usize)) {
-            *t = t.saturating_add(n);
-        }
-    }
-    /// Adds to a 64-bit counter held as a low/high register pair.
-    pub fn stat_add64(&mut self, low: u32, n: u64) {
-        let v = (self.reg(low) as u64 | ((self.reg(low + 4) as u64) << 32)).saturating_add(n);
-        self.set_reg(low, v as u32);
-        self.set_reg(low + 4, (v >> 32) as u32);
-        self.stat_total_add(low, n);
-    }
-
     /// Software reset (CTRL.RST): MAC registers to their defaults, RAR0 from the NVM. PCI state, DMA maps,
     /// interrupt fds and the PHY are kept.
     pub fn mac_reset(&mut self) {
+        // Tails written before the reset are overtaken by it.
+        let _ = self.doorbells.take();
         self.rx_delay = DelayTimer::default();
         self.tx_delay = DelayTimer::default();
         self.fc = FlowControl::default();
         self.control_out.clear();
         self.regs.iter_mut().for_each(|r| *r = 0);
-        self.set_reg(CTRL, CTRL_FD | CTRL_SLU | (2 << 8));
-        self.set_reg(EECD, EECD_PRES | EECD_AUTO_RD);
-        self.set_reg(PBA, 0x0014_000C);
-        self.set_reg(LEDCTL, 0x0706_8302);
-        self.set_reg(VET, 0x8100);
-        self.set_reg(TXDCTL0, 0x0140_0000);
-        self.set_reg(TXDCTL0 + QUEUE_STRIDE, 0x0140_0000);
-        self.set_reg(RXDCTL0, 0x0001_0000);
-        self.set_reg(RXDCTL0 + QUEUE_STRIDE, 0x0001_0000);
-        self.set_reg(TARC0, 0x3 | TARC_ENABLE);
-        self.set_reg(TARC0 + QUEUE_STRIDE, 0x3);
-        self.set_reg(TIPG, 0x0060_2008);
-        self.set_reg(RXCSUM, RXCSUM_IPOFLD);
-        self.set_reg(FCRTL, 0);
-        self.set_reg(EXTCNF_SIZE, 0);
+        self.stats.reset();
+        for &(reg, v) in RESET_VALUES {
+            self.set_reg(reg, v);
+        }
         // The NVM is (re)loaded at reset: faults armed for it act now.
         self.faults.on_reset();
         let now = Instant::now();
@@ -428,7 +403,7 @@ impl Nic {
     fn systim(&self) -> u64 {
         // SYSTIM advances by TIMINCA.incvalue every incperiod ticks of a 16 ns clock.
         let t = self.reg(TIMINCA);
-        let (period, inc) = ((t >> 24) as u64, (t & 0xFF_FFFF) as u64);
+        let (period, inc) = ((t >> TIMINCA_INCPERIOD_SHIFT) as u64, (t & TIMINCA_INCVALUE_MASK) as u64);
         if period == 0 {
             return 0;
         }
@@ -440,6 +415,7 @@ impl Nic {
 
     /// A 32-bit register read by the driver, with its side effects.
     pub fn mmio_read(&mut self, off: u32) -> u32 {
+        self.apply_doorbells();
         let v = self.mmio_read_inner(off & !3);
         self.trace.emit(trace::REGS, "reg", || reg_fields("read", off & !3, v));
         v
@@ -448,7 +424,19 @@ impl Nic {
     /// A 32-bit register write by the driver, with its side effects.
     pub fn mmio_write(&mut self, off: u32, val: u32) -> Effects {
         self.trace.emit(trace::REGS, "reg", || reg_fields("write", off & !3, val));
+        self.apply_doorbells();
         self.mmio_write_inner(off & !3, val)
+    }
+
+    /// Applies the tail writes made without the lock (see `doorbell`); whether there were any.
+    pub fn apply_doorbells(&mut self) -> bool {
+        if !self.doorbells.any() {
+            return false;
+        }
+        for (off, val) in self.doorbells.take() {
+            self.mmio_write_inner(off, val);
+        }
+        true
     }
 
     /// A register's value as the driver would read it, without read side effects (ICR and the statistics
@@ -467,6 +455,8 @@ impl Nic {
             IAC => self.intr.asserted_count,
             SYSTIML => self.systim() as u32,
             SYSTIMH => (self.systim() >> 32) as u32,
+            o if stats::is_stat(o) => self.stats.peek(o),
+            o if crate::doorbell::Doorbells::slot(o).is_some() => self.doorbells.waiting(o).map_or(self.reg(o), |v| v & write_mask(o)),
             _ => self.reg(off),
         }
     }
@@ -486,19 +476,7 @@ impl Nic {
                 self.intr.asserted_count = 0;
                 v
             }
-            // 64-bit counters: the low half reads plainly, reading the high half clears both.
-            GORCL | GOTCL | TORL | TOTL => self.reg(off),
-            GORCH | GOTCH | TORH | TOTH => {
-                let v = self.reg(off);
-                self.set_reg(off, 0);
-                self.set_reg(off - 4, 0);
-                v
-            }
-            o if (STATS_START..=STATS_END).contains(&o) => {
-                let v = self.reg(o);
-                self.set_reg(o, 0);
-                v
-            }
+            o if stats::is_stat(o) => self.stats.read(o),
             SYSTIML => {
                 let t = self.systim();
                 self.systim_high_latch = (t >> 32) as u32;
@@ -535,18 +513,18 @@ impl Nic {
                 self.set_reg(STATUS, s);
             }
             EECD => {
-                let ro = EECD_PRES | EECD_AUTO_RD | (0xF << 11) | (3 << 15);
+                let ro = EECD_PRES | EECD_AUTO_RD | EECD_RO_FIELDS;
                 self.set_reg(EECD, (self.reg(EECD) & ro) | (val & !ro));
             }
             EERD => {
-                let addr = ((val >> EERD_ADDR_SHIFT) & 0x3FFF) as usize;
-                let mut v = val & !(EERD_DONE | 0xFFFF_0000);
+                let addr = ((val >> EERD_ADDR_SHIFT) & EERD_ADDR_MASK) as usize;
+                let mut v = val & !(EERD_DONE | EERD_DATA_MASK);
                 if val & EERD_START != 0 {
                     if let Some(w) = self.nvm.read(addr) {
                         v = (v & !EERD_START) | EERD_DONE | ((w as u32) << EERD_DATA_SHIFT);
                     } else {
                         // Beyond the image: DONE with all-ones data, as an absent word reads.
-                        v = (v & !EERD_START) | EERD_DONE | 0xFFFF_0000;
+                        v = (v & !EERD_START) | EERD_DONE | EERD_DATA_MASK;
                     }
                 }
                 self.set_reg(EERD, v);
@@ -559,10 +537,10 @@ impl Nic {
             IAM => self.intr.iam = val,
             EIAC => self.intr.eiac = val,
             IVAR => self.intr.ivar = val,
-            ITR => self.intr.itr = val & 0xFFFF,
+            ITR => self.intr.itr = val & write_mask(ITR),
             o if (EITR0..EITR0 + 4 * EITR_COUNT).contains(&o) => {
                 if let Some(e) = self.intr.eitr.get_mut(((o - EITR0) / 4) as usize) {
-                    *e = val & 0xFFFF;
+                    *e = val & write_mask(o);
                 }
             }
             RCTL => {
@@ -575,28 +553,22 @@ impl Nic {
                 fx.wake = val & TCTL_EN != 0;
             }
             o if o == TDT0 || o == TDT0 + QUEUE_STRIDE => {
-                self.set_reg(o, val & 0xFFFF);
+                self.set_reg(o, val & write_mask(o));
                 self.doorbell_fault(now);
                 fx.wake = true;
             }
             o if o == RDT0 || o == RDT0 + QUEUE_STRIDE => {
-                self.set_reg(o, val & 0xFFFF);
+                self.set_reg(o, val & write_mask(o));
                 self.doorbell_fault(now);
                 fx.wake = !self.rx_fifo.is_empty() || self.doorbell_hold.is_some();
             }
             o if o == TDH0 || o == TDH0 + QUEUE_STRIDE || o == RDH0 || o == RDH0 + QUEUE_STRIDE => {
-                self.set_reg(o, val & 0xFFFF);
+                self.set_reg(o, val & write_mask(o));
                 if o == TDH0 || o == TDH0 + QUEUE_STRIDE {
                     if let Some(t) = self.tx.get_mut(((o - TDH0) / QUEUE_STRIDE) as usize) {
                         *t = TxQueue::default();
                     }
                 }
-            }
-            o if o == TDLEN0 || o == TDLEN0 + QUEUE_STRIDE || o == RDLEN0 || o == RDLEN0 + QUEUE_STRIDE => {
-                self.set_reg(o, val & 0x000F_FF80);
-            }
-            o if o == TDBAL0 || o == TDBAL0 + QUEUE_STRIDE || o == RDBAL0 || o == RDBAL0 + QUEUE_STRIDE => {
-                self.set_reg(o, val & !0xF);
             }
             // The delay timers' flush bit (FPD, 31) releases what they hold and is not stored.
             RDTR | TIDV => {
@@ -608,7 +580,7 @@ impl Nic {
                     }
                 }
             }
-            o if (STATS_START..=STATS_END).contains(&o) => {}
+            o if stats::is_stat(o) => {}
             SYSTIML | SYSTIMH => {}
             _ => self.set_reg(off, val & write_mask(off)),
         }
@@ -680,6 +652,8 @@ impl Nic {
     }
 
     pub fn bar0_write(&mut self, off: u64, data: &[u8]) -> Option<Effects> {
+        // A sub-dword write merges into the stored value, which must hold the tails already rung.
+        self.apply_doorbells();
         if !Self::access_ok(off, data.len(), BAR0_SIZE) {
             Metrics::inc(&self.metrics.bad_register_accesses);
             return None;
@@ -740,7 +714,7 @@ impl Nic {
         }
         let v = le32(data, 0)?;
         if off == IOADDR {
-            self.ioaddr = v & 0x1FFFC;
+            self.ioaddr = v & IOADDR_MASK;
             Some(Effects::default())
         } else {
             Some(self.mmio_write(self.ioaddr, v))
@@ -767,6 +741,7 @@ impl Nic {
 
     /// Config space write with what follows from it (interrupt mode, bus mastering).
     pub fn config_write(&mut self, off: u64, data: &[u8]) -> Option<Effects> {
+        self.apply_doorbells();
         let mode_before = self.mode();
         let bm_before = self.pci.bus_master();
         if !self.pci.write(off, data) {
@@ -812,7 +787,7 @@ impl Nic {
 }
 
 /// A register access as a trace line: offset, datasheet name, value, direction, and who made it.
-fn reg_fields(dir: &str, off: u32, v: u32) -> serde_json::Value {
+pub(crate) fn reg_fields(dir: &str, off: u32, v: u32) -> serde_json::Value {
     json!({ "dir": dir, "side": "driver", "offset": format!("{off:#07x}"), "name": name_of(off), "value": format!("{v:#010x}") })
 }
 
@@ -888,15 +863,15 @@ mod test {
     #[test]
     fn statistics_clear_on_read() {
         let mut n = nic();
-        n.stat_inc(GPRC, 3);
-        n.stat_add64(GORCL, 0x1_0000_0010);
+        n.stats.inc(GPRC, 3);
+        n.stats.add64(GORCL, 0x1_0000_0010);
         assert_eq!(n.mmio_read(GPRC), 3);
         assert_eq!(n.mmio_read(GPRC), 0);
         assert_eq!(n.mmio_read(GORCL), 0x10);
         assert_eq!(n.mmio_read(GORCH), 1);
         assert_eq!(n.mmio_read(GORCL), 0, "reading the high half cleared the pair");
-        n.set_reg(GPRC, u32::MAX);
-        n.stat_inc(GPRC, 5);
+        n.stats.inc(GPRC, u32::MAX);
+        n.stats.inc(GPRC, 5);
         assert_eq!(n.mmio_read(GPRC), u32::MAX, "saturates");
     }
 

@@ -170,6 +170,13 @@ pub const EERD_START: u32 = 1 << 0;
 pub const EERD_DONE: u32 = 1 << 1;
 pub const EERD_ADDR_SHIFT: u32 = 2;
 pub const EERD_DATA_SHIFT: u32 = 16;
+/// EERD: word address 15:2, data 31:16.
+pub const EERD_ADDR_MASK: u32 = 0x3FFF;
+pub const EERD_DATA_MASK: u32 = 0xFFFF_0000;
+/// EECD: the NVM type and size fields (bits 14:11, 16:15) are read-only.
+pub const EECD_RO_FIELDS: u32 = (0xF << 11) | (3 << 15);
+/// CTRL.SPEED (bits 9:8): 10b = 1000 Mb/s.
+pub const CTRL_SPEED_1000: u32 = 2 << 8;
 
 // CTRL_EXT bits.
 pub const CTRL_EXT_EIAME: u32 = 1 << 24;
@@ -261,6 +268,11 @@ pub const RAH_AV: u32 = 1 << 31;
 
 // MRQC.
 pub const MRQC_ENABLE_MASK: u32 = 0x3;
+/// MRQC: which header fields feed the RSS hash (bits 21:16); none means no hash.
+pub const MRQC_RSS_FIELDS_MASK: u32 = 0x003F_0000;
+/// TIMINCA: increment value 23:0, increment period 31:24.
+pub const TIMINCA_INCVALUE_MASK: u32 = 0x00FF_FFFF;
+pub const TIMINCA_INCPERIOD_SHIFT: u32 = 24;
 
 // TX descriptor command bits (legacy descriptor CMD byte, and DCMD in bits 31:24 of the extended ones).
 pub const TXD_CMD_EOP: u8 = 1 << 0;
@@ -276,6 +288,16 @@ pub const TXD_CMD_TSE: u8 = 1 << 2;
 pub const TXD_TUCMD_TCP: u8 = 1 << 0;
 pub const TXD_TUCMD_IP: u8 = 1 << 1;
 pub const TXD_DTYP_DATA: u32 = 1;
+/// Legacy TX descriptor: length in bits 15:0 of the lower dword.
+pub const TXD_LEGACY_LEN_MASK: u32 = 0xFFFF;
+/// Extended TX descriptors: data length (data) or TSO payload length (context) in bits 19:0.
+pub const TXD_DTALEN_MASK: u32 = 0xF_FFFF;
+/// RDTR/RADV/TIDV/TADV and ITR/EITR: 16-bit counts.
+pub const DELAY_COUNT_MASK: u32 = 0xFFFF;
+/// The multicast table array is indexed by a 12-bit hash of the destination address (RCTL.MO picks which bits).
+pub const MTA_HASH_MASK: u32 = 0xFFF;
+/// The 802.1Q tag control field's VLAN id (bits 11:0), as in the VFTA and the descriptors' VLAN field.
+pub const VLAN_VID_MASK: u16 = 0xFFF;
 pub const TXD_STA_DD: u8 = 1 << 0;
 pub const TXD_POPTS_IXSM: u8 = 1 << 0;
 pub const TXD_POPTS_TXSM: u8 = 1 << 1;
@@ -319,6 +341,32 @@ pub const MSIX_PBA_OFFSET: u64 = 0x2000;
 /// I/O BAR window.
 pub const IOADDR: u64 = 0;
 pub const IODATA: u64 = 4;
+/// IOADDR holds a dword-aligned BAR0 offset (bits 16:2).
+pub const IOADDR_MASK: u32 = 0x1_FFFC;
+
+/// Registers whose value after a MAC reset is not 0 (datasheet, section 10.2: initial values). RAR0 comes
+/// from the NVM and is loaded separately.
+pub const RESET_VALUES: &[(u32, u32)] = &[
+    (CTRL, CTRL_FD | CTRL_SLU | CTRL_SPEED_1000),
+    (EECD, EECD_PRES | EECD_AUTO_RD),
+    // 20 KiB receive, 12 KiB transmit packet buffer.
+    (PBA, 0x0014_000C),
+    // LED0 link/activity, LED1 1000 Mb/s, LED2 link-up, blink off.
+    (LEDCTL, 0x0706_8302),
+    (VET, 0x8100),
+    // GRAN (descriptor granularity) and WTHRESH 1.
+    (TXDCTL0, 0x0140_0000),
+    (TXDCTL0 + QUEUE_STRIDE, 0x0140_0000),
+    // GRAN.
+    (RXDCTL0, 0x0001_0000),
+    (RXDCTL0 + QUEUE_STRIDE, 0x0001_0000),
+    // Count 3; queue 0 enabled.
+    (TARC0, 0x3 | TARC_ENABLE),
+    (TARC0 + QUEUE_STRIDE, 0x3),
+    // IPGT 8, IPGR1 8, IPGR 6.
+    (TIPG, 0x0060_2008),
+    (RXCSUM, RXCSUM_IPOFLD),
+];
 
 /// The bits a plain-storage register keeps on a write, as the datasheet defines its fields (reserved bits
 /// read as 0). Registers with side effects have their own handling in `nic.rs`; everything not listed keeps
@@ -339,10 +387,19 @@ pub fn write_mask(off: u32) -> u32 {
         // Inter-packet gap: IPGT 9:0, IPGR1 19:10, IPGR 29:20.
         TIPG => 0x3FFF_FFFF,
         // Delay timers: 16-bit counts of 1.024 us (the flush bits are write-only and read as 0).
-        o if o == RDTR || o == RADV || o == TIDV || o == TADV => 0x0000_FFFF,
-        o if o == RDTR + QUEUE_STRIDE || o == TIDV + QUEUE_STRIDE => 0x0000_FFFF,
+        o if o == RDTR || o == RADV || o == TIDV || o == TADV => DELAY_COUNT_MASK,
+        o if o == RDTR + QUEUE_STRIDE || o == TIDV + QUEUE_STRIDE => DELAY_COUNT_MASK,
         // Receive address high: address 15:0, ASEL 17:16, AV 31.
         o if (RAL0..RAL0 + RAR_COUNT * 8).contains(&o) && (o - RAL0) % 8 == 4 => 0x8003_FFFF,
+        // Interrupt throttling intervals: 16 bits.
+        ITR => DELAY_COUNT_MASK,
+        o if (EITR0..EITR0 + 4 * EITR_COUNT).contains(&o) => DELAY_COUNT_MASK,
+        // Ring heads and tails: 16-bit descriptor indexes.
+        o if [TDH0, TDT0, RDH0, RDT0].iter().any(|&r| o == r || o == r + QUEUE_STRIDE) => 0x0000_FFFF,
+        // Ring lengths: multiples of 128 bytes, bits 19:7.
+        o if [TDLEN0, RDLEN0].iter().any(|&r| o == r || o == r + QUEUE_STRIDE) => 0x000F_FF80,
+        // Ring base addresses (low): 16-byte aligned.
+        o if [TDBAL0, RDBAL0].iter().any(|&r| o == r || o == r + QUEUE_STRIDE) => !0xF,
         _ => 0xFFFF_FFFF,
     }
 }

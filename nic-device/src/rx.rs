@@ -9,7 +9,6 @@ use crate::metrics::Metrics;
 use crate::nic::Nic;
 use crate::offload::{csum_add, csum_fold};
 use crate::regs::*;
-use crate::tx::size_bucket as stats_bucket;
 use std::collections::VecDeque;
 use vm_memory::endian::Le64;
 use vm_memory::ByteValued;
@@ -253,7 +252,7 @@ impl Nic {
                 1 => (da[4] as u32 >> 3) | ((da[5] as u32) << 5),
                 2 => (da[4] as u32 >> 2) | ((da[5] as u32) << 6),
                 _ => (da[4] as u32) | ((da[5] as u32) << 8),
-            } & 0xFFF;
+            } & MTA_HASH_MASK;
             return self.reg(MTA + (hash >> 5) * 4) & (1 << (hash & 31)) != 0;
         }
         if rctl & RCTL_UPE != 0 {
@@ -290,7 +289,7 @@ impl Nic {
         }
         if f.len() < 14 {
             Metrics::inc(&self.metrics.rx_length_errors);
-            self.stat_inc(RUC, 1);
+            self.stats.inc(RUC, 1);
             return RxOutcome::Dropped;
         }
         let vet = self.reg(VET) as u16;
@@ -298,14 +297,14 @@ impl Nic {
         let max = if rctl & RCTL_LPE != 0 { MAX_FRAME_LPE } else { MAX_FRAME_STD - if tagged { 0 } else { 4 } };
         if f.len() > max {
             Metrics::inc(&self.metrics.rx_length_errors);
-            self.stat_inc(ROC, 1);
+            self.stats.inc(ROC, 1);
             return RxOutcome::Dropped;
         }
         if !self.faults.is_empty() {
             let now = self.now();
             if self.faults.take(FaultKind::RxDrop, now).is_some() {
                 // A frame with a bad FCS: the MAC drops it and counts it (SBP is not modelled).
-                self.stat_inc(CRCERRS, 1);
+                self.stats.inc(CRCERRS, 1);
                 self.trace.emit(crate::trace::FRAMES, "frame-dropped", || crate::trace::frame_fields("in", &f));
                 return RxOutcome::Dropped;
             }
@@ -321,7 +320,7 @@ impl Nic {
             return RxOutcome::Filtered;
         }
         if tagged && rctl & RCTL_VFE != 0 {
-            let vid = be16(&f, 14).unwrap_or(0) & 0xFFF;
+            let vid = be16(&f, 14).unwrap_or(0) & VLAN_VID_MASK;
             if self.reg(VFTA + (vid as u32 >> 5) * 4) & (1 << (vid & 31)) == 0 {
                 Metrics::inc(&self.metrics.rx_filtered);
                 return RxOutcome::Filtered;
@@ -334,12 +333,12 @@ impl Nic {
             if !self.rx_fifo.has_room(f.len()) {
                 // Missed packets count in MPC only, not as good packets.
                 Metrics::inc(&self.metrics.rx_missed);
-                self.stat_inc(MPC, 1);
+                self.stats.inc(MPC, 1);
                 self.raise(ICR_RXO);
                 return RxOutcome::Missed;
             }
             self.count_rx(&f);
-            self.stat_inc(RNBC, 1);
+            self.stats.inc(RNBC, 1);
             self.rx_fifo.push(f);
             self.drain_rx_fifo();
             self.flow_control_fifo();
@@ -373,19 +372,7 @@ impl Nic {
     }
 
     fn count_rx(&mut self, f: &[u8]) {
-        let wire = f.len() + 4;
-        self.stat_inc(TPR, 1);
-        self.stat_inc(GPRC, 1);
-        self.stat_add64(GORCL, wire as u64);
-        self.stat_add64(TORL, wire as u64);
-        self.stat_inc(stats_bucket(wire, PRC64), 1);
-        if f.first().is_some_and(|b| b & 1 != 0) {
-            if f.starts_with(&[0xFF; 6]) {
-                self.stat_inc(BPRC, 1);
-            } else {
-                self.stat_inc(MPRC, 1);
-            }
-        }
+        self.stats.count_frame(crate::stats::Dir::Rx, f.len(), f);
     }
 
     /// Writes one frame into the RX queue RSS picks (0 without RSS). `false` when that ring has too few
@@ -417,7 +404,7 @@ impl Nic {
         let rxcsum = self.reg(RXCSUM);
         // The hash needs the descriptor dword that carries it (PCSD) and extended descriptors.
         let mrqc = self.reg(MRQC);
-        let hashing = extended && rxcsum & RXCSUM_PCSD != 0 && mrqc & 0x003F_0000 != 0;
+        let hashing = extended && rxcsum & RXCSUM_PCSD != 0 && mrqc & MRQC_RSS_FIELDS_MASK != 0;
         let key = if hashing { crate::rss::key_from_regs(&self.regs) } else { [0; 40] };
         let info = rx_info(&data, l2, rxcsum & RXCSUM_IPOFLD != 0, rxcsum & RXCSUM_TUOFLD != 0, hashing.then_some((mrqc, &key)));
         let q = match info.rss {

@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use crate::nic::Nic;
 use crate::offload::{self, TxContext};
 use crate::regs::*;
+use crate::stats::Dir;
 use log::debug;
 
 /// A frame for the backend: a wire frame, or in TAP offload mode a GSO frame or a frame whose TCP checksum
@@ -77,19 +78,6 @@ pub struct TxPass {
     pub writebacks: usize,
     /// Write-backs of descriptors without IDE: their interrupt is not delayed.
     pub immediate_writebacks: usize,
-}
-
-pub(crate) fn size_bucket(len: usize, base: u32) -> u32 {
-    // 64, 65-127, 128-255, 256-511, 512-1023, 1024-1522 (lengths with FCS)
-    let i = match len {
-        0..=64 => 0,
-        65..=127 => 1,
-        128..=255 => 2,
-        256..=511 => 3,
-        512..=1023 => 4,
-        _ => 5,
-    };
-    base + 4 * i
 }
 
 impl Nic {
@@ -193,7 +181,7 @@ impl Nic {
                 tucss: (a >> 32) as u8,
                 tucso: (a >> 40) as u8,
                 tucse: (a >> 48) as u16,
-                paylen: d.lower & 0xF_FFFF,
+                paylen: d.lower & TXD_DTALEN_MASK,
                 hdrlen: (d.upper >> 8) as u8,
                 mss: (d.upper >> 16) as u16,
                 tcp: tucmd & TXD_TUCMD_TCP != 0,
@@ -208,9 +196,9 @@ impl Nic {
                 t.bad = true;
                 return;
             }
-            ((d.lower & 0xF_FFFF) as usize, d.cmd() & TXD_CMD_EOP != 0, false)
+            ((d.lower & TXD_DTALEN_MASK) as usize, d.cmd() & TXD_CMD_EOP != 0, false)
         } else {
-            ((d.lower & 0xFFFF) as usize, d.cmd() & TXD_CMD_EOP != 0, true)
+            ((d.lower & TXD_LEGACY_LEN_MASK) as usize, d.cmd() & TXD_CMD_EOP != 0, true)
         };
         if !t.started {
             t.started = true;
@@ -271,7 +259,7 @@ impl Nic {
             match vnet {
                 Ok(Some((h, segments))) => {
                     if t.tse {
-                        self.stat_inc(TSCTC, 1);
+                        self.stats.inc(TSCTC, 1);
                         Metrics::inc(&self.metrics.tx_tso_packets);
                         self.metrics.tx_tso_segments.fetch_add(segments as u64, std::sync::atomic::Ordering::Relaxed);
                         Metrics::inc(&self.metrics.tx_gso_frames);
@@ -290,7 +278,7 @@ impl Nic {
                 Err(e) => {
                     debug!("TX queue {q}: offload refused: {e}");
                     if t.tse {
-                        self.stat_inc(TSCTFC, 1);
+                        self.stats.inc(TSCTFC, 1);
                     }
                     Metrics::inc(&self.metrics.tx_malformed);
                     return;
@@ -300,14 +288,14 @@ impl Nic {
         let mut frames = if t.tse {
             match offload::segment(&pkt, &t.ctx, ixsm, txsm) {
                 Ok(f) => {
-                    self.stat_inc(TSCTC, 1);
+                    self.stats.inc(TSCTC, 1);
                     Metrics::inc(&self.metrics.tx_tso_packets);
                     self.metrics.tx_tso_segments.fetch_add(f.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     f
                 }
                 Err(e) => {
                     debug!("TX queue {q}: TSO refused: {e}");
-                    self.stat_inc(TSCTFC, 1);
+                    self.stats.inc(TSCTFC, 1);
                     Metrics::inc(&self.metrics.tx_malformed);
                     return;
                 }
@@ -349,27 +337,11 @@ impl Nic {
         for _ in 0..segments {
             let chunk = left.min(mss);
             left -= chunk;
-            self.count_tx_len(hdrlen + chunk, pkt.first().copied().unwrap_or(0), pkt.starts_with(&[0xFF; 6]));
+            self.stats.count_frame(Dir::Tx, hdrlen + chunk, pkt);
         }
     }
 
     fn count_tx(&mut self, f: &[u8]) {
-        self.count_tx_len(f.len(), f.first().copied().unwrap_or(0), f.starts_with(&[0xFF; 6]));
-    }
-
-    fn count_tx_len(&mut self, len: usize, first: u8, broadcast: bool) {
-        let wire = len.max(60) + 4;
-        self.stat_inc(TPT, 1);
-        self.stat_inc(GPTC, 1);
-        self.stat_add64(GOTCL, wire as u64);
-        self.stat_add64(TOTL, wire as u64);
-        self.stat_inc(size_bucket(wire, PTC64), 1);
-        if first & 1 != 0 {
-            if broadcast {
-                self.stat_inc(BPTC, 1);
-            } else {
-                self.stat_inc(MPTC, 1);
-            }
-        }
+        self.stats.count_frame(Dir::Tx, f.len(), f);
     }
 }

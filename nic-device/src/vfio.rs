@@ -1,8 +1,10 @@
 //! The device as the vfio-user server sees it: regions and IRQ indexes of an 82574L function.
 
 use crate::dma::MapError;
+use crate::doorbell::Doorbells;
 use crate::nic::{lock, Effects, Nic};
 use crate::regs::*;
+use crate::trace::{self, Tracer};
 use log::{debug, info, warn};
 use mio::Waker;
 use std::fs::File;
@@ -14,11 +16,21 @@ use vfio_user::*;
 pub struct NicServer {
     pub nic: Arc<Mutex<Nic>>,
     pub waker: Arc<Waker>,
+    doorbells: Arc<Doorbells>,
+    trace: Arc<Tracer>,
 }
 
 const RW: u32 = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
 
 impl NicServer {
+    pub fn new(nic: Arc<Mutex<Nic>>, waker: Arc<Waker>) -> NicServer {
+        let (doorbells, trace) = {
+            let n = lock(&nic);
+            (n.doorbells.clone(), n.trace.clone())
+        };
+        NicServer { nic, waker, doorbells, trace }
+    }
+
     fn effects(&self, fx: Option<Effects>) -> Result<(), Errno> {
         match fx {
             Some(fx) => {
@@ -94,6 +106,16 @@ impl Device for NicServer {
     }
 
     fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
+        // A whole-register tail write is a doorbell: handed to the data path without taking the lock.
+        if let (0, Ok(b)) = (region, <[u8; 4]>::try_from(data)) {
+            if let Some(slot) = u32::try_from(offset).ok().and_then(Doorbells::slot) {
+                let val = u32::from_le_bytes(b);
+                self.trace.emit(trace::REGS, "reg", || crate::nic::reg_fields("write", offset as u32, val));
+                self.doorbells.ring(slot, val);
+                let _ = self.waker.wake();
+                return Ok(());
+            }
+        }
         let fx = {
             let mut nic = lock(&self.nic);
             match region {

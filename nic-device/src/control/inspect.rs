@@ -160,13 +160,13 @@ pub fn rings(nic: &Nic) -> Value {
 /// The statistics registers under the names `ethtool -S` gives them (e1000e), as totals since the device
 /// started (the registers themselves clear when the driver reads them), plus the device's own counters.
 pub fn stats(nic: &Nic) -> Value {
-    let total = |off: u32| nic.stats_total.get(((off - STATS_START) / 4) as usize).copied().unwrap_or(0);
+    let total = |off: u32| nic.stats.total(off);
     let mut card = Map::new();
     for &(name, off) in ETHTOOL_NAMES {
         card.insert(name.to_string(), json!(total(off)));
     }
     let mut regs = Map::new();
-    for (name, off) in all_registers().iter().filter(|(_, o)| (STATS_START..=STATS_END).contains(o)) {
+    for (name, off) in all_registers().iter().filter(|(_, o)| crate::stats::is_stat(*o)) {
         regs.insert(name.clone(), json!(total(*off)));
     }
     let mut dev = Map::new();

@@ -93,7 +93,7 @@ impl Intr {
     }
 
     fn interval(&self, slot: usize) -> Duration {
-        let units = if slot == LEGACY_SLOT { self.itr & 0xFFFF } else { self.eitr.get(slot).copied().unwrap_or(0) & 0xFFFF };
+        let units = if slot == LEGACY_SLOT { self.itr } else { self.eitr.get(slot).copied().unwrap_or(0) } & DELAY_COUNT_MASK;
         Duration::from_nanos(units as u64 * ITR_UNIT_NS)
     }
 

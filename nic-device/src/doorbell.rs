@@ -1,0 +1,78 @@
+//! Tail doorbells without the device lock. A driver's TDT and RDT writes are the hottest register traffic
+//! there is; the vfio-user thread stores them here and wakes the data path instead of waiting for the lock
+//! that the data path holds while it works a ring. Whoever holds the lock next applies them, in order
+//! with everything else: the data path at the start of its rounds, and any other register access before it
+//! runs, so that the driver sees the card as if every write had taken the lock.
+
+use crate::regs::{QUEUE_STRIDE, RDT0, TDT0};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The four tail registers, in slot order.
+const TAILS: [u32; 4] = [TDT0, TDT0 + QUEUE_STRIDE, RDT0, RDT0 + QUEUE_STRIDE];
+
+#[derive(Debug, Default)]
+pub struct Doorbells {
+    values: [AtomicU32; 4],
+    /// One bit per slot written since the last `take`.
+    pending: AtomicU32,
+}
+
+impl Doorbells {
+    /// The slot of a tail register, if `off` is one.
+    pub fn slot(off: u32) -> Option<usize> {
+        TAILS.iter().position(|&t| t == off)
+    }
+
+    /// A tail write (the value as the driver wrote it; the register keeps 16 bits).
+    pub fn ring(&self, slot: usize, val: u32) {
+        if let Some(v) = self.values.get(slot) {
+            v.store(val, Ordering::Release);
+            self.pending.fetch_or(1 << slot, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether any doorbell waits to be applied.
+    #[inline]
+    pub fn any(&self) -> bool {
+        self.pending.load(Ordering::Acquire) != 0
+    }
+
+    /// The doorbells written since the last call, as (register, value). A slot written again while this
+    /// runs is applied with its newest value and stays pending, which applying twice makes no difference to.
+    pub fn take(&self) -> Vec<(u32, u32)> {
+        let bits = self.pending.swap(0, Ordering::AcqRel);
+        (0..4usize)
+            .filter(|s| bits & (1 << s) != 0)
+            .filter_map(|s| Some((*TAILS.get(s)?, self.values.get(s)?.load(Ordering::Acquire))))
+            .collect()
+    }
+
+    /// The value waiting for a tail register, if one is.
+    pub fn waiting(&self, off: u32) -> Option<u32> {
+        let s = Doorbells::slot(off)?;
+        (self.pending.load(Ordering::Acquire) & (1 << s) != 0).then(|| self.values.get(s).map(|v| v.load(Ordering::Acquire))).flatten()
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn newest_value_per_tail_in_register_order() {
+        let d = Doorbells::default();
+        assert!(!d.any());
+        assert_eq!(Doorbells::slot(TDT0 + QUEUE_STRIDE), Some(1));
+        assert_eq!(Doorbells::slot(RDT0 + 4), None);
+        d.ring(2, 7);
+        d.ring(0, 3);
+        d.ring(0, 5);
+        assert_eq!(d.waiting(TDT0), Some(5));
+        assert_eq!(d.waiting(RDT0 + QUEUE_STRIDE), None);
+        assert_eq!(d.take(), vec![(TDT0, 5), (RDT0, 7)]);
+        assert!(!d.any());
+        assert!(d.take().is_empty());
+        d.ring(9, 1); // no such slot: ignored
+        assert!(!d.any());
+    }
+}
