@@ -5,6 +5,7 @@
 
 pub mod blocking;
 pub mod dev;
+pub mod errno;
 pub mod gro;
 pub mod iface;
 pub mod neigh;

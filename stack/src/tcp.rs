@@ -7,7 +7,7 @@
 //! A `Tcb` is pure state: segments in through [`Tcb::input`], segments out through [`Tcb::output`], timers
 //! through [`Tcb::poll_at`]; the interface layer does the IP work and the demultiplexing.
 
-use crate::iface::Errno;
+use crate::errno::Errno;
 use crate::time::Instant;
 use crate::wire::tcp::{Repr, Seq, ACK, FIN, PSH, RST, SYN};
 

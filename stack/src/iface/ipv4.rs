@@ -1,0 +1,255 @@
+//! IPv4: output with routing, fragmentation and the neighbour queue; input with header checks and
+//! reassembly.
+
+use super::tcp::tcp_segment_key;
+use super::*;
+use crate::neigh::Resolve;
+use crate::wire::{checksum, ethernet, ipv4};
+
+pub(super) struct Reasm {
+    pub(super) data: Vec<u8>,
+    pub(super) have: Vec<(usize, usize)>,
+    pub(super) total: Option<usize>,
+    pub(super) deadline: Instant,
+    pub(super) header: Vec<u8>,
+}
+
+impl Stack {
+    pub(super) fn next_ident(&mut self) -> u16 {
+        self.ident = self.ident.wrapping_add(1);
+        self.ident
+    }
+
+    pub(super) fn mtu_to(&self, dst: [u8; 4]) -> usize {
+        let dev = self.dev.mtu();
+        self.pmtu.get(&dst).copied().unwrap_or(dev).min(dev)
+    }
+
+    /// Sends an IPv4 datagram with `payload` (an L4 packet), fragmenting it when it exceeds the MTU and
+    /// `dont_frag` is clear.
+    pub fn ip_send(&mut self, dst: [u8; 4], protocol: u8, payload: &[u8], dont_frag: bool, now: Instant) -> Result<(), Errno> {
+        self.ip_send_meta(dst, protocol, payload, dont_frag, None, now)
+    }
+
+    /// As [`Stack::ip_send`], with transport offload metadata: `offload` = (checksum left to the device,
+    /// GSO segment size for a super-packet).
+    pub(super) fn ip_send_meta(
+        &mut self,
+        dst: [u8; 4],
+        protocol: u8,
+        payload: &[u8],
+        dont_frag: bool,
+        offload: Option<(bool, Option<u16>)>,
+        now: Instant,
+    ) -> Result<(), Errno> {
+        let Some(next_hop) = self.routes.next_hop(dst) else { return Err(ENETUNREACH) };
+        if let Some((partial, gso)) = offload {
+            let mut p = PacketBuf::with_headroom(64, ipv4::MIN_HEADER_LEN + payload.len());
+            let r = ipv4::Repr {
+                src: self.cfg.addr,
+                dst,
+                protocol,
+                ttl: self.cfg.ttl,
+                ident: self.next_ident(),
+                dont_frag: true,
+                more_frags: false,
+                frag_offset: 0,
+                payload_len: payload.len(),
+            };
+            let b = p.put(ipv4::MIN_HEADER_LEN + payload.len());
+            if payload.len() + ipv4::MIN_HEADER_LEN > 65535 {
+                return Err(EMSGSIZE);
+            }
+            r.emit(&mut b[..ipv4::MIN_HEADER_LEN]);
+            b[ipv4::MIN_HEADER_LEN..].copy_from_slice(payload);
+            p.network_header = Some(0);
+            p.transport_header = Some(ipv4::MIN_HEADER_LEN);
+            if partial {
+                p.csum = crate::skb::Csum::Partial { start: ipv4::MIN_HEADER_LEN, offset: 16 };
+            }
+            p.gso = gso.map(|size| crate::skb::Gso { size, kind: crate::skb::GsoKind::TcpV4 });
+            self.stats.out_requests += 1;
+            self.output(p, next_hop, now);
+            return Ok(());
+        }
+        let mtu = self.mtu_to(dst);
+        let ident = self.next_ident();
+        let max_payload = (mtu - ipv4::MIN_HEADER_LEN) & !7;
+        if ipv4::MIN_HEADER_LEN + payload.len() > mtu && dont_frag {
+            return Err(EMSGSIZE);
+        }
+        if payload.len() > 65535 - ipv4::MIN_HEADER_LEN {
+            return Err(EMSGSIZE);
+        }
+        let chunks: Vec<&[u8]> =
+            if ipv4::MIN_HEADER_LEN + payload.len() <= mtu { vec![payload] } else { payload.chunks(max_payload).collect() };
+        let n = chunks.len();
+        for (i, c) in chunks.into_iter().enumerate() {
+            let mut p = PacketBuf::with_headroom(64, ipv4::MIN_HEADER_LEN + c.len());
+            let r = ipv4::Repr {
+                src: self.cfg.addr,
+                dst,
+                protocol,
+                ttl: self.cfg.ttl,
+                ident,
+                dont_frag,
+                more_frags: i + 1 < n,
+                frag_offset: i * max_payload,
+                payload_len: c.len(),
+            };
+            let b = p.put(ipv4::MIN_HEADER_LEN + c.len());
+            r.emit(&mut b[..ipv4::MIN_HEADER_LEN]);
+            b[ipv4::MIN_HEADER_LEN..].copy_from_slice(c);
+            p.network_header = Some(0);
+            p.transport_header = Some(ipv4::MIN_HEADER_LEN);
+            if n > 1 {
+                self.stats.frag_creates += 1;
+            }
+            self.stats.out_requests += 1;
+            self.output(p, next_hop, now);
+        }
+        Ok(())
+    }
+
+    /// Hands an IP packet to its next hop, resolving the link-layer address.
+    pub(super) fn output(&mut self, p: PacketBuf, next_hop: [u8; 4], now: Instant) {
+        if next_hop == self.cfg.addr {
+            // To ourselves: straight back in.
+            let mut l = p;
+            let h = l.push(ethernet::HEADER_LEN);
+            ethernet::Repr { dst: self.mac, src: self.mac, ethertype: ethernet::ETHERTYPE_IPV4 }.emit(h);
+            self.rx.push(l);
+            return;
+        }
+        if self.is_broadcast(next_hop) {
+            self.send_l2(p, BROADCAST, ethernet::ETHERTYPE_IPV4);
+            return;
+        }
+        if let Some(mac) = self.neigh.lookup(next_hop) {
+            self.send_l2(p, mac, ethernet::ETHERTYPE_IPV4);
+            return;
+        }
+        // A TCP retransmission of a segment still waiting for the neighbour replaces it: when the address
+        // arrives, the segment leaves once, not once per retransmission timeout that passed meanwhile.
+        let key = tcp_segment_key(p.data());
+        let supersedes = |q: &PacketBuf| key.is_some() && tcp_segment_key(q.data()) == key;
+        match self.neigh.resolve_replacing(next_hop, p, now, supersedes) {
+            Resolve::Queued { request: true } => self.send_arp(arp::OP_REQUEST, [0; 6], next_hop, BROADCAST),
+            Resolve::Queued { request: false } => {}
+            Resolve::Dropped => self.stats.qdisc_drops += 1,
+            Resolve::Send(_) => unreachable!("lookup() found no entry"),
+        }
+    }
+
+    pub(super) fn is_broadcast(&self, ip: [u8; 4]) -> bool {
+        let host_mask = if self.cfg.prefix >= 32 { 0 } else { u32::MAX >> self.cfg.prefix };
+        ip == [255; 4]
+            || (u32::from_be_bytes(ip) & host_mask == host_mask
+                && crate::route::Route { dest: self.cfg.addr, prefix: self.cfg.prefix, gateway: None }.matches(ip))
+    }
+
+    pub(super) fn ipv4_input(&mut self, p: PacketBuf, now: Instant) {
+        self.stats.in_receives += 1;
+        let Ok(ip) = ipv4::Packet::new_checked(p.data()) else {
+            self.stats.in_hdr_errors += 1;
+            return;
+        };
+        if !ip.verify_checksum() {
+            self.stats.in_csum_errors += 1;
+            return;
+        }
+        let dst = ip.dst();
+        if dst != self.cfg.addr && !self.is_broadcast(dst) {
+            return; // not a router
+        }
+        let r = ipv4::Repr::parse(&ip);
+        let header = ip.header().to_vec();
+        let payload: Vec<u8> = if r.more_frags || r.frag_offset > 0 {
+            match self.reassemble(&r, ip.payload(), &header, now) {
+                Some(d) => d,
+                None => return,
+            }
+        } else {
+            ip.payload().to_vec()
+        };
+        self.stats.in_delivers += 1;
+        let verified = p.csum == crate::skb::Csum::Verified && !(r.more_frags || r.frag_offset > 0);
+        match r.protocol {
+            ipv4::PROTO_ICMP => self.icmp_input(r.src, &payload, now),
+            ipv4::PROTO_UDP => self.udp_input(r.src, dst, &header, &payload, verified, now),
+            ipv4::PROTO_TCP => self.tcp_input(r.src, dst, &payload, verified, now),
+            _ => {}
+        }
+    }
+
+    pub(super) fn reassemble(&mut self, r: &ipv4::Repr, data: &[u8], header: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let key = (r.src, r.dst, r.ident, r.protocol);
+        let (start, end) = (r.frag_offset, r.frag_offset + data.len());
+        if end > 65535 || (r.more_frags && !data.len().is_multiple_of(8)) {
+            self.stats.reasm_fails += 1;
+            self.reasm.remove(&key);
+            return None;
+        }
+        if !self.reasm.contains_key(&key) && self.reasm.len() >= self.cfg.reasm_max_datagrams {
+            self.stats.reasm_fails += 1;
+            return None;
+        }
+        let deadline = now + self.cfg.reasm_timeout;
+        let e = self.reasm.entry(key).or_insert(Reasm { data: Vec::new(), have: Vec::new(), total: None, deadline, header: Vec::new() });
+        // Overlapping fragments are an attack pattern: drop the whole datagram (as Linux does for IPv6).
+        if e.have.iter().any(|&(a, b)| start < b && a < end && (a, b) != (start, end)) {
+            self.reasm.remove(&key);
+            self.stats.reasm_fails += 1;
+            return None;
+        }
+        if start == 0 {
+            e.header = header.to_vec();
+        }
+        if e.data.len() < end {
+            e.data.resize(end, 0);
+        }
+        e.data[start..end].copy_from_slice(data);
+        if !e.have.contains(&(start, end)) {
+            e.have.push((start, end));
+        }
+        if !r.more_frags {
+            e.total = Some(end);
+        }
+        let total = e.total?;
+        e.have.sort();
+        let mut at = 0;
+        for &(a, b) in &e.have {
+            if a > at {
+                return None;
+            }
+            at = at.max(b);
+        }
+        if at < total {
+            return None;
+        }
+        let mut d = self.reasm.remove(&key).unwrap().data;
+        d.truncate(total);
+        self.stats.reasm_oks += 1;
+        Some(d)
+    }
+
+    /// A parse result, with failures counted as checksum or header errors.
+    pub(super) fn count_parse_error<T>(&mut self, r: crate::wire::Result<T>) -> Option<T> {
+        match r {
+            Ok(x) => Some(x),
+            Err(crate::wire::Error::Checksum) => {
+                self.stats.in_csum_errors += 1;
+                None
+            }
+            Err(_) => {
+                self.stats.in_hdr_errors += 1;
+                None
+            }
+        }
+    }
+}
+
+/// Verifies a whole IPv4 packet's header checksum (helper for tests and tools).
+pub fn ipv4_header_ok(b: &[u8]) -> bool {
+    b.len() >= 20 && checksum::fold(checksum::sum(0, &b[..((b[0] & 0xF) as usize * 4).min(b.len())])) == 0xFFFF
+}

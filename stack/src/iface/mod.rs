@@ -1,0 +1,226 @@
+//! The stack on one device, one module per protocol as the Linux tree and smoltcp's `iface` split them:
+//! `ethernet` (frames in and out, ARP), `ipv4` (routing, TTL, fragmentation and reassembly), `icmp` (echo
+//! both ways, errors mapped to socket errors), `udp` and `tcp` (their socket tables and the glue to
+//! [`crate::tcp::Tcb`]). This module holds the interface state and the poll loop. Single-threaded: the
+//! owner calls [`Stack::poll`] with the current time.
+
+mod ethernet;
+mod icmp;
+mod ipv4;
+mod tcp;
+mod udp;
+
+pub use crate::errno::*;
+pub use icmp::PingEvent;
+pub use ipv4::ipv4_header_ok;
+
+use crate::dev::Device;
+use crate::neigh::NeighCache;
+use crate::route::{Route, Routes};
+use crate::skb::PacketBuf;
+use crate::time::Instant;
+use crate::wire::{arp, Mac, BROADCAST};
+use icmp::PingEvent as Ping;
+use ipv4::Reasm;
+use log::debug;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+use tcp::TcpSock;
+use udp::UdpSock;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: [u8; 4],
+    pub prefix: u8,
+    pub gateway: Option<[u8; 4]>,
+    pub ttl: u8,
+    pub neigh: crate::neigh::Config,
+    pub reasm_timeout: Duration,
+    pub reasm_max_datagrams: usize,
+    pub qdisc_len: usize,
+}
+
+impl Config {
+    pub fn new(addr: [u8; 4], prefix: u8) -> Config {
+        Config {
+            addr,
+            prefix,
+            gateway: None,
+            ttl: 64,
+            neigh: Default::default(),
+            reasm_timeout: Duration::from_secs(30),
+            reasm_max_datagrams: 64,
+            qdisc_len: 1000,
+        }
+    }
+}
+
+pub type SocketHandle = usize;
+
+/// Counters named after Linux's SNMP MIB entries.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub in_receives: u64,
+    pub in_hdr_errors: u64,
+    pub in_delivers: u64,
+    pub out_requests: u64,
+    pub frag_creates: u64,
+    pub reasm_oks: u64,
+    pub reasm_fails: u64,
+    pub in_csum_errors: u64,
+    pub arp_requests: u64,
+    pub arp_replies: u64,
+    pub qdisc_drops: u64,
+    pub no_ports: u64,
+    pub gro_merged: u64,
+}
+
+pub struct Stack {
+    pub dev: Box<dyn Device>,
+    pub cfg: Config,
+    mac: Mac,
+    routes: Routes,
+    neigh: NeighCache,
+    txq: VecDeque<PacketBuf>,
+    ident: u16,
+    udp: Vec<Option<UdpSock>>,
+    pings: HashMap<u16, VecDeque<Ping>>,
+    reasm: HashMap<([u8; 4], [u8; 4], u16, u8), Reasm>,
+    /// Path MTUs learned from ICMP "fragmentation needed".
+    pmtu: HashMap<[u8; 4], usize>,
+    pub stats: Stats,
+    rx: Vec<PacketBuf>,
+    announced: bool,
+    tcp: Vec<Option<TcpSock>>,
+    /// The secret behind initial sequence numbers (RFC 6528) and ephemeral ports (RFC 6056): random per
+    /// stack, so that a new process does not reuse the last one's 4-tuples and sequence space.
+    secret: u64,
+    /// RFC 6056's per-stack counter of ephemeral port picks.
+    port_counter: u16,
+    pub tcp_cfg: crate::tcp::Config,
+}
+
+/// A random 64-bit secret from the kernel (getrandom), or, if that fails, the clock and process id.
+fn random_secret() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most the given length into a live buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n == b.len() as isize {
+        return u64::from_ne_bytes(b);
+    }
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    t ^ (u64::from(std::process::id()) << 32)
+}
+
+/// A keyed hash of a connection's endpoints: SipHash (std's) over the secret and the 4-tuple.
+fn tuple_hash(secret: u64, parts: &[&[u8]]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write_u64(secret);
+    for p in parts {
+        h.write(p);
+    }
+    h.finish()
+}
+
+impl Stack {
+    pub fn new(dev: Box<dyn Device>, cfg: Config) -> Stack {
+        let mut routes = Routes::default();
+        routes.add(Route { dest: cfg.addr, prefix: cfg.prefix, gateway: None });
+        if let Some(gw) = cfg.gateway {
+            routes.add(Route { dest: [0; 4], prefix: 0, gateway: Some(gw) });
+        }
+        let mac = dev.mac();
+        Stack {
+            dev,
+            neigh: NeighCache::new(cfg.neigh.clone()),
+            cfg,
+            mac,
+            routes,
+            txq: VecDeque::new(),
+            ident: 1,
+            udp: Vec::new(),
+            pings: HashMap::new(),
+            reasm: HashMap::new(),
+            pmtu: HashMap::new(),
+            stats: Stats::default(),
+            rx: Vec::new(),
+            announced: false,
+            tcp: Vec::new(),
+            secret: random_secret(),
+            port_counter: 0,
+            tcp_cfg: crate::tcp::Config::default(),
+        }
+    }
+
+    pub fn mac(&self) -> Mac {
+        self.mac
+    }
+
+    pub fn routes_mut(&mut self) -> &mut Routes {
+        &mut self.routes
+    }
+
+    pub fn neighbour(&self, ip: [u8; 4]) -> Option<Mac> {
+        self.neigh.lookup(ip)
+    }
+
+    // ---- timers and the poll loop ----
+
+    /// Receives, runs timers and transmits. Returns whether anything happened.
+    pub fn poll(&mut self, now: Instant) -> bool {
+        if !self.announced {
+            self.announced = true;
+            self.announce();
+        }
+        let mut progress = false;
+        let mut frames = std::mem::take(&mut self.rx);
+        match self.dev.poll(64, &mut frames) {
+            Ok(_) => {}
+            Err(e) => debug!("{}: poll: {e}", self.dev.name()),
+        }
+        progress |= !frames.is_empty();
+        if frames.len() > 1 {
+            self.stats.gro_merged += crate::gro::merge(&mut frames) as u64;
+        }
+        for f in frames {
+            self.input(f, now);
+        }
+        let (requests, failed) = self.neigh.poll(now);
+        for ip in requests {
+            self.send_arp(arp::OP_REQUEST, [0; 6], ip, BROADCAST);
+        }
+        for (ip, p) in failed {
+            // Resolution failed: ICMP-style host unreachable for our own sockets.
+            debug!("no ARP answer from {ip:?}");
+            let d = p.data();
+            if d.len() >= 20 {
+                let l4 = (d[0] & 0xF) as usize * 4;
+                let (dst, proto) = (ip, d[9]);
+                let l4b = d.get(l4..).unwrap_or(&[]).to_vec();
+                self.icmp_error_to(self.cfg.addr, 1, None, dst, proto, &l4b);
+            }
+        }
+        let before = self.reasm.len();
+        self.reasm.retain(|_, r| now < r.deadline);
+        self.stats.reasm_fails += (before - self.reasm.len()) as u64;
+        self.tcp_poll(now);
+        while !self.txq.is_empty() {
+            match self.dev.transmit(&mut self.txq) {
+                Ok(0) => break,
+                Ok(_) => progress = true,
+                Err(e) => {
+                    debug!("{}: transmit: {e}", self.dev.name());
+                    break;
+                }
+            }
+        }
+        progress
+    }
+
+    /// When the stack next needs a poll without new input.
+    pub fn poll_at(&self) -> Option<Instant> {
+        let r = self.reasm.values().map(|r| r.deadline).min();
+        [self.neigh.next_deadline(), r, self.tcp_poll_at()].into_iter().flatten().min()
+    }
+}

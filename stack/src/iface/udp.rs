@@ -1,0 +1,125 @@
+//! UDP: the socket table and datagrams in and out.
+
+use super::*;
+use crate::wire::{icmp, ipv4, udp};
+
+pub(super) struct UdpSock {
+    pub(super) port: u16,
+    pub(super) remote: Option<([u8; 4], u16)>,
+    pub(super) rx: VecDeque<(Vec<u8>, [u8; 4], u16)>,
+    pub(super) error: Option<Errno>,
+}
+
+const UDP_RX_QUEUE: usize = 256;
+
+impl Stack {
+    pub(super) fn udp_input(&mut self, src: [u8; 4], dst: [u8; 4], header: &[u8], data: &[u8], verified: bool, now: Instant) {
+        let parsed = if verified {
+            // The device checked the checksum: parse without summing again.
+            if data.len() < 8 {
+                return;
+            }
+            let len = u16::from_be_bytes([data[4], data[5]]) as usize;
+            if len < 8 || len > data.len() {
+                self.stats.in_hdr_errors += 1;
+                return;
+            }
+            Ok((
+                udp::Repr {
+                    src_port: u16::from_be_bytes([data[0], data[1]]),
+                    dst_port: u16::from_be_bytes([data[2], data[3]]),
+                    payload_len: len - 8,
+                },
+                &data[8..len],
+            ))
+        } else {
+            udp::Repr::parse(data, src, dst)
+        };
+        let Some((r, payload)) = self.count_parse_error(parsed) else { return };
+        let sock = self.udp.iter_mut().flatten().find(|s| s.port == r.dst_port && s.remote.is_none_or(|rm| rm == (src, r.src_port)));
+        match sock {
+            Some(s) => {
+                if s.rx.len() < UDP_RX_QUEUE {
+                    s.rx.push_back((payload.to_vec(), src, r.src_port));
+                }
+            }
+            None => {
+                self.stats.no_ports += 1;
+                if dst == self.cfg.addr {
+                    // Port unreachable, quoting the IP header and the first 8 bytes.
+                    let mut quote = header.to_vec();
+                    quote.extend_from_slice(&data[..data.len().min(8)]);
+                    let m = icmp::Repr::Unreachable { code: icmp::CODE_PORT_UNREACHABLE, mtu: 0, original: &quote };
+                    let mut b = vec![0u8; m.buffer_len()];
+                    m.emit(&mut b);
+                    let _ = self.ip_send(src, ipv4::PROTO_ICMP, &b, false, now);
+                }
+            }
+        }
+    }
+
+    // ---- UDP sockets ----
+
+    pub fn udp_bind(&mut self, port: u16) -> Result<SocketHandle, Errno> {
+        let port = if port == 0 { self.ephemeral_port() } else { port };
+        if self.udp.iter().flatten().any(|s| s.port == port) {
+            return Err(EADDRINUSE);
+        }
+        let s = UdpSock { port, remote: None, rx: VecDeque::new(), error: None };
+        if let Some(i) = self.udp.iter().position(|s| s.is_none()) {
+            self.udp[i] = Some(s);
+            return Ok(i);
+        }
+        self.udp.push(Some(s));
+        Ok(self.udp.len() - 1)
+    }
+
+    pub(super) fn ephemeral_port(&self) -> u16 {
+        (32768..61000).find(|p| !self.udp.iter().flatten().any(|s| s.port == *p)).unwrap_or(0)
+    }
+
+    pub fn udp_connect(&mut self, h: SocketHandle, dst: [u8; 4], port: u16) -> Result<(), Errno> {
+        let s = self.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
+        s.remote = Some((dst, port));
+        Ok(())
+    }
+
+    pub fn udp_local_port(&self, h: SocketHandle) -> Option<u16> {
+        self.udp.get(h)?.as_ref().map(|s| s.port)
+    }
+
+    pub fn udp_send_to(&mut self, h: SocketHandle, dst: [u8; 4], port: u16, data: &[u8], now: Instant) -> Result<(), Errno> {
+        let s = self.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
+        if let Some(e) = s.error.take() {
+            return Err(e);
+        }
+        let sport = s.port;
+        let r = udp::Repr { src_port: sport, dst_port: port, payload_len: data.len() };
+        let mut b = vec![0u8; udp::HEADER_LEN + data.len()];
+        r.emit(&mut b, data, self.cfg.addr, dst);
+        self.ip_send(dst, ipv4::PROTO_UDP, &b, false, now)
+    }
+
+    pub fn udp_send(&mut self, h: SocketHandle, data: &[u8], now: Instant) -> Result<(), Errno> {
+        let (dst, port) = self.udp.get(h).and_then(|s| s.as_ref()).and_then(|s| s.remote).ok_or(Errno(libc::EDESTADDRREQ))?;
+        self.udp_send_to(h, dst, port, data, now)
+    }
+
+    /// A received datagram, a pending error (once), or EAGAIN.
+    pub fn udp_recv_from(&mut self, h: SocketHandle) -> Result<(Vec<u8>, [u8; 4], u16), Errno> {
+        let s = self.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
+        if let Some(d) = s.rx.pop_front() {
+            return Ok(d);
+        }
+        if let Some(e) = s.error.take() {
+            return Err(e);
+        }
+        Err(EAGAIN)
+    }
+
+    pub fn udp_close(&mut self, h: SocketHandle) {
+        if let Some(s) = self.udp.get_mut(h) {
+            *s = None;
+        }
+    }
+}
