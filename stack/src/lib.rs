@@ -1,7 +1,9 @@
 //! A userspace network stack modelled on Linux's: packet buffers with headroom (`skb`), devices polled with
 //! a budget (`dev`), Ethernet, ARP with a neighbour cache (`neigh`), IPv4 with routing, fragmentation and
-//! reassembly, ICMP, and UDP sockets (`iface`). Wire formats live in `wire`; time is supplied by the caller
-//! (`time`), so tests run on a virtual clock.
+//! reassembly, ICMP, UDP and TCP sockets (`iface`, one module per protocol; `errno` for socket errors), and
+//! TCP connections (`tcp`: the state machine, with congestion control, RTO and SACK in modules of their
+//! own). Wire formats live in `wire`; time is supplied by the caller (`time`), so tests run on a virtual
+//! clock.
 
 pub mod blocking;
 pub mod dev;

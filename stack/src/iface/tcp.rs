@@ -141,7 +141,7 @@ impl Stack {
                 src_port: seg.dst_port,
                 dst_port: seg.src_port,
                 seq: crate::wire::tcp::Seq(0),
-                ack: seg.seq.add(len),
+                ack: (seg.seq + len),
                 flags: RST | ACK,
                 ..Default::default()
             }

@@ -13,33 +13,62 @@ pub const ECE: u8 = 0x40;
 pub const CWR: u8 = 0x80;
 pub const MIN_HEADER_LEN: usize = 20;
 
-/// A sequence number: 32-bit, compared modulo 2^32.
+/// A sequence number: 32-bit, compared modulo 2^32 (RFC 1982 serial arithmetic): `seq + n` advances it,
+/// `a - b` is the signed distance, and `<`, `<=`, `>`, `>=` compare by that distance. (Not a total order:
+/// two numbers 2^31 apart compare as less than each other.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Seq(pub u32);
 
+impl std::ops::Add<usize> for Seq {
+    type Output = Seq;
+    fn add(self, n: usize) -> Seq {
+        Seq(self.0.wrapping_add(n as u32))
+    }
+}
+
+impl std::ops::AddAssign<usize> for Seq {
+    fn add_assign(&mut self, n: usize) {
+        *self = *self + n;
+    }
+}
+
+impl std::ops::Sub for Seq {
+    type Output = i32;
+    /// The signed distance from `other` to `self`.
+    fn sub(self, other: Seq) -> i32 {
+        self.0.wrapping_sub(other.0) as i32
+    }
+}
+
+impl PartialOrd for Seq {
+    fn partial_cmp(&self, other: &Seq) -> Option<std::cmp::Ordering> {
+        Some((*self - *other).cmp(&0))
+    }
+}
+
+/// The same operations by name, taking values (for callers that chain them).
 impl Seq {
     #[allow(clippy::should_implement_trait)]
     pub fn add(self, n: usize) -> Seq {
-        Seq(self.0.wrapping_add(n as u32))
+        self + n
     }
-    /// `self - other` as a signed distance.
     pub fn diff(self, other: Seq) -> i32 {
-        self.0.wrapping_sub(other.0) as i32
+        self - other
     }
     pub fn lt(self, o: Seq) -> bool {
-        self.diff(o) < 0
+        self < o
     }
     pub fn le(self, o: Seq) -> bool {
-        self.diff(o) <= 0
+        self <= o
     }
     pub fn gt(self, o: Seq) -> bool {
-        self.diff(o) > 0
+        self > o
     }
     pub fn ge(self, o: Seq) -> bool {
-        self.diff(o) >= 0
+        self >= o
     }
     pub fn max(self, o: Seq) -> Seq {
-        if self.ge(o) {
+        if self >= o {
             self
         } else {
             o
@@ -233,5 +262,22 @@ mod test {
         assert_eq!(b, Seq(1));
         assert!(a.lt(b) && b.gt(a) && a.le(a));
         assert_eq!(b.diff(a), 2);
+    }
+
+    #[test]
+    fn sequence_number_operators_compare_modulo_2_32() {
+        let a = Seq(0xFFFF_FFF0);
+        let mut b = a + 0x20;
+        assert_eq!(b, Seq(0x10));
+        assert!(a < b);
+        assert!(b > a);
+        assert!(a <= b);
+        assert!(b >= a && a != b);
+        assert_eq!(b - a, 0x20);
+        assert_eq!(a - b, -0x20);
+        b += 1;
+        assert_eq!(b, Seq(0x11));
+        // Half the space away is the edge of the comparison.
+        assert!(Seq(0) < Seq(0x7FFF_FFFF) && Seq(0) > Seq(0x8000_0001));
     }
 }

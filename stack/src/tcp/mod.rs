@@ -5,7 +5,17 @@
 //! Nagle (and no-delay), keepalive, zero-window probing, and silly-window avoidance on both sides.
 //!
 //! A `Tcb` is pure state: segments in through [`Tcb::input`], segments out through [`Tcb::output`], timers
-//! through [`Tcb::poll_at`]; the interface layer does the IP work and the demultiplexing.
+//! through [`Tcb::poll_at`]; the interface layer does the IP work and the demultiplexing. Beside the state
+//! machine: `cc` (congestion control algorithms behind one trait), `rto` (the RFC 6298 estimator) and
+//! `sack` (the sender's scoreboard and the receiver's blocks).
+
+mod cc;
+mod rto;
+mod sack;
+
+pub use cc::{Congestion, CongestionControl, Cubic, NewReno};
+pub use rto::RttEstimator;
+pub use sack::Scoreboard;
 
 use crate::errno::Errno;
 use crate::time::Instant;
@@ -28,12 +38,6 @@ pub enum State {
     Closing,
     LastAck,
     TimeWait,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CongestionControl {
-    NewReno,
-    Cubic,
 }
 
 #[derive(Debug, Clone)]
@@ -116,7 +120,7 @@ pub struct Tcb {
     ts_recent: u32,
     sack_ok: bool,
     /// SACKed ranges reported by the peer, above snd_una.
-    sacked: Vec<(Seq, Seq)>,
+    sacked: Scoreboard,
     // receive side
     irs: Seq,
     rcv_nxt: Seq,
@@ -131,9 +135,7 @@ pub struct Tcb {
     ack_now: bool,
     ack_deadline: Option<Instant>,
     // timers
-    rto: Duration,
-    srtt: Option<Duration>,
-    rttvar: Duration,
+    rtt: RttEstimator,
     rtx_deadline: Option<Instant>,
     retries: u32,
     rtt_probe: Option<(Seq, Instant)>,
@@ -148,8 +150,7 @@ pub struct Tcb {
     pub ssthresh: usize,
     dupacks: u32,
     recover: Option<Seq>,
-    cubic_wmax: usize,
-    cubic_epoch: Option<Instant>,
+    cc: Box<dyn Congestion>,
     pub error: Option<Errno>,
     /// Set once the connection reached Established (for accept()).
     pub established_once: bool,
@@ -186,7 +187,7 @@ impl Tcb {
             ts_ok: false,
             ts_recent: 0,
             sack_ok: false,
-            sacked: Vec::new(),
+            sacked: Scoreboard::default(),
             irs: Seq(0),
             rcv_nxt: Seq(0),
             rcv_buf: VecDeque::new(),
@@ -199,9 +200,7 @@ impl Tcb {
             ack_pending: 0,
             ack_now: false,
             ack_deadline: None,
-            rto: cfg.initial_rto,
-            srtt: None,
-            rttvar: Duration::ZERO,
+            rtt: RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto),
             rtx_deadline: None,
             retries: 0,
             rtt_probe: None,
@@ -215,8 +214,7 @@ impl Tcb {
             ssthresh: usize::MAX,
             dupacks: 0,
             recover: None,
-            cubic_wmax: 0,
-            cubic_epoch: None,
+            cc: cfg.cc.build(),
             error: None,
             established_once: false,
             retransmits: 0,
@@ -230,9 +228,9 @@ impl Tcb {
     pub fn connect(local: ([u8; 4], u16), remote: ([u8; 4], u16), iss: Seq, cfg: Config, now: Instant) -> Tcb {
         let mut t = Tcb::new(local, remote, iss, cfg, now);
         t.state = State::SynSent;
-        t.snd_nxt = iss.add(1);
+        t.snd_nxt = iss + 1;
         t.snd_max = t.snd_nxt;
-        t.rtx_deadline = Some(now + t.rto);
+        t.rtx_deadline = Some(now + t.rtt.rto());
         t
     }
 
@@ -242,12 +240,12 @@ impl Tcb {
         t.state = State::SynReceived;
         t.take_syn_options(syn);
         t.irs = syn.seq;
-        t.rcv_nxt = syn.seq.add(1);
-        t.snd_nxt = iss.add(1);
+        t.rcv_nxt = syn.seq + 1;
+        t.snd_nxt = iss + 1;
         t.snd_max = t.snd_nxt;
         t.snd_wnd = syn.window as usize; // the window in a SYN is never scaled
         t.snd_wl1 = syn.seq;
-        t.rtx_deadline = Some(now + t.rto);
+        t.rtx_deadline = Some(now + t.rtt.rto());
         t
     }
 
@@ -272,7 +270,7 @@ impl Tcb {
     }
 
     fn flight(&self) -> usize {
-        self.snd_nxt.diff(self.snd_una).max(0) as usize
+        (self.snd_nxt - self.snd_una).max(0) as usize
     }
 
     fn rcv_free(&self) -> usize {
@@ -283,12 +281,12 @@ impl Tcb {
     /// min(MSS, buffer / 2), and never backwards.
     fn rcv_window(&mut self) -> usize {
         let free = self.rcv_free();
-        let edge = self.rcv_nxt.add(free);
+        let edge = self.rcv_nxt + free;
         let step = (self.cfg.mss as usize).min(self.cfg.rcv_buf / 2);
-        if edge.diff(self.rcv_adv) >= step as i32 || self.rcv_adv.lt(self.rcv_nxt) {
+        if edge - self.rcv_adv >= step as i32 || self.rcv_adv < self.rcv_nxt {
             self.rcv_adv = edge;
         }
-        self.rcv_adv.diff(self.rcv_nxt).max(0) as usize
+        (self.rcv_adv - self.rcv_nxt).max(0) as usize
     }
 
     fn header(&mut self, flags: u8, seq: Seq, now: Instant) -> Repr {
@@ -315,24 +313,10 @@ impl Tcb {
                 r.timestamp = Some((now_ms(now), self.ts_recent));
             }
             if self.sack_ok && !self.ooo.is_empty() {
-                r.sack = self.sack_blocks();
+                r.sack = sack::blocks(&self.ooo, if self.ts_ok { 3 } else { 4 });
             }
         }
         r
-    }
-
-    fn sack_blocks(&self) -> Vec<(Seq, Seq)> {
-        let mut blocks: Vec<(Seq, Seq)> = Vec::new();
-        for (&s, d) in &self.ooo {
-            let (a, b) = (Seq(s), Seq(s).add(d.len()));
-            match blocks.last_mut() {
-                Some(last) if last.1 == a => last.1 = b,
-                _ => blocks.push((a, b)),
-            }
-        }
-        blocks.reverse(); // most recent data tends to be the highest
-        blocks.truncate(if self.ts_ok { 3 } else { 4 });
-        blocks
     }
 
     // ---- user side ----
@@ -366,8 +350,7 @@ impl Tcb {
                 *o = b;
             }
             // Reopening a window that had closed: tell the peer.
-            if self.rcv_free() >= (self.cfg.mss as usize).min(self.cfg.rcv_buf / 2) && self.rcv_adv.diff(self.rcv_nxt) < self.cfg.mss as i32
-            {
+            if self.rcv_free() >= (self.cfg.mss as usize).min(self.cfg.rcv_buf / 2) && self.rcv_adv - self.rcv_nxt < self.cfg.mss as i32 {
                 self.ack_now = true;
             }
             return Ok(n);
@@ -440,34 +423,17 @@ impl Tcb {
     // ---- input ----
 
     fn acceptable(&self, seq: Seq, len: usize) -> bool {
-        let wnd = self.rcv_adv.diff(self.rcv_nxt).max(0) as usize;
+        let wnd = (self.rcv_adv - self.rcv_nxt).max(0) as usize;
         let wnd = wnd.max(self.rcv_free().min(1));
         match (len, wnd) {
             (0, 0) => seq == self.rcv_nxt,
-            (0, _) => seq.ge(self.rcv_nxt) && seq.lt(self.rcv_nxt.add(wnd)),
+            (0, _) => seq >= self.rcv_nxt && seq < self.rcv_nxt + wnd,
             (_, 0) => false,
             (_, _) => {
-                let end = seq.add(len - 1);
-                (seq.ge(self.rcv_nxt) && seq.lt(self.rcv_nxt.add(wnd))) || (end.ge(self.rcv_nxt) && end.lt(self.rcv_nxt.add(wnd)))
+                let end = seq + (len - 1);
+                (seq >= self.rcv_nxt && seq < self.rcv_nxt + wnd) || (end >= self.rcv_nxt && end < self.rcv_nxt + wnd)
             }
         }
-    }
-
-    fn rtt_sample(&mut self, rtt: Duration) {
-        // RFC 6298 2.2/2.3.
-        match self.srtt {
-            None => {
-                self.srtt = Some(rtt);
-                self.rttvar = rtt / 2;
-            }
-            Some(s) => {
-                let diff = s.abs_diff(rtt);
-                self.rttvar = (self.rttvar * 3 + diff) / 4;
-                self.srtt = Some((s * 7 + rtt) / 8);
-            }
-        }
-        let rto = self.srtt.unwrap() + (self.rttvar * 4).max(Duration::from_millis(1));
-        self.rto = rto.clamp(self.cfg.min_rto, self.cfg.max_rto);
     }
 
     /// A segment for this connection. Returns a RST to send, if the segment calls for one.
@@ -481,7 +447,7 @@ impl Tcb {
         }
         if self.state == State::SynReceived && seg.flags & SYN != 0 && seg.seq == self.irs && seg.flags & RST == 0 {
             // The peer's SYN again (it lost our SYN-ACK), or its SYN-ACK in a simultaneous open.
-            if seg.flags & ACK != 0 && seg.ack.gt(self.snd_una) && seg.ack.le(self.snd_max) {
+            if seg.flags & ACK != 0 && seg.ack > self.snd_una && seg.ack <= self.snd_max {
                 self.snd_una = seg.ack;
                 self.snd_wnd = seg.window as usize;
                 self.snd_wl1 = seg.seq;
@@ -533,12 +499,12 @@ impl Tcb {
             return None;
         }
         if let Some((v, _)) = seg.timestamp.filter(|_| self.ts_ok) {
-            if seg.seq.le(self.rcv_nxt) {
+            if seg.seq <= self.rcv_nxt {
                 self.ts_recent = v;
             }
         }
         if self.state == State::SynReceived {
-            if seg.ack.gt(self.snd_una) && seg.ack.le(self.snd_max) {
+            if seg.ack > self.snd_una && seg.ack <= self.snd_max {
                 self.established();
                 self.snd_wnd = (seg.window as usize) << self.snd_shift;
                 self.max_snd_wnd = self.snd_wnd.max(self.max_snd_wnd);
@@ -558,12 +524,12 @@ impl Tcb {
             self.take_data(seg.seq, payload, seg.flags & PSH != 0, now);
         }
         if seg.flags & FIN != 0 {
-            self.fin_at = Some(seg.seq.add(payload.len()));
+            self.fin_at = Some(seg.seq + payload.len());
         }
         if let Some(f) = self.fin_at {
             if f == self.rcv_nxt && !self.fin_received {
                 self.fin_received = true;
-                self.rcv_nxt = self.rcv_nxt.add(1);
+                self.rcv_nxt += 1;
                 self.ack_now = true;
                 self.state = match self.state {
                     State::Established | State::SynReceived => State::CloseWait,
@@ -580,7 +546,7 @@ impl Tcb {
     }
 
     fn input_syn_sent(&mut self, seg: &Repr, now: Instant) -> Option<Out> {
-        let ack_ok = seg.flags & ACK != 0 && seg.ack.gt(self.iss) && seg.ack.le(self.snd_max);
+        let ack_ok = seg.flags & ACK != 0 && seg.ack > self.iss && seg.ack <= self.snd_max;
         if seg.flags & ACK != 0 && !ack_ok {
             if seg.flags & RST != 0 {
                 return None;
@@ -600,11 +566,11 @@ impl Tcb {
         }
         self.take_syn_options(seg);
         self.irs = seg.seq;
-        self.rcv_nxt = seg.seq.add(1);
+        self.rcv_nxt = seg.seq + 1;
         self.rcv_adv = self.rcv_nxt;
         if ack_ok {
             if let Some((_, e)) = seg.timestamp.filter(|_| self.ts_ok) {
-                self.rtt_sample(Duration::from_millis(now_ms(now).wrapping_sub(e) as u64));
+                self.rtt.sample(Duration::from_millis(now_ms(now).wrapping_sub(e) as u64));
             }
             self.snd_una = seg.ack;
             self.snd_wnd = (seg.window as usize) << self.snd_shift;
@@ -619,21 +585,21 @@ impl Tcb {
             // Simultaneous open: answer with SYN-ACK.
             self.state = State::SynReceived;
             self.syn_pending = true;
-            self.rtx_deadline = Some(now + self.rto);
+            self.rtx_deadline = Some(now + self.rtt.rto());
         }
         None
     }
 
     fn process_ack(&mut self, seg: &Repr, pure: bool, now: Instant) {
         let ack = seg.ack;
-        if ack.gt(self.snd_max) {
+        if ack > self.snd_max {
             self.ack_now = true;
             return;
         }
         // Window update (RFC 9293 3.10.7.4).
         let wnd = (seg.window as usize) << self.snd_shift;
         let window_changed = wnd != self.snd_wnd;
-        if self.snd_wl1.lt(seg.seq) || (self.snd_wl1 == seg.seq && self.snd_wl2.le(ack)) {
+        if self.snd_wl1 < seg.seq || (self.snd_wl1 == seg.seq && self.snd_wl2 <= ack) {
             self.snd_wnd = wnd;
             self.max_snd_wnd = self.max_snd_wnd.max(wnd);
             self.snd_wl1 = seg.seq;
@@ -643,42 +609,35 @@ impl Tcb {
                 self.persist_backoff = 0;
             } else if self.send_buf.len() > self.flight() && self.persist_deadline.is_none() {
                 // The window closed with data waiting: probe it after an RTO.
-                self.persist_deadline = Some(now + self.rto);
+                self.persist_deadline = Some(now + self.rtt.rto());
             }
         }
         // SACK scoreboard.
         if self.sack_ok {
-            for &(a, b) in &seg.sack {
-                if a.lt(b) && a.ge(self.snd_una) && b.le(self.snd_max) {
-                    self.sacked.push((a, b));
-                }
-            }
-            self.sacked.retain(|&(_, b)| b.gt(ack));
-            let una = self.snd_una;
-            self.sacked.sort_by_key(|x| x.0.diff(una));
+            self.sacked.update(&seg.sack, self.snd_una, self.snd_max, ack);
         }
-        if ack.gt(self.snd_una) {
-            let acked = ack.diff(self.snd_una) as usize;
+        if ack > self.snd_una {
+            let acked = (ack - self.snd_una) as usize;
             // Our SYN and FIN take a sequence number each but no buffer byte.
             let data_acked = acked.min(self.send_buf.len());
             self.send_buf.drain(..data_acked);
             if let Some((_, e)) = seg.timestamp.filter(|_| self.ts_ok) {
                 if e != 0 {
-                    self.rtt_sample(Duration::from_millis(now_ms(now).wrapping_sub(e) as u64));
+                    self.rtt.sample(Duration::from_millis(now_ms(now).wrapping_sub(e) as u64));
                 }
             } else if let Some((s, t)) = self.rtt_probe {
-                if ack.gt(s) {
-                    self.rtt_sample(now - t);
+                if ack > s {
+                    self.rtt.sample(now - t);
                     self.rtt_probe = None;
                 }
             }
             self.snd_una = ack;
-            if self.snd_nxt.lt(ack) {
+            if self.snd_nxt < ack {
                 self.snd_nxt = ack;
             }
             self.retries = 0;
             self.on_ack_cc(acked, ack, now);
-            self.rtx_deadline = if self.snd_una != self.snd_max { Some(now + self.rto) } else { None };
+            self.rtx_deadline = if self.snd_una != self.snd_max { Some(now + self.rtt.rto()) } else { None };
             if self.fin_queued && self.send_buf.is_empty() && self.snd_una == self.snd_max {
                 // Our FIN is acknowledged.
                 self.state = match self.state {
@@ -700,7 +659,7 @@ impl Tcb {
     fn on_ack_cc(&mut self, acked: usize, ack: Seq, now: Instant) {
         let mss = self.mss();
         if let Some(rec) = self.recover {
-            if ack.ge(rec) {
+            if ack >= rec {
                 // Full acknowledgement: leave recovery (RFC 6582).
                 self.cwnd = self.ssthresh.min(self.flight().max(mss) + mss);
                 self.recover = None;
@@ -717,34 +676,14 @@ impl Tcb {
         if self.cwnd < self.ssthresh {
             self.cwnd += acked.min(mss); // slow start (RFC 5681, ABC with L = 1 MSS)
         } else {
-            match self.cfg.cc {
-                CongestionControl::NewReno => self.cwnd += (mss * mss / self.cwnd).max(1),
-                CongestionControl::Cubic => self.cubic_grow(now),
-            }
+            self.cwnd = self.cc.avoid(self.cwnd, mss, now);
         }
     }
 
-    /// CUBIC (RFC 9438) window growth in congestion avoidance, in MSS units.
-    fn cubic_grow(&mut self, now: Instant) {
-        let mss = self.mss() as f64;
-        let epoch = *self.cubic_epoch.get_or_insert(now);
-        let t = (now - epoch).as_secs_f64();
-        let wmax = (self.cubic_wmax.max(self.cwnd) as f64) / mss;
-        let k = (wmax * (1.0 - 0.7) / 0.4).cbrt();
-        let target = 0.4 * (t - k).powi(3) + wmax;
-        let cur = self.cwnd as f64 / mss;
-        let next = if target > cur { cur + (target - cur) / cur } else { cur + 0.01 / cur };
-        // Never slower than Reno.
-        let reno = cur + 1.0 / cur;
-        self.cwnd = (next.max(reno) * mss) as usize;
-    }
-
+    /// A loss: the algorithm sets the new slow-start threshold.
     fn enter_loss(&mut self) {
-        let mss = self.mss();
-        self.cubic_wmax = self.cwnd;
-        self.cubic_epoch = None;
-        let beta = if self.cfg.cc == CongestionControl::Cubic { 0.7 } else { 0.5 };
-        self.ssthresh = ((self.flight() as f64 * beta) as usize).max(2 * mss);
+        let (cwnd, flight, mss) = (self.cwnd, self.flight(), self.mss());
+        self.ssthresh = self.cc.on_loss(cwnd, flight, mss);
     }
 
     fn on_dupack(&mut self) {
@@ -765,30 +704,30 @@ impl Tcb {
 
     fn take_data(&mut self, seq: Seq, payload: &[u8], psh: bool, now: Instant) {
         // Trim what we already have.
-        let skip = self.rcv_nxt.diff(seq).max(0) as usize;
+        let skip = (self.rcv_nxt - seq).max(0) as usize;
         if skip >= payload.len() {
             self.ack_now = true;
             return;
         }
         let data = &payload[skip..];
-        let seq = seq.add(skip);
+        let seq = seq + skip;
         if seq == self.rcv_nxt {
             let room = self.cfg.rcv_buf.saturating_sub(self.rcv_buf.len());
             let n = data.len().min(room);
             self.rcv_buf.extend(&data[..n]);
-            self.rcv_nxt = self.rcv_nxt.add(n);
+            self.rcv_nxt += n;
             // Pull in what was waiting out of order.
             while let Some((&s, _)) = self.ooo.first_key_value() {
                 let s = Seq(s);
-                if s.gt(self.rcv_nxt) {
+                if s > self.rcv_nxt {
                     break;
                 }
                 let d = self.ooo.remove(&s.0).unwrap();
                 self.ooo_bytes -= d.len();
-                let skip = self.rcv_nxt.diff(s) as usize;
+                let skip = (self.rcv_nxt - s) as usize;
                 if skip < d.len() {
                     self.rcv_buf.extend(&d[skip..]);
-                    self.rcv_nxt = self.rcv_nxt.add(d.len() - skip);
+                    self.rcv_nxt += d.len() - skip;
                 }
                 self.ack_now = true; // a hole was filled
             }
@@ -835,7 +774,7 @@ impl Tcb {
                     self.syn_pending = false;
                     self.ack_now = false;
                     if self.rtx_deadline.is_none() {
-                        self.rtx_deadline = Some(now + self.rto);
+                        self.rtx_deadline = Some(now + self.rtt.rto());
                     }
                 }
                 return out;
@@ -844,18 +783,18 @@ impl Tcb {
         }
         let mss = self.mss();
         loop {
-            let sent_off = self.snd_nxt.diff(self.snd_una).max(0) as usize;
+            let sent_off = (self.snd_nxt - self.snd_una).max(0) as usize;
             let unsent = self.send_buf.len().saturating_sub(sent_off);
             let wnd = self.snd_wnd.min(self.cwnd);
             let room = wnd.saturating_sub(self.flight());
-            let fin_due = self.fin_queued && unsent == 0 && self.snd_max == self.snd_una.add(self.send_buf.len()) && !self.fin_sent();
+            let fin_due = self.fin_queued && unsent == 0 && self.snd_max == (self.snd_una + self.send_buf.len()) && !self.fin_sent();
             let fin_retx = self.fin_queued && unsent == 0 && self.fin_sent() && self.snd_nxt != self.snd_max;
             if unsent == 0 && !fin_due && !fin_retx {
                 break;
             }
             // In recovery with SACK: skip data the peer already has.
             if self.recover.is_some() && self.sack_ok {
-                if let Some(&(_, b)) = self.sacked.iter().find(|(a, b)| self.snd_nxt.ge(*a) && self.snd_nxt.lt(*b)) {
+                if let Some(b) = self.sacked.covering(self.snd_nxt) {
                     self.snd_nxt = b;
                     continue;
                 }
@@ -864,14 +803,14 @@ impl Tcb {
             let mut len = unsent.min(room).min(max);
             if self.sack_ok && self.recover.is_some() {
                 // Stop at the next SACKed block.
-                if let Some(&(a, _)) = self.sacked.iter().find(|(a, _)| a.gt(self.snd_nxt)) {
-                    len = len.min(a.diff(self.snd_nxt) as usize);
+                if let Some(a) = self.sacked.next_above(self.snd_nxt) {
+                    len = len.min((a - self.snd_nxt) as usize);
                 }
             }
             if unsent > 0 && len == 0 {
                 // Zero window with data waiting: the persist timer probes.
                 if self.snd_wnd == 0 && self.flight() == 0 && self.persist_deadline.is_none() {
-                    self.persist_deadline = Some(now + self.rto);
+                    self.persist_deadline = Some(now + self.rtt.rto());
                 }
                 break;
             }
@@ -897,17 +836,17 @@ impl Tcb {
                 break;
             }
             let seq = self.snd_nxt;
-            let retransmit = seq.lt(self.snd_max);
+            let retransmit = seq < self.snd_max;
             let r = self.header(flags, seq, now);
             let gso = (len > mss).then_some(mss as u16);
             out.push(Out { repr: r, payload, gso });
-            self.snd_nxt = seq.add(len + (flags & FIN != 0) as usize);
+            self.snd_nxt = seq + (len + (flags & FIN != 0) as usize);
             self.snd_max = self.snd_max.max(self.snd_nxt);
             if !retransmit && self.rtt_probe.is_none() && !self.ts_ok {
                 self.rtt_probe = Some((seq, now));
             }
             if self.rtx_deadline.is_none() {
-                self.rtx_deadline = Some(now + self.rto);
+                self.rtx_deadline = Some(now + self.rtt.rto());
             }
             self.ack_now = false;
             self.ack_pending = 0;
@@ -930,7 +869,7 @@ impl Tcb {
     }
 
     fn fin_sent(&self) -> bool {
-        self.fin_queued && self.snd_max == self.snd_una.add(self.send_buf.len() + 1)
+        self.fin_queued && self.snd_max == (self.snd_una + (self.send_buf.len() + 1))
     }
 
     // ---- timers ----
@@ -961,9 +900,9 @@ impl Tcb {
                         self.state = State::Closed;
                         return out;
                     }
-                    self.rto = (self.rto * 2).min(self.cfg.max_rto);
+                    self.rtt.backoff();
                     self.syn_pending = true;
-                    self.rtx_deadline = Some(now + self.rto);
+                    self.rtx_deadline = Some(now + self.rtt.rto());
                 }
                 State::Closed | State::Listen | State::TimeWait => {}
                 _ if self.snd_una != self.snd_max => {
@@ -984,22 +923,22 @@ impl Tcb {
                     self.snd_nxt = self.snd_una;
                     self.rtt_probe = None;
                     self.retransmits += 1;
-                    self.rto = (self.rto * 2).min(self.cfg.max_rto);
-                    self.rtx_deadline = Some(now + self.rto);
+                    self.rtt.backoff();
+                    self.rtx_deadline = Some(now + self.rtt.rto());
                 }
                 _ => {}
             }
         }
         if self.persist_deadline.is_some_and(|d| now >= d) {
             self.persist_deadline = None;
-            let off = self.snd_nxt.diff(self.snd_una).max(0) as usize;
+            let off = (self.snd_nxt - self.snd_una).max(0) as usize;
             if self.snd_wnd == 0 && off < self.send_buf.len() {
                 // Zero-window probe: one byte beyond the window.
                 let byte = vec![self.send_buf[off]];
                 let r = self.header(ACK, self.snd_nxt, now);
                 out.push(Out { repr: r, payload: byte, gso: None });
                 self.persist_backoff = (self.persist_backoff + 1).min(10);
-                self.persist_deadline = Some(now + (self.rto * (1 << self.persist_backoff)).min(self.cfg.max_rto));
+                self.persist_deadline = Some(now + (self.rtt.rto() * (1 << self.persist_backoff)).min(self.cfg.max_rto));
             }
         }
         if let Some((idle, intvl, probes)) = self.cfg.keepalive {
