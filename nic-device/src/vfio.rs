@@ -1,6 +1,6 @@
 //! The device as the vfio-user server sees it: regions and IRQ indexes of an 82574L function.
 
-use crate::dma::MapError;
+use crate::dma::{DmaSpace, MapError};
 use crate::doorbell::Doorbells;
 use crate::nic::{lock, Effects, Nic};
 use crate::regs::*;
@@ -23,6 +23,18 @@ pub struct NicServer {
 const RW: u32 = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
 
 impl NicServer {
+    /// Changes the DMA maps without holding the device lock while mmap or munmap run: a copy of the maps
+    /// (reference-counted regions, cheap to copy) is changed outside the lock and swapped in, so that the
+    /// data path, which reads the maps under the lock, waits only for the swap. Only this thread changes
+    /// the maps, so nothing is lost between the copy and the swap; the old maps are unmapped after it.
+    fn update_dma<R>(&self, f: impl FnOnce(&mut DmaSpace) -> Result<R, MapError>) -> Result<R, MapError> {
+        let mut next = lock(&self.nic).dma.clone();
+        let r = f(&mut next)?;
+        let old = std::mem::replace(&mut lock(&self.nic).dma, next);
+        drop(old);
+        Ok(r)
+    }
+
     pub fn new(nic: Arc<Mutex<Nic>>, waker: Arc<Waker>) -> NicServer {
         let (doorbells, trace) = {
             let n = lock(&nic);
@@ -132,17 +144,16 @@ impl Device for NicServer {
     }
 
     fn dma_map(&mut self, map: &DmaMap, fd: Option<OwnedFd>) -> Result<(), Errno> {
-        let mut nic = lock(&self.nic);
         let Some(fd) = fd else {
             // Sections without an fd (ROM, some VGA RAM) are not reachable by DMA.
             debug!("DMA_MAP without fd: iova {:#x} size {:#x} not DMA-able", map.iova, map.size);
-            return nic.dma.map_unreachable(map.iova, map.size).map_err(|e| {
+            return self.update_dma(|d| d.map_unreachable(map.iova, map.size)).map_err(|e| {
                 warn!("DMA_MAP without fd, iova {:#x} size {:#x}: {e}", map.iova, map.size);
                 map_errno(&e)
             });
         };
         let writable = map.flags & VFIO_DMA_MAP_FLAG_WRITE != 0;
-        nic.dma.map(map.iova, map.size, fd, map.offset, writable).map_err(|e| {
+        self.update_dma(|d| d.map(map.iova, map.size, fd, map.offset, writable)).map_err(|e| {
             warn!("DMA_MAP iova {:#x} size {:#x}: {e}", map.iova, map.size);
             map_errno(&e)
         })?;
@@ -151,12 +162,15 @@ impl Device for NicServer {
     }
 
     fn dma_unmap(&mut self, un: &DmaUnmap) -> Result<(), Errno> {
-        let mut nic = lock(&self.nic);
         if un.flags & VFIO_DMA_UNMAP_FLAG_ALL != 0 {
-            nic.dma.unmap_all();
+            self.update_dma(|d| {
+                d.unmap_all();
+                Ok(())
+            })
+            .map_err(|e| map_errno(&e))?;
             return Ok(());
         }
-        nic.dma.unmap(un.iova, un.size).map(|_| ()).map_err(|e| {
+        self.update_dma(|d| d.unmap(un.iova, un.size).map(|_| ())).map_err(|e| {
             warn!("DMA_UNMAP iova {:#x} size {:#x}: {e}", un.iova, un.size);
             map_errno(&e)
         })
