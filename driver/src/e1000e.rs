@@ -117,6 +117,15 @@ pub struct E1000e {
     stats: Stats,
     last_alive: Instant,
     tx_timeout: Duration,
+    /// The multicast table as written (the card's MTA cannot be read back cheaply over a transport).
+    mta: [u32; 128],
+}
+
+/// The MTA bit for a multicast Ethernet address with RCTL.MO = 0 (the filter looks at bits 47:36 of
+/// the destination: the high nibble of byte 4 and all of byte 5): register index and bit.
+pub fn mta_bit(mac: [u8; 6]) -> (usize, u32) {
+    let hash = ((u32::from(mac[4]) >> 4) | (u32::from(mac[5]) << 4)) & 0xFFF;
+    ((hash >> 5) as usize, hash & 31)
 }
 
 fn eventfd() -> std::io::Result<OwnedFd> {
@@ -261,6 +270,7 @@ impl E1000e {
             stats: Stats::default(),
             last_alive: Instant::now(),
             tx_timeout: cfg.tx_timeout,
+            mta: [0; 128],
         };
         d.t.write32(IMC, 0xFFFF_FFFF)?;
         d.t.write32(EIAC_82574, 0)?;
@@ -348,8 +358,9 @@ impl E1000e {
             self.t.write32(RAL0 + 8 * i, 0)?;
             self.t.write32(RAH0 + 8 * i, 0)?;
         }
+        self.mta = [if promiscuous { 0xFFFF_FFFF } else { 0 }; 128];
         for i in 0..128 {
-            self.t.write32(MTA + 4 * i, if promiscuous { 0xFFFF_FFFF } else { 0 })?;
+            self.t.write32(MTA + 4 * i, self.mta[i as usize])?;
             self.t.write32(VFTA + 4 * i, 0)?;
         }
         Ok(())
@@ -901,6 +912,14 @@ impl NetDev for E1000e {
     fn stats(&self) -> Stats {
         self.stats.clone()
     }
+    fn add_multicast(&mut self, mac: [u8; 6]) -> Result<(), DriverError> {
+        let (reg, bit) = mta_bit(mac);
+        if self.mta[reg] & (1 << bit) == 0 {
+            self.mta[reg] |= 1 << bit;
+            self.t.write32(MTA + 4 * reg as u32, self.mta[reg])?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for E1000e {
@@ -912,5 +931,20 @@ impl Drop for E1000e {
         if let Some(k) = self.irq_kind {
             let _ = self.t.disable_irqs(k);
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn mta_bit_hand_vectors() {
+        // 33:33:ff:12:34:56 (an IPv6 solicited-node group): bits 47:36 are 0x563 -> MTA[43], bit 3.
+        assert_eq!(mta_bit([0x33, 0x33, 0xff, 0x12, 0x34, 0x56]), (43, 3));
+        // 33:33:00:00:00:01 (all nodes): 0x010 -> MTA[0], bit 16.
+        assert_eq!(mta_bit([0x33, 0x33, 0, 0, 0, 1]), (0, 16));
+        // 01:00:5e:7f:ff:fa: 0xfaf -> MTA[125], bit 15.
+        assert_eq!(mta_bit([0x01, 0x00, 0x5e, 0x7f, 0xff, 0xfa]), (125, 15));
     }
 }

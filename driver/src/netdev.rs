@@ -95,4 +95,6 @@ pub trait NetDev {
     /// Waits for an interrupt (interrupts are re-enabled first); `Ok(false)` on timeout.
     fn wait(&mut self, timeout: std::time::Duration) -> Result<bool, DriverError>;
     fn stats(&self) -> Stats;
+    /// Lets frames to a multicast Ethernet address through the card's filter.
+    fn add_multicast(&mut self, mac: [u8; 6]) -> Result<(), DriverError>;
 }

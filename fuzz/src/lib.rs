@@ -8,6 +8,7 @@
 //! | `vfio_server` | message sequences against a live device object, then its rings |
 //! | `device_regs` | config space, BAR0/IO/MSI-X accesses interleaved with TX/RX ring processing |
 //! | `stack_rx` | the stack's frame input against live TCP/UDP sockets on a virtual clock |
+//! | `stack_rx6` | IPv6 input: extension headers, fragments, ICMPv6 and neighbour/router discovery |
 //! | `backend_vnet` | frames with a virtio-net header from an offloading TAP; TSO packets sent whole |
 //! | `driver_writeback` | the userspace driver against a card whose registers and write-backs are hostile |
 
@@ -28,4 +29,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("stack_rx", stack::rx),
     ("driver_writeback", driver::writeback),
     ("backend_vnet", device::vnet),
+    ("stack_rx6", stack::rx6),
 ];

@@ -234,3 +234,80 @@ pub fn rx(data: &[u8]) {
         st.poll(now);
     }
 }
+
+/// IPv6 input: frames to our addresses and groups carrying extension headers, fragments and ICMPv6 (echo,
+/// errors, neighbour and router discovery, redirects) with lengths and checksums fixed up so that the
+/// fuzzer reaches the handlers, between polls that run DAD, router solicitation and the neighbour timers.
+pub fn rx6(data: &[u8]) {
+    use stack::wire::ipv6;
+    let shared = Rc::new(RefCell::new(Shared::default()));
+    let mut cfg = Config::new(OUR_IP, 24);
+    let ours: ipv6::Addr = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    cfg.ipv6 = Some(stack::Ipv6Config { addrs: vec![(ours, 64)], ..Default::default() });
+    let mut st = Stack::new(Box::new(FuzzDev(shared.clone())), cfg);
+    let mut now = Instant::from_millis(1);
+    st.poll(now);
+    now = now + Duration::from_secs(2);
+    st.poll(now);
+    let ll = ipv6::link_local(OUR_MAC);
+    let peer_ll: ipv6::Addr = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let peer: ipv6::Addr = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let mut i = Input::new(data);
+    for _ in 0..32 {
+        if i.is_empty() {
+            break;
+        }
+        let sel = i.u8();
+        let src = if sel & 1 != 0 { peer_ll } else { peer };
+        let dst = match (sel >> 1) & 3 {
+            0 => ours,
+            1 => ll,
+            2 => ipv6::ALL_NODES,
+            _ => ipv6::solicited_node(&ours),
+        };
+        let nh = match (sel >> 3) & 3 {
+            0 | 1 => ipv6::NH_ICMPV6,
+            2 => i.u8(),
+            _ => [ipv6::NH_FRAGMENT, ipv6::NH_HOP_BY_HOP, ipv6::NH_ROUTING, ipv6::NH_DEST_OPTS][usize::from(i.u8() % 4)],
+        };
+        let len = usize::from(i.u16() % 1600);
+        let mut body = i.bytes(len).to_vec();
+        if nh == ipv6::NH_ICMPV6 && body.len() >= 4 {
+            // A known type most of the time, and a valid checksum.
+            if sel & 0x20 == 0 {
+                body[0] = [1, 2, 3, 4, 128, 129, 133, 134, 135, 136, 137][usize::from(body[0] % 11)];
+            }
+            body[2] = 0;
+            body[3] = 0;
+            let c = ipv6::l4_checksum(&src, &dst, nh, &body);
+            body[2..4].copy_from_slice(&c.to_be_bytes());
+        }
+        let mut f = Vec::with_capacity(54 + body.len());
+        f.extend_from_slice(&if ipv6::is_multicast(&dst) { ipv6::multicast_mac(&dst) } else { OUR_MAC });
+        f.extend_from_slice(&PEER_MAC);
+        f.extend_from_slice(&[0x86, 0xdd]);
+        let mut h = [0u8; 40];
+        let hop_limit = if sel & 0x40 != 0 { 255 } else { i.u8() };
+        ipv6::Repr { src, dst, next_header: nh, hop_limit, payload_len: body.len() }.emit(&mut h);
+        f.extend_from_slice(&h);
+        f.extend_from_slice(&body);
+        if sel & 0x80 != 0 {
+            // Now and then cut short or padded: the length field no longer agrees with the frame.
+            let cut = usize::from(i.u16()) % (f.len() + 8);
+            f.resize(cut, 0);
+        }
+        shared.borrow_mut().inbox.push_back(PacketBuf::from_slice(&f));
+        now = now + Duration::from_millis(u64::from(i.u16() % 2000));
+        st.poll(now);
+        if sel & 0x10 != 0 {
+            let size = usize::from(i.u16() % 4000);
+            let _ = st.ping6_send(if sel & 1 != 0 { peer_ll } else { peer }, 1, 1, &vec![0; size], now);
+        }
+        let _ = st.ping6_events(1);
+    }
+    for _ in 0..8 {
+        now = now + Duration::from_secs(30);
+        st.poll(now);
+    }
+    let _ = (st.ipv6_addrs(), st.ipv6_neighbours(), st.ipv6_routers());
+}

@@ -18,3 +18,4 @@ pub const EHOSTUNREACH: Errno = Errno(libc::EHOSTUNREACH);
 pub const EMSGSIZE: Errno = Errno(libc::EMSGSIZE);
 pub const ENETUNREACH: Errno = Errno(libc::ENETUNREACH);
 pub const EBADF: Errno = Errno(libc::EBADF);
+pub const EADDRNOTAVAIL: Errno = Errno(libc::EADDRNOTAVAIL);

@@ -8,8 +8,10 @@
 pub mod blocking;
 pub mod dev;
 pub mod errno;
+pub mod frag;
 pub mod gro;
 pub mod iface;
+pub mod ndisc;
 pub mod neigh;
 pub mod route;
 pub mod skb;
@@ -17,4 +19,4 @@ pub mod tcp;
 pub mod time;
 pub mod wire;
 
-pub use iface::{Config, Errno, PingEvent, Stack};
+pub use iface::{Config, Errno, Ipv6Config, Ping6Event, PingEvent, Stack};

@@ -29,6 +29,8 @@ pub(crate) struct Opts {
     pub(crate) tso: bool,
     pub(crate) tap: Option<String>,
     pub(crate) ip: Option<String>,
+    pub(crate) ip6: Vec<String>,
+    pub(crate) ipv6: bool,
     pub(crate) gw: Option<String>,
     pub(crate) dest: Option<String>,
     pub(crate) interval: f64,
@@ -69,6 +71,12 @@ struct Cli {
     /// Stack commands: the interface address
     #[arg(long, value_name = "ADDR/PREFIX", global = true)]
     ip: Option<String>,
+    /// Stack commands: an IPv6 address beside the link-local one (repeatable; turns IPv6 on)
+    #[arg(long, value_name = "ADDR/PREFIX", global = true)]
+    ip6: Vec<String>,
+    /// Stack commands: IPv6 on, with the link-local address and what router advertisements give
+    #[arg(long, global = true)]
+    ipv6: bool,
     /// Stack commands: the default gateway
     #[arg(long, value_name = "ADDR", global = true)]
     gw: Option<String>,
@@ -128,12 +136,22 @@ enum Cmd {
     },
     /// ICMP echo
     Ping {
+        /// An IPv4 or IPv6 address
         dest: String,
         #[arg(short = 'c', default_value = "4")]
         count: u64,
         /// Seconds between requests
         #[arg(short = 'i', default_value = "1.0")]
         interval: f64,
+        /// Payload bytes (IPv6 fragments what exceeds the path MTU)
+        #[arg(short = 's', default_value = "56")]
+        size: usize,
+    },
+    /// Runs the stack for SECONDS (answering pings, neighbour and router discovery), then prints its
+    /// IPv6 addresses, neighbours and routers
+    Idle {
+        #[arg(long, default_value = "5")]
+        seconds: f64,
     },
     /// HTTP/1.1 client
     Get {
@@ -196,6 +214,8 @@ fn parse() -> Result<Option<Opts>, String> {
         tso: false,
         tap: cli.tap,
         ip: cli.ip,
+        ipv6: cli.ipv6 || !cli.ip6.is_empty(),
+        ip6: cli.ip6,
         gw: cli.gw,
         dest: None,
         interval: 1.0,
@@ -224,9 +244,13 @@ fn parse() -> Result<Option<Opts>, String> {
             (o.ifname, o.count) = (Some(ifname), count);
             "reflect"
         }
-        Cmd::Ping { dest, count, interval } => {
-            (o.dest, o.count, o.interval) = (Some(dest), count, interval);
+        Cmd::Ping { dest, count, interval, size } => {
+            (o.dest, o.count, o.interval, o.size) = (Some(dest), count, interval, size);
             "ping"
+        }
+        Cmd::Idle { seconds } => {
+            o.interval = seconds;
+            "idle"
         }
         Cmd::Get { url, output } => {
             (o.dest, o.output) = (Some(url), output);
@@ -263,6 +287,7 @@ fn main() -> ExitCode {
         "reflect" => reflect::run(o.ifname.as_deref(), o.count),
         "memcpy" => Ok(memcpy(&o)),
         "ping" => ping::run(&o),
+        "idle" => ping::idle(&o),
         "get" => tcpcmd::get(&o),
         "serve" => tcpcmd::serve(&o),
         "blast" => tcpcmd::blast(&o),

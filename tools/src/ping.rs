@@ -4,8 +4,8 @@ use crate::Opts;
 use driver::{Config, E1000e};
 use stack::dev::Device;
 use stack::time::Instant;
-use stack::{PingEvent, Stack};
-use std::net::Ipv4Addr;
+use stack::{Ping6Event, PingEvent, Stack};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 fn parse_cidr(s: &str) -> Result<([u8; 4], u8), String> {
@@ -49,6 +49,16 @@ pub fn open_stack(o: &Opts) -> Result<Stack, String> {
         None => dev,
     };
     let mut cfg = stack::Config::new(addr, prefix);
+    if o.ipv6 {
+        let mut v6 = stack::Ipv6Config::default();
+        for a in &o.ip6 {
+            let (ip, p) = a.split_once('/').ok_or(format!("--ip6 {a}: expected ADDR/PREFIX"))?;
+            let ip: Ipv6Addr = ip.parse().map_err(|e| format!("--ip6 {a}: {e}"))?;
+            let p: u8 = p.parse().ok().filter(|p| *p <= 128).ok_or(format!("--ip6 {a}: bad prefix"))?;
+            v6.addrs.push((ip.octets(), p));
+        }
+        cfg.ipv6 = Some(v6);
+    }
     if let Some(g) = &o.gw {
         cfg.gateway = Some(g.parse::<Ipv4Addr>().map_err(|e| format!("--gw {g}: {e}"))?.octets());
     }
@@ -59,52 +69,88 @@ pub fn open_stack(o: &Opts) -> Result<Stack, String> {
     Ok(s)
 }
 
+/// What came back for one echo request.
+enum Event {
+    Reply { from: IpAddr, seq: u16, len: usize, at: Instant },
+    Error { from: IpAddr, seq: u16, errno: stack::Errno },
+}
+
+/// `nic-lab ... ping DEST`: IPv4 or IPv6 echo. For IPv6 the first request waits (at most 5 s) for an
+/// address to send from while duplicate address detection runs; the IPv6 neighbour table and addresses
+/// are printed at the end.
 pub fn run(o: &Opts) -> Result<bool, String> {
-    let dest: Ipv4Addr = o.dest.as_deref().ok_or("ping needs DEST")?.parse().map_err(|e| format!("DEST: {e}"))?;
+    let dest: IpAddr = o.dest.as_deref().ok_or("ping needs DEST")?.parse().map_err(|e| format!("DEST: {e}"))?;
+    if dest.is_ipv6() && !o.ipv6 {
+        return Err("an IPv6 destination needs --ipv6 or --ip6".into());
+    }
     let mut s = open_stack(o)?;
     let count = o.count.max(1);
     let interval = Duration::from_secs_f64(o.interval.max(0.01));
     let ident = std::process::id() as u16;
-    let payload: Vec<u8> = (0..56u8).collect();
+    let payload: Vec<u8> = (0..o.size).map(|i| i as u8).collect();
     println!("PING {dest}: {} data bytes", payload.len());
     let (mut sent, mut received) = (0u64, 0u64);
     let mut sent_at = std::collections::HashMap::new();
     let mut rtts = Vec::new();
-    let mut next = Instant::now();
-    let deadline_after_last = Duration::from_secs(2);
-    let mut last_sent = Instant::now();
+    let start = Instant::now();
+    let mut next = start;
+    let mut last_sent = start;
     loop {
         let now = Instant::now();
         if sent < count && now >= next {
-            match s.ping_send(dest.octets(), ident, sent as u16, &payload, now) {
-                Ok(()) => {}
-                Err(e) => println!("ping: {e}"),
+            let r = match dest {
+                IpAddr::V4(d) => s.ping_send(d.octets(), ident, sent as u16, &payload, now),
+                IpAddr::V6(d) => s.ping6_send(d.octets(), ident, sent as u16, &payload, now),
+            };
+            let waiting_for_dad = r == Err(stack::errno::EADDRNOTAVAIL) && now - start < Duration::from_secs(5);
+            if !waiting_for_dad {
+                if let Err(e) = r {
+                    println!("ping: {e}");
+                }
+                sent_at.insert(sent as u16, now);
+                sent += 1;
+                last_sent = now;
+                next = now + interval;
             }
-            sent_at.insert(sent as u16, now);
-            sent += 1;
-            last_sent = now;
-            next = now + interval;
         }
         s.poll(now);
-        for ev in s.ping_events(ident) {
+        let events: Vec<Event> = match dest {
+            IpAddr::V4(_) => s
+                .ping_events(ident)
+                .into_iter()
+                .map(|e| match e {
+                    PingEvent::Reply { from, seq, len, at } => Event::Reply { from: Ipv4Addr::from(from).into(), seq, len, at },
+                    PingEvent::Error { from, seq, errno } => Event::Error { from: Ipv4Addr::from(from).into(), seq, errno },
+                })
+                .collect(),
+            IpAddr::V6(_) => s
+                .ping6_events(ident)
+                .into_iter()
+                .map(|e| match e {
+                    Ping6Event::Reply { from, seq, len, at } => Event::Reply { from: Ipv6Addr::from(from).into(), seq, len, at },
+                    Ping6Event::Error { from, seq, errno } => Event::Error { from: Ipv6Addr::from(from).into(), seq, errno },
+                })
+                .collect(),
+        };
+        for ev in events {
             match ev {
-                PingEvent::Reply { from, seq, len, at } => {
+                Event::Reply { from, seq, len, at } => {
                     if let Some(t) = sent_at.remove(&seq) {
                         let rtt = (at - t).as_secs_f64() * 1000.0;
                         rtts.push(rtt);
                         received += 1;
-                        println!("{} bytes from {}: seq={seq} time={rtt:.3} ms", len + 8, Ipv4Addr::from(from));
+                        println!("{} bytes from {from}: seq={seq} time={rtt:.3} ms", len + 8);
                     }
                 }
-                PingEvent::Error { from, seq, errno } => println!("From {}: icmp_seq={seq} {errno}", Ipv4Addr::from(from)),
+                Event::Error { from, seq, errno } => println!("From {from}: icmp_seq={seq} {errno}"),
             }
         }
-        if sent >= count && (received >= count || Instant::now() - last_sent > deadline_after_last) {
+        if sent >= count && (received >= count || Instant::now() - last_sent > Duration::from_secs(2)) {
             break;
         }
         let _ = s.dev.wait(Duration::from_millis(5));
     }
-    let loss = 100.0 * (sent - received) as f64 / sent as f64;
+    let loss = 100.0 * (sent - received) as f64 / sent.max(1) as f64;
     println!("\n--- {dest} ping statistics ---");
     println!("{sent} packets transmitted, {received} packets received, {loss:.0}% packet loss");
     if !rtts.is_empty() {
@@ -113,5 +159,49 @@ pub fn run(o: &Opts) -> Result<bool, String> {
         let avg = rtts.iter().sum::<f64>() / rtts.len() as f64;
         println!("round-trip min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms");
     }
+    if dest.is_ipv6() {
+        print_ipv6(&s);
+    }
     Ok(received == sent)
+}
+
+/// The interface's IPv6 state, as `ip -6 addr`, `ip -6 neigh` and `ip -6 route` would show it.
+fn print_ipv6(s: &Stack) {
+    for (a, p, st) in s.ipv6_addrs() {
+        println!("inet6 {}/{p} {st}", Ipv6Addr::from(a));
+    }
+    for (a, mac, st) in s.ipv6_neighbours() {
+        let mac = mac.map(|m| stack::wire::fmt_mac(&m)).unwrap_or_else(|| "-".into());
+        println!("neigh {} lladdr {mac} {st}", Ipv6Addr::from(a));
+    }
+    for r in s.ipv6_routers() {
+        let mtu = s.ipv6_mtu(&[0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]).unwrap_or(0);
+        println!("default via {} mtu {mtu}", Ipv6Addr::from(r));
+    }
+}
+
+/// `nic-lab ... idle --seconds S`: the stack runs (answering whatever comes); its IPv6 addresses are
+/// printed whenever they change (so that a script can wait for an autoconfigured one), and the whole
+/// state at the end.
+pub fn idle(o: &Opts) -> Result<bool, String> {
+    use std::io::Write;
+    let mut s = open_stack(o)?;
+    let end = Instant::now() + Duration::from_secs_f64(o.interval.max(0.0));
+    let mut shown = Vec::new();
+    while Instant::now() < end {
+        let now = Instant::now();
+        s.poll(now);
+        let addrs = s.ipv6_addrs();
+        if addrs != shown {
+            for (a, p, st) in &addrs {
+                println!("addr {}/{p} {st}", Ipv6Addr::from(*a));
+            }
+            let _ = std::io::stdout().flush();
+            shown = addrs;
+        }
+        let _ = s.dev.wait(Duration::from_millis(5));
+    }
+    println!("--- state ---");
+    print_ipv6(&s);
+    Ok(true)
 }

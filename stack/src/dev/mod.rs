@@ -35,6 +35,12 @@ pub trait Device {
     /// Blocks until the device may have work or `timeout` passes.
     fn wait(&mut self, timeout: std::time::Duration) -> io::Result<()>;
     fn name(&self) -> String;
+    /// Lets frames for a multicast Ethernet address through the device's filter (a device without one
+    /// passes them all).
+    fn join_multicast(&mut self, mac: Mac) -> io::Result<()> {
+        let _ = mac;
+        Ok(())
+    }
 }
 
 impl Device for Box<dyn Device> {
@@ -58,5 +64,8 @@ impl Device for Box<dyn Device> {
     }
     fn name(&self) -> String {
         (**self).name()
+    }
+    fn join_multicast(&mut self, mac: Mac) -> io::Result<()> {
+        (**self).join_multicast(mac)
     }
 }

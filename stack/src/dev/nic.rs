@@ -77,4 +77,7 @@ impl<D: NetDev> Device for NicDevice<D> {
     fn name(&self) -> String {
         "82574L".into()
     }
+    fn join_multicast(&mut self, mac: crate::wire::Mac) -> io::Result<()> {
+        self.dev.add_multicast(mac).map_err(err)
+    }
 }

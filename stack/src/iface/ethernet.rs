@@ -50,6 +50,7 @@ impl Stack {
         match eth.ethertype {
             ethernet::ETHERTYPE_ARP => self.arp_input(&p, now),
             ethernet::ETHERTYPE_IPV4 => self.ipv4_input(p, now),
+            ethernet::ETHERTYPE_IPV6 => self.ipv6_input(p, now),
             _ => {}
         }
     }

@@ -3,16 +3,9 @@
 
 use super::tcp::tcp_segment_key;
 use super::*;
+use crate::frag::Outcome;
 use crate::neigh::Resolve;
 use crate::wire::{checksum, ethernet, ipv4};
-
-pub(super) struct Reasm {
-    pub(super) data: Vec<u8>,
-    pub(super) have: Vec<(usize, usize)>,
-    pub(super) total: Option<usize>,
-    pub(super) deadline: Instant,
-    pub(super) header: Vec<u8>,
-}
 
 impl Stack {
     pub(super) fn next_ident(&mut self) -> u16 {
@@ -165,7 +158,7 @@ impl Stack {
         let r = ipv4::Repr::parse(&ip);
         let header = ip.header().to_vec();
         let payload: Vec<u8> = if r.more_frags || r.frag_offset > 0 {
-            match self.reassemble(&r, ip.payload(), &header, now) {
+            match self.reassemble(&r, ip.payload(), now) {
                 Some(d) => d,
                 None => return,
             }
@@ -182,55 +175,19 @@ impl Stack {
         }
     }
 
-    pub(super) fn reassemble(&mut self, r: &ipv4::Repr, data: &[u8], header: &[u8], now: Instant) -> Option<Vec<u8>> {
+    pub(super) fn reassemble(&mut self, r: &ipv4::Repr, data: &[u8], now: Instant) -> Option<Vec<u8>> {
         let key = (r.src, r.dst, r.ident, r.protocol);
-        let (start, end) = (r.frag_offset, r.frag_offset + data.len());
-        if end > 65535 || (r.more_frags && !data.len().is_multiple_of(8)) {
-            self.stats.reasm_fails += 1;
-            self.reasm.remove(&key);
-            return None;
-        }
-        if !self.reasm.contains_key(&key) && self.reasm.len() >= self.cfg.reasm_max_datagrams {
-            self.stats.reasm_fails += 1;
-            return None;
-        }
-        let deadline = now + self.cfg.reasm_timeout;
-        let e = self.reasm.entry(key).or_insert(Reasm { data: Vec::new(), have: Vec::new(), total: None, deadline, header: Vec::new() });
-        // Overlapping fragments are an attack pattern: drop the whole datagram (as Linux does for IPv6).
-        if e.have.iter().any(|&(a, b)| start < b && a < end && (a, b) != (start, end)) {
-            self.reasm.remove(&key);
-            self.stats.reasm_fails += 1;
-            return None;
-        }
-        if start == 0 {
-            e.header = header.to_vec();
-        }
-        if e.data.len() < end {
-            e.data.resize(end, 0);
-        }
-        e.data[start..end].copy_from_slice(data);
-        if !e.have.contains(&(start, end)) {
-            e.have.push((start, end));
-        }
-        if !r.more_frags {
-            e.total = Some(end);
-        }
-        let total = e.total?;
-        e.have.sort();
-        let mut at = 0;
-        for &(a, b) in &e.have {
-            if a > at {
-                return None;
+        match self.reasm.add(key, r.frag_offset, data, r.more_frags, now) {
+            Outcome::Done(d) => {
+                self.stats.reasm_oks += 1;
+                Some(d)
             }
-            at = at.max(b);
+            Outcome::Held => None,
+            Outcome::Failed => {
+                self.stats.reasm_fails += 1;
+                None
+            }
         }
-        if at < total {
-            return None;
-        }
-        let mut d = self.reasm.remove(&key).unwrap().data;
-        d.truncate(total);
-        self.stats.reasm_oks += 1;
-        Some(d)
     }
 
     /// A parse result, with failures counted as checksum or header errors.

@@ -6,13 +6,16 @@
 
 mod ethernet;
 mod icmp;
+mod icmpv6;
 mod ipv4;
+mod ipv6;
 mod tcp;
 mod udp;
 
 pub use crate::errno::*;
 pub use icmp::PingEvent;
 pub use ipv4::ipv4_header_ok;
+pub use ipv6::{Ipv6Config, Ping6Event};
 
 use crate::dev::Device;
 use crate::neigh::NeighCache;
@@ -21,7 +24,6 @@ use crate::skb::PacketBuf;
 use crate::time::Instant;
 use crate::wire::{arp, Mac, BROADCAST};
 use icmp::PingEvent as Ping;
-use ipv4::Reasm;
 use log::debug;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -38,6 +40,8 @@ pub struct Config {
     pub reasm_timeout: Duration,
     pub reasm_max_datagrams: usize,
     pub qdisc_len: usize,
+    /// IPv6 on this interface (off when `None`).
+    pub ipv6: Option<Ipv6Config>,
 }
 
 impl Config {
@@ -51,6 +55,7 @@ impl Config {
             reasm_timeout: Duration::from_secs(30),
             reasm_max_datagrams: 64,
             qdisc_len: 1000,
+            ipv6: None,
         }
     }
 }
@@ -73,6 +78,11 @@ pub struct Stats {
     pub qdisc_drops: u64,
     pub no_ports: u64,
     pub gro_merged: u64,
+    /// IPv6 (Ip6InReceives, Ip6InHdrErrors, Ip6InDelivers, Icmp6OutErrors).
+    pub in6_receives: u64,
+    pub in6_hdr_errors: u64,
+    pub in6_delivers: u64,
+    pub icmp6_out_errors: u64,
 }
 
 pub struct Stack {
@@ -85,7 +95,7 @@ pub struct Stack {
     ident: u16,
     udp: Vec<Option<UdpSock>>,
     pings: HashMap<u16, VecDeque<Ping>>,
-    reasm: HashMap<([u8; 4], [u8; 4], u16, u8), Reasm>,
+    reasm: crate::frag::Reassembly<([u8; 4], [u8; 4], u16, u8)>,
     /// Path MTUs learned from ICMP "fragmentation needed".
     pmtu: HashMap<[u8; 4], usize>,
     pub stats: Stats,
@@ -98,6 +108,7 @@ pub struct Stack {
     /// RFC 6056's per-stack counter of ephemeral port picks.
     port_counter: u16,
     pub tcp_cfg: crate::tcp::Config,
+    v6: Option<ipv6::V6>,
 }
 
 /// A random 64-bit secret from the kernel (getrandom), or, if that fails, the clock and process id.
@@ -131,6 +142,8 @@ impl Stack {
             routes.add(Route { dest: [0; 4], prefix: 0, gateway: Some(gw) });
         }
         let mac = dev.mac();
+        let v6_cfg = cfg.ipv6.clone();
+        let reasm_limits = (cfg.reasm_max_datagrams, cfg.reasm_timeout);
         Stack {
             dev,
             neigh: NeighCache::new(cfg.neigh.clone()),
@@ -141,7 +154,7 @@ impl Stack {
             ident: 1,
             udp: Vec::new(),
             pings: HashMap::new(),
-            reasm: HashMap::new(),
+            reasm: crate::frag::Reassembly::new(reasm_limits.0, reasm_limits.1),
             pmtu: HashMap::new(),
             stats: Stats::default(),
             rx: Vec::new(),
@@ -150,6 +163,7 @@ impl Stack {
             secret: random_secret(),
             port_counter: 0,
             tcp_cfg: crate::tcp::Config::default(),
+            v6: v6_cfg.map(|c| ipv6::V6::new(c, mac, crate::frag::Reassembly::new(reasm_limits.0, reasm_limits.1))),
         }
     }
 
@@ -201,10 +215,9 @@ impl Stack {
                 self.icmp_error_to(self.cfg.addr, 1, None, dst, proto, &l4b);
             }
         }
-        let before = self.reasm.len();
-        self.reasm.retain(|_, r| now < r.deadline);
-        self.stats.reasm_fails += (before - self.reasm.len()) as u64;
+        self.stats.reasm_fails += self.reasm.expire(now) as u64;
         self.tcp_poll(now);
+        self.poll6(now);
         while !self.txq.is_empty() {
             match self.dev.transmit(&mut self.txq) {
                 Ok(0) => break,
@@ -220,7 +233,7 @@ impl Stack {
 
     /// When the stack next needs a poll without new input.
     pub fn poll_at(&self) -> Option<Instant> {
-        let r = self.reasm.values().map(|r| r.deadline).min();
-        [self.neigh.next_deadline(), r, self.tcp_poll_at()].into_iter().flatten().min()
+        let r = self.reasm.next_deadline();
+        [self.neigh.next_deadline(), r, self.tcp_poll_at(), self.poll6_at()].into_iter().flatten().min()
     }
 }

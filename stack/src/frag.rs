@@ -1,0 +1,142 @@
+//! Reassembly of fragmented datagrams, for IPv4 and IPv6 alike: fragments are collected per datagram key
+//! until the last one and every hole are in; a datagram over 64 KiB, a middle fragment whose length is not
+//! a multiple of 8, or fragments that overlap (RFC 5722; an attack pattern, refused for IPv4 too) drop the
+//! whole datagram; at most `max` datagrams are in progress, each for at most the timeout.
+
+use crate::time::Instant;
+use std::collections::HashMap;
+use std::hash::Hash;
+
+struct Partial {
+    data: Vec<u8>,
+    have: Vec<(usize, usize)>,
+    total: Option<usize>,
+    deadline: Instant,
+}
+
+/// What one fragment did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The datagram is whole: its payload.
+    Done(Vec<u8>),
+    /// Held, waiting for more.
+    Held,
+    /// Refused: the datagram (if any was in progress) is dropped.
+    Failed,
+}
+
+pub struct Reassembly<K> {
+    parts: HashMap<K, Partial>,
+    /// Datagrams in progress at most, and how long each may take.
+    max: usize,
+    timeout: std::time::Duration,
+}
+
+impl<K: Hash + Eq + Clone> Reassembly<K> {
+    pub fn new(max: usize, timeout: std::time::Duration) -> Reassembly<K> {
+        Reassembly { parts: HashMap::new(), max, timeout }
+    }
+
+    /// Adds the fragment at byte `offset` with `data`; `more` is the more-fragments flag.
+    pub fn add(&mut self, key: K, offset: usize, data: &[u8], more: bool, now: Instant) -> Outcome {
+        let (max, timeout) = (self.max, self.timeout);
+        let (start, end) = (offset, offset + data.len());
+        if end > 65535 || (more && !data.len().is_multiple_of(8)) {
+            self.parts.remove(&key);
+            return Outcome::Failed;
+        }
+        if !self.parts.contains_key(&key) && self.parts.len() >= max {
+            return Outcome::Failed;
+        }
+        let e =
+            self.parts.entry(key.clone()).or_insert(Partial { data: Vec::new(), have: Vec::new(), total: None, deadline: now + timeout });
+        if e.have.iter().any(|&(a, b)| start < b && a < end && (a, b) != (start, end)) || (e.total.is_some_and(|t| end > t)) {
+            self.parts.remove(&key);
+            return Outcome::Failed;
+        }
+        if e.data.len() < end {
+            e.data.resize(end, 0);
+        }
+        if let Some(d) = e.data.get_mut(start..end) {
+            d.copy_from_slice(data);
+        }
+        if !e.have.contains(&(start, end)) {
+            e.have.push((start, end));
+        }
+        if !more {
+            e.total = Some(end);
+        }
+        let Some(total) = e.total else { return Outcome::Held };
+        e.have.sort();
+        let mut at = 0;
+        for &(a, b) in &e.have {
+            if a > at {
+                return Outcome::Held;
+            }
+            at = at.max(b);
+        }
+        if at < total {
+            return Outcome::Held;
+        }
+        let mut d = self.parts.remove(&key).map(|p| p.data).unwrap_or_default();
+        d.truncate(total);
+        Outcome::Done(d)
+    }
+
+    /// Drops datagrams whose time ran out; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let before = self.parts.len();
+        self.parts.retain(|_, p| now < p.deadline);
+        before - self.parts.len()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.parts.values().map(|p| p.deadline).min()
+    }
+
+    pub fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::time::Duration;
+
+    const T: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn out_of_order_fragments_make_the_datagram() {
+        let mut r = Reassembly::new(4, T);
+        let now = Instant::from_millis(0);
+        let data: Vec<u8> = (0..100u8).collect();
+        assert_eq!(r.add(1, 48, &data[48..96], true, now), Outcome::Held);
+        assert_eq!(r.add(1, 96, &data[96..], false, now), Outcome::Held);
+        assert_eq!(r.add(1, 0, &data[..48], true, now), Outcome::Done(data));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn overlaps_odd_sizes_limits_and_timeouts_fail() {
+        let now = Instant::from_millis(0);
+        let mut r = Reassembly::new(4, T);
+        assert_eq!(r.add(1, 0, &[0; 16], true, now), Outcome::Held);
+        assert_eq!(r.add(1, 8, &[0; 16], true, now), Outcome::Failed, "overlap drops the datagram");
+        assert!(r.is_empty());
+        assert_eq!(r.add(2, 0, &[0; 12], true, now), Outcome::Failed, "middle fragment not a multiple of 8");
+        assert_eq!(r.add(3, 65530, &[0; 16], false, now), Outcome::Failed, "beyond 64 KiB");
+        let mut r = Reassembly::new(2, T);
+        for k in 10..12 {
+            assert_eq!(r.add(k, 0, &[0; 8], true, now), Outcome::Held);
+        }
+        assert_eq!(r.add(12, 0, &[0; 8], true, now), Outcome::Failed, "at most `max` in progress");
+        assert_eq!(r.next_deadline(), Some(now + T));
+        assert_eq!(r.expire(now + T), 2);
+        assert!(r.is_empty());
+    }
+}

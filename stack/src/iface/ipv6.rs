@@ -1,0 +1,510 @@
+//! IPv6 (RFC 8200): the interface's addresses (link-local from the MAC, configured and autoconfigured
+//! global ones, each through duplicate address detection), the multicast groups joined (programmed into the
+//! device's filter), source address selection, next-hop choice (on-link prefixes, default routers,
+//! redirects), output through neighbour discovery with fragmentation, and input with extension headers and
+//! reassembly.
+
+use super::*;
+use crate::frag::{Outcome, Reassembly};
+use crate::ndisc::{self, NeighCache as NeighCache6};
+use crate::wire::ipv6::{self, Addr};
+use crate::wire::{ethernet, icmpv6};
+
+/// IPv6 settings of an interface.
+#[derive(Debug, Clone)]
+pub struct Ipv6Config {
+    /// Addresses to configure (with their prefix length), beside the link-local one from the MAC.
+    pub addrs: Vec<(Addr, u8)>,
+    /// Take routers, prefixes (SLAAC) and the MTU from router advertisements.
+    pub accept_ra: bool,
+    /// DupAddrDetectTransmits (RFC 4862): solicitations per tentative address; 0 skips DAD.
+    pub dad_transmits: u32,
+    /// MAX_RTR_SOLICITATIONS and RTR_SOLICITATION_INTERVAL (RFC 4861 10).
+    pub rtr_solicits: u32,
+    pub rtr_solicit_interval: Duration,
+    pub hop_limit: u8,
+    pub ndisc: ndisc::Config,
+}
+
+impl Default for Ipv6Config {
+    fn default() -> Self {
+        Ipv6Config {
+            addrs: Vec::new(),
+            accept_ra: true,
+            dad_transmits: 1,
+            rtr_solicits: 3,
+            rtr_solicit_interval: Duration::from_secs(4),
+            hop_limit: 64,
+            ndisc: ndisc::Config::default(),
+        }
+    }
+}
+
+/// Where an address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    LinkLocal,
+    Static,
+    /// Formed from a router advertisement's prefix.
+    Autoconf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrState {
+    /// Duplicate address detection runs: `sent` solicitations so far, the next one (or the verdict) at
+    /// `next`.
+    Tentative {
+        sent: u32,
+        next: Instant,
+    },
+    Preferred,
+    /// Another node answered for it: never used (RFC 4862 5.4.5).
+    Duplicate,
+}
+
+#[derive(Debug, Clone)]
+pub struct Addr6 {
+    pub addr: Addr,
+    pub prefix: u8,
+    pub origin: Origin,
+    pub state: AddrState,
+    /// When an autoconfigured address's valid lifetime ends.
+    pub valid_until: Option<Instant>,
+}
+
+impl Addr6 {
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            AddrState::Tentative { .. } => "tentative",
+            AddrState::Preferred => "preferred",
+            AddrState::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// An echo reply or error that arrived for an IPv6 ping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ping6Event {
+    Reply { from: Addr, seq: u16, len: usize, at: Instant },
+    Error { from: Addr, seq: u16, errno: Errno },
+}
+
+/// The interface's IPv6 state.
+pub(super) struct V6 {
+    pub(super) cfg: Ipv6Config,
+    pub(super) addrs: Vec<Addr6>,
+    pub(super) groups: Vec<Addr>,
+    pub(super) neigh: NeighCache6,
+    /// Default routers and when their lifetime ends.
+    pub(super) routers: Vec<(Addr, Instant)>,
+    /// On-link prefixes from advertisements, with their end.
+    pub(super) onlink: Vec<(Addr, u8, Instant)>,
+    /// Destinations a redirect sent elsewhere: destination -> better first hop.
+    pub(super) redirects: HashMap<Addr, Addr>,
+    /// Link MTU from an advertisement.
+    pub(super) link_mtu: Option<usize>,
+    /// Path MTUs learned from Packet Too Big.
+    pub(super) pmtu: HashMap<Addr, usize>,
+    pub(super) hop_limit: u8,
+    pub(super) rs_sent: u32,
+    pub(super) rs_next: Option<Instant>,
+    pub(super) started: bool,
+    pub(super) reasm: Reassembly<(Addr, Addr, u32)>,
+    pub(super) ident: u32,
+    pub(super) pings: HashMap<u16, VecDeque<Ping6Event>>,
+}
+
+impl V6 {
+    pub(super) fn new(cfg: Ipv6Config, mac: Mac, reasm: Reassembly<(Addr, Addr, u32)>) -> V6 {
+        let mut v = V6 {
+            neigh: NeighCache6::new(cfg.ndisc.clone()),
+            hop_limit: cfg.hop_limit,
+            addrs: Vec::new(),
+            groups: Vec::new(),
+            routers: Vec::new(),
+            onlink: Vec::new(),
+            redirects: HashMap::new(),
+            link_mtu: None,
+            pmtu: HashMap::new(),
+            rs_sent: 0,
+            rs_next: None,
+            started: false,
+            reasm,
+            ident: 0,
+            pings: HashMap::new(),
+            cfg,
+        };
+        v.addrs.push(Addr6 {
+            addr: ipv6::link_local(mac),
+            prefix: 64,
+            origin: Origin::LinkLocal,
+            state: AddrState::Preferred,
+            valid_until: None,
+        });
+        for &(addr, prefix) in &v.cfg.addrs.clone() {
+            v.addrs.push(Addr6 { addr, prefix, origin: Origin::Static, state: AddrState::Preferred, valid_until: None });
+        }
+        v
+    }
+
+    /// Whether `a` is one of ours, in any state but duplicate.
+    pub(super) fn owns(&self, a: &Addr) -> Option<&Addr6> {
+        self.addrs.iter().find(|x| x.addr == *a && x.state != AddrState::Duplicate)
+    }
+
+    fn usable(&self) -> impl Iterator<Item = &Addr6> {
+        self.addrs.iter().filter(|a| a.state == AddrState::Preferred)
+    }
+
+    /// Source address selection (RFC 6724, the rules a host with one interface needs): link-local for a
+    /// link-local or link-scope multicast destination, else the global address sharing the longest prefix
+    /// with the destination; `None` while no usable address exists.
+    pub(super) fn source_for(&self, dst: &Addr) -> Option<Addr> {
+        let link_scope = ipv6::is_link_local(dst) || (ipv6::is_multicast(dst) && dst[1] & 0x0f <= 2);
+        let ll = self.usable().find(|a| a.origin == Origin::LinkLocal).map(|a| a.addr);
+        if link_scope {
+            return ll;
+        }
+        // The length of the prefix `a` shares with the destination.
+        let common = |a: &Addr| -> u32 {
+            let mut bits = 0;
+            for (x, y) in a.iter().zip(dst.iter()) {
+                let z = (x ^ y).leading_zeros();
+                bits += z;
+                if z < 8 {
+                    break;
+                }
+            }
+            bits
+        };
+        self.usable().filter(|a| a.origin != Origin::LinkLocal).max_by_key(|a| common(&a.addr)).map(|a| a.addr).or(ll)
+    }
+
+    /// Whether `dst` is on the link: link-local, inside a configured address's prefix or an advertised
+    /// on-link prefix.
+    pub(super) fn on_link(&self, dst: &Addr) -> bool {
+        ipv6::is_link_local(dst)
+            || self.addrs.iter().any(|a| a.origin != Origin::LinkLocal && ipv6::prefix_match(&a.addr, dst, a.prefix))
+            || self.onlink.iter().any(|(p, l, _)| ipv6::prefix_match(p, dst, *l))
+    }
+
+    /// The first hop toward `dst`: a redirect's, the destination itself when on-link, else a default
+    /// router.
+    pub(super) fn next_hop(&self, dst: &Addr) -> Option<Addr> {
+        if let Some(t) = self.redirects.get(dst) {
+            return Some(*t);
+        }
+        if self.on_link(dst) {
+            return Some(*dst);
+        }
+        self.routers.first().map(|r| r.0)
+    }
+
+    pub(super) fn mtu(&self, dev: usize, dst: &Addr) -> usize {
+        let link = self.link_mtu.unwrap_or(dev).min(dev);
+        self.pmtu.get(dst).copied().unwrap_or(link).min(link).max(ipv6::MIN_MTU)
+    }
+}
+
+/// A packet too big for its link, as the error quotes it: at most what fits the minimum MTU.
+pub(super) fn quote(packet: &[u8]) -> &[u8] {
+    packet.get(..ipv6::MIN_MTU - ipv6::HEADER_LEN - 8).unwrap_or(packet)
+}
+
+impl Stack {
+    /// Joins a multicast group: the device's filter is told its Ethernet address.
+    pub(super) fn join6(&mut self, group: Addr) {
+        let Some(v) = self.v6.as_mut() else { return };
+        if v.groups.contains(&group) {
+            return;
+        }
+        v.groups.push(group);
+        if let Err(e) = self.dev.join_multicast(ipv6::multicast_mac(&group)) {
+            debug!("{}: joining {}: {e}", self.dev.name(), ipv6::fmt_addr(&group));
+        }
+    }
+
+    /// The interface's IPv6 addresses with their prefix length and state.
+    pub fn ipv6_addrs(&self) -> Vec<(Addr, u8, &'static str)> {
+        self.v6.as_ref().map(|v| v.addrs.iter().map(|a| (a.addr, a.prefix, a.state_name())).collect()).unwrap_or_default()
+    }
+
+    /// The IPv6 neighbour table: address, link-layer address, state.
+    pub fn ipv6_neighbours(&self) -> Vec<(Addr, Option<Mac>, &'static str)> {
+        self.v6.as_ref().map(|v| v.neigh.entries()).unwrap_or_default()
+    }
+
+    /// Default routers learned from advertisements.
+    pub fn ipv6_routers(&self) -> Vec<Addr> {
+        self.v6.as_ref().map(|v| v.routers.iter().map(|r| r.0).collect()).unwrap_or_default()
+    }
+
+    /// The IPv6 MTU toward `dst` (the link's, an advertisement's, or a path MTU learned).
+    pub fn ipv6_mtu(&self, dst: &Addr) -> Option<usize> {
+        self.v6.as_ref().map(|v| v.mtu(self.dev.mtu(), dst))
+    }
+
+    /// Adds an address (it goes through duplicate address detection first).
+    pub fn add_ipv6_addr(&mut self, addr: Addr, prefix: u8, now: Instant) {
+        self.add_addr6(addr, prefix, Origin::Static, None, now);
+    }
+
+    pub(super) fn add_addr6(&mut self, addr: Addr, prefix: u8, origin: Origin, valid_until: Option<Instant>, now: Instant) {
+        let Some(v) = self.v6.as_mut() else { return };
+        if v.addrs.iter().any(|a| a.addr == addr) {
+            return;
+        }
+        let state = if v.cfg.dad_transmits == 0 { AddrState::Preferred } else { AddrState::Tentative { sent: 0, next: now } };
+        v.addrs.push(Addr6 { addr, prefix, origin, state, valid_until });
+        self.join6(ipv6::solicited_node(&addr));
+    }
+
+    /// Sends an IPv6 packet with `payload` (an upper-layer packet whose checksum is already in), from
+    /// `src` or the address source selection picks; fragments it when it exceeds the path MTU.
+    pub fn ip6_send(&mut self, src: Option<Addr>, dst: Addr, next_header: u8, payload: &[u8], now: Instant) -> Result<(), Errno> {
+        let dev_mtu = self.dev.mtu();
+        let Some(v) = self.v6.as_mut() else { return Err(ENETUNREACH) };
+        let Some(src) = src.or_else(|| v.source_for(&dst)) else { return Err(EADDRNOTAVAIL) };
+        let hop_limit = if ipv6::is_multicast(&dst) && next_header == ipv6::NH_ICMPV6 { 255 } else { v.hop_limit };
+        let mtu = v.mtu(dev_mtu, &dst);
+        let hop = if ipv6::is_multicast(&dst) { None } else { Some(v.next_hop(&dst).ok_or(ENETUNREACH)?) };
+        if payload.len() > 65535 {
+            return Err(EMSGSIZE);
+        }
+        let mut packets = Vec::new();
+        if ipv6::HEADER_LEN + payload.len() <= mtu {
+            let mut b = vec![0u8; ipv6::HEADER_LEN + payload.len()];
+            ipv6::Repr { src, dst, next_header, hop_limit, payload_len: payload.len() }.emit(&mut b);
+            b[ipv6::HEADER_LEN..].copy_from_slice(payload);
+            packets.push(b);
+        } else {
+            // RFC 8200 4.5: the unfragmentable part is the fixed header; each fragment carries a multiple
+            // of 8 bytes but the last.
+            v.ident = v.ident.wrapping_add(1);
+            let ident = v.ident;
+            let per = (mtu - ipv6::HEADER_LEN - ipv6::FRAG_HEADER_LEN) & !7;
+            let n = payload.len().div_ceil(per);
+            for (i, c) in payload.chunks(per).enumerate() {
+                let len = ipv6::FRAG_HEADER_LEN + c.len();
+                let mut b = vec![0u8; ipv6::HEADER_LEN + len];
+                ipv6::Repr { src, dst, next_header: ipv6::NH_FRAGMENT, hop_limit, payload_len: len }.emit(&mut b);
+                ipv6::Fragment { next_header, offset: i * per, more: i + 1 < n, ident }.emit(&mut b[ipv6::HEADER_LEN..]);
+                b[ipv6::HEADER_LEN + ipv6::FRAG_HEADER_LEN..].copy_from_slice(c);
+                packets.push(b);
+            }
+            self.stats.frag_creates += n as u64;
+        }
+        self.stats.out_requests += 1;
+        for b in packets {
+            let p = PacketBuf::from_slice(&b);
+            match hop {
+                None => self.send_l2(p, ipv6::multicast_mac(&dst), ethernet::ETHERTYPE_IPV6),
+                Some(h) => self.output6(p, h, now),
+            }
+        }
+        Ok(())
+    }
+
+    /// A packet for a unicast first hop: through the neighbour cache.
+    pub(super) fn output6(&mut self, p: PacketBuf, hop: Addr, now: Instant) {
+        let Some(v) = self.v6.as_mut() else { return };
+        match v.neigh.resolve(hop, p, now) {
+            ndisc::Resolve::Send(mac, p) => self.send_l2(p, mac, ethernet::ETHERTYPE_IPV6),
+            ndisc::Resolve::Queued { solicit } => {
+                if solicit {
+                    self.send_ns(hop, None);
+                }
+            }
+            ndisc::Resolve::Dropped => self.stats.qdisc_drops += 1,
+        }
+    }
+
+    /// A neighbour solicitation for `target`: multicast to its solicited-node group, or unicast to `to`.
+    pub(super) fn send_ns(&mut self, target: Addr, to: Option<Mac>) {
+        let mac = self.mac;
+        let Some(v) = self.v6.as_ref() else { return };
+        let Some(src) = v.source_for(&target).or_else(|| v.usable().next().map(|a| a.addr)) else { return };
+        let dst = if to.is_some() { target } else { ipv6::solicited_node(&target) };
+        let m = icmpv6::Repr::NeighborSolicit { target, source_ll: Some(mac) };
+        self.send_nd(src, dst, &m, to);
+    }
+
+    /// An ND message (hop limit 255, RFC 4861): to a multicast group, or to `to` directly.
+    pub(super) fn send_nd(&mut self, src: Addr, dst: Addr, m: &icmpv6::Repr, to: Option<Mac>) {
+        let body = m.emit(&src, &dst);
+        let mut b = vec![0u8; ipv6::HEADER_LEN + body.len()];
+        ipv6::Repr { src, dst, next_header: ipv6::NH_ICMPV6, hop_limit: 255, payload_len: body.len() }.emit(&mut b);
+        b[ipv6::HEADER_LEN..].copy_from_slice(&body);
+        let l2 = to.unwrap_or_else(|| ipv6::multicast_mac(&dst));
+        self.send_l2(PacketBuf::from_slice(&b), l2, ethernet::ETHERTYPE_IPV6);
+    }
+
+    pub(super) fn ipv6_input(&mut self, p: PacketBuf, now: Instant) {
+        let Some(v) = self.v6.as_ref() else { return };
+        self.stats.in6_receives += 1;
+        let data = p.data();
+        let Ok(ip) = ipv6::Repr::parse(data) else {
+            self.stats.in6_hdr_errors += 1;
+            return;
+        };
+        let payload = &data[ipv6::HEADER_LEN..ipv6::HEADER_LEN + ip.payload_len];
+        let multicast = ipv6::is_multicast(&ip.dst);
+        let tentative = match v.owns(&ip.dst) {
+            Some(a) => matches!(a.state, AddrState::Tentative { .. }),
+            None if multicast && v.groups.contains(&ip.dst) => false,
+            None => return, // not ours: a host does not forward
+        };
+        if ipv6::is_multicast(&ip.src) {
+            self.stats.in6_hdr_errors += 1;
+            return;
+        }
+        let (nh, off, fragment) = match ipv6::walk(ip.next_header, payload, multicast) {
+            ipv6::Chain::Upper { next_header, offset, fragment } => (next_header, offset, fragment),
+            ipv6::Chain::Problem { code, pointer } => {
+                self.stats.in6_hdr_errors += 1;
+                let packet = data[..ipv6::HEADER_LEN + ip.payload_len].to_vec();
+                self.icmp6_error(&ip, icmpv6::PARAM_PROBLEM, code, pointer as u32, &packet, now);
+                return;
+            }
+            ipv6::Chain::Discard => return,
+        };
+        if tentative && nh != ipv6::NH_ICMPV6 {
+            return; // RFC 4862 5.4: only ND reaches a tentative address
+        }
+        let upper: Vec<u8> = match fragment {
+            None => payload[off..].to_vec(),
+            Some((f, at)) => {
+                let frag_data = &payload[at + ipv6::FRAG_HEADER_LEN..];
+                let Some(v) = self.v6.as_mut() else { return };
+                match v.reasm.add((ip.src, ip.dst, f.ident), f.offset, frag_data, f.more, now) {
+                    Outcome::Done(d) => {
+                        self.stats.reasm_oks += 1;
+                        // The fragmentable part is whole: walk what follows the fragment header again.
+                        match ipv6::walk(f.next_header, &d, multicast) {
+                            ipv6::Chain::Upper { next_header, offset, fragment: None } => {
+                                return self.deliver6(&ip, next_header, &d[offset..], now);
+                            }
+                            _ => return,
+                        }
+                    }
+                    Outcome::Held => return,
+                    Outcome::Failed => {
+                        self.stats.reasm_fails += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        self.deliver6(&ip, nh, &upper, now);
+    }
+
+    fn deliver6(&mut self, ip: &ipv6::Repr, nh: u8, upper: &[u8], now: Instant) {
+        self.stats.in6_delivers += 1;
+        match nh {
+            ipv6::NH_ICMPV6 => self.icmp6_input(ip, upper, now),
+            ipv6::NH_UDP => {
+                // No IPv6 UDP sockets: the port is unreachable, as Linux answers for a closed port.
+                if !ipv6::l4_checksum_ok(&ip.src, &ip.dst, nh, upper) {
+                    self.stats.in_csum_errors += 1;
+                    return;
+                }
+                self.stats.no_ports += 1;
+                let mut packet = vec![0u8; ipv6::HEADER_LEN];
+                ipv6::Repr { payload_len: upper.len(), next_header: nh, ..*ip }.emit(&mut packet);
+                packet.extend_from_slice(upper);
+                self.icmp6_error(ip, icmpv6::DEST_UNREACHABLE, icmpv6::UNREACH_PORT, 0, &packet, now);
+            }
+            _ => {
+                let mut packet = vec![0u8; ipv6::HEADER_LEN];
+                ipv6::Repr { payload_len: upper.len(), next_header: nh, ..*ip }.emit(&mut packet);
+                packet.extend_from_slice(upper);
+                self.icmp6_error(ip, icmpv6::PARAM_PROBLEM, ipv6::PARAM_UNRECOGNIZED_NH, 6, &packet, now);
+            }
+        }
+    }
+
+    /// Expires reassembly, routers, prefixes and autoconfigured addresses; runs DAD and router
+    /// solicitation; sends the neighbour cache's solicitations.
+    pub(super) fn poll6(&mut self, now: Instant) {
+        let mac = self.mac;
+        let Some(v) = self.v6.as_mut() else { return };
+        if !v.started {
+            v.started = true;
+            let groups: Vec<Addr> = std::iter::once(ipv6::ALL_NODES).chain(v.addrs.iter().map(|a| ipv6::solicited_node(&a.addr))).collect();
+            // The configured addresses go through DAD like any other.
+            if v.cfg.dad_transmits > 0 {
+                for a in v.addrs.iter_mut() {
+                    a.state = AddrState::Tentative { sent: 0, next: now };
+                }
+            }
+            if v.cfg.accept_ra && v.cfg.rtr_solicits > 0 {
+                v.rs_next = Some(now);
+            }
+            for g in groups {
+                self.join6(g);
+            }
+        }
+        let Some(v) = self.v6.as_mut() else { return };
+        self.stats.reasm_fails += v.reasm.expire(now) as u64;
+        v.routers.retain(|r| now < r.1);
+        v.onlink.retain(|p| now < p.2);
+        v.addrs.retain(|a| a.valid_until.is_none_or(|u| now < u));
+        // DAD (RFC 4862 5.4): solicitations from the unspecified address to the solicited-node group; no
+        // answer within RetransTimer of the last one makes the address preferred.
+        let retrans = v.neigh.cfg.retrans_time;
+        let transmits = v.cfg.dad_transmits;
+        let mut dad = Vec::new();
+        for a in v.addrs.iter_mut() {
+            if let AddrState::Tentative { sent, next } = a.state {
+                if now < next {
+                    continue;
+                }
+                if sent >= transmits {
+                    a.state = AddrState::Preferred;
+                    log::info!("IPv6 address {}/{} ready", ipv6::fmt_addr(&a.addr), a.prefix);
+                } else {
+                    a.state = AddrState::Tentative { sent: sent + 1, next: now + retrans };
+                    dad.push(a.addr);
+                }
+            }
+        }
+        let rs_due = v.rs_next.is_some_and(|t| now >= t) && v.routers.is_empty();
+        let ll_ready = v.usable().any(|a| a.origin == Origin::LinkLocal);
+        let mut rs = None;
+        if rs_due && ll_ready {
+            v.rs_sent += 1;
+            v.rs_next = (v.rs_sent < v.cfg.rtr_solicits).then(|| now + v.cfg.rtr_solicit_interval);
+            rs = v.source_for(&ipv6::ALL_ROUTERS);
+        }
+        let (solicits, failed) = v.neigh.poll(now);
+        for target in dad {
+            let m = icmpv6::Repr::NeighborSolicit { target, source_ll: None };
+            self.send_nd(ipv6::UNSPECIFIED, ipv6::solicited_node(&target), &m, None);
+        }
+        if let Some(src) = rs {
+            self.send_nd(src, ipv6::ALL_ROUTERS, &icmpv6::Repr::RouterSolicit { source_ll: Some(mac) }, None);
+        }
+        for s in solicits {
+            self.send_ns(s.target, s.unicast);
+        }
+        for (_, p) in failed {
+            // Address resolution failed: as if the neighbour sent "address unreachable".
+            let d = p.data().to_vec();
+            self.icmp6_local_error(&d, EHOSTUNREACH);
+        }
+    }
+
+    pub(super) fn poll6_at(&self) -> Option<Instant> {
+        let v = self.v6.as_ref()?;
+        let dad = v.addrs.iter().filter_map(|a| match a.state {
+            AddrState::Tentative { next, .. } => Some(next),
+            _ => None,
+        });
+        let ends = v.routers.iter().map(|r| r.1).chain(v.onlink.iter().map(|p| p.2)).chain(v.addrs.iter().filter_map(|a| a.valid_until));
+        [v.neigh.next_deadline(), v.reasm.next_deadline(), v.rs_next.filter(|_| v.routers.is_empty()), dad.min(), ends.min()]
+            .into_iter()
+            .flatten()
+            .min()
+            .or((!v.started).then(Instant::now))
+    }
+}

@@ -1,0 +1,319 @@
+//! IPv6 on the virtual clock: two stacks on a simulated link (duplicate address detection, neighbour
+//! discovery, echo with fragmentation), and one stack beside a raw port that plays a router or a hostile
+//! node with hand-built frames (router advertisements, redirects, Packet Too Big, extension headers).
+
+use stack::dev::sim::{link, Impairment, SimPort};
+use stack::dev::Device;
+use stack::iface::Ipv6Config;
+use stack::skb::PacketBuf;
+use stack::time::Instant;
+use stack::wire::icmpv6::{self, NdOptions, PrefixInfo};
+use stack::wire::ipv6::{self, Addr};
+use stack::{Config, Ping6Event, Stack};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Duration;
+
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+fn a6(s: &str) -> Addr {
+    s.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
+fn cfg(addrs: &[(&str, u8)]) -> Config {
+    let mut c = Config::new([10, 0, 0, 1], 24);
+    c.ipv6 = Some(Ipv6Config { addrs: addrs.iter().map(|(a, p)| (a6(a), *p)).collect(), ..Default::default() });
+    c
+}
+
+struct Two {
+    clock: Rc<RefCell<Instant>>,
+    a: Stack,
+    b: Stack,
+}
+
+impl Two {
+    fn new(ca: Config, cb: Config) -> Two {
+        let clock = Rc::new(RefCell::new(Instant::ZERO));
+        let (pa, pb) = link((MAC_A, MAC_B), Impairment::default(), 1, clock.clone());
+        Two { a: Stack::new(Box::new(pa), ca), b: Stack::new(Box::new(pb), cb), clock }
+    }
+    fn now(&self) -> Instant {
+        *self.clock.borrow()
+    }
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms {
+            let now = self.now();
+            self.a.poll(now);
+            self.b.poll(now);
+            *self.clock.borrow_mut() = now + Duration::from_millis(1);
+        }
+    }
+}
+
+fn state(s: &Stack, a: &Addr) -> &'static str {
+    s.ipv6_addrs().iter().find(|x| x.0 == *a).map(|x| x.2).unwrap_or("absent")
+}
+
+#[test]
+fn dad_then_link_local_echo_both_ways_with_neighbours_learned() {
+    let mut w = Two::new(cfg(&[]), cfg(&[]));
+    let (lla, llb) = (ipv6::link_local(MAC_A), ipv6::link_local(MAC_B));
+    w.run(10);
+    assert_eq!(state(&w.a, &lla), "tentative", "DAD runs first");
+    let now = w.now();
+    assert_eq!(w.a.ping6_send(llb, 1, 1, b"x", now).unwrap_err().0, libc::EADDRNOTAVAIL, "no source while tentative");
+    w.run(1100);
+    assert_eq!(state(&w.a, &lla), "preferred");
+    assert_eq!(state(&w.b, &llb), "preferred");
+    let now = w.now();
+    w.a.ping6_send(llb, 7, 1, b"hello", now).unwrap();
+    w.run(20);
+    let ev = w.a.ping6_events(7);
+    assert!(matches!(ev.as_slice(), [Ping6Event::Reply { from, seq: 1, len: 5, .. }] if *from == llb), "{ev:?}");
+    let na = w.a.ipv6_neighbours();
+    assert!(na.iter().any(|n| n.0 == llb && n.1 == Some(MAC_B) && n.2 == "REACHABLE"), "{na:?}");
+    let nb = w.b.ipv6_neighbours();
+    assert!(nb.iter().any(|n| n.0 == lla && n.1 == Some(MAC_A)), "the solicitation taught B our address: {nb:?}");
+    let now = w.now();
+    w.b.ping6_send(lla, 9, 2, &[7; 100], now).unwrap();
+    w.run(20);
+    assert_eq!(w.b.ping6_events(9).len(), 1);
+}
+
+#[test]
+fn a_thirty_thousand_byte_echo_is_fragmented_and_reassembled_both_ways() {
+    let mut w = Two::new(cfg(&[("2001:db8::1", 64)]), cfg(&[("2001:db8::2", 64)]));
+    w.run(1200);
+    let big: Vec<u8> = (0..30_000u32).map(|i| (i % 253) as u8).collect();
+    let now = w.now();
+    w.a.ping6_send(a6("2001:db8::2"), 3, 1, &big, now).unwrap();
+    w.run(50);
+    let ev = w.a.ping6_events(3);
+    assert!(matches!(ev.as_slice(), [Ping6Event::Reply { len: 30_000, .. }]), "{ev:?}");
+    assert!(w.a.stats.frag_creates >= 21 && w.b.stats.frag_creates >= 21, "1500-byte link: 21 fragments each way");
+    assert!(w.a.stats.reasm_oks >= 1 && w.b.stats.reasm_oks >= 1);
+}
+
+#[test]
+fn an_address_in_use_is_detected_by_dad_and_never_used() {
+    let mut w = Two::new(cfg(&[("2001:db8::7", 64)]), cfg(&[]));
+    w.run(1200);
+    assert_eq!(state(&w.a, &a6("2001:db8::7")), "preferred");
+    let now = w.now();
+    w.b.add_ipv6_addr(a6("2001:db8::7"), 64, now);
+    w.run(1200);
+    assert_eq!(state(&w.b, &a6("2001:db8::7")), "duplicate", "A defended it");
+    assert_eq!(state(&w.a, &a6("2001:db8::7")), "preferred");
+}
+
+/// A stack and a raw port for hand-built frames.
+struct Raw {
+    clock: Rc<RefCell<Instant>>,
+    s: Stack,
+    port: SimPort,
+    seen: Vec<Vec<u8>>,
+    /// Addresses the raw port answers neighbour solicitations for, as a live node would.
+    owned: Vec<Addr>,
+}
+
+const R_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x99];
+
+impl Raw {
+    fn new(c: Config) -> Raw {
+        let clock = Rc::new(RefCell::new(Instant::ZERO));
+        let (pa, pr) = link((MAC_A, R_MAC), Impairment::default(), 1, clock.clone());
+        Raw { s: Stack::new(Box::new(pa), c), port: pr, clock, seen: Vec::new(), owned: Vec::new() }
+    }
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms {
+            let now = *self.clock.borrow();
+            self.s.poll(now);
+            let mut out = Vec::new();
+            self.port.poll(64, &mut out).unwrap();
+            for p in &out {
+                let f = p.data().to_vec();
+                let ns = f.len() >= 78 && f[12..14] == [0x86, 0xdd] && f[20] == ipv6::NH_ICMPV6 && f[54] == icmpv6::NEIGHBOR_SOLICIT;
+                if ns {
+                    let target: Addr = f[62..78].try_into().unwrap();
+                    let asker: Addr = f[22..38].try_into().unwrap();
+                    if self.owned.contains(&target) {
+                        let na = icmpv6::Repr::NeighborAdvert {
+                            flags: icmpv6::NA_SOLICITED | icmpv6::NA_OVERRIDE,
+                            target,
+                            target_ll: Some(R_MAC),
+                        };
+                        let body = na.emit(&target, &asker);
+                        self.send(MAC_A, target, asker, ipv6::NH_ICMPV6, 255, &body);
+                    }
+                }
+                self.seen.push(f);
+            }
+            *self.clock.borrow_mut() = now + Duration::from_millis(1);
+        }
+    }
+    /// Sends an IPv6 packet from the raw port to `dst_mac`.
+    fn send(&mut self, dst_mac: [u8; 6], src: Addr, dst: Addr, nh: u8, hop_limit: u8, payload: &[u8]) {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst_mac);
+        f.extend_from_slice(&R_MAC);
+        f.extend_from_slice(&[0x86, 0xdd]);
+        let mut h = [0u8; 40];
+        ipv6::Repr { src, dst, next_header: nh, hop_limit, payload_len: payload.len() }.emit(&mut h);
+        f.extend_from_slice(&h);
+        f.extend_from_slice(payload);
+        let mut q = VecDeque::from([PacketBuf::from_slice(&f)]);
+        self.port.transmit(&mut q).unwrap();
+    }
+    /// ICMPv6 messages the stack sent.
+    fn icmp6(&self) -> Vec<Sent> {
+        self.seen
+            .iter()
+            .filter(|f| f.len() > 54 && f[12..14] == [0x86, 0xdd] && f[20] == ipv6::NH_ICMPV6)
+            .map(|f| {
+                let r = ipv6::Repr::parse(&f[14..]).unwrap();
+                (f[..6].try_into().unwrap(), r.src, r.dst, f[54], f[54..].to_vec())
+            })
+            .collect()
+    }
+}
+
+/// An ICMPv6 message the stack sent: destination MAC, source, destination, type, body.
+type Sent = ([u8; 6], Addr, Addr, u8, Vec<u8>);
+
+const ROUTER: &str = "fe80::1";
+
+fn ra(prefix: &str, mtu: Option<u32>, lifetime: u16) -> Vec<u8> {
+    let pi = PrefixInfo { prefix: a6(prefix), len: 64, on_link: true, autonomous: true, valid: 3600, preferred: 1800 };
+    icmpv6::Repr::RouterAdvert {
+        hop_limit: 64,
+        lifetime,
+        reachable_ms: 0,
+        retrans_ms: 0,
+        options: NdOptions { source_ll: Some(R_MAC), target_ll: None, prefixes: vec![pi], mtu },
+    }
+    .emit(&a6(ROUTER), &ipv6::ALL_NODES)
+}
+
+#[test]
+fn router_solicitation_then_an_advertisement_gives_an_address_a_router_and_the_mtu() {
+    let mut r = Raw::new(cfg(&[]));
+    r.run(1100);
+    let rs: Vec<_> = r.icmp6().into_iter().filter(|m| m.3 == icmpv6::ROUTER_SOLICIT).collect();
+    assert_eq!(rs.len(), 1, "one solicitation once the link-local address is ready");
+    assert_eq!((rs[0].0, rs[0].2), (ipv6::multicast_mac(&ipv6::ALL_ROUTERS), ipv6::ALL_ROUTERS));
+    // Hop limit below 255: not from the link, ignored.
+    r.send(ipv6::multicast_mac(&ipv6::ALL_NODES), a6(ROUTER), ipv6::ALL_NODES, ipv6::NH_ICMPV6, 64, &ra("2001:db8:5::", Some(1400), 1800));
+    r.run(10);
+    assert!(r.s.ipv6_routers().is_empty());
+    r.send(ipv6::multicast_mac(&ipv6::ALL_NODES), a6(ROUTER), ipv6::ALL_NODES, ipv6::NH_ICMPV6, 255, &ra("2001:db8:5::", Some(1400), 1800));
+    r.run(1200);
+    let slaac = ipv6::with_interface_id([0x20, 0x01, 0x0d, 0xb8, 0, 5, 0, 0], MAC_A);
+    assert_eq!(state(&r.s, &slaac), "preferred", "{:?}", r.s.ipv6_addrs());
+    assert_eq!(r.s.ipv6_routers(), vec![a6(ROUTER)]);
+    let far = a6("2001:db8:99::5");
+    assert_eq!(r.s.ipv6_mtu(&far), Some(1400));
+    // Off-link traffic goes to the router's MAC (learned from its advertisement), from the new address.
+    r.seen.clear();
+    let now = *r.clock.borrow();
+    r.s.ping6_send(far, 4, 1, &[1; 2000], now).unwrap();
+    r.run(5);
+    let frames: Vec<&Vec<u8>> = r.seen.iter().filter(|f| f.len() > 54 && f[12..14] == [0x86, 0xdd] && f[38..54] == far).collect();
+    assert_eq!(frames.len(), 2, "a 2000-byte echo in two fragments");
+    for f in frames {
+        assert_eq!(f[20], ipv6::NH_FRAGMENT);
+        assert!(f.len() - 14 <= 1400, "fragments fit the advertised MTU");
+        assert_eq!((f[..6].try_into().unwrap(), f[22..38].try_into().unwrap()), (R_MAC, slaac), "to the router, from the new address");
+    }
+}
+
+#[test]
+fn packet_too_big_lowers_the_path_mtu_and_errors_reach_the_pinger() {
+    let mut r = Raw::new(cfg(&[("2001:db8::1", 64)]));
+    r.run(1100);
+    r.send(ipv6::multicast_mac(&ipv6::ALL_NODES), a6(ROUTER), ipv6::ALL_NODES, ipv6::NH_ICMPV6, 255, &ra("2001:db8::", None, 1800));
+    r.run(10);
+    let far = a6("2001:db8:77::1");
+    let now = *r.clock.borrow();
+    r.s.ping6_send(far, 5, 1, &[0; 1400], now).unwrap();
+    r.run(5);
+    let sent = r.seen.iter().rev().find(|f| f.len() > 54 && f[12..14] == [0x86, 0xdd]).unwrap().clone();
+    let ptb = icmpv6::Repr::Error { kind: icmpv6::PACKET_TOO_BIG, code: 0, param: 1280, original: &sent[14..] }
+        .emit(&a6(ROUTER), &a6("2001:db8::1"));
+    r.send(MAC_A, a6(ROUTER), a6("2001:db8::1"), ipv6::NH_ICMPV6, 64, &ptb);
+    r.run(5);
+    assert_eq!(r.s.ipv6_mtu(&far), Some(1280));
+    let ev = r.s.ping6_events(5);
+    assert!(matches!(ev.as_slice(), [Ping6Event::Error { errno, .. }] if errno.0 == libc::EMSGSIZE), "{ev:?}");
+    // A report below the IPv6 minimum is taken as 1280 (RFC 8201).
+    let ptb = icmpv6::Repr::Error { kind: icmpv6::PACKET_TOO_BIG, code: 0, param: 600, original: &sent[14..] }
+        .emit(&a6(ROUTER), &a6("2001:db8::1"));
+    r.send(MAC_A, a6(ROUTER), a6("2001:db8::1"), ipv6::NH_ICMPV6, 64, &ptb);
+    r.run(5);
+    assert_eq!(r.s.ipv6_mtu(&far), Some(1280));
+}
+
+#[test]
+fn redirects_only_from_the_current_router() {
+    let mut r = Raw::new(cfg(&[("2001:db8::1", 64)]));
+    r.run(1100);
+    r.send(ipv6::multicast_mac(&ipv6::ALL_NODES), a6(ROUTER), ipv6::ALL_NODES, ipv6::NH_ICMPV6, 255, &ra("2001:db8::", None, 1800));
+    r.run(10);
+    let dest = a6("2001:db8:42::9");
+    let better = a6("fe80::77");
+    let better_mac = [2, 0, 0, 0, 0, 0x77];
+    let redirect =
+        |from: &str| icmpv6::Repr::Redirect { target: better, dest, target_ll: Some(better_mac) }.emit(&a6(from), &a6("2001:db8::1"));
+    // From another link-local address than the router's: ignored.
+    let forged = redirect("fe80::66");
+    r.send(MAC_A, a6("fe80::66"), a6("2001:db8::1"), ipv6::NH_ICMPV6, 255, &forged);
+    r.run(5);
+    r.seen.clear();
+    let now = *r.clock.borrow();
+    r.s.ping6_send(dest, 6, 1, b"a", now).unwrap();
+    r.run(5);
+    assert!(r.icmp6().iter().any(|m| m.2 == dest && m.0 == R_MAC), "still through the router");
+    let real = redirect(ROUTER);
+    r.send(MAC_A, a6(ROUTER), a6("2001:db8::1"), ipv6::NH_ICMPV6, 255, &real);
+    r.run(5);
+    r.seen.clear();
+    let now = *r.clock.borrow();
+    r.s.ping6_send(dest, 6, 2, b"b", now).unwrap();
+    r.run(5);
+    assert!(r.icmp6().iter().any(|m| m.2 == dest && m.0 == better_mac), "to the better first hop");
+}
+
+#[test]
+fn routing_header_type_0_and_unknown_options_get_parameter_problems() {
+    let mut r = Raw::new(cfg(&[("2001:db8::1", 64)]));
+    r.run(1100);
+    let me = a6("2001:db8::1");
+    let peer = a6("2001:db8::50");
+    r.owned.push(peer);
+    let echo = icmpv6::Repr::EchoRequest { ident: 1, seq: 1, data: b"rh0" }.emit(&peer, &me);
+    // Routing header type 0 with one segment left (RFC 5095).
+    let mut p = vec![ipv6::NH_ICMPV6, 2, 0, 1, 0, 0, 0, 0];
+    p.extend_from_slice(&[0; 16]);
+    p.extend_from_slice(&echo);
+    r.send(MAC_A, peer, me, ipv6::NH_ROUTING, 64, &p);
+    // Destination options with an unknown option of action 10.
+    let mut q = vec![ipv6::NH_ICMPV6, 0, 0x9f, 4, 0, 0, 0, 0];
+    q.extend_from_slice(&echo);
+    r.send(MAC_A, peer, me, ipv6::NH_DEST_OPTS, 64, &q);
+    r.run(1100);
+    let problems: Vec<(u8, u32)> = r
+        .icmp6()
+        .into_iter()
+        .filter(|m| m.3 == icmpv6::PARAM_PROBLEM && m.2 == peer)
+        .map(|m| (m.4[1], u32::from_be_bytes([m.4[4], m.4[5], m.4[6], m.4[7]])))
+        .collect();
+    assert_eq!(problems, vec![(0, 42), (2, 42)], "erroneous field at the routing type; unrecognised option at its type");
+    assert!(!r.icmp6().iter().any(|m| m.3 == icmpv6::ECHO_REPLY), "neither echo was answered");
+    // Cut-short and garbage packets are dropped, never a panic.
+    for n in [0usize, 1, 7, 39, 41] {
+        r.send(MAC_A, peer, me, ipv6::NH_HOP_BY_HOP, 64, &vec![0xff; n]);
+    }
+    r.run(5);
+}

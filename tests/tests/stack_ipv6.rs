@@ -1,0 +1,227 @@
+//! IPv6 against Linux, the independent judge, in a private namespace over TAP devices: echo both ways
+//! with 30,000-byte fragmented echoes, both neighbour tables learning the other's address through
+//! solicitations and advertisements, duplicate address detection against an address Linux holds, SLAAC
+//! from a router advertisement the test sends, and the same through our driver and nic-device (whose
+//! multicast filter our driver programs for the solicited-node groups).
+
+use nic_tests::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn lab(ns: &Netns, args: &[&str]) -> Child {
+    ns.command(&bin("nic-lab")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+fn finish(c: Child) -> (bool, String) {
+    let o = c.wait_with_output().unwrap();
+    (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+/// A namespace with TAP `tap` up and `addr` on it (no DAD on Linux's side, so it is usable at once).
+fn tap_ns(tap: &str, addr: &str) -> Netns {
+    let ns = Netns::new();
+    ns.must(&format!("ip tuntap add dev {tap} mode tap && ip link set {tap} up && ip addr add {addr} dev {tap} nodad"));
+    ns
+}
+
+/// A running `nic-lab`'s output, line by line.
+struct Lines {
+    child: Child,
+    rx: std::sync::mpsc::Receiver<String>,
+}
+
+impl Lines {
+    fn new(mut child: Child) -> Lines {
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { child, rx }
+    }
+
+    /// Reads lines until one satisfies `want` (or `timeout` passes): whether one did, and the lines read.
+    fn until(&mut self, want: impl Fn(&str) -> bool, timeout: Duration) -> (bool, Vec<String>) {
+        let t0 = Instant::now();
+        let mut lines = Vec::new();
+        while t0.elapsed() < timeout {
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) => {
+                    let hit = want(&l);
+                    lines.push(l);
+                    if hit {
+                        return (true, lines);
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        (false, lines)
+    }
+
+    /// Waits for the exit; the rest of the output.
+    fn rest(mut self) -> String {
+        let _ = self.child.wait();
+        self.rx.iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+#[test]
+fn echo_both_ways_with_30000_byte_fragments_and_both_neighbour_tables() {
+    init_logs();
+    let ns = tap_ns("s6a", "2001:db8:61::1/64");
+    let (ok, out) = finish(lab(
+        &ns,
+        &[
+            "--tap",
+            "s6a",
+            "--ip",
+            "10.61.0.2/24",
+            "--ip6",
+            "2001:db8:61::2/64",
+            "ping",
+            "2001:db8:61::1",
+            "-c",
+            "3",
+            "-i",
+            "0.3",
+            "-s",
+            "30000",
+        ],
+    ));
+    assert!(ok, "the stack pinging Linux: {out}");
+    assert_eq!(out.matches("30008 bytes from 2001:db8:61::1").count(), 3, "{out}");
+    // Our table learned Linux's address from its advertisement.
+    let linux_mac = ns.must("cat /sys/class/net/s6a/address").trim().to_string();
+    assert!(out.lines().any(|l| l.starts_with("neigh 2001:db8:61::1 lladdr ") && l.contains(&linux_mac)), "{out}");
+    // Linux pings us, with and without fragments, while the stack idles; its table learns our address.
+    let mut c = Lines::new(lab(&ns, &["--tap", "s6a", "--ip", "10.61.0.2/24", "--ip6", "2001:db8:61::2/64", "idle", "--seconds", "8"]));
+    let (ready, lines) = c.until(|l| l.contains("2001:db8:61::2/64 preferred"), Duration::from_secs(6));
+    assert!(ready, "our address never left DAD: {lines:?}");
+    let (rc, p) = ns.exec("ping -6 -c 3 -i 0.3 -W 2 -s 30000 2001:db8:61::2");
+    assert_eq!(rc, 0, "Linux pinging the stack with 30,000 bytes: {p}");
+    let (rc, p) = ns.exec("ping -6 -c 3 -i 0.3 -W 2 2001:db8:61::2");
+    assert_eq!(rc, 0, "{p}");
+    let neigh = ns.must("ip -6 neigh show dev s6a");
+    let entry = neigh.lines().find(|l| l.starts_with("2001:db8:61::2 ")).unwrap_or_default().to_string();
+    assert!(
+        entry.contains("lladdr 02:") && ["REACHABLE", "STALE", "DELAY", "PROBE"].iter().any(|s| entry.contains(s)),
+        "Linux's entry for us: {neigh}"
+    );
+    let rest = c.rest();
+    assert!(rest.contains("neigh 2001:db8:61::1 lladdr"), "{rest}");
+}
+
+#[test]
+fn dad_finds_an_address_that_linux_holds() {
+    init_logs();
+    let ns = tap_ns("s6b", "2001:db8:62::5/64");
+    let (ok, out) = finish(lab(
+        &ns,
+        &["--tap", "s6b", "--ip", "10.62.0.2/24", "--ip6", "2001:db8:62::5/64", "--ip6", "2001:db8:62::6/64", "idle", "--seconds", "3"],
+    ));
+    assert!(ok, "{out}");
+    let state = out.split("--- state ---").nth(1).unwrap_or_default();
+    assert!(state.contains("inet6 2001:db8:62::5/64 duplicate"), "Linux answered our DAD probe: {out}");
+    assert!(state.contains("inet6 2001:db8:62::6/64 preferred"), "{out}");
+}
+
+/// A router advertisement from Linux's side of the TAP, sent by a raw ICMPv6 socket (the kernel fills the
+/// checksum; hop limit 255 as ND requires), every half second for `secs` seconds.
+fn send_ras(ns: &Netns, tap: &str, secs: u32) -> Child {
+    let script = format!(
+        r#"
+import socket, struct, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex("{tap}"))
+mac = bytes.fromhex(open("/sys/class/net/{tap}/address").read().strip().replace(":", ""))
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+ra += struct.pack("!BB", 1, 1) + mac
+ra += struct.pack("!BBHI", 5, 1, 0, 1400)
+ra += struct.pack("!BBBBIII", 3, 4, 64, 0xC0, 3600, 1800, 0) + socket.inet_pton(socket.AF_INET6, "2001:db8:77::")
+end = time.time() + {secs}
+while time.time() < end:
+    s.sendto(ra, ("ff02::1", 0, 0, socket.if_nametoindex("{tap}")))
+    time.sleep(0.5)
+"#
+    );
+    ns.command(std::path::Path::new("python3")).args(["-c", &script]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+#[test]
+fn slaac_from_a_router_advertisement() {
+    init_logs();
+    let ns = tap_ns("s6c", "2001:db8:77::1/64");
+    let mut c = Lines::new(lab(&ns, &["--tap", "s6c", "--ip", "10.63.0.2/24", "--ipv6", "idle", "--seconds", "10"]));
+    let mut ra = send_ras(&ns, "s6c", 9);
+    let (ok, lines) = c.until(|l| l.starts_with("addr 2001:db8:77:") && l.ends_with("preferred"), Duration::from_secs(8));
+    assert!(ok, "no address from the advertisement: {lines:?}");
+    let addr = lines.last().unwrap().split_whitespace().nth(1).unwrap().split('/').next().unwrap().to_string();
+    // The interface identifier is the modified EUI-64 of our MAC, as Linux forms it.
+    assert!(addr.contains("ff:fe"), "{addr}");
+    let (rc, p) = ns.exec(&format!("ping -6 -c 3 -i 0.3 -W 2 {addr}"));
+    assert_eq!(rc, 0, "Linux pinging our autoconfigured address: {p}");
+    let _ = ra.kill();
+    let _ = ra.wait();
+    let rest = c.rest();
+    let router_ll = ns
+        .must("ip -6 addr show dev s6c scope link")
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    assert!(rest.contains(&format!("default via {router_ll} mtu 1400")), "router and MTU from the advertisement ({router_ll}): {rest}");
+}
+
+#[test]
+fn echo_through_our_driver_and_nic_device_on_its_multicast_filter() {
+    init_logs();
+    let ns = Netns::new();
+    let sock = std::env::temp_dir().join(format!("{}.sock", unique("v6dev")));
+    let _dev = Device::start(Some(&ns), &sock, &["--backend", "tap:d6a"]);
+    ns.must("ip link set d6a up && ip addr add 2001:db8:64::1/64 dev d6a nodad");
+    let s = sock.to_str().unwrap();
+    let (ok, out) = finish(lab(
+        &ns,
+        &[
+            "--vfio-user",
+            s,
+            "--ip",
+            "10.64.0.2/24",
+            "--ip6",
+            "2001:db8:64::2/64",
+            "ping",
+            "2001:db8:64::1",
+            "-c",
+            "3",
+            "-i",
+            "0.3",
+            "-s",
+            "4000",
+        ],
+    ));
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("4008 bytes from 2001:db8:64::1").count(), 3, "{out}");
+    // Linux resolves us by a solicitation to our solicited-node group: it reaches the stack only through the
+    // card's multicast table.
+    let mut c = Lines::new(lab(&ns, &["--vfio-user", s, "--ip", "10.64.0.2/24", "--ip6", "2001:db8:64::2/64", "idle", "--seconds", "6"]));
+    let (ready, lines) = c.until(|l| l.contains("2001:db8:64::2/64 preferred"), Duration::from_secs(5));
+    assert!(ready, "{lines:?}");
+    ns.must("ip -6 neigh flush dev d6a");
+    let (rc, p) = ns.exec("ping -6 -c 3 -i 0.3 -W 2 2001:db8:64::2");
+    assert_eq!(rc, 0, "Linux pinging the stack through nic-device: {p}");
+    assert!(ns.must("ip -6 neigh show dev d6a").contains("2001:db8:64::2 lladdr 52:54:00:12:34:56"));
+    let rest = c.rest();
+    assert!(rest.contains("neigh 2001:db8:64::1 lladdr"), "{rest}");
+}
