@@ -46,9 +46,14 @@ impl Blocking {
         }
     }
 
-    pub fn connect(&mut self, dst: [u8; 4], port: u16) -> Result<SocketHandle, Errno> {
-        let now = Instant::now();
-        let h = self.stack.tcp_connect(dst, port, now)?;
+    /// Connects to an IPv4 or IPv6 address; over IPv6 it first waits (within the timeout) for an address
+    /// to connect from while duplicate address detection runs.
+    pub fn connect(&mut self, dst: impl Into<std::net::IpAddr>, port: u16) -> Result<SocketHandle, Errno> {
+        let dst = dst.into();
+        let h = self.until(|s, now| match s.tcp_connect_ip(0, dst, port, now) {
+            Err(e) if e.0 == libc::EADDRNOTAVAIL && dst.is_ipv6() => Err(EAGAIN),
+            r => r,
+        })?;
         self.until(|s, _| {
             if let Some(e) = s.tcp_error(h) {
                 return Err(e);

@@ -317,3 +317,98 @@ fn routing_header_type_0_and_unknown_options_get_parameter_problems() {
     }
     r.run(5);
 }
+
+/// Moves `data` from `from`'s connection to `to`'s, polling both, until all arrived; what arrived.
+fn pump(w: &mut Two, a_to_b: bool, from: usize, to: usize, data: &[u8]) -> Vec<u8> {
+    let mut sent = 0;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..20_000 {
+        let now = w.now();
+        let (tx, rx) = if a_to_b { (&mut w.a, &mut w.b) } else { (&mut w.b, &mut w.a) };
+        if sent < data.len() {
+            if let Ok(n) = tx.tcp_send(from, &data[sent..], now) {
+                sent += n;
+            }
+        }
+        while let Ok(n) = rx.tcp_recv(to, &mut buf, now) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        if got.len() == data.len() {
+            break;
+        }
+        w.run(1);
+    }
+    got
+}
+
+#[test]
+fn tcp_over_ipv6_and_a_dual_stack_listener() {
+    let mut ca = cfg(&[("2001:db8::1", 64)]);
+    ca.addr = [10, 0, 0, 1];
+    let mut cb = cfg(&[("2001:db8::2", 64)]);
+    cb.addr = [10, 0, 0, 2];
+    let mut w = Two::new(ca, cb);
+    w.run(1200);
+    let l = w.b.tcp_listen(80, 4).unwrap();
+    // Over IPv6.
+    let now = w.now();
+    let c6 = w.a.tcp_connect_ip(0, a6("2001:db8::2").into(), 80, now).unwrap();
+    w.run(20);
+    let s6 = w.b.tcp_accept(l).unwrap();
+    assert_eq!(w.b.tcp_peer(s6).map(|p| p.0), Some(a6("2001:db8::1").into()));
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    assert_eq!(pump(&mut w, true, c6, s6, &data), data, "IPv6 stream intact");
+    assert_eq!(pump(&mut w, false, s6, c6, &data[..50_000]), data[..50_000].to_vec());
+    // The same listener takes an IPv4 peer.
+    let now = w.now();
+    let c4 = w.a.tcp_connect([10, 0, 0, 2], 80, now).unwrap();
+    w.run(20);
+    let s4 = w.b.tcp_accept(l).unwrap();
+    assert_eq!(w.b.tcp_peer(s4).map(|p| p.0), Some(std::net::IpAddr::from([10, 0, 0, 1])));
+    assert_eq!(pump(&mut w, true, c4, s4, b"dual stack"), b"dual stack");
+    // V6ONLY: an IPv4 peer is refused, an IPv6 one still taken.
+    w.b.tcp_set_v6only(l, true).unwrap();
+    let now = w.now();
+    let refused = w.a.tcp_connect([10, 0, 0, 2], 80, now).unwrap();
+    w.run(20);
+    assert_eq!(w.a.tcp_error(refused).map(|e| e.0), Some(libc::ECONNREFUSED));
+    let now = w.now();
+    let ok = w.a.tcp_connect_ip(0, a6("2001:db8::2").into(), 80, now).unwrap();
+    w.run(20);
+    assert!(w.b.tcp_accept(l).is_ok());
+    assert_eq!(w.a.tcp_state(ok), Some(stack::tcp::State::Established));
+    // No listener on IPv6: a reset, ECONNREFUSED.
+    let now = w.now();
+    let closed = w.a.tcp_connect_ip(0, a6("2001:db8::2").into(), 81, now).unwrap();
+    w.run(20);
+    assert_eq!(w.a.tcp_error(closed).map(|e| e.0), Some(libc::ECONNREFUSED));
+}
+
+#[test]
+fn udp_over_ipv6_both_ways_and_port_unreachable() {
+    let mut w = Two::new(cfg(&[("2001:db8::1", 64)]), cfg(&[("2001:db8::2", 64)]));
+    w.run(1200);
+    let sa = w.a.udp_bind(0).unwrap();
+    let sb = w.b.udp_bind(9000).unwrap();
+    let big: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+    let now = w.now();
+    w.a.udp_send_to_ip(sa, a6("2001:db8::2").into(), 9000, &big, now).unwrap();
+    w.run(20);
+    let (d, from, port) = w.b.udp_recv_from_ip(sb).unwrap();
+    assert_eq!((d, from), (big, a6("2001:db8::1").into()), "a fragmented datagram, whole");
+    assert_eq!(w.b.udp_recv_from(sb).unwrap_err().0, libc::EAGAIN, "the IPv4 call does not see IPv6 datagrams twice");
+    let now = w.now();
+    w.b.udp_send_to_ip(sb, from, port, b"back", now).unwrap();
+    w.run(20);
+    assert_eq!(w.a.udp_recv_from_ip(sa).unwrap().0, b"back");
+    // A closed port: ICMPv6 port unreachable, ECONNREFUSED on the next call.
+    w.a.udp_connect_ip(sa, a6("2001:db8::2").into(), 4444).unwrap();
+    let now = w.now();
+    w.a.udp_send(sa, b"anyone?", now).unwrap();
+    w.run(20);
+    assert_eq!(w.a.udp_recv_from_ip(sa).unwrap_err().0, libc::ECONNREFUSED);
+}

@@ -65,10 +65,14 @@ impl Lines {
         (false, lines)
     }
 
-    /// Waits for the exit; the rest of the output.
+    /// Waits for the exit; the rest of the output, then what went to stderr.
     fn rest(mut self) -> String {
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
         let _ = self.child.wait();
-        self.rx.iter().collect::<Vec<_>>().join("\n")
+        self.rx.iter().collect::<Vec<_>>().join("\n") + "\n" + &err
     }
 }
 
@@ -224,4 +228,85 @@ fn echo_through_our_driver_and_nic_device_on_its_multicast_filter() {
     assert!(ns.must("ip -6 neigh show dev d6a").contains("2001:db8:64::2 lladdr 52:54:00:12:34:56"));
     let rest = c.rest();
     assert!(rest.contains("neigh 2001:db8:64::1 lladdr"), "{rest}");
+}
+
+fn sha(path: &std::path::Path) -> String {
+    sh(&format!("sha256sum {}", path.display())).1.split_whitespace().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn get_100mb_over_tcp_ipv6_from_a_linux_http_server() {
+    init_logs();
+    let ns = tap_ns("s6d", "2001:db8:65::1/64");
+    let dir = std::env::temp_dir().join(unique("v6get"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (rc, o) = sh(&format!("head -c 100M /dev/urandom > {}", dir.join("blob").display()));
+    assert_eq!(rc, 0, "{o}");
+    let mut srv = ns.http_server("2001:db8:65::1", &dir);
+    let out = dir.join("got");
+    let (ok, text) = finish(lab(
+        &ns,
+        &[
+            "--tap",
+            "s6d",
+            "--ip",
+            "10.65.0.2/24",
+            "--ip6",
+            "2001:db8:65::2/64",
+            "get",
+            "http://[2001:db8:65::1]:8000/blob",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    ));
+    let _ = srv.kill();
+    let _ = srv.wait();
+    assert!(ok, "{text}");
+    assert_eq!(sha(&out), sha(&dir.join("blob")), "100 MB intact over IPv6: {text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn curl_over_ipv6_and_ipv4_against_the_stacks_dual_stack_server() {
+    init_logs();
+    let ns = tap_ns("s6e", "2001:db8:66::1/64");
+    ns.must("ip addr add 10.66.0.1/24 dev s6e");
+    let www = std::env::temp_dir().join(unique("v6www"));
+    std::fs::create_dir_all(&www).unwrap();
+    let (rc, o) = sh(&format!("head -c 3M /dev/urandom > {}", www.join("f.bin").display()));
+    assert_eq!(rc, 0, "{o}");
+    let c = Lines::new(lab(
+        &ns,
+        &[
+            "--tap",
+            "s6e",
+            "--ip",
+            "10.66.0.2/24",
+            "--ip6",
+            "2001:db8:66::2/64",
+            "serve",
+            "--port",
+            "8080",
+            "--dir",
+            www.to_str().unwrap(),
+            "--count",
+            "2",
+        ],
+    ));
+    // The server's address is ready once DAD is over: curl retries until then.
+    std::thread::sleep(Duration::from_millis(1500));
+    let got6 = www.join("got6");
+    let got4 = www.join("got4");
+    let (rc, out) = ns.exec(&format!(
+        "curl -6 -sS --retry 5 --retry-connrefused --max-time 20 -o {} 'http://[2001:db8:66::2]:8080/f.bin'",
+        got6.display()
+    ));
+    assert_eq!(rc, 0, "curl -6: {out}");
+    let (rc, out) = ns.exec(&format!("curl -4 -sS --max-time 20 -o {} http://10.66.0.2:8080/f.bin", got4.display()));
+    assert_eq!(rc, 0, "curl -4 to the same listener: {out}");
+    assert_eq!(sha(&got6), sha(&www.join("f.bin")));
+    assert_eq!(sha(&got4), sha(&www.join("f.bin")));
+    let rest = c.rest();
+    assert_eq!(rest.matches("GET /f.bin").count(), 2, "{rest}");
+    let _ = std::fs::remove_dir_all(&www);
 }

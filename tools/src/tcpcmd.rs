@@ -5,13 +5,15 @@ use crate::Opts;
 use stack::blocking::Blocking;
 use stack::time::Instant;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
-fn host_port(s: &str) -> Result<([u8; 4], u16), String> {
+/// `ADDR:PORT` or `[IPV6]:PORT` (an address, not a name: the stack has no resolver).
+fn host_port(s: &str) -> Result<(IpAddr, u16), String> {
     let (h, p) = s.rsplit_once(':').ok_or(format!("{s}: expected HOST:PORT"))?;
-    let ip: Ipv4Addr = h.parse().map_err(|e| format!("{h}: {e} (an IPv4 address is expected)"))?;
-    Ok((ip.octets(), p.parse().map_err(|e| format!("port {p}: {e}"))?))
+    let h = h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h);
+    let ip: IpAddr = h.parse().map_err(|e| format!("{h}: {e} (an IPv4 address or a bracketed IPv6 address is expected)"))?;
+    Ok((ip, p.parse().map_err(|e| format!("port {p}: {e}"))?))
 }
 
 fn rate(bytes: u64, d: Duration) -> String {
@@ -31,7 +33,9 @@ pub fn get(o: &Opts) -> Result<bool, String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let (ip, port) = if hp.contains(':') { host_port(hp)? } else { host_port(&format!("{hp}:80"))? };
+    // A port after the host (for a bracketed IPv6 address, after the closing bracket).
+    let has_port = if hp.starts_with('[') { hp.contains("]:") } else { hp.contains(':') };
+    let (ip, port) = if has_port { host_port(hp)? } else { host_port(&format!("{hp}:80"))? };
     let out_path = o.output.as_deref().ok_or("get needs -o FILE")?;
     let mut b = Blocking::new(open_stack(o)?);
     let t0 = Instant::now();
@@ -348,7 +352,15 @@ impl Chunked {
 
 #[cfg(test)]
 mod test {
-    use super::Chunked;
+    use super::{host_port, Chunked};
+
+    #[test]
+    fn host_port_takes_both_families() {
+        assert_eq!(host_port("10.0.0.1:80"), Ok(("10.0.0.1".parse().unwrap(), 80)));
+        assert_eq!(host_port("[2001:db8::1]:8080"), Ok(("2001:db8::1".parse().unwrap(), 8080)));
+        assert!(host_port("2001:db8::1").is_err(), "an unbracketed IPv6 address has no port");
+        assert!(host_port("example.com:80").is_err(), "no resolver");
+    }
 
     #[test]
     fn chunked_bodies_decode_across_arbitrary_splits() {

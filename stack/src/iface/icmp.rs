@@ -64,7 +64,7 @@ impl Stack {
                 let sport = u16::from_be_bytes([l4[0], l4[1]]);
                 let dport = u16::from_be_bytes([l4[2], l4[3]]);
                 for s in self.udp.iter_mut().flatten() {
-                    if s.port == sport && s.remote.is_none_or(|r| r == (dst, dport)) {
+                    if s.port == sport && s.remote.is_none_or(|r| r == (dst.into(), dport)) {
                         s.error = Some(errno);
                     }
                 }

@@ -257,6 +257,15 @@ impl Stack {
             _ => return,
         };
         let Some(l4) = original.get(ipv6::HEADER_LEN..) else { return };
+        if q.next_header == ipv6::NH_UDP && l4.len() >= 4 {
+            let (sport, dport) = (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]));
+            let peer = (std::net::IpAddr::from(q.dst), dport);
+            for s in self.udp.iter_mut().flatten() {
+                if s.port == sport && s.remote.is_none_or(|r| r == peer) {
+                    s.error = Some(errno);
+                }
+            }
+        }
         if q.next_header == ipv6::NH_ICMPV6 && l4.len() >= 8 && l4[0] == icmpv6::ECHO_REQUEST {
             let (ident, seq) = (u16::from_be_bytes([l4[4], l4[5]]), u16::from_be_bytes([l4[6], l4[7]]));
             if let Some(q) = self.v6.as_mut().and_then(|v| v.pings.get_mut(&ident)) {

@@ -402,17 +402,14 @@ impl Stack {
         self.stats.in6_delivers += 1;
         match nh {
             ipv6::NH_ICMPV6 => self.icmp6_input(ip, upper, now),
-            ipv6::NH_UDP => {
-                // No IPv6 UDP sockets: the port is unreachable, as Linux answers for a closed port.
-                if !ipv6::l4_checksum_ok(&ip.src, &ip.dst, nh, upper) {
-                    self.stats.in_csum_errors += 1;
-                    return;
+            ipv6::NH_UDP | ipv6::NH_TCP => {
+                let mut header = vec![0u8; ipv6::HEADER_LEN];
+                ipv6::Repr { payload_len: upper.len(), next_header: nh, ..*ip }.emit(&mut header);
+                if nh == ipv6::NH_UDP {
+                    self.udp_input(ip.src.into(), ip.dst.into(), &header, upper, false, now);
+                } else {
+                    self.tcp_input(ip.src.into(), ip.dst.into(), upper, false, now);
                 }
-                self.stats.no_ports += 1;
-                let mut packet = vec![0u8; ipv6::HEADER_LEN];
-                ipv6::Repr { payload_len: upper.len(), next_header: nh, ..*ip }.emit(&mut packet);
-                packet.extend_from_slice(upper);
-                self.icmp6_error(ip, icmpv6::DEST_UNREACHABLE, icmpv6::UNREACH_PORT, 0, &packet, now);
             }
             _ => {
                 let mut packet = vec![0u8; ipv6::HEADER_LEN];

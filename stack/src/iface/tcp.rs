@@ -2,12 +2,32 @@
 //! segments on the wire and [`crate::tcp::Tcb`].
 
 use super::*;
+use crate::tcp::Endpoint;
 use crate::wire::ipv4;
+use std::net::IpAddr;
+
+/// An address's bytes, for hashing.
+fn octets(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    }
+}
+
+/// An address as IPv6 (IPv4 as IPv4-mapped).
+fn six(a: IpAddr) -> crate::wire::ipv6::Addr {
+    match a {
+        IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
+        IpAddr::V6(v) => v.octets(),
+    }
+}
 
 pub(super) enum TcpSock {
     Listener {
         port: u16,
         backlog: usize,
+        /// IPV6_V6ONLY: IPv4 peers are refused (a listener takes both families otherwise).
+        v6only: bool,
         accept: VecDeque<SocketHandle>,
         embryos: Vec<SocketHandle>,
     },
@@ -41,8 +61,8 @@ impl Stack {
 
     /// RFC 6528: ISS = M + F(local, remote, secret), M a clock ticking every 4 microseconds. The secret is
     /// random per stack, so a restarted program does not start where the last one did.
-    pub(super) fn new_iss(&self, local: ([u8; 4], u16), remote: ([u8; 4], u16), now: Instant) -> crate::wire::tcp::Seq {
-        let f = tuple_hash(self.secret, &[&local.0, &local.1.to_be_bytes(), &remote.0, &remote.1.to_be_bytes()]);
+    pub(super) fn new_iss(&self, local: Endpoint, remote: Endpoint, now: Instant) -> crate::wire::tcp::Seq {
+        let f = tuple_hash(self.secret, &[&octets(local.0), &local.1.to_be_bytes(), &octets(remote.0), &remote.1.to_be_bytes()]);
         crate::wire::tcp::Seq(((now.micros / 4) as u32).wrapping_add(f as u32))
     }
 
@@ -53,10 +73,10 @@ impl Stack {
 
     /// RFC 6056 algorithm 3: a port from 32768-60999 at an offset keyed by the destination, stepping past
     /// ports in use, so that successive programs (and destinations) do not reuse the same 4-tuple.
-    pub(super) fn ephemeral_tcp_port(&mut self, dst: [u8; 4], dport: u16) -> Option<u16> {
+    pub(super) fn ephemeral_tcp_port(&mut self, dst: IpAddr, dport: u16) -> Option<u16> {
         const LOW: u32 = 32768;
         const COUNT: u32 = 61000 - 32768;
-        let offset = tuple_hash(self.secret, &[&self.cfg.addr, &dst, &dport.to_be_bytes()]) as u32;
+        let offset = tuple_hash(self.secret, &[&self.cfg.addr, &octets(dst), &dport.to_be_bytes()]) as u32;
         for i in 0..COUNT {
             let p = (LOW + offset.wrapping_add(u32::from(self.port_counter)).wrapping_add(i) % COUNT) as u16;
             if !self.tcp_port_used(p) {
@@ -68,23 +88,36 @@ impl Stack {
     }
 
     /// Settings for a new connection to `peer`: the MSS follows the device MTU and any path MTU learned for
-    /// the peer (ICMP fragmentation needed).
-    pub(super) fn conn_cfg(&self, peer: [u8; 4]) -> crate::tcp::Config {
+    /// the peer (ICMP fragmentation needed, Packet Too Big). Over IPv6 the device's offloads are not used:
+    /// segments leave whole and checksummed.
+    pub(super) fn conn_cfg(&self, peer: IpAddr) -> crate::tcp::Config {
         let mut c = self.tcp_cfg.clone();
         let f = self.features();
-        let mss = (self.mtu_to(peer).saturating_sub(40)).clamp(536, 65495) as u16;
+        let mss = match peer {
+            IpAddr::V4(p) => self.mtu_to(p.octets()).saturating_sub(40).clamp(536, 65495),
+            IpAddr::V6(p) => self.ipv6_mtu(&p.octets()).unwrap_or(1280).saturating_sub(60).clamp(1220, 65475),
+        } as u16;
         c.mss = c.mss.min(mss);
-        c.max_gso = if f.tso && f.tx_csum { 65000 } else { c.mss as usize };
+        c.max_gso = if f.tso && f.tx_csum && peer.is_ipv4() { 65000 } else { c.mss as usize };
         c
     }
 
-    pub(super) fn tcp_emit(&mut self, local: [u8; 4], remote: [u8; 4], o: crate::tcp::Out, now: Instant) {
-        let f = self.features();
-        let partial = f.tx_csum;
+    pub(super) fn tcp_emit(&mut self, local: IpAddr, remote: IpAddr, o: crate::tcp::Out, now: Instant) {
         let mut b = vec![0u8; o.repr.header_len() + o.payload.len()];
-        o.repr.emit(&mut b, &o.payload, local, remote, !partial);
-        let gso = o.gso.filter(|_| f.tso);
-        let _ = self.ip_send_meta(remote, ipv4::PROTO_TCP, &b, true, Some((partial, gso)), now);
+        match (local, remote) {
+            (IpAddr::V4(l), IpAddr::V4(r)) => {
+                let f = self.features();
+                let partial = f.tx_csum;
+                o.repr.emit(&mut b, &o.payload, l, r, !partial);
+                let gso = o.gso.filter(|_| f.tso);
+                let _ = self.ip_send_meta(r.octets(), ipv4::PROTO_TCP, &b, true, Some((partial, gso)), now);
+            }
+            (l, r) => {
+                o.repr.emit(&mut b, &o.payload, l, r, true);
+                let (l, r) = (six(l), six(r));
+                let _ = self.ip6_send(Some(l), r, crate::wire::ipv6::NH_TCP, &b, now);
+            }
+        }
     }
 
     pub(super) fn tcp_flush(&mut self, h: SocketHandle, now: Instant) {
@@ -97,7 +130,7 @@ impl Stack {
         }
     }
 
-    pub(super) fn tcp_input(&mut self, src: [u8; 4], dst: [u8; 4], data: &[u8], verified: bool, now: Instant) {
+    pub(super) fn tcp_input(&mut self, src: IpAddr, dst: IpAddr, data: &[u8], verified: bool, now: Instant) {
         let Some((seg, payload)) = self.count_parse_error(crate::wire::tcp::Repr::parse(data, src, dst, verified)) else { return };
         use crate::wire::tcp::{ACK, RST, SYN};
         let conn = self.tcp.iter().position(|s| matches!(s, Some(TcpSock::Conn(t, _)) if t.local.1 == seg.dst_port && t.remote == (src, seg.src_port) && t.state != crate::tcp::State::Closed));
@@ -112,7 +145,9 @@ impl Stack {
             self.tcp_flush(h, now);
             return;
         }
-        let listener = self.tcp.iter().position(|s| matches!(s, Some(TcpSock::Listener { port, .. }) if *port == seg.dst_port));
+        let listener = self.tcp.iter().position(
+            |s| matches!(s, Some(TcpSock::Listener { port, v6only, .. }) if *port == seg.dst_port && !(*v6only && src.is_ipv4())),
+        );
         if let (Some(lh), true) = (listener, seg.flags & (SYN | ACK | RST) == SYN) {
             let Some(Some(TcpSock::Listener { backlog, accept, embryos, .. })) = self.tcp.get(lh) else { unreachable!() };
             if accept.len() + embryos.len() >= *backlog {
@@ -148,7 +183,14 @@ impl Stack {
         };
         let mut b = vec![0u8; r.header_len()];
         r.emit(&mut b, &[], dst, src, true);
-        let _ = self.ip_send(src, ipv4::PROTO_TCP, &b, true, now);
+        match src {
+            IpAddr::V4(s) => {
+                let _ = self.ip_send(s.octets(), ipv4::PROTO_TCP, &b, true, now);
+            }
+            IpAddr::V6(s) => {
+                let _ = self.ip6_send(Some(six(dst)), s.octets(), crate::wire::ipv6::NH_TCP, &b, now);
+            }
+        }
     }
 
     /// Moves a connection that became established from its listener's embryos to the accept queue.
@@ -203,11 +245,32 @@ impl Stack {
         self.tcp.iter().flatten().filter_map(|s| if let TcpSock::Conn(t, _) = s { t.poll_at() } else { None }).min()
     }
 
+    /// A listener on `port` for both families (as an IPv6 socket that accepts IPv4 peers; see
+    /// [`Stack::tcp_set_v6only`]).
     pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> Result<SocketHandle, Errno> {
         if self.tcp_port_used(port) {
             return Err(EADDRINUSE);
         }
-        Ok(self.tcp_alloc(TcpSock::Listener { port, backlog: backlog.max(1), accept: VecDeque::new(), embryos: Vec::new() }))
+        Ok(self.tcp_alloc(TcpSock::Listener { port, backlog: backlog.max(1), v6only: false, accept: VecDeque::new(), embryos: Vec::new() }))
+    }
+
+    /// IPV6_V6ONLY on a listener: IPv4 peers are refused (answered with a reset, as with no listener).
+    pub fn tcp_set_v6only(&mut self, h: SocketHandle, on: bool) -> Result<(), Errno> {
+        match self.tcp.get_mut(h) {
+            Some(Some(TcpSock::Listener { v6only, .. })) => {
+                *v6only = on;
+                Ok(())
+            }
+            _ => Err(EBADF),
+        }
+    }
+
+    /// A connection's peer address and port.
+    pub fn tcp_peer(&self, h: SocketHandle) -> Option<(IpAddr, u16)> {
+        match self.tcp.get(h)? {
+            Some(TcpSock::Conn(t, _)) => Some(t.remote),
+            _ => None,
+        }
     }
 
     /// An established connection from the listener's queue (EAGAIN when none).
@@ -224,9 +287,27 @@ impl Stack {
 
     /// Connects from a chosen local port (bind, then connect); 0 picks an ephemeral one.
     pub fn tcp_connect_from(&mut self, local_port: u16, dst: [u8; 4], port: u16, now: Instant) -> Result<SocketHandle, Errno> {
-        if self.routes.next_hop(dst).is_none() {
-            return Err(ENETUNREACH);
-        }
+        self.tcp_connect_ip(local_port, dst.into(), port, now)
+    }
+
+    /// Connects to an IPv4 or IPv6 address from `local_port` (0: an ephemeral one). Over IPv6 the source
+    /// address is the one source address selection picks (EADDRNOTAVAIL while none is ready).
+    pub fn tcp_connect_ip(&mut self, local_port: u16, dst: IpAddr, port: u16, now: Instant) -> Result<SocketHandle, Errno> {
+        let local_addr: IpAddr = match dst {
+            IpAddr::V4(d) => {
+                if self.routes.next_hop(d.octets()).is_none() {
+                    return Err(ENETUNREACH);
+                }
+                IpAddr::from(self.cfg.addr)
+            }
+            IpAddr::V6(d) => {
+                let v = self.v6.as_ref().ok_or(ENETUNREACH)?;
+                if v.next_hop(&d.octets()).is_none() {
+                    return Err(ENETUNREACH);
+                }
+                IpAddr::from(v.source_for(&d.octets()).ok_or(Errno(libc::EADDRNOTAVAIL))?)
+            }
+        };
         let lport = if local_port != 0 {
             if self.tcp_port_used(local_port) {
                 return Err(EADDRINUSE);
@@ -236,8 +317,8 @@ impl Stack {
             self.ephemeral_tcp_port(dst, port).ok_or(Errno(libc::EADDRNOTAVAIL))?
         };
         let cfg = self.conn_cfg(dst);
-        let iss = self.new_iss((self.cfg.addr, lport), (dst, port), now);
-        let t = crate::tcp::Tcb::connect((self.cfg.addr, lport), (dst, port), iss, cfg, now);
+        let iss = self.new_iss((local_addr, lport), (dst, port), now);
+        let t = crate::tcp::Tcb::connect((local_addr, lport), (dst, port), iss, cfg, now);
         let h = self.tcp_alloc(TcpSock::Conn(Box::new(t), None));
         self.tcp_flush(h, now);
         Ok(h)

@@ -1,19 +1,23 @@
 //! UDP: the socket table and datagrams in and out.
 
 use super::*;
-use crate::wire::{icmp, ipv4, udp};
+use crate::wire::{icmp, icmpv6, ipv4, ipv6, udp};
+use std::net::IpAddr;
 
+/// A UDP socket: bound to a port for both families (a datagram from IPv4 or IPv6 reaches it), connected
+/// or not.
 pub(super) struct UdpSock {
     pub(super) port: u16,
-    pub(super) remote: Option<([u8; 4], u16)>,
-    pub(super) rx: VecDeque<(Vec<u8>, [u8; 4], u16)>,
+    pub(super) remote: Option<(IpAddr, u16)>,
+    pub(super) rx: VecDeque<(Vec<u8>, IpAddr, u16)>,
     pub(super) error: Option<Errno>,
 }
 
 const UDP_RX_QUEUE: usize = 256;
 
 impl Stack {
-    pub(super) fn udp_input(&mut self, src: [u8; 4], dst: [u8; 4], header: &[u8], data: &[u8], verified: bool, now: Instant) {
+    /// A datagram; `header` is the IP header it came with (quoted if no socket takes it).
+    pub(super) fn udp_input(&mut self, src: IpAddr, dst: IpAddr, header: &[u8], data: &[u8], verified: bool, now: Instant) {
         let parsed = if verified {
             // The device checked the checksum: parse without summing again.
             if data.len() < 8 {
@@ -45,14 +49,24 @@ impl Stack {
             }
             None => {
                 self.stats.no_ports += 1;
-                if dst == self.cfg.addr {
-                    // Port unreachable, quoting the IP header and the first 8 bytes.
-                    let mut quote = header.to_vec();
-                    quote.extend_from_slice(&data[..data.len().min(8)]);
-                    let m = icmp::Repr::Unreachable { code: icmp::CODE_PORT_UNREACHABLE, mtu: 0, original: &quote };
-                    let mut b = vec![0u8; m.buffer_len()];
-                    m.emit(&mut b);
-                    let _ = self.ip_send(src, ipv4::PROTO_ICMP, &b, false, now);
+                match (src, dst) {
+                    (IpAddr::V4(s), IpAddr::V4(d)) if d.octets() == self.cfg.addr => {
+                        // Port unreachable, quoting the IP header and the first 8 bytes.
+                        let mut quote = header.to_vec();
+                        quote.extend_from_slice(&data[..data.len().min(8)]);
+                        let m = icmp::Repr::Unreachable { code: icmp::CODE_PORT_UNREACHABLE, mtu: 0, original: &quote };
+                        let mut b = vec![0u8; m.buffer_len()];
+                        m.emit(&mut b);
+                        let _ = self.ip_send(s.octets(), ipv4::PROTO_ICMP, &b, false, now);
+                    }
+                    (IpAddr::V6(_), IpAddr::V6(_)) => {
+                        // RFC 4443 3.1: port unreachable, quoting as much of the packet as fits.
+                        let Ok(ip) = ipv6::Repr::parse_quoted(header) else { return };
+                        let mut packet = header.to_vec();
+                        packet.extend_from_slice(data);
+                        self.icmp6_error(&ip, icmpv6::DEST_UNREACHABLE, icmpv6::UNREACH_PORT, 0, &packet, now);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -79,6 +93,10 @@ impl Stack {
     }
 
     pub fn udp_connect(&mut self, h: SocketHandle, dst: [u8; 4], port: u16) -> Result<(), Errno> {
+        self.udp_connect_ip(h, dst.into(), port)
+    }
+
+    pub fn udp_connect_ip(&mut self, h: SocketHandle, dst: IpAddr, port: u16) -> Result<(), Errno> {
         let s = self.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
         s.remote = Some((dst, port));
         Ok(())
@@ -89,6 +107,11 @@ impl Stack {
     }
 
     pub fn udp_send_to(&mut self, h: SocketHandle, dst: [u8; 4], port: u16, data: &[u8], now: Instant) -> Result<(), Errno> {
+        self.udp_send_to_ip(h, dst.into(), port, data, now)
+    }
+
+    /// Sends a datagram to an IPv4 or IPv6 address (over IPv6 from the address source selection picks).
+    pub fn udp_send_to_ip(&mut self, h: SocketHandle, dst: IpAddr, port: u16, data: &[u8], now: Instant) -> Result<(), Errno> {
         let s = self.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
         if let Some(e) = s.error.take() {
             return Err(e);
@@ -96,17 +119,41 @@ impl Stack {
         let sport = s.port;
         let r = udp::Repr { src_port: sport, dst_port: port, payload_len: data.len() };
         let mut b = vec![0u8; udp::HEADER_LEN + data.len()];
-        r.emit(&mut b, data, self.cfg.addr, dst);
-        self.ip_send(dst, ipv4::PROTO_UDP, &b, false, now)
+        match dst {
+            IpAddr::V4(d) => {
+                r.emit(&mut b, data, self.cfg.addr, d);
+                self.ip_send(d.octets(), ipv4::PROTO_UDP, &b, false, now)
+            }
+            IpAddr::V6(d) => {
+                let src = self.v6.as_ref().ok_or(ENETUNREACH)?.source_for(&d.octets()).ok_or(EADDRNOTAVAIL)?;
+                r.emit(&mut b, data, src, d);
+                self.ip6_send(Some(src), d.octets(), ipv6::NH_UDP, &b, now)
+            }
+        }
     }
 
     pub fn udp_send(&mut self, h: SocketHandle, data: &[u8], now: Instant) -> Result<(), Errno> {
         let (dst, port) = self.udp.get(h).and_then(|s| s.as_ref()).and_then(|s| s.remote).ok_or(Errno(libc::EDESTADDRREQ))?;
-        self.udp_send_to(h, dst, port, data, now)
+        self.udp_send_to_ip(h, dst, port, data, now)
     }
 
-    /// A received datagram, a pending error (once), or EAGAIN.
+    /// A received IPv4 datagram, a pending error (once), or EAGAIN. (IPv6 datagrams wait for
+    /// [`Stack::udp_recv_from_ip`].)
     pub fn udp_recv_from(&mut self, h: SocketHandle) -> Result<(Vec<u8>, [u8; 4], u16), Errno> {
+        let s = self.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
+        if let Some(i) = s.rx.iter().position(|d| d.1.is_ipv4()) {
+            if let Some((d, IpAddr::V4(a), p)) = s.rx.remove(i) {
+                return Ok((d, a.octets(), p));
+            }
+        }
+        if let Some(e) = s.error.take() {
+            return Err(e);
+        }
+        Err(EAGAIN)
+    }
+
+    /// A received datagram from either family, a pending error (once), or EAGAIN.
+    pub fn udp_recv_from_ip(&mut self, h: SocketHandle) -> Result<(Vec<u8>, IpAddr, u16), Errno> {
         let s = self.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
         if let Some(d) = s.rx.pop_front() {
             return Ok(d);

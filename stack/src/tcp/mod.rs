@@ -23,6 +23,7 @@ use crate::wire::tcp::{Repr, Seq, ACK, FIN, PSH, RST, SYN};
 
 pub use crate::wire::tcp::Seq as SeqNumber;
 use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,10 +99,13 @@ pub struct Out {
 
 const MAX_OOO_BYTES: usize = 1 << 20;
 
+/// An address and port, IPv4 or IPv6.
+pub type Endpoint = (IpAddr, u16);
+
 pub struct Tcb {
     pub state: State,
-    pub local: ([u8; 4], u16),
-    pub remote: ([u8; 4], u16),
+    pub local: Endpoint,
+    pub remote: Endpoint,
     cfg: Config,
     // send side
     iss: Seq,
@@ -166,7 +170,7 @@ fn now_ms(now: Instant) -> u32 {
 }
 
 impl Tcb {
-    fn new(local: ([u8; 4], u16), remote: ([u8; 4], u16), iss: Seq, cfg: Config, now: Instant) -> Tcb {
+    fn new(local: Endpoint, remote: Endpoint, iss: Seq, cfg: Config, now: Instant) -> Tcb {
         let mss = cfg.mss as usize;
         Tcb {
             state: State::Closed,
@@ -181,7 +185,8 @@ impl Tcb {
             snd_wl1: Seq(0),
             snd_wl2: iss,
             snd_shift: 0,
-            peer_mss: 536,
+            // RFC 9293 3.7.1: without an MSS option, 536 over IPv4 and 1220 over IPv6.
+            peer_mss: if remote.0.is_ipv6() { 1220 } else { 536 },
             send_buf: VecDeque::new(),
             fin_queued: false,
             ts_ok: false,
@@ -225,8 +230,8 @@ impl Tcb {
     }
 
     /// Active open: SYN-SENT.
-    pub fn connect(local: ([u8; 4], u16), remote: ([u8; 4], u16), iss: Seq, cfg: Config, now: Instant) -> Tcb {
-        let mut t = Tcb::new(local, remote, iss, cfg, now);
+    pub fn connect(local: (impl Into<IpAddr>, u16), remote: (impl Into<IpAddr>, u16), iss: Seq, cfg: Config, now: Instant) -> Tcb {
+        let mut t = Tcb::new((local.0.into(), local.1), (remote.0.into(), remote.1), iss, cfg, now);
         t.state = State::SynSent;
         t.snd_nxt = iss + 1;
         t.snd_max = t.snd_nxt;
@@ -235,8 +240,15 @@ impl Tcb {
     }
 
     /// Passive open: a SYN reached a listener; SYN-RECEIVED.
-    pub fn accept_syn(local: ([u8; 4], u16), remote: ([u8; 4], u16), syn: &Repr, iss: Seq, cfg: Config, now: Instant) -> Tcb {
-        let mut t = Tcb::new(local, remote, iss, cfg, now);
+    pub fn accept_syn(
+        local: (impl Into<IpAddr>, u16),
+        remote: (impl Into<IpAddr>, u16),
+        syn: &Repr,
+        iss: Seq,
+        cfg: Config,
+        now: Instant,
+    ) -> Tcb {
+        let mut t = Tcb::new((local.0.into(), local.1), (remote.0.into(), remote.1), iss, cfg, now);
         t.state = State::SynReceived;
         t.take_syn_options(syn);
         t.irs = syn.seq;

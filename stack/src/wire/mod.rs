@@ -53,6 +53,22 @@ pub mod checksum {
         !fold(sum(0, data))
     }
 
+    /// The pseudo-header sum for either family (RFC 791 / RFC 8200 8.1); the two addresses are of one
+    /// family (an IPv4 address beside an IPv6 one is taken as IPv4-mapped).
+    pub fn pseudo(src: std::net::IpAddr, dst: std::net::IpAddr, proto: u8, len: usize) -> u32 {
+        use std::net::IpAddr;
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => pseudo_v4(s.octets(), d.octets(), proto, len),
+            (s, d) => {
+                let six = |a: IpAddr| match a {
+                    IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
+                    IpAddr::V6(v) => v.octets(),
+                };
+                super::ipv6::pseudo_sum(&six(s), &six(d), proto, len)
+            }
+        }
+    }
+
     /// IPv4 pseudo-header sum.
     pub fn pseudo_v4(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u32 {
         let mut acc = sum(0, &src);

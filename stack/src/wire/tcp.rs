@@ -1,6 +1,8 @@
 //! TCP segments (RFC 9293) with the options the stack uses: MSS, window scale (RFC 7323), SACK-permitted and
 //! SACK blocks (RFC 2018), timestamps (RFC 7323).
 
+use std::net::IpAddr;
+
 use super::{checksum, Error, Result};
 
 pub const FIN: u8 = 0x01;
@@ -93,8 +95,9 @@ pub struct Repr {
 }
 
 impl Repr {
-    /// Parses and verifies the checksum against the IPv4 pseudo-header (unless `verified`).
-    pub fn parse(b: &[u8], src: [u8; 4], dst: [u8; 4], verified: bool) -> Result<(Repr, &[u8])> {
+    /// Parses and verifies the checksum against the pseudo-header of `src` and `dst` (IPv4 or IPv6),
+    /// unless `verified`.
+    pub fn parse(b: &[u8], src: impl Into<IpAddr>, dst: impl Into<IpAddr>, verified: bool) -> Result<(Repr, &[u8])> {
         if b.len() < MIN_HEADER_LEN {
             return Err(Error::Truncated);
         }
@@ -102,7 +105,7 @@ impl Repr {
         if doff < MIN_HEADER_LEN || doff > b.len() {
             return Err(Error::Malformed);
         }
-        if !verified && checksum::fold(checksum::sum(checksum::pseudo_v4(src, dst, 6, b.len()), b)) != 0xFFFF {
+        if !verified && checksum::fold(checksum::sum(checksum::pseudo(src.into(), dst.into(), 6, b.len()), b)) != 0xFFFF {
             return Err(Error::Checksum);
         }
         let mut r = Repr {
@@ -172,7 +175,7 @@ impl Repr {
     }
 
     /// Writes header and payload. `csum`: fill the checksum (else leave the pseudo-header seed for offload).
-    pub fn emit(&self, out: &mut [u8], payload: &[u8], src: [u8; 4], dst: [u8; 4], csum: bool) {
+    pub fn emit(&self, out: &mut [u8], payload: &[u8], src: impl Into<IpAddr>, dst: impl Into<IpAddr>, csum: bool) {
         let hl = self.header_len();
         out[0..2].copy_from_slice(&self.src_port.to_be_bytes());
         out[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
@@ -212,7 +215,7 @@ impl Repr {
         }
         out[hl..hl + payload.len()].copy_from_slice(payload);
         let len = hl + payload.len();
-        let seed = checksum::pseudo_v4(src, dst, 6, len);
+        let seed = checksum::pseudo(src.into(), dst.into(), 6, len);
         let c = if csum { !checksum::fold(checksum::sum(seed, &out[..len])) } else { checksum::fold(seed) };
         out[16..18].copy_from_slice(&c.to_be_bytes());
     }

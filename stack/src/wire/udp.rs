@@ -1,5 +1,7 @@
 //! UDP datagrams (RFC 768).
 
+use std::net::IpAddr;
+
 use super::{checksum, Error, Result};
 
 pub const HEADER_LEN: usize = 8;
@@ -12,8 +14,10 @@ pub struct Repr {
 }
 
 impl Repr {
-    /// Parses and, when the checksum is not zero, verifies it against the IPv4 pseudo-header.
-    pub fn parse(b: &[u8], src: [u8; 4], dst: [u8; 4]) -> Result<(Repr, &[u8])> {
+    /// Parses and verifies the checksum against the pseudo-header of `src` and `dst`. Over IPv4 a zero
+    /// checksum means none was sent; over IPv6 one is required (RFC 8200 8.1) and zero is refused.
+    pub fn parse(b: &[u8], src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> Result<(Repr, &[u8])> {
+        let (src, dst) = (src.into(), dst.into());
         if b.len() < HEADER_LEN {
             return Err(Error::Truncated);
         }
@@ -22,7 +26,10 @@ impl Repr {
             return Err(Error::Malformed);
         }
         let ck = u16::from_be_bytes([b[6], b[7]]);
-        if ck != 0 && checksum::fold(checksum::sum(checksum::pseudo_v4(src, dst, 17, len), &b[..len])) != 0xFFFF {
+        if ck == 0 && src.is_ipv6() {
+            return Err(Error::Malformed);
+        }
+        if ck != 0 && checksum::fold(checksum::sum(checksum::pseudo(src, dst, 17, len), &b[..len])) != 0xFFFF {
             return Err(Error::Checksum);
         }
         let r =
@@ -31,14 +38,14 @@ impl Repr {
     }
 
     /// Writes header and payload with the checksum (0 is sent as 0xFFFF).
-    pub fn emit(&self, out: &mut [u8], payload: &[u8], src: [u8; 4], dst: [u8; 4]) {
+    pub fn emit(&self, out: &mut [u8], payload: &[u8], src: impl Into<IpAddr>, dst: impl Into<IpAddr>) {
         let len = HEADER_LEN + payload.len();
         out[0..2].copy_from_slice(&self.src_port.to_be_bytes());
         out[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
         out[4..6].copy_from_slice(&(len as u16).to_be_bytes());
         out[6..8].copy_from_slice(&[0, 0]);
         out[8..len].copy_from_slice(payload);
-        let mut c = !checksum::fold(checksum::sum(checksum::pseudo_v4(src, dst, 17, len), &out[..len]));
+        let mut c = !checksum::fold(checksum::sum(checksum::pseudo(src.into(), dst.into(), 17, len), &out[..len]));
         if c == 0 {
             c = 0xFFFF;
         }
