@@ -310,3 +310,71 @@ fn curl_over_ipv6_and_ipv4_against_the_stacks_dual_stack_server() {
     assert_eq!(rest.matches("GET /f.bin").count(), 2, "{rest}");
     let _ = std::fs::remove_dir_all(&www);
 }
+
+/// A Linux router between the stack's TAP and a server namespace whose link has a 1280-byte MTU: the
+/// stack's bulk send over TCP/IPv6 starts with 1500-byte packets, the router answers Packet Too Big, and
+/// the live connection cuts its segments to the path and resends; every byte arrives in order (the server
+/// checks the stream against the sender's pattern).
+#[test]
+fn packet_too_big_from_a_linux_router_shrinks_a_live_connection() {
+    init_logs();
+    let r = Netns::new();
+    let s = Netns::new();
+    r.must("ip tuntap add dev p6 mode tap && ip link set p6 up && ip addr add 2001:db8:70::1/64 dev p6 nodad && sysctl -qw net.ipv6.conf.all.forwarding=1");
+    sh(&format!("ip link add r0 netns {} type veth peer name s0 netns {}", r.name, s.name));
+    r.must("ip link set r0 mtu 1280 up && ip addr add 2001:db8:71::1/64 dev r0 nodad");
+    s.must("ip link set lo up && ip link set s0 mtu 1280 up && ip addr add 2001:db8:71::2/64 dev s0 nodad && ip -6 route add default via 2001:db8:71::1");
+    let bytes = 8_000_000u64;
+    let script = format!(
+        r#"
+import socket, hashlib
+l = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("2001:db8:71::2", 5001)); l.listen(1)
+c, _ = l.accept()
+got = hashlib.sha256(); n = 0
+while True:
+    d = c.recv(1 << 20)
+    if not d: break
+    got.update(d); n += len(d)
+chunk = bytes(i % 251 for i in range(65536))
+want = hashlib.sha256(); left = {bytes}
+while left > 0:
+    k = min(left, 65536); want.update(chunk[:k]); left -= k
+print(n, got.hexdigest() == want.hexdigest(), flush=True)
+"#
+    );
+    let srv =
+        s.command(std::path::Path::new("python3")).args(["-c", &script]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let bytes_s = bytes.to_string();
+    let (ok, out) = finish(lab(
+        &r,
+        &[
+            "--tap",
+            "p6",
+            "--ip",
+            "10.70.0.2/24",
+            "--ip6",
+            "2001:db8:70::2/64",
+            "--gw6",
+            "2001:db8:70::1",
+            "blast",
+            "[2001:db8:71::2]:5001",
+            "--bytes",
+            &bytes_s,
+        ],
+    ));
+    assert!(ok, "{out}");
+    let (_, verdict) = finish(srv);
+    assert_eq!(verdict.trim(), format!("{bytes} True"), "the server's count and check of the stream; sender: {out}");
+    // The router did send Packet Too Big (Linux counts it in its ICMPv6 output statistics).
+    let snmp = r.must("cat /proc/net/snmp6");
+    let ptb: u64 = snmp
+        .lines()
+        .find(|l| l.starts_with("Icmp6OutPktTooBigs"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(ptb >= 1, "the router sent no Packet Too Big: {snmp}");
+}

@@ -31,6 +31,7 @@ pub(crate) struct Opts {
     pub(crate) ip: Option<String>,
     pub(crate) ip6: Vec<String>,
     pub(crate) ipv6: bool,
+    pub(crate) gw6: Option<String>,
     pub(crate) gw: Option<String>,
     pub(crate) dest: Option<String>,
     pub(crate) interval: f64,
@@ -80,6 +81,9 @@ struct Cli {
     /// Stack commands: the default gateway
     #[arg(long, value_name = "ADDR", global = true)]
     gw: Option<String>,
+    /// Stack commands: an IPv6 default router (turns IPv6 on)
+    #[arg(long, value_name = "ADDR", global = true)]
+    gw6: Option<String>,
     /// Stack commands: a bad wire built in (loss=P,reorder=P,dup=P,seed=S)
     #[arg(long, value_name = "SPEC", global = true)]
     impair: Option<String>,
@@ -214,7 +218,8 @@ fn parse() -> Result<Option<Opts>, String> {
         tso: false,
         tap: cli.tap,
         ip: cli.ip,
-        ipv6: cli.ipv6 || !cli.ip6.is_empty(),
+        ipv6: cli.ipv6 || !cli.ip6.is_empty() || cli.gw6.is_some(),
+        gw6: cli.gw6,
         ip6: cli.ip6,
         gw: cli.gw,
         dest: None,

@@ -57,6 +57,9 @@ pub fn open_stack(o: &Opts) -> Result<Stack, String> {
             let p: u8 = p.parse().ok().filter(|p| *p <= 128).ok_or(format!("--ip6 {a}: bad prefix"))?;
             v6.addrs.push((ip.octets(), p));
         }
+        if let Some(g) = &o.gw6 {
+            v6.gateway = Some(g.parse::<Ipv6Addr>().map_err(|e| format!("--gw6 {g}: {e}"))?.octets());
+        }
         cfg.ipv6 = Some(v6);
     }
     if let Some(g) = &o.gw {

@@ -54,6 +54,8 @@ impl Stack {
             icmp::CODE_FRAG_NEEDED => {
                 if let Some(m) = mtu.filter(|&m| m >= 68) {
                     self.pmtu.insert(dst, m as usize);
+                    // TCP never goes below the 536-byte default MSS here (RFC 9293 3.7.1).
+                    self.tcp_path_mtu(dst.into(), (m as usize).saturating_sub(40).max(536));
                 }
                 EMSGSIZE
             }

@@ -236,7 +236,8 @@ impl Stack {
     fn icmp6_error_input(&mut self, from: Addr, kind: u8, code: u8, param: u32, original: &[u8]) {
         let Ok(q) = ipv6::Repr::parse_quoted(original) else { return };
         if kind == icmpv6::PACKET_TOO_BIG {
-            // RFC 8201: the path MTU falls to the reported value, never below 1280.
+            // RFC 8201: the path MTU falls to the reported value, never below 1280; live TCP connections
+            // to that destination cut their segments to it.
             let mtu = (param as usize).max(ipv6::MIN_MTU);
             if let Some(v) = self.v6.as_mut() {
                 let dev = self.dev.mtu();
@@ -245,6 +246,7 @@ impl Stack {
                     log::info!("path MTU to {} is {mtu}", ipv6::fmt_addr(&q.dst));
                 }
             }
+            self.tcp_path_mtu(std::net::IpAddr::from(q.dst), mtu - ipv6::HEADER_LEN - 20);
         }
         let errno = match (kind, code) {
             (icmpv6::DEST_UNREACHABLE, icmpv6::UNREACH_PORT) => ECONNREFUSED,

@@ -24,6 +24,8 @@ pub struct Ipv6Config {
     pub rtr_solicit_interval: Duration,
     pub hop_limit: u8,
     pub ndisc: ndisc::Config,
+    /// A default router configured by hand (beside those advertisements bring).
+    pub gateway: Option<Addr>,
 }
 
 impl Default for Ipv6Config {
@@ -36,6 +38,7 @@ impl Default for Ipv6Config {
             rtr_solicit_interval: Duration::from_secs(4),
             hop_limit: 64,
             ndisc: ndisc::Config::default(),
+            gateway: None,
         }
     }
 }
@@ -143,6 +146,10 @@ impl V6 {
         });
         for &(addr, prefix) in &v.cfg.addrs.clone() {
             v.addrs.push(Addr6 { addr, prefix, origin: Origin::Static, state: AddrState::Preferred, valid_until: None });
+        }
+        if let Some(gw) = v.cfg.gateway {
+            // A configured router never expires.
+            v.routers.push((gw, Instant::from_millis(u64::MAX / 2000)));
         }
         v
     }

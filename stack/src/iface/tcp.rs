@@ -193,6 +193,18 @@ impl Stack {
         }
     }
 
+    /// A smaller path MTU toward `dst`: every connection to it cuts its segments to `mss` and resends what
+    /// is in flight.
+    pub(super) fn tcp_path_mtu(&mut self, dst: IpAddr, mss: usize) {
+        for s in self.tcp.iter_mut().flatten() {
+            if let TcpSock::Conn(t, _) = s {
+                if t.remote.0 == dst {
+                    t.path_mtu_reduced(mss);
+                }
+            }
+        }
+    }
+
     /// Moves a connection that became established from its listener's embryos to the accept queue.
     pub(super) fn tcp_promote(&mut self, h: SocketHandle) {
         let Some(Some(TcpSock::Conn(t, parent))) = self.tcp.get_mut(h) else { return };

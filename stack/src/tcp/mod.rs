@@ -163,6 +163,8 @@ pub struct Tcb {
     pub delayed_acks: u64,
     /// A SYN (or SYN-ACK) is due.
     syn_pending: bool,
+    /// The largest segment the path takes, once an ICMP error said so.
+    path_mss: Option<usize>,
 }
 
 fn now_ms(now: Instant) -> u32 {
@@ -225,6 +227,7 @@ impl Tcb {
             retransmits: 0,
             delayed_acks: 0,
             syn_pending: true,
+            path_mss: None,
             cfg,
         }
     }
@@ -278,7 +281,23 @@ impl Tcb {
     /// The effective MSS (what fits in a segment with our options).
     pub fn mss(&self) -> usize {
         let opts = if self.ts_ok { 12 } else { 0 };
-        (self.peer_mss.min(self.cfg.mss as usize)).saturating_sub(opts).max(64)
+        let path = self.path_mss.unwrap_or(usize::MAX);
+        (self.peer_mss.min(self.cfg.mss as usize).min(path)).saturating_sub(opts).max(64)
+    }
+
+    /// The path MTU fell (ICMP fragmentation needed, ICMPv6 Packet Too Big, RFC 8201): segments are cut
+    /// to `mss` from now on, and what is in flight, sent too big, goes again at once at the new size
+    /// (without counting as a congestion loss, as Linux's tcp_simple_retransmit).
+    pub fn path_mtu_reduced(&mut self, mss: usize) {
+        if self.path_mss.is_some_and(|m| m <= mss) || mss >= self.peer_mss.min(self.cfg.mss as usize) {
+            return;
+        }
+        self.path_mss = Some(mss);
+        self.cfg.max_gso = self.cfg.max_gso.min(mss);
+        if self.snd_nxt != self.snd_una && !matches!(self.state, State::SynSent | State::SynReceived) {
+            self.snd_nxt = self.snd_una;
+            self.retransmits += 1;
+        }
     }
 
     fn flight(&self) -> usize {
