@@ -119,6 +119,9 @@ pub struct E1000e {
     tx_timeout: Duration,
     /// The multicast table as written (the card's MTA cannot be read back cheaply over a transport).
     mta: [u32; 128],
+    /// The VLAN filter table as written.
+    vfta: [u32; 128],
+    rctl: u32,
 }
 
 /// The MTA bit for a multicast Ethernet address with RCTL.MO = 0 (the filter looks at bits 47:36 of
@@ -271,6 +274,8 @@ impl E1000e {
             last_alive: Instant::now(),
             tx_timeout: cfg.tx_timeout,
             mta: [0; 128],
+            vfta: [0; 128],
+            rctl: 0,
         };
         d.t.write32(IMC, 0xFFFF_FFFF)?;
         d.t.write32(EIAC_82574, 0)?;
@@ -411,6 +416,7 @@ impl E1000e {
             rctl |= RCTL_UPE | RCTL_MPE;
         }
         self.t.write32(RCTL, rctl)?;
+        self.rctl = rctl;
         Ok(())
     }
 
@@ -911,6 +917,18 @@ impl NetDev for E1000e {
     }
     fn stats(&self) -> Stats {
         self.stats.clone()
+    }
+    fn add_vlan(&mut self, vid: u16) -> Result<(), DriverError> {
+        let (reg, bit) = ((usize::from(vid) >> 5) & 127, u32::from(vid) & 31);
+        if self.vfta[reg] & (1 << bit) == 0 {
+            self.vfta[reg] |= 1 << bit;
+            self.t.write32(VFTA + 4 * reg as u32, self.vfta[reg])?;
+        }
+        if self.rctl & RCTL_VFE == 0 {
+            self.rctl |= RCTL_VFE;
+            self.t.write32(RCTL, self.rctl)?;
+        }
+        Ok(())
     }
     fn add_multicast(&mut self, mac: [u8; 6]) -> Result<(), DriverError> {
         let (reg, bit) = mta_bit(mac);

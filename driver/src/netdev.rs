@@ -97,4 +97,7 @@ pub trait NetDev {
     fn stats(&self) -> Stats;
     /// Lets frames to a multicast Ethernet address through the card's filter.
     fn add_multicast(&mut self, mac: [u8; 6]) -> Result<(), DriverError>;
+    /// Enters VLAN `vid` into the card's VLAN filter table and turns the filter on: tagged frames of other
+    /// VLANs are dropped by the card.
+    fn add_vlan(&mut self, vid: u16) -> Result<(), DriverError>;
 }

@@ -131,6 +131,8 @@ pub const RCTL_UPE: u32 = 1 << 3;
 pub const RCTL_MPE: u32 = 1 << 4;
 pub const RCTL_LPE: u32 = 1 << 5;
 pub const RCTL_BAM: u32 = 1 << 15;
+/// VLAN filter enable: tagged frames pass only for VLANs set in the VFTA.
+pub const RCTL_VFE: u32 = 1 << 18;
 pub const RCTL_SECRC: u32 = 1 << 26;
 pub const RFCTL_EXTEN: u32 = 1 << 15;
 pub const RXCSUM_IPOFL: u32 = 1 << 8;

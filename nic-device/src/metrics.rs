@@ -39,6 +39,10 @@ metrics! {
     rx_csum_completed,
     /// Frames from the backend whose virtio-net header did not fit the frame: dropped.
     rx_gso_errors,
+    /// Frames the card tagged from a descriptor's VLAN field (VLE).
+    tx_vlan_inserted,
+    /// Frames whose tag the card moved into the descriptor (CTRL.VME).
+    rx_vlan_stripped,
     /// Frames received from the backend and written to the guest.
     rx_frames,
     /// Descriptor or buffer addresses outside the DMA maps.

@@ -395,6 +395,7 @@ impl Nic {
         let mut vlan = None;
         let tagged = frame.len() >= 18 && be16(frame, 12) == Some(vet);
         if tagged && self.reg(CTRL) & CTRL_VME != 0 {
+            Metrics::inc(&self.metrics.rx_vlan_stripped);
             vlan = be16(frame, 14);
             let mut v = frame.to_vec();
             v.drain(12..16);

@@ -322,6 +322,7 @@ impl Nic {
             }
             if let Some(tci) = t.vlan {
                 offload::insert_vlan(&mut f, vet, tci);
+                Metrics::inc(&self.metrics.tx_vlan_inserted);
             }
             self.count_tx(&f);
             pass.frames += 1;

@@ -12,12 +12,14 @@ mod frames;
 mod ping;
 mod reflect;
 mod tcpcmd;
+mod topology;
 
 use driver::{Config, E1000e, IrqMode, NetDev, RxPacket, TxPacket};
 use frames::*;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+#[derive(Clone)]
 pub(crate) struct Opts {
     pub(crate) transport: Option<String>,
     pub(crate) irq: IrqMode,
@@ -32,6 +34,9 @@ pub(crate) struct Opts {
     pub(crate) ip6: Vec<String>,
     pub(crate) ipv6: bool,
     pub(crate) gw6: Option<String>,
+    pub(crate) vlan: Option<u16>,
+    pub(crate) vlan_offload: Option<bool>,
+    pub(crate) seconds: Option<f64>,
     pub(crate) gw: Option<String>,
     pub(crate) dest: Option<String>,
     pub(crate) interval: f64,
@@ -84,6 +89,12 @@ struct Cli {
     /// Stack commands: an IPv6 default router (turns IPv6 on)
     #[arg(long, value_name = "ADDR", global = true)]
     gw6: Option<String>,
+    /// Stack commands: run on 802.1Q VLAN ID of the device (a sub-interface)
+    #[arg(long, value_name = "ID", global = true)]
+    vlan: Option<u16>,
+    /// With --vlan: the tag in the card's descriptors (on) or in the frame (off); default: the card's
+    #[arg(long, value_name = "on|off", global = true, value_parser = parse_on_off)]
+    vlan_offload: Option<bool>,
     /// Stack commands: a bad wire built in (loss=P,reorder=P,dup=P,seed=S)
     #[arg(long, value_name = "SPEC", global = true)]
     impair: Option<String>,
@@ -150,6 +161,13 @@ enum Cmd {
         /// Payload bytes (IPv6 fragments what exceeds the path MTU)
         #[arg(short = 's', default_value = "56")]
         size: usize,
+    },
+    /// Builds devices, VLANs, bridges and hosts from a TOML file (see tools/src/topology.rs) and runs
+    /// them until SIGINT or SECONDS; prints each one's counters, the bridges' tables and addresses at exit
+    Run {
+        file: String,
+        #[arg(long)]
+        seconds: Option<f64>,
     },
     /// Runs the stack for SECONDS (answering pings, neighbour and router discovery), then prints its
     /// IPv6 addresses, neighbours and routers
@@ -220,6 +238,9 @@ fn parse() -> Result<Option<Opts>, String> {
         ip: cli.ip,
         ipv6: cli.ipv6 || !cli.ip6.is_empty() || cli.gw6.is_some(),
         gw6: cli.gw6,
+        vlan: cli.vlan,
+        vlan_offload: cli.vlan_offload,
+        seconds: None,
         ip6: cli.ip6,
         gw: cli.gw,
         dest: None,
@@ -253,6 +274,10 @@ fn parse() -> Result<Option<Opts>, String> {
             (o.dest, o.count, o.interval, o.size) = (Some(dest), count, interval, size);
             "ping"
         }
+        Cmd::Run { file, seconds } => {
+            (o.dest, o.seconds) = (Some(file), seconds);
+            "run"
+        }
         Cmd::Idle { seconds } => {
             o.interval = seconds;
             "idle"
@@ -278,6 +303,14 @@ fn parse() -> Result<Option<Opts>, String> {
     Ok(Some(o))
 }
 
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s}: on or off")),
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let o = match parse() {
@@ -293,6 +326,7 @@ fn main() -> ExitCode {
         "memcpy" => Ok(memcpy(&o)),
         "ping" => ping::run(&o),
         "idle" => ping::idle(&o),
+        "run" => topology::run(&o),
         "get" => tcpcmd::get(&o),
         "serve" => tcpcmd::serve(&o),
         "blast" => tcpcmd::blast(&o),

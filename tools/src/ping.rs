@@ -17,7 +17,6 @@ fn parse_cidr(s: &str) -> Result<([u8; 4], u8), String> {
 
 /// The stack on the device the options name.
 pub fn open_stack(o: &Opts) -> Result<Stack, String> {
-    let (addr, prefix) = parse_cidr(o.ip.as_deref().ok_or("--ip ADDR/PREFIX is required")?)?;
     let dev: Box<dyn Device> = if let Some(t) = &o.tap {
         let pid = std::process::id();
         let mac = [0x02, 0x4e, 0x49, 0x43, (pid >> 8) as u8, pid as u8];
@@ -27,6 +26,19 @@ pub fn open_stack(o: &Opts) -> Result<Stack, String> {
         let t = driver::open_transport(spec).map_err(|e| e.to_string())?;
         let d = E1000e::open(t, Config { irq: o.irq, ..Default::default() }).map_err(|e| format!("{spec}: {e}"))?;
         Box::new(stack::dev::nic::NicDevice::new(d))
+    };
+    stack_on(dev, o)
+}
+
+/// A stack on `dev` as the options configure it (VLAN, impairment, addresses, routes, IPv6).
+pub fn stack_on(dev: Box<dyn Device>, o: &Opts) -> Result<Stack, String> {
+    let (addr, prefix) = parse_cidr(o.ip.as_deref().ok_or("--ip ADDR/PREFIX is required")?)?;
+    let dev: Box<dyn Device> = match o.vlan {
+        Some(vid) => {
+            let mux = stack::dev::vlan::VlanMux::new(dev, o.vlan_offload);
+            Box::new(stack::dev::vlan::VlanMux::vlan(&mux, vid).map_err(|e| format!("--vlan {vid}: {e}"))?)
+        }
+        None => dev,
     };
     let dev: Box<dyn Device> = match &o.impair {
         Some(spec) => {

@@ -1,10 +1,13 @@
-//! Network devices the stack runs on: the userspace 82574L driver, a TAP device, a loopback device, and a
-//! simulated link with seeded impairment for tests.
+//! Network devices the stack runs on: the userspace 82574L driver, a TAP device, a loopback device, a
+//! learning bridge over other devices, VLAN sub-interfaces, and a simulated link with seeded impairment for
+//! tests.
 
+pub mod bridge;
 pub mod loopback;
 pub mod nic;
 pub mod sim;
 pub mod tap;
+pub mod vlan;
 
 use crate::skb::PacketBuf;
 use crate::wire::Mac;
@@ -18,6 +21,8 @@ pub struct Features {
     pub tx_csum: bool,
     /// The device verifies received checksums.
     pub rx_csum: bool,
+    /// The device inserts and strips 802.1Q tags (the tag travels beside the frame).
+    pub vlan: bool,
 }
 
 pub trait Device {
@@ -39,6 +44,15 @@ pub trait Device {
     /// passes them all).
     fn join_multicast(&mut self, mac: Mac) -> io::Result<()> {
         let _ = mac;
+        Ok(())
+    }
+    /// A descriptor that becomes readable when frames wait (for devices combined into one: a bridge).
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+    /// Lets frames of VLAN `vid` through the device's VLAN filter (a device without one passes them all).
+    fn join_vlan(&mut self, vid: u16) -> io::Result<()> {
+        let _ = vid;
         Ok(())
     }
 }
@@ -67,5 +81,11 @@ impl Device for Box<dyn Device> {
     }
     fn join_multicast(&mut self, mac: Mac) -> io::Result<()> {
         (**self).join_multicast(mac)
+    }
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        (**self).raw_fd()
+    }
+    fn join_vlan(&mut self, vid: u16) -> io::Result<()> {
+        (**self).join_vlan(vid)
     }
 }

@@ -37,7 +37,7 @@ impl<D: NetDev> Device for NicDevice<D> {
     }
     fn features(&self) -> Features {
         let f = self.dev.features();
-        Features { tso: f.tso, tx_csum: f.tx_csum, rx_csum: f.rx_csum }
+        Features { tso: f.tso, tx_csum: f.tx_csum, rx_csum: f.rx_csum, vlan: f.vlan }
     }
     fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
         // Convert only what one doorbell can carry; the rest stays queued as packet buffers.
@@ -79,5 +79,8 @@ impl<D: NetDev> Device for NicDevice<D> {
     }
     fn join_multicast(&mut self, mac: crate::wire::Mac) -> io::Result<()> {
         self.dev.add_multicast(mac).map_err(err)
+    }
+    fn join_vlan(&mut self, vid: u16) -> io::Result<()> {
+        self.dev.add_vlan(vid).map_err(err)
     }
 }

@@ -56,4 +56,8 @@ impl Device for Tap {
     fn name(&self) -> String {
         format!("tap:{}", self.tap.name())
     }
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.tap.as_raw_fd())
+    }
 }

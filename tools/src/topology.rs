@@ -1,0 +1,333 @@
+//! `nic-lab run TOPOLOGY-FILE`: builds devices (TAP devices and cards), VLAN sub-interfaces, bridges and
+//! hosts (a stack instance of its own on one interface: an isolated namespace with its addresses,
+//! routes, neighbours and sockets) from a TOML file, runs them all from one poll loop that sleeps when
+//! nothing moves, and at SIGINT, SIGTERM or after `--seconds` prints what each did.
+//!
+//! ```toml
+//! [[device]]              # a TAP device (created if missing) or a card over vfio-user
+//! name = "a"
+//! tap = "ta"              # or: vfio-user = "/run/nic0.sock"
+//!
+//! [[vlan]]                # an 802.1Q sub-interface of a device
+//! name = "a100"
+//! parent = "a"
+//! id = 100
+//! offload = true          # optional: the tag in the card's descriptors (default: when the card can)
+//!
+//! [[bridge]]              # a learning bridge over devices and VLANs
+//! name = "br0"
+//! ports = ["a", "b"]
+//! ageing = 300            # optional, seconds
+//!
+//! [[host]]                # a stack on a device, VLAN or bridge
+//! name = "h1"
+//! interface = "br0"
+//! ip = "10.0.0.3/24"
+//! gw = "10.0.0.1"         # optional
+//! ip6 = ["2001:db8::3/64"] # optional; IPv6 is on with any of ip6, ipv6 = true, gw6
+//! ```
+//!
+//! Names are resolved in that order (devices, VLANs, bridges, hosts); each interface is used once.
+
+use serde::Deserialize;
+use stack::dev::bridge::Bridge;
+use stack::dev::vlan::{VlanDev, VlanMux};
+use stack::dev::Device;
+use stack::time::Instant;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    #[serde(default)]
+    device: Vec<DeviceSpec>,
+    #[serde(default)]
+    vlan: Vec<VlanSpec>,
+    #[serde(default)]
+    bridge: Vec<BridgeSpec>,
+    #[serde(default)]
+    host: Vec<HostSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceSpec {
+    name: String,
+    tap: Option<String>,
+    #[serde(rename = "vfio-user")]
+    vfio_user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VlanSpec {
+    name: String,
+    parent: String,
+    id: u16,
+    offload: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BridgeSpec {
+    name: String,
+    ports: Vec<String>,
+    ageing: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostSpec {
+    name: String,
+    interface: String,
+    ip: String,
+    gw: Option<String>,
+    #[serde(default)]
+    ip6: Vec<String>,
+    #[serde(default)]
+    ipv6: bool,
+    gw6: Option<String>,
+}
+
+/// A device several owners look at: a bridge both forwards (the loop polls it) and reports.
+struct SharedDev<D: Device>(Rc<RefCell<D>>);
+
+impl<D: Device> Device for SharedDev<D> {
+    fn mac(&self) -> stack::wire::Mac {
+        self.0.borrow().mac()
+    }
+    fn mtu(&self) -> usize {
+        self.0.borrow().mtu()
+    }
+    fn features(&self) -> stack::dev::Features {
+        self.0.borrow().features()
+    }
+    fn transmit(&mut self, q: &mut std::collections::VecDeque<stack::skb::PacketBuf>) -> std::io::Result<usize> {
+        self.0.borrow_mut().transmit(q)
+    }
+    fn poll(&mut self, budget: usize, out: &mut Vec<stack::skb::PacketBuf>) -> std::io::Result<usize> {
+        self.0.borrow_mut().poll(budget, out)
+    }
+    fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.0.borrow_mut().wait(timeout)
+    }
+    fn name(&self) -> String {
+        self.0.borrow().name()
+    }
+    fn join_multicast(&mut self, mac: stack::wire::Mac) -> std::io::Result<()> {
+        self.0.borrow_mut().join_multicast(mac)
+    }
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.0.borrow().raw_fd()
+    }
+    fn join_vlan(&mut self, vid: u16) -> std::io::Result<()> {
+        self.0.borrow_mut().join_vlan(vid)
+    }
+}
+
+/// What was built: hosts to poll, bridges nobody polls through a host, and what to report.
+struct Built {
+    hosts: Vec<(String, stack::Stack)>,
+    bridges: Vec<(Rc<RefCell<Bridge>>, bool)>,
+    vlans: Vec<(String, Rc<RefCell<VlanMux>>)>,
+}
+
+fn build(t: Topology, o: &crate::Opts) -> Result<Built, String> {
+    let mut ifaces: HashMap<String, Box<dyn Device>> = HashMap::new();
+    let taken = |ifaces: &mut HashMap<String, Box<dyn Device>>, name: &str, by: &str| {
+        ifaces.remove(name).ok_or(format!("{by}: no interface '{name}' (or it is used twice)"))
+    };
+    for (i, d) in t.device.iter().enumerate() {
+        let dev: Box<dyn Device> = match (&d.tap, &d.vfio_user) {
+            (Some(tap), None) => {
+                let pid = std::process::id();
+                let mac = [0x02, 0x4e, 0x49, (i as u8).wrapping_add(1), (pid >> 8) as u8, pid as u8];
+                Box::new(stack::dev::tap::Tap::open(tap, mac).map_err(|e| format!("device {}: tap {tap}: {e}", d.name))?)
+            }
+            (None, Some(sock)) => {
+                let tr = driver::open_transport(&format!("vfio-user:{sock}")).map_err(|e| format!("device {}: {e}", d.name))?;
+                let dev = driver::E1000e::open(tr, driver::Config { irq: o.irq, ..Default::default() })
+                    .map_err(|e| format!("device {}: {e}", d.name))?;
+                Box::new(stack::dev::nic::NicDevice::new(dev))
+            }
+            _ => return Err(format!("device {}: give exactly one of tap and vfio-user", d.name)),
+        };
+        eprintln!("[run] device {} ({})", d.name, dev.name());
+        ifaces.insert(d.name.clone(), dev);
+    }
+    let mut vlans = Vec::new();
+    let mut muxes: HashMap<String, Rc<RefCell<VlanMux>>> = HashMap::new();
+    for v in &t.vlan {
+        let mux = match muxes.get(&v.parent) {
+            Some(m) => m.clone(),
+            None => {
+                let parent = taken(&mut ifaces, &v.parent, &format!("vlan {}", v.name))?;
+                let m = VlanMux::new(parent, v.offload);
+                muxes.insert(v.parent.clone(), m.clone());
+                vlans.push((v.parent.clone(), m.clone()));
+                m
+            }
+        };
+        let dev: VlanDev = VlanMux::vlan(&mux, v.id).map_err(|e| format!("vlan {}: {e}", v.name))?;
+        eprintln!("[run] vlan {} ({})", v.name, dev.name());
+        ifaces.insert(v.name.clone(), Box::new(dev));
+    }
+    // A VLAN parent's untagged traffic stays reachable under the parent's name.
+    for (parent, m) in &muxes {
+        ifaces.insert(parent.clone(), Box::new(VlanMux::untagged(m)));
+    }
+    let mut bridges = Vec::new();
+    for (i, b) in t.bridge.iter().enumerate() {
+        let mut members = Vec::new();
+        for p in &b.ports {
+            members.push(taken(&mut ifaces, p, &format!("bridge {}", b.name))?);
+        }
+        let pid = std::process::id();
+        let mut br = Bridge::new(&b.name, [0x02, 0x42, 0x52, (i as u8).wrapping_add(1), (pid >> 8) as u8, pid as u8], members);
+        if let Some(a) = b.ageing {
+            br.ageing = Duration::from_secs(a);
+        }
+        eprintln!("[run] bridge {} over {}", b.name, b.ports.join(", "));
+        let shared = Rc::new(RefCell::new(br));
+        bridges.push((shared.clone(), false));
+        ifaces.insert(b.name.clone(), Box::new(SharedDev(shared)));
+    }
+    let mut hosts = Vec::new();
+    for h in &t.host {
+        let dev = taken(&mut ifaces, &h.interface, &format!("host {}", h.name))?;
+        if let Some(b) = bridges.iter_mut().find(|b| b.0.borrow().name() == h.interface) {
+            b.1 = true;
+        }
+        let opts = crate::Opts {
+            ip: Some(h.ip.clone()),
+            gw: h.gw.clone(),
+            ip6: h.ip6.clone(),
+            ipv6: h.ipv6 || !h.ip6.is_empty() || h.gw6.is_some(),
+            gw6: h.gw6.clone(),
+            vlan: None,
+            impair: None,
+            ..o.clone()
+        };
+        let s = crate::ping::stack_on(dev, &opts).map_err(|e| format!("host {}: {e}", h.name))?;
+        eprintln!("[run] host {} on {} ({})", h.name, h.interface, h.ip);
+        hosts.push((h.name.clone(), s));
+    }
+    for name in ifaces.keys() {
+        if !muxes.contains_key(name) {
+            log::warn!("interface {name} is not used by a bridge or a host");
+        }
+    }
+    Ok(Built { hosts, bridges, vlans })
+}
+
+pub fn run(o: &crate::Opts) -> Result<bool, String> {
+    let path = o.dest.as_deref().ok_or("run needs a topology file")?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let topo: Topology = toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    let mut b = build(topo, o)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;
+    }
+    let end = o.seconds.map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
+    eprintln!("[run] running{}", o.seconds.map(|s| format!(" for {s} s")).unwrap_or_else(|| " until SIGINT".into()));
+    let mut discard = Vec::new();
+    while !stop.load(Ordering::Relaxed) && end.is_none_or(|e| std::time::Instant::now() < e) {
+        let now = Instant::now();
+        let mut moved = false;
+        for (_, s) in b.hosts.iter_mut() {
+            moved |= s.poll(now);
+        }
+        // A bridge without a host on it forwards all the same.
+        for (br, hosted) in &b.bridges {
+            if !hosted {
+                discard.clear();
+                moved |= br.borrow_mut().poll(64, &mut discard).unwrap_or(0) > 0;
+            }
+        }
+        if !moved {
+            let mut fds: Vec<Option<std::os::fd::RawFd>> = b.hosts.iter().map(|h| h.1.dev.raw_fd()).collect();
+            fds.extend(b.bridges.iter().filter(|x| !x.1).map(|x| x.0.borrow().raw_fd()));
+            let next = b.hosts.iter().filter_map(|h| h.1.poll_at()).min();
+            let wait = next
+                .map(|t| if t > now { t - now } else { Duration::ZERO })
+                .unwrap_or(Duration::from_millis(50))
+                .min(Duration::from_millis(50));
+            if fds.iter().all(|f| f.is_some()) {
+                stack::dev::bridge::wait_any(fds, wait);
+            } else {
+                // A card's interrupts are not a descriptor here: poll it often.
+                std::thread::sleep(wait.min(Duration::from_millis(1)));
+            }
+        }
+    }
+    print!("{}", report(&b));
+    Ok(true)
+}
+
+fn report(b: &Built) -> String {
+    let mut s = String::new();
+    for (br, _) in &b.bridges {
+        s += &br.borrow().report();
+    }
+    for (parent, m) in &b.vlans {
+        let (per, unknown) = m.borrow().stats();
+        s += &format!("vlans on {parent}: {unknown} frames for VLANs not joined\n");
+        for (vid, st) in per {
+            let vid = vid.map(|v| v.to_string()).unwrap_or_else(|| "untagged".into());
+            s += &format!("  vlan {vid}: rx {} tx {}\n", st.rx_frames, st.tx_frames);
+        }
+    }
+    for (name, st) in &b.hosts {
+        let x = &st.stats;
+        s += &format!(
+            "host {name} on {}: ip in {} delivered {} out {}, arp requests {} replies {}, no ports {}\n",
+            st.dev.name(),
+            x.in_receives,
+            x.in_delivers,
+            x.out_requests,
+            x.arp_requests,
+            x.arp_replies,
+            x.no_ports
+        );
+        for (a, p, state) in st.ipv6_addrs() {
+            s += &format!("  inet6 {}/{p} {state}\n", std::net::Ipv6Addr::from(a));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses_and_mistakes_are_named() {
+        let doc: String = include_str!("topology.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start().to_string() + "\n")
+            .collect();
+        let t: Topology = toml::from_str(&doc).unwrap();
+        assert_eq!((t.device.len(), t.vlan.len(), t.bridge.len(), t.host.len()), (1, 1, 1, 1));
+        let e = toml::from_str::<Topology>("[[device]]\nname = \"a\"\ntapp = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("tapp"), "{e}");
+        let e = toml::from_str::<Topology>("[[host]]\nname = \"h\"\n").unwrap_err().to_string();
+        assert!(e.contains("interface"), "{e}");
+    }
+
+    #[test]
+    fn the_example_topologies_parse() {
+        for (name, text) in [("bridge", include_str!("../topologies/bridge.toml")), ("vlans", include_str!("../topologies/vlans.toml"))] {
+            let t: Topology = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!t.host.is_empty(), "{name}");
+        }
+    }
+}
