@@ -35,6 +35,8 @@ pub(crate) struct Opts {
     pub(crate) ipv6: bool,
     pub(crate) gw6: Option<String>,
     pub(crate) vlan: Option<u16>,
+    pub(crate) bond: Option<String>,
+    pub(crate) slaves: Vec<String>,
     pub(crate) vlan_offload: Option<bool>,
     pub(crate) seconds: Option<f64>,
     pub(crate) gw: Option<String>,
@@ -92,6 +94,12 @@ struct Cli {
     /// Stack commands: run on 802.1Q VLAN ID of the device (a sub-interface)
     #[arg(long, value_name = "ID", global = true)]
     vlan: Option<u16>,
+    /// Stack commands: a bond over the --slave devices (active-backup or balance-xor)
+    #[arg(long, value_name = "MODE", global = true)]
+    bond: Option<String>,
+    /// With --bond: a slave, vfio-user:PATH or tap:IFNAME (repeat for each)
+    #[arg(long, value_name = "SPEC", global = true)]
+    slave: Vec<String>,
     /// With --vlan: the tag in the card's descriptors (on) or in the frame (off); default: the card's
     #[arg(long, value_name = "on|off", global = true, value_parser = parse_on_off)]
     vlan_offload: Option<bool>,
@@ -239,6 +247,8 @@ fn parse() -> Result<Option<Opts>, String> {
         ipv6: cli.ipv6 || !cli.ip6.is_empty() || cli.gw6.is_some(),
         gw6: cli.gw6,
         vlan: cli.vlan,
+        bond: cli.bond,
+        slaves: cli.slave,
         vlan_offload: cli.vlan_offload,
         seconds: None,
         ip6: cli.ip6,

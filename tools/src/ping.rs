@@ -15,8 +15,31 @@ fn parse_cidr(s: &str) -> Result<([u8; 4], u8), String> {
     Ok((a.octets(), p))
 }
 
+/// A device from a spec: `tap:IFNAME` or `vfio-user:PATH` (a card through our driver).
+pub fn open_device(spec: &str, o: &Opts, index: u8) -> Result<Box<dyn Device>, String> {
+    if let Some(t) = spec.strip_prefix("tap:") {
+        let pid = std::process::id();
+        let mac = [0x02, 0x4e, 0x49, 0x50u8.wrapping_add(index), (pid >> 8) as u8, pid as u8];
+        return Ok(Box::new(stack::dev::tap::Tap::open(t, mac).map_err(|e| format!("tap {t}: {e}"))?));
+    }
+    let t = driver::open_transport(spec).map_err(|e| format!("{spec}: {e}"))?;
+    let d = E1000e::open(t, Config { irq: o.irq, ..Default::default() }).map_err(|e| format!("{spec}: {e}"))?;
+    Ok(Box::new(stack::dev::nic::NicDevice::new(d)))
+}
+
 /// The stack on the device the options name.
 pub fn open_stack(o: &Opts) -> Result<Stack, String> {
+    if let Some(mode) = &o.bond {
+        let mode: stack::dev::bond::Mode = mode.parse()?;
+        if o.slaves.len() < 2 {
+            return Err("--bond needs two or more --slave devices".into());
+        }
+        let mut slaves = Vec::new();
+        for (i, sp) in o.slaves.iter().enumerate() {
+            slaves.push(open_device(sp, o, i as u8)?);
+        }
+        return stack_on(Box::new(stack::dev::bond::Bond::new("bond0", mode, slaves)), o);
+    }
     let dev: Box<dyn Device> = if let Some(t) = &o.tap {
         let pid = std::process::id();
         let mac = [0x02, 0x4e, 0x49, 0x43, (pid >> 8) as u8, pid as u8];

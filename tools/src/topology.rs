@@ -14,7 +14,12 @@
 //! id = 100
 //! offload = true          # optional: the tag in the card's descriptors (default: when the card can)
 //!
-//! [[bridge]]              # a learning bridge over devices and VLANs
+//! [[bond]]                # a bond over devices and VLANs
+//! name = "bond0"
+//! mode = "active-backup"  # or balance-xor
+//! slaves = ["a", "b"]
+//!
+//! [[bridge]]              # a learning bridge over devices, VLANs and bonds
 //! name = "br0"
 //! ports = ["a", "b"]
 //! ageing = 300            # optional, seconds
@@ -27,7 +32,7 @@
 //! ip6 = ["2001:db8::3/64"] # optional; IPv6 is on with any of ip6, ipv6 = true, gw6
 //! ```
 //!
-//! Names are resolved in that order (devices, VLANs, bridges, hosts); each interface is used once.
+//! Names are resolved in that order (devices, VLANs, bonds, bridges, hosts); each interface is used once.
 
 use serde::Deserialize;
 use stack::dev::bridge::Bridge;
@@ -48,6 +53,8 @@ pub struct Topology {
     device: Vec<DeviceSpec>,
     #[serde(default)]
     vlan: Vec<VlanSpec>,
+    #[serde(default)]
+    bond: Vec<BondSpec>,
     #[serde(default)]
     bridge: Vec<BridgeSpec>,
     #[serde(default)]
@@ -70,6 +77,14 @@ struct VlanSpec {
     parent: String,
     id: u16,
     offload: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BondSpec {
+    name: String,
+    mode: String,
+    slaves: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +195,15 @@ fn build(t: Topology, o: &crate::Opts) -> Result<Built, String> {
     // A VLAN parent's untagged traffic stays reachable under the parent's name.
     for (parent, m) in &muxes {
         ifaces.insert(parent.clone(), Box::new(VlanMux::untagged(m)));
+    }
+    for b in &t.bond {
+        let mode: stack::dev::bond::Mode = b.mode.parse().map_err(|e| format!("bond {}: {e}", b.name))?;
+        let mut slaves = Vec::new();
+        for sl in &b.slaves {
+            slaves.push(taken(&mut ifaces, sl, &format!("bond {}", b.name))?);
+        }
+        eprintln!("[run] bond {} ({}) over {}", b.name, b.mode, b.slaves.join(", "));
+        ifaces.insert(b.name.clone(), Box::new(stack::dev::bond::Bond::new(&b.name, mode, slaves)));
     }
     let mut bridges = Vec::new();
     for (i, b) in t.bridge.iter().enumerate() {
@@ -316,7 +340,7 @@ mod test {
             .map(|l| l.trim_start_matches("//!").trim_start().to_string() + "\n")
             .collect();
         let t: Topology = toml::from_str(&doc).unwrap();
-        assert_eq!((t.device.len(), t.vlan.len(), t.bridge.len(), t.host.len()), (1, 1, 1, 1));
+        assert_eq!((t.device.len(), t.vlan.len(), t.bond.len(), t.bridge.len(), t.host.len()), (1, 1, 1, 1, 1));
         let e = toml::from_str::<Topology>("[[device]]\nname = \"a\"\ntapp = \"x\"\n").unwrap_err().to_string();
         assert!(e.contains("tapp"), "{e}");
         let e = toml::from_str::<Topology>("[[host]]\nname = \"h\"\n").unwrap_err().to_string();
@@ -325,7 +349,11 @@ mod test {
 
     #[test]
     fn the_example_topologies_parse() {
-        for (name, text) in [("bridge", include_str!("../topologies/bridge.toml")), ("vlans", include_str!("../topologies/vlans.toml"))] {
+        for (name, text) in [
+            ("bridge", include_str!("../topologies/bridge.toml")),
+            ("vlans", include_str!("../topologies/vlans.toml")),
+            ("bond", include_str!("../topologies/bond.toml")),
+        ] {
             let t: Topology = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!t.host.is_empty(), "{name}");
         }

@@ -1,7 +1,8 @@
 //! Network devices the stack runs on: the userspace 82574L driver, a TAP device, a loopback device, a
-//! learning bridge over other devices, VLAN sub-interfaces, and a simulated link with seeded impairment for
+//! learning bridge over other devices, VLAN sub-interfaces, bonds, and a simulated link with seeded impairment for
 //! tests.
 
+pub mod bond;
 pub mod bridge;
 pub mod loopback;
 pub mod nic;
@@ -55,6 +56,15 @@ pub trait Device {
         let _ = vid;
         Ok(())
     }
+    /// Whether the link is up (for a bond's monitoring; may read a register).
+    fn link_up(&mut self) -> bool {
+        true
+    }
+    /// The device changed under the stack (a bond failed over): the stack takes the device's address
+    /// again and announces its own addresses to the link. Reported once.
+    fn announce_wanted(&mut self) -> bool {
+        false
+    }
 }
 
 impl Device for Box<dyn Device> {
@@ -87,5 +97,11 @@ impl Device for Box<dyn Device> {
     }
     fn join_vlan(&mut self, vid: u16) -> io::Result<()> {
         (**self).join_vlan(vid)
+    }
+    fn link_up(&mut self) -> bool {
+        (**self).link_up()
+    }
+    fn announce_wanted(&mut self) -> bool {
+        (**self).announce_wanted()
     }
 }

@@ -83,4 +83,7 @@ impl<D: NetDev> Device for NicDevice<D> {
     fn join_vlan(&mut self, vid: u16) -> io::Result<()> {
         self.dev.add_vlan(vid).map_err(err)
     }
+    fn link_up(&mut self) -> bool {
+        self.dev.link().is_ok_and(|l| l.up)
+    }
 }

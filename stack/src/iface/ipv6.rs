@@ -231,6 +231,18 @@ impl Stack {
         }
     }
 
+    /// Unsolicited neighbour advertisements for every usable address (RFC 4861 7.2.6), after the link
+    /// address changed.
+    pub(super) fn announce6(&mut self) {
+        let mac = self.mac;
+        let Some(v) = self.v6.as_ref() else { return };
+        let addrs: Vec<Addr> = v.usable().map(|a| a.addr).collect();
+        for a in addrs {
+            let m = icmpv6::Repr::NeighborAdvert { flags: icmpv6::NA_OVERRIDE, target: a, target_ll: Some(mac) };
+            self.send_nd(a, ipv6::ALL_NODES, &m, None);
+        }
+    }
+
     /// The interface's IPv6 addresses with their prefix length and state.
     pub fn ipv6_addrs(&self) -> Vec<(Addr, u8, &'static str)> {
         self.v6.as_ref().map(|v| v.addrs.iter().map(|a| (a.addr, a.prefix, a.state_name())).collect()).unwrap_or_default()

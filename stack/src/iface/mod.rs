@@ -187,6 +187,12 @@ impl Stack {
             self.announced = true;
             self.announce();
         }
+        if self.dev.announce_wanted() {
+            // The device changed under us (a bond failed over): its address may have too; tell the link.
+            self.mac = self.dev.mac();
+            self.announce();
+            self.announce6();
+        }
         let mut progress = false;
         let mut frames = std::mem::take(&mut self.rx);
         match self.dev.poll(64, &mut frames) {

@@ -1,0 +1,371 @@
+//! Bonding, as Linux's bonding driver does it, over any member ("slave") devices.
+//!
+//! - **active-backup**: one slave carries all traffic; link monitoring (`miimon`, 100 ms) notices when its
+//!   link goes down and makes the next slave with link the active one. The bond's address follows the
+//!   active slave (Linux's `fail_over_mac=active`, which needs no address change on the cards), and the
+//!   stack announces its addresses again (gratuitous ARP, unsolicited neighbour advertisements) so that the
+//!   neighbours' tables and the switches follow at once. Frames arriving on a backup slave are dropped.
+//! - **balance-xor** with the `layer3+4` transmit hash: each flow (addresses and ports) keeps to one slave
+//!   with link, flows spread over all of them; frames are received on every slave.
+
+use super::Device;
+use crate::skb::PacketBuf;
+use crate::wire::{fmt_mac, Mac};
+use std::collections::VecDeque;
+use std::io;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    ActiveBackup,
+    BalanceXor,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "active-backup" => Ok(Mode::ActiveBackup),
+            "balance-xor" => Ok(Mode::BalanceXor),
+            _ => Err(format!("bonding mode {s}: active-backup or balance-xor")),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SlaveStats {
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    /// Frames that arrived on a backup slave (dropped, as Linux does in active-backup).
+    pub rx_dropped: u64,
+    pub link_failures: u64,
+}
+
+struct Slave {
+    dev: Box<dyn Device>,
+    up: bool,
+    stats: SlaveStats,
+}
+
+pub struct Bond {
+    name: String,
+    mode: Mode,
+    slaves: Vec<Slave>,
+    active: usize,
+    /// How often link states are read (Linux's miimon).
+    pub miimon: Duration,
+    last_check: Option<Instant>,
+    pub failovers: u64,
+    announce: bool,
+    clock: Box<dyn Fn() -> Instant>,
+}
+
+impl Bond {
+    pub fn new(name: &str, mode: Mode, slaves: Vec<Box<dyn Device>>) -> Bond {
+        Bond::with_clock(name, mode, slaves, Box::new(Instant::now))
+    }
+
+    pub fn with_clock(name: &str, mode: Mode, slaves: Vec<Box<dyn Device>>, clock: Box<dyn Fn() -> Instant>) -> Bond {
+        Bond {
+            name: name.into(),
+            mode,
+            slaves: slaves.into_iter().map(|dev| Slave { dev, up: true, stats: SlaveStats::default() }).collect(),
+            active: 0,
+            miimon: Duration::from_millis(100),
+            last_check: None,
+            failovers: 0,
+            announce: false,
+            clock,
+        }
+    }
+
+    /// The active slave's name (active-backup).
+    pub fn active(&self) -> Option<String> {
+        self.slaves.get(self.active).map(|s| s.dev.name())
+    }
+
+    pub fn slave_stats(&self) -> Vec<(String, bool, SlaveStats)> {
+        self.slaves.iter().map(|s| (s.dev.name(), s.up, s.stats)).collect()
+    }
+
+    /// Reads the slaves' links every `miimon`; in active-backup a down active slave hands over.
+    fn monitor(&mut self) {
+        let now = (self.clock)();
+        if self.last_check.is_some_and(|t| now.saturating_duration_since(t) < self.miimon) {
+            return;
+        }
+        self.last_check = Some(now);
+        for s in self.slaves.iter_mut() {
+            let up = s.dev.link_up();
+            if s.up && !up {
+                s.stats.link_failures += 1;
+                log::warn!("{}: slave {} link down", self.name, s.dev.name());
+            }
+            s.up = up;
+        }
+        if self.mode == Mode::ActiveBackup && !self.slaves.get(self.active).is_some_and(|s| s.up) {
+            let n = self.slaves.len();
+            if let Some(next) = (1..n).map(|k| (self.active + k) % n).find(|&i| self.slaves.get(i).is_some_and(|s| s.up)) {
+                self.active = next;
+                self.failovers += 1;
+                self.announce = true;
+                if let Some(s) = self.slaves.get(next) {
+                    log::warn!("{}: failover to {} ({})", self.name, s.dev.name(), fmt_mac(&s.dev.mac()));
+                }
+            }
+        }
+    }
+
+    /// The slave a frame goes out on in balance-xor: the layer3+4 hash (addresses and ports of IPv4 or
+    /// IPv6 TCP/UDP; addresses alone otherwise; the MAC addresses for what is not IP) over the slaves with
+    /// link.
+    fn xor_slave(&self, frame: &[u8]) -> Option<usize> {
+        let up: Vec<usize> = (0..self.slaves.len()).filter(|&i| self.slaves.get(i).is_some_and(|s| s.up)).collect();
+        if up.is_empty() {
+            return None;
+        }
+        let h = layer34_hash(frame);
+        up.get(h as usize % up.len()).copied()
+    }
+}
+
+/// Linux's `layer3+4` transmit hash inputs, folded: source and destination addresses, and for a TCP or
+/// UDP packet that is not a fragment, the ports.
+pub fn layer34_hash(f: &[u8]) -> u32 {
+    let fold = |b: &[u8]| b.chunks(4).fold(0u32, |h, c| h ^ c.iter().fold(0u32, |a, x| (a << 8) | u32::from(*x)));
+    let et = f.get(12..14).map(|e| u16::from_be_bytes([e[0], e[1]])).unwrap_or(0);
+    let (addrs, proto, l4, frag) = match et {
+        0x0800 if f.len() >= 34 => {
+            let ihl = usize::from(f[14] & 0xF) * 4;
+            let frag = u16::from_be_bytes([f[20], f[21]]) & 0x3FFF != 0;
+            (&f[26..34], f[23], 14 + ihl, frag)
+        }
+        0x86DD if f.len() >= 54 => (&f[22..54], f[20], 54, false),
+        _ => return fold(f.get(..12).unwrap_or(f)),
+    };
+    let mut h = fold(addrs);
+    if !frag && (proto == 6 || proto == 17) {
+        if let Some(p) = f.get(l4..l4 + 4) {
+            h ^= fold(p);
+        }
+    }
+    h ^ (h >> 16) ^ (h >> 8)
+}
+
+impl Device for Bond {
+    fn mac(&self) -> Mac {
+        let i = if self.mode == Mode::ActiveBackup { self.active } else { 0 };
+        self.slaves.get(i).map(|s| s.dev.mac()).unwrap_or([0; 6])
+    }
+    fn mtu(&self) -> usize {
+        self.slaves.iter().map(|s| s.dev.mtu()).min().unwrap_or(1500)
+    }
+    fn features(&self) -> super::Features {
+        // What every slave offers, so that a failover never finds a packet the new slave cannot send.
+        self.slaves
+            .iter()
+            .map(|s| s.dev.features())
+            .reduce(|a, b| super::Features {
+                tso: a.tso && b.tso,
+                tx_csum: a.tx_csum && b.tx_csum,
+                rx_csum: a.rx_csum && b.rx_csum,
+                vlan: a.vlan && b.vlan,
+            })
+            .unwrap_or_default()
+    }
+    fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
+        self.monitor();
+        match self.mode {
+            Mode::ActiveBackup => {
+                let Some(s) = self.slaves.get_mut(self.active) else { return Ok(0) };
+                let n = s.dev.transmit(q)?;
+                s.stats.tx_frames += n as u64;
+                Ok(n)
+            }
+            Mode::BalanceXor => {
+                let mut per: Vec<VecDeque<PacketBuf>> = (0..self.slaves.len()).map(|_| VecDeque::new()).collect();
+                let n = q.len();
+                for p in q.drain(..) {
+                    if let Some(i) = self.xor_slave(p.data()) {
+                        if let Some(v) = per.get_mut(i) {
+                            v.push_back(p);
+                        }
+                    }
+                }
+                for (s, mut v) in self.slaves.iter_mut().zip(per) {
+                    while !v.is_empty() {
+                        let k = s.dev.transmit(&mut v)?;
+                        s.stats.tx_frames += k as u64;
+                        if k == 0 {
+                            break;
+                        }
+                    }
+                }
+                Ok(n)
+            }
+        }
+    }
+    fn poll(&mut self, budget: usize, out: &mut Vec<PacketBuf>) -> io::Result<usize> {
+        self.monitor();
+        let mut n = 0;
+        let mut frames = Vec::new();
+        for (i, s) in self.slaves.iter_mut().enumerate() {
+            frames.clear();
+            if let Err(e) = s.dev.poll(budget, &mut frames) {
+                log::debug!("{}: slave {}: {e}", self.name, s.dev.name());
+            }
+            if self.mode == Mode::ActiveBackup && i != self.active {
+                s.stats.rx_dropped += frames.len() as u64;
+                continue;
+            }
+            s.stats.rx_frames += frames.len() as u64;
+            n += frames.len();
+            out.append(&mut frames);
+        }
+        Ok(n)
+    }
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        super::bridge::wait_any(self.slaves.iter().map(|s| s.dev.raw_fd()).collect(), timeout.min(self.miimon));
+        Ok(())
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn join_multicast(&mut self, mac: Mac) -> io::Result<()> {
+        for s in self.slaves.iter_mut() {
+            s.dev.join_multicast(mac)?;
+        }
+        Ok(())
+    }
+    fn join_vlan(&mut self, vid: u16) -> io::Result<()> {
+        for s in self.slaves.iter_mut() {
+            s.dev.join_vlan(vid)?;
+        }
+        Ok(())
+    }
+    fn link_up(&mut self) -> bool {
+        self.slaves.iter().any(|s| s.up)
+    }
+    fn announce_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.announce)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+
+    /// A device whose link the test sets, recording what it sent.
+    struct Fake {
+        mac: Mac,
+        link: Rc<Cell<bool>>,
+        sent: Rc<RefCell<Vec<Vec<u8>>>>,
+        inbox: Rc<RefCell<VecDeque<PacketBuf>>>,
+    }
+
+    impl Device for Fake {
+        fn mac(&self) -> Mac {
+            self.mac
+        }
+        fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
+            let n = q.len();
+            self.sent.borrow_mut().extend(q.drain(..).map(|p| p.data().to_vec()));
+            Ok(n)
+        }
+        fn poll(&mut self, budget: usize, out: &mut Vec<PacketBuf>) -> io::Result<usize> {
+            let mut i = self.inbox.borrow_mut();
+            let n = budget.min(i.len());
+            out.extend(i.drain(..n));
+            Ok(n)
+        }
+        fn wait(&mut self, _: Duration) -> io::Result<()> {
+            Ok(())
+        }
+        fn name(&self) -> String {
+            format!("fake{}", self.mac[5])
+        }
+        fn link_up(&mut self) -> bool {
+            self.link.get()
+        }
+    }
+
+    type Handles = (Rc<Cell<bool>>, Rc<RefCell<Vec<Vec<u8>>>>, Rc<RefCell<VecDeque<PacketBuf>>>);
+
+    fn fake(i: u8) -> (Box<dyn Device>, Handles) {
+        let h: Handles = (Rc::new(Cell::new(true)), Rc::default(), Rc::default());
+        (Box::new(Fake { mac: [2, 0, 0, 0, 0, i], link: h.0.clone(), sent: h.1.clone(), inbox: h.2.clone() }), h)
+    }
+
+    fn tcp(sport: u16) -> PacketBuf {
+        let mut f = vec![0u8; 54];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        PacketBuf::from_slice(&f)
+    }
+
+    #[test]
+    fn active_backup_fails_over_announces_and_drops_what_backups_receive() {
+        let (a, ha) = fake(1);
+        let (b, hb) = fake(2);
+        let clock = Rc::new(Cell::new(Instant::now()));
+        let c2 = clock.clone();
+        let mut bond = Bond::with_clock("bond0", Mode::ActiveBackup, vec![a, b], Box::new(move || c2.get()));
+        bond.transmit(&mut VecDeque::from([tcp(1)])).unwrap();
+        assert_eq!((ha.1.borrow().len(), hb.1.borrow().len()), (1, 0));
+        assert_eq!(bond.mac(), [2, 0, 0, 0, 0, 1]);
+        hb.2.borrow_mut().push_back(tcp(9));
+        let mut got = Vec::new();
+        bond.poll(8, &mut got).unwrap();
+        assert!(got.is_empty(), "a backup's frames are dropped");
+        // The active link goes down: after the next monitor tick the backup takes over.
+        ha.0.set(false);
+        bond.transmit(&mut VecDeque::from([tcp(1)])).unwrap();
+        assert_eq!(ha.1.borrow().len(), 2, "not noticed before miimon");
+        clock.set(clock.get() + Duration::from_millis(100));
+        bond.transmit(&mut VecDeque::from([tcp(1)])).unwrap();
+        assert_eq!((bond.active().unwrap(), hb.1.borrow().len()), ("fake2".to_string(), 1));
+        assert_eq!(bond.mac(), [2, 0, 0, 0, 0, 2], "the address follows the active slave");
+        assert!(bond.announce_wanted() && !bond.announce_wanted(), "one announcement per failover");
+        assert_eq!(bond.slave_stats()[0].2.link_failures, 1);
+        // Back up: no failback (Linux's default primary_reselect with no primary).
+        ha.0.set(true);
+        clock.set(clock.get() + Duration::from_millis(100));
+        bond.transmit(&mut VecDeque::from([tcp(1)])).unwrap();
+        assert_eq!(bond.active().unwrap(), "fake2");
+    }
+
+    #[test]
+    fn balance_xor_keeps_flows_together_and_spreads_them() {
+        let (a, ha) = fake(1);
+        let (b, hb) = fake(2);
+        let clock = Rc::new(Cell::new(Instant::now()));
+        let c2 = clock.clone();
+        let mut bond = Bond::with_clock("bond0", Mode::BalanceXor, vec![a, b], Box::new(move || c2.get()));
+        for _ in 0..3 {
+            let mut q: VecDeque<PacketBuf> = (0..64).map(tcp).collect();
+            bond.transmit(&mut q).unwrap();
+        }
+        let (na, nb) = (ha.1.borrow().len(), hb.1.borrow().len());
+        assert_eq!(na + nb, 192);
+        assert!(na >= 48 && nb >= 48, "64 flows spread over two slaves: {na} / {nb}");
+        // Each flow always on the same slave.
+        for port in 0..64u16 {
+            let on_a = ha.1.borrow().iter().filter(|f| f[34..36] == port.to_be_bytes()).count();
+            assert!(on_a == 0 || on_a == 3, "flow {port} split");
+        }
+        // A slave down: everything on the other.
+        hb.0.set(false);
+        clock.set(clock.get() + Duration::from_millis(100));
+        let mut q: VecDeque<PacketBuf> = (0..10).map(tcp).collect();
+        bond.transmit(&mut q).unwrap();
+        assert_eq!(ha.1.borrow().len(), na + 10);
+        assert_ne!(layer34_hash(tcp(1).data()), layer34_hash(tcp(2).data()));
+    }
+}
