@@ -14,6 +14,7 @@ pub mod iface;
 pub mod ndisc;
 pub mod neigh;
 pub mod route;
+pub mod router;
 pub mod skb;
 pub mod tcp;
 pub mod time;

@@ -30,6 +30,17 @@
 //! ip = "10.0.0.3/24"
 //! gw = "10.0.0.1"         # optional
 //! ip6 = ["2001:db8::3/64"] # optional; IPv6 is on with any of ip6, ipv6 = true, gw6
+//!
+//! [[router]]              # forwarding between hosts' interfaces (IPv4 and IPv6)
+//! name = "r"
+//! hosts = ["h1"]
+//!
+//! [[route]]               # a route of a router, beside the connected ones
+//! router = "r"
+//! dest = "10.99.0.0/16"
+//! via = "10.0.0.9"
+//! host = "h1"             # the interface, by its host
+//! metric = 10             # optional
 //! ```
 //!
 //! Names are resolved in that order (devices, VLANs, bonds, bridges, hosts); each interface is used once.
@@ -59,6 +70,28 @@ pub struct Topology {
     bridge: Vec<BridgeSpec>,
     #[serde(default)]
     host: Vec<HostSpec>,
+    #[serde(default)]
+    router: Vec<RouterSpec>,
+    #[serde(default)]
+    route: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterSpec {
+    name: String,
+    hosts: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteSpec {
+    router: String,
+    dest: String,
+    via: Option<String>,
+    host: String,
+    #[serde(default)]
+    metric: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,9 +178,10 @@ impl<D: Device> Device for SharedDev<D> {
     }
 }
 
-/// What was built: hosts to poll, bridges nobody polls through a host, and what to report.
+/// What was built: hosts and routers to poll, bridges nobody polls through a host, and what to report.
 struct Built {
     hosts: Vec<(String, stack::Stack)>,
+    routers: Vec<(String, stack::router::Router)>,
     bridges: Vec<(Rc<RefCell<Bridge>>, bool)>,
     vlans: Vec<(String, Rc<RefCell<VlanMux>>)>,
 }
@@ -246,7 +280,32 @@ fn build(t: Topology, o: &crate::Opts) -> Result<Built, String> {
             log::warn!("interface {name} is not used by a bridge or a host");
         }
     }
-    Ok(Built { hosts, bridges, vlans })
+    let mut routers = Vec::new();
+    for r in &t.router {
+        let mut stacks = Vec::new();
+        let mut names = Vec::new();
+        for h in &r.hosts {
+            let i = hosts.iter().position(|x| &x.0 == h).ok_or(format!("router {}: no host '{h}' (or it is used twice)", r.name))?;
+            let (n, s) = hosts.remove(i);
+            names.push(n);
+            stacks.push(s);
+        }
+        let mut router = stack::router::Router::new(stacks);
+        for rt in t.route.iter().filter(|x| x.router == r.name) {
+            let (dest, prefix) = rt.dest.split_once('/').ok_or(format!("route {}: expected ADDR/PREFIX", rt.dest))?;
+            let dest: std::net::IpAddr = dest.parse().map_err(|e| format!("route {}: {e}", rt.dest))?;
+            let prefix: u8 = prefix.parse().map_err(|e| format!("route {}: {e}", rt.dest))?;
+            let via = rt.via.as_deref().map(str::parse).transpose().map_err(|e| format!("route {}: via: {e}", rt.dest))?;
+            let iface = names
+                .iter()
+                .position(|n| *n == rt.host)
+                .ok_or(format!("route {}: host {} is not on router {}", rt.dest, rt.host, r.name))?;
+            router.add_route(stack::router::Route { dest, prefix, via, iface, metric: rt.metric });
+        }
+        eprintln!("[run] router {} over {}", r.name, names.join(", "));
+        routers.push((r.name.clone(), router));
+    }
+    Ok(Built { hosts, routers, bridges, vlans })
 }
 
 pub fn run(o: &crate::Opts) -> Result<bool, String> {
@@ -267,6 +326,9 @@ pub fn run(o: &crate::Opts) -> Result<bool, String> {
         for (_, s) in b.hosts.iter_mut() {
             moved |= s.poll(now);
         }
+        for (_, r) in b.routers.iter_mut() {
+            moved |= r.poll(now);
+        }
         // A bridge without a host on it forwards all the same.
         for (br, hosted) in &b.bridges {
             if !hosted {
@@ -276,8 +338,10 @@ pub fn run(o: &crate::Opts) -> Result<bool, String> {
         }
         if !moved {
             let mut fds: Vec<Option<std::os::fd::RawFd>> = b.hosts.iter().map(|h| h.1.dev.raw_fd()).collect();
+            fds.extend(b.routers.iter().flat_map(|r| r.1.ifaces.iter().map(|s| s.dev.raw_fd())));
             fds.extend(b.bridges.iter().filter(|x| !x.1).map(|x| x.0.borrow().raw_fd()));
-            let next = b.hosts.iter().filter_map(|h| h.1.poll_at()).min();
+            let next =
+                b.hosts.iter().map(|h| &h.1).chain(b.routers.iter().flat_map(|r| r.1.ifaces.iter())).filter_map(|s| s.poll_at()).min();
             let wait = next
                 .map(|t| if t > now { t - now } else { Duration::ZERO })
                 .unwrap_or(Duration::from_millis(50))
@@ -306,6 +370,9 @@ fn report(b: &Built) -> String {
             let vid = vid.map(|v| v.to_string()).unwrap_or_else(|| "untagged".into());
             s += &format!("  vlan {vid}: rx {} tx {}\n", st.rx_frames, st.tx_frames);
         }
+    }
+    for (name, r) in &b.routers {
+        s += &r.report(name);
     }
     for (name, st) in &b.hosts {
         let x = &st.stats;
@@ -341,6 +408,7 @@ mod test {
             .collect();
         let t: Topology = toml::from_str(&doc).unwrap();
         assert_eq!((t.device.len(), t.vlan.len(), t.bond.len(), t.bridge.len(), t.host.len()), (1, 1, 1, 1, 1));
+        assert_eq!((t.router.len(), t.route.len()), (1, 1));
         let e = toml::from_str::<Topology>("[[device]]\nname = \"a\"\ntapp = \"x\"\n").unwrap_err().to_string();
         assert!(e.contains("tapp"), "{e}");
         let e = toml::from_str::<Topology>("[[host]]\nname = \"h\"\n").unwrap_err().to_string();
@@ -353,6 +421,7 @@ mod test {
             ("bridge", include_str!("../topologies/bridge.toml")),
             ("vlans", include_str!("../topologies/vlans.toml")),
             ("bond", include_str!("../topologies/bond.toml")),
+            ("router", include_str!("../topologies/router.toml")),
         ] {
             let t: Topology = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!t.host.is_empty(), "{name}");

@@ -5,7 +5,7 @@ use super::tcp::tcp_segment_key;
 use super::*;
 use crate::frag::Outcome;
 use crate::neigh::Resolve;
-use crate::wire::{checksum, ethernet, ipv4};
+use crate::wire::{checksum, ethernet, icmp, ipv4};
 
 impl Stack {
     pub(super) fn next_ident(&mut self) -> u16 {
@@ -104,6 +104,70 @@ impl Stack {
         Ok(())
     }
 
+    /// Sends a forwarded IPv4 packet (TTL already lowered by the router) to `next_hop`; one larger than the
+    /// link MTU is fragmented, or refused with EMSGSIZE when it says don't fragment (the router answers
+    /// "fragmentation needed" with this link's MTU).
+    pub fn forward_out_v4(&mut self, packet: &[u8], next_hop: [u8; 4], now: Instant) -> Result<(), Errno> {
+        let ip = ipv4::Packet::new_checked(packet).map_err(|_| Errno(libc::EINVAL))?;
+        let mtu = self.dev.mtu();
+        if packet.len() <= mtu {
+            self.output(PacketBuf::from_slice(packet), next_hop, now);
+            return Ok(());
+        }
+        if ip.flags_frag() & ipv4::FLAG_DF != 0 {
+            return Err(EMSGSIZE);
+        }
+        // RFC 791 fragmentation of a packet in transit: the header repeated (options are not copied here,
+        // the stack's own headers have none), offsets continuing the packet's own.
+        let hl = ip.header_len();
+        let (header, payload) = packet.split_at(hl);
+        let base = usize::from(ip.flags_frag() & 0x1FFF) * 8;
+        let last_more = ip.flags_frag() & ipv4::FLAG_MF != 0;
+        let per = (mtu - hl) & !7;
+        let n = payload.len().div_ceil(per);
+        for (i, c) in payload.chunks(per).enumerate() {
+            let mut f = header.to_vec();
+            f.extend_from_slice(c);
+            let more = i + 1 < n || last_more;
+            let off = ((base + i * per) / 8) as u16 | if more { ipv4::FLAG_MF } else { 0 };
+            let total = f.len() as u16;
+            f[2..4].copy_from_slice(&total.to_be_bytes());
+            f[6..8].copy_from_slice(&off.to_be_bytes());
+            f[10..12].copy_from_slice(&[0, 0]);
+            let c = checksum::compute(&f[..hl]);
+            f[10..12].copy_from_slice(&c.to_be_bytes());
+            self.stats.frag_creates += 1;
+            self.output(PacketBuf::from_slice(&f), next_hop, now);
+        }
+        Ok(())
+    }
+
+    /// Sends an ICMP error about `packet` (an IPv4 packet that arrived here) to its source, from this
+    /// interface's address: time exceeded (type 11) or destination unreachable (type 3, with `mtu` for
+    /// "fragmentation needed").
+    pub fn icmp_error_v4(&mut self, packet: &[u8], kind: u8, code: u8, mtu: u16, now: Instant) {
+        let Ok(ip) = ipv4::Packet::new_checked(packet) else { return };
+        let src = ip.src();
+        // Never about an ICMP error, a fragment after the first, or a broadcast/multicast source.
+        if src[0] >= 224 || src == [0; 4] || ip.flags_frag() & 0x1FFF != 0 {
+            return;
+        }
+        if ip.protocol() == ipv4::PROTO_ICMP
+            && packet.get(ip.header_len()).is_some_and(|&t| t != icmp::ECHO_REQUEST && t != icmp::ECHO_REPLY)
+        {
+            return;
+        }
+        let quote = &packet[..(ip.header_len() + 8).min(packet.len())];
+        let m = if kind == icmp::TIME_EXCEEDED {
+            icmp::Repr::TimeExceeded { code, original: quote }
+        } else {
+            icmp::Repr::Unreachable { code, mtu, original: quote }
+        };
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit(&mut b);
+        let _ = self.ip_send(src, ipv4::PROTO_ICMP, &b, false, now);
+    }
+
     /// Hands an IP packet to its next hop, resolving the link-layer address.
     pub(super) fn output(&mut self, p: PacketBuf, next_hop: [u8; 4], now: Instant) {
         if next_hop == self.cfg.addr {
@@ -153,7 +217,11 @@ impl Stack {
         }
         let dst = ip.dst();
         if dst != self.cfg.addr && !self.is_broadcast(dst) {
-            return; // not a router
+            // For another host: a router's, if forwarding is on (never a multicast or limited broadcast).
+            if self.cfg.forwarding && dst[0] < 224 && self.forwarded.len() < 4096 {
+                self.forwarded.push(p.data()[..ip.total_len()].to_vec());
+            }
+            return;
         }
         let r = ipv4::Repr::parse(&ip);
         let header = ip.header().to_vec();

@@ -324,6 +324,33 @@ impl Stack {
         Ok(())
     }
 
+    /// Sends a forwarded IPv6 packet (hop limit already lowered by the router) toward `dst` through this
+    /// interface; EMSGSIZE with the link MTU when it is too big (routers do not fragment IPv6: the router
+    /// answers Packet Too Big), ENETUNREACH without a next hop.
+    pub fn forward_out_v6(&mut self, packet: &[u8], next_hop: Addr, now: Instant) -> Result<(), Errno> {
+        let dev_mtu = self.dev.mtu();
+        let v = self.v6.as_ref().ok_or(ENETUNREACH)?;
+        let mtu = v.link_mtu.unwrap_or(dev_mtu).min(dev_mtu);
+        if packet.len() > mtu {
+            return Err(EMSGSIZE);
+        }
+        self.output6(PacketBuf::from_slice(packet), next_hop, now);
+        Ok(())
+    }
+
+    /// This interface's link MTU for IPv6.
+    pub fn ipv6_link_mtu(&self) -> usize {
+        let dev = self.dev.mtu();
+        self.v6.as_ref().and_then(|v| v.link_mtu).unwrap_or(dev).min(dev)
+    }
+
+    /// Sends an ICMPv6 error about `packet` (an IPv6 packet that arrived here) to its source: time exceeded,
+    /// destination unreachable, Packet Too Big (`param` the MTU).
+    pub fn icmp6_error_about(&mut self, packet: &[u8], kind: u8, code: u8, param: u32, now: Instant) {
+        let Ok(ip) = ipv6::Repr::parse_quoted(packet) else { return };
+        self.icmp6_error(&ip, kind, code, param, packet, now);
+    }
+
     /// A packet for a unicast first hop: through the neighbour cache.
     pub(super) fn output6(&mut self, p: PacketBuf, hop: Addr, now: Instant) {
         let Some(v) = self.v6.as_mut() else { return };
@@ -371,7 +398,15 @@ impl Stack {
         let tentative = match v.owns(&ip.dst) {
             Some(a) => matches!(a.state, AddrState::Tentative { .. }),
             None if multicast && v.groups.contains(&ip.dst) => false,
-            None => return, // not ours: a host does not forward
+            None => {
+                // Not ours: a router's, if forwarding is on; link-local and multicast traffic never leaves
+                // its link (RFC 4291 2.5.6).
+                let scoped = multicast || ipv6::is_link_local(&ip.src) || ipv6::is_link_local(&ip.dst);
+                if self.cfg.forwarding && !scoped && self.forwarded.len() < 4096 {
+                    self.forwarded.push(data[..ipv6::HEADER_LEN + ip.payload_len].to_vec());
+                }
+                return;
+            }
         };
         if ipv6::is_multicast(&ip.src) {
             self.stats.in6_hdr_errors += 1;

@@ -42,6 +42,9 @@ pub struct Config {
     pub qdisc_len: usize,
     /// IPv6 on this interface (off when `None`).
     pub ipv6: Option<Ipv6Config>,
+    /// Packets for other hosts are handed to a router (`take_forwarded`) instead of dropped; off by
+    /// default, as on Linux.
+    pub forwarding: bool,
 }
 
 impl Config {
@@ -56,6 +59,7 @@ impl Config {
             reasm_max_datagrams: 64,
             qdisc_len: 1000,
             ipv6: None,
+            forwarding: false,
         }
     }
 }
@@ -109,6 +113,8 @@ pub struct Stack {
     port_counter: u16,
     pub tcp_cfg: crate::tcp::Config,
     v6: Option<ipv6::V6>,
+    /// IP packets for other hosts, waiting for the router (with `Config::forwarding`).
+    forwarded: Vec<Vec<u8>>,
 }
 
 /// A random 64-bit secret from the kernel (getrandom), or, if that fails, the clock and process id.
@@ -163,6 +169,7 @@ impl Stack {
             secret: random_secret(),
             port_counter: 0,
             tcp_cfg: crate::tcp::Config::default(),
+            forwarded: Vec::new(),
             v6: v6_cfg.map(|c| ipv6::V6::new(c, mac, crate::frag::Reassembly::new(reasm_limits.0, reasm_limits.1))),
         }
     }
@@ -235,6 +242,11 @@ impl Stack {
             }
         }
         progress
+    }
+
+    /// The IP packets that arrived for other hosts since the last call (with `Config::forwarding`).
+    pub fn take_forwarded(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.forwarded)
     }
 
     /// When the stack next needs a poll without new input.

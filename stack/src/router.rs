@@ -1,0 +1,213 @@
+//! A router over several interfaces, each a stack of its own with forwarding on (`Config::forwarding`):
+//! the stacks keep their host duties (ARP and neighbour discovery, answering pings, their sockets) and hand
+//! packets for other hosts here. The routing table holds per family the connected prefixes of every
+//! interface and routes added by hand (longest prefix wins, then the lowest metric; several default routes
+//! may coexist). Forwarding lowers the TTL or hop limit and answers as routers must: time exceeded at 1,
+//! destination unreachable without a route, fragmentation needed / Packet Too Big when the egress link is
+//! smaller (an IPv4 packet without DF is fragmented instead), never for link-local IPv6.
+
+use crate::time::Instant;
+use crate::wire::{checksum, icmp, icmpv6, ipv6};
+use crate::Stack;
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub dest: IpAddr,
+    pub prefix: u8,
+    /// The next hop; `None` for a connected prefix (the destination is on the link).
+    pub via: Option<IpAddr>,
+    /// The interface (index into the router's stacks).
+    pub iface: usize,
+    pub metric: u32,
+}
+
+/// Counters named after Linux's (IpForwDatagrams, Ip6OutForwDatagrams, time exceeded, no route ...).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RouterStats {
+    pub forwarded: u64,
+    pub ttl_exceeded: u64,
+    pub no_route: u64,
+    pub too_big: u64,
+    pub errors: u64,
+}
+
+pub struct Router {
+    pub ifaces: Vec<Stack>,
+    pub routes: Vec<Route>,
+    pub stats: RouterStats,
+}
+
+fn matches(dest: &IpAddr, prefix: u8, a: &IpAddr) -> bool {
+    match (dest, a) {
+        (IpAddr::V4(d), IpAddr::V4(x)) => {
+            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+            u32::from(*d) & m == u32::from(*x) & m
+        }
+        (IpAddr::V6(d), IpAddr::V6(x)) => ipv6::prefix_match(&d.octets(), &x.octets(), prefix),
+        _ => false,
+    }
+}
+
+impl Router {
+    /// A router over `ifaces` (each with forwarding on); their connected prefixes become routes.
+    pub fn new(mut ifaces: Vec<Stack>) -> Router {
+        let mut routes = Vec::new();
+        for (i, s) in ifaces.iter_mut().enumerate() {
+            s.cfg.forwarding = true;
+            routes.push(Route { dest: IpAddr::from(s.cfg.addr), prefix: s.cfg.prefix, via: None, iface: i, metric: 0 });
+            for (a, p, _) in s.ipv6_addrs() {
+                if !ipv6::is_link_local(&a) {
+                    routes.push(Route { dest: IpAddr::from(a), prefix: p, via: None, iface: i, metric: 0 });
+                }
+            }
+        }
+        Router { ifaces, routes, stats: RouterStats::default() }
+    }
+
+    pub fn add_route(&mut self, r: Route) {
+        self.routes.push(r);
+    }
+
+    /// The interface and next hop for `dst`: the longest matching prefix, then the lowest metric.
+    pub fn lookup(&self, dst: IpAddr) -> Option<(usize, IpAddr)> {
+        self.routes
+            .iter()
+            .filter(|r| matches(&r.dest, r.prefix, &dst))
+            .max_by_key(|r| (r.prefix, std::cmp::Reverse(r.metric)))
+            .map(|r| (r.iface, r.via.unwrap_or(dst)))
+    }
+
+    /// Polls every interface and forwards what they handed over. Whether anything moved.
+    pub fn poll(&mut self, now: Instant) -> bool {
+        let mut moved = false;
+        for i in 0..self.ifaces.len() {
+            if let Some(s) = self.ifaces.get_mut(i) {
+                moved |= s.poll(now);
+            }
+            let packets = self.ifaces.get_mut(i).map(|s| s.take_forwarded()).unwrap_or_default();
+            for p in packets {
+                moved = true;
+                self.forward(i, p, now);
+            }
+        }
+        if moved {
+            // What the forwarding queued leaves now, not at the next poll.
+            for s in self.ifaces.iter_mut() {
+                s.poll(now);
+            }
+        }
+        moved
+    }
+
+    fn forward(&mut self, from: usize, mut p: Vec<u8>, now: Instant) {
+        match p.first().map(|b| b >> 4) {
+            Some(4) if p.len() >= 20 => {
+                let dst = IpAddr::from([p[16], p[17], p[18], p[19]]);
+                if p[8] <= 1 {
+                    self.stats.ttl_exceeded += 1;
+                    self.error(from, &p, icmp::TIME_EXCEEDED, 0, 0, now);
+                    return;
+                }
+                let Some((to, hop)) = self.lookup(dst) else {
+                    self.stats.no_route += 1;
+                    self.error(from, &p, icmp::DEST_UNREACHABLE, 0, 0, now);
+                    return;
+                };
+                // TTL down by one; the header checksum recomputed.
+                p[8] -= 1;
+                let hl = usize::from(p[0] & 0xF) * 4;
+                p[10..12].copy_from_slice(&[0, 0]);
+                let c = checksum::compute(&p[..hl.min(p.len())]);
+                p[10..12].copy_from_slice(&c.to_be_bytes());
+                let IpAddr::V4(h) = hop else { return };
+                let Some(out) = self.ifaces.get_mut(to) else { return };
+                match out.forward_out_v4(&p, h.octets(), now) {
+                    Ok(()) => self.stats.forwarded += 1,
+                    Err(_) => {
+                        self.stats.too_big += 1;
+                        let mtu = out.dev.mtu() as u32;
+                        self.error(from, &p, icmp::DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED, mtu, now);
+                    }
+                }
+            }
+            Some(6) if p.len() >= ipv6::HEADER_LEN => {
+                let mut d = [0u8; 16];
+                d.copy_from_slice(&p[24..40]);
+                if p[7] <= 1 {
+                    self.stats.ttl_exceeded += 1;
+                    self.error(from, &p, icmpv6::TIME_EXCEEDED, 0, 0, now);
+                    return;
+                }
+                let Some((to, hop)) = self.lookup(IpAddr::from(d)) else {
+                    self.stats.no_route += 1;
+                    self.error(from, &p, icmpv6::DEST_UNREACHABLE, icmpv6::UNREACH_NO_ROUTE, 0, now);
+                    return;
+                };
+                p[7] -= 1;
+                let IpAddr::V6(h) = hop else { return };
+                let Some(out) = self.ifaces.get_mut(to) else { return };
+                match out.forward_out_v6(&p, h.octets(), now) {
+                    Ok(()) => self.stats.forwarded += 1,
+                    Err(_) => {
+                        self.stats.too_big += 1;
+                        let mtu = out.ipv6_link_mtu() as u32;
+                        self.error(from, &p, icmpv6::PACKET_TOO_BIG, 0, mtu, now);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// An ICMP error from the interface the packet came in on.
+    fn error(&mut self, from: usize, p: &[u8], kind: u8, code: u8, param: u32, now: Instant) {
+        self.stats.errors += 1;
+        let Some(s) = self.ifaces.get_mut(from) else { return };
+        if p.first().is_some_and(|b| b >> 4 == 4) {
+            s.icmp_error_v4(p, kind, code, param as u16, now);
+        } else {
+            s.icmp6_error_about(p, kind, code, param, now);
+        }
+    }
+
+    /// Counters and routes, for `nic-lab run` to print.
+    pub fn report(&self, name: &str) -> String {
+        let st = self.stats;
+        let mut s = format!(
+            "router {name}: forwarded {} time exceeded {} no route {} too big {}\n",
+            st.forwarded, st.ttl_exceeded, st.no_route, st.too_big
+        );
+        for r in &self.routes {
+            let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
+            s += &format!(
+                "  route {}/{}{via} dev {} metric {}\n",
+                r.dest,
+                r.prefix,
+                self.ifaces.get(r.iface).map(|i| i.dev.name()).unwrap_or_default(),
+                r.metric
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_then_lowest_metric() {
+        let routes = vec![
+            Route { dest: "0.0.0.0".parse().unwrap(), prefix: 0, via: Some("10.0.0.1".parse().unwrap()), iface: 0, metric: 100 },
+            Route { dest: "0.0.0.0".parse().unwrap(), prefix: 0, via: Some("10.0.1.1".parse().unwrap()), iface: 1, metric: 50 },
+            Route { dest: "10.9.0.0".parse().unwrap(), prefix: 16, via: None, iface: 2, metric: 0 },
+            Route { dest: "2001:db8::".parse().unwrap(), prefix: 32, via: None, iface: 3, metric: 0 },
+        ];
+        let r = Router { ifaces: Vec::new(), routes, stats: RouterStats::default() };
+        assert_eq!(r.lookup("10.9.3.4".parse().unwrap()), Some((2, "10.9.3.4".parse().unwrap())));
+        assert_eq!(r.lookup("8.8.8.8".parse().unwrap()), Some((1, "10.0.1.1".parse().unwrap())), "two defaults: the lower metric");
+        assert_eq!(r.lookup("2001:db8:5::1".parse().unwrap()).map(|x| x.0), Some(3));
+        assert_eq!(r.lookup("2001:db9::1".parse().unwrap()), None, "no IPv6 default");
+    }
+}

@@ -1,0 +1,56 @@
+//! Our stack as a router between two Linux namespaces, IPv4 and IPv6 (Linux is the judge at both ends):
+//! pings through it with the TTL and hop limit lowered by one, iperf3 TCP through it both families, and
+//! time exceeded from the router's address at TTL / hop limit 1.
+
+use nic_tests::*;
+use std::process::Stdio;
+use std::time::Duration;
+
+#[test]
+fn our_router_between_two_linux_namespaces() {
+    init_logs();
+    let (n, a, b) = (Netns::new(), Netns::new(), Netns::new());
+    n.must("ip tuntap add dev ta mode tap && ip tuntap add dev tb mode tap");
+    let topo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/topologies/router.toml");
+    let c = n
+        .command(&bin("nic-lab"))
+        .args(["run", topo.to_str().unwrap(), "--seconds", "14"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    n.must(&format!("ip link set ta netns {} && ip link set tb netns {}", a.name, b.name));
+    for (ns, tap, net) in [(&a, "ta", 1), (&b, "tb", 2)] {
+        ns.must(&format!(
+            "ip link set lo up && ip link set {tap} up && ip addr add 10.97.{net}.2/24 dev {tap} && ip route add default via 10.97.{net}.1 && \
+             ip -6 addr add 2001:db8:97:{net}::2/64 dev {tap} nodad && ip -6 route add default via 2001:db8:97:{net}::1"
+        ));
+    }
+    // Our addresses leave DAD a second after start.
+    std::thread::sleep(Duration::from_millis(500));
+    let (rc, out) = a.exec("ping -c 3 -i 0.2 -W 2 10.97.2.2");
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("ttl=63"), "one hop lowered the TTL: {out}");
+    let (rc, out) = a.exec("ping -6 -c 3 -i 0.2 -W 2 2001:db8:97:2::2");
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("ttl=63"), "one hop lowered the hop limit: {out}");
+    let (_, out) = a.exec("ping -c 1 -W 2 -t 1 10.97.2.2");
+    assert!(out.contains("From 10.97.1.1") && out.contains("Time to live exceeded"), "{out}");
+    let (_, out) = a.exec("ping -6 -c 1 -W 2 -t 1 2001:db8:97:2::2");
+    assert!(out.contains("From 2001:db8:97:1::1") && out.to_lowercase().contains("time exceeded"), "{out}");
+    let mut srv = b.command(std::path::Path::new("iperf3")).args(["-s"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for dst in ["10.97.2.2", "2001:db8:97:2::2"] {
+        let (rc, out) = a.exec(&format!("timeout 30 iperf3 -c {dst} -t 2 -f m"));
+        assert!(rc == 0 && iperf3_mbits(&out).is_some_and(|m| m > 0.0), "iperf3 through our router to {dst}: {out}");
+    }
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let o = c.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let forwarded: u64 =
+        report.split("forwarded ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(forwarded > 1000, "{report}");
+    assert!(report.contains("time exceeded 2"), "{report}");
+}
