@@ -567,6 +567,23 @@ pub fn attach_tap(ns: &Netns, tap: &str, nic: TapNic, opts: &mut GuestOpts) -> O
     dev
 }
 
+/// `nic-lab run TOPOLOGY --seconds S` in namespace `n`, where TAP devices `ta` and `tb` are created first;
+/// once it has attached to them they move into namespaces `a` and `b` (a TAP keeps its attachment when it
+/// moves), each becoming that namespace's only link. The running `nic-lab`.
+pub fn run_topology_between(n: &Netns, a: &Netns, b: &Netns, topology: &Path, seconds: u32) -> Child {
+    n.must("ip tuntap add dev ta mode tap && ip tuntap add dev tb mode tap");
+    let c = n
+        .command(&bin("nic-lab"))
+        .args(["run", topology.to_str().unwrap(), "--seconds", &seconds.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    n.must(&format!("ip link set ta netns {} && ip link set tb netns {}", a.name, b.name));
+    c
+}
+
 #[cfg(test)]
 mod zero_loss_test {
     #[test]

@@ -16,7 +16,6 @@ fn finish(c: std::process::Child) -> (bool, String) {
 fn a_bridge_of_ours_joins_two_linux_namespaces() {
     init_logs();
     let (n, a, b) = (Netns::new(), Netns::new(), Netns::new());
-    n.must("ip tuntap add dev ta mode tap && ip tuntap add dev tb mode tap");
     let topo = std::env::temp_dir().join(format!("{}.toml", unique("bridge")));
     std::fs::write(
         &topo,
@@ -25,16 +24,7 @@ fn a_bridge_of_ours_joins_two_linux_namespaces() {
          [[host]]\nname = \"h\"\ninterface = \"br0\"\nip = \"10.93.0.3/24\"\n",
     )
     .unwrap();
-    let c = n
-        .command(&bin("nic-lab"))
-        .args(["run", topo.to_str().unwrap(), "--seconds", "6"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    // The TAPs keep their attachment to our process when they move: each becomes a host's only link.
-    n.must(&format!("ip link set ta netns {} && ip link set tb netns {}", a.name, b.name));
+    let c = run_topology_between(&n, &a, &b, &topo, 6);
     a.must("ip addr add 10.93.0.1/24 dev ta && ip link set ta up");
     b.must("ip addr add 10.93.0.2/24 dev tb && ip link set tb up");
     let (rc, out) = a.exec("ping -c 3 -i 0.2 -W 2 10.93.0.2");

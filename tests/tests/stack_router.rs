@@ -10,17 +10,8 @@ use std::time::Duration;
 fn our_router_between_two_linux_namespaces() {
     init_logs();
     let (n, a, b) = (Netns::new(), Netns::new(), Netns::new());
-    n.must("ip tuntap add dev ta mode tap && ip tuntap add dev tb mode tap");
     let topo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/topologies/router.toml");
-    let c = n
-        .command(&bin("nic-lab"))
-        .args(["run", topo.to_str().unwrap(), "--seconds", "14"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    n.must(&format!("ip link set ta netns {} && ip link set tb netns {}", a.name, b.name));
+    let c = run_topology_between(&n, &a, &b, &topo, 14);
     for (ns, tap, net) in [(&a, "ta", 1), (&b, "tb", 2)] {
         ns.must(&format!(
             "ip link set lo up && ip link set {tap} up && ip addr add 10.97.{net}.2/24 dev {tap} && ip route add default via 10.97.{net}.1 && \
