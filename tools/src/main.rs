@@ -30,6 +30,7 @@ pub(crate) struct Opts {
     pub(crate) ifname: Option<String>,
     pub(crate) tso: bool,
     pub(crate) tap: Option<String>,
+    pub(crate) tap_offload: bool,
     pub(crate) ip: Option<String>,
     pub(crate) ip6: Vec<String>,
     pub(crate) ipv6: bool,
@@ -76,6 +77,9 @@ struct Cli {
     /// Run the stack straight on a TAP device instead of the card
     #[arg(long, value_name = "IFNAME", global = true)]
     tap: Option<String>,
+    /// With --tap: use the TAP's offloads (64 KiB TCP super-packets and partial checksums both ways)
+    #[arg(long, global = true)]
+    tap_offload: bool,
     /// Stack commands: the interface address
     #[arg(long, value_name = "ADDR/PREFIX", global = true)]
     ip: Option<String>,
@@ -243,6 +247,7 @@ fn parse() -> Result<Option<Opts>, String> {
         ifname: None,
         tso: false,
         tap: cli.tap,
+        tap_offload: cli.tap_offload,
         ip: cli.ip,
         ipv6: cli.ipv6 || !cli.ip6.is_empty() || cli.gw6.is_some(),
         gw6: cli.gw6,

@@ -43,7 +43,8 @@ pub fn open_stack(o: &Opts) -> Result<Stack, String> {
     let dev: Box<dyn Device> = if let Some(t) = &o.tap {
         let pid = std::process::id();
         let mac = [0x02, 0x4e, 0x49, 0x43, (pid >> 8) as u8, pid as u8];
-        Box::new(stack::dev::tap::Tap::open(t, mac).map_err(|e| format!("tap {t}: {e}"))?)
+        let tap = if o.tap_offload { stack::dev::tap::Tap::open_offload(t, mac) } else { stack::dev::tap::Tap::open(t, mac) };
+        Box::new(tap.map_err(|e| format!("tap {t}: {e}"))?)
     } else {
         let spec = o.transport.as_deref().ok_or("--tap IFNAME, --vfio-user PATH or --vfio-pci BDF is required")?;
         let t = driver::open_transport(spec).map_err(|e| e.to_string())?;

@@ -436,7 +436,7 @@ impl Stack {
                         // The fragmentable part is whole: walk what follows the fragment header again.
                         match ipv6::walk(f.next_header, &d, multicast) {
                             ipv6::Chain::Upper { next_header, offset, fragment: None } => {
-                                return self.deliver6(&ip, next_header, &d[offset..], now);
+                                return self.deliver6(&ip, next_header, &d[offset..], false, now);
                             }
                             _ => return,
                         }
@@ -449,10 +449,12 @@ impl Stack {
                 }
             }
         };
-        self.deliver6(&ip, nh, &upper, now);
+        // A checksum the device verified (or the kernel vouched for, on a TAP with offloads) is not summed again.
+        let verified = p.csum == crate::skb::Csum::Verified;
+        self.deliver6(&ip, nh, &upper, verified, now);
     }
 
-    fn deliver6(&mut self, ip: &ipv6::Repr, nh: u8, upper: &[u8], now: Instant) {
+    fn deliver6(&mut self, ip: &ipv6::Repr, nh: u8, upper: &[u8], verified: bool, now: Instant) {
         self.stats.in6_delivers += 1;
         match nh {
             ipv6::NH_ICMPV6 => self.icmp6_input(ip, upper, now),
@@ -460,9 +462,9 @@ impl Stack {
                 let mut header = vec![0u8; ipv6::HEADER_LEN];
                 ipv6::Repr { payload_len: upper.len(), next_header: nh, ..*ip }.emit(&mut header);
                 if nh == ipv6::NH_UDP {
-                    self.udp_input(ip.src.into(), ip.dst.into(), &header, upper, false, now);
+                    self.udp_input(ip.src.into(), ip.dst.into(), &header, upper, verified, now);
                 } else {
-                    self.tcp_input(ip.src.into(), ip.dst.into(), upper, false, now);
+                    self.tcp_input(ip.src.into(), ip.dst.into(), upper, verified, now);
                 }
             }
             _ => {
