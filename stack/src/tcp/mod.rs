@@ -167,6 +167,22 @@ pub struct Tcb {
     path_mss: Option<usize>,
 }
 
+/// `len` bytes of `q` from `at`, copied out a contiguous run at a time.
+fn deque_slice(q: &VecDeque<u8>, at: usize, len: usize) -> Vec<u8> {
+    let (a, b) = q.as_slices();
+    let mut v = Vec::with_capacity(len);
+    if at < a.len() {
+        let end = (at + len).min(a.len());
+        v.extend_from_slice(&a[at..end]);
+        let rest = len - (end - at);
+        v.extend_from_slice(&b[..rest.min(b.len())]);
+    } else {
+        let from = at - a.len();
+        v.extend_from_slice(&b[from..(from + len).min(b.len())]);
+    }
+    v
+}
+
 fn now_ms(now: Instant) -> u32 {
     (now.micros / 1000) as u32
 }
@@ -377,9 +393,11 @@ impl Tcb {
     pub fn recv(&mut self, out: &mut [u8]) -> Result<usize, Errno> {
         if !self.rcv_buf.is_empty() {
             let n = out.len().min(self.rcv_buf.len());
-            for (o, b) in out.iter_mut().zip(self.rcv_buf.drain(..n)) {
-                *o = b;
-            }
+            let (a, b) = self.rcv_buf.as_slices();
+            let k = a.len().min(n);
+            out[..k].copy_from_slice(&a[..k]);
+            out[k..n].copy_from_slice(&b[..n - k]);
+            self.rcv_buf.drain(..n);
             // Reopening a window that had closed: tell the peer.
             if self.rcv_free() >= (self.cfg.mss as usize).min(self.cfg.rcv_buf / 2) && self.rcv_adv - self.rcv_nxt < self.cfg.mss as i32 {
                 self.ack_now = true;
@@ -854,7 +872,7 @@ impl Tcb {
             if unsent > 0 && len < mss && self.flight() > 0 && !self.cfg.nodelay && !self.fin_queued {
                 break; // Nagle: one small segment in flight at a time
             }
-            let payload: Vec<u8> = self.send_buf.range(sent_off..sent_off + len).copied().collect();
+            let payload = deque_slice(&self.send_buf, sent_off, len);
             let mut flags = ACK;
             let all_out = sent_off + len == self.send_buf.len();
             if all_out {
@@ -994,5 +1012,26 @@ impl Tcb {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod deque_test {
+    use super::deque_slice;
+    use std::collections::VecDeque;
+
+    #[test]
+    fn slices_across_the_wrap() {
+        let mut q: VecDeque<u8> = VecDeque::with_capacity(8);
+        q.extend(0..8u8);
+        q.drain(..5);
+        q.extend(8..13u8); // wraps: [5, 6, 7] then [8 .. 12]
+        assert!(!q.as_slices().1.is_empty());
+        let all: Vec<u8> = q.iter().copied().collect();
+        for at in 0..all.len() {
+            for len in 0..=all.len() - at {
+                assert_eq!(deque_slice(&q, at, len), all[at..at + len].to_vec(), "at {at} len {len}");
+            }
+        }
     }
 }

@@ -26,19 +26,31 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Internet checksum helpers (RFC 1071).
 pub mod checksum {
-    /// One's-complement sum of `data` added to `acc` (not folded).
-    pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
-        let mut chunks = data.chunks_exact(2);
+    /// One's-complement sum of `data` added to `acc` (not folded). Eight bytes at a time: the sum of the
+    /// 32-bit big-endian words is congruent to that of the 16-bit ones modulo 0xFFFF, so it folds to the
+    /// same checksum (RFC 1071 section 2, "deferred carries" and "parallel summation").
+    pub fn sum(acc: u32, data: &[u8]) -> u32 {
+        let mut wide = u64::from(acc);
+        let mut chunks = data.chunks_exact(8);
         for c in &mut chunks {
-            acc = acc.wrapping_add(u16::from_be_bytes([c[0], c[1]]) as u32);
-            if acc >= 0xFFFF_0000 {
-                acc = (acc & 0xFFFF) + (acc >> 16);
-            }
+            let v = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            wide += (v >> 32) + (v & 0xFFFF_FFFF);
         }
-        if let [b] = chunks.remainder() {
-            acc = acc.wrapping_add((*b as u32) << 8);
+        let rest = chunks.remainder();
+        let mut words = rest.chunks_exact(2);
+        for w in &mut words {
+            wide += u64::from(u16::from_be_bytes([w[0], w[1]]));
         }
-        acc
+        if let [b] = words.remainder() {
+            wide += u64::from(*b) << 8;
+        }
+        // Down to at most 17 bits, so that callers may keep adding.
+        while wide > 0xFFFF_FFFF {
+            wide = (wide & 0xFFFF_FFFF) + (wide >> 32);
+        }
+        let mut s = (wide & 0xFFFF) + (wide >> 16);
+        s = (s & 0xFFFF) + (s >> 16);
+        s as u32
     }
 
     pub fn fold(mut acc: u32) -> u16 {
@@ -79,6 +91,41 @@ pub mod checksum {
 
 pub type Mac = [u8; 6];
 pub const BROADCAST: Mac = [0xFF; 6];
+
+#[cfg(test)]
+mod checksum_test {
+    use super::checksum::{fold, sum};
+
+    /// The plain RFC 1071 loop, 16 bits at a time, as the reference.
+    fn reference(data: &[u8]) -> u16 {
+        let mut acc: u64 = 0;
+        for c in data.chunks(2) {
+            acc += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        while acc > 0xFFFF {
+            acc = (acc & 0xFFFF) + (acc >> 16);
+        }
+        acc as u16
+    }
+
+    #[test]
+    fn wide_sum_agrees_with_the_plain_loop_at_every_length_and_alignment() {
+        let data: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for start in 0..9 {
+            for len in [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1499, 1500, 2991] {
+                let d = &data[start..start + len];
+                assert_eq!(fold(sum(0, d)), reference(d), "start {start} len {len}");
+            }
+        }
+        // All ones: the sum stays 0xFFFF, never the other zero.
+        assert_eq!(fold(sum(0, &[0xFF; 1500])), 0xFFFF);
+        // Chained sums and a starting value.
+        let (a, b) = data.split_at(1000);
+        assert_eq!(fold(sum(sum(0x1_2345, a), b)), fold(sum(0x1_2345, &data)));
+        // RFC 1071's example: 00 01 f2 03 f4 f5 f6 f7 sums to 0xddf2.
+        assert_eq!(fold(sum(0, &[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7])), 0xddf2);
+    }
+}
 
 pub fn fmt_mac(m: &Mac) -> String {
     format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
