@@ -92,6 +92,10 @@ pub mod checksum {
 pub type Mac = [u8; 6];
 pub const BROADCAST: Mac = [0xFF; 6];
 
+pub fn fmt_mac(m: &Mac) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
 #[cfg(test)]
 mod checksum_test {
     use super::checksum::{fold, sum};
@@ -125,8 +129,4 @@ mod checksum_test {
         // RFC 1071's example: 00 01 f2 03 f4 f5 f6 f7 sums to 0xddf2.
         assert_eq!(fold(sum(0, &[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7])), 0xddf2);
     }
-}
-
-pub fn fmt_mac(m: &Mac) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
 }
