@@ -412,3 +412,22 @@ fn udp_over_ipv6_both_ways_and_port_unreachable() {
     w.run(20);
     assert_eq!(w.a.udp_recv_from_ip(sa).unwrap_err().0, libc::ECONNREFUSED);
 }
+
+#[test]
+fn an_unreachable_from_the_router_ends_a_connect_at_once() {
+    let mut r = Raw::new(cfg(&[("2001:db8::1", 64)]));
+    r.run(1100);
+    r.send(ipv6::multicast_mac(&ipv6::ALL_NODES), a6(ROUTER), ipv6::ALL_NODES, ipv6::NH_ICMPV6, 255, &ra("2001:db8::", None, 1800));
+    r.run(10);
+    let far = a6("2001:db8:66::1");
+    let now = *r.clock.borrow();
+    let h = r.s.tcp_connect_ip(0, far.into(), 80, now).unwrap();
+    r.run(5);
+    let syn = r.seen.iter().rev().find(|f| f.len() > 54 && f[12..14] == [0x86, 0xdd] && f[20] == ipv6::NH_TCP).unwrap().clone();
+    let unreach = icmpv6::Repr::Error { kind: icmpv6::DEST_UNREACHABLE, code: icmpv6::UNREACH_NO_ROUTE, param: 0, original: &syn[14..] }
+        .emit(&a6(ROUTER), &a6("2001:db8::1"));
+    r.send(MAC_A, a6(ROUTER), a6("2001:db8::1"), ipv6::NH_ICMPV6, 64, &unreach);
+    r.run(5);
+    assert_eq!(r.s.tcp_error(h).map(|e| e.0), Some(libc::ENETUNREACH), "not after the SYN retries, at once");
+    assert_eq!(r.s.tcp_state(h), Some(stack::tcp::State::Closed));
+}

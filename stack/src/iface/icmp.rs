@@ -71,6 +71,10 @@ impl Stack {
                     }
                 }
             }
+            ipv4::PROTO_TCP if l4.len() >= 4 && code != icmp::CODE_FRAG_NEEDED => {
+                let (sport, dport) = (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]));
+                self.tcp_icmp_error(dst.into(), sport, dport, errno);
+            }
             ipv4::PROTO_ICMP if l4.len() >= 8 && l4[0] == icmp::ECHO_REQUEST => {
                 let ident = u16::from_be_bytes([l4[4], l4[5]]);
                 let seq = u16::from_be_bytes([l4[6], l4[7]]);

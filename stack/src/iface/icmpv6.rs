@@ -268,6 +268,10 @@ impl Stack {
                 }
             }
         }
+        if q.next_header == ipv6::NH_TCP && l4.len() >= 4 && kind != icmpv6::PACKET_TOO_BIG {
+            let (sport, dport) = (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]));
+            self.tcp_icmp_error(std::net::IpAddr::from(q.dst), sport, dport, errno);
+        }
         if q.next_header == ipv6::NH_ICMPV6 && l4.len() >= 8 && l4[0] == icmpv6::ECHO_REQUEST {
             let (ident, seq) = (u16::from_be_bytes([l4[4], l4[5]]), u16::from_be_bytes([l4[6], l4[7]]));
             if let Some(q) = self.v6.as_mut().and_then(|v| v.pings.get_mut(&ident)) {

@@ -193,6 +193,17 @@ impl Stack {
         }
     }
 
+    /// An ICMP error about a segment from `sport` to `dst:dport` reaches its connection.
+    pub(super) fn tcp_icmp_error(&mut self, dst: IpAddr, sport: u16, dport: u16, e: Errno) {
+        for s in self.tcp.iter_mut().flatten() {
+            if let TcpSock::Conn(t, _) = s {
+                if t.local.1 == sport && t.remote == (dst, dport) {
+                    t.icmp_error(e);
+                }
+            }
+        }
+    }
+
     /// A smaller path MTU toward `dst`: every connection to it cuts its segments to `mss` and resends what
     /// is in flight.
     pub(super) fn tcp_path_mtu(&mut self, dst: IpAddr, mss: usize) {

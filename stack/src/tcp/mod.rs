@@ -165,6 +165,9 @@ pub struct Tcb {
     syn_pending: bool,
     /// The largest segment the path takes, once an ICMP error said so.
     path_mss: Option<usize>,
+    /// The last ICMP error about this connection while established: reported instead of ETIMEDOUT if
+    /// the connection times out (Linux's sk_err_soft).
+    soft_error: Option<Errno>,
 }
 
 /// `len` bytes of `q` from `at`, copied out a contiguous run at a time.
@@ -244,6 +247,7 @@ impl Tcb {
             delayed_acks: 0,
             syn_pending: true,
             path_mss: None,
+            soft_error: None,
             cfg,
         }
     }
@@ -299,6 +303,20 @@ impl Tcb {
         let opts = if self.ts_ok { 12 } else { 0 };
         let path = self.path_mss.unwrap_or(usize::MAX);
         (self.peer_mss.min(self.cfg.mss as usize).min(path)).saturating_sub(opts).max(64)
+    }
+
+    /// An ICMP error (destination unreachable, time exceeded, parameter problem) about one of our
+    /// segments (RFC 1122 4.2.3.9, as Linux handles it): while the handshake runs the connection ends with
+    /// that error at once; afterwards it is kept and reported only if the connection times out.
+    pub fn icmp_error(&mut self, e: Errno) {
+        match self.state {
+            State::SynSent | State::SynReceived => {
+                self.error = Some(e);
+                self.state = State::Closed;
+                self.rtx_deadline = None;
+            }
+            _ => self.soft_error = Some(e),
+        }
     }
 
     /// The path MTU fell (ICMP fragmentation needed, ICMPv6 Packet Too Big, RFC 8201): segments are cut
@@ -945,7 +963,7 @@ impl Tcb {
                 State::SynSent | State::SynReceived => {
                     self.retries += 1;
                     if self.retries > self.cfg.syn_retries {
-                        self.error = Some(Errno(libc::ETIMEDOUT));
+                        self.error = Some(self.soft_error.unwrap_or(Errno(libc::ETIMEDOUT)));
                         self.state = State::Closed;
                         return out;
                     }
@@ -957,7 +975,7 @@ impl Tcb {
                 _ if self.snd_una != self.snd_max => {
                     self.retries += 1;
                     if self.retries > self.cfg.max_retries {
-                        self.error = Some(Errno(libc::ETIMEDOUT));
+                        self.error = Some(self.soft_error.unwrap_or(Errno(libc::ETIMEDOUT)));
                         if let Some(r) = self.abort(now) {
                             out.push(r);
                         }
