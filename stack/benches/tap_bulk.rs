@@ -18,10 +18,11 @@ fn sh(cmd: &str) {
     assert!(st.success(), "{cmd}");
 }
 
-/// A host-side sink on `port` that prints the byte count when the sender closes.
-fn sink(port: u16) -> std::process::Child {
+/// A host-side sink on `port` (over IPv6 with `v6`) that prints the byte count when the sender closes.
+fn sink(port: u16, v6: bool) -> std::process::Child {
+    let (fam, addr) = if v6 { ("AF_INET6", "2001:db8:81::1") } else { ("AF_INET", "10.81.0.1") };
     let py = format!(
-        "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('10.81.0.1', {port})); s.listen(1)\nc,_=s.accept(); n=0\nwhile True:\n    d=c.recv(1<<20)\n    if not d: break\n    n+=len(d)\nprint(n)\n"
+        "import socket\ns=socket.socket(socket.{fam}); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('{addr}', {port})); s.listen(1)\nc,_=s.accept(); n=0\nwhile True:\n    d=c.recv(1<<20)\n    if not d: break\n    n+=len(d)\nprint(n)\n"
     );
     let c = Command::new("ip").args(["netns", "exec", NS, "python3", "-c", &py]).stdout(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(400));
@@ -46,14 +47,18 @@ fn enter_netns() {
 fn our_stack(offload: bool) -> stack::blocking::Blocking {
     let mac = [0x02, 0, 0, 0, 0x81, 2];
     let dev = if offload { stack::dev::tap::Tap::open_offload(TAP, mac) } else { stack::dev::tap::Tap::open(TAP, mac) }.unwrap();
-    stack::blocking::Blocking::new(stack::Stack::new(Box::new(dev), stack::Config::new([10, 81, 0, 2], 24)))
+    let mut cfg = stack::Config::new([10, 81, 0, 2], 24);
+    let ours: [u8; 16] = "2001:db8:81::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    cfg.ipv6 = Some(stack::Ipv6Config { addrs: vec![(ours, 64)], accept_ra: false, ..Default::default() });
+    stack::blocking::Blocking::new(stack::Stack::new(Box::new(dev), cfg))
 }
 
 /// This stack sending `bytes` to a Linux sink: bytes per second.
-fn ours_send(bytes: usize, offload: bool, port: u16) -> f64 {
-    let child = sink(port);
+fn ours_send(bytes: usize, offload: bool, v6: bool, port: u16) -> f64 {
+    let child = sink(port, v6);
     let mut b = our_stack(offload);
-    let h = b.connect(HOST, port).unwrap();
+    let dst: std::net::IpAddr = if v6 { "2001:db8:81::1".parse().unwrap() } else { HOST.into() };
+    let h = b.connect(dst, port).unwrap();
     let chunk = vec![0x5au8; 1 << 16];
     let t0 = std::time::Instant::now();
     let mut left = bytes;
@@ -70,10 +75,18 @@ fn ours_send(bytes: usize, offload: bool, port: u16) -> f64 {
 }
 
 /// This stack receiving `bytes` from a Linux source: bytes per second, from the connection to the end.
-fn ours_recv(bytes: usize, offload: bool, port: u16) -> f64 {
+fn ours_recv(bytes: usize, offload: bool, v6: bool, port: u16) -> f64 {
     let mut b = our_stack(offload);
     let l = b.stack.tcp_listen(port, 1).unwrap();
-    let mut src = source("10.81.0.2", port, bytes);
+    if v6 {
+        // The source connects once our address is out of duplicate address detection.
+        let t0 = std::time::Instant::now();
+        while !b.stack.ipv6_addrs().iter().any(|a| a.2 == "preferred" && a.0[0] == 0x20) && t0.elapsed() < Duration::from_secs(5) {
+            b.stack.poll(stack::time::Instant::now());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let mut src = source(if v6 { "2001:db8:81::2" } else { "10.81.0.2" }, port, bytes);
     let h = b.accept(l).unwrap();
     let t0 = std::time::Instant::now();
     let mut buf = vec![0u8; 1 << 18];
@@ -101,7 +114,7 @@ fn smol(bytes: usize, send: bool, port: u16) -> f64 {
     use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
     // A TAP left with offloads on by the previous case would hand smoltcp super-packets: reset it.
     drop(stack::dev::tap::Tap::open(TAP, [2, 0, 0, 0, 0x81, 9]).unwrap());
-    let child = if send { Some(sink(port)) } else { None };
+    let child = if send { Some(sink(port, false)) } else { None };
     let mut device = TunTapInterface::new(TAP, Medium::Ethernet).unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&device);
     let config = Config::new(EthernetAddress([0x02, 0, 0, 0, 0x81, 3]).into());
@@ -183,14 +196,16 @@ fn main() {
     let bytes = nums.next().unwrap_or(200_000_000);
     let runs = nums.next().unwrap_or(5).max(1);
     let _ = Command::new("ip").args(["netns", "del", NS]).stderr(Stdio::null()).status();
-    sh(&format!("ip netns add {NS} && ip netns exec {NS} sh -c 'ip link set lo up && ip tuntap add dev {TAP} mode tap && ip addr add 10.81.0.1/24 dev {TAP} && ip link set {TAP} up && sysctl -qw net.ipv6.conf.{TAP}.disable_ipv6=1'"));
+    sh(&format!("ip netns add {NS} && ip netns exec {NS} sh -c 'ip link set lo up && ip tuntap add dev {TAP} mode tap && ip addr add 10.81.0.1/24 dev {TAP} && ip -6 addr add 2001:db8:81::1/64 dev {TAP} nodad && ip link set {TAP} up'"));
     enter_netns();
     type Case = (&'static str, &'static str, Box<dyn Fn(u16) -> f64>);
     let cases: Vec<Case> = vec![
-        ("nic-stack", "send", Box::new(move |p| ours_send(bytes, false, p))),
-        ("nic-stack", "receive", Box::new(move |p| ours_recv(bytes, false, p))),
-        ("nic-stack offload", "send", Box::new(move |p| ours_send(bytes, true, p))),
-        ("nic-stack offload", "receive", Box::new(move |p| ours_recv(bytes, true, p))),
+        ("nic-stack", "send", Box::new(move |p| ours_send(bytes, false, false, p))),
+        ("nic-stack", "receive", Box::new(move |p| ours_recv(bytes, false, false, p))),
+        ("nic-stack offload", "send", Box::new(move |p| ours_send(bytes, true, false, p))),
+        ("nic-stack offload", "receive", Box::new(move |p| ours_recv(bytes, true, false, p))),
+        ("nic-stack offload v6", "send", Box::new(move |p| ours_send(bytes, true, true, p))),
+        ("nic-stack offload v6", "receive", Box::new(move |p| ours_recv(bytes, true, true, p))),
         ("smoltcp 0.14", "send", Box::new(move |p| smol(bytes, true, p))),
         ("smoltcp 0.14", "receive", Box::new(move |p| smol(bytes, false, p))),
     ];
@@ -213,6 +228,11 @@ fn main() {
         println!("{:<20} {:<8} {:>10.1} {:>24}", s, d, m / 1e6, format!("({:.1}-{:.1})", lo / 1e6, hi / 1e6));
     }
     let get = |s: &str, d: &str| results.iter().find(|r| r.0 == s && r.1 == d).map(|r| r.2 .0).unwrap_or(f64::NAN);
+    println!(
+        "TCP over IPv6 / over IPv4 (offload): {:.2}x send, {:.2}x receive",
+        get("nic-stack offload v6", "send") / get("nic-stack offload", "send"),
+        get("nic-stack offload v6", "receive") / get("nic-stack offload", "receive")
+    );
     for ours in ["nic-stack", "nic-stack offload"] {
         println!(
             "{ours} / smoltcp: {:.2}x send, {:.2}x receive",

@@ -19,6 +19,7 @@ pub enum Csum {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GsoKind {
     TcpV4,
+    TcpV6,
 }
 
 /// Segmentation request: the payload is cut into `size`-byte segments by the device (TSO) or by software.

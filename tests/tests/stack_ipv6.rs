@@ -234,36 +234,32 @@ fn sha(path: &std::path::Path) -> String {
     sh(&format!("sha256sum {}", path.display())).1.split_whitespace().next().unwrap_or("").to_string()
 }
 
-#[test]
-fn get_100mb_over_tcp_ipv6_from_a_linux_http_server() {
-    init_logs();
-    let ns = tap_ns("s6d", "2001:db8:65::1/64");
+/// The stack on TAP `tap` (Linux holding `net`::1, the stack `net`::2) gets an `mb`-megabyte file over
+/// IPv6 from Linux's http.server and checks it; `extra` are more `nic-lab` options.
+fn get_over_ipv6(tap: &str, net: &str, mb: usize, extra: &[&str]) {
+    let ns = tap_ns(tap, &format!("{net}::1/64"));
     let dir = std::env::temp_dir().join(unique("v6get"));
     std::fs::create_dir_all(&dir).unwrap();
-    let (rc, o) = sh(&format!("head -c 100M /dev/urandom > {}", dir.join("blob").display()));
+    let (rc, o) = sh(&format!("head -c {mb}M /dev/urandom > {}", dir.join("blob").display()));
     assert_eq!(rc, 0, "{o}");
-    let mut srv = ns.http_server("2001:db8:65::1", &dir);
+    let mut srv = ns.http_server(&format!("{net}::1"), &dir);
     let out = dir.join("got");
-    let (ok, text) = finish(lab(
-        &ns,
-        &[
-            "--tap",
-            "s6d",
-            "--ip",
-            "10.65.0.2/24",
-            "--ip6",
-            "2001:db8:65::2/64",
-            "get",
-            "http://[2001:db8:65::1]:8000/blob",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    ));
+    let (ip6, url) = (format!("{net}::2/64"), format!("http://[{net}::1]:8000/blob"));
+    let mut args = vec!["--tap", tap, "--ip", "10.65.0.2/24", "--ip6", &ip6];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["get", &url, "-o", out.to_str().unwrap()]);
+    let (ok, text) = finish(lab(&ns, &args));
     let _ = srv.kill();
     let _ = srv.wait();
     assert!(ok, "{text}");
-    assert_eq!(sha(&out), sha(&dir.join("blob")), "100 MB intact over IPv6: {text}");
+    assert_eq!(sha(&out), sha(&dir.join("blob")), "{mb} MB intact over IPv6: {text}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn get_100mb_over_tcp_ipv6_from_a_linux_http_server() {
+    init_logs();
+    get_over_ipv6("s6d", "2001:db8:65", 100, &[]);
 }
 
 #[test]
@@ -377,4 +373,43 @@ print(n, got.hexdigest() == want.hexdigest(), flush=True)
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(ptb >= 1, "the router sent no Packet Too Big: {snmp}");
+}
+
+/// TCP over IPv6 with the TAP's offloads: the stack's 64 KiB IPv6 super-packets (GSO TCPv6 with the
+/// checksum partial) and the kernel's reach the other side intact both ways.
+#[test]
+fn tcp_ipv6_with_the_taps_offloads_both_ways() {
+    init_logs();
+    get_over_ipv6("s6g", "2001:db8:67", 40, &["--tap-offload"]);
+    let ns = tap_ns("s6g", "2001:db8:68::1/64");
+    let sink = ns
+        .command(std::path::Path::new("python3"))
+        .args(["-c", "import socket\ns=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('2001:db8:68::1', 5010)); s.listen(1)\nc,_=s.accept(); n=0\nwhile True:\n    d=c.recv(1<<20)\n    if not d: break\n    n+=len(d)\nprint(n)\n"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let before = ns.link_stats("s6g");
+    let (ok, text) = finish(lab(
+        &ns,
+        &[
+            "--tap",
+            "s6g",
+            "--tap-offload",
+            "--ip",
+            "10.68.0.2/24",
+            "--ip6",
+            "2001:db8:68::2/64",
+            "blast",
+            "[2001:db8:68::1]:5010",
+            "--bytes",
+            "40000000",
+        ],
+    ));
+    assert!(ok, "{text}");
+    let got = String::from_utf8_lossy(&sink.wait_with_output().unwrap().stdout).trim().to_string();
+    assert_eq!(got, "40000000", "the Linux sink got every byte");
+    let after = ns.link_stats("s6g");
+    let (rx_p, rx_b) = (after.0 - before.0, after.2 - before.2);
+    assert!(rx_b / rx_p.max(1) > 3000, "the stack's IPv6 packets average {} bytes", rx_b / rx_p.max(1));
 }

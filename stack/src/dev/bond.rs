@@ -170,6 +170,7 @@ impl Device for Bond {
                 tx_csum: a.tx_csum && b.tx_csum,
                 rx_csum: a.rx_csum && b.rx_csum,
                 vlan: a.vlan && b.vlan,
+                tso6: a.tso6 && b.tso6,
             })
             .unwrap_or_default()
     }

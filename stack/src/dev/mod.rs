@@ -24,6 +24,8 @@ pub struct Features {
     pub rx_csum: bool,
     /// The device inserts and strips 802.1Q tags (the tag travels beside the frame).
     pub vlan: bool,
+    /// The device segments TCP over IPv6 and fills its checksums too.
+    pub tso6: bool,
 }
 
 pub trait Device {

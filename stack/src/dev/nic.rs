@@ -37,7 +37,7 @@ impl<D: NetDev> Device for NicDevice<D> {
     }
     fn features(&self) -> Features {
         let f = self.dev.features();
-        Features { tso: f.tso, tx_csum: f.tx_csum, rx_csum: f.rx_csum, vlan: f.vlan }
+        Features { tso: f.tso, tx_csum: f.tx_csum, rx_csum: f.rx_csum, vlan: f.vlan, tso6: false }
     }
     fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
         // Convert only what one doorbell can carry; the rest stays queued as packet buffers.

@@ -50,6 +50,7 @@ impl Tap {
                 let doff = p.data().get(l4 + 12).map_or(20, |b| usize::from(b >> 4) * 4);
                 h.gso_type = match g.kind {
                     GsoKind::TcpV4 => VnetHdr::GSO_TCPV4,
+                    GsoKind::TcpV6 => VnetHdr::GSO_TCPV6,
                 };
                 h.gso_size = g.size;
                 h.hdr_len = (l4 + doff) as u16;
@@ -64,7 +65,7 @@ impl Device for Tap {
         self.mac
     }
     fn features(&self) -> super::Features {
-        super::Features { tso: self.offload, tx_csum: self.offload, rx_csum: self.offload, vlan: false }
+        super::Features { tso: self.offload, tx_csum: self.offload, rx_csum: self.offload, vlan: false, tso6: self.offload }
     }
     fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
         let mut n = 0;

@@ -150,7 +150,7 @@ impl Device for VlanDev {
         if self.vid.is_none() || m.offload {
             f
         } else {
-            super::Features { tso: false, tx_csum: false, ..f }
+            super::Features { tso: false, tx_csum: false, tso6: false, ..f }
         }
     }
     fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {

@@ -351,6 +351,44 @@ impl Stack {
         self.icmp6_error(&ip, kind, code, param, packet, now);
     }
 
+    /// As [`Stack::ip6_send`] for a TCP segment with offload metadata: the checksum left to the device
+    /// (`partial`) and, for a super-packet, the segment size the device cuts at (`gso`). Without either it
+    /// is an ordinary send.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn ip6_send_offload(
+        &mut self,
+        src: Addr,
+        dst: Addr,
+        next_header: u8,
+        payload: &[u8],
+        partial: bool,
+        gso: Option<u16>,
+        now: Instant,
+    ) -> Result<(), Errno> {
+        if !partial && gso.is_none() {
+            return self.ip6_send(Some(src), dst, next_header, payload, now);
+        }
+        let Some(v) = self.v6.as_ref() else { return Err(ENETUNREACH) };
+        let hop = v.next_hop(&dst).ok_or(ENETUNREACH)?;
+        let hop_limit = v.hop_limit;
+        if payload.len() > 65535 {
+            return Err(EMSGSIZE);
+        }
+        let mut b = vec![0u8; ipv6::HEADER_LEN + payload.len()];
+        ipv6::Repr { src, dst, next_header, hop_limit, payload_len: payload.len() }.emit(&mut b);
+        b[ipv6::HEADER_LEN..].copy_from_slice(payload);
+        let mut p = PacketBuf::from_slice(&b);
+        p.network_header = Some(0);
+        p.transport_header = Some(ipv6::HEADER_LEN);
+        if partial {
+            p.csum = crate::skb::Csum::Partial { start: ipv6::HEADER_LEN, offset: 16 };
+        }
+        p.gso = gso.map(|size| crate::skb::Gso { size, kind: crate::skb::GsoKind::TcpV6 });
+        self.stats.out_requests += 1;
+        self.output6(p, hop, now);
+        Ok(())
+    }
+
     /// A packet for a unicast first hop: through the neighbour cache.
     pub(super) fn output6(&mut self, p: PacketBuf, hop: Addr, now: Instant) {
         let Some(v) = self.v6.as_mut() else { return };
@@ -425,8 +463,8 @@ impl Stack {
         if tentative && nh != ipv6::NH_ICMPV6 {
             return; // RFC 4862 5.4: only ND reaches a tentative address
         }
-        let upper: Vec<u8> = match fragment {
-            None => payload[off..].to_vec(),
+        let upper: &[u8] = match fragment {
+            None => payload.get(off..).unwrap_or_default(),
             Some((f, at)) => {
                 let frag_data = &payload[at + ipv6::FRAG_HEADER_LEN..];
                 let Some(v) = self.v6.as_mut() else { return };
@@ -451,7 +489,7 @@ impl Stack {
         };
         // A checksum the device verified (or the kernel vouched for, on a TAP with offloads) is not summed again.
         let verified = p.csum == crate::skb::Csum::Verified;
-        self.deliver6(&ip, nh, &upper, verified, now);
+        self.deliver6(&ip, nh, upper, verified, now);
     }
 
     fn deliver6(&mut self, ip: &ipv6::Repr, nh: u8, upper: &[u8], verified: bool, now: Instant) {
@@ -459,9 +497,9 @@ impl Stack {
         match nh {
             ipv6::NH_ICMPV6 => self.icmp6_input(ip, upper, now),
             ipv6::NH_UDP | ipv6::NH_TCP => {
-                let mut header = vec![0u8; ipv6::HEADER_LEN];
-                ipv6::Repr { payload_len: upper.len(), next_header: nh, ..*ip }.emit(&mut header);
                 if nh == ipv6::NH_UDP {
+                    let mut header = [0u8; ipv6::HEADER_LEN];
+                    ipv6::Repr { payload_len: upper.len(), next_header: nh, ..*ip }.emit(&mut header);
                     self.udp_input(ip.src.into(), ip.dst.into(), &header, upper, verified, now);
                 } else {
                     self.tcp_input(ip.src.into(), ip.dst.into(), upper, verified, now);

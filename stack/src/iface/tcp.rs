@@ -98,7 +98,8 @@ impl Stack {
             IpAddr::V6(p) => self.ipv6_mtu(&p.octets()).unwrap_or(1280).saturating_sub(60).clamp(1220, 65475),
         } as u16;
         c.mss = c.mss.min(mss);
-        c.max_gso = if f.tso && f.tx_csum && peer.is_ipv4() { 65000 } else { c.mss as usize };
+        let tso = if peer.is_ipv4() { f.tso } else { f.tso6 };
+        c.max_gso = if tso && f.tx_csum { 65000 } else { c.mss as usize };
         c
     }
 
@@ -113,9 +114,12 @@ impl Stack {
                 let _ = self.ip_send_meta(r.octets(), ipv4::PROTO_TCP, &b, true, Some((partial, gso)), now);
             }
             (l, r) => {
-                o.repr.emit(&mut b, &o.payload, l, r, true);
+                let f = self.features();
+                let partial = f.tso6 && f.tx_csum;
+                o.repr.emit(&mut b, &o.payload, l, r, !partial);
+                let gso = o.gso.filter(|_| f.tso6);
                 let (l, r) = (six(l), six(r));
-                let _ = self.ip6_send(Some(l), r, crate::wire::ipv6::NH_TCP, &b, now);
+                let _ = self.ip6_send_offload(l, r, crate::wire::ipv6::NH_TCP, &b, partial, gso, now);
             }
         }
     }
