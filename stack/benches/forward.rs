@@ -6,6 +6,8 @@
 //!
 //!   cargo bench -p nic-stack --bench forward [-- SECONDS [RUNS]]
 
+mod common;
+use common::median;
 use stack::router::Router;
 use stack::time::Instant as StackInstant;
 use std::net::UdpSocket;
@@ -129,13 +131,6 @@ fn kernel(payload: usize, secs: f64, runs: usize) -> Vec<(f64, f64)> {
     let out = (0..runs).map(|_| blast("fka", "fkb", "10.99.1.2", "10.99.2.2", payload, secs)).collect();
     quiet("ip netns del fkr; ip netns del fka; ip netns del fkb");
     out
-}
-
-fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let m = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    (m, v[0], v[n - 1])
 }
 
 fn main() {

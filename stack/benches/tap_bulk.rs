@@ -6,6 +6,8 @@
 //!
 //!   cargo bench -p nic-stack --bench tap_bulk [-- BYTES [RUNS]]
 
+mod common;
+use common::median;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -182,13 +184,6 @@ fn smol(bytes: usize, send: bool, port: u16) -> f64 {
         let _ = s.wait();
     }
     bytes as f64 / secs
-}
-
-fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let m = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    (m, v[0], v[n - 1])
 }
 
 fn main() {
