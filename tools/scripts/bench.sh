@@ -5,7 +5,10 @@
 # run, and next to it the reference measured in the same run: this machine's own copy rate for frames of
 # that size (`nic-lab memcpy`, what a device that only copied would reach; 1514-byte segments for TSO). Not a
 # test: nothing is asserted. The device process's memory is printed too: resident set at idle (after start)
-# and its peak (VmHWM) at the end of the run, medians in KiB.
+# and its peak (VmHWM) at the end of the run, medians in KiB. Then the round trip a user sees: ping from the
+# stack through the driver and nic-device to Linux on a TAP in a private namespace, 200 echoes 10 ms apart
+# per run, with interrupts and with busy polling: the median (p50) and p90 per run, medians over the runs,
+# beside Linux pinging its own loopback in the namespace (the reference: the kernel's own path, no device).
 #
 #   tools/scripts/bench.sh [--runs N] [--device BIN]    (--device: another nic-device build, to compare)
 set -euo pipefail
@@ -70,3 +73,43 @@ bench "64 KiB TSO, MSI-X"     1514  loopback-test --count 2000 --size 65000 --ts
 bench "64 B, busy poll"       64    --irq poll loopback-test --count 500000 --size 64
 bench "1514 B, busy poll"     1514  --irq poll loopback-test --count 200000 --size 1514
 bench "64 KiB TSO, busy poll" 1514  --irq poll loopback-test --count 2000 --size 65000 --tso
+
+# ---- round trip through stack, driver, device and TAP ----
+NS="nicrtt$$"
+cleanup_ns() { ip netns del "$NS" 2>/dev/null || true; }
+trap 'stop_dev; cleanup_ns' EXIT
+ip netns add "$NS"
+ip netns exec "$NS" ip link set lo up
+rtt_dev() {
+    SOCK="$(mktemp -u /tmp/nic-rtt-XXXX.sock)"
+    ip netns exec "$NS" env RUST_LOG=warn "$DEVICE_BIN" --socket "$SOCK" --backend tap:rt0 &
+    DEV=$!
+    for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
+    ip netns exec "$NS" sh -c 'ip addr add 10.87.0.1/24 dev rt0 2>/dev/null; ip link set rt0 up'
+}
+# p50 and p90 of the "time=X ms" replies, in microseconds.
+pct() { awk -F'time=' '/time=/ {split($2, a, " "); print a[1] * 1000}' | sort -g | awk '{v[NR]=$1} END {if (NR) printf "%.0f %.0f", v[int(NR*0.5+0.5)], v[int(NR*0.9+0.5)]}'; }
+printf '\n%-34s %10s %10s\n' "ping round trip (us)" "p50" "p90"
+for mode in auto poll; do
+    p50s="" p90s=""
+    for r in $(seq "$RUNS"); do
+        rtt_dev
+        out="$("$BIN/nic-lab" --vfio-user "$SOCK" --irq "$mode" --ip 10.87.0.2/24 ping 10.87.0.1 -c 200 -i 0.01 2>/dev/null || true)"
+        stop_dev
+        read -r a b <<<"$(printf '%s\n' "$out" | pct)"
+        [ -n "${a:-}" ] && { p50s+="$a"$'\n'; p90s+="$b"$'\n'; }
+    done
+    label="stack+driver+device ($([ "$mode" = auto ] && echo MSI-X || echo busy poll))"
+    read -r m50 _ _ <<<"$(printf '%s' "$p50s" | median)"
+    read -r m90 _ _ <<<"$(printf '%s' "$p90s" | median)"
+    printf '%-34s %10s %10s\n' "$label" "$m50" "$m90"
+done
+# The reference: Linux pinging its own loopback (no device, no stack of ours).
+p50s="" p90s=""
+for r in $(seq "$RUNS"); do
+    read -r a b <<<"$(ip netns exec "$NS" ping -c 200 -i 0.01 127.0.0.1 2>/dev/null | pct)"
+    p50s+="$a"$'\n'; p90s+="$b"$'\n'
+done
+read -r m50 _ _ <<<"$(printf '%s' "$p50s" | median)"
+read -r m90 _ _ <<<"$(printf '%s' "$p90s" | median)"
+printf '%-34s %10s %10s\n' "Linux loopback (reference)" "$m50" "$m90"
