@@ -45,3 +45,33 @@ fn our_router_between_two_linux_namespaces() {
     assert!(forwarded > 1000, "{report}");
     assert!(report.contains("time exceeded 2"), "{report}");
 }
+
+/// Namespaces inside one process: a Linux host pings a host of ours that lives in a second stack instance,
+/// behind our router, joined to it by a veth-like pair; the echo crosses the router (TTL lowered once) and
+/// the pair, and the inner host's counters show it.
+#[test]
+fn a_linux_host_reaches_an_in_process_namespace_through_our_router() {
+    init_logs();
+    let (n, a) = (Netns::new(), Netns::new());
+    n.must("ip tuntap add dev ta mode tap");
+    let topo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/topologies/namespaces.toml");
+    let c = n
+        .command(&bin("nic-lab"))
+        .args(["run", topo.to_str().unwrap(), "--seconds", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    n.must(&format!("ip link set ta netns {}", a.name));
+    a.must("ip link set lo up && ip link set ta up && ip addr add 10.96.1.2/24 dev ta && ip route add default via 10.96.1.1");
+    let (rc, out) = a.exec("ping -c 3 -i 0.2 -W 2 10.96.3.2");
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("ttl=63"), "{out}");
+    let o = c.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let inner = report.lines().find(|l| l.starts_with("host inner on v2")).unwrap_or_default().to_string();
+    let delivered: u64 =
+        inner.split("delivered ").nth(1).and_then(|x| x.split_whitespace().next()).and_then(|x| x.parse().ok()).unwrap_or(0);
+    assert!(delivered >= 3, "the inner host took the echoes: {report}");
+}

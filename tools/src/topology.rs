@@ -8,6 +8,10 @@
 //! name = "a"
 //! tap = "ta"              # or: vfio-user = "/run/nic0.sock"
 //!
+//! [[veth]]                # two interfaces joined back to back in this process (between hosts,
+//! a = "v1"                # which are namespaces of their own)
+//! b = "v2"
+//!
 //! [[vlan]]                # an 802.1Q sub-interface of a device
 //! name = "a100"
 //! parent = "a"
@@ -43,7 +47,8 @@
 //! metric = 10             # optional
 //! ```
 //!
-//! Names are resolved in that order (devices, VLANs, bonds, bridges, hosts); each interface is used once.
+//! Names are resolved in that order (devices and veth pairs, VLANs, bonds, bridges, hosts); each interface
+//! is used once.
 
 use serde::Deserialize;
 use stack::dev::bridge::Bridge;
@@ -62,6 +67,8 @@ use std::time::Duration;
 pub struct Topology {
     #[serde(default)]
     device: Vec<DeviceSpec>,
+    #[serde(default)]
+    veth: Vec<VethSpec>,
     #[serde(default)]
     vlan: Vec<VlanSpec>,
     #[serde(default)]
@@ -101,6 +108,13 @@ struct DeviceSpec {
     tap: Option<String>,
     #[serde(rename = "vfio-user")]
     vfio_user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VethSpec {
+    a: String,
+    b: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +222,14 @@ fn build(t: Topology, o: &crate::Opts) -> Result<Built, String> {
         };
         eprintln!("[run] device {} ({})", d.name, dev.name());
         ifaces.insert(d.name.clone(), dev);
+    }
+    for (i, v) in t.veth.iter().enumerate() {
+        let pid = std::process::id();
+        let mac = |side: u8| [0x02, 0x56, side, i as u8, (pid >> 8) as u8, pid as u8];
+        let (a, b) = stack::dev::veth::pair((&v.a, mac(0xa)), (&v.b, mac(0xb))).map_err(|e| format!("veth {}/{}: {e}", v.a, v.b))?;
+        eprintln!("[run] veth {} <-> {}", v.a, v.b);
+        ifaces.insert(v.a.clone(), Box::new(a));
+        ifaces.insert(v.b.clone(), Box::new(b));
     }
     let mut vlans = Vec::new();
     let mut muxes: HashMap<String, Rc<RefCell<VlanMux>>> = HashMap::new();
@@ -408,7 +430,7 @@ mod test {
             .collect();
         let t: Topology = toml::from_str(&doc).unwrap();
         assert_eq!((t.device.len(), t.vlan.len(), t.bond.len(), t.bridge.len(), t.host.len()), (1, 1, 1, 1, 1));
-        assert_eq!((t.router.len(), t.route.len()), (1, 1));
+        assert_eq!((t.router.len(), t.route.len(), t.veth.len()), (1, 1, 1));
         let e = toml::from_str::<Topology>("[[device]]\nname = \"a\"\ntapp = \"x\"\n").unwrap_err().to_string();
         assert!(e.contains("tapp"), "{e}");
         let e = toml::from_str::<Topology>("[[host]]\nname = \"h\"\n").unwrap_err().to_string();
@@ -422,6 +444,7 @@ mod test {
             ("vlans", include_str!("../topologies/vlans.toml")),
             ("bond", include_str!("../topologies/bond.toml")),
             ("router", include_str!("../topologies/router.toml")),
+            ("namespaces", include_str!("../topologies/namespaces.toml")),
         ] {
             let t: Topology = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!t.host.is_empty(), "{name}");

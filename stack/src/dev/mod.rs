@@ -1,5 +1,5 @@
 //! Network devices the stack runs on: the userspace 82574L driver, a TAP device, a loopback device, a
-//! learning bridge over other devices, VLAN sub-interfaces, bonds, and a simulated link with seeded impairment for
+//! learning bridge over other devices, VLAN sub-interfaces, bonds, veth-like pairs, and a simulated link with seeded impairment for
 //! tests.
 
 pub mod bond;
@@ -8,6 +8,7 @@ pub mod loopback;
 pub mod nic;
 pub mod sim;
 pub mod tap;
+pub mod veth;
 pub mod vlan;
 
 use crate::skb::PacketBuf;
