@@ -37,7 +37,7 @@ impl<D: NetDev> Device for NicDevice<D> {
     }
     fn features(&self) -> Features {
         let f = self.dev.features();
-        Features { tso: f.tso, tx_csum: f.tx_csum, rx_csum: f.rx_csum, vlan: f.vlan, tso6: false }
+        Features { tso: f.tso, tx_csum: f.tx_csum, rx_csum: f.rx_csum, vlan: f.vlan, tso6: f.tso }
     }
     fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
         // Convert only what one doorbell can carry; the rest stays queued as packet buffers.
@@ -48,7 +48,11 @@ impl<D: NetDev> Device for NicDevice<D> {
                 let csum = match (p.csum, p.network_header, p.transport_header) {
                     (Csum::Partial { .. }, Some(l3), Some(l4)) => {
                         let d = p.data();
-                        Some(TxCsum { l3, l4, ipv4: true, tcp: d.get(l3 + 9) == Some(&6) })
+                        // The protocol: IPv4's field, or IPv6's next header (the stack's TCP and UDP
+                        // carry no extension headers).
+                        let ipv4 = d.get(l3).is_some_and(|b| b >> 4 == 4);
+                        let proto = if ipv4 { d.get(l3 + 9) } else { d.get(l3 + 6) };
+                        Some(TxCsum { l3, l4, ipv4, tcp: proto == Some(&6) })
                     }
                     _ => None,
                 };
