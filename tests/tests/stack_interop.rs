@@ -392,19 +392,11 @@ fn get_and_blast_with_the_taps_offloads() {
     let before = t.ns.link_stats("st0");
     let text = get_blob_with(&t, 100, &["--tap-offload"]);
     assert!(text.contains("HTTP 200"), "{text}");
-    let mut sink = t
-        .ns
-        .command(std::path::Path::new("python3"))
-        .args(["-c", "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('10.80.0.1', 5009)); s.listen(1)\nc,_=s.accept(); n=0\nwhile True:\n    d=c.recv(1<<20)\n    if not d: break\n    n+=len(d)\nprint(n)\n"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    let sink = t.ns.tcp_sink("10.80.0.1", 5009);
     let (ok, out) =
         lab(&t.ns, &["--tap", "st0", "--tap-offload", "--ip", "10.80.0.2/24", "blast", "10.80.0.1:5009", "--bytes", "100000000"]);
     assert!(ok, "{out}");
-    sink.kill().ok();
-    let got = String::from_utf8_lossy(&sink.wait_with_output().unwrap().stdout).trim().to_string();
+    let got = Netns::sink_count(sink);
     assert_eq!(got, "100000000", "the Linux sink got every byte");
     let after = t.ns.link_stats("st0");
     // Linux's counters for the TAP: rx is what the stack wrote, tx what the kernel handed it.

@@ -382,13 +382,7 @@ fn tcp_ipv6_with_the_taps_offloads_both_ways() {
     init_logs();
     get_over_ipv6("s6g", "2001:db8:67", 40, &["--tap-offload"]);
     let ns = tap_ns("s6g", "2001:db8:68::1/64");
-    let sink = ns
-        .command(std::path::Path::new("python3"))
-        .args(["-c", "import socket\ns=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('2001:db8:68::1', 5010)); s.listen(1)\nc,_=s.accept(); n=0\nwhile True:\n    d=c.recv(1<<20)\n    if not d: break\n    n+=len(d)\nprint(n)\n"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    let sink = ns.tcp_sink("2001:db8:68::1", 5010);
     let before = ns.link_stats("s6g");
     let (ok, text) = finish(lab(
         &ns,
@@ -407,7 +401,7 @@ fn tcp_ipv6_with_the_taps_offloads_both_ways() {
         ],
     ));
     assert!(ok, "{text}");
-    let got = String::from_utf8_lossy(&sink.wait_with_output().unwrap().stdout).trim().to_string();
+    let got = Netns::sink_count(sink);
     assert_eq!(got, "40000000", "the Linux sink got every byte");
     let after = ns.link_stats("s6g");
     let (rx_p, rx_b) = (after.0 - before.0, after.2 - before.2);
@@ -425,13 +419,7 @@ fn tcp_ipv6_through_the_driver_uses_the_cards_tso() {
     let pcap = std::env::temp_dir().join(format!("{}.pcap", unique("tso6")));
     let dev = Device::start(Some(&ns), &sock, &["--backend", "tap:t6", "--pcap", pcap.to_str().unwrap()]);
     ns.must("ip link set t6 up && ip addr add 2001:db8:69::1/64 dev t6 nodad");
-    let sink = ns
-        .command(std::path::Path::new("python3"))
-        .args(["-c", "import socket\ns=socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('2001:db8:69::1', 5011)); s.listen(1)\nc,_=s.accept(); n=0\nwhile True:\n    d=c.recv(1<<20)\n    if not d: break\n    n+=len(d)\nprint(n)\n"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    let sink = ns.tcp_sink("2001:db8:69::1", 5011);
     let (ok, text) = finish(lab(
         &ns,
         &[
@@ -448,7 +436,7 @@ fn tcp_ipv6_through_the_driver_uses_the_cards_tso() {
         ],
     ));
     assert!(ok, "{text}");
-    let got = String::from_utf8_lossy(&sink.wait_with_output().unwrap().stdout).trim().to_string();
+    let got = Netns::sink_count(sink);
     assert_eq!(got, "20000000");
     let m = dev.metrics();
     let (pkts, segs) = (m.get("tx_tso_packets").copied().unwrap_or(0), m.get("tx_tso_segments").copied().unwrap_or(0));
