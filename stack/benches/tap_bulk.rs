@@ -188,7 +188,7 @@ fn smol(bytes: usize, send: bool, port: u16) -> f64 {
 
 fn main() {
     let mut nums = std::env::args().skip(1).filter_map(|a| a.parse::<usize>().ok());
-    let bytes = nums.next().unwrap_or(200_000_000);
+    let bytes = nums.next().unwrap_or(1_000_000_000);
     let runs = nums.next().unwrap_or(5).max(1);
     let _ = Command::new("ip").args(["netns", "del", NS]).stderr(Stdio::null()).status();
     sh(&format!("ip netns add {NS} && ip netns exec {NS} sh -c 'ip link set lo up && ip tuntap add dev {TAP} mode tap && ip addr add 10.81.0.1/24 dev {TAP} && ip -6 addr add 2001:db8:81::1/64 dev {TAP} nodad && ip link set {TAP} up'"));
