@@ -56,6 +56,9 @@ impl Router {
         for (i, s) in ifaces.iter_mut().enumerate() {
             s.cfg.forwarding = true;
             routes.push(Route { dest: IpAddr::from(s.cfg.addr), prefix: s.cfg.prefix, via: None, iface: i, metric: 0 });
+            for &(a, p) in &s.cfg.secondary {
+                routes.push(Route { dest: IpAddr::from(a), prefix: p, via: None, iface: i, metric: 0 });
+            }
             for (a, p, _) in s.ipv6_addrs() {
                 if !ipv6::is_link_local(&a) {
                     routes.push(Route { dest: IpAddr::from(a), prefix: p, via: None, iface: i, metric: 0 });

@@ -357,3 +357,43 @@ fn a_syn_waiting_for_arp_leaves_once() {
     s.poll(now + Duration::from_millis(1));
     assert_eq!(dev.sent.borrow().iter().filter(|f| is_syn(f)).count(), 1, "one SYN, not one per timeout");
 }
+
+#[test]
+fn a_secondary_address_answers_arp_pings_and_tcp_from_itself() {
+    use stack::dev::sim::link;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let clock = Rc::new(RefCell::new(Instant::ZERO));
+    let (pa, pb) = link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), Impairment::default(), 1, clock.clone());
+    let mut ca = Config::new(A, 24);
+    ca.secondary = vec![([10, 0, 1, 1], 24)];
+    let mut cb = Config::new(B, 24);
+    cb.secondary = vec![([10, 0, 1, 2], 24)];
+    let (mut a, mut b) = (Stack::new(Box::new(pa), ca), Stack::new(Box::new(pb), cb));
+    let mut run = |a: &mut Stack, b: &mut Stack, ms: u64| {
+        for _ in 0..ms {
+            let now = *clock.borrow();
+            a.poll(now);
+            b.poll(now);
+            *clock.borrow_mut() = now + Duration::from_millis(1);
+        }
+    };
+    let now = Instant::ZERO;
+    a.ping_send([10, 0, 1, 2], 5, 1, b"second", now).unwrap();
+    run(&mut a, &mut b, 20);
+    let ev = a.ping_events(5);
+    assert!(matches!(ev.as_slice(), [PingEvent::Reply { from: [10, 0, 1, 2], .. }]), "{ev:?}");
+    // B learned A's secondary address from the request, which came from it.
+    assert_eq!(b.neighbour([10, 0, 1, 1]), Some([2, 0, 0, 0, 0, 1]));
+    let l = b.tcp_listen(80, 1).unwrap();
+    let now = Instant::ZERO + Duration::from_millis(20);
+    let c = a.tcp_connect([10, 0, 1, 2], 80, now).unwrap();
+    run(&mut a, &mut b, 20);
+    let s = b.tcp_accept(l).unwrap();
+    assert_eq!(
+        b.tcp_peer(s),
+        Some((std::net::IpAddr::from([10, 0, 1, 1]), a.tcp_conn(c).unwrap().local.1)),
+        "from the address on that subnet"
+    );
+    assert_eq!(a.v4_addrs(), vec![A, [10, 0, 1, 1]]);
+}

@@ -404,3 +404,20 @@ fn get_and_blast_with_the_taps_offloads() {
     assert!(rx_b / rx_p.max(1) > 3000, "the stack's packets average {} bytes", rx_b / rx_p.max(1));
     assert!(tx_b / tx_p.max(1) > 3000, "the kernel's packets average {} bytes", tx_b / tx_p.max(1));
 }
+
+/// Two IPv4 addresses on one interface (`--ip` twice): Linux reaches both, resolving each by ARP.
+#[test]
+fn linux_reaches_both_addresses_of_an_interface() {
+    let t = tapnet();
+    t.ns.must("ip addr add 10.81.1.1/24 dev st0");
+    let c = stack_ping(&t.ns, &["--tap", "st0", "--ip", "10.80.0.2/24", "--ip", "10.81.1.2/24", "idle", "--seconds", "4"]);
+    std::thread::sleep(Duration::from_millis(800));
+    for a in ["10.80.0.2", "10.81.1.2"] {
+        let (rc, out) = t.ns.exec(&format!("ping -c 2 -i 0.2 -W 2 {a}"));
+        assert_eq!(rc, 0, "{a}: {out}");
+    }
+    let neigh = t.ns.must("ip neigh show dev st0");
+    assert!(neigh.contains("10.80.0.2 lladdr") && neigh.contains("10.81.1.2 lladdr"), "{neigh}");
+    let (ok, out) = finish(c);
+    assert!(ok, "{out}");
+}

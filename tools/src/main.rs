@@ -32,6 +32,8 @@ pub(crate) struct Opts {
     pub(crate) tap: Option<String>,
     pub(crate) tap_offload: bool,
     pub(crate) ip: Option<String>,
+    /// More IPv4 addresses after the first --ip.
+    pub(crate) ip_more: Vec<String>,
     pub(crate) ip6: Vec<String>,
     pub(crate) ipv6: bool,
     pub(crate) gw6: Option<String>,
@@ -80,9 +82,9 @@ struct Cli {
     /// With --tap: use the TAP's offloads (64 KiB TCP super-packets and partial checksums both ways)
     #[arg(long, global = true)]
     tap_offload: bool,
-    /// Stack commands: the interface address
+    /// Stack commands: the interface address (repeat for more; the first is the primary)
     #[arg(long, value_name = "ADDR/PREFIX", global = true)]
-    ip: Option<String>,
+    ip: Vec<String>,
     /// Stack commands: an IPv6 address beside the link-local one (repeatable; turns IPv6 on)
     #[arg(long, value_name = "ADDR/PREFIX", global = true)]
     ip6: Vec<String>,
@@ -248,7 +250,8 @@ fn parse() -> Result<Option<Opts>, String> {
         tso: false,
         tap: cli.tap,
         tap_offload: cli.tap_offload,
-        ip: cli.ip,
+        ip: cli.ip.first().cloned(),
+        ip_more: cli.ip.iter().skip(1).cloned().collect(),
         ipv6: cli.ipv6 || !cli.ip6.is_empty() || cli.gw6.is_some(),
         gw6: cli.gw6,
         vlan: cli.vlan,

@@ -85,6 +85,9 @@ pub fn stack_on(dev: Box<dyn Device>, o: &Opts) -> Result<Stack, String> {
         None => dev,
     };
     let mut cfg = stack::Config::new(addr, prefix);
+    for more in &o.ip_more {
+        cfg.secondary.push(parse_cidr(more)?);
+    }
     if o.ipv6 {
         let mut v6 = stack::Ipv6Config::default();
         for a in &o.ip6 {

@@ -285,6 +285,7 @@ fn build(t: Topology, o: &crate::Opts) -> Result<Built, String> {
         }
         let opts = crate::Opts {
             ip: Some(h.ip.clone()),
+            ip_more: Vec::new(),
             gw: h.gw.clone(),
             ip6: h.ip6.clone(),
             ipv6: h.ipv6 || !h.ip6.is_empty() || h.gw6.is_some(),

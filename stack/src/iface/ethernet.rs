@@ -21,9 +21,10 @@ impl Stack {
         self.enqueue(p);
     }
 
-    pub(super) fn send_arp(&mut self, op: u16, target_mac: Mac, target_ip: [u8; 4], dst: Mac) {
+    /// An ARP message from `sender_ip` (one of ours).
+    pub(super) fn send_arp_from(&mut self, sender_ip: [u8; 4], op: u16, target_mac: Mac, target_ip: [u8; 4], dst: Mac) {
         let mut p = PacketBuf::with_headroom(64, arp::LEN);
-        arp::Repr { op, sender_mac: self.mac, sender_ip: self.cfg.addr, target_mac, target_ip }.emit(p.put(arp::LEN));
+        arp::Repr { op, sender_mac: self.mac, sender_ip, target_mac, target_ip }.emit(p.put(arp::LEN));
         if op == arp::OP_REQUEST {
             self.stats.arp_requests += 1;
         } else {
@@ -32,9 +33,17 @@ impl Stack {
         self.send_l2(p, dst, ethernet::ETHERTYPE_ARP);
     }
 
-    /// Announces our address (gratuitous ARP).
+    /// An ARP message from the address we would use toward `target_ip`.
+    pub(super) fn send_arp(&mut self, op: u16, target_mac: Mac, target_ip: [u8; 4], dst: Mac) {
+        let from = self.src_v4(target_ip);
+        self.send_arp_from(from, op, target_mac, target_ip, dst);
+    }
+
+    /// Announces our addresses (gratuitous ARP).
     pub fn announce(&mut self) {
-        self.send_arp(arp::OP_REQUEST, [0; 6], self.cfg.addr, BROADCAST);
+        for a in self.v4_addrs() {
+            self.send_arp_from(a, arp::OP_REQUEST, [0; 6], a, BROADCAST);
+        }
     }
 
     // ---- input ----
@@ -57,14 +66,14 @@ impl Stack {
 
     pub(super) fn arp_input(&mut self, p: &PacketBuf, now: Instant) {
         let Ok(a) = arp::Repr::parse(p.data()) else { return };
-        let for_us = a.target_ip == self.cfg.addr;
+        let for_us = self.owns_v4(a.target_ip);
         // RFC 826: update an existing entry for the sender; create one when the request is for us.
         let waiting = self.neigh.update(a.sender_ip, a.sender_mac, now, for_us);
         for w in waiting {
             self.send_l2(w, a.sender_mac, ethernet::ETHERTYPE_IPV4);
         }
-        if for_us && a.op == arp::OP_REQUEST && a.sender_ip != self.cfg.addr {
-            self.send_arp(arp::OP_REPLY, a.sender_mac, a.sender_ip, a.sender_mac);
+        if for_us && a.op == arp::OP_REQUEST && !self.owns_v4(a.sender_ip) {
+            self.send_arp_from(a.target_ip, arp::OP_REPLY, a.sender_mac, a.sender_ip, a.sender_mac);
         }
     }
 }

@@ -8,6 +8,24 @@ use crate::neigh::Resolve;
 use crate::wire::{checksum, ethernet, icmp, ipv4};
 
 impl Stack {
+    /// The interface's IPv4 addresses, the primary first.
+    pub fn v4_addrs(&self) -> Vec<[u8; 4]> {
+        std::iter::once(self.cfg.addr).chain(self.cfg.secondary.iter().map(|s| s.0)).collect()
+    }
+
+    /// Whether `a` is one of our IPv4 addresses.
+    pub(super) fn owns_v4(&self, a: [u8; 4]) -> bool {
+        a == self.cfg.addr || self.cfg.secondary.iter().any(|s| s.0 == a)
+    }
+
+    /// The source address toward `dst`: the one whose subnet holds it, the primary otherwise.
+    pub(super) fn src_v4(&self, dst: [u8; 4]) -> [u8; 4] {
+        std::iter::once((self.cfg.addr, self.cfg.prefix))
+            .chain(self.cfg.secondary.iter().copied())
+            .find(|&(a, p)| crate::route::Route { dest: a, prefix: p, gateway: None }.matches(dst))
+            .map_or(self.cfg.addr, |x| x.0)
+    }
+
     pub(super) fn next_ident(&mut self) -> u16 {
         self.ident = self.ident.wrapping_add(1);
         self.ident
@@ -21,13 +39,16 @@ impl Stack {
     /// Sends an IPv4 datagram with `payload` (an L4 packet), fragmenting it when it exceeds the MTU and
     /// `dont_frag` is clear.
     pub fn ip_send(&mut self, dst: [u8; 4], protocol: u8, payload: &[u8], dont_frag: bool, now: Instant) -> Result<(), Errno> {
-        self.ip_send_meta(dst, protocol, payload, dont_frag, None, now)
+        let src = self.src_v4(dst);
+        self.ip_send_meta(src, dst, protocol, payload, dont_frag, None, now)
     }
 
     /// As [`Stack::ip_send`], with transport offload metadata: `offload` = (checksum left to the device,
     /// GSO segment size for a super-packet).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn ip_send_meta(
         &mut self,
+        src: [u8; 4],
         dst: [u8; 4],
         protocol: u8,
         payload: &[u8],
@@ -39,7 +60,7 @@ impl Stack {
         if let Some((partial, gso)) = offload {
             let mut p = PacketBuf::with_headroom(64, ipv4::MIN_HEADER_LEN + payload.len());
             let r = ipv4::Repr {
-                src: self.cfg.addr,
+                src,
                 dst,
                 protocol,
                 ttl: self.cfg.ttl,
@@ -80,7 +101,7 @@ impl Stack {
         for (i, c) in chunks.into_iter().enumerate() {
             let mut p = PacketBuf::with_headroom(64, ipv4::MIN_HEADER_LEN + c.len());
             let r = ipv4::Repr {
-                src: self.cfg.addr,
+                src,
                 dst,
                 protocol,
                 ttl: self.cfg.ttl,
@@ -170,7 +191,7 @@ impl Stack {
 
     /// Hands an IP packet to its next hop, resolving the link-layer address.
     pub(super) fn output(&mut self, p: PacketBuf, next_hop: [u8; 4], now: Instant) {
-        if next_hop == self.cfg.addr {
+        if self.owns_v4(next_hop) {
             // To ourselves: straight back in.
             let mut l = p;
             let h = l.push(ethernet::HEADER_LEN);
@@ -198,11 +219,13 @@ impl Stack {
         }
     }
 
+    /// The limited broadcast, or the directed broadcast of one of our subnets.
     pub(super) fn is_broadcast(&self, ip: [u8; 4]) -> bool {
-        let host_mask = if self.cfg.prefix >= 32 { 0 } else { u32::MAX >> self.cfg.prefix };
         ip == [255; 4]
-            || (u32::from_be_bytes(ip) & host_mask == host_mask
-                && crate::route::Route { dest: self.cfg.addr, prefix: self.cfg.prefix, gateway: None }.matches(ip))
+            || std::iter::once((self.cfg.addr, self.cfg.prefix)).chain(self.cfg.secondary.iter().copied()).any(|(a, p)| {
+                let host_mask = if p >= 32 { 0 } else { u32::MAX >> p };
+                u32::from_be_bytes(ip) & host_mask == host_mask && crate::route::Route { dest: a, prefix: p, gateway: None }.matches(ip)
+            })
     }
 
     pub(super) fn ipv4_input(&mut self, p: PacketBuf, now: Instant) {
@@ -216,7 +239,7 @@ impl Stack {
             return;
         }
         let dst = ip.dst();
-        if dst != self.cfg.addr && !self.is_broadcast(dst) {
+        if !self.owns_v4(dst) && !self.is_broadcast(dst) {
             // For another host: a router's, if forwarding is on (never a multicast or limited broadcast).
             if self.cfg.forwarding && dst[0] < 224 && self.forwarded.len() < 4096 {
                 self.forwarded.push(p.data()[..ip.total_len()].to_vec());

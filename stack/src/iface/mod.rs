@@ -45,6 +45,8 @@ pub struct Config {
     /// Packets for other hosts are handed to a router (`take_forwarded`) instead of dropped; off by
     /// default, as on Linux.
     pub forwarding: bool,
+    /// More IPv4 addresses on the interface, each with its prefix (as `ip addr add` again).
+    pub secondary: Vec<([u8; 4], u8)>,
 }
 
 impl Config {
@@ -60,6 +62,7 @@ impl Config {
             qdisc_len: 1000,
             ipv6: None,
             forwarding: false,
+            secondary: Vec::new(),
         }
     }
 }
@@ -144,6 +147,9 @@ impl Stack {
     pub fn new(dev: Box<dyn Device>, cfg: Config) -> Stack {
         let mut routes = Routes::default();
         routes.add(Route { dest: cfg.addr, prefix: cfg.prefix, gateway: None });
+        for &(dest, prefix) in &cfg.secondary {
+            routes.add(Route { dest, prefix, gateway: None });
+        }
         if let Some(gw) = cfg.gateway {
             routes.add(Route { dest: [0; 4], prefix: 0, gateway: Some(gw) });
         }

@@ -111,7 +111,7 @@ impl Stack {
                 let partial = f.tx_csum;
                 o.repr.emit(&mut b, &o.payload, l, r, !partial);
                 let gso = o.gso.filter(|_| f.tso);
-                let _ = self.ip_send_meta(r.octets(), ipv4::PROTO_TCP, &b, true, Some((partial, gso)), now);
+                let _ = self.ip_send_meta(l.octets(), r.octets(), ipv4::PROTO_TCP, &b, true, Some((partial, gso)), now);
             }
             (l, r) => {
                 let f = self.features();
@@ -325,7 +325,7 @@ impl Stack {
                 if self.routes.next_hop(d.octets()).is_none() {
                     return Err(ENETUNREACH);
                 }
-                IpAddr::from(self.cfg.addr)
+                IpAddr::from(self.src_v4(d.octets()))
             }
             IpAddr::V6(d) => {
                 let v = self.v6.as_ref().ok_or(ENETUNREACH)?;

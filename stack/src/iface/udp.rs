@@ -50,7 +50,7 @@ impl Stack {
             None => {
                 self.stats.no_ports += 1;
                 match (src, dst) {
-                    (IpAddr::V4(s), IpAddr::V4(d)) if d.octets() == self.cfg.addr => {
+                    (IpAddr::V4(s), IpAddr::V4(d)) if self.owns_v4(d.octets()) => {
                         // Port unreachable, quoting the IP header and the first 8 bytes.
                         let mut quote = header.to_vec();
                         quote.extend_from_slice(&data[..data.len().min(8)]);
@@ -121,7 +121,7 @@ impl Stack {
         let mut b = vec![0u8; udp::HEADER_LEN + data.len()];
         match dst {
             IpAddr::V4(d) => {
-                r.emit(&mut b, data, self.cfg.addr, d);
+                r.emit(&mut b, data, self.src_v4(d.octets()), d);
                 self.ip_send(d.octets(), ipv4::PROTO_UDP, &b, false, now)
             }
             IpAddr::V6(d) => {
