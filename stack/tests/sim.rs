@@ -370,7 +370,7 @@ fn a_secondary_address_answers_arp_pings_and_tcp_from_itself() {
     let mut cb = Config::new(B, 24);
     cb.secondary = vec![([10, 0, 1, 2], 24)];
     let (mut a, mut b) = (Stack::new(Box::new(pa), ca), Stack::new(Box::new(pb), cb));
-    let mut run = |a: &mut Stack, b: &mut Stack, ms: u64| {
+    let run = |a: &mut Stack, b: &mut Stack, ms: u64| {
         for _ in 0..ms {
             let now = *clock.borrow();
             a.poll(now);
