@@ -19,3 +19,4 @@ pub const EMSGSIZE: Errno = Errno(libc::EMSGSIZE);
 pub const ENETUNREACH: Errno = Errno(libc::ENETUNREACH);
 pub const EBADF: Errno = Errno(libc::EBADF);
 pub const EADDRNOTAVAIL: Errno = Errno(libc::EADDRNOTAVAIL);
+pub const ENETDOWN: Errno = Errno(libc::ENETDOWN);

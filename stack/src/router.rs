@@ -72,10 +72,12 @@ impl Router {
         self.routes.push(r);
     }
 
-    /// The interface and next hop for `dst`: the longest matching prefix, then the lowest metric.
+    /// The interface and next hop for `dst`: the longest matching prefix, then the lowest metric; routes
+    /// through an interface that is down do not count (as Linux drops them with the link).
     pub fn lookup(&self, dst: IpAddr) -> Option<(usize, IpAddr)> {
         self.routes
             .iter()
+            .filter(|r| self.ifaces.get(r.iface).is_none_or(|s| s.is_up()))
             .filter(|r| matches(&r.dest, r.prefix, &dst))
             .max_by_key(|r| (r.prefix, std::cmp::Reverse(r.metric)))
             .map(|r| (r.iface, r.via.unwrap_or(dst)))
@@ -212,5 +214,20 @@ mod test {
         assert_eq!(r.lookup("8.8.8.8".parse().unwrap()), Some((1, "10.0.1.1".parse().unwrap())), "two defaults: the lower metric");
         assert_eq!(r.lookup("2001:db8:5::1".parse().unwrap()).map(|x| x.0), Some(3));
         assert_eq!(r.lookup("2001:db9::1".parse().unwrap()), None, "no IPv6 default");
+    }
+
+    #[test]
+    fn routes_through_a_down_interface_do_not_count() {
+        use crate::dev::sim::{link, Impairment};
+        let clock = std::rc::Rc::new(std::cell::RefCell::new(crate::time::Instant::ZERO));
+        let (a, _a2) = link(([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 2]), Impairment::default(), 1, clock.clone());
+        let (b, _b2) = link(([2, 0, 0, 0, 2, 1], [2, 0, 0, 0, 2, 2]), Impairment::default(), 1, clock);
+        let sa = Stack::new(Box::new(a), crate::Config::new([10, 1, 0, 1], 24));
+        let sb = Stack::new(Box::new(b), crate::Config::new([10, 2, 0, 1], 24));
+        let mut r = Router::new(vec![sa, sb]);
+        let dst: IpAddr = "10.2.0.9".parse().unwrap();
+        assert_eq!(r.lookup(dst), Some((1, dst)));
+        r.ifaces[1].set_up(false);
+        assert_eq!(r.lookup(dst), None);
     }
 }

@@ -397,3 +397,26 @@ fn a_secondary_address_answers_arp_pings_and_tcp_from_itself() {
     );
     assert_eq!(a.v4_addrs(), vec![A, [10, 0, 1, 1]]);
 }
+
+#[test]
+fn an_interface_taken_down_neither_sends_nor_receives_until_it_is_up_again() {
+    let mut w = World::new(Impairment::default(), 8);
+    let now = w.now();
+    w.a.ping_send(B, 2, 1, b"up", now).unwrap();
+    w.run(Duration::from_millis(20));
+    assert_eq!(w.a.ping_events(2).len(), 1);
+    w.b.set_up(false);
+    let now = w.now();
+    w.a.ping_send(B, 2, 2, b"b is down", now).unwrap();
+    w.run(Duration::from_millis(20));
+    assert!(w.a.ping_events(2).is_empty(), "a down interface answers nothing");
+    w.a.set_up(false);
+    let now = w.now();
+    assert_eq!(w.a.ping_send(B, 2, 3, b"a is down", now).unwrap_err().0, libc::ENETDOWN);
+    w.a.set_up(true);
+    w.b.set_up(true);
+    let now = w.now();
+    w.a.ping_send(B, 2, 4, b"both up", now).unwrap();
+    w.run(Duration::from_millis(20));
+    assert!(matches!(w.a.ping_events(2).as_slice(), [PingEvent::Reply { seq: 4, .. }]));
+}

@@ -7,7 +7,7 @@ impl Stack {
     // ---- output ----
 
     pub(super) fn enqueue(&mut self, p: PacketBuf) {
-        if self.txq.len() >= self.cfg.qdisc_len {
+        if !self.up || self.txq.len() >= self.cfg.qdisc_len {
             self.stats.qdisc_drops += 1;
             return;
         }

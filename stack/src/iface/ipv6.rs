@@ -281,6 +281,9 @@ impl Stack {
     /// Sends an IPv6 packet with `payload` (an upper-layer packet whose checksum is already in), from
     /// `src` or the address source selection picks; fragments it when it exceeds the path MTU.
     pub fn ip6_send(&mut self, src: Option<Addr>, dst: Addr, next_header: u8, payload: &[u8], now: Instant) -> Result<(), Errno> {
+        if !self.up {
+            return Err(ENETDOWN);
+        }
         let dev_mtu = self.dev.mtu();
         let Some(v) = self.v6.as_mut() else { return Err(ENETUNREACH) };
         let Some(src) = src.or_else(|| v.source_for(&dst)) else { return Err(EADDRNOTAVAIL) };

@@ -90,6 +90,8 @@ pub struct Stats {
     pub in6_hdr_errors: u64,
     pub in6_delivers: u64,
     pub icmp6_out_errors: u64,
+    /// Frames that arrived while the interface was down.
+    pub down_drops: u64,
 }
 
 pub struct Stack {
@@ -118,6 +120,8 @@ pub struct Stack {
     v6: Option<ipv6::V6>,
     /// IP packets for other hosts, waiting for the router (with `Config::forwarding`).
     forwarded: Vec<Vec<u8>>,
+    /// Administratively up (`ip link set up`): while down nothing is received or sent.
+    up: bool,
 }
 
 /// A random 64-bit secret from the kernel (getrandom), or, if that fails, the clock and process id.
@@ -176,6 +180,7 @@ impl Stack {
             port_counter: 0,
             tcp_cfg: crate::tcp::Config::default(),
             forwarded: Vec::new(),
+            up: true,
             v6: v6_cfg.map(|c| ipv6::V6::new(c, mac, crate::frag::Reassembly::new(reasm_limits.0, reasm_limits.1))),
         }
     }
@@ -196,6 +201,15 @@ impl Stack {
 
     /// Receives, runs timers and transmits. Returns whether anything happened.
     pub fn poll(&mut self, now: Instant) -> bool {
+        if !self.up {
+            // A down interface takes nothing in: what arrives is dropped, counted.
+            let mut frames = std::mem::take(&mut self.rx);
+            let _ = self.dev.poll(64, &mut frames);
+            self.stats.down_drops += frames.len() as u64;
+            frames.clear();
+            self.rx = frames;
+            return false;
+        }
         if !self.announced {
             self.announced = true;
             self.announce();
@@ -248,6 +262,27 @@ impl Stack {
             }
         }
         progress
+    }
+
+    /// Takes the interface down or up (`ip link set dev X down|up`). While down the device is neither
+    /// read nor written, what was queued to send is dropped, and sending fails with ENETDOWN; coming up,
+    /// the stack announces its addresses again.
+    pub fn set_up(&mut self, up: bool) {
+        if self.up == up {
+            return;
+        }
+        self.up = up;
+        if up {
+            self.announced = false;
+        } else {
+            self.stats.qdisc_drops += self.txq.len() as u64;
+            self.txq.clear();
+        }
+    }
+
+    /// Whether the interface is administratively up.
+    pub fn is_up(&self) -> bool {
+        self.up
     }
 
     /// The IP packets that arrived for other hosts since the last call (with `Config::forwarding`).
