@@ -4,7 +4,7 @@
 //! Counted as the statistics registers count them: XONRXC, XOFFRXC, XONTXC, XOFFTXC, FCRUC.
 
 use crate::bytes::{be16, sub};
-use crate::nic::Nic;
+use crate::nic::Core;
 use crate::regs::*;
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,7 @@ pub fn pause_frame(src: [u8; 6], quanta: u16) -> Vec<u8> {
     f
 }
 
-impl Nic {
+impl Core {
     /// A received frame that is a MAC control frame (type FCT to the FCAL/FCAH address) is taken here: a
     /// PAUSE pauses or resumes transmission when CTRL.RFCE allows, anything else counts in FCRUC. `true`
     /// when the frame was a control frame and must not reach the host.

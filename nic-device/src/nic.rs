@@ -38,7 +38,9 @@ pub struct Effects {
     pub wake: bool,
 }
 
-pub struct Nic {
+/// The function's shared state: the register file and everything but the transmit queues' engines, which
+/// take it as an argument (`tx::TxQueue::process`).
+pub struct Core {
     pub regs: Vec<u32>,
     pub pci: ConfigSpace,
     pub nvm: Nvm,
@@ -49,7 +51,9 @@ pub struct Nic {
     /// Tail writes made without the lock, applied by whoever holds it next.
     pub doorbells: Arc<crate::doorbell::Doorbells>,
     pub mac: [u8; 6],
-    pub tx: [TxQueue; 2],
+    /// Transmit queues whose engine state a reset (MAC reset, a TDH write) cleared: applied by the
+    /// engines before they next run (bit per queue).
+    pub(crate) tx_resets: u8,
     pub rx_fifo: RxFifo,
     pub metrics: Arc<Metrics>,
     /// Backend frames lose nothing when the FIFO is full (flow control) instead of counting missed packets.
@@ -84,10 +88,29 @@ pub struct Nic {
     pub round_now: Option<Instant>,
 }
 
+/// The 82574L function: the shared state and the per-queue transmit engines.
+pub struct Nic {
+    core: Core,
+    pub tx: [TxQueue; 2],
+}
+
+impl std::ops::Deref for Nic {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for Nic {
+    fn deref_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+}
+
 impl Nic {
     pub fn new(mac: [u8; 6], metrics: Arc<Metrics>) -> Nic {
         let trace = Arc::new(Tracer::default());
-        let mut n = Nic {
+        let mut n = Core {
             regs: vec![0; REG_COUNT],
             pci: ConfigSpace::new(mac),
             nvm: Nvm::new(mac),
@@ -97,7 +120,7 @@ impl Nic {
             irq: IrqSink::new(metrics.clone(), trace.clone()),
             doorbells: Arc::default(),
             mac,
-            tx: [TxQueue::default(), TxQueue::default()],
+            tx_resets: 0,
             rx_fifo: RxFifo::default(),
             metrics,
             lossless_rx: false,
@@ -118,9 +141,22 @@ impl Nic {
             round_now: None,
         };
         n.mac_reset();
-        n
+        Nic { core: n, tx: [TxQueue::default(), TxQueue::default()] }
     }
 
+    /// The shared state and the transmit engines, borrowed apart.
+    pub fn parts(&mut self) -> (&mut Core, &mut [TxQueue; 2]) {
+        (&mut self.core, &mut self.tx)
+    }
+
+    /// A register write (`Core::mmio_write`), callable with arguments that read the device.
+    #[inline]
+    pub fn mmio_write(&mut self, off: u32, val: u32) -> Effects {
+        self.core.mmio_write(off, val)
+    }
+}
+
+impl Core {
     /// The time for timers and moderation: the data path's round time, or the clock.
     #[inline]
     pub fn now(&self) -> Instant {
@@ -166,7 +202,7 @@ impl Nic {
         self.set_reg(RAL0, u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
         self.set_reg(RAH0, u16::from_le_bytes([m[4], m[5]]) as u32 | RAH_AV);
         self.intr.reset();
-        self.tx = [TxQueue::default(), TxQueue::default()];
+        self.tx_resets = 0b11;
         self.rx_fifo.clear();
         self.ioaddr = 0;
         self.irq.mac_reset(&mut self.pci);
@@ -565,9 +601,7 @@ impl Nic {
             o if o == TDH0 || o == TDH0 + QUEUE_STRIDE || o == RDH0 || o == RDH0 + QUEUE_STRIDE => {
                 self.set_reg(o, val & write_mask(o));
                 if o == TDH0 || o == TDH0 + QUEUE_STRIDE {
-                    if let Some(t) = self.tx.get_mut(((o - TDH0) / QUEUE_STRIDE) as usize) {
-                        *t = TxQueue::default();
-                    }
+                    self.tx_resets |= 1 << ((o - TDH0) / QUEUE_STRIDE);
                 }
             }
             // The delay timers' flush bit (FPD, 31) releases what they hold and is not stored.

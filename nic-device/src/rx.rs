@@ -6,7 +6,7 @@ use crate::bytes::{be16, sub, u8_at};
 use crate::desc::{RxExtWb, RxLegacy, RxPsRead, RxPsWb};
 use crate::fault::Kind as FaultKind;
 use crate::metrics::Metrics;
-use crate::nic::Nic;
+use crate::nic::Core;
 use crate::offload::{csum_add, csum_fold};
 use crate::regs::*;
 use std::collections::VecDeque;
@@ -207,7 +207,7 @@ pub fn fcs(data: &[u8]) -> u32 {
     !crc
 }
 
-impl Nic {
+impl Core {
     fn rx_buffer_size(&self) -> usize {
         let rctl = self.reg(RCTL);
         let bsize = (rctl >> RCTL_BSIZE_SHIFT) & 3;

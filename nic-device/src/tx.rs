@@ -5,7 +5,7 @@ use crate::desc::{TxDesc, TX_STATUS_AT};
 use crate::fault::Kind as FaultKind;
 use crate::gso;
 use crate::metrics::Metrics;
-use crate::nic::Nic;
+use crate::nic::{Core, Nic};
 use crate::offload::{self, TxContext};
 use crate::regs::*;
 use crate::stats::Dir;
@@ -81,19 +81,6 @@ pub struct TxPass {
 }
 
 impl Nic {
-    fn ring(&self, base_reg: u32, q: usize) -> (u64, u32) {
-        let o = q as u32 * QUEUE_STRIDE;
-        let base = self.reg(base_reg + o) as u64 | ((self.reg(base_reg + 4 + o) as u64) << 32);
-        let n = self.reg(base_reg + 8 + o) / 16;
-        (base, n)
-    }
-
-    fn tx_enabled(&self, q: usize) -> bool {
-        let en = self.reg(TCTL) & TCTL_EN != 0;
-        // Queue 1 also needs TARC1.Enable.
-        en && (q == 0 || self.reg(TARC0 + QUEUE_STRIDE) & TARC_ENABLE != 0)
-    }
-
     /// Whether queue `q` has descriptors to process.
     pub fn tx_pending(&self, q: usize) -> bool {
         if q >= self.tx.len() || self.tx_paused() || self.doorbell_held() {
@@ -105,46 +92,65 @@ impl Nic {
 
     /// Processes up to `budget` descriptors of queue `q`, calling `emit` for every frame for the wire.
     pub fn process_tx(&mut self, q: usize, budget: usize, emit: &mut dyn FnMut(TxFrame)) -> TxPass {
+        let (core, queues) = self.parts();
+        if core.tx_resets != 0 {
+            for (i, t) in queues.iter_mut().enumerate() {
+                if core.tx_resets & (1 << i) != 0 {
+                    *t = TxQueue::default();
+                }
+            }
+            core.tx_resets = 0;
+        }
+        match queues.get_mut(q) {
+            Some(t) => t.process(q, core, budget, emit),
+            None => TxPass::default(),
+        }
+    }
+}
+
+impl TxQueue {
+    /// Processes up to `budget` descriptors of this queue (`q`), calling `emit` for every frame for the wire.
+    pub fn process(&mut self, q: usize, nic: &mut Core, budget: usize, emit: &mut dyn FnMut(TxFrame)) -> TxPass {
         let mut pass = TxPass::default();
-        if q >= self.tx.len() || !self.tx_enabled(q) || self.tx_paused() {
+        if !nic.tx_enabled(q) || nic.tx_paused() {
             return pass;
         }
-        if !self.faults.is_empty() {
-            let now = self.now();
-            if self.faults.peek(FaultKind::TxStall, now).is_some_and(|f| f.queue.is_none_or(|fq| fq == q)) {
+        if !nic.faults.is_empty() {
+            let now = nic.now();
+            if nic.faults.peek(FaultKind::TxStall, now).is_some_and(|f| f.queue.is_none_or(|fq| fq == q)) {
                 // The queue does not advance: TDH stays while the driver moves TDT (the "hardware unit hang").
-                self.faults.take(FaultKind::TxStall, now);
+                nic.faults.take(FaultKind::TxStall, now);
                 return pass;
             }
         }
-        if !self.dma_allowed() {
-            Metrics::inc(&self.metrics.dma_blocked);
+        if !nic.dma_allowed() {
+            Metrics::inc(&nic.metrics.dma_blocked);
             return pass;
         }
-        let (base, n) = self.ring(TDBAL0, q);
+        let (base, n) = nic.ring(TDBAL0, q);
         let o = q as u32 * QUEUE_STRIDE;
         if n == 0 {
             return pass;
         }
-        let tail = self.reg(TDT0 + o);
-        if tail >= n || self.reg(TDH0 + o) >= n {
+        let tail = nic.reg(TDT0 + o);
+        if tail >= n || nic.reg(TDH0 + o) >= n {
             // A tail or head beyond the ring is the driver's error: nothing is fetched.
-            Metrics::inc(&self.metrics.tx_malformed);
+            Metrics::inc(&nic.metrics.tx_malformed);
             return pass;
         }
         while pass.descriptors < budget {
-            let head = self.reg(TDH0 + o);
+            let head = nic.reg(TDH0 + o);
             if head == tail {
                 break;
             }
             let daddr = base.wrapping_add(head as u64 * 16);
-            let Ok(raw) = self.dma_read_obj::<TxDesc>(daddr, "tx-descriptor") else {
-                Metrics::inc(&self.metrics.dma_errors);
+            let Ok(raw) = nic.dma_read_obj::<TxDesc>(daddr, "tx-descriptor") else {
+                Metrics::inc(&nic.metrics.dma_errors);
                 debug!("TX queue {q}: descriptor at {daddr:#x} is not mapped");
                 break;
             };
             let d = RawDesc::from(raw);
-            self.tx_descriptor(q, d, emit, &mut pass);
+            self.descriptor(q, nic, d, emit, &mut pass);
             // Write back DD (status byte) when RS asks for it.
             if d.cmd() & TXD_CMD_RS != 0 {
                 if d.cmd() & TXD_CMD_IDE == 0 {
@@ -152,24 +158,24 @@ impl Nic {
                 }
                 let sta = (d.upper as u8) | TXD_STA_DD;
                 let q_cause = if q == 0 { ICR_TXQ0 } else { ICR_TXQ1 };
-                if self.write_back_status(daddr.wrapping_add(TX_STATUS_AT), &[sta], ICR_TXDW | q_cause).is_err() {
-                    Metrics::inc(&self.metrics.dma_errors);
+                if nic.write_back_status(daddr.wrapping_add(TX_STATUS_AT), &[sta], ICR_TXDW | q_cause).is_err() {
+                    Metrics::inc(&nic.metrics.dma_errors);
                 }
                 pass.writebacks += 1;
             }
-            self.set_reg(TDH0 + o, (head + 1) % n);
+            nic.set_reg(TDH0 + o, (head + 1) % n);
             pass.descriptors += 1;
         }
         if pass.writebacks > 0 {
             let q_cause = if q == 0 { ICR_TXQ0 } else { ICR_TXQ1 };
-            self.raise_tx(ICR_TXDW | q_cause, pass.immediate_writebacks == 0);
+            nic.raise_tx(ICR_TXDW | q_cause, pass.immediate_writebacks == 0);
         }
         pass
     }
 
-    fn tx_descriptor(&mut self, q: usize, d: RawDesc, emit: &mut dyn FnMut(TxFrame), pass: &mut TxPass) {
-        let vme = self.reg(CTRL) & CTRL_VME != 0;
-        let Some(t) = self.tx.get_mut(q) else { return };
+    fn descriptor(&mut self, q: usize, nic: &mut Core, d: RawDesc, emit: &mut dyn FnMut(TxFrame), pass: &mut TxPass) {
+        let vme = nic.reg(CTRL) & CTRL_VME != 0;
+        let t = &mut *self;
         if d.is_ext() && d.dtyp() == 0 {
             // Context descriptor.
             let a = d.addr;
@@ -192,7 +198,7 @@ impl Nic {
         }
         let (len, eop, legacy) = if d.is_ext() {
             if d.dtyp() != TXD_DTYP_DATA {
-                Metrics::inc(&self.metrics.tx_malformed);
+                Metrics::inc(&nic.metrics.tx_malformed);
                 t.bad = true;
                 return;
             }
@@ -222,33 +228,30 @@ impl Nic {
                 let mut pkt = std::mem::take(&mut t.pkt);
                 let at = pkt.len();
                 pkt.resize(at + len, 0);
-                let ok = self.dma_read(d.addr, pkt.get_mut(at..).unwrap_or_default(), "tx-buffer").is_ok();
-                if let Some(t) = self.tx.get_mut(q) {
-                    t.pkt = pkt;
-                    t.bad |= !ok;
-                }
+                let ok = nic.dma_read(d.addr, pkt.get_mut(at..).unwrap_or_default(), "tx-buffer").is_ok();
+                t.pkt = pkt;
+                t.bad |= !ok;
                 if !ok {
-                    Metrics::inc(&self.metrics.dma_errors);
+                    Metrics::inc(&nic.metrics.dma_errors);
                 }
             }
         }
         if eop {
-            self.finish_packet(q, emit, pass);
+            self.finish(q, nic, emit, pass);
         }
     }
 
-    fn finish_packet(&mut self, q: usize, emit: &mut dyn FnMut(TxFrame), pass: &mut TxPass) {
-        let Some(slot) = self.tx.get_mut(q) else { return };
-        let t = std::mem::take(slot);
-        slot.ctx = t.ctx;
+    fn finish(&mut self, q: usize, nic: &mut Core, emit: &mut dyn FnMut(TxFrame), pass: &mut TxPass) {
+        let t = std::mem::take(self);
+        self.ctx = t.ctx;
         if t.bad || t.pkt.is_empty() {
-            Metrics::inc(&self.metrics.tx_malformed);
+            Metrics::inc(&nic.metrics.tx_malformed);
             return;
         }
         let ixsm = t.popts & TXD_POPTS_IXSM != 0;
         let txsm = t.popts & TXD_POPTS_TXSM != 0;
         // TAP offload mode: what the virtio-net header can say exactly leaves whole or partial.
-        let offload_out = self.gso_out && t.vlan.is_none() && !self.loopback() && t.legacy_csum.is_none();
+        let offload_out = nic.gso_out && t.vlan.is_none() && !nic.loopback() && t.legacy_csum.is_none();
         let mut pkt = t.pkt;
         if offload_out {
             let vnet = if t.tse {
@@ -259,18 +262,18 @@ impl Nic {
             match vnet {
                 Ok(Some((h, segments))) => {
                     if t.tse {
-                        self.stats.inc(TSCTC, 1);
-                        Metrics::inc(&self.metrics.tx_tso_packets);
-                        self.metrics.tx_tso_segments.fetch_add(segments as u64, std::sync::atomic::Ordering::Relaxed);
-                        Metrics::inc(&self.metrics.tx_gso_frames);
-                        self.metrics.tx_gso_segments.fetch_add(segments as u64, std::sync::atomic::Ordering::Relaxed);
-                        self.count_tx_segments(&pkt, t.ctx.hdrlen as usize, t.ctx.mss as usize, segments);
+                        nic.stats.inc(TSCTC, 1);
+                        Metrics::inc(&nic.metrics.tx_tso_packets);
+                        nic.metrics.tx_tso_segments.fetch_add(segments as u64, std::sync::atomic::Ordering::Relaxed);
+                        Metrics::inc(&nic.metrics.tx_gso_frames);
+                        nic.metrics.tx_gso_segments.fetch_add(segments as u64, std::sync::atomic::Ordering::Relaxed);
+                        nic.count_tx_segments(&pkt, t.ctx.hdrlen as usize, t.ctx.mss as usize, segments);
                     } else {
-                        Metrics::inc(&self.metrics.tx_csum_partial);
-                        self.count_tx(&pkt);
+                        Metrics::inc(&nic.metrics.tx_csum_partial);
+                        nic.count_tx(&pkt);
                     }
                     pass.frames += 1;
-                    Metrics::inc(&self.metrics.tx_frames);
+                    Metrics::inc(&nic.metrics.tx_frames);
                     emit(TxFrame { data: pkt, vnet: Some(h) });
                     return;
                 }
@@ -278,9 +281,9 @@ impl Nic {
                 Err(e) => {
                     debug!("TX queue {q}: offload refused: {e}");
                     if t.tse {
-                        self.stats.inc(TSCTFC, 1);
+                        nic.stats.inc(TSCTFC, 1);
                     }
-                    Metrics::inc(&self.metrics.tx_malformed);
+                    Metrics::inc(&nic.metrics.tx_malformed);
                     return;
                 }
             }
@@ -288,15 +291,15 @@ impl Nic {
         let mut frames = if t.tse {
             match offload::segment(&pkt, &t.ctx, ixsm, txsm) {
                 Ok(f) => {
-                    self.stats.inc(TSCTC, 1);
-                    Metrics::inc(&self.metrics.tx_tso_packets);
-                    self.metrics.tx_tso_segments.fetch_add(f.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    nic.stats.inc(TSCTC, 1);
+                    Metrics::inc(&nic.metrics.tx_tso_packets);
+                    nic.metrics.tx_tso_segments.fetch_add(f.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     f
                 }
                 Err(e) => {
                     debug!("TX queue {q}: TSO refused: {e}");
-                    self.stats.inc(TSCTFC, 1);
-                    Metrics::inc(&self.metrics.tx_malformed);
+                    nic.stats.inc(TSCTFC, 1);
+                    Metrics::inc(&nic.metrics.tx_malformed);
                     return;
                 }
             }
@@ -309,31 +312,46 @@ impl Nic {
             };
             if let Err(e) = r {
                 debug!("TX queue {q}: checksum offload refused: {e}");
-                Metrics::inc(&self.metrics.tx_malformed);
+                Metrics::inc(&nic.metrics.tx_malformed);
                 return;
             }
             vec![f]
         };
-        let vet = self.reg(VET) as u16;
-        let pad = self.reg(TCTL) & TCTL_PSP != 0;
+        let vet = nic.reg(VET) as u16;
+        let pad = nic.reg(TCTL) & TCTL_PSP != 0;
         for mut f in frames.drain(..) {
             if pad && f.len() < 60 {
                 f.resize(60, 0); // short packets are padded on the wire (TCTL.PSP)
             }
             if let Some(tci) = t.vlan {
                 offload::insert_vlan(&mut f, vet, tci);
-                Metrics::inc(&self.metrics.tx_vlan_inserted);
+                Metrics::inc(&nic.metrics.tx_vlan_inserted);
             }
-            self.count_tx(&f);
+            nic.count_tx(&f);
             pass.frames += 1;
-            Metrics::inc(&self.metrics.tx_frames);
+            Metrics::inc(&nic.metrics.tx_frames);
             emit(TxFrame::wire(f));
         }
+    }
+}
+
+impl Core {
+    pub(crate) fn ring(&self, base_reg: u32, q: usize) -> (u64, u32) {
+        let o = q as u32 * QUEUE_STRIDE;
+        let base = self.reg(base_reg + o) as u64 | ((self.reg(base_reg + 4 + o) as u64) << 32);
+        let n = self.reg(base_reg + 8 + o) / 16;
+        (base, n)
+    }
+
+    pub(crate) fn tx_enabled(&self, q: usize) -> bool {
+        let en = self.reg(TCTL) & TCTL_EN != 0;
+        // Queue 1 also needs TARC1.Enable.
+        en && (q == 0 || self.reg(TARC0 + QUEUE_STRIDE) & TARC_ENABLE != 0)
     }
 
     /// Counts the wire frames a TSO packet sent whole stands for: `segments` frames of HDRLEN plus up to MSS
     /// payload bytes each.
-    fn count_tx_segments(&mut self, pkt: &[u8], hdrlen: usize, mss: usize, segments: usize) {
+    pub(crate) fn count_tx_segments(&mut self, pkt: &[u8], hdrlen: usize, mss: usize, segments: usize) {
         let mut left = pkt.len().saturating_sub(hdrlen);
         for _ in 0..segments {
             let chunk = left.min(mss);
@@ -342,7 +360,7 @@ impl Nic {
         }
     }
 
-    fn count_tx(&mut self, f: &[u8]) {
+    pub(crate) fn count_tx(&mut self, f: &[u8]) {
         self.stats.count_frame(Dir::Tx, f.len(), f);
     }
 }

@@ -56,6 +56,35 @@ fn legacy_descriptors_frame_over_three_buffers_with_dd_writeback() {
 }
 
 #[test]
+fn a_head_write_discards_the_half_gathered_packet() {
+    let mut n = nic();
+    setup_tx(&mut n);
+    // The first buffer of a packet without its EOP: the engine holds it between passes.
+    n.dma.write(TX_BUFS, &[0xEE; 64]).unwrap();
+    desc(&n, 0, TX_BUFS, legacy(64, 0), 0);
+    n.mmio_write(TDT0, 1);
+    assert!(run_tx(&mut n).is_empty());
+    assert_eq!(n.reg(TDH0), 1);
+    // The driver resets the ring (TDH = TDT = 0) and sends a whole packet: only that packet leaves.
+    n.mmio_write(TDH0, 0);
+    n.mmio_write(TDT0, 0);
+    let frame = eth_ipv4_udp(&[0x5A; 100]);
+    n.dma.write(TX_BUFS + 0x1000, &frame).unwrap();
+    desc(&n, 0, TX_BUFS + 0x1000, legacy(frame.len(), TXD_CMD_EOP | TXD_CMD_RS), 0);
+    n.mmio_write(TDT0, 1);
+    assert_eq!(run_tx(&mut n), vec![frame.clone()]);
+    // The same after a MAC reset (CTRL.RST) that leaves a packet half gathered.
+    desc(&n, 1, TX_BUFS, legacy(64, 0), 0);
+    n.mmio_write(TDT0, 2);
+    assert!(run_tx(&mut n).is_empty());
+    n.mmio_write(CTRL, CTRL_RST);
+    setup_tx(&mut n);
+    desc(&n, 0, TX_BUFS + 0x1000, legacy(frame.len(), TXD_CMD_EOP | TXD_CMD_RS), 0);
+    n.mmio_write(TDT0, 1);
+    assert_eq!(run_tx(&mut n), vec![frame]);
+}
+
+#[test]
 fn short_frames_are_padded_when_psp_is_set() {
     let mut n = nic();
     setup_tx(&mut n);
