@@ -10,11 +10,13 @@
 //! | `stack_rx` | the stack's frame input against live TCP/UDP sockets on a virtual clock |
 //! | `stack_rx6` | IPv6 input: extension headers, fragments, ICMPv6 and neighbour/router discovery |
 //! | `backend_vnet` | frames with a virtio-net header from an offloading TAP; TSO packets sent whole |
+//! | `stack_nat` | a NAT router's netfilter: conntrack, NAT, REJECT and every hook, IPv4 and IPv6 |
 //! | `driver_writeback` | the userspace driver against a card whose registers and write-backs are hostile |
 
 pub mod device;
 pub mod driver;
 pub mod input;
+pub mod netfilter;
 pub mod stack;
 pub mod vfio;
 
@@ -30,4 +32,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("driver_writeback", driver::writeback),
     ("backend_vnet", device::vnet),
     ("stack_rx6", stack::rx6),
+    ("stack_nat", netfilter::nat),
 ];

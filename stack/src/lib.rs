@@ -2,7 +2,7 @@
 //! a budget (`dev`), Ethernet, ARP with a neighbour cache (`neigh`), IPv4 with routing, fragmentation and
 //! reassembly, ICMP, UDP and TCP sockets (`iface`, one module per protocol; `errno` for socket errors), and
 //! TCP connections (`tcp`: the state machine, with congestion control, RTO and SACK in modules of their
-//! own). Wire formats live in `wire`; time is supplied by the caller (`time`), so tests run on a virtual
+//! own), and netfilter (`netfilter`: hooks, rules, connection tracking and NAT). Wire formats live in `wire`; time is supplied by the caller (`time`), so tests run on a virtual
 //! clock.
 
 pub mod blocking;
@@ -13,6 +13,7 @@ pub mod gro;
 pub mod iface;
 pub mod ndisc;
 pub mod neigh;
+pub mod netfilter;
 pub mod route;
 pub mod router;
 pub mod skb;

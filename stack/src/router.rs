@@ -6,10 +6,13 @@
 //! destination unreachable without a route, fragmentation needed / Packet Too Big when the egress link is
 //! smaller (an IPv4 packet without DF is fragmented instead), never for link-local IPv6.
 
+use crate::netfilter::{At, Ctx, Hook, Netfilter, Verdict};
 use crate::time::Instant;
 use crate::wire::{checksum, icmp, icmpv6, ipv6};
 use crate::Stack;
+use std::cell::RefCell;
 use std::net::IpAddr;
+use std::rc::Rc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
@@ -30,12 +33,16 @@ pub struct RouterStats {
     pub no_route: u64,
     pub too_big: u64,
     pub errors: u64,
+    /// Dropped or rejected by netfilter's FORWARD or POSTROUTING.
+    pub filtered: u64,
 }
 
 pub struct Router {
     pub ifaces: Vec<Stack>,
     pub routes: Vec<Route>,
     pub stats: RouterStats,
+    /// Netfilter for the whole router (every interface shares it).
+    pub nf: Option<Rc<RefCell<Netfilter>>>,
 }
 
 fn matches(dest: &IpAddr, prefix: u8, a: &IpAddr) -> bool {
@@ -65,7 +72,16 @@ impl Router {
                 }
             }
         }
-        Router { ifaces, routes, stats: RouterStats::default() }
+        Router { ifaces, routes, stats: RouterStats::default(), nf: None }
+    }
+
+    /// Netfilter on every interface and on the forwarding path.
+    pub fn set_netfilter(&mut self, nf: Netfilter) {
+        let nf = Rc::new(RefCell::new(nf));
+        for s in self.ifaces.iter_mut() {
+            s.set_netfilter(nf.clone());
+        }
+        self.nf = Some(nf);
     }
 
     pub fn add_route(&mut self, r: Route) {
@@ -91,9 +107,9 @@ impl Router {
                 moved |= s.poll(now);
             }
             let packets = self.ifaces.get_mut(i).map(|s| s.take_forwarded()).unwrap_or_default();
-            for p in packets {
+            for (p, ctx) in packets {
                 moved = true;
-                self.forward(i, p, now);
+                self.forward(i, p, ctx, now);
             }
         }
         if moved {
@@ -105,7 +121,39 @@ impl Router {
         moved
     }
 
-    fn forward(&mut self, from: usize, mut p: Vec<u8>, now: Instant) {
+    /// FORWARD and POSTROUTING for a packet from `from` to `to`: false when netfilter dropped or rejected
+    /// it (answered from the interface it came in on).
+    fn nf_forward(&mut self, from: usize, to: usize, ctx: &mut Ctx, p: &mut [u8], now: Instant) -> bool {
+        let Some(nf) = self.nf.clone() else { return true };
+        let v6 = p.first().is_some_and(|b| b >> 4 == 6);
+        let (Some(a), Some(b)) = (self.ifaces.get(from), self.ifaces.get(to)) else { return false };
+        let (iname, oname) = (a.name(), b.name());
+        let (iaddr, oaddr) = (a.primary_addr(v6), b.primary_addr(v6));
+        let mut verdict = Verdict::Accept;
+        for hook in [Hook::Forward, Hook::Postrouting] {
+            let at = At { hook, iif: Some(&iname), oif: Some(&oname), iif_addr: iaddr, oif_addr: oaddr };
+            verdict = nf.borrow_mut().hook(&at, ctx, p, now);
+            if verdict != Verdict::Accept {
+                break;
+            }
+        }
+        match verdict {
+            Verdict::Accept | Verdict::Nat(_) => true,
+            Verdict::Drop => {
+                self.stats.filtered += 1;
+                false
+            }
+            Verdict::Reject(w) => {
+                self.stats.filtered += 1;
+                if let Some(s) = self.ifaces.get_mut(from) {
+                    s.nf_reject(p, w, now);
+                }
+                false
+            }
+        }
+    }
+
+    fn forward(&mut self, from: usize, mut p: Vec<u8>, mut ctx: Ctx, now: Instant) {
         match p.first().map(|b| b >> 4) {
             Some(4) if p.len() >= 20 => {
                 let dst = IpAddr::from([p[16], p[17], p[18], p[19]]);
@@ -119,7 +167,10 @@ impl Router {
                     self.error(from, &p, icmp::DEST_UNREACHABLE, 0, 0, now);
                     return;
                 };
-                // TTL down by one; the header checksum recomputed.
+                if !self.nf_forward(from, to, &mut ctx, &mut p, now) {
+                    return;
+                }
+                // TTL down by one; the header checksum updated.
                 p[8] -= 1;
                 let hl = usize::from(p[0] & 0xF) * 4;
                 p[10..12].copy_from_slice(&[0, 0]);
@@ -149,6 +200,9 @@ impl Router {
                     self.error(from, &p, icmpv6::DEST_UNREACHABLE, icmpv6::UNREACH_NO_ROUTE, 0, now);
                     return;
                 };
+                if !self.nf_forward(from, to, &mut ctx, &mut p, now) {
+                    return;
+                }
                 p[7] -= 1;
                 let IpAddr::V6(h) = hop else { return };
                 let Some(out) = self.ifaces.get_mut(to) else { return };
@@ -180,8 +234,8 @@ impl Router {
     pub fn report(&self, name: &str) -> String {
         let st = self.stats;
         let mut s = format!(
-            "router {name}: forwarded {} time exceeded {} no route {} too big {}\n",
-            st.forwarded, st.ttl_exceeded, st.no_route, st.too_big
+            "router {name}: forwarded {} time exceeded {} no route {} too big {} filtered {}\n",
+            st.forwarded, st.ttl_exceeded, st.no_route, st.too_big, st.filtered
         );
         for r in &self.routes {
             let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
@@ -189,9 +243,19 @@ impl Router {
                 "  route {}/{}{via} dev {} metric {}\n",
                 r.dest,
                 r.prefix,
-                self.ifaces.get(r.iface).map(|i| i.dev.name()).unwrap_or_default(),
+                self.ifaces.get(r.iface).map(|i| i.name()).unwrap_or_default(),
                 r.metric
             );
+        }
+        if let Some(nf) = &self.nf {
+            let nf = nf.borrow();
+            let now = Instant::now();
+            s += &format!(
+                "netfilter: accepted {} dropped {} rejected {} nat failed {} logged {}\n",
+                nf.stats.accepted, nf.stats.dropped, nf.stats.rejected, nf.stats.nat_failed, nf.stats.logged
+            );
+            s += &nf.rules.listing();
+            s += &nf.conntrack_listing(now);
         }
         s
     }
@@ -209,7 +273,7 @@ mod test {
             Route { dest: "10.9.0.0".parse().unwrap(), prefix: 16, via: None, iface: 2, metric: 0 },
             Route { dest: "2001:db8::".parse().unwrap(), prefix: 32, via: None, iface: 3, metric: 0 },
         ];
-        let r = Router { ifaces: Vec::new(), routes, stats: RouterStats::default() };
+        let r = Router { ifaces: Vec::new(), routes, stats: RouterStats::default(), nf: None };
         assert_eq!(r.lookup("10.9.3.4".parse().unwrap()), Some((2, "10.9.3.4".parse().unwrap())));
         assert_eq!(r.lookup("8.8.8.8".parse().unwrap()), Some((1, "10.0.1.1".parse().unwrap())), "two defaults: the lower metric");
         assert_eq!(r.lookup("2001:db8:5::1".parse().unwrap()).map(|x| x.0), Some(3));

@@ -38,6 +38,7 @@
 //! [[router]]              # forwarding between hosts' interfaces (IPv4 and IPv6)
 //! name = "r"
 //! hosts = ["h1"]
+//! netfilter = "nat.nft"   # optional: rules (nft syntax, relative to this file), conntrack and NAT
 //!
 //! [[route]]               # a route of a router, beside the connected ones
 //! router = "r"
@@ -88,6 +89,7 @@ pub struct Topology {
 struct RouterSpec {
     name: String,
     hosts: Vec<String>,
+    netfilter: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,7 +202,7 @@ struct Built {
     vlans: Vec<(String, Rc<RefCell<VlanMux>>)>,
 }
 
-fn build(t: Topology, o: &crate::Opts) -> Result<Built, String> {
+fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, String> {
     let mut ifaces: HashMap<String, Box<dyn Device>> = HashMap::new();
     let taken = |ifaces: &mut HashMap<String, Box<dyn Device>>, name: &str, by: &str| {
         ifaces.remove(name).ok_or(format!("{by}: no interface '{name}' (or it is used twice)"))
@@ -294,7 +296,8 @@ fn build(t: Topology, o: &crate::Opts) -> Result<Built, String> {
             impair: None,
             ..o.clone()
         };
-        let s = crate::ping::stack_on(dev, &opts).map_err(|e| format!("host {}: {e}", h.name))?;
+        let mut s = crate::ping::stack_on(dev, &opts).map_err(|e| format!("host {}: {e}", h.name))?;
+        s.set_name(&h.interface);
         eprintln!("[run] host {} on {} ({})", h.name, h.interface, h.ip);
         hosts.push((h.name.clone(), s));
     }
@@ -325,6 +328,12 @@ fn build(t: Topology, o: &crate::Opts) -> Result<Built, String> {
                 .ok_or(format!("route {}: host {} is not on router {}", rt.dest, rt.host, r.name))?;
             router.add_route(stack::router::Route { dest, prefix, via, iface, metric: rt.metric });
         }
+        if let Some(f) = &r.netfilter {
+            let path = dir.join(f);
+            let nf = stack::netfilter::Netfilter::from_file(&path).map_err(|e| format!("router {}: {e}", r.name))?;
+            eprintln!("[run] router {}: netfilter rules from {} ({} chains)", r.name, path.display(), nf.rules.chains.len());
+            router.set_netfilter(nf);
+        }
         eprintln!("[run] router {} over {}", r.name, names.join(", "));
         routers.push((r.name.clone(), router));
     }
@@ -335,7 +344,8 @@ pub fn run(o: &crate::Opts) -> Result<bool, String> {
     let path = o.dest.as_deref().ok_or("run needs a topology file")?;
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let topo: Topology = toml::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
-    let mut b = build(topo, o)?;
+    let dir = std::path::Path::new(path).parent().unwrap_or(std::path::Path::new("."));
+    let mut b = build(topo, dir, o)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).map_err(|e| e.to_string())?;

@@ -86,7 +86,7 @@ impl Stack {
             }
             p.gso = gso.map(|size| crate::skb::Gso { size, kind: crate::skb::GsoKind::TcpV4 });
             self.stats.out_requests += 1;
-            self.output(p, next_hop, now);
+            self.local_out(p, next_hop, now);
             return Ok(());
         }
         let mtu = self.mtu_to(dst);
@@ -123,7 +123,7 @@ impl Stack {
                 self.stats.frag_creates += 1;
             }
             self.stats.out_requests += 1;
-            self.output(p, next_hop, now);
+            self.local_out(p, next_hop, now);
         }
         Ok(())
     }
@@ -231,8 +231,11 @@ impl Stack {
             })
     }
 
-    pub(super) fn ipv4_input(&mut self, p: PacketBuf, now: Instant) {
+    pub(super) fn ipv4_input(&mut self, mut p: PacketBuf, now: Instant) {
         self.stats.in_receives += 1;
+        if self.nf.is_some() && !self.nf_input(&mut p, now) {
+            return;
+        }
         let Ok(ip) = ipv4::Packet::new_checked(p.data()) else {
             self.stats.in_hdr_errors += 1;
             return;
@@ -245,7 +248,7 @@ impl Stack {
         if !self.owns_v4(dst) && !self.is_broadcast(dst) {
             // For another host: a router's, if forwarding is on (never a multicast or limited broadcast).
             if self.cfg.forwarding && dst[0] < 224 && self.forwarded.len() < 4096 {
-                self.forwarded.push(p.data()[..ip.total_len()].to_vec());
+                self.forwarded.push((p.data()[..ip.total_len()].to_vec(), self.nf_ctx));
             }
             return;
         }

@@ -321,7 +321,7 @@ impl Stack {
             let p = PacketBuf::from_slice(&b);
             match hop {
                 None => self.send_l2(p, ipv6::multicast_mac(&dst), ethernet::ETHERTYPE_IPV6),
-                Some(h) => self.output6(p, h, now),
+                Some(h) => self.local_out6(p, h, now),
             }
         }
         Ok(())
@@ -388,7 +388,7 @@ impl Stack {
         }
         p.gso = gso.map(|size| crate::skb::Gso { size, kind: crate::skb::GsoKind::TcpV6 });
         self.stats.out_requests += 1;
-        self.output6(p, hop, now);
+        self.local_out6(p, hop, now);
         Ok(())
     }
 
@@ -426,9 +426,15 @@ impl Stack {
         self.send_l2(PacketBuf::from_slice(&b), l2, ethernet::ETHERTYPE_IPV6);
     }
 
-    pub(super) fn ipv6_input(&mut self, p: PacketBuf, now: Instant) {
-        let Some(v) = self.v6.as_ref() else { return };
+    pub(super) fn ipv6_input(&mut self, mut p: PacketBuf, now: Instant) {
+        if self.v6.is_none() {
+            return;
+        }
         self.stats.in6_receives += 1;
+        if self.nf.is_some() && !self.nf_input(&mut p, now) {
+            return;
+        }
+        let Some(v) = self.v6.as_ref() else { return };
         let data = p.data();
         let Ok(ip) = ipv6::Repr::parse(data) else {
             self.stats.in6_hdr_errors += 1;
@@ -444,7 +450,7 @@ impl Stack {
                 // its link (RFC 4291 2.5.6).
                 let scoped = multicast || ipv6::is_link_local(&ip.src) || ipv6::is_link_local(&ip.dst);
                 if self.cfg.forwarding && !scoped && self.forwarded.len() < 4096 {
-                    self.forwarded.push(data[..ipv6::HEADER_LEN + ip.payload_len].to_vec());
+                    self.forwarded.push((data[..ipv6::HEADER_LEN + ip.payload_len].to_vec(), self.nf_ctx));
                 }
                 return;
             }

@@ -9,6 +9,7 @@ mod icmp;
 mod icmpv6;
 mod ipv4;
 mod ipv6;
+mod netfilter;
 mod tcp;
 mod udp;
 
@@ -92,6 +93,8 @@ pub struct Stats {
     pub icmp6_out_errors: u64,
     /// Frames that arrived while the interface was down.
     pub down_drops: u64,
+    /// Packets netfilter dropped or rejected at this interface's hooks.
+    pub nf_drops: u64,
 }
 
 pub struct Stack {
@@ -119,7 +122,13 @@ pub struct Stack {
     pub tcp_cfg: crate::tcp::Config,
     v6: Option<ipv6::V6>,
     /// IP packets for other hosts, waiting for the router (with `Config::forwarding`).
-    forwarded: Vec<Vec<u8>>,
+    forwarded: Vec<(Vec<u8>, crate::netfilter::Ctx)>,
+    /// The host's (or router's) netfilter, shared by its interfaces.
+    nf: Option<std::rc::Rc<std::cell::RefCell<crate::netfilter::Netfilter>>>,
+    /// The conntrack result and mark of the packet being received, from PREROUTING on.
+    nf_ctx: crate::netfilter::Ctx,
+    /// The interface's name for rules and reports (the device's own name unless set).
+    name: Option<String>,
     /// Administratively up (`ip link set up`): while down nothing is received or sent.
     up: bool,
 }
@@ -180,6 +189,9 @@ impl Stack {
             port_counter: 0,
             tcp_cfg: crate::tcp::Config::default(),
             forwarded: Vec::new(),
+            nf: None,
+            nf_ctx: crate::netfilter::Ctx::default(),
+            name: None,
             up: true,
             v6: v6_cfg.map(|c| ipv6::V6::new(c, mac, crate::frag::Reassembly::new(reasm_limits.0, reasm_limits.1))),
         }
@@ -280,13 +292,24 @@ impl Stack {
         }
     }
 
+    /// Names the interface (as `iifname`/`oifname` rules see it).
+    pub fn set_name(&mut self, name: &str) {
+        self.name = Some(name.to_string());
+    }
+
+    /// The interface's name: as set, else the device's.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.dev.name())
+    }
+
     /// Whether the interface is administratively up.
     pub fn is_up(&self) -> bool {
         self.up
     }
 
-    /// The IP packets that arrived for other hosts since the last call (with `Config::forwarding`).
-    pub fn take_forwarded(&mut self) -> Vec<Vec<u8>> {
+    /// The IP packets that arrived for other hosts since the last call (with `Config::forwarding`), each
+    /// with what netfilter's PREROUTING made of it.
+    pub fn take_forwarded(&mut self) -> Vec<(Vec<u8>, crate::netfilter::Ctx)> {
         std::mem::take(&mut self.forwarded)
     }
 

@@ -55,8 +55,14 @@ pub(super) fn tcp_segment_key(ip: &[u8]) -> Option<SegmentKey> {
 }
 
 impl Stack {
+    /// The device's offloads, unless netfilter may rewrite what the stack sends (NAT then needs whole
+    /// checksums, not partial ones).
     pub(super) fn features(&self) -> crate::dev::Features {
-        self.dev.features()
+        let f = self.dev.features();
+        if self.nf.is_some() {
+            return crate::dev::Features { tso: false, tx_csum: false, ..f };
+        }
+        f
     }
 
     /// RFC 6528: ISS = M + F(local, remote, secret), M a clock ticking every 4 microseconds. The secret is

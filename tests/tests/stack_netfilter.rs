@@ -1,0 +1,114 @@
+//! Our stack as a NAT router and firewall between two Linux namespaces (tools/topologies/nat.toml and
+//! nat.nft), with Linux judging at both ends: curl from the inside reaches a server outside through
+//! MASQUERADE (the outside has no route back, and its server logs the router's address as the client); a
+//! DNAT port forward reaches a server inside from outside; an ICMP port unreachable comes back through
+//! the NAT to the inside socket as ECONNREFUSED; REJECT gives curl its "connection refused" (TCP reset)
+//! and a UDP socket ECONNREFUSED (ICMP); a stray ACK is INVALID and counted; the conntrack listing shows
+//! the masqueraded flow.
+
+use nic_tests::*;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// A UDP probe from inside a namespace: sends one datagram and prints what the socket reports.
+const UDP_PROBE: &str = "import socket,sys\n\
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+s.connect((sys.argv[1],int(sys.argv[2])))\n\
+s.settimeout(3)\n\
+s.send(b'probe')\n\
+try:\n  s.recv(100); print('answered')\n\
+except ConnectionRefusedError: print('refused')\n\
+except socket.timeout: print('timeout')\n";
+
+/// A bare TCP ACK, outside any connection (raw socket).
+const STRAY_ACK: &str = "import socket,struct,sys\n\
+s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_TCP)\n\
+h=struct.pack('!HHIIBBHHH',40123,int(sys.argv[2]),1000,2000,5<<4,0x10,1000,0,0)\n\
+src=socket.inet_aton(sys.argv[3]); dst=socket.inet_aton(sys.argv[1])\n\
+ph=src+dst+struct.pack('!BBH',0,6,len(h))\n\
+d=ph+h; c=sum(struct.unpack('!%dH'%(len(d)//2),d)); c=(c&0xffff)+(c>>16); c=(c&0xffff)+(c>>16)\n\
+h=h[:16]+struct.pack('!H',(~c)&0xffff)+h[18:]\n\
+s.sendto(h,(sys.argv[1],0)); print('sent')\n";
+
+#[test]
+fn our_nat_router_between_two_linux_namespaces() {
+    init_logs();
+    let (n, a, b) = (Netns::new(), Netns::new(), Netns::new());
+    let topo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/topologies/nat.toml");
+    let c = run_topology_between(&n, &a, &b, &topo, 16);
+    a.must("ip link set lo up && ip link set ta up && ip addr add 10.95.1.2/24 dev ta && ip route add default via 10.95.1.1");
+    // The outside knows nothing of 10.95.1.0/24: only masquerading lets its answers back.
+    b.must("ip link set lo up && ip link set tb up && ip addr add 10.95.2.2/24 dev tb");
+    let dir = std::env::temp_dir().join(unique("nat"));
+    let page_dir = dir.join("www");
+    std::fs::create_dir_all(&page_dir).unwrap();
+    std::fs::write(page_dir.join("index.html"), "served through our NAT\n").unwrap();
+    let log_in = dir.join("inside.log");
+    let log_out = dir.join("outside.log");
+    let server = |ns: &Netns, bind: &str, log: &std::path::Path| {
+        ns.command(std::path::Path::new("python3"))
+            .args(["-m", "http.server", "8000", "--bind", bind, "--directory", page_dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let mut srv_out = server(&b, "10.95.2.2", &log_out);
+    let mut srv_in = server(&a, "10.95.1.2", &log_in);
+    std::thread::sleep(Duration::from_millis(800));
+
+    // Inside to outside, masqueraded.
+    let (rc, out) = a.exec("curl -s --max-time 5 http://10.95.2.2:8000/index.html");
+    assert_eq!((rc, out.trim()), (0, "served through our NAT"), "curl through MASQUERADE");
+    let (rc, out) = a.exec("ping -c 2 -i 0.3 -W 2 10.95.2.2");
+    assert_eq!(rc, 0, "ping through MASQUERADE: {out}");
+    // Outside to inside, through the port forward on the router's outside address.
+    let (rc, out) = b.exec("curl -s --max-time 5 http://10.95.2.1:8080/index.html");
+    assert_eq!((rc, out.trim()), (0, "served through our NAT"), "curl through the DNAT port forward");
+    // An ICMP error from the outside host, about a masqueraded datagram, reaches the inside socket.
+    let probe = |ns: &Netns, dst: &str, port: u16| {
+        let (_, out) = ns.exec(&format!("python3 -c \"{}\" {dst} {port}", UDP_PROBE.replace('"', "\\\"")));
+        out.trim().to_string()
+    };
+    assert_eq!(probe(&a, "10.95.2.2", 9999), "refused", "port unreachable through NAT");
+    // REJECT: a TCP reset for curl, an ICMP port unreachable for UDP.
+    let (rc, _) = a.exec("curl -s --max-time 5 http://10.95.2.2:9/");
+    assert_eq!(rc, 7, "curl: connection refused by the router's reset");
+    assert_eq!(probe(&a, "10.95.2.2", 9), "refused", "reject with ICMP port unreachable");
+    // The router's own input chain: a reset for port 22 from outside.
+    let (rc, _) = b.exec("curl -s --max-time 5 http://10.95.2.1:22/");
+    assert_eq!(rc, 7, "input chain reject with tcp reset");
+    // Unsolicited from outside to inside: dropped (no route would exist anyway, but the policy counts it).
+    let (_, out) = a.exec(&format!("python3 -c \"{}\" 10.95.2.2 8000 10.95.1.2", STRAY_ACK.replace('"', "\\\"")));
+    assert_eq!(out.trim(), "sent");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let _ = srv_out.kill();
+    let _ = srv_in.kill();
+    let _ = srv_out.wait();
+    let _ = srv_in.wait();
+    let o = c.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    // The outside server saw the router as its client; the inside server saw the real outside client.
+    let outside_log = std::fs::read_to_string(&log_out).unwrap();
+    assert!(outside_log.contains("10.95.2.1 - -") && !outside_log.contains("10.95.1.2"), "{outside_log}");
+    let inside_log = std::fs::read_to_string(&log_in).unwrap();
+    assert!(inside_log.contains("10.95.2.2 - -"), "{inside_log}");
+    // conntrack lists the masqueraded flow: original from the inside host, reply to the router.
+    assert!(
+        report.lines().any(|l| l.starts_with("tcp")
+            && l.contains("src=10.95.1.2 dst=10.95.2.2")
+            && l.contains("src=10.95.2.2 dst=10.95.2.1 sport=8000")),
+        "{report}"
+    );
+    assert!(
+        report.lines().any(|l| l.starts_with("tcp")
+            && l.contains("src=10.95.2.2 dst=10.95.2.1")
+            && l.contains("dport=8080")
+            && l.contains("src=10.95.1.2 dst=10.95.2.2 sport=8000")),
+        "the port forward's entry: {report}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let invalid = report.lines().find(|l| l.contains("ct state invalid counter drop")).unwrap_or_default();
+    assert!(invalid.contains("# packets 1 "), "the stray ACK was INVALID: {report}");
+}
