@@ -44,6 +44,7 @@ impl RxWb {
     pub const STATERR_AT: usize = std::mem::offset_of!(RxWb, staterr);
     pub const LENGTH_AT: usize = std::mem::offset_of!(RxWb, length);
     pub const VLAN_AT: usize = std::mem::offset_of!(RxWb, vlan);
+    pub const RSS_AT: usize = std::mem::offset_of!(RxWb, rss);
 }
 
 const _: () = {

@@ -6,6 +6,7 @@ use crate::dma::DmaRegion;
 use crate::netdev::*;
 use crate::regs::*;
 use crate::transport::{IrqKind, Transport};
+use crate::xdp::{XdpAction, XdpFrame, XdpMeta, XdpProgram, XdpStats};
 use crate::DriverError;
 use log::{debug, info};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -36,6 +37,9 @@ pub struct Config {
     pub promiscuous: bool,
     /// I/O address where the driver's DMA memory is mapped.
     pub iova_base: u64,
+    /// Receive-side scaling: flows hashed (Toeplitz over addresses and TCP ports) onto both receive queues,
+    /// the hash reported with each frame.
+    pub rss: bool,
 }
 
 impl Default for Config {
@@ -49,6 +53,7 @@ impl Default for Config {
             tx_timeout: Duration::from_secs(2),
             promiscuous: false,
             iova_base: 0x1_0000_0000,
+            rss: false,
         }
     }
 }
@@ -122,7 +127,24 @@ pub struct E1000e {
     /// The VLAN filter table as written.
     vfta: [u32; 128],
     rctl: u32,
+    rss: bool,
+    xdp: Option<Box<dyn XdpProgram + Send>>,
+    xdp_stats: XdpStats,
+    /// XDP_TX frames waiting for the end of the poll (one doorbell for all).
+    xdp_tx: Vec<TxPacket>,
+    /// XDP_REDIRECT frames for the caller, with their target.
+    xdp_redirected: Vec<(u32, Vec<u8>, XdpMeta)>,
 }
+
+/// The RSS key Microsoft's RSS specification gives as its verification key (also Linux's default in many
+/// drivers before random keys).
+const RSS_KEY: [u8; 40] = [
+    0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b,
+    0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
+];
+
+/// Redirected frames kept for the caller before more are dropped.
+const XDP_REDIRECT_MAX: usize = 4096;
 
 /// The MTA bit for a multicast Ethernet address with RCTL.MO = 0 (the filter looks at bits 47:36 of
 /// the destination: the high nibble of byte 4 and all of byte 5): register index and bit.
@@ -276,6 +298,11 @@ impl E1000e {
             mta: [0; 128],
             vfta: [0; 128],
             rctl: 0,
+            rss: cfg.rss,
+            xdp: None,
+            xdp_stats: XdpStats::default(),
+            xdp_tx: Vec::new(),
+            xdp_redirected: Vec::new(),
         };
         d.t.write32(IMC, 0xFFFF_FFFF)?;
         d.t.write32(EIAC_82574, 0)?;
@@ -393,7 +420,20 @@ impl E1000e {
 
     fn setup_rx(&mut self, promiscuous: bool) -> Result<(), DriverError> {
         self.t.write32(RFCTL, RFCTL_EXTEN)?;
-        self.t.write32(RXCSUM, RXCSUM_IPOFL | RXCSUM_TUOFL)?;
+        if self.rss {
+            for (i, w) in RSS_KEY.chunks(4).enumerate() {
+                self.t.write32(RSSRK + 4 * i as u32, u32::from_le_bytes([w[0], w[1], w[2], w[3]]))?;
+            }
+            // Entries alternate between the queues.
+            for i in 0..32u32 {
+                self.t.write32(RETA + 4 * i, 0x8000_8000)?;
+            }
+            self.t.write32(
+                MRQC,
+                MRQC_ENABLE_RSS | MRQC_RSS_FIELD_IPV4_TCP | MRQC_RSS_FIELD_IPV4 | MRQC_RSS_FIELD_IPV6_TCP | MRQC_RSS_FIELD_IPV6,
+            )?;
+        }
+        self.t.write32(RXCSUM, RXCSUM_IPOFL | RXCSUM_TUOFL | if self.rss { RXCSUM_PCSD } else { 0 })?;
         self.t.write32(RDTR, 0)?;
         self.t.write32(RADV, 0)?;
         for q in 0..2 {
@@ -742,6 +782,17 @@ impl E1000e {
             if staterr & RXD_STAT_EOP == 0 {
                 continue;
             }
+            if self.xdp.is_some() {
+                let rss_hash = self.rss.then(|| self.mem.read_u32(at + RxWb::RSS_AT));
+                let meta = XdpMeta { queue: q, rss_hash, vlan: (staterr & RXD_STAT_VP != 0).then_some(vlan) };
+                let act = self.run_xdp(q, &meta);
+                got += 1;
+                if act != XdpAction::Pass {
+                    continue;
+                }
+                got -= 1;
+            }
+            let r = &mut self.rx[q];
             let data = std::mem::take(&mut r.partial);
             let csum = if staterr & RXD_STAT_IXSM != 0 || staterr & (RXD_STAT_TCPCS | RXD_STAT_UDPCS) == 0 {
                 if staterr & RXD_ERR_IPE != 0 {
@@ -768,6 +819,61 @@ impl E1000e {
             }
         }
         Ok(got)
+    }
+
+    /// Runs the attached program on queue `q`'s frame in its receive buffer and carries out all but PASS:
+    /// a dropped frame's buffer is kept for the next one, TX frames wait for the end of the poll,
+    /// redirected ones for the caller.
+    fn run_xdp(&mut self, q: usize, meta: &XdpMeta) -> XdpAction {
+        let Some(prog) = self.xdp.as_mut() else { return XdpAction::Pass };
+        let r = &mut self.rx[q];
+        let mut f = XdpFrame::new(&mut r.partial);
+        let mut act = prog.run(&mut f, meta);
+        f.finish();
+        if matches!(act, XdpAction::Tx | XdpAction::Redirect(_)) && !(14..=1518).contains(&r.partial.len()) {
+            act = XdpAction::Aborted;
+        }
+        self.xdp_stats.count(act);
+        match act {
+            XdpAction::Pass => {}
+            XdpAction::Drop | XdpAction::Aborted => r.partial.clear(),
+            XdpAction::Tx => self.xdp_tx.push(TxPacket::plain(std::mem::take(&mut r.partial))),
+            XdpAction::Redirect(to) => {
+                let data = std::mem::take(&mut r.partial);
+                if self.xdp_redirected.len() < XDP_REDIRECT_MAX {
+                    self.xdp_redirected.push((to, data, *meta));
+                } else {
+                    self.xdp_stats.redirect -= 1;
+                    self.xdp_stats.drop += 1;
+                }
+            }
+        }
+        act
+    }
+
+    /// Sends the poll's XDP_TX frames with one doorbell; what the ring cannot take is dropped and counted.
+    fn flush_xdp_tx(&mut self) -> Result<(), DriverError> {
+        if self.xdp_tx.is_empty() {
+            return Ok(());
+        }
+        let mut pkts = std::mem::take(&mut self.xdp_tx);
+        let n = self.transmit_on(0, &mut pkts)?;
+        self.xdp_stats.tx_errors += (pkts.len() - n.min(pkts.len())) as u64;
+        Ok(())
+    }
+
+    /// Attaches an XDP program (or detaches, with `None`).
+    pub fn set_xdp(&mut self, prog: Option<Box<dyn XdpProgram + Send>>) {
+        self.xdp = prog;
+    }
+
+    pub fn xdp_stats(&self) -> XdpStats {
+        self.xdp_stats
+    }
+
+    /// The frames programs redirected since the last call, with their targets.
+    pub fn take_redirected(&mut self) -> Vec<(u32, Vec<u8>, XdpMeta)> {
+        std::mem::take(&mut self.xdp_redirected)
     }
 
     /// Gives cleaned descriptors back to the card: RDT points at the last one.
@@ -839,6 +945,7 @@ impl NetDev for E1000e {
         if n < budget {
             n += self.clean_rx(1, budget - n, out)?;
         }
+        self.flush_xdp_tx()?;
         if n < budget {
             // Under budget (NAPI complete): hand every buffer back and turn interrupts on again.
             self.refill(0)?;
@@ -937,6 +1044,15 @@ impl NetDev for E1000e {
             self.t.write32(MTA + 4 * reg as u32, self.mta[reg])?;
         }
         Ok(())
+    }
+    fn set_xdp(&mut self, prog: Option<Box<dyn XdpProgram + Send>>) {
+        E1000e::set_xdp(self, prog)
+    }
+    fn xdp_stats(&self) -> XdpStats {
+        E1000e::xdp_stats(self)
+    }
+    fn take_redirected(&mut self) -> Vec<(u32, Vec<u8>, XdpMeta)> {
+        E1000e::take_redirected(self)
     }
 }
 

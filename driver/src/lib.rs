@@ -7,6 +7,7 @@ pub mod e1000e;
 pub mod netdev;
 pub mod regs;
 pub mod transport;
+pub mod xdp;
 
 use std::time::Duration;
 

@@ -100,4 +100,9 @@ pub trait NetDev {
     /// Enters VLAN `vid` into the card's VLAN filter table and turns the filter on: tagged frames of other
     /// VLANs are dropped by the card.
     fn add_vlan(&mut self, vid: u16) -> Result<(), DriverError>;
+    /// Attaches an XDP program that runs on every received frame in the driver's buffer (`None` detaches).
+    fn set_xdp(&mut self, prog: Option<Box<dyn crate::xdp::XdpProgram + Send>>);
+    fn xdp_stats(&self) -> crate::xdp::XdpStats;
+    /// Frames XDP programs redirected, with their targets, since the last call.
+    fn take_redirected(&mut self) -> Vec<(u32, Vec<u8>, crate::xdp::XdpMeta)>;
 }

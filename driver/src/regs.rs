@@ -66,6 +66,10 @@ pub const RAL0: u32 = 0x05400;
 pub const RAH0: u32 = 0x05404;
 pub const VFTA: u32 = 0x05600;
 pub const MRQC: u32 = 0x05818;
+/// The RSS redirection table: 128 one-byte entries in 32 registers; bit 7 of an entry picks queue 1.
+pub const RETA: u32 = 0x05C00;
+/// The 40-byte RSS key in 10 registers.
+pub const RSSRK: u32 = 0x05C80;
 pub const MANC: u32 = 0x05820;
 
 pub const CTRL_FD: u32 = 1 << 0;
@@ -137,6 +141,13 @@ pub const RCTL_SECRC: u32 = 1 << 26;
 pub const RFCTL_EXTEN: u32 = 1 << 15;
 pub const RXCSUM_IPOFL: u32 = 1 << 8;
 pub const RXCSUM_TUOFL: u32 = 1 << 9;
+/// The write-back carries the RSS hash instead of the packet checksum.
+pub const RXCSUM_PCSD: u32 = 1 << 13;
+pub const MRQC_ENABLE_RSS: u32 = 1;
+pub const MRQC_RSS_FIELD_IPV4_TCP: u32 = 1 << 16;
+pub const MRQC_RSS_FIELD_IPV4: u32 = 1 << 17;
+pub const MRQC_RSS_FIELD_IPV6_TCP: u32 = 1 << 18;
+pub const MRQC_RSS_FIELD_IPV6: u32 = 1 << 20;
 
 pub const TCTL_EN: u32 = 1 << 1;
 pub const TCTL_PSP: u32 = 1 << 3;

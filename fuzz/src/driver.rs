@@ -113,8 +113,24 @@ const RX_RING0: u64 = 0x2000;
 
 pub fn writeback(data: &[u8]) {
     let card = Arc::new(Mutex::new(Card::default()));
-    let cfg = Config { irq: IrqMode::BusyPoll, link_timeout: Duration::from_millis(50), tx_ring: 16, rx_ring: 16, ..Default::default() };
+    // The first byte: RSS on, and an XDP program (drop, reflect, redirect) on the receive path.
+    let first = data.first().copied().unwrap_or(0);
+    let cfg = Config {
+        irq: IrqMode::BusyPoll,
+        link_timeout: Duration::from_millis(50),
+        tx_ring: 16,
+        rx_ring: 16,
+        rss: first & 0x40 != 0,
+        ..Default::default()
+    };
     let Ok(mut d) = E1000e::open(Box::new(FuzzCard(card.clone())), cfg) else { return };
+    if first & 0x80 != 0 {
+        let specs = ["drop=udp:9,10.0.0.9".to_string(), "reflect=udp:7".into(), "redirect=udp:8,tcp:8".into(), "reflect-l2".into()];
+        let n = 1 + usize::from(first & 3);
+        if let Ok(p) = stack::xdp::program(&specs[..n]) {
+            d.set_xdp(Some(p));
+        }
+    }
     let mut i = Input::new(data);
     let mut out = Vec::new();
     let mut steps = 0;
@@ -150,6 +166,8 @@ pub fn writeback(data: &[u8]) {
                 let budget = usize::from(i.u8() % 80);
                 out.clear();
                 let _ = d.poll(budget, &mut out);
+                let _ = d.take_redirected();
+                let _ = d.xdp_stats();
             }
             4 => {
                 let n = usize::from(i.u8() % 4) + 1;

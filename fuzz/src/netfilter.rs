@@ -244,7 +244,7 @@ fn packet(i: &mut Input, link: &Link) -> Vec<u8> {
             if let Some(t) = v.tcp {
                 if p.len() >= v.l4 + 14 {
                     let ack = t.seq.wrapping_add(t.payload as u32).wrapping_add(u32::from(t.flags & 3 != 0));
-                    let seq = i.u32() % 4 + t.ack;
+                    let seq = t.ack.wrapping_add(i.u32() % 4);
                     p[v.l4 + 4..v.l4 + 8].copy_from_slice(&seq.to_be_bytes());
                     p[v.l4 + 8..v.l4 + 12].copy_from_slice(&ack.to_be_bytes());
                     p[v.l4 + 13] = [0x12, 0x10, 0x11, 0x04, 0x18, i.u8()][usize::from(kind >> 5) % 6];

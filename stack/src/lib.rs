@@ -20,5 +20,6 @@ pub mod skb;
 pub mod tcp;
 pub mod time;
 pub mod wire;
+pub mod xdp;
 
 pub use iface::{Config, Errno, Ipv6Config, Ping6Event, PingEvent, Stack};

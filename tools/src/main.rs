@@ -51,6 +51,9 @@ pub(crate) struct Opts {
     pub(crate) dir: Option<String>,
     pub(crate) bytes: u64,
     pub(crate) cubic: bool,
+    pub(crate) xdp: Vec<String>,
+    pub(crate) xdp_redirect: Option<String>,
+    pub(crate) rss: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -115,6 +118,16 @@ struct Cli {
     /// Stack commands: CUBIC congestion control instead of NewReno
     #[arg(long, global = true)]
     cubic: bool,
+    /// On the card: an XDP program in the driver, drop=ADDR|udp:PORT|tcp:PORT,... reflect[=udp:PORT]
+    /// reflect-l2[=...] redirect=udp:PORT,... (repeat to chain them in order)
+    #[arg(long, value_name = "PROGRAM", global = true)]
+    xdp: Vec<String>,
+    /// Where --xdp redirect sends frames: tap:IFNAME (another interface) or queue (a user queue)
+    #[arg(long, value_name = "TARGET", global = true)]
+    xdp_redirect: Option<String>,
+    /// On the card: receive-side scaling over both receive queues
+    #[arg(long, global = true)]
+    rss: bool,
     /// Print a shell completion script and exit
     #[arg(long, value_name = "SHELL")]
     completions: Option<clap_complete::Shell>,
@@ -269,6 +282,9 @@ fn parse() -> Result<Option<Opts>, String> {
         dir: None,
         bytes: 0,
         cubic: cli.cubic,
+        xdp: cli.xdp,
+        xdp_redirect: cli.xdp_redirect,
+        rss: cli.rss,
     };
     o.cmd = match cmd {
         Cmd::Info => "info",

@@ -22,9 +22,36 @@ pub fn open_device(spec: &str, o: &Opts, index: u8) -> Result<Box<dyn Device>, S
         let mac = [0x02, 0x4e, 0x49, 0x50u8.wrapping_add(index), (pid >> 8) as u8, pid as u8];
         return Ok(Box::new(stack::dev::tap::Tap::open(t, mac).map_err(|e| format!("tap {t}: {e}"))?));
     }
+    card(spec, o)
+}
+
+/// The card through our driver, with the options' RSS and XDP program.
+fn card(spec: &str, o: &Opts) -> Result<Box<dyn Device>, String> {
     let t = driver::open_transport(spec).map_err(|e| format!("{spec}: {e}"))?;
-    let d = E1000e::open(t, Config { irq: o.irq, ..Default::default() }).map_err(|e| format!("{spec}: {e}"))?;
-    Ok(Box::new(stack::dev::nic::NicDevice::new(d)))
+    let d = E1000e::open(t, Config { irq: o.irq, rss: o.rss, ..Default::default() }).map_err(|e| format!("{spec}: {e}"))?;
+    let mut nic = stack::dev::nic::NicDevice::new(d);
+    if !o.xdp.is_empty() {
+        let prog = stack::xdp::program(&o.xdp)?;
+        let mut sinks: Vec<Box<dyn stack::xdp::XdpSink>> = Vec::new();
+        match o.xdp_redirect.as_deref() {
+            None => {}
+            Some("queue") => sinks.push(Box::new(stack::xdp::XskQueue::new(4096))),
+            Some(t) => {
+                let name = t.strip_prefix("tap:").ok_or(format!("--xdp-redirect {t}: tap:IFNAME or queue"))?;
+                let pid = std::process::id();
+                let mac = [0x02, 0x58, 0x44, 0x50, (pid >> 8) as u8, pid as u8];
+                let tap = stack::dev::tap::Tap::open(name, mac).map_err(|e| format!("--xdp-redirect tap {name}: {e}"))?;
+                sinks.push(Box::new(stack::xdp::DeviceSink::new(tap)));
+            }
+        }
+        eprintln!(
+            "xdp: {} attached{}",
+            prog.name(),
+            o.xdp_redirect.as_deref().map(|t| format!(", redirecting to {t}")).unwrap_or_default()
+        );
+        nic.set_xdp(prog, sinks);
+    }
+    Ok(Box::new(nic))
 }
 
 /// The stack on the device the options name.
@@ -47,9 +74,7 @@ pub fn open_stack(o: &Opts) -> Result<Stack, String> {
         Box::new(tap.map_err(|e| format!("tap {t}: {e}"))?)
     } else {
         let spec = o.transport.as_deref().ok_or("--tap IFNAME, --vfio-user PATH or --vfio-pci BDF is required")?;
-        let t = driver::open_transport(spec).map_err(|e| e.to_string())?;
-        let d = E1000e::open(t, Config { irq: o.irq, ..Default::default() }).map_err(|e| format!("{spec}: {e}"))?;
-        Box::new(stack::dev::nic::NicDevice::new(d))
+        card(spec, o)?
     };
     stack_on(dev, o)
 }
@@ -244,6 +269,11 @@ pub fn idle(o: &Opts) -> Result<bool, String> {
         let _ = s.dev.wait(Duration::from_millis(5));
     }
     println!("--- state ---");
+    if let Some(x) = s.dev.xdp_report() {
+        println!("{x}");
+    }
+    let st = &s.stats;
+    println!("ip: in {} delivered {} no ports {}", st.in_receives, st.in_delivers, st.no_ports);
     print_ipv6(&s);
     Ok(true)
 }

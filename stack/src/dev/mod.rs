@@ -68,6 +68,10 @@ pub trait Device {
     fn announce_wanted(&mut self) -> bool {
         false
     }
+    /// The XDP program's counters, for devices that run one.
+    fn xdp_report(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Device for Box<dyn Device> {
@@ -106,5 +110,8 @@ impl Device for Box<dyn Device> {
     }
     fn announce_wanted(&mut self) -> bool {
         (**self).announce_wanted()
+    }
+    fn xdp_report(&self) -> Option<String> {
+        (**self).xdp_report()
     }
 }

@@ -13,11 +13,23 @@ const TX_BATCH: usize = 64;
 pub struct NicDevice<D: NetDev> {
     dev: D,
     rx: Vec<driver::RxPacket>,
+    /// Where XDP_REDIRECT frames go, by target number.
+    sinks: Vec<Box<dyn crate::xdp::XdpSink>>,
+    /// Redirected frames whose target did not exist or was full.
+    redirect_drops: u64,
+    xdp_name: Option<String>,
 }
 
 impl<D: NetDev> NicDevice<D> {
     pub fn new(dev: D) -> NicDevice<D> {
-        NicDevice { dev, rx: Vec::new() }
+        NicDevice { dev, rx: Vec::new(), sinks: Vec::new(), redirect_drops: 0, xdp_name: None }
+    }
+
+    /// Attaches an XDP program to the driver, with the targets its REDIRECT verdicts name.
+    pub fn set_xdp(&mut self, prog: Box<dyn driver::xdp::XdpProgram + Send>, sinks: Vec<Box<dyn crate::xdp::XdpSink>>) {
+        self.xdp_name = Some(prog.name());
+        self.dev.set_xdp(Some(prog));
+        self.sinks = sinks;
     }
     pub fn inner(&mut self) -> &mut D {
         &mut self.dev
@@ -66,6 +78,14 @@ impl<D: NetDev> Device for NicDevice<D> {
     fn poll(&mut self, budget: usize, out: &mut Vec<PacketBuf>) -> io::Result<usize> {
         self.rx.clear();
         let n = self.dev.poll(budget, &mut self.rx).map_err(err)?;
+        if !self.sinks.is_empty() || self.xdp_name.is_some() {
+            for (to, frame, meta) in self.dev.take_redirected() {
+                let taken = self.sinks.get_mut(to as usize).is_some_and(|s| s.send(frame, &meta));
+                if !taken {
+                    self.redirect_drops += 1;
+                }
+            }
+        }
         for r in self.rx.drain(..) {
             let mut p = PacketBuf::from_slice(&r.data);
             p.csum = if r.csum == RxCsum::Verified { Csum::Verified } else { Csum::None };
@@ -89,5 +109,17 @@ impl<D: NetDev> Device for NicDevice<D> {
     }
     fn link_up(&mut self) -> bool {
         self.dev.link().is_ok_and(|l| l.up)
+    }
+    fn xdp_report(&self) -> Option<String> {
+        let name = self.xdp_name.as_ref()?;
+        let s = self.dev.xdp_stats();
+        let mut r = format!(
+            "xdp {name}: pass {} drop {} tx {} redirect {} aborted {} tx_errors {} redirect_drops {}",
+            s.pass, s.drop, s.tx, s.redirect, s.aborted, s.tx_errors, self.redirect_drops
+        );
+        for (i, k) in self.sinks.iter().enumerate() {
+            r += &format!("\nxdp target {i}: {}", k.describe());
+        }
+        Some(r)
     }
 }
