@@ -17,6 +17,7 @@ pub mod netfilter;
 pub mod route;
 pub mod router;
 pub mod skb;
+pub mod tc;
 pub mod tcp;
 pub mod time;
 pub mod wire;

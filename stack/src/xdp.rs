@@ -18,17 +18,7 @@ use std::rc::Rc;
 
 /// The IP packet of a frame: where it starts (after Ethernet and any 802.1Q tag) and its view.
 fn ip_of(f: &[u8]) -> Option<(usize, View)> {
-    let mut at = 12;
-    let mut et = u16::from_be_bytes([*f.get(at)?, *f.get(at + 1)?]);
-    if et == 0x8100 {
-        at += 4;
-        et = u16::from_be_bytes([*f.get(at)?, *f.get(at + 1)?]);
-    }
-    if et != 0x0800 && et != 0x86DD {
-        return None;
-    }
-    let ip = at + 2;
-    Some((ip, View::parse(f.get(ip..)?, false)?))
+    crate::netfilter::packet::frame_ip(f, false)
 }
 
 /// A protocol and port: `udp:9999`, `tcp:22`.

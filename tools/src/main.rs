@@ -54,6 +54,8 @@ pub(crate) struct Opts {
     pub(crate) xdp: Vec<String>,
     pub(crate) xdp_redirect: Option<String>,
     pub(crate) rss: bool,
+    pub(crate) qdisc: Option<String>,
+    pub(crate) police: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -128,6 +130,13 @@ struct Cli {
     /// On the card: receive-side scaling over both receive queues
     #[arg(long, global = true)]
     rss: bool,
+    /// Stack commands: the egress qdisc, in tc's words ("fq_codel", "tbf rate 20mbit burst 16k child
+    /// fq_codel", "netem delay 40ms 5ms loss 1%", "htb default 20 class 1 rate ...")
+    #[arg(long, value_name = "SPEC", global = true)]
+    qdisc: Option<String>,
+    /// Stack commands: an ingress policer, "rate RATE burst SIZE"
+    #[arg(long, value_name = "SPEC", global = true)]
+    police: Option<String>,
     /// Print a shell completion script and exit
     #[arg(long, value_name = "SHELL")]
     completions: Option<clap_complete::Shell>,
@@ -222,8 +231,12 @@ enum Cmd {
     Blast {
         /// HOST:PORT
         dest: String,
+        /// Bytes per connection
         #[arg(long)]
         bytes: u64,
+        /// Connections at once, to PORT, PORT+1, ...
+        #[arg(long, default_value = "1")]
+        parallel: u16,
     },
     /// Bulk TCP receive; prints throughput
     Sink {
@@ -285,6 +298,8 @@ fn parse() -> Result<Option<Opts>, String> {
         xdp: cli.xdp,
         xdp_redirect: cli.xdp_redirect,
         rss: cli.rss,
+        qdisc: cli.qdisc,
+        police: cli.police,
     };
     o.cmd = match cmd {
         Cmd::Info => "info",
@@ -324,8 +339,8 @@ fn parse() -> Result<Option<Opts>, String> {
             (o.port, o.dir, o.count) = (port, Some(dir), count);
             "serve"
         }
-        Cmd::Blast { dest, bytes } => {
-            (o.dest, o.bytes) = (Some(dest), bytes);
+        Cmd::Blast { dest, bytes, parallel } => {
+            (o.dest, o.bytes, o.count) = (Some(dest), bytes, u64::from(parallel.max(1)));
             "blast"
         }
         Cmd::Sink { port, count } => {

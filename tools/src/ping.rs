@@ -130,6 +130,12 @@ pub fn stack_on(dev: Box<dyn Device>, o: &Opts) -> Result<Stack, String> {
         cfg.gateway = Some(g.parse::<Ipv4Addr>().map_err(|e| format!("--gw {g}: {e}"))?.octets());
     }
     let mut s = Stack::new(dev, cfg);
+    if let Some(q) = &o.qdisc {
+        s.set_qdisc(stack::tc::parse::qdisc(q).map_err(|e| format!("--qdisc: {e}"))?);
+    }
+    if let Some(p) = &o.police {
+        s.set_policer(Some(stack::tc::parse::policer(p).map_err(|e| format!("--police: {e}"))?));
+    }
     if o.cubic {
         s.tcp_cfg.cc = stack::tcp::CongestionControl::Cubic;
     }
@@ -258,6 +264,7 @@ pub fn idle(o: &Opts) -> Result<bool, String> {
     while Instant::now() < end {
         let now = Instant::now();
         s.poll(now);
+        let wait = s.poll_at().map(|t| t - now).unwrap_or(Duration::from_millis(5)).min(Duration::from_millis(5));
         let addrs = s.ipv6_addrs();
         if addrs != shown {
             for (a, p, st) in &addrs {
@@ -266,9 +273,14 @@ pub fn idle(o: &Opts) -> Result<bool, String> {
             let _ = std::io::stdout().flush();
             shown = addrs;
         }
-        let _ = s.dev.wait(Duration::from_millis(5));
+        if !wait.is_zero() {
+            let _ = s.dev.wait(wait);
+        }
     }
     println!("--- state ---");
+    if o.qdisc.is_some() || o.police.is_some() {
+        println!("{}", s.tc_show());
+    }
     if let Some(x) = s.dev.xdp_report() {
         println!("{x}");
     }

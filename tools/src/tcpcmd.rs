@@ -250,17 +250,56 @@ pub fn serve(o: &Opts) -> Result<bool, String> {
 pub fn blast(o: &Opts) -> Result<bool, String> {
     let (ip, port) = host_port(o.dest.as_deref().ok_or("blast needs HOST:PORT")?)?;
     let mut b = Blocking::new(open_stack(o)?);
-    let h = b.connect(ip, port).map_err(|e| format!("connect: {}", errno(e)))?;
     let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
-    let t0 = Instant::now();
-    let mut left = o.bytes;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        b.send_all(h, &chunk[..n]).map_err(|e| format!("send: {}", errno(e)))?;
-        left -= n as u64;
+    let n = o.count.max(1) as u16;
+    if n == 1 {
+        let h = b.connect(ip, port).map_err(|e| format!("connect: {}", errno(e)))?;
+        let t0 = Instant::now();
+        let mut left = o.bytes;
+        while left > 0 {
+            let k = left.min(chunk.len() as u64) as usize;
+            b.send_all(h, &chunk[..k]).map_err(|e| format!("send: {}", errno(e)))?;
+            left -= k as u64;
+        }
+        b.close(h).map_err(errno)?;
+        println!("sent {}", rate(o.bytes, Instant::now() - t0));
+    } else {
+        // Several connections fed side by side from one loop.
+        let mut conns = Vec::new();
+        for k in 0..n {
+            let p = port.checked_add(k).ok_or("--parallel: ports beyond 65535")?;
+            conns.push((p, b.connect(ip, p).map_err(|e| format!("connect to port {p}: {}", errno(e)))?, o.bytes, None));
+        }
+        let t0 = Instant::now();
+        while conns.iter().any(|c| c.3.is_none()) {
+            let now = stack::time::Instant::now();
+            for (p, h, left, done) in conns.iter_mut() {
+                if done.is_some() {
+                    continue;
+                }
+                while *left > 0 {
+                    let k = (*left).min(chunk.len() as u64) as usize;
+                    match b.stack.tcp_send(*h, &chunk[..k], now) {
+                        Ok(sent) if sent > 0 => *left -= sent as u64,
+                        Ok(_) => break,
+                        Err(e) if e == stack::iface::EAGAIN => break,
+                        Err(e) => return Err(format!("send to port {p}: {}", errno(e))),
+                    }
+                }
+                if *left == 0 && b.stack.tcp_send_queue(*h) == Some(0) {
+                    *done = Some(Instant::now() - t0);
+                }
+            }
+            b.turn(Duration::from_millis(20));
+        }
+        for (p, h, _, done) in conns {
+            let _ = b.close(h);
+            println!("port {p}: sent {}", rate(o.bytes, done.unwrap_or_default()));
+        }
     }
-    b.close(h).map_err(errno)?;
-    println!("sent {}", rate(o.bytes, Instant::now() - t0));
+    if o.qdisc.is_some() {
+        println!("{}", b.stack.tc_show());
+    }
     Ok(true)
 }
 

@@ -18,26 +18,7 @@ pub struct Impairment {
     pub delay: Duration,
 }
 
-/// xorshift64*: small, deterministic, seedable.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn percent(&mut self, p: u32) -> bool {
-        (self.next_u64() % 100) < p as u64
-    }
-}
+pub use crate::tc::Rng;
 
 #[derive(Default)]
 struct Wire {

@@ -7,11 +7,9 @@ impl Stack {
     // ---- output ----
 
     pub(super) fn enqueue(&mut self, p: PacketBuf) {
-        if !self.up || self.txq.len() >= self.cfg.qdisc_len {
+        if !self.up || !self.qdisc.enqueue(p, self.clock) {
             self.stats.qdisc_drops += 1;
-            return;
         }
-        self.txq.push_back(p);
     }
 
     pub(super) fn send_l2(&mut self, mut p: PacketBuf, dst: Mac, ethertype: u16) {

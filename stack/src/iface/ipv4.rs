@@ -194,6 +194,7 @@ impl Stack {
 
     /// Hands an IP packet to its next hop, resolving the link-layer address.
     pub(super) fn output(&mut self, p: PacketBuf, next_hop: [u8; 4], now: Instant) {
+        self.clock = now;
         if self.owns_v4(next_hop) {
             // To ourselves: straight back in.
             let mut l = p;

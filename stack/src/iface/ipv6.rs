@@ -394,6 +394,7 @@ impl Stack {
 
     /// A packet for a unicast first hop: through the neighbour cache.
     pub(super) fn output6(&mut self, p: PacketBuf, hop: Addr, now: Instant) {
+        self.clock = now;
         let Some(v) = self.v6.as_mut() else { return };
         match v.neigh.resolve(hop, p, now) {
             ndisc::Resolve::Send(mac, p) => self.send_l2(p, mac, ethernet::ETHERTYPE_IPV6),

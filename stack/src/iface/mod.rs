@@ -97,13 +97,23 @@ pub struct Stats {
     pub nf_drops: u64,
 }
 
+/// Frames handed to the device per transmit call.
+const TX_BATCH: usize = 64;
+
 pub struct Stack {
     pub dev: Box<dyn Device>,
     pub cfg: Config,
     mac: Mac,
     routes: Routes,
     neigh: NeighCache,
+    /// Frames taken from the qdisc for the device that it has not accepted yet.
     txq: VecDeque<PacketBuf>,
+    /// The egress queueing discipline (`tc qdisc`): pfifo_fast of `qdisc_len` unless set.
+    qdisc: Box<dyn crate::tc::Qdisc>,
+    /// An ingress policer (`tc ... police`).
+    policer: Option<crate::tc::police::Policer>,
+    /// The time of the last poll or send, for the qdisc's timestamps.
+    clock: Instant,
     ident: u16,
     udp: Vec<Option<UdpSock>>,
     pings: HashMap<u16, VecDeque<Ping>>,
@@ -169,6 +179,7 @@ impl Stack {
         let mac = dev.mac();
         let v6_cfg = cfg.ipv6.clone();
         let reasm_limits = (cfg.reasm_max_datagrams, cfg.reasm_timeout);
+        let qdisc_len = cfg.qdisc_len;
         Stack {
             dev,
             neigh: NeighCache::new(cfg.neigh.clone()),
@@ -176,6 +187,9 @@ impl Stack {
             mac,
             routes,
             txq: VecDeque::new(),
+            qdisc: Box::new(crate::tc::fifo::PfifoFast::new(qdisc_len)),
+            policer: None,
+            clock: Instant::ZERO,
             ident: 1,
             udp: Vec::new(),
             pings: HashMap::new(),
@@ -232,6 +246,7 @@ impl Stack {
             self.announce();
             self.announce6();
         }
+        self.clock = now;
         let mut progress = false;
         let mut frames = std::mem::take(&mut self.rx);
         match self.dev.poll(64, &mut frames) {
@@ -239,6 +254,9 @@ impl Stack {
             Err(e) => debug!("{}: poll: {e}", self.dev.name()),
         }
         progress |= !frames.is_empty();
+        if let Some(pol) = self.policer.as_mut() {
+            frames.retain(|f| pol.admit(f.len(), now));
+        }
         if frames.len() > 1 {
             self.stats.gro_merged += crate::gro::merge(&mut frames) as u64;
         }
@@ -263,7 +281,23 @@ impl Stack {
         self.stats.reasm_fails += self.reasm.expire(now) as u64;
         self.tcp_poll(now);
         self.poll6(now);
-        while !self.txq.is_empty() {
+        progress |= self.transmit(now);
+        progress
+    }
+
+    /// Moves frames from the qdisc to the device while both allow.
+    fn transmit(&mut self, now: Instant) -> bool {
+        let mut progress = false;
+        loop {
+            while self.txq.len() < TX_BATCH {
+                match self.qdisc.dequeue(now) {
+                    Some(p) => self.txq.push_back(p),
+                    None => break,
+                }
+            }
+            if self.txq.is_empty() {
+                break;
+            }
             match self.dev.transmit(&mut self.txq) {
                 Ok(0) => break,
                 Ok(_) => progress = true,
@@ -274,6 +308,35 @@ impl Stack {
             }
         }
         progress
+    }
+
+    /// Replaces the egress qdisc (`tc qdisc replace dev X root ...`); what the old one held is dropped.
+    pub fn set_qdisc(&mut self, q: Box<dyn crate::tc::Qdisc>) {
+        self.qdisc.reset();
+        self.stats.qdisc_drops += self.qdisc.stats().backlog_packets;
+        self.qdisc = q;
+    }
+
+    pub fn qdisc(&self) -> &dyn crate::tc::Qdisc {
+        self.qdisc.as_ref()
+    }
+
+    /// Polices what arrives (`tc filter add dev X ingress ... action police`).
+    pub fn set_policer(&mut self, p: Option<crate::tc::police::Policer>) {
+        self.policer = p;
+    }
+
+    pub fn policer(&self) -> Option<&crate::tc::police::Policer> {
+        self.policer.as_ref()
+    }
+
+    /// `tc -s qdisc show dev X`, with the ingress policer.
+    pub fn tc_show(&self) -> String {
+        let mut s = format!("dev {}:\n{}", self.name(), self.qdisc.show());
+        if let Some(p) = &self.policer {
+            s += &format!("\ningress {}", p.show());
+        }
+        s
     }
 
     /// Takes the interface down or up (`ip link set dev X down|up`). While down the device is neither
@@ -287,8 +350,9 @@ impl Stack {
         if up {
             self.announced = false;
         } else {
-            self.stats.qdisc_drops += self.txq.len() as u64;
+            self.stats.qdisc_drops += self.txq.len() as u64 + self.qdisc.len() as u64;
             self.txq.clear();
+            self.qdisc.reset();
         }
     }
 
@@ -316,6 +380,7 @@ impl Stack {
     /// When the stack next needs a poll without new input.
     pub fn poll_at(&self) -> Option<Instant> {
         let r = self.reasm.next_deadline();
-        [self.neigh.next_deadline(), r, self.tcp_poll_at(), self.poll6_at()].into_iter().flatten().min()
+        let q = self.qdisc.next_at(self.clock);
+        [self.neigh.next_deadline(), r, self.tcp_poll_at(), self.poll6_at(), q].into_iter().flatten().min()
     }
 }

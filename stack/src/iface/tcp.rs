@@ -62,6 +62,10 @@ impl Stack {
         if self.nf.is_some() {
             return crate::dev::Features { tso: false, tx_csum: false, ..f };
         }
+        if self.qdisc.shapes() {
+            // A shaper meters frames as they will be on the wire, not 64 KiB super-packets.
+            return crate::dev::Features { tso: false, ..f };
+        }
         f
     }
 
@@ -426,6 +430,14 @@ impl Stack {
             Some(TcpSock::Conn(t, _)) => Some(t.state),
             Some(TcpSock::Listener { .. }) => Some(crate::tcp::State::Listen),
             None => None,
+        }
+    }
+
+    /// Bytes written but not yet acknowledged by the peer (`ss`'s Send-Q).
+    pub fn tcp_send_queue(&self, h: SocketHandle) -> Option<usize> {
+        match self.tcp.get(h)? {
+            Some(TcpSock::Conn(t, _)) => Some(t.send_queue()),
+            _ => None,
         }
     }
 

@@ -219,6 +219,22 @@ impl View {
     }
 }
 
+/// The IP packet in an Ethernet frame (after any 802.1Q tag): where it starts, and its view (`quoted`
+/// as for [`View::parse`]).
+pub fn frame_ip(frame: &[u8], quoted: bool) -> Option<(usize, View)> {
+    let mut at = 12;
+    let mut et = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+    if et == 0x8100 {
+        at += 4;
+        et = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+    }
+    if et != 0x0800 && et != 0x86DD {
+        return None;
+    }
+    let ip = at + 2;
+    Some((ip, View::parse(frame.get(ip..)?, quoted)?))
+}
+
 /// ICMP echo request or reply.
 pub fn is_echo(proto: u8, t: u8) -> bool {
     (proto == ICMP && (t == 8 || t == 0)) || (proto == ICMPV6 && (t == 128 || t == 129))

@@ -154,6 +154,11 @@ pub struct Tcb {
     pub ssthresh: usize,
     dupacks: u32,
     recover: Option<Seq>,
+    /// One segment to retransmit at this sequence before new data (fast retransmit, a partial ACK, a hole
+    /// SACK shows), without moving `snd_nxt`: what is still in flight is not sent again.
+    rtx_once: Option<Seq>,
+    /// Retransmitted up to here in this recovery.
+    rtx_high: Seq,
     cc: Box<dyn Congestion>,
     pub error: Option<Errno>,
     /// Set once the connection reached Established (for accept()).
@@ -191,6 +196,11 @@ fn now_ms(now: Instant) -> u32 {
 }
 
 impl Tcb {
+    /// Bytes written and not yet acknowledged.
+    pub fn send_queue(&self) -> usize {
+        self.send_buf.len()
+    }
+
     fn new(local: Endpoint, remote: Endpoint, iss: Seq, cfg: Config, now: Instant) -> Tcb {
         let mss = cfg.mss as usize;
         Tcb {
@@ -240,6 +250,8 @@ impl Tcb {
             ssthresh: usize::MAX,
             dupacks: 0,
             recover: None,
+            rtx_once: None,
+            rtx_high: iss,
             cc: cfg.cc.build(),
             error: None,
             established_once: false,
@@ -732,9 +744,10 @@ impl Tcb {
                 self.recover = None;
                 self.dupacks = 0;
             } else {
-                // Partial: retransmit the next hole, deflate.
-                self.snd_nxt = self.snd_una;
-                self.retransmits += 1;
+                // Partial: retransmit the next hole (unless SACK recovery already did), deflate.
+                if !(self.sack_ok && self.rtx_high > self.snd_una) {
+                    self.rtx_once = Some(self.snd_una);
+                }
                 self.cwnd = self.cwnd.saturating_sub(acked) + mss;
             }
             return;
@@ -757,15 +770,25 @@ impl Tcb {
         let mss = self.mss();
         if self.recover.is_some() {
             self.cwnd += mss; // inflation during recovery
+                              // With SACK, a further hole below what the peer holds goes again (RFC 6675's NextSeg, rule 1).
+            if self.sack_ok && self.rtx_once.is_none() {
+                let mut x = self.rtx_high.max(self.snd_una);
+                while let Some(e) = self.sacked.covering(x) {
+                    x = e;
+                }
+                if x < self.snd_max && self.sacked.next_above(x).is_some() {
+                    self.rtx_once = Some(x);
+                }
+            }
             return;
         }
         if self.dupacks == 3 {
-            // Fast retransmit, NewReno recovery.
+            // Fast retransmit, NewReno recovery: the first unacknowledged segment goes again, nothing else.
             self.enter_loss();
             self.cwnd = self.ssthresh + 3 * mss;
             self.recover = Some(self.snd_max);
-            self.snd_nxt = self.snd_una;
-            self.retransmits += 1;
+            self.rtx_high = self.snd_una;
+            self.rtx_once = Some(self.snd_una);
         }
     }
 
@@ -797,6 +820,10 @@ impl Tcb {
                     self.rcv_nxt += d.len() - skip;
                 }
                 self.ack_now = true; // a hole was filled
+            }
+            if !self.ooo.is_empty() {
+                // Part of a gap filled: acknowledged at once (RFC 5681 4.2), so the sender's recovery goes on.
+                self.ack_now = true;
             }
             // Counted in segments of the MSS: a segment that GRO merged from several counts as all of them,
             // or a burst that filled the peer's window (64 KiB without window scaling) would wait for the
@@ -849,6 +876,9 @@ impl Tcb {
             _ => {}
         }
         let mss = self.mss();
+        if let Some(at) = self.rtx_once.take() {
+            self.retransmit_one(at, mss, now, &mut out);
+        }
         loop {
             let sent_off = (self.snd_nxt - self.snd_una).max(0) as usize;
             let unsent = self.send_buf.len().saturating_sub(sent_off);
@@ -935,6 +965,38 @@ impl Tcb {
         out
     }
 
+    /// Sends the segment at `at` again (up to one MSS, short of a SACKed block), leaving `snd_nxt` where
+    /// it is. A FIN alone to resend falls back to going back to it.
+    fn retransmit_one(&mut self, at: Seq, mss: usize, now: Instant, out: &mut Vec<Out>) {
+        if at < self.snd_una || at >= self.snd_max {
+            return;
+        }
+        let off = (at - self.snd_una).max(0) as usize;
+        let mut len = mss.min(self.send_buf.len().saturating_sub(off)).min((self.snd_max - at).max(0) as usize);
+        if self.sack_ok {
+            if let Some(a) = self.sacked.next_above(at) {
+                len = len.min((a - at).max(0) as usize);
+            }
+        }
+        if len == 0 {
+            // Only the FIN is missing.
+            self.snd_nxt = at;
+            self.retransmits += 1;
+            return;
+        }
+        let payload = deque_slice(&self.send_buf, off, len);
+        let r = self.header(ACK, at, now);
+        out.push(Out { repr: r, payload, gso: None });
+        self.retransmits += 1;
+        self.rtx_high = self.rtx_high.max(at + len);
+        if self.rtx_deadline.is_none() {
+            self.rtx_deadline = Some(now + self.rtt.rto());
+        }
+        self.ack_now = false;
+        self.ack_pending = 0;
+        self.ack_deadline = None;
+    }
+
     fn fin_sent(&self) -> bool {
         self.fin_queued && self.snd_max == (self.snd_una + (self.send_buf.len() + 1))
     }
@@ -988,6 +1050,8 @@ impl Tcb {
                     self.dupacks = 0;
                     self.sacked.clear();
                     self.snd_nxt = self.snd_una;
+                    self.rtx_once = None;
+                    self.rtx_high = self.snd_una;
                     self.rtt_probe = None;
                     self.retransmits += 1;
                     self.rtt.backoff();

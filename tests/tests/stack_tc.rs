@@ -1,0 +1,134 @@
+//! Traffic control on our stack's egress, judged by Linux over a TAP device in a namespace:
+//! - over a link shaped by tbf to 20 Mbit/s (Linux's own byte counters show the rate, within 5% while a
+//!   FIFO keeps it busy, never above it), a bulk TCP send fills the queue: with pfifo_fast the replies to Linux's pings wait behind it, with fq_codel
+//!   they keep within a few milliseconds of the idle link's round trip (all three measured in this run);
+//! - netem's delay and loss show up in Linux's ping statistics;
+//! - htb gives two connections their classes' rates (3:1) and lets the second borrow when the first ends.
+
+use nic_tests::*;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn tapnet() -> Netns {
+    let ns = Netns::new();
+    ns.must("ip tuntap add dev st0 mode tap && ip addr add 10.81.0.1/24 dev st0 && ip link set st0 up && sysctl -qw net.ipv6.conf.st0.disable_ipv6=1");
+    ns
+}
+
+fn lab(ns: &Netns, args: &[&str]) -> Child {
+    let mut all = vec!["--tap", "st0", "--ip", "10.81.0.2/24"];
+    all.extend_from_slice(args);
+    ns.command(&bin("nic-lab")).args(&all).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+fn output(c: Child) -> String {
+    let o = c.wait_with_output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Linux pings our stack: the round trips in ms, and the loss in percent.
+fn ping(ns: &Netns, count: u32, interval: &str) -> (Vec<f64>, f64) {
+    let (_, out) = ns.exec(&format!("ping -c {count} -i {interval} -W 1 10.81.0.2"));
+    let rtts = out.lines().filter_map(|l| l.split("time=").nth(1)).filter_map(|t| t.split_whitespace().next()?.parse().ok()).collect();
+    let loss = out.split("% packet loss").next().and_then(|s| s.rsplit(' ').next()).and_then(|p| p.parse().ok()).unwrap_or(100.0);
+    (rtts, loss)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    assert!(!v.is_empty(), "no round trips");
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[test]
+fn fq_codel_keeps_latency_low_under_load_where_pfifo_fast_does_not_and_tbf_holds_its_rate() {
+    let ns = tapnet();
+    let shaped = |child: &str| format!("tbf rate 20mbit burst 16k latency 1s child {child}");
+    let spec = shaped("fq_codel");
+    let c = lab(&ns, &["--qdisc", &spec, "idle", "--seconds", "4"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let idle = median(ping(&ns, 10, "0.1").0);
+    output(c);
+    let mut loaded = Vec::new();
+    for child in ["pfifo_fast", "fq_codel"] {
+        let sink = ns.tcp_sink("10.81.0.1", 5001);
+        let spec = shaped(child);
+        // 15 MB at 20 Mbit/s: about 6 s.
+        let c = lab(&ns, &["--qdisc", &spec, "blast", "10.81.0.1:5001", "--bytes", "15000000"]);
+        std::thread::sleep(Duration::from_millis(2000));
+        let (b0, t0) = (ns.link_stats("st0").2, Instant::now());
+        let rtt = median(ping(&ns, 20, "0.1").0);
+        let (b1, t1) = (ns.link_stats("st0").2, Instant::now());
+        let out = output(c);
+        assert_eq!(Netns::sink_count(sink), "15000000", "{out}");
+        let mbit = (b1 - b0) as f64 * 8.0 / (t1 - t0).as_secs_f64() / 1e6;
+        // With a FIFO child the sender keeps the bucket busy: the rate is the configured one. With
+        // fq_codel, CoDel's drops keep one NewReno flow's window small and the link is not always full:
+        // the rate stays under the configured one.
+        let band = if child == "pfifo_fast" { 19.0..=21.0 } else { 1.0..=21.0 };
+        assert!(band.contains(&mbit), "tbf at 20 Mbit/s with {child}: Linux received {mbit:.2} Mbit/s\n{out}");
+        assert!(out.contains("qdisc tbf rate 20000000bit") && out.contains(&format!("  qdisc {child}")), "{out}");
+        loaded.push((child, rtt, out));
+    }
+    let (pfifo, fq) = (loaded[0].1, loaded[1].1);
+    assert!(fq <= idle + 5.0, "fq_codel under load {fq:.1} ms, idle {idle:.1} ms\n{}", loaded[1].2);
+    assert!(pfifo >= fq + 20.0 && pfifo >= 3.0 * fq, "pfifo_fast under load {pfifo:.1} ms against fq_codel {fq:.1} ms\n{}", loaded[0].2);
+}
+
+#[test]
+fn netem_delay_and_loss_as_linux_measures_them() {
+    let ns = tapnet();
+    let c = lab(&ns, &["--qdisc", "netem delay 40ms 4ms loss 20% seed 9", "idle", "--seconds", "10"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    // ARP first, so the loss counted is the echo replies'.
+    ns.exec("ping -c 3 -i 0.2 -W 1 10.81.0.2");
+    let (rtts, loss) = ping(&ns, 100, "0.05");
+    let out = output(c);
+    assert!((10.0..=30.0).contains(&loss), "loss {loss}% for 20%\n{out}");
+    let m = median(rtts);
+    assert!((36.0..=48.0).contains(&m), "median round trip {m:.1} ms for a 40 ms delay\n{out}");
+    assert!(out.contains("qdisc netem") && out.contains("lost "), "{out}");
+}
+
+#[test]
+fn htb_shares_a_link_by_class_rates_and_lends_what_is_unused() {
+    let ns = tapnet();
+    let (s1, s2) = (ns.tcp_sink("10.81.0.1", 5001), ns.tcp_sink("10.81.0.1", 5002));
+    let spec = "htb default 20 class 1 rate 20mbit class 10 parent 1 rate 15mbit ceil 20mbit class 20 parent 1 rate 5mbit ceil 20mbit filter proto tcp dport 5001 flowid 10";
+    let c = lab(&ns, &["--qdisc", spec, "blast", "10.81.0.1:5001", "--bytes", "4000000", "--parallel", "2"]);
+    let out = output(c);
+    assert_eq!(Netns::sink_count(s1), "4000000", "{out}");
+    assert_eq!(Netns::sink_count(s2), "4000000", "{out}");
+    let secs = |port: &str| -> f64 {
+        out.lines()
+            .find(|l| l.starts_with(&format!("port {port}: sent")))
+            .and_then(|l| l.split(" bytes in ").nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{port}: {out}"))
+    };
+    // Class 10 (3/4 of the link) finishes 4 MB first; class 20 then takes the whole link: it ends at the
+    // time both flows' 8 MB take at 20 Mbit/s, 1.5 times the first.
+    let (a, b) = (secs("5001"), secs("5002"));
+    assert!((1.3..=1.7).contains(&(b / a)), "finish times {a:.2} s and {b:.2} s\n{out}");
+    let total_mbit = 8.0 * 8e6 / b / 1e6;
+    assert!((17.0..=21.0).contains(&total_mbit), "{total_mbit:.1} Mbit/s in all\n{out}");
+    let class20 = out.split("class htb 1:20").nth(1).unwrap_or_default();
+    let borrowed: u64 =
+        class20.split("borrowed ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap_or(0);
+    assert!(borrowed > 100, "class 20 borrowed once class 10 was done\n{out}");
+}
+
+#[test]
+fn the_ingress_policer_drops_what_exceeds_its_rate() {
+    let ns = tapnet();
+    let c = lab(&ns, &["--police", "rate 100kbit burst 4k", "idle", "--seconds", "4"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    ns.exec("ping -c 1 -W 1 10.81.0.2");
+    // 200 datagrams of 1000 bytes at once: the bucket holds four of them.
+    ns.must("python3 -c \"import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor k in range(200): s.sendto(bytes(1000), ('10.81.0.2', 9))\n\"");
+    let out = output(c);
+    let line = out.lines().find(|l| l.starts_with("ingress police rate 100000bit burst 4096b")).unwrap_or_else(|| panic!("{out}"));
+    let num = |k: &str| -> u64 { line.split(k).nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap() };
+    assert!(num("dropped ") >= 180 && num("passed ") >= 4, "{line}");
+}
