@@ -7,19 +7,27 @@ use std::time::Duration;
 
 pub const ETIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
 
+/// Work to do once per round of the blocking layer.
+pub type TurnHook = Box<dyn FnMut(&mut Stack)>;
+
 pub struct Blocking {
     pub stack: Stack,
     /// Longest a single call waits.
     pub timeout: Duration,
+    /// Called once per round (a control socket answering while the calls block, say).
+    pub on_turn: Option<TurnHook>,
 }
 
 impl Blocking {
     pub fn new(stack: Stack) -> Blocking {
-        Blocking { stack, timeout: Duration::from_secs(30) }
+        Blocking { stack, timeout: Duration::from_secs(30), on_turn: None }
     }
 
     /// One round: poll, then wait for the device or the next timer (at most `max`).
     pub fn turn(&mut self, max: Duration) {
+        if let Some(f) = self.on_turn.as_mut() {
+            f(&mut self.stack);
+        }
         let now = Instant::now();
         if self.stack.poll(now) {
             return;

@@ -11,6 +11,7 @@ pub mod errno;
 pub mod frag;
 pub mod gro;
 pub mod iface;
+pub mod monitor;
 pub mod ndisc;
 pub mod neigh;
 pub mod netfilter;

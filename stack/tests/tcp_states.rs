@@ -429,3 +429,16 @@ fn no_mss_option_means_536() {
     assert!(!segs.is_empty());
     assert!(segs.iter().all(|s| *s <= 536), "segments {segs:?}");
 }
+
+/// Once our FIN is acknowledged (FIN-WAIT-2), nothing is due: no second FIN, no retransmission timer.
+#[test]
+fn nothing_is_sent_after_our_fin_is_acknowledged() {
+    let (mut a, mut b) = established(Config::default());
+    a.send(b"last words").unwrap();
+    a.shutdown();
+    pump(&mut a, &mut b, t(11));
+    assert_eq!(a.state, State::FinWait2);
+    assert!(a.output(t(12)).is_empty(), "no FIN again");
+    assert!(a.on_timer(t(5000)).is_empty() && a.output(t(5000)).is_empty());
+    assert_eq!(a.retransmits, 0);
+}

@@ -8,6 +8,7 @@
 //!     exchange --count N                    request frames to a reflector on the wire; counts the replies
 //!   nic-lab reflect --ifname IF [--count N] answers exchange requests on a host interface (AF_PACKET)
 
+mod control;
 mod frames;
 mod ping;
 mod reflect;
@@ -56,6 +57,9 @@ pub(crate) struct Opts {
     pub(crate) rss: bool,
     pub(crate) qdisc: Option<String>,
     pub(crate) police: Option<String>,
+    pub(crate) control: Option<String>,
+    pub(crate) ctl: Vec<String>,
+    pub(crate) netfilter: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -137,6 +141,12 @@ struct Cli {
     /// Stack commands: an ingress policer, "rate RATE burst SIZE"
     #[arg(long, value_name = "SPEC", global = true)]
     police: Option<String>,
+    /// Stack commands: answer `nic-lab ctl PATH ...` on this Unix socket while running
+    #[arg(long, value_name = "PATH", global = true)]
+    control: Option<String>,
+    /// Stack commands: netfilter rules (nft syntax) on the interface's hooks
+    #[arg(long, value_name = "FILE", global = true)]
+    netfilter: Option<String>,
     /// Print a shell completion script and exit
     #[arg(long, value_name = "SHELL")]
     completions: Option<clap_complete::Shell>,
@@ -204,6 +214,15 @@ enum Cmd {
         file: String,
         #[arg(long)]
         seconds: Option<f64>,
+    },
+    /// Asks a running nic-lab (started with --control PATH): ss, link, nstat, drops, events [FROM],
+    /// conntrack, nft list, tc show, capture FILE, capture stop
+    Ctl {
+        /// The control socket
+        socket: String,
+        /// The command and its arguments
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
     },
     /// Runs the stack for SECONDS (answering pings, neighbour and router discovery), then prints its
     /// IPv6 addresses, neighbours and routers
@@ -300,6 +319,9 @@ fn parse() -> Result<Option<Opts>, String> {
         rss: cli.rss,
         qdisc: cli.qdisc,
         police: cli.police,
+        control: cli.control,
+        ctl: Vec::new(),
+        netfilter: cli.netfilter,
     };
     o.cmd = match cmd {
         Cmd::Info => "info",
@@ -326,6 +348,10 @@ fn parse() -> Result<Option<Opts>, String> {
         Cmd::Run { file, seconds } => {
             (o.dest, o.seconds) = (Some(file), seconds);
             "run"
+        }
+        Cmd::Ctl { socket, command } => {
+            (o.dest, o.ctl) = (Some(socket), command);
+            "ctl"
         }
         Cmd::Idle { seconds } => {
             o.interval = seconds;
@@ -375,6 +401,7 @@ fn main() -> ExitCode {
         "memcpy" => Ok(memcpy(&o)),
         "ping" => ping::run(&o),
         "idle" => ping::idle(&o),
+        "ctl" => control::ctl(o.dest.as_deref().unwrap_or_default(), &o.ctl),
         "run" => topology::run(&o),
         "get" => tcpcmd::get(&o),
         "serve" => tcpcmd::serve(&o),

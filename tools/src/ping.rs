@@ -136,6 +136,10 @@ pub fn stack_on(dev: Box<dyn Device>, o: &Opts) -> Result<Stack, String> {
     if let Some(p) = &o.police {
         s.set_policer(Some(stack::tc::parse::policer(p).map_err(|e| format!("--police: {e}"))?));
     }
+    if let Some(f) = &o.netfilter {
+        let nf = stack::netfilter::Netfilter::from_file(std::path::Path::new(f))?;
+        s.set_netfilter(std::rc::Rc::new(std::cell::RefCell::new(nf)));
+    }
     if o.cubic {
         s.tcp_cfg.cc = stack::tcp::CongestionControl::Cubic;
     }
@@ -259,11 +263,15 @@ fn print_ipv6(s: &Stack) {
 pub fn idle(o: &Opts) -> Result<bool, String> {
     use std::io::Write;
     let mut s = open_stack(o)?;
+    let mut ctl = o.control.as_deref().map(|p| crate::control::Control::bind(std::path::Path::new(p))).transpose()?;
     let end = Instant::now() + Duration::from_secs_f64(o.interval.max(0.0));
     let mut shown = Vec::new();
     while Instant::now() < end {
         let now = Instant::now();
         s.poll(now);
+        if let Some(c) = ctl.as_mut() {
+            c.serve(&mut s);
+        }
         let wait = s.poll_at().map(|t| t - now).unwrap_or(Duration::from_millis(5)).min(Duration::from_millis(5));
         let addrs = s.ipv6_addrs();
         if addrs != shown {

@@ -21,6 +21,16 @@ fn rate(bytes: u64, d: Duration) -> String {
     format!("{bytes} bytes in {s:.3} s: {:.1} MB/s, {:.3} Gbit/s", bytes as f64 / s / 1e6, bytes as f64 * 8.0 / s / 1e9)
 }
 
+/// The stack behind the blocking layer, answering the control socket between rounds when asked.
+fn blocking(o: &Opts) -> Result<Blocking, String> {
+    let mut b = Blocking::new(open_stack(o)?);
+    if let Some(p) = &o.control {
+        let mut c = crate::control::Control::bind(std::path::Path::new(p))?;
+        b.on_turn = Some(Box::new(move |s: &mut stack::Stack| c.serve(s)));
+    }
+    Ok(b)
+}
+
 fn errno(e: stack::Errno) -> String {
     e.to_string()
 }
@@ -37,7 +47,7 @@ pub fn get(o: &Opts) -> Result<bool, String> {
     let has_port = if hp.starts_with('[') { hp.contains("]:") } else { hp.contains(':') };
     let (ip, port) = if has_port { host_port(hp)? } else { host_port(&format!("{hp}:80"))? };
     let out_path = o.output.as_deref().ok_or("get needs -o FILE")?;
-    let mut b = Blocking::new(open_stack(o)?);
+    let mut b = blocking(o)?;
     let t0 = Instant::now();
     let h = b.connect(ip, port).map_err(|e| format!("connect {hp}: {}", errno(e)))?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {hp}\r\nUser-Agent: nic-lab\r\nConnection: close\r\n\r\n");
@@ -152,7 +162,7 @@ fn respond(dir: &std::path::Path, req: &[u8]) -> (Vec<u8>, String) {
 pub fn serve(o: &Opts) -> Result<bool, String> {
     let dir = std::path::PathBuf::from(o.dir.as_deref().ok_or("serve needs --dir D")?);
     let port = if o.port == 0 { 80 } else { o.port };
-    let mut b = Blocking::new(open_stack(o)?);
+    let mut b = blocking(o)?;
     let l = b.stack.tcp_listen(port, MAX_CONNS).map_err(errno)?;
     eprintln!("serving {} on port {port}", dir.display());
     let mut conns: Vec<Conn> = Vec::new();
@@ -249,7 +259,7 @@ pub fn serve(o: &Opts) -> Result<bool, String> {
 /// `blast HOST:PORT --bytes N`
 pub fn blast(o: &Opts) -> Result<bool, String> {
     let (ip, port) = host_port(o.dest.as_deref().ok_or("blast needs HOST:PORT")?)?;
-    let mut b = Blocking::new(open_stack(o)?);
+    let mut b = blocking(o)?;
     let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
     let n = o.count.max(1) as u16;
     if n == 1 {
@@ -306,7 +316,7 @@ pub fn blast(o: &Opts) -> Result<bool, String> {
 /// `sink --port P [--count N]`
 pub fn sink(o: &Opts) -> Result<bool, String> {
     let port = if o.port == 0 { 5001 } else { o.port };
-    let mut b = Blocking::new(open_stack(o)?);
+    let mut b = blocking(o)?;
     b.timeout = Duration::from_secs(3600);
     let l = b.stack.tcp_listen(port, 4).map_err(errno)?;
     eprintln!("sink on port {port}");

@@ -7,8 +7,12 @@ impl Stack {
     // ---- output ----
 
     pub(super) fn enqueue(&mut self, p: PacketBuf) {
-        if !self.up || !self.qdisc.enqueue(p, self.clock) {
+        if !self.up {
             self.stats.qdisc_drops += 1;
+            self.drop_reason(crate::monitor::DropReason::DevReady, 1);
+        } else if !self.qdisc.enqueue(p, self.clock) {
+            self.stats.qdisc_drops += 1;
+            self.drop_reason(crate::monitor::DropReason::QdiscDrop, 1);
         }
     }
 

@@ -14,10 +14,13 @@ impl Stack {
     pub(super) fn icmp_input(&mut self, src: [u8; 4], data: &[u8], now: Instant) {
         let Ok(m) = icmp::Repr::parse(data) else {
             self.stats.in_csum_errors += 1;
+            self.drop_reason(crate::monitor::DropReason::IcmpCsum, 1);
             return;
         };
         match m {
             icmp::Repr::EchoRequest { ident, seq, data } => {
+                self.stats.icmp_in_echos += 1;
+                self.stats.icmp_out_echo_reps += 1;
                 let reply = icmp::Repr::EchoReply { ident, seq, data };
                 let mut b = vec![0u8; reply.buffer_len()];
                 reply.emit(&mut b);

@@ -15,6 +15,7 @@ impl Stack {
             Ok(m) => m,
             Err(_) => {
                 self.stats.in_csum_errors += 1;
+                self.drop_reason(crate::monitor::DropReason::IcmpCsum, 1);
                 return;
             }
         };
@@ -32,6 +33,8 @@ impl Stack {
         }
         match m {
             Repr::EchoRequest { ident, seq, data } => {
+                self.stats.icmp6_in_echos += 1;
+                self.stats.icmp6_out_echo_replies += 1;
                 let reply = Repr::EchoReply { ident, seq, data };
                 // To a multicast group: answer from a unicast address of ours.
                 let src = if ipv6::is_multicast(&ip.dst) { None } else { Some(ip.dst) };

@@ -218,7 +218,10 @@ impl Stack {
         match self.neigh.resolve_replacing(next_hop, p, now, supersedes) {
             Resolve::Queued { request: true } => self.send_arp(arp::OP_REQUEST, [0; 6], next_hop, BROADCAST),
             Resolve::Queued { request: false } => {}
-            Resolve::Dropped => self.stats.qdisc_drops += 1,
+            Resolve::Dropped => {
+                self.stats.qdisc_drops += 1;
+                self.drop_reason(crate::monitor::DropReason::NeighQueuefull, 1);
+            }
             Resolve::Send(_) => unreachable!("lookup() found no entry"),
         }
     }
@@ -239,10 +242,12 @@ impl Stack {
         }
         let Ok(ip) = ipv4::Packet::new_checked(p.data()) else {
             self.stats.in_hdr_errors += 1;
+            self.drop_reason(crate::monitor::DropReason::IpInhdr, 1);
             return;
         };
         if !ip.verify_checksum() {
             self.stats.in_csum_errors += 1;
+            self.drop_reason(crate::monitor::DropReason::IpCsum, 1);
             return;
         }
         let dst = ip.dst();
@@ -250,6 +255,8 @@ impl Stack {
             // For another host: a router's, if forwarding is on (never a multicast or limited broadcast).
             if self.cfg.forwarding && dst[0] < 224 && self.forwarded.len() < 4096 {
                 self.forwarded.push((p.data()[..ip.total_len()].to_vec(), self.nf_ctx));
+            } else {
+                self.drop_reason(crate::monitor::DropReason::Otherhost, 1);
             }
             return;
         }
@@ -283,21 +290,25 @@ impl Stack {
             Outcome::Held => None,
             Outcome::Failed => {
                 self.stats.reasm_fails += 1;
+                self.drop_reason(crate::monitor::DropReason::DupFrag, 1);
                 None
             }
         }
     }
 
     /// A parse result, with failures counted as checksum or header errors.
-    pub(super) fn count_parse_error<T>(&mut self, r: crate::wire::Result<T>) -> Option<T> {
+    /// A transport header that did not parse: counted, with `csum` as the drop reason for a bad checksum.
+    pub(super) fn count_parse_error<T>(&mut self, r: crate::wire::Result<T>, csum: crate::monitor::DropReason) -> Option<T> {
         match r {
             Ok(x) => Some(x),
             Err(crate::wire::Error::Checksum) => {
                 self.stats.in_csum_errors += 1;
+                self.drop_reason(csum, 1);
                 None
             }
             Err(_) => {
                 self.stats.in_hdr_errors += 1;
+                self.drop_reason(crate::monitor::DropReason::PktTooSmall, 1);
                 None
             }
         }

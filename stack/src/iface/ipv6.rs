@@ -403,7 +403,10 @@ impl Stack {
                     self.send_ns(hop, None);
                 }
             }
-            ndisc::Resolve::Dropped => self.stats.qdisc_drops += 1,
+            ndisc::Resolve::Dropped => {
+                self.stats.qdisc_drops += 1;
+                self.drop_reason(crate::monitor::DropReason::NeighQueuefull, 1);
+            }
         }
     }
 
@@ -439,6 +442,7 @@ impl Stack {
         let data = p.data();
         let Ok(ip) = ipv6::Repr::parse(data) else {
             self.stats.in6_hdr_errors += 1;
+            self.drop_reason(crate::monitor::DropReason::IpInhdr, 1);
             return;
         };
         let payload = &data[ipv6::HEADER_LEN..ipv6::HEADER_LEN + ip.payload_len];
@@ -458,12 +462,15 @@ impl Stack {
         };
         if ipv6::is_multicast(&ip.src) {
             self.stats.in6_hdr_errors += 1;
+            self.drop_reason(crate::monitor::DropReason::IpInhdr, 1);
             return;
         }
         let (nh, off, fragment) = match ipv6::walk(ip.next_header, payload, multicast) {
             ipv6::Chain::Upper { next_header, offset, fragment } => (next_header, offset, fragment),
             ipv6::Chain::Problem { code, pointer } => {
                 self.stats.in6_hdr_errors += 1;
+                self.drop_reason(crate::monitor::DropReason::IpInhdr, 1);
+                self.drop_reason(crate::monitor::DropReason::IpInhdr, 1);
                 let packet = data[..ipv6::HEADER_LEN + ip.payload_len].to_vec();
                 self.icmp6_error(&ip, icmpv6::PARAM_PROBLEM, code, pointer as u32, &packet, now);
                 return;
@@ -492,6 +499,7 @@ impl Stack {
                     Outcome::Held => return,
                     Outcome::Failed => {
                         self.stats.reasm_fails += 1;
+                        self.drop_reason(crate::monitor::DropReason::DupFrag, 1);
                         return;
                     }
                 }
@@ -546,7 +554,9 @@ impl Stack {
             }
         }
         let Some(v) = self.v6.as_mut() else { return };
-        self.stats.reasm_fails += v.reasm.expire(now) as u64;
+        let expired = v.reasm.expire(now) as u64;
+        self.stats.reasm_fails += expired;
+        self.mon.drop(crate::monitor::DropReason::FragReasmTimeout, expired, now);
         v.routers.retain(|r| now < r.1);
         v.onlink.retain(|p| now < p.2);
         v.addrs.retain(|a| a.valid_until.is_none_or(|u| now < u));

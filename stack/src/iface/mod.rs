@@ -9,6 +9,7 @@ mod icmp;
 mod icmpv6;
 mod ipv4;
 mod ipv6;
+mod monitor;
 mod netfilter;
 mod tcp;
 mod udp;
@@ -95,6 +96,25 @@ pub struct Stats {
     pub down_drops: u64,
     /// Packets netfilter dropped or rejected at this interface's hooks.
     pub nf_drops: u64,
+    /// MIB counters under Linux's names (`nstat`): TcpActiveOpens, TcpPassiveOpens, TcpInSegs,
+    /// TcpOutSegs, UdpInDatagrams, UdpOutDatagrams, UdpRcvbufErrors, IcmpInEchos, IcmpOutEchoReps,
+    /// Icmp6InEchos, Icmp6OutEchoReplies.
+    pub tcp_active_opens: u64,
+    pub tcp_passive_opens: u64,
+    pub tcp_in_segs: u64,
+    pub tcp_out_segs: u64,
+    pub udp_in_datagrams: u64,
+    pub udp_out_datagrams: u64,
+    pub udp_rcvbuf_errors: u64,
+    pub icmp_in_echos: u64,
+    pub icmp_out_echo_reps: u64,
+    pub icmp6_in_echos: u64,
+    pub icmp6_out_echo_replies: u64,
+    /// The link (`ip -s link`): frames and bytes from and to the device.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
 }
 
 /// Frames handed to the device per transmit call.
@@ -139,6 +159,12 @@ pub struct Stack {
     nf_ctx: crate::netfilter::Ctx,
     /// The interface's name for rules and reports (the device's own name unless set).
     name: Option<String>,
+    /// Drop reasons and events (`monitor`).
+    pub mon: crate::monitor::Monitor,
+    /// A packet capture of everything received and sent.
+    capture: Option<crate::monitor::Capture>,
+    /// Each connection's state and retransmission count when last looked at, for the event stream.
+    tcp_seen: HashMap<SocketHandle, (crate::tcp::State, u64)>,
     /// Administratively up (`ip link set up`): while down nothing is received or sent.
     up: bool,
 }
@@ -206,6 +232,9 @@ impl Stack {
             nf: None,
             nf_ctx: crate::netfilter::Ctx::default(),
             name: None,
+            mon: crate::monitor::Monitor::default(),
+            capture: None,
+            tcp_seen: HashMap::new(),
             up: true,
             v6: v6_cfg.map(|c| ipv6::V6::new(c, mac, crate::frag::Reassembly::new(reasm_limits.0, reasm_limits.1))),
         }
@@ -232,6 +261,7 @@ impl Stack {
             let mut frames = std::mem::take(&mut self.rx);
             let _ = self.dev.poll(64, &mut frames);
             self.stats.down_drops += frames.len() as u64;
+            self.drop_reason(crate::monitor::DropReason::DevReady, frames.len() as u64);
             frames.clear();
             self.rx = frames;
             return false;
@@ -254,8 +284,19 @@ impl Stack {
             Err(e) => debug!("{}: poll: {e}", self.dev.name()),
         }
         progress |= !frames.is_empty();
+        for f in &frames {
+            self.stats.rx_packets += 1;
+            self.stats.rx_bytes += f.len() as u64;
+        }
+        if let Some(c) = self.capture.as_mut() {
+            for f in &frames {
+                let _ = c.write(&f.to_vec());
+            }
+        }
         if let Some(pol) = self.policer.as_mut() {
+            let before = frames.len();
             frames.retain(|f| pol.admit(f.len(), now));
+            self.drop_reason(crate::monitor::DropReason::TcIngress, (before - frames.len()) as u64);
         }
         if frames.len() > 1 {
             self.stats.gro_merged += crate::gro::merge(&mut frames) as u64;
@@ -278,7 +319,9 @@ impl Stack {
                 self.icmp_error_to(self.cfg.addr, 1, None, dst, proto, &l4b);
             }
         }
-        self.stats.reasm_fails += self.reasm.expire(now) as u64;
+        let expired = self.reasm.expire(now) as u64;
+        self.stats.reasm_fails += expired;
+        self.drop_reason(crate::monitor::DropReason::FragReasmTimeout, expired);
         self.tcp_poll(now);
         self.poll6(now);
         progress |= self.transmit(now);
@@ -291,7 +334,14 @@ impl Stack {
         loop {
             while self.txq.len() < TX_BATCH {
                 match self.qdisc.dequeue(now) {
-                    Some(p) => self.txq.push_back(p),
+                    Some(p) => {
+                        self.stats.tx_packets += 1;
+                        self.stats.tx_bytes += p.len() as u64;
+                        if let Some(c) = self.capture.as_mut() {
+                            let _ = c.write(&p.to_vec());
+                        }
+                        self.txq.push_back(p);
+                    }
                     None => break,
                 }
             }
@@ -350,7 +400,9 @@ impl Stack {
         if up {
             self.announced = false;
         } else {
-            self.stats.qdisc_drops += self.txq.len() as u64 + self.qdisc.len() as u64;
+            let n = self.txq.len() as u64 + self.qdisc.len() as u64;
+            self.stats.qdisc_drops += n;
+            self.drop_reason(crate::monitor::DropReason::DevReady, n);
             self.txq.clear();
             self.qdisc.reset();
         }

@@ -85,10 +85,12 @@ impl Stack {
             Verdict::Accept | Verdict::Nat(_) => true,
             Verdict::Drop => {
                 self.stats.nf_drops += 1;
+                self.drop_reason(crate::monitor::DropReason::NetfilterDrop, 1);
                 false
             }
             Verdict::Reject(w) => {
                 self.stats.nf_drops += 1;
+                self.drop_reason(crate::monitor::DropReason::NetfilterDrop, 1);
                 self.nf_reject(pkt, w, now);
                 false
             }
@@ -128,11 +130,13 @@ impl Stack {
         let r = self.nf_run(Hook::Output, &mut ctx, p.data_mut(), now);
         if !matches!(r, Verdict::Accept) {
             self.stats.nf_drops += 1;
+            self.drop_reason(crate::monitor::DropReason::NetfilterDrop, 1);
             return None;
         }
         let r = self.nf_run(Hook::Postrouting, &mut ctx, p.data_mut(), now);
         if !matches!(r, Verdict::Accept) {
             self.stats.nf_drops += 1;
+            self.drop_reason(crate::monitor::DropReason::NetfilterDrop, 1);
             return None;
         }
         Some(p.data().get(16..20).map(|d| d.to_vec()) != before)

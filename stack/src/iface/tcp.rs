@@ -114,6 +114,7 @@ impl Stack {
     }
 
     pub(super) fn tcp_emit(&mut self, local: IpAddr, remote: IpAddr, o: crate::tcp::Out, now: Instant) {
+        self.stats.tcp_out_segs += 1;
         let mut b = vec![0u8; o.repr.header_len() + o.payload.len()];
         match (local, remote) {
             (IpAddr::V4(l), IpAddr::V4(r)) => {
@@ -142,11 +143,17 @@ impl Stack {
         for o in outs {
             self.tcp_emit(l, r, o, now);
         }
+        self.tcp_observe(h, now);
     }
 
     pub(super) fn tcp_input(&mut self, src: IpAddr, dst: IpAddr, data: &[u8], verified: bool, now: Instant) {
-        let Some((seg, payload)) = self.count_parse_error(crate::wire::tcp::Repr::parse(data, src, dst, verified)) else { return };
+        let Some((seg, payload)) =
+            self.count_parse_error(crate::wire::tcp::Repr::parse(data, src, dst, verified), crate::monitor::DropReason::TcpCsum)
+        else {
+            return;
+        };
         use crate::wire::tcp::{ACK, RST, SYN};
+        self.stats.tcp_in_segs += 1;
         let conn = self.tcp.iter().position(|s| matches!(s, Some(TcpSock::Conn(t, _)) if t.local.1 == seg.dst_port && t.remote == (src, seg.src_port) && t.state != crate::tcp::State::Closed));
         if let Some(h) = conn {
             let Some(Some(TcpSock::Conn(t, _))) = self.tcp.get_mut(h) else { unreachable!() };
@@ -165,12 +172,15 @@ impl Stack {
         if let (Some(lh), true) = (listener, seg.flags & (SYN | ACK | RST) == SYN) {
             let Some(Some(TcpSock::Listener { backlog, accept, embryos, .. })) = self.tcp.get(lh) else { unreachable!() };
             if accept.len() + embryos.len() >= *backlog {
-                return; // backlog full: drop the SYN, the peer retries
+                // Backlog full: drop the SYN, the peer retries.
+                self.drop_reason(crate::monitor::DropReason::SocketBacklog, 1);
+                return;
             }
             let cfg = self.conn_cfg(src);
             let iss = self.new_iss((dst, seg.dst_port), (src, seg.src_port), now);
             let t = crate::tcp::Tcb::accept_syn((dst, seg.dst_port), (src, seg.src_port), &seg, iss, cfg, now);
             let h = self.tcp_alloc(TcpSock::Conn(Box::new(t), Some(lh)));
+            self.stats.tcp_passive_opens += 1;
             if let Some(Some(TcpSock::Listener { embryos, .. })) = self.tcp.get_mut(lh) {
                 embryos.push(h);
             }
@@ -182,6 +192,7 @@ impl Stack {
             return;
         }
         self.stats.no_ports += 1;
+        self.drop_reason(crate::monitor::DropReason::NoSocket, 1);
         let len = payload.len() + (seg.flags & SYN != 0) as usize + (seg.flags & crate::wire::tcp::FIN != 0) as usize;
         let r = if seg.flags & ACK != 0 {
             crate::wire::tcp::Repr { src_port: seg.dst_port, dst_port: seg.src_port, seq: seg.ack, flags: RST, ..Default::default() }
@@ -357,6 +368,7 @@ impl Stack {
         let iss = self.new_iss((local_addr, lport), (dst, port), now);
         let t = crate::tcp::Tcb::connect((local_addr, lport), (dst, port), iss, cfg, now);
         let h = self.tcp_alloc(TcpSock::Conn(Box::new(t), None));
+        self.stats.tcp_active_opens += 1;
         self.tcp_flush(h, now);
         Ok(h)
     }

@@ -26,6 +26,7 @@ impl Stack {
             let len = u16::from_be_bytes([data[4], data[5]]) as usize;
             if len < 8 || len > data.len() {
                 self.stats.in_hdr_errors += 1;
+                self.drop_reason(crate::monitor::DropReason::PktTooSmall, 1);
                 return;
             }
             Ok((
@@ -39,16 +40,21 @@ impl Stack {
         } else {
             udp::Repr::parse(data, src, dst)
         };
-        let Some((r, payload)) = self.count_parse_error(parsed) else { return };
+        let Some((r, payload)) = self.count_parse_error(parsed, crate::monitor::DropReason::UdpCsum) else { return };
         let sock = self.udp.iter_mut().flatten().find(|s| s.port == r.dst_port && s.remote.is_none_or(|rm| rm == (src, r.src_port)));
         match sock {
             Some(s) => {
                 if s.rx.len() < UDP_RX_QUEUE {
                     s.rx.push_back((payload.to_vec(), src, r.src_port));
+                    self.stats.udp_in_datagrams += 1;
+                } else {
+                    self.stats.udp_rcvbuf_errors += 1;
+                    self.drop_reason(crate::monitor::DropReason::SocketRcvbuff, 1);
                 }
             }
             None => {
                 self.stats.no_ports += 1;
+                self.drop_reason(crate::monitor::DropReason::NoSocket, 1);
                 match (src, dst) {
                     (IpAddr::V4(s), IpAddr::V4(d)) if self.owns_v4(d.octets()) => {
                         // Port unreachable, quoting the IP header and the first 8 bytes.
@@ -118,6 +124,7 @@ impl Stack {
         }
         let sport = s.port;
         let r = udp::Repr { src_port: sport, dst_port: port, payload_len: data.len() };
+        self.stats.udp_out_datagrams += 1;
         let mut b = vec![0u8; udp::HEADER_LEN + data.len()];
         match dst {
             IpAddr::V4(d) => {

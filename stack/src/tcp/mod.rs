@@ -41,6 +41,48 @@ pub enum State {
     TimeWait,
 }
 
+impl State {
+    /// The name `ss` prints.
+    pub fn ss_name(self) -> &'static str {
+        match self {
+            State::Closed => "CLOSE",
+            State::Listen => "LISTEN",
+            State::SynSent => "SYN-SENT",
+            State::SynReceived => "SYN-RECV",
+            State::Established => "ESTAB",
+            State::FinWait1 => "FIN-WAIT-1",
+            State::FinWait2 => "FIN-WAIT-2",
+            State::CloseWait => "CLOSE-WAIT",
+            State::Closing => "CLOSING",
+            State::LastAck => "LAST-ACK",
+            State::TimeWait => "TIME-WAIT",
+        }
+    }
+}
+
+/// A connection's state as `ss -ti` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpInfo {
+    pub state: State,
+    pub recv_q: usize,
+    pub send_q: usize,
+    pub mss: usize,
+    pub cwnd: usize,
+    pub ssthresh: usize,
+    pub srtt: Option<std::time::Duration>,
+    pub rttvar: std::time::Duration,
+    pub rto: std::time::Duration,
+    pub retransmits: u64,
+    pub sack: bool,
+    pub timestamps: bool,
+    /// Window scale (send, receive), when both sides use it.
+    pub wscale: Option<(u8, u8)>,
+    /// As Linux's tcp_info counts them: sequence space the peer acknowledged (our SYN and FIN included),
+    /// and sequence space received in order after the peer's SYN (its FIN included).
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub mss: u16,
@@ -199,6 +241,27 @@ impl Tcb {
     /// Bytes written and not yet acknowledged.
     pub fn send_queue(&self) -> usize {
         self.send_buf.len()
+    }
+
+    /// What `ss -ti` shows of the connection.
+    pub fn info(&self) -> TcpInfo {
+        TcpInfo {
+            state: self.state,
+            recv_q: self.rcv_buf.len(),
+            send_q: self.send_buf.len(),
+            mss: self.mss(),
+            cwnd: self.cwnd,
+            ssthresh: self.ssthresh,
+            srtt: self.rtt.srtt(),
+            rttvar: self.rtt.rttvar(),
+            rto: self.rtt.rto(),
+            retransmits: self.retransmits,
+            sack: self.sack_ok,
+            timestamps: self.ts_ok,
+            wscale: (self.snd_shift > 0 || self.rcv_shift > 0).then_some((self.snd_shift, self.rcv_shift)),
+            bytes_acked: (self.snd_una - self.iss).max(0) as u64,
+            bytes_received: if self.state == State::SynSent { 0 } else { ((self.rcv_nxt - self.irs).max(1) - 1) as u64 },
+        }
     }
 
     fn new(local: Endpoint, remote: Endpoint, iss: Seq, cfg: Config, now: Instant) -> Tcb {
@@ -884,7 +947,11 @@ impl Tcb {
             let unsent = self.send_buf.len().saturating_sub(sent_off);
             let wnd = self.snd_wnd.min(self.cwnd);
             let room = wnd.saturating_sub(self.flight());
-            let fin_due = self.fin_queued && unsent == 0 && self.snd_max == (self.snd_una + self.send_buf.len()) && !self.fin_sent();
+            // Our FIN is outstanding only in these states: once acknowledged (FIN-WAIT-2, TIME-WAIT) it is
+            // never due again.
+            let fin_state = matches!(self.state, State::FinWait1 | State::Closing | State::LastAck);
+            let fin_due =
+                fin_state && self.fin_queued && unsent == 0 && self.snd_max == (self.snd_una + self.send_buf.len()) && !self.fin_sent();
             let fin_retx = self.fin_queued && unsent == 0 && self.fin_sent() && self.snd_nxt != self.snd_max;
             if unsent == 0 && !fin_due && !fin_retx {
                 break;

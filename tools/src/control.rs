@@ -1,0 +1,97 @@
+//! `nic-lab --control PATH ...`: a Unix socket the running stack answers on between its polls, and
+//! `nic-lab ctl PATH COMMAND` to ask it. One command per connection, one text answer:
+//!
+//! ```text
+//! ss | link | nstat | drops | events [FROM] | conntrack | nft list | tc show | capture FILE | capture stop
+//! ```
+
+use stack::Stack;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct Control {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Control {
+    pub fn bind(path: &Path) -> Result<Control, String> {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).map_err(|e| format!("--control {}: {e}", path.display()))?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok(Control { listener, path: path.to_path_buf() })
+    }
+
+    /// Answers every client waiting now.
+    pub fn serve(&mut self, s: &mut Stack) {
+        while let Ok((c, _)) = self.listener.accept() {
+            if let Err(e) = answer(c, s) {
+                log::debug!("control client: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn answer(c: UnixStream, s: &mut Stack) -> std::io::Result<()> {
+    c.set_nonblocking(false)?;
+    c.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut line = String::new();
+    BufReader::new(&c).take(4096).read_line(&mut line)?;
+    let reply = command(line.trim(), s);
+    let mut w = &c;
+    w.write_all(reply.as_bytes())
+}
+
+/// One command's answer.
+pub fn command(cmd: &str, s: &mut Stack) -> String {
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    match words.as_slice() {
+        ["ss"] => s.ss(),
+        ["link"] => s.link_show(),
+        ["nstat"] => s.nstat(),
+        ["drops"] => s.drops_show(),
+        ["events", rest @ ..] => {
+            let from = rest.first().and_then(|f| f.parse().ok()).unwrap_or(0);
+            let (ev, next) = s.mon.events_since(from);
+            let mut out: String = ev.iter().map(|e| format!("{e}\n")).collect();
+            out += &format!("next {next} lost {}\n", s.mon.events_lost);
+            out
+        }
+        ["conntrack"] | ["conntrack", "-L"] => match s.netfilter() {
+            Some(nf) => nf.borrow().conntrack_listing(stack::time::Instant::now()),
+            None => "netfilter is not attached\n".into(),
+        },
+        ["nft", "list"] | ["nft", "list", "ruleset"] => match s.netfilter() {
+            Some(nf) => nf.borrow().rules.listing(),
+            None => "netfilter is not attached\n".into(),
+        },
+        ["tc", "show"] | ["tc"] => s.tc_show() + "\n",
+        ["capture", "stop"] => match s.set_capture(None) {
+            Ok(n) => format!("capture stopped: {n} frames\n"),
+            Err(e) => format!("error: {e}\n"),
+        },
+        ["capture", file] => match s.set_capture(Some(Path::new(file))) {
+            Ok(_) => format!("capturing to {file}\n"),
+            Err(e) => format!("error: {file}: {e}\n"),
+        },
+        _ => "commands: ss | link | nstat | drops | events [FROM] | conntrack | nft list | tc show | capture FILE | capture stop\n".into(),
+    }
+}
+
+/// `nic-lab ctl PATH COMMAND...`: sends the command, prints the answer.
+pub fn ctl(path: &str, cmd: &[String]) -> Result<bool, String> {
+    let mut c = UnixStream::connect(path).map_err(|e| format!("{path}: {e}"))?;
+    c.write_all(format!("{}\n", cmd.join(" ")).as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    print!("{out}");
+    Ok(!out.starts_with("error"))
+}
