@@ -148,14 +148,24 @@ impl Monitor {
     }
 }
 
-/// A pcap file being written (link type Ethernet), as tcpdump -w writes one.
+pub const LINKTYPE_ETHERNET: u32 = 1;
+/// IP packets with no link-layer header (what netfilter hooks see).
+pub const LINKTYPE_RAW: u32 = 101;
+
+/// A pcap file being written, as tcpdump -w writes one.
 pub struct Capture {
     out: std::io::BufWriter<std::fs::File>,
     pub packets: u64,
 }
 
 impl Capture {
+    /// A capture of Ethernet frames.
     pub fn create(path: &std::path::Path) -> std::io::Result<Capture> {
+        Capture::create_with(path, LINKTYPE_ETHERNET)
+    }
+
+    /// A capture with this link type (`LINKTYPE_RAW` for IP packets without a link header).
+    pub fn create_with(path: &std::path::Path, linktype: u32) -> std::io::Result<Capture> {
         let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
         // Magic, version 2.4, timezone 0, accuracy 0, snaplen 262144, LINKTYPE_ETHERNET.
         out.write_all(&0xA1B2_C3D4u32.to_le_bytes())?;
@@ -163,7 +173,7 @@ impl Capture {
         out.write_all(&4u16.to_le_bytes())?;
         out.write_all(&[0; 8])?;
         out.write_all(&262_144u32.to_le_bytes())?;
-        out.write_all(&1u32.to_le_bytes())?;
+        out.write_all(&linktype.to_le_bytes())?;
         Ok(Capture { out, packets: 0 })
     }
 

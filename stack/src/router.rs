@@ -141,11 +141,15 @@ impl Router {
             Verdict::Accept | Verdict::Nat(_) => true,
             Verdict::Drop => {
                 self.stats.filtered += 1;
+                if let Some(s) = self.ifaces.get_mut(from) {
+                    s.mon.drop(crate::monitor::DropReason::NetfilterDrop, 1, now);
+                }
                 false
             }
             Verdict::Reject(w) => {
                 self.stats.filtered += 1;
                 if let Some(s) = self.ifaces.get_mut(from) {
+                    s.mon.drop(crate::monitor::DropReason::NetfilterDrop, 1, now);
                     s.nf_reject(p, w, now);
                 }
                 false

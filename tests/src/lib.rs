@@ -588,9 +588,15 @@ pub fn attach_tap(ns: &Netns, tap: &str, nic: TapNic, opts: &mut GuestOpts) -> O
 /// once it has attached to them they move into namespaces `a` and `b` (a TAP keeps its attachment when it
 /// moves), each becoming that namespace's only link. The running `nic-lab`.
 pub fn run_topology_between(n: &Netns, a: &Netns, b: &Netns, topology: &Path, seconds: u32) -> Child {
+    run_topology_between_with(n, a, b, topology, seconds, &[])
+}
+
+/// As [`run_topology_between`], with more `nic-lab` options (before `run`).
+pub fn run_topology_between_with(n: &Netns, a: &Netns, b: &Netns, topology: &Path, seconds: u32, extra: &[&str]) -> Child {
     n.must("ip tuntap add dev ta mode tap && ip tuntap add dev tb mode tap");
     let c = n
         .command(&bin("nic-lab"))
+        .args(extra)
         .args(["run", topology.to_str().unwrap(), "--seconds", &seconds.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -3,7 +3,7 @@
 //! counts the passive open, drop reasons name a closed UDP port (NO_SOCKET) and a netfilter rule
 //! (NETFILTER_DROP), the event stream shows the connection's state changes, `nft list` shows the rule's
 //! counter, `link` and `tc show` report, and a capture taken at the interface opens in tcpdump with
-//! Linux's pings in it.
+//! Linux's pings in it, and one at netfilter's INPUT hook holds the requests alone.
 
 use nic_tests::*;
 use std::process::Stdio;
@@ -95,6 +95,14 @@ fn a_running_stack_seen_through_its_control_socket() {
     assert!(stopped.starts_with("capture stopped:"), "{stopped}");
     let (_, dump) = sh(&format!("tcpdump -nn -r {} 2>&1", pcap.display()));
     assert!(dump.matches("ICMP echo request").count() >= 3 && dump.matches("ICMP echo reply").count() >= 3, "{dump}");
+    // At netfilter's INPUT hook: the requests only, as IP packets.
+    let hook = dir.join("input.pcap");
+    assert!(ctl(&sock, &format!("capture hook input {}", hook.display())).starts_with("capturing hook input"));
+    ns.must("ping -c 2 -i 0.2 -W 1 10.82.0.2");
+    assert!(ctl(&sock, "capture hook stop").starts_with("capture stopped:"));
+    let (_, dump) = sh(&format!("tcpdump -nn -r {} 2>&1", hook.display()));
+    assert!(dump.contains("raw IP") || dump.contains("RAW"), "{dump}");
+    assert!(dump.matches("ICMP echo request").count() >= 2 && !dump.contains("ICMP echo reply"), "{dump}");
 
     let out = client.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("got "), "the client finished");

@@ -2,8 +2,8 @@
 //! nat.nft), with Linux judging at both ends: curl from the inside reaches a server outside through
 //! MASQUERADE (the outside has no route back, and its server logs the router's address as the client); a
 //! DNAT port forward reaches a server inside from outside; an ICMP port unreachable comes back through
-//! the NAT to the inside socket as ECONNREFUSED; REJECT gives curl its "connection refused" (TCP reset)
-//! and a UDP socket ECONNREFUSED (ICMP); a stray ACK is INVALID and counted; the conntrack listing shows
+//! the NAT to the inside socket as ECONNREFUSED; REJECT gives curl its "connection refused" (TCP reset),
+//! a UDP socket ECONNREFUSED (ICMP port unreachable) and a TCP connect EHOSTUNREACH (host unreachable); a stray ACK is INVALID and counted; the conntrack listing shows
 //! the masqueraded flow.
 
 use nic_tests::*;
@@ -35,7 +35,15 @@ fn our_nat_router_between_two_linux_namespaces() {
     init_logs();
     let (n, a, b) = (Netns::new(), Netns::new(), Netns::new());
     let topo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/topologies/nat.toml");
-    let c = run_topology_between(&n, &a, &b, &topo, 16);
+    let ctl = std::env::temp_dir().join(format!("{}.sock", unique("natctl")));
+    let c = run_topology_between_with(&n, &a, &b, &topo, 16, &["--control", ctl.to_str().unwrap()]);
+    let ask = |cmd: &str| {
+        let mut args = vec!["ctl", ctl.to_str().unwrap()];
+        args.extend(cmd.split_whitespace());
+        let (ok, out) = nic_lab(&args);
+        assert!(ok, "ctl {cmd}: {out}");
+        out
+    };
     a.must("ip link set lo up && ip link set ta up && ip addr add 10.95.1.2/24 dev ta && ip route add default via 10.95.1.1");
     // The outside knows nothing of 10.95.1.0/24: only masquerading lets its answers back.
     b.must("ip link set lo up && ip link set tb up && ip addr add 10.95.2.2/24 dev tb");
@@ -75,6 +83,10 @@ fn our_nat_router_between_two_linux_namespaces() {
     let (rc, _) = a.exec("curl -s --max-time 5 http://10.95.2.2:9/");
     assert_eq!(rc, 7, "curl: connection refused by the router's reset");
     assert_eq!(probe(&a, "10.95.2.2", 9), "refused", "reject with ICMP port unreachable");
+    let (_, out) = a.exec(
+        "python3 -c \"import socket,errno\ntry: socket.create_connection(('10.95.2.2',10),timeout=3)\nexcept OSError as e: print(errno.errorcode.get(e.errno))\"",
+    );
+    assert_eq!(out.trim(), "EHOSTUNREACH", "reject with icmp type host-unreachable");
     // The router's own input chain: a reset for port 22 from outside.
     let (rc, _) = b.exec("curl -s --max-time 5 http://10.95.2.1:22/");
     assert_eq!(rc, 7, "input chain reject with tcp reset");
@@ -82,6 +94,16 @@ fn our_nat_router_between_two_linux_namespaces() {
     let (_, out) = a.exec(&format!("python3 -c \"{}\" 10.95.2.2 8000 10.95.1.2", STRAY_ACK.replace('"', "\\\"")));
     assert_eq!(out.trim(), "sent");
     std::thread::sleep(Duration::from_millis(300));
+    // While it runs: the control socket lists the masqueraded flow, and the inside interface's drops name
+    // netfilter.
+    let live = ask("conntrack");
+    assert!(
+        live.lines().any(|l| l.starts_with("tcp") && l.contains("src=10.95.1.2 dst=10.95.2.2") && l.contains("dst=10.95.2.1 sport=8000")),
+        "{live}"
+    );
+    let drops = ask("inside drops");
+    assert!(drops.contains("NETFILTER_DROP"), "{drops}");
+    assert!(ask("outside nft list").contains("masquerade # packets"), "the router's rules from any of its interfaces");
 
     let _ = srv_out.kill();
     let _ = srv_in.kill();

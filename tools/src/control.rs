@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! ss | link | nstat | drops | events [FROM] | conntrack | nft list | tc show | capture FILE | capture stop
+//! capture hook HOOK FILE | capture hook stop
 //! ```
 
 use stack::Stack;
@@ -26,8 +27,13 @@ impl Control {
 
     /// Answers every client waiting now.
     pub fn serve(&mut self, s: &mut Stack) {
+        self.serve_with(&mut |cmd| command(cmd, s));
+    }
+
+    /// Answers every client waiting now through `f` (command line in, answer out).
+    pub fn serve_with(&mut self, f: &mut dyn FnMut(&str) -> String) {
         while let Ok((c, _)) = self.listener.accept() {
-            if let Err(e) = answer(c, s) {
+            if let Err(e) = answer(c, f) {
                 log::debug!("control client: {e}");
             }
         }
@@ -40,14 +46,37 @@ impl Drop for Control {
     }
 }
 
-fn answer(c: UnixStream, s: &mut Stack) -> std::io::Result<()> {
+fn answer(c: UnixStream, f: &mut dyn FnMut(&str) -> String) -> std::io::Result<()> {
     c.set_nonblocking(false)?;
     c.set_read_timeout(Some(Duration::from_secs(1)))?;
     let mut line = String::new();
     BufReader::new(&c).take(4096).read_line(&mut line)?;
-    let reply = command(line.trim(), s);
+    let reply = f(line.trim());
     let mut w = &c;
     w.write_all(reply.as_bytes())
+}
+
+/// A command for one of several stacks (`nic-lab run`): a leading host or interface name picks the
+/// stack; without one, the first.
+pub fn command_among(cmd: &str, stacks: &mut [(&str, &mut Stack)]) -> String {
+    let mut words = cmd.split_whitespace();
+    let first = words.next().unwrap_or_default();
+    let (i, rest) = match stacks.iter().position(|(n, s)| *n == first || s.name() == first) {
+        Some(i) => (i, words.collect::<Vec<_>>().join(" ")),
+        None => (0, cmd.to_string()),
+    };
+    let many = stacks.len() > 1;
+    match stacks.get_mut(i) {
+        Some((name, s)) => {
+            let out = command(&rest, s);
+            if many && rest == "ss" {
+                format!("({name})\n{out}")
+            } else {
+                out
+            }
+        }
+        None => "error: nothing is running\n".into(),
+    }
 }
 
 /// One command's answer.
@@ -74,6 +103,30 @@ pub fn command(cmd: &str, s: &mut Stack) -> String {
             None => "netfilter is not attached\n".into(),
         },
         ["tc", "show"] | ["tc"] => s.tc_show() + "\n",
+        ["capture", "hook", "stop"] => match s.netfilter() {
+            Some(nf) => match nf.borrow_mut().set_capture(None) {
+                Ok(n) => format!("capture stopped: {n} packets\n"),
+                Err(e) => format!("error: {e}\n"),
+            },
+            None => "error: netfilter is not attached\n".into(),
+        },
+        ["capture", "hook", hook, file] => {
+            let h = match *hook {
+                "prerouting" => stack::netfilter::Hook::Prerouting,
+                "input" => stack::netfilter::Hook::Input,
+                "forward" => stack::netfilter::Hook::Forward,
+                "output" => stack::netfilter::Hook::Output,
+                "postrouting" => stack::netfilter::Hook::Postrouting,
+                _ => return format!("error: {hook}: prerouting, input, forward, output or postrouting\n"),
+            };
+            match s.netfilter() {
+                Some(nf) => match nf.borrow_mut().set_capture(Some((h, Path::new(file)))) {
+                    Ok(_) => format!("capturing hook {hook} to {file}\n"),
+                    Err(e) => format!("error: {file}: {e}\n"),
+                },
+                None => "error: netfilter is not attached\n".into(),
+            }
+        }
         ["capture", "stop"] => match s.set_capture(None) {
             Ok(n) => format!("capture stopped: {n} frames\n"),
             Err(e) => format!("error: {e}\n"),
@@ -82,7 +135,7 @@ pub fn command(cmd: &str, s: &mut Stack) -> String {
             Ok(_) => format!("capturing to {file}\n"),
             Err(e) => format!("error: {file}: {e}\n"),
         },
-        _ => "commands: ss | link | nstat | drops | events [FROM] | conntrack | nft list | tc show | capture FILE | capture stop\n".into(),
+        _ => "commands: ss | link | nstat | drops | events [FROM] | conntrack | nft list | tc show | capture FILE | capture stop | capture hook HOOK FILE | capture hook stop\n".into(),
     }
 }
 

@@ -198,6 +198,8 @@ impl<D: Device> Device for SharedDev<D> {
 struct Built {
     hosts: Vec<(String, stack::Stack)>,
     routers: Vec<(String, stack::router::Router)>,
+    /// The host names of each router's interfaces, in order.
+    router_hosts: Vec<Vec<String>>,
     bridges: Vec<(Rc<RefCell<Bridge>>, bool)>,
     vlans: Vec<(String, Rc<RefCell<VlanMux>>)>,
 }
@@ -307,6 +309,7 @@ fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, S
         }
     }
     let mut routers = Vec::new();
+    let mut router_hosts = Vec::new();
     for r in &t.router {
         let mut stacks = Vec::new();
         let mut names = Vec::new();
@@ -336,8 +339,9 @@ fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, S
         }
         eprintln!("[run] router {} over {}", r.name, names.join(", "));
         routers.push((r.name.clone(), router));
+        router_hosts.push(names);
     }
-    Ok(Built { hosts, routers, bridges, vlans })
+    Ok(Built { hosts, routers, router_hosts, bridges, vlans })
 }
 
 pub fn run(o: &crate::Opts) -> Result<bool, String> {
@@ -353,8 +357,22 @@ pub fn run(o: &crate::Opts) -> Result<bool, String> {
     let end = o.seconds.map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
     eprintln!("[run] running{}", o.seconds.map(|s| format!(" for {s} s")).unwrap_or_else(|| " until SIGINT".into()));
     let mut discard = Vec::new();
+    let mut ctl = o.control.as_deref().map(|p| crate::control::Control::bind(std::path::Path::new(p))).transpose()?;
     while !stop.load(Ordering::Relaxed) && end.is_none_or(|e| std::time::Instant::now() < e) {
         let now = Instant::now();
+        if let Some(c) = ctl.as_mut() {
+            // Hosts by name, routers' interfaces by their host's name or interface name.
+            let mut stacks: Vec<(&str, &mut stack::Stack)> = Vec::new();
+            for (n, s) in b.hosts.iter_mut() {
+                stacks.push((n.as_str(), s));
+            }
+            for (r, names) in b.routers.iter_mut().zip(b.router_hosts.iter()) {
+                for (s, n) in r.1.ifaces.iter_mut().zip(names.iter()) {
+                    stacks.push((n.as_str(), s));
+                }
+            }
+            c.serve_with(&mut |cmd| crate::control::command_among(cmd, &mut stacks));
+        }
         let mut moved = false;
         for (_, s) in b.hosts.iter_mut() {
             moved |= s.poll(now);

@@ -61,6 +61,8 @@ pub struct Netfilter {
     pub rules: Ruleset,
     pub ct: Conntrack,
     pub stats: NfStats,
+    /// A capture at one hook: every packet the hook accepts, as it leaves the hook (after its NAT).
+    capture: Option<(Hook, crate::monitor::Capture)>,
     log_tokens: f64,
     log_at: Option<Instant>,
     port_seed: u32,
@@ -74,7 +76,15 @@ impl Default for Netfilter {
 
 impl Netfilter {
     pub fn new(rules: Ruleset) -> Netfilter {
-        Netfilter { rules, ct: Conntrack::default(), stats: NfStats::default(), log_tokens: LOG_BURST, log_at: None, port_seed: 0x9E37 }
+        Netfilter {
+            rules,
+            ct: Conntrack::default(),
+            stats: NfStats::default(),
+            capture: None,
+            log_tokens: LOG_BURST,
+            log_at: None,
+            port_seed: 0x9E37,
+        }
     }
 
     /// Replaces the rule set with the one in `src`; on an error nothing changes.
@@ -134,6 +144,11 @@ impl Netfilter {
             Verdict::Accept | Verdict::Nat(_) => {
                 self.stats.accepted += 1;
                 self.apply_nat(at.hook, track, pkt, &v);
+                if let Some((h, c)) = self.capture.as_mut() {
+                    if *h == at.hook {
+                        let _ = c.write(pkt);
+                    }
+                }
                 if matches!(at.hook, Hook::Postrouting | Hook::Input) {
                     if let Some((id, _)) = track.conn {
                         self.ct.confirm(id);
@@ -280,6 +295,22 @@ impl Netfilter {
             End::Src if (v.src, v.sport) != (target.src, target.sport) => packet::rewrite(pkt, v, End::Src, target.src, target.sport),
             _ => {}
         }
+    }
+
+    /// Starts capturing what `hook` accepts to a pcap file of IP packets (LINKTYPE_RAW), or stops (`None`);
+    /// the packets the previous capture took.
+    pub fn set_capture(&mut self, at: Option<(Hook, &std::path::Path)>) -> std::io::Result<u64> {
+        let done = match self.capture.take() {
+            Some((_, mut c)) => {
+                c.flush()?;
+                c.packets
+            }
+            None => 0,
+        };
+        if let Some((h, p)) = at {
+            self.capture = Some((h, crate::monitor::Capture::create_with(p, crate::monitor::LINKTYPE_RAW)?));
+        }
+        Ok(done)
     }
 
     /// `conntrack -L`.
