@@ -63,6 +63,9 @@ pub struct Netfilter {
     pub stats: NfStats,
     /// A capture at one hook: every packet the hook accepts, as it leaves the hook (after its NAT).
     capture: Option<(Hook, crate::monitor::Capture)>,
+    /// Derived from the rules when they load: whether to track, and each hook's base chains by family.
+    needs_ct: bool,
+    chains: [[Vec<usize>; 2]; 5],
     log_tokens: f64,
     log_at: Option<Instant>,
     port_seed: u32,
@@ -76,20 +79,42 @@ impl Default for Netfilter {
 
 impl Netfilter {
     pub fn new(rules: Ruleset) -> Netfilter {
-        Netfilter {
+        let mut nf = Netfilter {
             rules,
             ct: Conntrack::default(),
             stats: NfStats::default(),
             capture: None,
+            needs_ct: false,
+            chains: Default::default(),
             log_tokens: LOG_BURST,
             log_at: None,
             port_seed: 0x9E37,
+        };
+        nf.derive();
+        nf
+    }
+
+    fn derive(&mut self) {
+        self.needs_ct = self.rules.needs_conntrack();
+        for (i, h) in [Hook::Prerouting, Hook::Input, Hook::Forward, Hook::Output, Hook::Postrouting].into_iter().enumerate() {
+            self.chains[i] = [self.rules.base_chains(h, false), self.rules.base_chains(h, true)];
+        }
+    }
+
+    fn hook_index(h: Hook) -> usize {
+        match h {
+            Hook::Prerouting => 0,
+            Hook::Input => 1,
+            Hook::Forward => 2,
+            Hook::Output => 3,
+            Hook::Postrouting => 4,
         }
     }
 
     /// Replaces the rule set with the one in `src`; on an error nothing changes.
     pub fn load(&mut self, src: &str) -> Result<(), ParseError> {
         self.rules = parse::parse(src)?;
+        self.derive();
         Ok(())
     }
 
@@ -102,17 +127,24 @@ impl Netfilter {
 
     /// Runs hook `at.hook` on `pkt` (an IP packet). NAT rewrites it in place when accepted.
     pub fn hook(&mut self, at: &At, ctx: &mut Ctx, pkt: &mut [u8], now: Instant) -> Verdict {
+        let chains = &self.chains[Self::hook_index(at.hook)];
+        if !self.needs_ct && chains[0].is_empty() && chains[1].is_empty() && self.capture.is_none() {
+            // Nothing hangs on this hook: the packet passes untouched and uncounted.
+            return Verdict::Accept;
+        }
         let Some(v) = View::parse(pkt, false) else {
             // Not an IP packet netfilter can read; the IP layer judges it.
             return Verdict::Accept;
         };
-        if matches!(at.hook, Hook::Prerouting | Hook::Output) && ctx.ct.is_none() {
+        if self.needs_ct && matches!(at.hook, Hook::Prerouting | Hook::Output) && ctx.ct.is_none() {
             ctx.ct = Some(self.ct.track(pkt, &v, now));
         }
         let track = ctx.ct.unwrap_or(Track { state: CtState::Untracked, conn: None });
         let first = track.conn.filter(|&(_, d)| d == Dir::Original).and_then(|(id, _)| self.ct.get(id)).is_some_and(|c| !c.confirmed);
         let mut verdict = Verdict::Accept;
-        for chain in self.rules.base_chains(at.hook, v.v6) {
+        let (hi, fam) = (Self::hook_index(at.hook), usize::from(v.v6));
+        for k in 0..self.chains[hi][fam].len() {
+            let chain = self.chains[hi][fam][k];
             let is_nat = self.rules.chains.get(chain).and_then(|c| c.base).is_some_and(|b| b.kind == rules::ChainType::Nat);
             if is_nat && !(first && track.state == CtState::New) {
                 continue;
@@ -502,6 +534,23 @@ table inet filter {
         assert_eq!(forward(&mut nf, "lan", "wan", &mut a, now), Verdict::Drop);
         let listing = nf.rules.listing();
         assert!(listing.contains("ct state invalid counter drop # packets 1"), "{listing}");
+    }
+
+    #[test]
+    fn without_ct_or_nat_rules_nothing_is_tracked() {
+        let mut nf = Netfilter::default();
+        let now = Instant::from_millis(1);
+        let mut p = udp(INSIDE, SERVER, 5000, 53);
+        let before = p.clone();
+        assert_eq!(forward(&mut nf, "lan", "wan", &mut p, now), Verdict::Accept);
+        assert_eq!((nf.ct.len(), nf.stats.accepted, p), (0, 0, before), "an empty rule set: untouched, untracked");
+        nf.load("table inet f { chain fwd { type filter hook forward priority 0; udp dport 53 counter } }").unwrap();
+        forward(&mut nf, "lan", "wan", &mut udp(INSIDE, SERVER, 5000, 53), now);
+        assert_eq!(nf.ct.len(), 0, "no ct match, no NAT: still untracked");
+        assert!(nf.rules.listing().contains("# packets 1 "));
+        nf.load(RULES).unwrap();
+        forward(&mut nf, "lan", "wan", &mut udp(INSIDE, SERVER, 5000, 53), now);
+        assert_eq!(nf.ct.len(), 1);
     }
 
     #[test]

@@ -252,6 +252,15 @@ impl Ruleset {
         v.into_iter().map(|(_, i)| i).collect()
     }
 
+    /// Whether any rule needs connection tracking (a `ct state` match or a NAT chain). Without one,
+    /// packets are not tracked at all, as Linux does not load conntrack for such a rule set.
+    pub fn needs_conntrack(&self) -> bool {
+        self.chains.iter().any(|c| {
+            c.base.is_some_and(|b| b.kind == ChainType::Nat)
+                || c.rules.iter().any(|r| r.matches.iter().any(|(m, _)| matches!(m, Match::CtState(_))))
+        })
+    }
+
     /// Walks base chain `start` for packet `p`, counting matched rules.
     pub fn walk(&mut self, start: usize, p: &mut Pkt, fx: &mut Effects) -> Verdict {
         let policy_drop = self.chains.get(start).and_then(|c| c.base).is_some_and(|b| b.drop);
