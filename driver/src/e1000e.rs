@@ -40,6 +40,8 @@ pub struct Config {
     /// Receive-side scaling: flows hashed (Toeplitz over addresses and TCP ports) onto both receive queues,
     /// the hash reported with each frame.
     pub rss: bool,
+    /// Byte queue limits on the transmit rings (`driver::bql`).
+    pub bql: bool,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             promiscuous: false,
             iova_base: 0x1_0000_0000,
             rss: false,
+            bql: true,
         }
     }
 }
@@ -96,6 +99,10 @@ struct TxRing {
     last_ctx: Option<(u32, u32, u32, u32)>,
     /// Since when work has been queued without the card completing any (hang detection).
     stalled_since: Option<Instant>,
+    /// For a packet's first descriptor: its length in bytes (for the byte queue limit).
+    bytes_of: Vec<u32>,
+    /// Byte queue limits (`None` when off).
+    bql: Option<crate::bql::Dql>,
 }
 
 struct RxRing {
@@ -280,6 +287,9 @@ impl E1000e {
             eop_of: vec![None; ntx as usize],
             last_ctx: None,
             stalled_since: None,
+            bytes_of: vec![0; ntx as usize],
+            // At least two of the largest (TSO) packets; at most what the ring's buffers hold.
+            bql: cfg.bql.then(|| crate::bql::Dql::new(2 * (65536 + 256), ntx as usize * BUF_SIZE)),
         };
         let mk_rx = |q: usize| RxRing { desc: rxd[q], bufs: rxb[q], n: nrx, next_to_clean: 0, unrefilled: 0, partial: Vec::new() };
         let mut d = E1000e {
@@ -601,6 +611,7 @@ impl E1000e {
 
     fn reclaim_tx(&mut self, q: usize) {
         let r = &mut self.tx[q];
+        let mut done = 0usize;
         while r.next_to_clean != r.next_to_use {
             let Some(eop) = r.eop_of[r.next_to_clean as usize] else {
                 // A context-only slot or corrupted bookkeeping: step over it.
@@ -611,8 +622,17 @@ impl E1000e {
                 break;
             }
             r.eop_of[r.next_to_clean as usize] = None;
+            done += r.bytes_of.get(r.next_to_clean as usize).copied().unwrap_or(0) as usize;
             r.next_to_clean = (eop + 1) % r.n;
         }
+        if let Some(d) = r.bql.as_mut() {
+            d.completed(done, Instant::now());
+        }
+    }
+
+    /// The byte queue limit and the bytes in flight on queue `q`, when byte queue limits are on.
+    pub fn bql(&self, q: usize) -> Option<&crate::bql::Dql> {
+        self.tx.get(q)?.bql.as_ref()
     }
 
     /// Fills in the pseudo-header seed and, for TSO, zeroes what the card recomputes per segment.
@@ -685,6 +705,12 @@ impl E1000e {
                 self.stats.tx_busy += 1;
                 break;
             }
+            if let Some(d) = self.tx[q].bql.as_mut() {
+                if !d.may_queue() {
+                    self.stats.tx_bql_stops += 1;
+                    break;
+                }
+            }
             let r = &mut self.tx[q];
             let first = r.next_to_use;
             if need_ctx {
@@ -721,6 +747,12 @@ impl E1000e {
                 r.next_to_use = (r.next_to_use + 1) % r.n;
             }
             r.eop_of[first as usize] = Some(last);
+            if let Some(b) = r.bytes_of.get_mut(first as usize) {
+                *b = p.data.len() as u32;
+            }
+            if let Some(d) = r.bql.as_mut() {
+                d.queued(p.data.len());
+            }
             // The context slot (if any) belongs to the packet: clean from its first slot to its EOP.
             self.stats.tx_packets += 1;
             self.stats.tx_bytes += p.data.len() as u64;

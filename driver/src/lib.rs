@@ -1,6 +1,7 @@
 //! A userspace driver for the Intel 82574L: bring-up, DMA rings, interrupts and a netdev-style data path,
 //! over vfio-user (`nic-device` or any vfio-user server) or kernel VFIO (a function bound to vfio-pci).
 
+pub mod bql;
 pub mod desc;
 pub mod dma;
 pub mod e1000e;

@@ -71,6 +71,8 @@ pub struct Stats {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub tx_busy: u64,
+    /// Packets held back by the byte queue limit (left in the caller's queue).
+    pub tx_bql_stops: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub rx_csum_good: u64,

@@ -180,3 +180,39 @@ fn busy_poll_wait_does_not_block() {
     dev.transmit(&mut p).unwrap();
     assert_eq!(receive_until(&mut dev, 1, Duration::from_secs(5)).len(), 1);
 }
+
+/// Byte queue limits: however fast packets are offered, the bytes on the ring and not completed stay
+/// within the limit (plus the one packet that may cross it), what is held back stays with the caller,
+/// and every frame still arrives.
+#[test]
+fn byte_queue_limits_hold_the_ring_to_its_limit() {
+    let s = sock("bql");
+    let _d = Device::start(None, &s, &["--backend", "loopback"]);
+    let mut dev = open(&s, true);
+    let mac = dev.mac();
+    let mut frame = vec![0u8; 1514];
+    frame[..6].copy_from_slice(&mac);
+    frame[6..12].copy_from_slice(&mac);
+    frame[12..14].copy_from_slice(&[0x88, 0xb5]);
+    let total = 3000;
+    let (mut offered, mut received, mut held_back) = (0usize, 0usize, 0u64);
+    let mut rx = Vec::new();
+    let end = Instant::now() + Duration::from_secs(60);
+    while received < total && Instant::now() < end {
+        let mut batch: Vec<TxPacket> = (offered..total.min(offered + 256)).map(|_| TxPacket::plain(frame.clone())).collect();
+        let want = batch.len();
+        let n = dev.transmit(&mut batch).unwrap();
+        offered += n;
+        if n < want {
+            held_back += 1;
+        }
+        let q = dev.bql(0).expect("byte queue limits are on by default");
+        assert!(q.inflight <= q.limit + 1514, "in flight {} over the limit {}", q.inflight, q.limit);
+        rx.clear();
+        received += dev.poll(64, &mut rx).unwrap();
+    }
+    assert_eq!(received, total, "every frame came back");
+    let q = dev.bql(0).unwrap();
+    assert!(held_back > 0 && dev.stats().tx_bql_stops > 0, "offered 256 at a time, the limit held some back");
+    assert!(q.limit >= q.min_limit && q.limit <= q.max_limit);
+}
