@@ -29,10 +29,15 @@ pub enum DropReason {
     SocketBacklog,
     SocketRcvbuff,
     TcIngress,
+    TcpRfc7323Paws,
+    TcpInvalidSequence,
+    TcpReset,
+    TcpInvalidSyn,
+    TcpFlags,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::NotSpecified,
         DropReason::NoSocket,
         DropReason::PktTooSmall,
@@ -51,6 +56,11 @@ impl DropReason {
         DropReason::SocketBacklog,
         DropReason::SocketRcvbuff,
         DropReason::TcIngress,
+        DropReason::TcpRfc7323Paws,
+        DropReason::TcpInvalidSequence,
+        DropReason::TcpReset,
+        DropReason::TcpInvalidSyn,
+        DropReason::TcpFlags,
     ];
 
     /// The name as Linux's tracepoint prints it.
@@ -74,6 +84,11 @@ impl DropReason {
             DropReason::SocketBacklog => "SOCKET_BACKLOG",
             DropReason::SocketRcvbuff => "SOCKET_RCVBUFF",
             DropReason::TcIngress => "TC_INGRESS",
+            DropReason::TcpRfc7323Paws => "TCP_RFC7323_PAWS",
+            DropReason::TcpInvalidSequence => "TCP_INVALID_SEQUENCE",
+            DropReason::TcpReset => "TCP_RESET",
+            DropReason::TcpInvalidSyn => "TCP_INVALID_SYN",
+            DropReason::TcpFlags => "TCP_FLAGS",
         }
     }
 }

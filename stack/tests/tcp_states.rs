@@ -442,3 +442,30 @@ fn nothing_is_sent_after_our_fin_is_acknowledged() {
     assert!(a.on_timer(t(5000)).is_empty() && a.output(t(5000)).is_empty());
     assert_eq!(a.retransmits, 0);
 }
+
+/// Segments the connection discards say why, in Linux's drop-reason terms.
+#[test]
+fn discarded_segments_name_their_reason() {
+    use stack::monitor::DropReason;
+    let (mut a, mut b) = established(Config::default());
+    a.send(b"hello").unwrap();
+    let seg = a.output(t(10)).remove(0);
+    let mut far = seg.repr.clone();
+    far.seq = far.seq.add(50_000_000);
+    b.input(&far, &seg.payload, t(11));
+    assert_eq!(b.take_dropped(), Some(DropReason::TcpInvalidSequence), "far outside the window");
+    b.input(&seg.repr, &seg.payload, t(12));
+    assert_eq!(b.take_dropped(), None, "an acceptable segment is not dropped");
+    let mut syn = seg.repr.clone();
+    syn.flags = stack::wire::tcp::SYN;
+    syn.seq = b_rcv_nxt(&mut a, &mut b);
+    b.input(&syn, &[], t(13));
+    assert_eq!(b.take_dropped(), Some(DropReason::TcpInvalidSyn));
+}
+
+/// The next sequence number B expects from A (what A would send next).
+fn b_rcv_nxt(a: &mut Tcb, b: &mut Tcb) -> Seq {
+    pump(a, b, t(12));
+    a.send(b"x").unwrap();
+    a.output(t(12)).remove(0).repr.seq
+}

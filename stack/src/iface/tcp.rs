@@ -158,7 +158,11 @@ impl Stack {
         if let Some(h) = conn {
             let Some(Some(TcpSock::Conn(t, _))) = self.tcp.get_mut(h) else { unreachable!() };
             let rst = t.input(&seg, payload, now);
+            let dropped = t.take_dropped();
             let (l, r) = (t.local.0, t.remote.0);
+            if let Some(reason) = dropped {
+                self.drop_reason(reason, 1);
+            }
             if let Some(o) = rst {
                 self.tcp_emit(l, r, o, now);
             }

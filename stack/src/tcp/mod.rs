@@ -18,6 +18,7 @@ pub use rto::RttEstimator;
 pub use sack::Scoreboard;
 
 use crate::errno::Errno;
+use crate::monitor::DropReason;
 use crate::time::Instant;
 use crate::wire::tcp::{Repr, Seq, ACK, FIN, PSH, RST, SYN};
 
@@ -201,6 +202,8 @@ pub struct Tcb {
     rtx_once: Option<Seq>,
     /// Retransmitted up to here in this recovery.
     rtx_high: Seq,
+    /// The last input segment was discarded, for this reason.
+    dropped: Option<DropReason>,
     cc: Box<dyn Congestion>,
     pub error: Option<Errno>,
     /// Set once the connection reached Established (for accept()).
@@ -238,6 +241,11 @@ fn now_ms(now: Instant) -> u32 {
 }
 
 impl Tcb {
+    /// Why the last segment given to `input` was discarded, if it was (taken once).
+    pub fn take_dropped(&mut self) -> Option<DropReason> {
+        self.dropped.take()
+    }
+
     /// Bytes written and not yet acknowledged.
     pub fn send_queue(&self) -> usize {
         self.send_buf.len()
@@ -315,6 +323,7 @@ impl Tcb {
             recover: None,
             rtx_once: None,
             rtx_high: iss,
+            dropped: None,
             cc: cfg.cc.build(),
             error: None,
             established_once: false,
@@ -609,6 +618,7 @@ impl Tcb {
             if let Some((v, _)) = seg.timestamp {
                 if (v.wrapping_sub(self.ts_recent) as i32) < 0 && len > 0 {
                     self.ack_now = true;
+                    self.dropped = Some(DropReason::TcpRfc7323Paws);
                     return None;
                 }
             }
@@ -617,6 +627,7 @@ impl Tcb {
             if seg.flags & RST == 0 {
                 self.ack_now = true;
             }
+            self.dropped = Some(DropReason::TcpInvalidSequence);
             return None;
         }
         if seg.flags & RST != 0 {
@@ -630,14 +641,17 @@ impl Tcb {
                 self.state = State::Closed;
             } else {
                 self.ack_now = true;
+                self.dropped = Some(DropReason::TcpReset);
             }
             return None;
         }
         if seg.flags & SYN != 0 {
             self.ack_now = true; // challenge ACK (RFC 5961)
+            self.dropped = Some(DropReason::TcpInvalidSyn);
             return None;
         }
         if seg.flags & ACK == 0 {
+            self.dropped = Some(DropReason::TcpFlags);
             return None;
         }
         if let Some((v, _)) = seg.timestamp.filter(|_| self.ts_ok) {
