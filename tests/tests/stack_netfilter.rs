@@ -3,8 +3,9 @@
 //! MASQUERADE (the outside has no route back, and its server logs the router's address as the client); a
 //! DNAT port forward reaches a server inside from outside; an ICMP port unreachable comes back through
 //! the NAT to the inside socket as ECONNREFUSED; REJECT gives curl its "connection refused" (TCP reset),
-//! a UDP socket ECONNREFUSED (ICMP port unreachable) and a TCP connect EHOSTUNREACH (host unreachable); a stray ACK is INVALID and counted; the conntrack listing shows
-//! the masqueraded flow.
+//! a UDP socket ECONNREFUSED (ICMP port unreachable) and a TCP connect EHOSTUNREACH (host unreachable); a
+//! stray ACK is INVALID and counted; IPv6, routed rather than translated, is filtered statefully (pings
+//! from inside answered, pings from outside dropped); the conntrack listing shows the masqueraded flow.
 
 use nic_tests::*;
 use std::process::Stdio;
@@ -47,6 +48,9 @@ fn our_nat_router_between_two_linux_namespaces() {
     a.must("ip link set lo up && ip link set ta up && ip addr add 10.95.1.2/24 dev ta && ip route add default via 10.95.1.1");
     // The outside knows nothing of 10.95.1.0/24: only masquerading lets its answers back.
     b.must("ip link set lo up && ip link set tb up && ip addr add 10.95.2.2/24 dev tb");
+    // IPv6 is routed, not translated: the same stateful filter applies.
+    a.must("ip -6 addr add 2001:db8:95:1::2/64 dev ta nodad && ip -6 route add default via 2001:db8:95:1::1");
+    b.must("ip -6 addr add 2001:db8:95:2::2/64 dev tb nodad && ip -6 route add default via 2001:db8:95:2::1");
     let dir = std::env::temp_dir().join(unique("nat"));
     let page_dir = dir.join("www");
     std::fs::create_dir_all(&page_dir).unwrap();
@@ -70,6 +74,10 @@ fn our_nat_router_between_two_linux_namespaces() {
     assert_eq!((rc, out.trim()), (0, "served through our NAT"), "curl through MASQUERADE");
     let (rc, out) = a.exec("ping -c 2 -i 0.3 -W 2 10.95.2.2");
     assert_eq!(rc, 0, "ping through MASQUERADE: {out}");
+    let (rc, out) = a.exec("ping -6 -c 2 -i 0.3 -W 2 2001:db8:95:2::2");
+    assert_eq!(rc, 0, "IPv6 from inside out, its replies ESTABLISHED: {out}");
+    let (rc, out) = b.exec("ping -6 -c 2 -i 0.3 -W 1 2001:db8:95:1::2");
+    assert_ne!(rc, 0, "IPv6 from outside in: NEW, dropped by the forward policy: {out}");
     // Outside to inside, through the port forward on the router's outside address.
     let (rc, out) = b.exec("curl -s --max-time 5 http://10.95.2.1:8080/index.html");
     assert_eq!((rc, out.trim()), (0, "served through our NAT"), "curl through the DNAT port forward");
