@@ -12,7 +12,7 @@
 //!   cargo bench -p nic-stack --bench forward [-- SECONDS [RUNS]]
 
 mod common;
-use common::median;
+use common::{enter, median};
 use stack::netfilter::Netfilter;
 use stack::router::Router;
 use stack::time::Instant as StackInstant;
@@ -29,14 +29,6 @@ fn sh(cmd: &str) {
 
 fn quiet(cmd: &str) {
     let _ = Command::new("sh").arg("-c").arg(cmd).stdout(Stdio::null()).stderr(Stdio::null()).status();
-}
-
-/// Moves the calling thread into namespace `ns` (setns is per thread).
-fn enter(ns: &str) {
-    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
-    // SAFETY: setns on a valid namespace fd; only this thread changes namespace.
-    let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
 }
 
 /// Sends UDP datagrams of `payload` bytes from namespace `from` to `to_ip` for `secs`, while a receiver in

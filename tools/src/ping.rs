@@ -289,6 +289,9 @@ pub fn idle(o: &Opts) -> Result<bool, String> {
     if o.qdisc.is_some() || o.police.is_some() {
         println!("{}", s.tc_show());
     }
+    if let Some(nf) = s.netfilter() {
+        print!("{}", nf.borrow().rules.listing());
+    }
     if let Some(x) = s.dev.xdp_report() {
         println!("{x}");
     }
