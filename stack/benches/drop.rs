@@ -82,7 +82,7 @@ fn ours(how: &str, secs: f64) -> (f64, f64) {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     quiet("ip netns exec dpn ping -c 1 -W 1 10.97.0.2");
-    let offered = udp_flood("dpn", "10.97.0.2:9000".parse().unwrap(), 22, secs);
+    let offered = udp_flood("dpn", "0.0.0.0:0", "10.97.0.2:9000".parse().unwrap(), 22, secs);
     let out = lab.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     let _ = dev.kill();
@@ -103,7 +103,7 @@ fn kernel(secs: f64) -> (f64, f64) {
     std::fs::write(&rules, RULES).unwrap();
     sh(&format!("ip netns exec dkb nft -f {}", rules.display()));
     quiet("ip netns exec dka ping -c 1 -W 1 10.96.0.2");
-    let offered = udp_flood("dka", "10.96.0.2:9000".parse().unwrap(), 22, secs);
+    let offered = udp_flood("dka", "0.0.0.0:0", "10.96.0.2:9000".parse().unwrap(), 22, secs);
     let out = Command::new("ip").args(["netns", "exec", "dkb", "nft", "list", "ruleset"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     quiet("ip netns del dka; ip netns del dkb");

@@ -12,7 +12,7 @@
 //!   cargo bench -p nic-stack --bench forward [-- SECONDS [RUNS]]
 
 mod common;
-use common::{enter, median};
+use common::{enter, median, udp_flood};
 use stack::netfilter::Netfilter;
 use stack::router::Router;
 use stack::time::Instant as StackInstant;
@@ -60,24 +60,7 @@ fn blast(from: &str, to: &str, src_ip: &str, to_ip: &str, payload: usize, secs: 
         }
     });
     std::thread::sleep(Duration::from_millis(200));
-    let (from_ns, src, dst) = (from.to_string(), format!("{src_ip}:0"), format!("{to_ip}:9000"));
-    let tx = std::thread::spawn(move || {
-        enter(&from_ns);
-        let s = UdpSocket::bind(&src).unwrap();
-        s.connect(&dst).unwrap();
-        let data = vec![0x5au8; payload];
-        let t0 = Instant::now();
-        let mut n = 0u64;
-        while t0.elapsed().as_secs_f64() < secs {
-            for _ in 0..64 {
-                if s.send(&data).is_ok() {
-                    n += 1;
-                }
-            }
-        }
-        n as f64 / t0.elapsed().as_secs_f64()
-    });
-    let offered = tx.join().unwrap();
+    let offered = udp_flood(from, &format!("{src_ip}:0"), format!("{to_ip}:9000").parse().unwrap(), payload, secs);
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
     (offered, rx.join().unwrap())

@@ -17,14 +17,14 @@ pub fn enter(ns: &str) {
     assert_eq!(r, 0, "setns {ns}: {}", std::io::Error::last_os_error());
 }
 
-/// Sends UDP datagrams of `payload` bytes from namespace `from` to `to` for `secs`, as fast as one socket
-/// can: packets per second offered.
+/// Sends UDP datagrams of `payload` bytes from namespace `from` (bound to `src`) to `to` for `secs`, as
+/// fast as one socket can: packets per second offered.
 #[allow(dead_code)]
-pub fn udp_flood(from: &str, to: std::net::SocketAddr, payload: usize, secs: f64) -> f64 {
-    let from = from.to_string();
+pub fn udp_flood(from: &str, src: &str, to: std::net::SocketAddr, payload: usize, secs: f64) -> f64 {
+    let (from, src) = (from.to_string(), src.to_string());
     std::thread::spawn(move || {
         enter(&from);
-        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let s = std::net::UdpSocket::bind(&src).unwrap();
         s.connect(to).unwrap();
         let data = vec![0x5au8; payload];
         let t0 = std::time::Instant::now();
