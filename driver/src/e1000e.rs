@@ -818,11 +818,14 @@ impl E1000e {
                 let rss_hash = self.rss.then(|| self.mem.read_u32(at + RxWb::RSS_AT));
                 let meta = XdpMeta { queue: q, rss_hash, vlan: (staterr & RXD_STAT_VP != 0).then_some(vlan) };
                 let act = self.run_xdp(q, &meta);
-                got += 1;
                 if act != XdpAction::Pass {
+                    got += 1;
+                    // Buffers go back to the card at the same pace as for frames handed up.
+                    if self.rx[q].unrefilled >= RX_REFILL_BATCH {
+                        self.refill(q)?;
+                    }
                     continue;
                 }
-                got -= 1;
             }
             let r = &mut self.rx[q];
             let data = std::mem::take(&mut r.partial);
@@ -906,6 +909,12 @@ impl E1000e {
     /// The frames programs redirected since the last call, with their targets.
     pub fn take_redirected(&mut self) -> Vec<(u32, Vec<u8>, XdpMeta)> {
         std::mem::take(&mut self.xdp_redirected)
+    }
+
+    /// Receive buffers of queue `q` cleaned but not yet given back to the card (fewer than the refill
+    /// batch after any poll).
+    pub fn rx_unrefilled(&self, q: usize) -> u32 {
+        self.rx.get(q).map_or(0, |r| r.unrefilled)
     }
 
     /// Gives cleaned descriptors back to the card: RDT points at the last one.

@@ -38,7 +38,7 @@ fn after(text: &str, key: &str) -> u64 {
 }
 
 const RULES: &str =
-    "table inet drop {\n chain pre {\n  type filter hook prerouting priority -300; policy accept;\n  udp dport 9000 counter drop\n }\n}\n";
+    "table inet dropbench {\n chain pre {\n  type filter hook prerouting priority -300; policy accept;\n  udp dport 9000 counter drop\n }\n}\n";
 
 /// Our path: the card on a TAP in namespace `dpn`, our driver and stack behind it, with `how` dropping.
 /// (dropped, offered) per second.
