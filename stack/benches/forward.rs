@@ -77,19 +77,19 @@ enum Nf {
 
 fn nat_rules(inside: &str, out: &str) -> String {
     format!(
-        "table ip nat {{ chain postrouting {{ type nat hook postrouting priority srcnat; oifname \"{out}\" masquerade }} }}\n\
-         table inet filter {{ chain forward {{ type filter hook forward priority 0; policy drop;\n\
-         ct state established,related accept\n iifname \"{inside}\" accept }} }}\n"
+        "table ip nat {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"{out}\" masquerade\n  }}\n}}\n\
+         table inet filter {{\n  chain forward {{\n    type filter hook forward priority 0; policy drop;\n    ct state established,related accept\n    iifname \"{inside}\" accept\n  }}\n}}\n"
     )
 }
 
 /// One datagram from each of `n` source ports, so that a NAT router tracks `n` flows.
 fn flows(from: &str, src_ip: &str, to_ip: &str, n: usize) {
-    let (ns, src, dst) = (from.to_string(), format!("{src_ip}:0"), format!("{to_ip}:9001"));
+    let (ns, src, dst) = (from.to_string(), src_ip.to_string(), format!("{to_ip}:9001"));
     std::thread::spawn(move || {
         enter(&ns);
-        for _ in 0..n {
-            if let Ok(s) = UdpSocket::bind(&src) {
+        // Distinct source ports, 20000 up: n flows, not n draws from the ephemeral range.
+        for i in 0..n {
+            if let Ok(s) = UdpSocket::bind((src.as_str(), 20_000 + i as u16)) {
                 let _ = s.send_to(b"flow", &dst);
             }
         }
