@@ -135,6 +135,9 @@ fn get_with_loss_reordering_and_duplication() {
     let _ = srv.wait();
     assert!(ok, "{text}");
     assert_eq!(sha(&out), sha(&t.dir.join("blob")), "intact through impairment");
+    let line = text.lines().find(|l| l.starts_with("impairment: sent")).unwrap_or_else(|| panic!("{text}"));
+    let n = |k: &str| line.split(k).nth(1).and_then(|s| s.split_whitespace().next()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    assert!(n(" lost ") > 0 && n(" duplicated ") > 0 && n(" reordered ") > 0, "the wire was bad: {line}");
 }
 
 #[test]

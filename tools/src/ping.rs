@@ -292,7 +292,7 @@ pub fn idle(o: &Opts) -> Result<bool, String> {
     if let Some(nf) = s.netfilter() {
         print!("{}", nf.borrow().rules.listing());
     }
-    if let Some(x) = s.dev.xdp_report() {
+    if let Some(x) = s.dev.report() {
         println!("{x}");
     }
     let st = &s.stats;

@@ -99,6 +99,9 @@ pub fn get(o: &Opts) -> Result<bool, String> {
     let d = Instant::now() - t0;
     println!("HTTP {status}: {}", rate(body, d));
     println!("delayed ACKs: {delayed_acks}");
+    if let Some(r) = b.stack.dev.report() {
+        println!("{r}");
+    }
     if want.is_some_and(|w| w != body) {
         return Err(format!("short body: {body} of {} bytes", want.unwrap()));
     }

@@ -68,8 +68,8 @@ pub trait Device {
     fn announce_wanted(&mut self) -> bool {
         false
     }
-    /// The XDP program's counters, for devices that run one.
-    fn xdp_report(&self) -> Option<String> {
+    /// What the device has to report beyond frames: an XDP program's counters, an impairment's.
+    fn report(&self) -> Option<String> {
         None
     }
 }
@@ -111,7 +111,7 @@ impl Device for Box<dyn Device> {
     fn announce_wanted(&mut self) -> bool {
         (**self).announce_wanted()
     }
-    fn xdp_report(&self) -> Option<String> {
-        (**self).xdp_report()
+    fn report(&self) -> Option<String> {
+        (**self).report()
     }
 }

@@ -110,7 +110,7 @@ impl<D: NetDev> Device for NicDevice<D> {
     fn link_up(&mut self) -> bool {
         self.dev.link().is_ok_and(|l| l.up)
     }
-    fn xdp_report(&self) -> Option<String> {
+    fn report(&self) -> Option<String> {
         let name = self.xdp_name.as_ref()?;
         let s = self.dev.xdp_stats();
         let mut r = format!(

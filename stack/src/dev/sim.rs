@@ -1,8 +1,11 @@
 //! A simulated link between two stacks, deterministic from a seed: loss, reordering and duplication at
-//! chosen rates, and a delay, all on the caller's clock.
+//! chosen rates, and a delay, all on the caller's clock; and `Impaired`, netem on both directions of any
+//! device.
 
 use super::Device;
 use crate::skb::PacketBuf;
+use crate::tc::netem::{self, Netem};
+use crate::tc::Qdisc;
 use crate::time::Instant;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -117,19 +120,38 @@ impl Device for SimPort {
     }
 }
 
-/// Impairment on any device: seeded loss, reordering and duplication applied to received frames (the
-/// stack's view of a bad wire), for interop tests where the host has no netem.
+/// Impairment on any device, for interop tests where the host has no netem: received frames go through a
+/// netem (`tc::netem`, as Linux puts netem on an ifb for ingress) with the loss, duplication and
+/// reordering asked for (reordering needs a delay to overtake: at least a millisecond), and sent frames
+/// through a second one that only loses them.
 pub struct Impaired<D: Device> {
     inner: D,
-    imp: Impairment,
-    rng: Rng,
-    held: Option<PacketBuf>,
+    ingress: Netem,
+    egress: Netem,
     pub stats: Stats,
 }
 
 impl<D: Device> Impaired<D> {
     pub fn new(inner: D, imp: Impairment, seed: u64) -> Impaired<D> {
-        Impaired { inner, imp, rng: Rng::new(seed), held: None, stats: Stats::default() }
+        let pct = |p: u32| f64::from(p.min(100)) / 100.0;
+        let delay = if imp.reorder > 0 { imp.delay.max(Duration::from_millis(1)) } else { imp.delay };
+        let ingress = Netem::new(netem::Config {
+            delay,
+            loss: pct(imp.loss),
+            duplicate: pct(imp.duplicate),
+            reorder: pct(imp.reorder),
+            limit: 10_000,
+            seed,
+            ..Default::default()
+        });
+        let egress = Netem::new(netem::Config { loss: pct(imp.loss), limit: 10_000, seed: seed ^ 0x5EED, ..Default::default() });
+        Impaired { inner, ingress, egress, stats: Stats::default() }
+    }
+
+    fn count(&mut self) {
+        self.stats.lost = self.ingress.lost + self.egress.lost;
+        self.stats.duplicated = self.ingress.duplicated;
+        self.stats.reordered = self.ingress.reordered;
     }
 }
 
@@ -144,17 +166,18 @@ impl<D: Device> Device for Impaired<D> {
         self.inner.features()
     }
     fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> std::io::Result<usize> {
-        // Loss on the way out too: drop before the device sees it.
-        let mut kept = VecDeque::new();
+        // Loss on the way out too: what the egress netem keeps goes to the device at once (no delay).
+        let now = Instant::now();
         let n = q.len();
+        self.stats.sent += n as u64;
+        let mut kept = VecDeque::new();
         for p in q.drain(..) {
-            self.stats.sent += 1;
-            if self.rng.percent(self.imp.loss) {
-                self.stats.lost += 1;
-            } else {
+            self.egress.enqueue(p, now);
+            while let Some(p) = self.egress.dequeue(now) {
                 kept.push_back(p);
             }
         }
+        self.count();
         self.inner.transmit(&mut kept)?;
         // What the device did not take goes back to the caller's queue front.
         let left = kept.len();
@@ -164,41 +187,32 @@ impl<D: Device> Device for Impaired<D> {
         Ok(n - left)
     }
     fn poll(&mut self, budget: usize, out: &mut Vec<PacketBuf>) -> std::io::Result<usize> {
+        let now = Instant::now();
         let mut got = Vec::new();
         self.inner.poll(budget, &mut got)?;
-        let before = out.len();
         for p in got {
-            if self.rng.percent(self.imp.loss) {
-                self.stats.lost += 1;
-                continue;
-            }
-            if self.rng.percent(self.imp.duplicate) {
-                self.stats.duplicated += 1;
-                out.push(p.clone());
-            }
-            if self.held.is_none() && self.rng.percent(self.imp.reorder) {
-                // Hold this one back behind the next frame.
-                self.stats.reordered += 1;
-                self.held = Some(p);
-                continue;
-            }
+            self.ingress.enqueue(p, now);
+        }
+        let before = out.len();
+        while let Some(p) = self.ingress.dequeue(now) {
             out.push(p);
-            if let Some(h) = self.held.take() {
-                out.push(h);
-            }
         }
-        if out.len() == before {
-            if let Some(h) = self.held.take() {
-                out.push(h);
-            }
-        }
+        self.count();
         Ok(out.len() - before)
     }
+    fn report(&self) -> Option<String> {
+        let s = &self.stats;
+        let inner = self.inner.report().map(|r| format!("\n{r}")).unwrap_or_default();
+        Some(format!("impairment: sent {} lost {} duplicated {} reordered {}{inner}", s.sent, s.lost, s.duplicated, s.reordered))
+    }
     fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
-        if self.held.is_some() {
-            return Ok(());
+        // Frames held for their delay are due before the device has anything new, perhaps.
+        let now = Instant::now();
+        match self.ingress.next_at(now) {
+            Some(t) => self.inner.wait(timeout.min(t - now)),
+            None if !self.ingress.is_empty() => Ok(()),
+            None => self.inner.wait(timeout),
         }
-        self.inner.wait(timeout)
     }
     fn name(&self) -> String {
         format!("impaired({})", self.inner.name())
