@@ -112,6 +112,14 @@ fn our_nat_router_between_two_linux_namespaces() {
     let drops = ask("inside drops");
     assert!(drops.contains("NETFILTER_DROP"), "{drops}");
     assert!(ask("outside nft list").contains("masquerade # packets"), "the router's rules from any of its interfaces");
+    // A capture on the outside interface while the inside pings out: what leaves is masqueraded.
+    let cap = std::env::temp_dir().join(format!("{}.pcap", unique("natcap")));
+    assert!(ask(&format!("capture wan {}", cap.display())).starts_with("capturing"));
+    a.must("ping -c 2 -i 0.2 -W 2 10.95.2.2");
+    assert!(ask("capture wan stop").starts_with("capture stopped:"));
+    let (_, dump) = sh(&format!("tcpdump -nn -r {} icmp 2>&1", cap.display()));
+    let _ = std::fs::remove_file(&cap);
+    assert!(dump.contains("10.95.2.1 > 10.95.2.2: ICMP echo request") && !dump.contains("10.95.1.2"), "{dump}");
 
     let _ = srv_out.kill();
     let _ = srv_in.kill();

@@ -4,6 +4,9 @@
 //! ```text
 //! ss | link | nstat | drops | events [FROM] | conntrack | nft list | tc show | capture FILE | capture stop
 //! capture hook HOOK FILE | capture hook stop
+//!
+//! Under `nic-lab run`, a leading host or interface name picks the stack (`inside ss`), and `capture IF FILE`
+//! / `capture IF stop` name the interface as tcpdump users do.
 //! ```
 
 use stack::Stack;
@@ -59,6 +62,13 @@ fn answer(c: UnixStream, f: &mut dyn FnMut(&str) -> String) -> std::io::Result<(
 /// A command for one of several stacks (`nic-lab run`): a leading host or interface name picks the
 /// stack; without one, the first.
 pub fn command_among(cmd: &str, stacks: &mut [(&str, &mut Stack)]) -> String {
+    // `capture IF FILE` (and `capture IF stop`) as tcpdump users say it: the interface after the verb.
+    let w: Vec<&str> = cmd.split_whitespace().collect();
+    if let ["capture", iface, rest @ ..] = w.as_slice() {
+        if !rest.is_empty() && stacks.iter().any(|(n, s)| n == iface || s.name() == *iface) {
+            return command_among(&format!("{iface} capture {}", rest.join(" ")), stacks);
+        }
+    }
     let mut words = cmd.split_whitespace();
     let first = words.next().unwrap_or_default();
     let (i, rest) = match stacks.iter().position(|(n, s)| *n == first || s.name() == first) {
