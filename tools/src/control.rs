@@ -4,10 +4,10 @@
 //! ```text
 //! ss | link | nstat | drops | events [FROM] | conntrack | nft list | tc show | capture FILE | capture stop
 //! capture hook HOOK FILE | capture hook stop
+//! ```
 //!
 //! Under `nic-lab run`, a leading host or interface name picks the stack (`inside ss`), and `capture IF FILE`
 //! / `capture IF stop` name the interface as tcpdump users do.
-//! ```
 
 use stack::Stack;
 use std::io::{BufRead, BufReader, Read, Write};
