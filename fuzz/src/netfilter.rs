@@ -1,6 +1,8 @@
 //! Netfilter on a NAT router: frames from an inside and an outside link, IPv4 and IPv6, through
 //! PREROUTING, INPUT, FORWARD, OUTPUT and POSTROUTING with conntrack, MASQUERADE, DNAT, REDIRECT, REJECT and
-//! LOG, on a virtual clock that lets flows time out. Frames are raw bytes now and then; mostly they are
+//! LOG, on a virtual clock that lets flows time out; the interfaces' egress qdiscs (chosen by the input:
+//! fq_codel, htb with classifiers, tbf over fq_codel, netem) and an ingress policer classify and queue
+//! what is forwarded. Frames are raw bytes now and then; mostly they are
 //! built with valid checksums from a few addresses and ports, or are replies to (or ICMP errors quoting) a
 //! packet the router sent, so that the fuzzer reaches established, NATed and RELATED flows.
 
@@ -332,6 +334,24 @@ pub fn nat(data: &[u8]) {
         let mut s = Stack::new(Box::new(Dev(links[k].clone(), k)), cfg);
         s.set_secret(0x5EED);
         stacks.push(s);
+    }
+    // The first byte picks each interface's egress qdisc and whether it polices what arrives.
+    let pick = data.first().copied().unwrap_or(0);
+    const QDISCS: [&str; 5] = [
+        "pfifo_fast limit 16",
+        "fq_codel limit 32 flows 8 target 1ms interval 10ms",
+        "htb default 20 class 1 rate 1mbit class 10 parent 1 rate 500kbit ceil 1mbit class 20 parent 1 rate 100kbit filter proto tcp dport 80 flowid 10 filter src 10.0.0.0/24 flowid 20",
+        "tbf rate 1mbit burst 3k latency 20ms child fq_codel limit 16",
+        "netem delay 5ms 2ms 25% loss 10% duplicate 10% reorder 20% corrupt 5% rate 1mbit limit 32 seed 1",
+    ];
+    for (k, s) in stacks.iter_mut().enumerate() {
+        let q = QDISCS[usize::from(pick >> (3 * k)) % QDISCS.len()];
+        if let Ok(q) = stack::tc::parse::qdisc(q) {
+            s.set_qdisc(q);
+        }
+        if pick & 0x40 != 0 {
+            s.set_policer(stack::tc::parse::policer("rate 100kbit burst 3k").ok());
+        }
     }
     let mut r = Router::new(stacks);
     let mut nf = Netfilter::default();
