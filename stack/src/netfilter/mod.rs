@@ -387,9 +387,10 @@ fn icmp_error_nat(pkt: &mut [u8], v: &View, end: End, this: Tuple, other: Tuple)
         return;
     }
     pkt[l4 + 2..l4 + 4].copy_from_slice(&[0, 0]);
-    let len = v.len - l4;
+    let len = v.len.saturating_sub(l4);
     let acc = if v.proto == packet::ICMPV6 { crate::wire::checksum::pseudo(v.src, v.dst, packet::ICMPV6, len) } else { 0 };
-    let c = !crate::wire::checksum::fold(crate::wire::checksum::sum(acc, &pkt[l4..v.len]));
+    let Some(body) = pkt.get(l4..v.len) else { return };
+    let c = !crate::wire::checksum::fold(crate::wire::checksum::sum(acc, body));
     pkt[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
 }
 

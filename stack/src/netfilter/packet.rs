@@ -137,6 +137,10 @@ impl View {
                 }
             }
         }
+        if l4 > len {
+            // Extension headers running past the packet's own length.
+            return None;
+        }
         let mut v = View { v6, src, dst, proto, l4, later_fragment, sport: 0, dport: 0, tcp: None, icmp: None, len };
         if later_fragment {
             return Some(v);
@@ -460,6 +464,19 @@ mod test {
         let v = View::parse(&p, false).unwrap();
         rewrite(&mut p, &v, End::Src, "192.0.2.1".parse().unwrap(), 1);
         assert!(!checksums_ok(&p));
+    }
+
+    #[test]
+    fn extension_headers_past_the_length_field_are_refused() {
+        // IPv6 with payload length 8 but a hop-by-hop header claiming 16 bytes, then "ICMPv6".
+        let mut p = vec![0u8; 40 + 24];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&8u16.to_be_bytes());
+        p[6] = 0; // hop-by-hop
+        p[40] = ICMPV6;
+        p[41] = 1; // (1 + 1) * 8 = 16 bytes
+        p[56] = 1; // destination unreachable
+        assert!(View::parse(&p, false).is_none());
     }
 
     #[test]
