@@ -204,6 +204,7 @@ pub struct Conntrack {
     pub stats: CtStats,
     /// Linux's `nf_conntrack_tcp_be_liberal`: off, so out-of-window segments are INVALID.
     pub tcp_liberal: bool,
+    last_sweep: Option<Instant>,
 }
 
 impl Default for Conntrack {
@@ -214,7 +215,15 @@ impl Default for Conntrack {
 
 impl Conntrack {
     pub fn new(max: usize) -> Conntrack {
-        Conntrack { conns: HashMap::new(), by_tuple: HashMap::new(), next_id: 1, max, stats: CtStats::default(), tcp_liberal: false }
+        Conntrack {
+            conns: HashMap::new(),
+            by_tuple: HashMap::new(),
+            next_id: 1,
+            max,
+            stats: CtStats::default(),
+            tcp_liberal: false,
+            last_sweep: None,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -310,9 +319,9 @@ impl Conntrack {
     pub fn track(&mut self, p: &[u8], v: &View, now: Instant) -> Track {
         self.expire_some(now);
         if v.later_fragment {
-            // Linux reassembles before tracking; a fragment here cannot be matched to a flow.
-            self.stats.invalid += 1;
-            return Track { state: CtState::Invalid, conn: None };
+            // Linux reassembles before tracking; a fragment here has no ports to match a flow by, so it is
+            // untracked (`ct state untracked` matches it).
+            return Track { state: CtState::Untracked, conn: None };
         }
         if v.is_icmp_error() {
             return self.related(p, v);
@@ -323,8 +332,13 @@ impl Conntrack {
         }
         let t = v.tuple();
         if let Some(&(id, dir)) = self.by_tuple.get(&t) {
-            self.stats.found += 1;
-            return self.update(id, dir, v, now);
+            if self.conns.get(&id).is_some_and(|c| c.expires > now) {
+                self.stats.found += 1;
+                return self.update(id, dir, v, now);
+            }
+            // Timed out, not yet swept: gone, and this packet may start anew.
+            self.stats.expired += 1;
+            self.remove(id);
         }
         // A new flow: only what may start one does.
         if let Some(tcp) = v.tcp {
@@ -387,9 +401,11 @@ impl Conntrack {
         Track { state: CtState::New, conn: Some((id, Dir::Original)) }
     }
 
-    /// Expires a few entries per packet so the table does not need a timer of its own.
+    /// Sweeps out expired entries, at most once a second, so the table needs no timer of its own and a
+    /// packet never pays for a full sweep more often than that.
     fn expire_some(&mut self, now: Instant) {
-        if self.conns.len() > self.max / 2 {
+        if self.last_sweep.is_none_or(|t| now - t >= Duration::from_secs(1)) {
+            self.last_sweep = Some(now);
             self.expire(now);
         }
     }
@@ -686,6 +702,24 @@ mod test {
         assert_eq!(ct.len(), 1);
         ct.expire(t(125_000));
         assert!(ct.is_empty());
+    }
+
+    #[test]
+    fn an_entry_past_its_timeout_is_gone_before_any_sweep() {
+        let mut ct = Conntrack::default();
+        let mut b = Vec::new();
+        PacketBuilder::ipv4(C, S, 64).udp(5000, 53).write(&mut b, b"q").unwrap();
+        let mut r = Vec::new();
+        PacketBuilder::ipv4(S, C, 64).udp(53, 5000).write(&mut r, b"a").unwrap();
+        go(&mut ct, &b, t(0));
+        // Another flow's packet at 29.8 s sweeps (nothing has expired yet).
+        let mut other = Vec::new();
+        PacketBuilder::ipv4(C, S, 64).udp(6000, 53).write(&mut other, b"q").unwrap();
+        go(&mut ct, &other, t(29_800));
+        assert_eq!((ct.len(), ct.stats.expired), (2, 0));
+        // At 30.5 s, before the next sweep, the first flow's timeout has passed: the reply starts anew.
+        assert_eq!(go(&mut ct, &r, t(30_500)).state, CtState::New);
+        assert_eq!(ct.stats.expired, 1);
     }
 
     #[test]
