@@ -5,6 +5,8 @@
 //! Needs root (a network namespace and a TAP device are made for the run and removed after).
 //!
 //!   cargo bench -p nic-stack --bench tap_bulk [-- BYTES [RUNS]]
+//!
+//! `TAP_BULK_CASES="offload v6 receive,offload receive"` runs only those cases (to profile one path).
 
 mod common;
 use common::median;
@@ -206,7 +208,14 @@ fn main() {
     ];
     let mut results = Vec::new();
     let mut port = 5100u16;
+    // TAP_BULK_CASES="offload v6 receive,offload receive" runs only the cases whose "stack dir" ends with
+    // one of these (for profiling one path at a time).
+    let only: Vec<String> =
+        std::env::var("TAP_BULK_CASES").map(|s| s.split(',').map(|x| x.trim().to_string()).collect()).unwrap_or_default();
     for (stack, dir, f) in &cases {
+        if !only.is_empty() && !only.iter().any(|o| format!("{stack} {dir}").ends_with(o.as_str())) {
+            continue;
+        }
         eprintln!("[tap_bulk] {stack} {dir} x{runs}");
         let v: Vec<f64> = (0..runs)
             .map(|_| {
