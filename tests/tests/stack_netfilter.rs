@@ -4,8 +4,9 @@
 //! DNAT port forward reaches a server inside from outside; an ICMP port unreachable comes back through
 //! the NAT to the inside socket as ECONNREFUSED; REJECT gives curl its "connection refused" (TCP reset),
 //! a UDP socket ECONNREFUSED (ICMP port unreachable) and a TCP connect EHOSTUNREACH (host unreachable); a
-//! stray ACK is INVALID and counted; IPv6, routed rather than translated, is filtered statefully (pings
-//! from inside answered, pings from outside dropped); the conntrack listing shows the masqueraded flow.
+//! stray ACK is INVALID and counted; IPv6 is filtered statefully (pings from inside answered, pings from
+//! outside dropped) and masqueraded (NAT66: the outside v6 server logs the router's address); the
+//! conntrack listing shows the masqueraded flow.
 
 use nic_tests::*;
 use std::process::Stdio;
@@ -76,6 +77,22 @@ fn our_nat_router_between_two_linux_namespaces() {
     assert_eq!(rc, 0, "ping through MASQUERADE: {out}");
     let (rc, out) = a.exec("ping -6 -c 2 -i 0.3 -W 2 2001:db8:95:2::2");
     assert_eq!(rc, 0, "IPv6 from inside out, its replies ESTABLISHED: {out}");
+    // NAT66: a v6 client inside reaches a v6 server outside as the router's outside address.
+    let log6 = dir.join("outside6.log");
+    let mut srv6 = b
+        .command(std::path::Path::new("python3"))
+        .args(["-m", "http.server", "8006", "--bind", "2001:db8:95:2::2", "--directory", page_dir.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log6).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let (rc, out) = a.exec("curl -s --max-time 5 http://[2001:db8:95:2::2]:8006/index.html");
+    let _ = srv6.kill();
+    let _ = srv6.wait();
+    assert_eq!((rc, out.trim()), (0, "served through our NAT"), "curl -6 through NAT66");
+    let served6 = std::fs::read_to_string(&log6).unwrap();
+    assert!(served6.contains("2001:db8:95:2::1 - -") && !served6.contains("2001:db8:95:1::2"), "{served6}");
     let (rc, out) = b.exec("ping -6 -c 2 -i 0.3 -W 1 2001:db8:95:1::2");
     assert_ne!(rc, 0, "IPv6 from outside in: NEW, dropped by the forward policy: {out}");
     // Outside to inside, through the port forward on the router's outside address.
