@@ -75,6 +75,9 @@ fn our_nat_router_between_two_linux_namespaces() {
     assert_eq!((rc, out.trim()), (0, "served through our NAT"), "curl through MASQUERADE");
     let (rc, out) = a.exec("ping -c 2 -i 0.3 -W 2 10.95.2.2");
     assert_eq!(rc, 0, "ping through MASQUERADE: {out}");
+    // Fragmented both ways: the router reassembles before conntrack and NAT, and fragments again.
+    let (rc, out) = a.exec("ping -c 2 -s 4000 -i 0.3 -W 2 10.95.2.2");
+    assert_eq!(rc, 0, "4000-byte pings through MASQUERADE: {out}");
     let (rc, out) = a.exec("ping -6 -c 2 -i 0.3 -W 2 2001:db8:95:2::2");
     assert_eq!(rc, 0, "IPv6 from inside out, its replies ESTABLISHED: {out}");
     // NAT66: a v6 client inside reaches a v6 server outside as the router's outside address.

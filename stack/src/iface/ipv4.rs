@@ -237,8 +237,16 @@ impl Stack {
 
     pub(super) fn ipv4_input(&mut self, mut p: PacketBuf, now: Instant) {
         self.stats.in_receives += 1;
-        if self.nf.is_some() && !self.nf_input(&mut p, now) {
-            return;
+        if self.nf.is_some() {
+            // As Linux's nf_defrag: conntrack and NAT see whole datagrams, fragments are held until then
+            // (what is forwarded is fragmented again on the way out if the link needs it).
+            match self.defrag_v4(p, now) {
+                Some(whole) => p = whole,
+                None => return,
+            }
+            if !self.nf_input(&mut p, now) {
+                return;
+            }
         }
         let Ok(ip) = ipv4::Packet::new_checked(p.data()) else {
             self.stats.in_hdr_errors += 1;
@@ -278,6 +286,28 @@ impl Stack {
             ipv4::PROTO_TCP => self.tcp_input(r.src.into(), dst.into(), &payload, verified, now),
             _ => {}
         }
+    }
+
+    /// A fragment joins its datagram: the whole datagram once complete (one header, no fragment fields),
+    /// `None` while held or when it is malformed. Anything else passes as it is.
+    fn defrag_v4(&mut self, p: PacketBuf, now: Instant) -> Option<PacketBuf> {
+        let (r, payload) = {
+            let Ok(ip) = ipv4::Packet::new_checked(p.data()) else { return Some(p) };
+            let r = ipv4::Repr::parse(&ip);
+            if !(r.more_frags || r.frag_offset > 0) || !ip.verify_checksum() {
+                return Some(p);
+            }
+            (r, ip.payload().to_vec())
+        };
+        let data = self.reassemble(&r, &payload, now)?;
+        if data.len() + ipv4::MIN_HEADER_LEN > 65535 {
+            return None;
+        }
+        let whole = ipv4::Repr { more_frags: false, frag_offset: 0, payload_len: data.len(), ..r };
+        let mut b = vec![0u8; ipv4::MIN_HEADER_LEN + data.len()];
+        whole.emit(&mut b[..ipv4::MIN_HEADER_LEN]);
+        b[ipv4::MIN_HEADER_LEN..].copy_from_slice(&data);
+        Some(PacketBuf::from_slice(&b))
     }
 
     pub(super) fn reassemble(&mut self, r: &ipv4::Repr, data: &[u8], now: Instant) -> Option<Vec<u8>> {
