@@ -2,15 +2,15 @@
 //! judge: `ss` agrees with the Linux end's own `ss` on the bytes each side sent and received, `nstat`
 //! counts the passive open, drop reasons name a closed UDP port (NO_SOCKET) and a netfilter rule
 //! (NETFILTER_DROP), the event stream shows the connection's state changes, `nft list` shows the rule's
-//! counter, `link` and `tc show` report, and a capture taken at the interface opens in tcpdump with
+//! counter, a REDIRECT from port 8081 to the server on 8080 answers curl, `link` and `tc show` report, and a capture taken at the interface opens in tcpdump with
 //! Linux's pings in it, and one at netfilter's INPUT hook holds the requests alone.
 
 use nic_tests::*;
 use std::process::Stdio;
 use std::time::Duration;
 
-const RULES: &str =
-    "table inet filter {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    tcp dport 23 drop\n  }\n}\n";
+const RULES: &str = "table inet filter {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    tcp dport 23 drop\n  }\n}\n\
+table ip nat {\n  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    tcp dport 8081 redirect to :8080\n  }\n}\n";
 
 /// Connects, asks for /page, reads the whole response, then holds the socket for `hold` seconds.
 const CLIENT: &str = "import socket,sys,time\n\
@@ -106,6 +106,11 @@ fn a_running_stack_seen_through_its_control_socket() {
 
     let out = client.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("got "), "the client finished");
+    // REDIRECT on the host: port 8081 reaches the server on 8080, the answer comes from 8081.
+    let (rc, body) = ns.exec("curl -s --max-time 5 http://10.82.0.2:8081/page | wc -c");
+    assert_eq!((rc, body.trim()), (0, "50000"), "curl through REDIRECT");
+    let ct = ctl(&sock, "conntrack");
+    assert!(ct.lines().any(|l| l.contains("dport=8081") && l.contains("src=10.82.0.2 dst=10.82.0.1 sport=8080")), "{ct}");
     let _ = lab.kill();
     let _ = lab.wait();
     let _ = std::fs::remove_dir_all(&dir);
