@@ -80,6 +80,8 @@ pub struct Stats {
     /// Descriptors the card wrote with impossible lengths or error bits: dropped.
     pub rx_errors: u64,
     pub interrupts: u64,
+    /// Waits that latency mode's busy poll ended with a frame, before any interrupt.
+    pub busy_poll_hits: u64,
     pub polls: u64,
 }
 

@@ -50,6 +50,8 @@ pub struct PacketBuf {
     pub csum: Csum,
     pub gso: Option<Gso>,
     pub vlan: Option<u16>,
+    /// The packet's mark (Linux's `skb->mark`): set by netfilter's `meta mark set`, read by tc classifiers.
+    pub mark: u32,
 }
 
 pub const DEFAULT_HEADROOM: usize = 128;
@@ -68,6 +70,7 @@ impl PacketBuf {
             csum: Csum::None,
             gso: None,
             vlan: None,
+            mark: 0,
         }
     }
 

@@ -447,24 +447,24 @@ pub fn zero_loss(out: &str) -> bool {
 }
 
 impl Netns {
-    /// `python3 -m http.server` on `bind`:8000 in this namespace, serving `dir`; given a moment to listen.
     /// A TCP sink on `addr:port` (IPv4 or IPv6) that prints how many bytes it got once the sender
     /// closes; it is listening when this returns.
     pub fn tcp_sink(&self, addr: &str, port: u16) -> Child {
         let fam = if addr.contains(':') { "AF_INET6" } else { "AF_INET" };
         let py = format!(
-            "import socket\ns=socket.socket(socket.{fam}); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('{addr}', {port})); s.listen(1)\nc,_=s.accept(); n=0\nwhile True:\n    d=c.recv(1<<20)\n    if not d: break\n    n+=len(d)\nprint(n)\n"
+            "import socket\ns=socket.socket(socket.{fam}); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('{addr}', {port})); s.listen(1)\ns.settimeout(120)\nc,_=s.accept(); c.settimeout(120); n=0\nwhile True:\n    d=c.recv(1<<20)\n    if not d: break\n    n+=len(d)\nprint(n)\n"
         );
         let c = self.command(Path::new("python3")).args(["-c", &py]).stdout(Stdio::piped()).spawn().expect("python3 sink");
         std::thread::sleep(Duration::from_millis(400));
         c
     }
 
-    /// What a `tcp_sink` counted.
+    /// What a `tcp_sink` counted (nothing when it saw no connection, or silence, for two minutes).
     pub fn sink_count(c: Child) -> String {
         String::from_utf8_lossy(&c.wait_with_output().map(|o| o.stdout).unwrap_or_default()).trim().to_string()
     }
 
+    /// `python3 -m http.server` on `bind`:8000 in this namespace, serving `dir`; given a moment to listen.
     pub fn http_server(&self, bind: &str, dir: &Path) -> Child {
         let c = self
             .command(Path::new("python3"))

@@ -3,7 +3,8 @@
 //!   FIFO keeps it busy, never above it), a bulk TCP send fills the queue: with pfifo_fast the replies to Linux's pings wait behind it, with fq_codel
 //!   they keep within a few milliseconds of the idle link's round trip (all three measured in this run);
 //! - netem's delay and loss show up in Linux's ping statistics;
-//! - htb gives two connections their classes' rates (3:1) and lets the second borrow when the first ends.
+//! - htb gives two connections their classes' rates (3:1) and lets the second borrow when the first ends,
+//!   with the class picked by port or by the mark a netfilter rule set.
 
 use nic_tests::*;
 use std::process::{Child, Stdio};
@@ -92,10 +93,34 @@ fn netem_delay_and_loss_as_linux_measures_them() {
 
 #[test]
 fn htb_shares_a_link_by_class_rates_and_lends_what_is_unused() {
+    htb_share("filter proto tcp dport 5001 flowid 10", &[]);
+}
+
+/// The same split with the class chosen by the mark that a netfilter rule on OUTPUT sets (tc's `fw`
+/// classifier on `meta mark set`).
+#[test]
+fn htb_classifies_by_the_mark_netfilter_set() {
+    let rules = std::env::temp_dir().join(format!("{}.nft", unique("mark")));
+    std::fs::write(
+        &rules,
+        "table inet mangle {\n    chain out {\n        type filter hook output priority -150;\n        tcp dport 5001 meta mark set 0x2a\n    }\n}\n",
+    )
+    .unwrap();
+    htb_share("filter mark 0x2a flowid 10", &["--netfilter", rules.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&rules);
+}
+
+/// Two TCP flows to ports 5001 and 5002 through a 20 Mbit/s htb whose class 10 (15 Mbit/s, picked by
+/// `filter`) and default class 20 (5 Mbit/s) may both borrow up to the link.
+fn htb_share(filter: &str, extra: &[&str]) {
     let ns = tapnet();
     let (s1, s2) = (ns.tcp_sink("10.81.0.1", 5001), ns.tcp_sink("10.81.0.1", 5002));
-    let spec = "htb default 20 class 1 rate 20mbit class 10 parent 1 rate 15mbit ceil 20mbit class 20 parent 1 rate 5mbit ceil 20mbit filter proto tcp dport 5001 flowid 10";
-    let c = lab(&ns, &["--qdisc", spec, "blast", "10.81.0.1:5001", "--bytes", "4000000", "--parallel", "2"]);
+    let spec = format!(
+        "htb default 20 class 1 rate 20mbit class 10 parent 1 rate 15mbit ceil 20mbit class 20 parent 1 rate 5mbit ceil 20mbit {filter}"
+    );
+    let mut args = extra.to_vec();
+    args.extend_from_slice(&["--qdisc", &spec, "blast", "10.81.0.1:5001", "--bytes", "4000000", "--parallel", "2"]);
+    let c = lab(&ns, &args);
     let out = output(c);
     assert_eq!(Netns::sink_count(s1), "4000000", "{out}");
     assert_eq!(Netns::sink_count(s2), "4000000", "{out}");

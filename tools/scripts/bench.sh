@@ -7,20 +7,24 @@
 # test: nothing is asserted. The device process's memory is printed too: resident set at idle (after start)
 # and its peak (VmHWM) at the end of the run, medians in KiB. Then the round trip a user sees: ping from the
 # stack through the driver and nic-device to Linux on a TAP in a private namespace, 200 echoes 10 ms apart
-# per run, with interrupts and with busy polling: the median (p50) and p90 per run, medians over the runs,
-# beside Linux pinging its own loopback in the namespace (the reference: the kernel's own path, no device).
+# per run, with interrupts, with busy polling and in latency mode (`--latency`): the median (p50) and p90
+# per run, medians over the runs, beside Linux pinging its own loopback in the namespace (the reference:
+# the kernel's own path, no device).
 #
-#   tools/scripts/bench.sh [--runs N] [--device BIN]    (--device: another nic-device build, to compare)
+#   tools/scripts/bench.sh [--runs N] [--device BIN] [--rtt-only]
+#   (--device: another nic-device build, to compare; --rtt-only: the round trips alone)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 RUNS=5
+RTT_ONLY=0
 DEVICE_BIN=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="$2"; shift 2 ;;
         --device) DEVICE_BIN="$2"; shift 2 ;;
-        *) echo "usage: $0 [--runs N] [--device BIN]" >&2; exit 2 ;;
+        --rtt-only) RTT_ONLY=1; shift ;;
+        *) echo "usage: $0 [--runs N] [--device BIN] [--rtt-only]" >&2; exit 2 ;;
     esac
 done
 echo "[bench] release build ..." >&2
@@ -41,7 +45,7 @@ start_dev() {
 field() { awk -v f="$2" '/^rate:/ {print $f}' <<<"$1"; }
 median() { sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.0f %.0f %.0f", m, a[1], a[NR]}'; }
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-printf '%-22s %12s %21s %8s %14s %7s %9s %9s\n' case "frames/s" "(min-max of $RUNS)" Gbit/s "memcpy frames/s" "ratio" "RSS idle" "RSS peak"
+[ "$RTT_ONLY" = 1 ] || printf '%-22s %12s %21s %8s %14s %7s %9s %9s\n' case "frames/s" "(min-max of $RUNS)" Gbit/s "memcpy frames/s" "ratio" "RSS idle" "RSS peak"
 bench() {
     local name="$1" size="$2"; shift 2
     local rates="" gbits="" refs="" idle="" peak=""
@@ -67,12 +71,14 @@ bench() {
     printf '%-22s %12s %21s %8s %14s %7s %9s %9s\n' "$name" "$med" "($lo-$hi)" "$gb" "$ref" \
         "$(awk -v a="$med" -v b="$ref" 'BEGIN {printf "%.3f", a/b}')" "$ri" "$rp"
 }
+if [ "$RTT_ONLY" = 0 ]; then
 bench "64 B, MSI-X"           64    loopback-test --count 500000 --size 64
 bench "1514 B, MSI-X"         1514  loopback-test --count 200000 --size 1514
 bench "64 KiB TSO, MSI-X"     1514  loopback-test --count 2000 --size 65000 --tso
 bench "64 B, busy poll"       64    --irq poll loopback-test --count 500000 --size 64
 bench "1514 B, busy poll"     1514  --irq poll loopback-test --count 200000 --size 1514
 bench "64 KiB TSO, busy poll" 1514  --irq poll loopback-test --count 2000 --size 65000 --tso
+fi
 
 # ---- round trip through stack, driver, device and TAP ----
 NS="nicrtt$$"
@@ -90,16 +96,21 @@ rtt_dev() {
 # p50 and p90 of the "time=X ms" replies, in microseconds.
 pct() { awk -F'time=' '/time=/ {split($2, a, " "); print a[1] * 1000}' | sort -g | awk '{v[NR]=$1} END {if (NR) printf "%.0f %.0f", v[int(NR*0.5+0.5)], v[int(NR*0.9+0.5)]}'; }
 printf '\n%-34s %10s %10s\n' "ping round trip (us)" "p50" "p90"
-for mode in auto poll; do
+for mode in auto poll latency; do
     p50s="" p90s=""
     for r in $(seq "$RUNS"); do
         rtt_dev
-        out="$("$BIN/nic-lab" --vfio-user "$SOCK" --irq "$mode" --ip 10.87.0.2/24 ping 10.87.0.1 -c 200 -i 0.01 2>/dev/null || true)"
+        if [ "$mode" = latency ]; then flags=(--latency); else flags=(--irq "$mode"); fi
+        out="$("$BIN/nic-lab" --vfio-user "$SOCK" "${flags[@]}" --ip 10.87.0.2/24 ping 10.87.0.1 -c 200 -i 0.01 2>/dev/null || true)"
         stop_dev
         read -r a b <<<"$(printf '%s\n' "$out" | pct)"
         [ -n "${a:-}" ] && { p50s+="$a"$'\n'; p90s+="$b"$'\n'; }
     done
-    label="stack+driver+device ($([ "$mode" = auto ] && echo MSI-X || echo busy poll))"
+    case "$mode" in
+        auto) label="stack+driver+device (MSI-X)" ;;
+        poll) label="stack+driver+device (busy poll)" ;;
+        *) label="stack+driver+device (latency mode)" ;;
+    esac
     read -r m50 _ _ <<<"$(printf '%s' "$p50s" | median)"
     read -r m90 _ _ <<<"$(printf '%s' "$p90s" | median)"
     printf '%-34s %10s %10s\n' "$label" "$m50" "$m90"

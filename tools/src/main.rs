@@ -52,6 +52,8 @@ pub(crate) struct Opts {
     pub(crate) dir: Option<String>,
     pub(crate) bytes: u64,
     pub(crate) cubic: bool,
+    pub(crate) latency: bool,
+    pub(crate) busy_poll: Option<u64>,
     pub(crate) xdp: Vec<String>,
     pub(crate) xdp_redirect: Option<String>,
     pub(crate) rss: bool,
@@ -134,6 +136,13 @@ struct Cli {
     /// On the card: receive-side scaling over both receive queues
     #[arg(long, global = true)]
     rss: bool,
+    /// On the card: latency mode (no interrupt moderation, 50 us of busy polling before each sleep)
+    #[arg(long, global = true)]
+    latency: bool,
+    /// On the card: microseconds of busy polling before each sleep (Linux's net.core.busy_poll; with
+    /// `--latency`, replaces its 50 us)
+    #[arg(long, value_name = "US", global = true)]
+    busy_poll: Option<u64>,
     /// Stack commands: the egress qdisc, in tc's words ("fq_codel", "tbf rate 20mbit burst 16k child
     /// fq_codel", "netem delay 40ms 5ms loss 1%", "htb default 20 class 1 rate ...")
     #[arg(long, value_name = "SPEC", global = true)]
@@ -314,6 +323,8 @@ fn parse() -> Result<Option<Opts>, String> {
         dir: None,
         bytes: 0,
         cubic: cli.cubic,
+        latency: cli.latency,
+        busy_poll: cli.busy_poll,
         xdp: cli.xdp,
         xdp_redirect: cli.xdp_redirect,
         rss: cli.rss,

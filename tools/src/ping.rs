@@ -28,7 +28,14 @@ pub fn open_device(spec: &str, o: &Opts, index: u8) -> Result<Box<dyn Device>, S
 /// The card through our driver, with the options' RSS and XDP program.
 fn card(spec: &str, o: &Opts) -> Result<Box<dyn Device>, String> {
     let t = driver::open_transport(spec).map_err(|e| format!("{spec}: {e}"))?;
-    let d = E1000e::open(t, Config { irq: o.irq, rss: o.rss, ..Default::default() }).map_err(|e| format!("{spec}: {e}"))?;
+    let mut cfg = Config { irq: o.irq, rss: o.rss, ..Default::default() };
+    if o.latency {
+        cfg = cfg.latency();
+    }
+    if let Some(us) = o.busy_poll {
+        cfg.busy_poll = std::time::Duration::from_micros(us);
+    }
+    let d = E1000e::open(t, cfg).map_err(|e| format!("{spec}: {e}"))?;
     let mut nic = stack::dev::nic::NicDevice::new(d);
     if !o.xdp.is_empty() {
         let prog = stack::xdp::program(&o.xdp)?;

@@ -130,12 +130,14 @@ impl Stack {
 
     /// Sends a forwarded IPv4 packet (TTL already lowered by the router) to `next_hop`; one larger than the
     /// link MTU is fragmented, or refused with EMSGSIZE when it says don't fragment (the router answers
-    /// "fragmentation needed" with this link's MTU).
-    pub fn forward_out_v4(&mut self, packet: &[u8], next_hop: [u8; 4], now: Instant) -> Result<(), Errno> {
+    /// "fragmentation needed" with this link's MTU). `mark` is the packet's netfilter mark, for the qdisc.
+    pub fn forward_out_v4(&mut self, packet: &[u8], next_hop: [u8; 4], mark: u32, now: Instant) -> Result<(), Errno> {
         let ip = ipv4::Packet::new_checked(packet).map_err(|_| Errno(libc::EINVAL))?;
         let mtu = self.dev.mtu();
         if packet.len() <= mtu {
-            self.output(PacketBuf::from_slice(packet), next_hop, now);
+            let mut p = PacketBuf::from_slice(packet);
+            p.mark = mark;
+            self.output(p, next_hop, now);
             return Ok(());
         }
         if ip.flags_frag() & ipv4::FLAG_DF != 0 {
@@ -161,7 +163,9 @@ impl Stack {
             let c = checksum::compute(&f[..hl]);
             f[10..12].copy_from_slice(&c.to_be_bytes());
             self.stats.frag_creates += 1;
-            self.output(PacketBuf::from_slice(&f), next_hop, now);
+            let mut p = PacketBuf::from_slice(&f);
+            p.mark = mark;
+            self.output(p, next_hop, now);
         }
         Ok(())
     }

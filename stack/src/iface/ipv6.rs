@@ -330,14 +330,16 @@ impl Stack {
     /// Sends a forwarded IPv6 packet (hop limit already lowered by the router) toward `dst` through this
     /// interface; EMSGSIZE with the link MTU when it is too big (routers do not fragment IPv6: the router
     /// answers Packet Too Big), ENETUNREACH without a next hop.
-    pub fn forward_out_v6(&mut self, packet: &[u8], next_hop: Addr, now: Instant) -> Result<(), Errno> {
+    pub fn forward_out_v6(&mut self, packet: &[u8], next_hop: Addr, mark: u32, now: Instant) -> Result<(), Errno> {
         let dev_mtu = self.dev.mtu();
         let v = self.v6.as_ref().ok_or(ENETUNREACH)?;
         let mtu = v.link_mtu.unwrap_or(dev_mtu).min(dev_mtu);
         if packet.len() > mtu {
             return Err(EMSGSIZE);
         }
-        self.output6(PacketBuf::from_slice(packet), next_hop, now);
+        let mut p = PacketBuf::from_slice(packet);
+        p.mark = mark;
+        self.output6(p, next_hop, now);
         Ok(())
     }
 

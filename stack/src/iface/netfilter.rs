@@ -139,6 +139,7 @@ impl Stack {
             self.drop_reason(crate::monitor::DropReason::NetfilterDrop, 1);
             return None;
         }
+        p.mark = ctx.mark;
         Some(p.data().get(16..20).map(|d| d.to_vec()) != before)
     }
 

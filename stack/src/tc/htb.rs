@@ -1,5 +1,5 @@
 //! HTB: a tree of classes, each with a guaranteed `rate` and a `ceil` it may reach by borrowing what its
-//! parent does not use. Frames are classified (addresses, protocol, ports) into leaf classes, each with a
+//! parent does not use. Frames are classified (addresses, protocol, ports, mark) into leaf classes, each with a
 //! FIFO; a leaf with tokens of its own sends first, round robin among such leaves; a leaf out of its own
 //! tokens borrows from the nearest ancestor that has some, while every class on the way is under its
 //! ceil. Sending charges the class and all its ancestors, as Linux's `htb_charge_class` does.
@@ -18,11 +18,19 @@ pub struct Filter {
     pub proto: Option<u8>,
     pub sport: Option<u16>,
     pub dport: Option<u16>,
+    /// The packet's mark (`fw` classifier).
+    pub mark: Option<u32>,
 }
 
 impl Filter {
-    fn matches(&self, frame: &[u8]) -> bool {
-        let Some(v) = ip_view(frame) else { return false };
+    fn matches(&self, p: &PacketBuf) -> bool {
+        if self.mark.is_some_and(|m| m != p.mark) {
+            return false;
+        }
+        if self.src.is_none() && self.dst.is_none() && self.proto.is_none() && self.sport.is_none() && self.dport.is_none() {
+            return true;
+        }
+        let Some(v) = ip_view(p.data()) else { return false };
         self.src.is_none_or(|p| p.contains(v.src))
             && self.dst.is_none_or(|p| p.contains(v.dst))
             && self.proto.is_none_or(|p| p == v.proto)
@@ -175,7 +183,7 @@ impl Htb {
 
 impl Qdisc for Htb {
     fn enqueue(&mut self, p: PacketBuf, _now: Instant) -> bool {
-        let leaf = self.filters.iter().find(|(f, _)| f.matches(p.data())).map(|(_, i)| *i).or(self.default);
+        let leaf = self.filters.iter().find(|(f, _)| f.matches(&p)).map(|(_, i)| *i).or(self.default);
         let Some(i) = leaf.filter(|&i| self.classes.get(i).is_some_and(|c| c.leaf)) else {
             // Unclassified without a default class: dropped, as Linux's HTB drops to a missing default.
             self.stats.dropped += 1;
@@ -339,5 +347,27 @@ mod test {
         let rate = b[2] as f64 / 2.0;
         assert!((960_000.0..1_040_000.0).contains(&rate), "class 20 borrows up to its ceil: {rate}");
         assert!(h.class(20).unwrap().borrowed > 0);
+    }
+
+    #[test]
+    fn the_mark_classifies_as_tcs_fw_filter_does() {
+        let mut h = Htb::new(10);
+        h.add_class(1, None, 1_000_000, 1_000_000, 3000).unwrap();
+        h.add_class(10, Some(1), 500_000, 1_000_000, 3000).unwrap();
+        h.add_class(20, Some(1), 500_000, 1_000_000, 3000).unwrap();
+        h.add_filter(Filter { mark: Some(7), ..Default::default() }, 10).unwrap();
+        // A mark and a port together: both must match.
+        h.add_filter(Filter { mark: Some(8), sport: Some(9), ..Default::default() }, 10).unwrap();
+        h.set_default(20).unwrap();
+        let marked = |m: u32, sport: u16| {
+            let mut p = udp_frame(sport, 100, 0);
+            p.mark = m;
+            p
+        };
+        for p in [marked(7, 1), marked(7, 2), marked(0, 1), marked(6, 1), marked(8, 9), marked(8, 1)] {
+            assert!(h.enqueue(p, Instant::ZERO));
+        }
+        assert_eq!(h.class(10).unwrap().stats.backlog_packets, 3, "mark 7 twice, and mark 8 from port 9");
+        assert_eq!(h.class(20).unwrap().stats.backlog_packets, 3, "unmarked, another mark, mark 8 from another port");
     }
 }

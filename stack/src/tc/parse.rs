@@ -6,7 +6,7 @@
 //! tbf rate RATE burst SIZE [latency TIME] [child QDISC...]
 //! netem [delay TIME [JITTER [CORR%]]] [loss P%] [duplicate P%] [reorder P%] [corrupt P%] [rate RATE] [limit N] [seed N]
 //! htb [default ID] [limit N] class ID [parent ID] rate RATE [ceil RATE] [burst SIZE] ...
-//!     filter [src PREFIX] [dst PREFIX] [proto tcp|udp|icmp] [sport N] [dport N] flowid ID ...
+//!     filter [src PREFIX] [dst PREFIX] [proto tcp|udp|icmp] [sport N] [dport N] [mark N] flowid ID ...
 //! police rate RATE burst SIZE                    (ingress)
 //! ```
 //!
@@ -263,6 +263,15 @@ pub fn qdisc(spec: &str) -> Result<Box<dyn Qdisc>, String> {
                                     w.next();
                                     f.dport = Some(num(w.value(k2)?)?);
                                 }
+                                "mark" => {
+                                    w.next();
+                                    let v = w.value(k2)?;
+                                    let m = match v.strip_prefix("0x") {
+                                        Some(h) => u32::from_str_radix(h, 16).map_err(|_| format!("htb filter: bad mark `{v}`"))?,
+                                        None => num(v)?,
+                                    };
+                                    f.mark = Some(m);
+                                }
                                 "flowid" | "classid" => {
                                     w.next();
                                     flow = Some(num::<u32>(w.value(k2)?.trim_start_matches("1:"))?);
@@ -336,6 +345,7 @@ mod test {
             "tbf rate 20mbit burst 32k child fq_codel",
             "netem delay 50ms 5ms 25% loss 1% duplicate 1% reorder 10% corrupt 0.1% rate 10mbit seed 3",
             "htb default 20 class 1 rate 10mbit class 10 parent 1 rate 7500kbit ceil 10mbit class 20 parent 1 rate 2500kbit ceil 10mbit filter proto tcp dport 5001 flowid 10",
+            "htb default 20 class 1 rate 10mbit class 10 parent 1 rate 10mbit class 20 parent 1 rate 1mbit filter mark 0x10 flowid 10 filter mark 3 proto udp flowid 20",
         ] {
             let q = qdisc(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
             assert!(q.show().starts_with(&format!("qdisc {}", spec.split_whitespace().next().unwrap())), "{}", q.show());
