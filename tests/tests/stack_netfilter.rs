@@ -5,8 +5,8 @@
 //! the NAT to the inside socket as ECONNREFUSED; REJECT gives curl its "connection refused" (TCP reset),
 //! a UDP socket ECONNREFUSED (ICMP port unreachable) and a TCP connect EHOSTUNREACH (host unreachable); a
 //! stray ACK is INVALID and counted; IPv6 is filtered statefully (pings from inside answered, pings from
-//! outside dropped) and masqueraded (NAT66: the outside v6 server logs the router's address); the
-//! conntrack listing shows the masqueraded flow.
+//! outside dropped), masqueraded (NAT66: the outside v6 server logs the router's address) and port
+//! forwarded inward (DNAT66); the conntrack listing shows the masqueraded flow.
 
 use nic_tests::*;
 use std::process::Stdio;
@@ -101,6 +101,23 @@ fn our_nat_router_between_two_linux_namespaces() {
     // Outside to inside, through the port forward on the router's outside address.
     let (rc, out) = b.exec("curl -s --max-time 5 http://10.95.2.1:8080/index.html");
     assert_eq!((rc, out.trim()), (0, "served through our NAT"), "curl through the DNAT port forward");
+    // And over IPv6: the outside reaches the inside's v6 server through the router's v6 port forward, and
+    // the server sees the real client (no source translation inward).
+    let log_in6 = dir.join("inside6.log");
+    let mut srv_in6 = a
+        .command(std::path::Path::new("python3"))
+        .args(["-m", "http.server", "8000", "--bind", "2001:db8:95:1::2", "--directory", page_dir.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_in6).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let (rc, out) = b.exec("curl -s --max-time 5 http://[2001:db8:95:2::1]:8086/index.html");
+    let _ = srv_in6.kill();
+    let _ = srv_in6.wait();
+    assert_eq!((rc, out.trim()), (0, "served through our NAT"), "curl -6 through the DNAT66 port forward");
+    let served_in6 = std::fs::read_to_string(&log_in6).unwrap();
+    assert!(served_in6.contains("2001:db8:95:2::2 - -"), "{served_in6}");
     // An ICMP error from the outside host, about a masqueraded datagram, reaches the inside socket.
     let probe = |ns: &Netns, dst: &str, port: u16| {
         let (_, out) = ns.exec(&format!("python3 -c \"{}\" {dst} {port}", UDP_PROBE.replace('"', "\\\"")));
