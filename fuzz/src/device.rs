@@ -56,10 +56,10 @@ pub fn run_rings(n: &mut Nic, frame: &[u8]) {
     }
     let mut f = frame.to_vec();
     f.resize(f.len().max(60), 0);
-    let _ = n.receive(f.clone());
+    let _ = n.receive(&f);
     if f.len() >= 6 {
         f[..6].fill(0xFF);
-        let _ = n.receive(f);
+        let _ = n.receive(&f);
     }
     n.drain_rx_fifo();
     n.on_timer(Instant::now() + Duration::from_secs(1));
@@ -148,7 +148,7 @@ pub fn regs(data: &[u8]) {
                     1 if f.len() >= 6 => f[..6].fill(0xFF),
                     _ => {}
                 }
-                let _ = n.receive(f);
+                let _ = n.receive(&f);
             }
             9 => {
                 clock += Duration::from_micros(u64::from(i.u16()) * 8);

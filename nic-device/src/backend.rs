@@ -42,6 +42,11 @@ pub trait Backend: Send {
             Some(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "this backend carries wire frames only")),
         }
     }
+    /// Gives back the buffer of a frame `recv` returned, once the card has taken its bytes, for a later
+    /// `recv` to reuse: a steady flow allocates nothing per frame.
+    fn recycle(&mut self, frame: Vec<u8>) {
+        drop(frame);
+    }
     /// Flushes buffered output; `Ok(true)` when nothing is left.
     fn flush(&mut self) -> io::Result<bool> {
         Ok(true)
@@ -90,12 +95,49 @@ pub fn open(spec: &str) -> Result<Box<dyn Backend>, BackendError> {
     Err(BackendError::Unknown(spec.into()))
 }
 
+/// Frame buffers given back through `Backend::recycle`, reused by the next receive.
+#[derive(Default)]
+pub struct FramePool {
+    free: Vec<Vec<u8>>,
+}
+
+impl FramePool {
+    /// Buffers kept (one receive round's worth); more are freed.
+    const KEEP: usize = 256;
+
+    /// A buffer holding a copy of `data`: a recycled one when there is one.
+    pub fn copy_of(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut v = self.free.pop().unwrap_or_default();
+        v.clear();
+        v.extend_from_slice(data);
+        v
+    }
+
+    /// Takes a buffer back. Only buffers of at most a jumbo frame's size are kept, so that a rare GSO
+    /// frame does not pin 64 KiB per slot.
+    pub fn put(&mut self, v: Vec<u8>) {
+        if self.free.len() < Self::KEEP && v.capacity() <= MAX_FRAME + 64 {
+            self.free.push(v);
+        }
+    }
+
+    /// Buffers waiting for reuse.
+    pub fn len(&self) -> usize {
+        self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.free.is_empty()
+    }
+}
+
 // ---- loopback ----
 
 /// What is sent comes back, in order; a full queue back-pressures the sender.
 #[derive(Default)]
 pub struct Loopback {
     q: VecDeque<Vec<u8>>,
+    pool: FramePool,
 }
 
 const LOOPBACK_DEPTH: usize = 512;
@@ -114,8 +156,12 @@ impl Backend for Loopback {
         if self.q.len() >= LOOPBACK_DEPTH {
             return Ok(false);
         }
-        self.q.push_back(frame.to_vec());
+        let f = self.pool.copy_of(frame);
+        self.q.push_back(f);
         Ok(true)
+    }
+    fn recycle(&mut self, frame: Vec<u8>) {
+        self.pool.put(frame);
     }
     fn describe(&self) -> String {
         "loopback".into()
@@ -128,6 +174,7 @@ pub struct Tap {
     tap: nic_tap::Tap,
     buf: Vec<u8>,
     offload: bool,
+    pool: FramePool,
 }
 
 impl Tap {
@@ -147,7 +194,7 @@ impl Tap {
         }
         info!("tap {name} attached{}", if offload { " (offload mode: virtio-net header, GSO, partial checksums)" } else { "" });
         let size = if offload { crate::gso::MAX_GSO_FRAME + VnetHdr::LEN } else { MAX_FRAME + 64 };
-        Ok(Tap { tap, buf: vec![0; size], offload })
+        Ok(Tap { tap, buf: vec![0; size], offload, pool: FramePool::default() })
     }
 }
 
@@ -171,11 +218,14 @@ impl Backend for Tap {
         let Some(n) = self.tap.recv(&mut self.buf)? else { return Ok(None) };
         let got = self.buf.get(..n).unwrap_or_default();
         if !self.offload {
-            return Ok(Some((got.to_vec(), None)));
+            return Ok(Some((self.pool.copy_of(got), None)));
         }
         let hdr =
             VnetHdr::parse(got).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "frame shorter than its virtio-net header"))?;
-        Ok(Some((got.get(VnetHdr::LEN..).unwrap_or_default().to_vec(), Some(hdr))))
+        Ok(Some((self.pool.copy_of(got.get(VnetHdr::LEN..).unwrap_or_default()), Some(hdr))))
+    }
+    fn recycle(&mut self, frame: Vec<u8>) {
+        self.pool.put(frame);
     }
     fn send_vnet(&mut self, frame: &[u8], vnet: Option<&VnetHdr>) -> io::Result<bool> {
         if !self.offload {
@@ -300,6 +350,7 @@ pub struct Stream {
     wbuf: Vec<u8>,
     gen: u64,
     next_try: Instant,
+    pool: FramePool,
 }
 
 /// Output buffered per peer before the sender is back-pressured.
@@ -323,11 +374,24 @@ impl Stream {
             }
         };
         info!("stream backend listening on {path}");
-        Ok(Stream { path, listener: Some(l), peer: None, rbuf: Vec::new(), wbuf: Vec::new(), gen: 0, next_try: Instant::now() })
+        Ok(Stream::new(path, Some(l)))
+    }
+
+    fn new(path: StreamAddr, listener: Option<StreamListener>) -> Stream {
+        Stream {
+            path,
+            listener,
+            peer: None,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            gen: 0,
+            next_try: Instant::now(),
+            pool: FramePool::default(),
+        }
     }
 
     pub fn connect(path: StreamAddr) -> Stream {
-        let mut s = Stream { path, listener: None, peer: None, rbuf: Vec::new(), wbuf: Vec::new(), gen: 0, next_try: Instant::now() };
+        let mut s = Stream::new(path, None);
         s.service();
         s
     }
@@ -401,6 +465,9 @@ impl Backend for Stream {
         }
         None
     }
+    fn recycle(&mut self, frame: Vec<u8>) {
+        self.pool.put(frame);
+    }
     fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
         loop {
             if let Some(len) = crate::bytes::be32(&self.rbuf, 0) {
@@ -411,7 +478,7 @@ impl Backend for Stream {
                     return Ok(None);
                 }
                 if let Some(f) = self.rbuf.get(4..4 + len) {
-                    let f = f.to_vec();
+                    let f = self.pool.copy_of(f);
                     self.rbuf.drain(..4 + len);
                     return Ok(Some(f));
                 }
@@ -498,6 +565,7 @@ pub struct Dgram {
     mcast: bool,
     buf: Vec<u8>,
     spec: String,
+    pool: FramePool,
 }
 
 impl Dgram {
@@ -528,7 +596,7 @@ impl Dgram {
             None
         };
         info!("dgram: {} -> {remote}{}", sock.local_addr()?, if mcast { " (multicast)" } else { "" });
-        Ok(Dgram { sock, send_sock, remote, mcast, buf: vec![0; MAX_FRAME + 64], spec: spec.to_string() })
+        Ok(Dgram { sock, send_sock, remote, mcast, buf: vec![0; MAX_FRAME + 64], spec: spec.to_string(), pool: FramePool::default() })
     }
 }
 
@@ -590,6 +658,9 @@ impl Backend for Dgram {
     fn generation(&self) -> u64 {
         0
     }
+    fn recycle(&mut self, frame: Vec<u8>) {
+        self.pool.put(frame);
+    }
     fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
         loop {
             match self.sock.recv_from(&mut self.buf) {
@@ -602,7 +673,7 @@ impl Backend for Dgram {
                         warn!("dgram: {n}-byte datagram from {from} dropped (frames are at most {MAX_FRAME} bytes)");
                         continue;
                     }
-                    return Ok(self.buf.get(..n).map(<[u8]>::to_vec));
+                    return Ok(self.buf.get(..n).map(|f| self.pool.copy_of(f)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 // A previous send to a peer that is not listening (yet): ICMP port unreachable. The wire
@@ -635,6 +706,24 @@ impl Dgram {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn recycled_buffers_carry_the_next_frames() {
+        let mut l = Loopback::default();
+        assert!(l.send(&[1u8; 1514]).unwrap());
+        let f = l.recv().unwrap().unwrap();
+        let at = f.as_ptr();
+        l.recycle(f);
+        // The next frame lands in the same buffer, with its own bytes and length.
+        assert!(l.send(&[2u8; 60]).unwrap());
+        let g = l.recv().unwrap().unwrap();
+        assert_eq!((g.as_ptr(), g.as_slice()), (at, &[2u8; 60][..]));
+        // A buffer larger than any frame is not kept.
+        let mut p = FramePool::default();
+        p.put(Vec::with_capacity(64 * 1024));
+        p.put(Vec::with_capacity(2048));
+        assert_eq!(p.len(), 1);
+    }
 
     #[test]
     fn dgram_unicast_carries_one_frame_per_datagram() {

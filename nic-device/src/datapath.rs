@@ -66,6 +66,7 @@ impl DataPath {
                 stop: s2,
                 out: VecDeque::new(),
                 rx_pending: VecDeque::new(),
+                rx_batch: Vec::with_capacity(RX_BUDGET),
                 registered: Vec::new(),
                 gen: u64::MAX,
                 overflow,
@@ -102,6 +103,8 @@ struct Worker {
     out: VecDeque<TxFrame>,
     /// Wire frames cut from a GSO frame that the card has not taken yet.
     rx_pending: VecDeque<Vec<u8>>,
+    /// One round's received frames (and whether each was captured already), reused round to round.
+    rx_batch: Vec<(Vec<u8>, bool)>,
     registered: Vec<i32>,
     gen: u64,
     overflow: RxOverflow,
@@ -228,7 +231,7 @@ impl Worker {
             // Loopback (PHY or MAC): the frames go to the card's own receive side, never to the wire.
             if nic.loopback() {
                 while let Some(f) = self.out.pop_front() {
-                    nic.receive(f.data);
+                    nic.receive(&f.data);
                     progress = true;
                 }
             }
@@ -255,7 +258,7 @@ impl Worker {
         }
         let _ = self.backend.flush();
         // Receive. With flow control, take only what the receive FIFO could hold if no descriptor is free.
-        let mut frames = Vec::new();
+        let mut frames = std::mem::take(&mut self.rx_batch);
         let (mut room, max_frame) = {
             let nic = lock(&self.nic);
             (if self.overflow == RxOverflow::Drop { usize::MAX } else { nic.rx_room() }, nic.max_rx_frame())
@@ -285,16 +288,18 @@ impl Worker {
         let now = Instant::now();
         nic.round_now = Some(now);
         progress |= nic.drain_rx_fifo() > 0;
-        for (f, captured) in frames {
+        for (f, captured) in frames.drain(..) {
             if !captured {
                 if let Some(p) = self.pcap.as_mut() {
                     let _ = p.write(&f);
                 }
                 self.trace.emit(trace::FRAMES, "frame", || trace::frame_fields("in", &f));
             }
-            nic.receive(f);
+            nic.receive(&f);
+            self.backend.recycle(f);
             progress = true;
         }
+        self.rx_batch = frames;
         nic.on_timer(now);
         nic.round_now = None;
         progress

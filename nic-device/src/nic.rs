@@ -12,7 +12,7 @@ use crate::nvm::Nvm;
 use crate::pci::ConfigSpace;
 use crate::phy::{LinkEvent, Phy, PHY_ADDR};
 use crate::regs::*;
-use crate::rx::RxFifo;
+use crate::rx::{RxFifo, RxOutcome, RxPath};
 use crate::stats::{self, Stats};
 use crate::trace::{self, Tracer};
 use crate::tx::TxQueue;
@@ -38,8 +38,8 @@ pub struct Effects {
     pub wake: bool,
 }
 
-/// The function's shared state: the register file and everything but the transmit queues' engines, which
-/// take it as an argument (`tx::TxQueue::process`).
+/// The function's shared state: the register file and everything but the queues' engines, which take it
+/// as an argument (`tx::TxQueue::process`, `rx::RxPath::receive`).
 pub struct Core {
     pub regs: Vec<u32>,
     pub pci: ConfigSpace,
@@ -88,10 +88,12 @@ pub struct Core {
     pub round_now: Option<Instant>,
 }
 
-/// The 82574L function: the shared state and the per-queue transmit engines.
+/// The 82574L function: the shared state, the per-queue transmit engines and the receive path with its
+/// per-queue engines.
 pub struct Nic {
     core: Core,
     pub tx: [TxQueue; 2],
+    pub rx: RxPath,
 }
 
 impl std::ops::Deref for Nic {
@@ -141,12 +143,22 @@ impl Nic {
             round_now: None,
         };
         n.mac_reset();
-        Nic { core: n, tx: [TxQueue::default(), TxQueue::default()] }
+        Nic { core: n, tx: [TxQueue::default(), TxQueue::default()], rx: RxPath::default() }
     }
 
     /// The shared state and the transmit engines, borrowed apart.
     pub fn parts(&mut self) -> (&mut Core, &mut [TxQueue; 2]) {
         (&mut self.core, &mut self.tx)
+    }
+
+    /// A frame from the wire (`RxPath::receive`).
+    pub fn receive(&mut self, f: &[u8]) -> RxOutcome {
+        self.rx.receive(&mut self.core, f)
+    }
+
+    /// Moves frames waiting in the receive FIFO into the rings while descriptors are available.
+    pub fn drain_rx_fifo(&mut self) -> usize {
+        self.rx.drain_fifo(&mut self.core)
     }
 
     /// A register write (`Core::mmio_write`), callable with arguments that read the device.

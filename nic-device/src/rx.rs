@@ -1,6 +1,9 @@
-//! Receive: address and VLAN filtering, VLAN stripping, checksum status, and writing frames into the RX
-//! descriptor ring (legacy or extended descriptors). Frames that find no descriptor wait in a FIFO the size
-//! of the on-chip receive buffer; when that overflows they are missed (MPC, RXO).
+//! Receive: address and VLAN filtering (`Core::rx_admit`), then the MAC's stage in `RxPath` (VLAN
+//! stripping, FCS, checksum status, the RSS hash and the queue it picks), then the queue's engine
+//! (`RxQueue`) writing the frame into its descriptor ring (legacy, extended or packet-split descriptors).
+//! Frames that find no descriptor wait in a FIFO the size of the on-chip receive buffer; when that
+//! overflows they are missed (MPC, RXO). A frame is copied only when the card changes it (tag stripped,
+//! FCS appended), into a buffer reused for every frame.
 
 use crate::bytes::{be16, sub, u8_at};
 use crate::desc::{RxExtWb, RxLegacy, RxPsRead, RxPsWb};
@@ -281,170 +284,115 @@ impl Core {
         }
     }
 
-    /// A frame from the wire.
-    pub fn receive(&mut self, mut f: Vec<u8>) -> RxOutcome {
+    /// The MAC's checks on a frame from the wire (receive on, link, length, injected faults, PAUSE,
+    /// address and VLAN filters): the bytes to keep (an injected truncation keeps fewer), or what became
+    /// of the frame.
+    fn rx_admit(&mut self, f: &[u8]) -> Result<usize, RxOutcome> {
         let rctl = self.reg(RCTL);
         if rctl & RCTL_EN == 0 || !self.link_up() {
-            return RxOutcome::Dropped;
+            return Err(RxOutcome::Dropped);
         }
         if f.len() < 14 {
             Metrics::inc(&self.metrics.rx_length_errors);
             self.stats.inc(RUC, 1);
-            return RxOutcome::Dropped;
+            return Err(RxOutcome::Dropped);
         }
         let vet = self.reg(VET) as u16;
-        let tagged = be16(&f, 12) == Some(vet) && f.len() >= 18;
+        let tagged = be16(f, 12) == Some(vet) && f.len() >= 18;
         let max = if rctl & RCTL_LPE != 0 { MAX_FRAME_LPE } else { MAX_FRAME_STD - if tagged { 0 } else { 4 } };
         if f.len() > max {
             Metrics::inc(&self.metrics.rx_length_errors);
             self.stats.inc(ROC, 1);
-            return RxOutcome::Dropped;
+            return Err(RxOutcome::Dropped);
         }
+        let mut keep = f.len();
         if !self.faults.is_empty() {
             let now = self.now();
             if self.faults.take(FaultKind::RxDrop, now).is_some() {
                 // A frame with a bad FCS: the MAC drops it and counts it (SBP is not modelled).
                 self.stats.inc(CRCERRS, 1);
-                self.trace.emit(crate::trace::FRAMES, "frame-dropped", || crate::trace::frame_fields("in", &f));
-                return RxOutcome::Dropped;
+                self.trace.emit(crate::trace::FRAMES, "frame-dropped", || crate::trace::frame_fields("in", f));
+                return Err(RxOutcome::Dropped);
             }
             if self.faults.take(FaultKind::RxTruncate, now).is_some() {
-                f.truncate((f.len() / 2).max(14));
+                keep = (keep / 2).max(14);
             }
         }
-        if self.flow_control_rx(&f) {
-            return RxOutcome::Filtered;
+        let f = f.get(..keep).unwrap_or(f);
+        if self.flow_control_rx(f) {
+            return Err(RxOutcome::Filtered);
         }
-        if !self.rx_filter(&f) {
+        if !self.rx_filter(f) {
             Metrics::inc(&self.metrics.rx_filtered);
-            return RxOutcome::Filtered;
+            return Err(RxOutcome::Filtered);
         }
         if tagged && rctl & RCTL_VFE != 0 {
-            let vid = be16(&f, 14).unwrap_or(0) & VLAN_VID_MASK;
+            let vid = be16(f, 14).unwrap_or(0) & VLAN_VID_MASK;
             if self.reg(VFTA + (vid as u32 >> 5) * 4) & (1 << (vid & 31)) == 0 {
                 Metrics::inc(&self.metrics.rx_filtered);
-                return RxOutcome::Filtered;
+                return Err(RxOutcome::Filtered);
             }
         }
-        if f.len() < 60 {
-            f.resize(60, 0);
-        }
-        if !self.rx_fifo.is_empty() || !self.rx_write(&f) {
-            if !self.rx_fifo.has_room(f.len()) {
-                // Missed packets count in MPC only, not as good packets.
-                Metrics::inc(&self.metrics.rx_missed);
-                self.stats.inc(MPC, 1);
-                self.raise(ICR_RXO);
-                return RxOutcome::Missed;
-            }
-            self.count_rx(&f);
-            self.stats.inc(RNBC, 1);
-            self.rx_fifo.push(f);
-            self.drain_rx_fifo();
-            self.flow_control_fifo();
-            return RxOutcome::Queued;
-        }
-        self.count_rx(&f);
-        RxOutcome::Delivered
-    }
-
-    /// Moves FIFO frames into the ring while descriptors are available.
-    pub fn drain_rx_fifo(&mut self) -> usize {
-        let mut n = 0;
-        if self.doorbell_held() {
-            return 0;
-        }
-        while let Some(f) = self.rx_fifo.pop() {
-            if self.reg(RCTL) & RCTL_EN == 0 {
-                self.rx_fifo.clear();
-                break;
-            }
-            if !self.rx_write(&f) {
-                self.rx_fifo.push_front(f);
-                break;
-            }
-            n += 1;
-        }
-        if n > 0 {
-            self.flow_control_fifo();
-        }
-        n
+        Ok(keep)
     }
 
     fn count_rx(&mut self, f: &[u8]) {
         self.stats.count_frame(crate::stats::Dir::Rx, f.len(), f);
     }
+}
 
-    /// Writes one frame into the RX queue RSS picks (0 without RSS). `false` when that ring has too few
-    /// free descriptors.
-    fn rx_write(&mut self, frame: &[u8]) -> bool {
-        if !self.dma_allowed() {
-            Metrics::inc(&self.metrics.dma_blocked);
-            return false;
-        }
-        let rctl = self.reg(RCTL);
-        let extended = self.reg(RFCTL) & RFCTL_EXTEN != 0;
-        let split = extended && rctl & RCTL_DTYP_MASK == RCTL_DTYP_PS;
-        if extended && rctl & RCTL_DTYP_MASK != 0 && !split {
-            Metrics::inc(&self.metrics.rx_unsupported);
-            return true; // consumed (dropped): DTYP 10 and 11 are reserved
-        }
-        // VLAN stripping.
-        let vet = self.reg(VET) as u16;
-        let mut data = std::borrow::Cow::Borrowed(frame);
-        let mut vlan = None;
-        let tagged = frame.len() >= 18 && be16(frame, 12) == Some(vet);
-        if tagged && self.reg(CTRL) & CTRL_VME != 0 {
-            Metrics::inc(&self.metrics.rx_vlan_stripped);
-            vlan = be16(frame, 14);
-            let mut v = frame.to_vec();
-            v.drain(12..16);
-            data = std::borrow::Cow::Owned(v);
-        }
-        let l2 = if tagged && vlan.is_none() { 18 } else { 14 };
-        let rxcsum = self.reg(RXCSUM);
-        // The hash needs the descriptor dword that carries it (PCSD) and extended descriptors.
-        let mrqc = self.reg(MRQC);
-        let hashing = extended && rxcsum & RXCSUM_PCSD != 0 && mrqc & MRQC_RSS_FIELDS_MASK != 0;
-        let key = if hashing { crate::rss::key_from_regs(&self.regs) } else { [0; 40] };
-        let info = rx_info(&data, l2, rxcsum & RXCSUM_IPOFLD != 0, rxcsum & RXCSUM_TUOFLD != 0, hashing.then_some((mrqc, &key)));
-        let q = match info.rss {
-            Some((_, h)) if mrqc & crate::rss::MRQC_ENABLE_RSS != 0 && mrqc & MRQC_ENABLE_MASK == crate::rss::MRQC_ENABLE_RSS => {
-                crate::rss::queue(&self.regs, h)
-            }
-            _ => 0,
-        };
-        let header = if split { split_header_len(&data, l2, self.reg(RFCTL) & RFCTL_IPFRSP_DIS != 0) } else { None };
-        // The frame is copied only when it changes (tag stripped above, or an FCS appended here).
-        if rctl & RCTL_SECRC == 0 {
-            let c = fcs(&data);
-            data.to_mut().extend_from_slice(&c.to_le_bytes());
-        }
-        let bytes: &[u8] = &data;
+/// What the MAC found out about a frame on its way to a queue.
+struct RxMeta {
+    info: RxInfo,
+    vlan: Option<u16>,
+    /// Header length to split at (packet split).
+    header: Option<usize>,
+    split: bool,
+    extended: bool,
+    rctl: u32,
+    rxcsum: u32,
+}
+
+/// One receive queue's engine: writes frames into its descriptor ring (RDBAL/RDBAH, RDLEN, RDH, RDT of its
+/// queue) and raises its causes. The shared state (registers, DMA space, interrupts) comes in as an
+/// argument; what the engine owns is reused from frame to frame, so nothing is allocated per frame.
+#[derive(Default)]
+pub struct RxQueue {
+    /// Bytes per buffer of each descriptor the current frame takes.
+    layout: Vec<[usize; 4]>,
+    /// Frames this queue delivered.
+    pub frames: u64,
+}
+
+impl RxQueue {
+    /// Writes one frame (tag stripped, FCS appended as RCTL asks) into queue `q`'s ring. `false` when the
+    /// ring has too few free descriptors; a frame dropped for its own reasons counts as written.
+    fn write(&mut self, core: &mut Core, q: usize, bytes: &[u8], m: &RxMeta) -> bool {
+        let (split, extended, rctl, rxcsum, vlan, header) = (m.split, m.extended, m.rctl, m.rxcsum, m.vlan, m.header);
         // Each descriptor's buffers and how many bytes go to each.
-        let layout = if split {
-            let sizes = ps_buffer_sizes(self.reg(PSRCTL));
+        let layout = &mut self.layout;
+        if split {
+            let sizes = ps_buffer_sizes(core.reg(PSRCTL));
             let header = header.filter(|h| *h <= sizes[0]);
-            match ps_layout(bytes.len(), header, sizes) {
-                Some(l) => l,
-                None => {
-                    Metrics::inc(&self.metrics.rx_unsupported);
-                    return true; // PSRCTL leaves no room for the frame: dropped
-                }
+            if !ps_layout(bytes.len(), header, sizes, layout) {
+                Metrics::inc(&core.metrics.rx_unsupported);
+                return true; // PSRCTL leaves no room for the frame: dropped
             }
         } else {
-            let bufsz = self.rx_buffer_size();
-            bytes.chunks(bufsz).map(|c| [c.len(), 0, 0, 0]).collect()
-        };
+            let bufsz = core.rx_buffer_size();
+            layout.clear();
+            layout.extend(bytes.chunks(bufsz).map(|c| [c.len(), 0, 0, 0]));
+        }
+        let layout = &self.layout;
         // RDH, RDT and RDLEN count 16-byte units; a packet-split descriptor takes two.
         let units = if split { 2 } else { 1 };
-        let Some((base, n, mut head, free)) = self.rx_ring_free(q) else { return false };
+        let Some((base, n, mut head, free)) = core.rx_ring_free(q) else { return false };
         if u64::from(free) < layout.len() as u64 * units || (split && n % 2 != 0) {
             return false;
         }
-        let mut info = info;
+        let mut info = m.info;
         let checked = info.status & (RXD_STAT_IPCS | RXD_STAT_TCPCS | RXD_STAT_UDPCS) != 0;
-        if checked && !self.faults.is_empty() && self.faults.take(FaultKind::RxBadCsum, self.now()).is_some() {
+        if checked && !core.faults.is_empty() && core.faults.take(FaultKind::RxBadCsum, core.now()).is_some() {
             // Error status for the checksums the card reports on, although they are good.
             if info.status & RXD_STAT_IPCS != 0 {
                 info.errors |= RXDEXT_ERR_IPE;
@@ -460,18 +408,18 @@ impl Core {
             let daddr = base.wrapping_add(u64::from(head) * 16);
             // The read format: one buffer address, or four with packet split.
             let bufs: [u64; 4] = if split {
-                match self.dma_read_obj::<RxPsRead>(daddr, "rx-descriptor") {
+                match core.dma_read_obj::<RxPsRead>(daddr, "rx-descriptor") {
                     Ok(r) => r.addr.map(u64::from),
                     Err(()) => {
-                        Metrics::inc(&self.metrics.dma_errors);
+                        Metrics::inc(&core.metrics.dma_errors);
                         return true;
                     }
                 }
             } else {
-                match self.dma_read_obj::<Le64>(daddr, "rx-descriptor") {
+                match core.dma_read_obj::<Le64>(daddr, "rx-descriptor") {
                     Ok(a) => [a.into(), 0, 0, 0],
                     Err(()) => {
-                        Metrics::inc(&self.metrics.dma_errors);
+                        Metrics::inc(&core.metrics.dma_errors);
                         return true;
                     }
                 }
@@ -482,8 +430,8 @@ impl Core {
                 }
                 let (chunk, r) = rest.split_at(len.min(rest.len()));
                 rest = r;
-                if self.dma_write(buf, chunk, "rx-buffer").is_err() {
-                    Metrics::inc(&self.metrics.dma_errors);
+                if core.dma_write(buf, chunk, "rx-buffer").is_err() {
+                    Metrics::inc(&core.metrics.dma_errors);
                     data_error = true;
                 }
             }
@@ -541,29 +489,161 @@ impl Core {
             let (head_part, rest_part) = wb.split_at(status_at.start);
             let (status_part, tail_part) = rest_part.split_at(status_at.len());
             let q_causes = ICR_RXT0 | if q == 0 { ICR_RXQ0 } else { ICR_RXQ1 };
-            let ok = self.dma_write(daddr, head_part, "write-back").is_ok()
-                && self.dma_write(daddr.wrapping_add(status_at.end as u64), tail_part, "write-back").is_ok()
+            let ok = core.dma_write(daddr, head_part, "write-back").is_ok()
+                && core.dma_write(daddr.wrapping_add(status_at.end as u64), tail_part, "write-back").is_ok()
                 && {
                     std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-                    self.write_back_status(daddr.wrapping_add(status_at.start as u64), status_part, q_causes).is_ok()
+                    core.write_back_status(daddr.wrapping_add(status_at.start as u64), status_part, q_causes).is_ok()
                 };
             if !ok {
-                Metrics::inc(&self.metrics.dma_errors);
+                Metrics::inc(&core.metrics.dma_errors);
             }
             head = (head + units as u32) % n;
         }
         let o = q as u32 * QUEUE_STRIDE;
-        self.set_reg(RDH0 + o, head);
-        Metrics::inc(&self.metrics.rx_frames);
+        core.set_reg(RDH0 + o, head);
+        Metrics::inc(&core.metrics.rx_frames);
         // Minimum threshold: free descriptors at or below RDLEN / 2^(RDMTS+1).
         let mut causes = ICR_RXT0 | if q == 0 { ICR_RXQ0 } else { ICR_RXQ1 };
-        let left = (self.reg(RDT0 + o) + n - head) % n;
+        let left = (core.reg(RDT0 + o) + n - head) % n;
         let rdmts = (rctl >> RCTL_RDMTS_SHIFT) & 3;
         if left <= n >> (rdmts + 1) && q == 0 {
             causes |= ICR_RXDMT0;
         }
-        self.raise_rx(causes);
+        core.raise_rx(causes);
+        self.frames += 1;
         true
+    }
+}
+
+/// The function's receive side: the MAC's stage that every frame passes (tag stripping, FCS, checksum
+/// and hash facts, the queue RSS picks) and the per-queue engines behind it.
+#[derive(Default)]
+pub struct RxPath {
+    pub queues: [RxQueue; 2],
+    /// The frame as the card writes it, when that differs from the wire (tag stripped, FCS appended).
+    scratch: Vec<u8>,
+}
+
+impl RxPath {
+    /// A frame from the wire.
+    pub fn receive(&mut self, core: &mut Core, f: &[u8]) -> RxOutcome {
+        let keep = match core.rx_admit(f) {
+            Ok(k) => k,
+            Err(o) => return o,
+        };
+        // Short frames are padded to the 60-byte minimum.
+        let mut pad = [0u8; 60];
+        let f = match f.get(..keep) {
+            Some(f) if f.len() >= 60 => f,
+            Some(f) => {
+                if let Some(d) = pad.get_mut(..f.len()) {
+                    d.copy_from_slice(f);
+                }
+                &pad[..]
+            }
+            None => return RxOutcome::Dropped,
+        };
+        if !core.rx_fifo.is_empty() || !self.write(core, f) {
+            if !core.rx_fifo.has_room(f.len()) {
+                // Missed packets count in MPC only, not as good packets.
+                Metrics::inc(&core.metrics.rx_missed);
+                core.stats.inc(MPC, 1);
+                core.raise(ICR_RXO);
+                return RxOutcome::Missed;
+            }
+            core.count_rx(f);
+            core.stats.inc(RNBC, 1);
+            core.rx_fifo.push(f.to_vec());
+            self.drain_fifo(core);
+            core.flow_control_fifo();
+            return RxOutcome::Queued;
+        }
+        core.count_rx(f);
+        RxOutcome::Delivered
+    }
+
+    /// Moves FIFO frames into the rings while descriptors are available.
+    pub fn drain_fifo(&mut self, core: &mut Core) -> usize {
+        let mut n = 0;
+        if core.doorbell_held() {
+            return 0;
+        }
+        while let Some(f) = core.rx_fifo.pop() {
+            if core.reg(RCTL) & RCTL_EN == 0 {
+                core.rx_fifo.clear();
+                break;
+            }
+            if !self.write(core, &f) {
+                core.rx_fifo.push_front(f);
+                break;
+            }
+            n += 1;
+        }
+        if n > 0 {
+            core.flow_control_fifo();
+        }
+        n
+    }
+
+    /// Writes one frame into the RX queue RSS picks (0 without RSS). `false` when that ring has too few
+    /// free descriptors.
+    fn write(&mut self, core: &mut Core, frame: &[u8]) -> bool {
+        if !core.dma_allowed() {
+            Metrics::inc(&core.metrics.dma_blocked);
+            return false;
+        }
+        let rctl = core.reg(RCTL);
+        let extended = core.reg(RFCTL) & RFCTL_EXTEN != 0;
+        let split = extended && rctl & RCTL_DTYP_MASK == RCTL_DTYP_PS;
+        if extended && rctl & RCTL_DTYP_MASK != 0 && !split {
+            Metrics::inc(&core.metrics.rx_unsupported);
+            return true; // consumed (dropped): DTYP 10 and 11 are reserved
+        }
+        // VLAN stripping: the frame without its tag, in the scratch buffer.
+        let vet = core.reg(VET) as u16;
+        let tagged = frame.len() >= 18 && be16(frame, 12) == Some(vet);
+        let mut vlan = None;
+        let mut copied = false;
+        if tagged && core.reg(CTRL) & CTRL_VME != 0 {
+            Metrics::inc(&core.metrics.rx_vlan_stripped);
+            vlan = be16(frame, 14);
+            self.scratch.clear();
+            self.scratch.extend_from_slice(frame.get(..12).unwrap_or_default());
+            self.scratch.extend_from_slice(frame.get(16..).unwrap_or_default());
+            copied = true;
+        }
+        let l2 = if tagged && vlan.is_none() { 18 } else { 14 };
+        let rxcsum = core.reg(RXCSUM);
+        // The hash needs the descriptor dword that carries it (PCSD) and extended descriptors.
+        let mrqc = core.reg(MRQC);
+        let hashing = extended && rxcsum & RXCSUM_PCSD != 0 && mrqc & MRQC_RSS_FIELDS_MASK != 0;
+        let key = if hashing { crate::rss::key_from_regs(&core.regs) } else { [0; 40] };
+        let data: &[u8] = if copied { &self.scratch } else { frame };
+        let info = rx_info(data, l2, rxcsum & RXCSUM_IPOFLD != 0, rxcsum & RXCSUM_TUOFLD != 0, hashing.then_some((mrqc, &key)));
+        let q = match info.rss {
+            Some((_, h)) if mrqc & crate::rss::MRQC_ENABLE_RSS != 0 && mrqc & MRQC_ENABLE_MASK == crate::rss::MRQC_ENABLE_RSS => {
+                crate::rss::queue(&core.regs, h)
+            }
+            _ => 0,
+        };
+        let header = if split { split_header_len(data, l2, core.reg(RFCTL) & RFCTL_IPFRSP_DIS != 0) } else { None };
+        // The frame is copied only when it changes (tag stripped above, or an FCS appended here).
+        if rctl & RCTL_SECRC == 0 {
+            let c = fcs(data);
+            if !copied {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(frame);
+                copied = true;
+            }
+            self.scratch.extend_from_slice(&c.to_le_bytes());
+        }
+        let bytes: &[u8] = if copied { &self.scratch } else { frame };
+        let m = RxMeta { info, vlan, header, split, extended, rctl, rxcsum };
+        match self.queues.get_mut(q) {
+            Some(e) => e.write(core, q, bytes, &m),
+            None => false,
+        }
     }
 }
 
@@ -601,9 +681,9 @@ pub fn split_header_len(frame: &[u8], l2: usize, no_fragment_split: bool) -> Opt
 /// Bytes per buffer of each packet-split descriptor a frame of `total` bytes takes. With a header split
 /// the header goes alone into the first descriptor's header buffer; without one the frame fills the header
 /// buffer and the data buffers in order. Later descriptors leave their header buffer empty (7.1.5.1).
-/// `None` when the buffers PSRCTL sizes cannot take the frame.
-pub fn ps_layout(total: usize, header: Option<usize>, sizes: [usize; 4]) -> Option<Vec<[usize; 4]>> {
-    let mut out = Vec::new();
+/// Fills `out`; `false` when the buffers PSRCTL sizes cannot take the frame.
+pub fn ps_layout(total: usize, header: Option<usize>, sizes: [usize; 4], out: &mut Vec<[usize; 4]>) -> bool {
+    out.clear();
     let mut left = total;
     while left > 0 {
         let mut lens = [0usize; 4];
@@ -619,16 +699,21 @@ pub fn ps_layout(total: usize, header: Option<usize>, sizes: [usize; 4]) -> Opti
             left -= *l;
         }
         if lens.iter().all(|l| *l == 0) {
-            return None;
+            return false;
         }
         out.push(lens);
     }
-    Some(out)
+    true
 }
 
 #[cfg(test)]
 mod test {
     use super::*;
+
+    fn ps_layout(total: usize, header: Option<usize>, sizes: [usize; 4]) -> Option<Vec<[usize; 4]>> {
+        let mut out = Vec::new();
+        super::ps_layout(total, header, sizes, &mut out).then_some(out)
+    }
 
     #[test]
     fn packet_split_layout() {

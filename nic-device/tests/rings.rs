@@ -320,7 +320,7 @@ fn rx_extended_descriptor_writeback_with_checksum_status() {
     let mut n = nic();
     setup_rx(&mut n, true, false);
     let f = eth_ipv4_udp(&[9u8; 200]);
-    assert_eq!(n.receive(f.clone()), nic_device::rx::RxOutcome::Delivered);
+    assert_eq!(n.receive(&f.clone()), nic_device::rx::RxOutcome::Delivered);
     let d = rx_desc(&n, 0);
     let staterr = u32::from_le_bytes(d[8..12].try_into().unwrap());
     let len = u16::from_le_bytes([d[12], d[13]]) as usize;
@@ -342,7 +342,7 @@ fn rx_bad_l4_checksum_is_delivered_with_error_bit() {
     setup_rx(&mut n, true, false);
     let mut f = tcp_packet_v4(100, false);
     f[51] ^= 0x55;
-    n.receive(f);
+    n.receive(&f);
     let d = rx_desc(&n, 0);
     let staterr = u32::from_le_bytes(d[8..12].try_into().unwrap());
     assert_ne!(staterr & RXD_STAT_TCPCS, 0);
@@ -356,7 +356,7 @@ fn rx_legacy_descriptors_span_small_buffers_and_append_crc_without_secrc() {
     setup_rx(&mut n, false, true);
     n.mmio_write(RCTL, n.reg(RCTL) & !RCTL_SECRC);
     let f = eth_ipv4_udp(&[1u8; 600]);
-    n.receive(f.clone());
+    n.receive(&f.clone());
     let total = f.len() + 4;
     let ndesc = total.div_ceil(256);
     let mut got = Vec::new();
@@ -381,30 +381,30 @@ fn rx_filters() {
     use nic_device::rx::RxOutcome::*;
     let mut f = eth_ipv4_udp(b"x");
     f[..6].copy_from_slice(&[2, 9, 9, 9, 9, 9]);
-    assert_eq!(n.receive(f.clone()), Filtered, "other unicast");
+    assert_eq!(n.receive(&f.clone()), Filtered, "other unicast");
     n.mmio_write(RCTL, n.reg(RCTL) | RCTL_UPE);
-    assert_eq!(n.receive(f.clone()), Delivered, "promiscuous");
+    assert_eq!(n.receive(&f.clone()), Delivered, "promiscuous");
     n.mmio_write(RCTL, n.reg(RCTL) & !RCTL_UPE);
     f[..6].copy_from_slice(&[0xFF; 6]);
-    assert_eq!(n.receive(f.clone()), Delivered, "broadcast with BAM");
+    assert_eq!(n.receive(&f.clone()), Delivered, "broadcast with BAM");
     n.mmio_write(RCTL, n.reg(RCTL) & !RCTL_BAM);
-    assert_eq!(n.receive(f.clone()), Filtered, "broadcast without BAM");
+    assert_eq!(n.receive(&f.clone()), Filtered, "broadcast without BAM");
     // Multicast 01:00:5e:00:00:fb with MO=0: hash = (0x00 >> 4) | (0xfb << 4) = 0xfb0.
     f[..6].copy_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]);
-    assert_eq!(n.receive(f.clone()), Filtered, "multicast not in MTA");
+    assert_eq!(n.receive(&f.clone()), Filtered, "multicast not in MTA");
     let hash = 0xfb0u32;
     n.mmio_write(MTA + (hash >> 5) * 4, 1 << (hash & 31));
-    assert_eq!(n.receive(f.clone()), Delivered, "multicast in MTA");
+    assert_eq!(n.receive(&f.clone()), Delivered, "multicast in MTA");
     // A second exact address in RAR1.
     n.mmio_write(RAL0 + 8, u32::from_le_bytes([2, 0, 0, 0]));
     let mut g = eth_ipv4_udp(b"y");
     g[..6].copy_from_slice(&[2, 0, 0, 0, 0, 7]);
     n.mmio_write(RAH0 + 8, u32::from_le_bytes([0, 7, 0, 0]) | RAH_AV);
-    assert_eq!(n.receive(g), Delivered, "RAR1 exact match");
+    assert_eq!(n.receive(&g), Delivered, "RAR1 exact match");
     // Oversized without LPE.
     let mut big = eth_ipv4_udp(&[0u8; 1600]);
     big[..6].copy_from_slice(&MAC);
-    assert_eq!(n.receive(big), Dropped);
+    assert_eq!(n.receive(&big), Dropped);
     assert_eq!(n.mmio_read(ROC), 1);
 }
 
@@ -416,13 +416,13 @@ fn ring_full_queues_in_fifo_then_misses_with_mpc() {
     let f = eth_ipv4_udp(&[5u8; 1000]);
     // RDT = RING_LEN - 1: 63 descriptors free.
     for _ in 0..63 {
-        assert_eq!(n.receive(f.clone()), Delivered);
+        assert_eq!(n.receive(&f.clone()), Delivered);
     }
     assert_ne!(n.intr.icr & ICR_RXDMT0, 0, "minimum threshold reached on the way");
     let mut queued = 0;
     let mut missed = 0;
     for _ in 0..40 {
-        match n.receive(f.clone()) {
+        match n.receive(&f.clone()) {
             Queued => queued += 1,
             Missed => missed += 1,
             o => panic!("{o:?}"),
@@ -442,10 +442,10 @@ fn rx_buffer_outside_guest_memory_is_counted() {
     let mut n = nic();
     setup_rx(&mut n, true, false);
     w64(&n, RX_RING, 0xBAD0_0000_0000);
-    n.receive(eth_ipv4_udp(b"z"));
+    n.receive(&eth_ipv4_udp(b"z"));
     assert_eq!(n.metrics.dma_errors.load(Ordering::Relaxed), 1);
     // The descriptor is still completed, and the next frame lands normally.
-    n.receive(eth_ipv4_udp(b"z"));
+    n.receive(&eth_ipv4_udp(b"z"));
     assert_eq!(n.reg(RDH0), 2);
 }
 
@@ -456,7 +456,7 @@ fn vlan_strip_and_filter() {
     let mut f = eth_ipv4_udp(b"tagged");
     nic_device::offload::insert_vlan(&mut f, 0x8100, 0x2064);
     n.mmio_write(CTRL, n.reg(CTRL) | CTRL_VME);
-    n.receive(f.clone());
+    n.receive(&f.clone());
     let d = rx_desc(&n, 0);
     let staterr = u32::from_le_bytes(d[8..12].try_into().unwrap());
     assert_ne!(staterr & RXD_STAT_VP, 0);
@@ -464,9 +464,9 @@ fn vlan_strip_and_filter() {
     // The wire frame is at least 60 bytes; the tag comes out of it.
     assert_eq!(u16::from_le_bytes([d[12], d[13]]) as usize, f.len().max(60) - 4, "tag stripped");
     n.mmio_write(RCTL, n.reg(RCTL) | RCTL_VFE);
-    assert_eq!(n.receive(f.clone()), nic_device::rx::RxOutcome::Filtered, "VLAN 100 not in VFTA");
+    assert_eq!(n.receive(&f.clone()), nic_device::rx::RxOutcome::Filtered, "VLAN 100 not in VFTA");
     n.mmio_write(VFTA + (100 >> 5) * 4, 1 << (100 & 31));
-    assert_eq!(n.receive(f), nic_device::rx::RxOutcome::Delivered);
+    assert_eq!(n.receive(&f), nic_device::rx::RxOutcome::Delivered);
 }
 
 #[test]
@@ -499,20 +499,20 @@ fn receive_delay_timers_hold_rxt0() {
     setup_rx(&mut n, false, false);
     let frame = [[0xFF; 6].as_slice(), &[2, 0, 0, 0, 0, 1, 0x88, 0xB5], &[0u8; 50]].concat();
     // No delay: RXT0 with the frame.
-    n.receive(frame.clone());
+    n.receive(&frame.clone());
     assert_ne!(n.mmio_read(ICR) & ICR_RXT0, 0);
     // 100 units (102.4 us) packet delay, 1000 units absolute.
     n.mmio_write(RDTR, 100);
     n.mmio_write(RADV, 1000);
     let t0 = std::time::Instant::now();
-    n.receive(frame.clone());
+    n.receive(&frame.clone());
     assert_eq!(n.mmio_read(ICR) & ICR_RXT0, 0, "held by RDTR");
     let due = n.next_deadline().expect("a timer is running");
     assert!(due >= t0 + std::time::Duration::from_micros(100) && due <= std::time::Instant::now() + std::time::Duration::from_micros(103));
     n.on_timer(due + std::time::Duration::from_micros(1));
     assert_ne!(n.mmio_read(ICR) & ICR_RXT0, 0, "raised when the packet timer expired");
     // FPD flushes what is held.
-    n.receive(frame.clone());
+    n.receive(&frame.clone());
     assert_eq!(n.mmio_read(ICR) & ICR_RXT0, 0);
     n.mmio_write(RDTR, 100 | DELAY_FPD);
     assert_ne!(n.mmio_read(ICR) & ICR_RXT0, 0, "FPD released it");
@@ -562,19 +562,19 @@ fn received_pause_frames_stop_and_resume_transmission() {
     n.dma.write(TX_BUFS, &frame).unwrap();
     desc(&n, 0, TX_BUFS, legacy(frame.len(), TXD_CMD_EOP | TXD_CMD_RS), 0);
     // XOFF for 0xFFFF quanta (about 33.5 ms at 1000 Mb/s).
-    assert_eq!(n.receive(pause_frame([2, 0, 0, 0, 0, 9], 0xFFFF)), nic_device::rx::RxOutcome::Filtered);
+    assert_eq!(n.receive(&pause_frame([2, 0, 0, 0, 0, 9], 0xFFFF)), nic_device::rx::RxOutcome::Filtered);
     assert_eq!(n.reg(RDH0), 0, "not delivered to the host");
     n.mmio_write(TDT0, 1);
     assert!(!n.tx_pending(0), "paused");
     assert!(run_tx(&mut n).is_empty());
     assert!(n.next_deadline().is_some(), "the data path wakes when the pause ends");
     // XON resumes at once.
-    n.receive(pause_frame([2, 0, 0, 0, 0, 9], 0));
+    n.receive(&pause_frame([2, 0, 0, 0, 0, 9], 0));
     assert_eq!(run_tx(&mut n).len(), 1);
     assert_eq!((n.mmio_read(XOFFRXC), n.mmio_read(XONRXC)), (1, 1));
     // Without RFCE: counted, not honoured.
     n.mmio_write(CTRL, n.reg(CTRL) & !CTRL_RFCE);
-    n.receive(pause_frame([2, 0, 0, 0, 0, 9], 0xFFFF));
+    n.receive(&pause_frame([2, 0, 0, 0, 0, 9], 0xFFFF));
     desc(&n, 1, TX_BUFS, legacy(frame.len(), TXD_CMD_EOP | TXD_CMD_RS), 0);
     n.mmio_write(TDT0, 2);
     assert_eq!(run_tx(&mut n).len(), 1);
@@ -595,11 +595,11 @@ fn receive_fifo_thresholds_send_xoff_and_xon() {
     n.mmio_write(RDT0, 0);
     let frame = [[0xFF; 6].as_slice(), &[2, 0, 0, 0, 0, 1, 0x88, 0xB5], &[0u8; 1000]].concat();
     for _ in 0..7 {
-        n.receive(frame.clone());
+        n.receive(&frame.clone());
     }
     assert!(n.control_out.is_empty(), "below the high threshold");
     for _ in 0..3 {
-        n.receive(frame.clone());
+        n.receive(&frame.clone());
     }
     assert_eq!(n.control_out.len(), 1, "XOFF once past FCRTH");
     let xoff = n.control_out.pop_front().unwrap();
