@@ -35,6 +35,7 @@ table ip6 nat6 {
 table inet filter {
     chain forward {
         type filter hook forward priority 0; policy drop;
+        meta mark set ct mark
         ct state established,related accept
         ct state invalid counter log prefix "invalid " drop
         tcp flags syn / syn,ack jump syn
@@ -44,11 +45,12 @@ table inet filter {
         iifname "lan" accept
         ip daddr 10.0.0.5 tcp dport 80 accept
     }
-    chain syn { meta mark set 0x1 ; ip saddr != 10.0.0.0/24 iifname "lan" drop ; return }
+    chain syn { meta mark set 0x1 ; ct mark set meta mark ; ip saddr != 10.0.0.0/24 iifname "lan" drop ; return }
     chain input {
         type filter hook input priority 0; policy accept;
         iifname "wan" tcp dport 22 reject with tcp reset
         meta mark 0x1 counter
+        ct mark 0x1 counter
     }
     chain output { type filter hook output priority 0; policy accept; udp dport 7 drop }
 }

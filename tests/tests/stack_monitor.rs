@@ -2,8 +2,9 @@
 //! judge: `ss` agrees with the Linux end's own `ss` on the bytes each side sent and received, `nstat`
 //! counts the passive open, drop reasons name a closed UDP port (NO_SOCKET) and a netfilter rule
 //! (NETFILTER_DROP), the event stream shows the connection's state changes, `nft list` shows the rule's
-//! counter, a REDIRECT from port 8081 to the server on 8080 answers curl, `link` and `tc show` report, and a capture taken at the interface opens in tcpdump with
-//! Linux's pings in it, and one at netfilter's INPUT hook holds the requests alone.
+//! counter, a REDIRECT from port 8081 to the server on 8080 answers curl, `link` and `tc show` report, and
+//! a capture taken at the interface opens in tcpdump with Linux's pings in it, and one at netfilter's
+//! INPUT hook holds the requests alone, in tcpdump and in tshark.
 
 use nic_tests::*;
 use std::process::Stdio;
@@ -103,6 +104,12 @@ fn a_running_stack_seen_through_its_control_socket() {
     let (_, dump) = sh(&format!("tcpdump -nn -r {} 2>&1", hook.display()));
     assert!(dump.contains("raw IP") || dump.contains("RAW"), "{dump}");
     assert!(dump.matches("ICMP echo request").count() >= 2 && !dump.contains("ICMP echo reply"), "{dump}");
+    // The same file in tshark (Wireshark's dissectors): raw IPv4 packets, the requests decoded as such.
+    let (rc, dump) = sh(&format!("tshark -n -r {} -T fields -e frame.encap_type -e ip.dst -e icmp.type 2>&1", hook.display()));
+    assert_eq!(rc, 0, "tshark: {dump}");
+    // (Rows are tab-separated; tshark's own notes, such as running as root, are not.)
+    let rows: Vec<&str> = dump.lines().filter(|l| l.contains('\t')).collect();
+    assert!(rows.len() >= 2 && rows.iter().all(|l| l.split('\t').collect::<Vec<_>>()[1..] == ["10.82.0.2", "8"]), "{dump}");
 
     let out = client.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("got "), "the client finished");

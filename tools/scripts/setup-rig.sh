@@ -16,7 +16,7 @@ step() { echo "[setup-rig $1/$STEPS] $2" >&2; }
 mkdir -p "$RIG"
 
 need_apt=()
-for p in debootstrap cpio iperf3 ethtool tcpdump iproute2 xz-utils kmod iputils-ping; do
+for p in debootstrap cpio iperf3 ethtool tcpdump tshark iproute2 xz-utils kmod iputils-ping; do
     dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 # The tests' host side uses python3 (http.server, urllib).

@@ -142,6 +142,8 @@ impl Netfilter {
         let track = ctx.ct.unwrap_or(Track { state: CtState::Untracked, conn: None });
         let first = track.conn.filter(|&(_, d)| d == Dir::Original).and_then(|(id, _)| self.ct.get(id)).is_some_and(|c| !c.confirmed);
         let mut verdict = Verdict::Accept;
+        let conn = track.conn.map(|(id, _)| id);
+        let mut ct_mark = conn.and_then(|id| self.ct.get(id)).map_or(0, |c| c.mark);
         let (hi, fam) = (Self::hook_index(at.hook), usize::from(v.v6));
         for k in 0..self.chains[hi][fam].len() {
             let chain = self.chains[hi][fam][k];
@@ -149,10 +151,17 @@ impl Netfilter {
             if is_nat && !(first && track.state == CtState::New) {
                 continue;
             }
-            let mut p = rules::Pkt { v: &v, iif: at.iif, oif: at.oif, ct: track.state, mark: ctx.mark };
+            let mut p = rules::Pkt { v: &v, iif: at.iif, oif: at.oif, ct: track.state, mark: ctx.mark, ct_mark };
             let mut fx = rules::Effects::default();
             let r = self.rules.walk(chain, &mut p, &mut fx);
             ctx.mark = p.mark;
+            if p.ct_mark != ct_mark {
+                // The connection keeps its mark for every later packet, both ways.
+                ct_mark = p.ct_mark;
+                if let Some(c) = conn.and_then(|id| self.ct.get_mut(id)) {
+                    c.mark = ct_mark;
+                }
+            }
             for l in fx.logs {
                 self.log(&l, at, &v, ctx.mark, now);
             }
@@ -552,6 +561,50 @@ table inet filter {
         nf.load(RULES).unwrap();
         forward(&mut nf, "lan", "wan", &mut udp(INSIDE, SERVER, 5000, 53), now);
         assert_eq!(nf.ct.len(), 1);
+    }
+
+    #[test]
+    fn the_connection_keeps_its_mark_and_replies_take_it_back() {
+        // The usual connmark recipe: mark new flows by port, save the mark on the connection, restore it
+        // on every later packet (replies included), and match on it.
+        let mut nf = Netfilter::default();
+        nf.load(
+            r#"
+table inet mangle {
+    chain pre {
+        type filter hook prerouting priority mangle;
+        meta mark set ct mark
+        ct state new udp dport 53 meta mark set 0x35 ct mark set meta mark
+        ct state new udp dport 123 ct mark set 0x7b
+        ct mark 0x35 meta mark 0x35 counter
+        ct mark != 0 counter
+    }
+}"#,
+        )
+        .unwrap();
+        assert!(nf.rules.needs_conntrack(), "ct mark needs tracking");
+        let now = Instant::from_millis(1);
+        let pre = |nf: &mut Netfilter, p: &mut Vec<u8>| {
+            let at = At { hook: Hook::Prerouting, iif: Some("lan"), oif: None, iif_addr: None, oif_addr: None };
+            let mut ctx = Ctx::default();
+            assert_eq!(nf.hook(&at, &mut ctx, p, now), Verdict::Accept);
+            // Confirmed as INPUT would.
+            let at = At { hook: Hook::Input, ..at };
+            nf.hook(&at, &mut ctx, p, now);
+            ctx.mark
+        };
+        assert_eq!(pre(&mut nf, &mut udp(INSIDE, SERVER, 5000, 53)), 0x35, "the first packet marked by port");
+        // The reply matches no port rule: its mark comes from the connection.
+        assert_eq!(pre(&mut nf, &mut udp(SERVER, INSIDE, 53, 5000)), 0x35, "the reply takes the connection's mark");
+        // A connection marked directly: its packets carry the mark from the second one on.
+        assert_eq!(pre(&mut nf, &mut udp(INSIDE, SERVER, 5001, 123)), 0, "ct mark set alone leaves the packet");
+        assert_eq!(pre(&mut nf, &mut udp(INSIDE, SERVER, 5001, 123)), 0x7b);
+        assert_eq!(pre(&mut nf, &mut udp(INSIDE, SERVER, 5002, 80)), 0, "unmarked flows stay unmarked");
+        let l = nf.rules.listing();
+        assert!(l.contains("ct mark 0x35 meta mark 0x35 counter # packets 2 "), "{l}");
+        assert!(l.contains("ct mark != 0 counter # packets 4 "), "{l}");
+        let ct = nf.conntrack_listing(now);
+        assert!(ct.lines().any(|x| x.contains("dport=53") && x.contains("mark=53 ")), "{ct}");
     }
 
     #[test]

@@ -24,8 +24,8 @@
 //! Matches: `iifname`, `oifname` (a name or a `{ set }`), `ip saddr|daddr`, `ip6 saddr|daddr` (address or
 //! prefix, or a set), `meta l4proto`, `meta nfproto ipv4|ipv6`, `meta mark`, `tcp|udp|th sport|dport` (port,
 //! range or set), `icmp type`, `icmpv6 type`, `tcp flags F[,F]` (any set), `tcp flags == F|F` (exactly),
-//! `tcp flags F / M,M` (those of M that are set are F), `ct state`; `!=` negates a match. Statements:
-//! `counter`, `log [prefix "..."]`, `meta mark set N`, `accept`, `drop`, `reject [with tcp reset | with
+//! `tcp flags F / M,M` (those of M that are set are F), `ct state`, `ct mark`; `!=` negates a match.
+//! Statements: `counter`, `log [prefix "..."]`, `meta mark set N|ct mark`, `ct mark set N|meta mark`, `accept`, `drop`, `reject [with tcp reset | with
 //! icmp type T | with icmpv6 type T | with icmpx type T]`, `jump C`, `goto C`, `return`, and in nat chains
 //! `snat to A[:P[-Q]]`, `dnat to A[:P]` (`[v6]:P` for IPv6), `masquerade [to :P-Q]`, `redirect [to :P]`.
 //! Rules end at a newline or `;`. A bad file is refused whole, with its line and column.
@@ -185,6 +185,15 @@ impl Parser {
     }
 
     /// A `!=` before a match's value.
+    /// A mark (decimal or 0x hex); an error points at it.
+    fn mark_value(&mut self) -> Result<u32, ParseError> {
+        let v = self.word()?;
+        parse_u32(&v).or_else(|e| {
+            self.at -= 1;
+            self.err(e)
+        })
+    }
+
     fn negated(&mut self) -> bool {
         let n = self.is_word("!=");
         if n {
@@ -617,19 +626,17 @@ impl Parser {
                         "mark" => {
                             if self.is_word("set") {
                                 self.at += 1;
-                                let v = self.word()?;
-                                let m = parse_u32(&v).or_else(|e| {
-                                    self.at -= 1;
-                                    self.err(e)
-                                })?;
+                                if self.is_word("ct") {
+                                    self.at += 1;
+                                    self.expect_word("mark")?;
+                                    actions.push(Action::MarkFromCt);
+                                    continue;
+                                }
+                                let m = self.mark_value()?;
                                 actions.push(Action::SetMark(m));
                             } else {
                                 let neg = self.negated();
-                                let v = self.word()?;
-                                let m = parse_u32(&v).or_else(|e| {
-                                    self.at -= 1;
-                                    self.err(e)
-                                })?;
+                                let m = self.mark_value()?;
                                 matches.push((Match::Mark(m), neg));
                             }
                         }
@@ -637,6 +644,24 @@ impl Parser {
                             self.at -= 1;
                             return self.err(format!("`meta {x}`: expected l4proto, nfproto or mark"));
                         }
+                    }
+                }
+                "ct" if self.is_word("mark") => {
+                    self.at += 1;
+                    if self.is_word("set") {
+                        self.at += 1;
+                        if self.is_word("meta") {
+                            self.at += 1;
+                            self.expect_word("mark")?;
+                            actions.push(Action::SetCtMark(None));
+                        } else {
+                            let m = self.mark_value()?;
+                            actions.push(Action::SetCtMark(Some(m)));
+                        }
+                    } else {
+                        let neg = self.negated();
+                        let m = self.mark_value()?;
+                        matches.push((Match::CtMark(m), neg));
                     }
                 }
                 "ct" => {

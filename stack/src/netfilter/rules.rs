@@ -124,6 +124,8 @@ pub enum Match {
     },
     CtState(u8),
     Mark(u32),
+    /// `ct mark`: the connection's mark.
+    CtMark(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,8 +152,14 @@ pub enum Nat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Counter,
-    Log { prefix: String },
+    Log {
+        prefix: String,
+    },
     SetMark(u32),
+    /// `meta mark set ct mark`: the packet takes its connection's mark.
+    MarkFromCt,
+    /// `ct mark set N`, or with `None` `ct mark set meta mark`: the connection keeps a mark.
+    SetCtMark(Option<u32>),
     Accept,
     Drop,
     Reject(RejectWith),
@@ -194,6 +202,8 @@ pub struct Pkt<'a> {
     pub oif: Option<&'a str>,
     pub ct: CtState,
     pub mark: u32,
+    /// The connection's mark (0 untracked).
+    pub ct_mark: u32,
 }
 
 /// A chain walk's outcome.
@@ -233,6 +243,7 @@ fn matches(m: &Match, p: &Pkt) -> bool {
         Match::TcpFlags { mask, value, any } => v.tcp.is_some_and(|t| if *any { t.flags & mask != 0 } else { t.flags & mask == *value }),
         Match::CtState(bits) => p.ct.bit() & bits != 0,
         Match::Mark(m) => p.mark == *m,
+        Match::CtMark(m) => p.ct_mark == *m,
     }
 }
 
@@ -252,12 +263,15 @@ impl Ruleset {
         v.into_iter().map(|(_, i)| i).collect()
     }
 
-    /// Whether any rule needs connection tracking (a `ct state` match or a NAT chain). Without one,
+    /// Whether any rule needs connection tracking (a `ct state` or `ct mark` rule, or a NAT chain). Without one,
     /// packets are not tracked at all, as Linux does not load conntrack for such a rule set.
     pub fn needs_conntrack(&self) -> bool {
         self.chains.iter().any(|c| {
             c.base.is_some_and(|b| b.kind == ChainType::Nat)
-                || c.rules.iter().any(|r| r.matches.iter().any(|(m, _)| matches!(m, Match::CtState(_))))
+                || c.rules.iter().any(|r| {
+                    r.matches.iter().any(|(m, _)| matches!(m, Match::CtState(_) | Match::CtMark(_)))
+                        || r.actions.iter().any(|a| matches!(a, Action::MarkFromCt | Action::SetCtMark(_)))
+                })
         })
     }
 
@@ -291,6 +305,8 @@ impl Ruleset {
                     Action::Counter => {}
                     Action::Log { prefix } => fx.logs.push(format!("{prefix}(rule at line {line})")),
                     Action::SetMark(m) => p.mark = m,
+                    Action::MarkFromCt => p.mark = p.ct_mark,
+                    Action::SetCtMark(m) => p.ct_mark = m.unwrap_or(p.mark),
                     Action::Accept => return Verdict::Accept,
                     Action::Drop => return Verdict::Drop,
                     Action::Reject(w) => return Verdict::Reject(w),
