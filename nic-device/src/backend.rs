@@ -4,6 +4,7 @@
 //! `dgram:mcast:...` (QEMU `-netdev dgram`: one frame per datagram), and `loopback`.
 //! `tap:IFNAME,offload=on` exchanges frames with a virtio-net header instead (see `gso`).
 
+use crate::pool::FramePool;
 use log::{info, warn};
 use nic_tap::VnetHdr;
 use std::collections::VecDeque;
@@ -93,42 +94,6 @@ pub fn open(spec: &str) -> Result<Box<dyn Backend>, BackendError> {
         return Ok(Box::new(Stream::listen(StreamAddr::parse(p)).map_err(|e| BackendError::Io(format!("stream {p}"), e))?));
     }
     Err(BackendError::Unknown(spec.into()))
-}
-
-/// Frame buffers given back through `Backend::recycle`, reused by the next receive.
-#[derive(Default)]
-pub struct FramePool {
-    free: Vec<Vec<u8>>,
-}
-
-impl FramePool {
-    /// Buffers kept (one receive round's worth); more are freed.
-    const KEEP: usize = 256;
-
-    /// A buffer holding a copy of `data`: a recycled one when there is one.
-    pub fn copy_of(&mut self, data: &[u8]) -> Vec<u8> {
-        let mut v = self.free.pop().unwrap_or_default();
-        v.clear();
-        v.extend_from_slice(data);
-        v
-    }
-
-    /// Takes a buffer back. Only buffers of at most a jumbo frame's size are kept, so that a rare GSO
-    /// frame does not pin 64 KiB per slot.
-    pub fn put(&mut self, v: Vec<u8>) {
-        if self.free.len() < Self::KEEP && v.capacity() <= MAX_FRAME + 64 {
-            self.free.push(v);
-        }
-    }
-
-    /// Buffers waiting for reuse.
-    pub fn len(&self) -> usize {
-        self.free.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.free.is_empty()
-    }
 }
 
 // ---- loopback ----

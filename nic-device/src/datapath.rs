@@ -67,6 +67,7 @@ impl DataPath {
                 out: VecDeque::new(),
                 rx_pending: VecDeque::new(),
                 rx_batch: Vec::with_capacity(RX_BUDGET),
+                tx_free: Vec::with_capacity(TX_QUEUE_DEPTH),
                 registered: Vec::new(),
                 gen: u64::MAX,
                 overflow,
@@ -105,6 +106,8 @@ struct Worker {
     rx_pending: VecDeque<Vec<u8>>,
     /// One round's received frames (and whether each was captured already), reused round to round.
     rx_batch: Vec<(Vec<u8>, bool)>,
+    /// Buffers of frames the backend sent, on their way back to the transmit engines.
+    tx_free: Vec<Vec<u8>>,
     registered: Vec<i32>,
     gen: u64,
     overflow: RxOverflow,
@@ -215,6 +218,7 @@ impl Worker {
         if self.out.len() < TX_QUEUE_DEPTH {
             let mut nic = lock(&self.nic);
             progress |= nic.apply_doorbells();
+            nic.recycle_tx(&mut self.tx_free);
             // One clock read for the round's timers and moderation, not one per frame.
             nic.round_now = Some(Instant::now());
             for q in 0..2 {
@@ -232,6 +236,9 @@ impl Worker {
             if nic.loopback() {
                 while let Some(f) = self.out.pop_front() {
                     nic.receive(&f.data);
+                    if self.tx_free.len() < TX_QUEUE_DEPTH {
+                        self.tx_free.push(f.data);
+                    }
                     progress = true;
                 }
             }
@@ -245,7 +252,11 @@ impl Worker {
                         let _ = p.write(&f.data);
                     }
                     self.trace.emit(trace::FRAMES, "frame", || trace::frame_fields("out", &f.data));
-                    self.out.pop_front();
+                    if let Some(f) = self.out.pop_front() {
+                        if self.tx_free.len() < TX_QUEUE_DEPTH {
+                            self.tx_free.push(f.data);
+                        }
+                    }
                     progress = true;
                 }
                 Ok(false) => break,

@@ -27,6 +27,7 @@ pub mod offload;
 pub mod pcap;
 pub mod pci;
 pub mod phy;
+pub mod pool;
 pub mod regs;
 pub mod rss;
 pub mod rx;

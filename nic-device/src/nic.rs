@@ -156,6 +156,15 @@ impl Nic {
         self.rx.receive(&mut self.core, f)
     }
 
+    /// Gives the transmit engines back the buffers of frames the backend has sent, for their next packets.
+    pub fn recycle_tx(&mut self, bufs: &mut Vec<Vec<u8>>) {
+        for (i, b) in bufs.drain(..).enumerate() {
+            if let Some(t) = self.tx.get_mut(i % 2) {
+                t.recycle(b);
+            }
+        }
+    }
+
     /// Moves frames waiting in the receive FIFO into the rings while descriptors are available.
     pub fn drain_rx_fifo(&mut self) -> usize {
         self.rx.drain_fifo(&mut self.core)

@@ -7,6 +7,7 @@ use crate::gso;
 use crate::metrics::Metrics;
 use crate::nic::{Core, Nic};
 use crate::offload::{self, TxContext};
+use crate::pool::FramePool;
 use crate::regs::*;
 use crate::stats::Dir;
 use log::debug;
@@ -42,6 +43,8 @@ pub struct TxQueue {
     /// The packet is being dropped (bad descriptor or too long); skip to EOP.
     bad: bool,
     started: bool,
+    /// Buffers of frames the backend has sent, for the next packets to gather into.
+    spare: FramePool,
 }
 
 /// A 16-byte TX descriptor in its raw form.
@@ -109,6 +112,16 @@ impl Nic {
 }
 
 impl TxQueue {
+    /// Takes back the buffer of a frame the backend has sent.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.spare.put(buf);
+    }
+
+    /// Spare buffers waiting for packets.
+    pub fn spare(&self) -> usize {
+        self.spare.len()
+    }
+
     /// Processes up to `budget` descriptors of this queue (`q`), calling `emit` for every frame for the wire.
     pub fn process(&mut self, q: usize, nic: &mut Core, budget: usize, emit: &mut dyn FnMut(TxFrame)) -> TxPass {
         let mut pass = TxPass::default();
@@ -242,8 +255,11 @@ impl TxQueue {
     }
 
     fn finish(&mut self, q: usize, nic: &mut Core, emit: &mut dyn FnMut(TxFrame), pass: &mut TxPass) {
+        let mut spare = std::mem::take(&mut self.spare);
         let t = std::mem::take(self);
         self.ctx = t.ctx;
+        self.pkt = spare.take();
+        self.spare = spare;
         if t.bad || t.pkt.is_empty() {
             Metrics::inc(&nic.metrics.tx_malformed);
             return;
@@ -288,13 +304,14 @@ impl TxQueue {
                 }
             }
         }
-        let mut frames = if t.tse {
+        // One frame, or TSO's segments (without a vector for the single frame).
+        let (single, segments) = if t.tse {
             match offload::segment(&pkt, &t.ctx, ixsm, txsm) {
                 Ok(f) => {
                     nic.stats.inc(TSCTC, 1);
                     Metrics::inc(&nic.metrics.tx_tso_packets);
                     nic.metrics.tx_tso_segments.fetch_add(f.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    f
+                    (None, f)
                 }
                 Err(e) => {
                     debug!("TX queue {q}: TSO refused: {e}");
@@ -315,11 +332,11 @@ impl TxQueue {
                 Metrics::inc(&nic.metrics.tx_malformed);
                 return;
             }
-            vec![f]
+            (Some(f), Vec::new())
         };
         let vet = nic.reg(VET) as u16;
         let pad = nic.reg(TCTL) & TCTL_PSP != 0;
-        for mut f in frames.drain(..) {
+        for mut f in single.into_iter().chain(segments) {
             if pad && f.len() < 60 {
                 f.resize(60, 0); // short packets are padded on the wire (TCTL.PSP)
             }

@@ -85,6 +85,33 @@ fn a_head_write_discards_the_half_gathered_packet() {
 }
 
 #[test]
+fn sent_frames_buffers_carry_the_next_packets() {
+    let mut n = nic();
+    setup_tx(&mut n);
+    let first = eth_ipv4_udp(&[1u8; 600]);
+    n.dma.write(TX_BUFS, &first).unwrap();
+    desc(&n, 0, TX_BUFS, legacy(first.len(), TXD_CMD_EOP | TXD_CMD_RS), 0);
+    n.mmio_write(TDT0, 1);
+    let mut out = run_tx(&mut n);
+    assert_eq!(out, vec![first]);
+    // The backend sent it; its buffer goes back to the engines.
+    let at = out[0].as_ptr();
+    n.recycle_tx(&mut out);
+    assert_eq!(n.tx[0].spare(), 1);
+    // The next packet after the one being gathered lands in it, with its own bytes only.
+    let (second, third) = (eth_ipv4_udp(&[2u8; 100]), eth_ipv4_udp(&[3u8; 80]));
+    n.dma.write(TX_BUFS + 0x1000, &second).unwrap();
+    n.dma.write(TX_BUFS + 0x2000, &third).unwrap();
+    desc(&n, 1, TX_BUFS + 0x1000, legacy(second.len(), TXD_CMD_EOP | TXD_CMD_RS), 0);
+    desc(&n, 2, TX_BUFS + 0x2000, legacy(third.len(), TXD_CMD_EOP | TXD_CMD_RS), 0);
+    n.mmio_write(TDT0, 3);
+    let mut frames = Vec::new();
+    n.process_tx(0, 64, &mut |f| frames.push(f.data));
+    assert_eq!(frames, vec![second, third]);
+    assert_eq!(frames[1].as_ptr(), at, "the recycled buffer carried the third packet");
+}
+
+#[test]
 fn short_frames_are_padded_when_psp_is_set() {
     let mut n = nic();
     setup_tx(&mut n);
