@@ -1,4 +1,5 @@
-//! Drop rates: 64-byte UDP frames that a Linux socket sends as fast as it can to a port nobody may reach,
+//! Drop rates: 64-byte UDP frames that a packet generator (a raw packet socket skipping the qdisc,
+//! `sendmmsg` of 64 frames at a time) sends as fast as it can to a port nobody may reach,
 //! dropped (1) by an XDP program in our driver (`nic-lab --xdp drop=udp:9000`), before any packet buffer
 //! exists; (2) by a netfilter rule in our stack at PREROUTING, the same frames having come the same way
 //! (TAP -> nic-device -> driver -> stack); (3) by Linux's nft at PREROUTING in a namespace, over a veth. Each
@@ -9,7 +10,7 @@
 //!   cargo bench -p nic-stack --bench drop [-- SECONDS [RUNS]]
 
 mod common;
-use common::{median, udp_flood};
+use common::{mac_of, median, packet_flood, parse_mac, udp_frame};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -82,7 +83,16 @@ fn ours(how: &str, secs: f64) -> (f64, f64) {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     quiet("ip netns exec dpn ping -c 1 -W 1 10.97.0.2");
-    let offered = udp_flood("dpn", "0.0.0.0:0", "10.97.0.2:9000".parse().unwrap(), 22, secs);
+    // The card's MAC, as Linux's neighbour table learned it.
+    let neigh = Command::new("ip").args(["netns", "exec", "dpn", "ip", "neigh", "show", "10.97.0.2"]).output().unwrap();
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    let card = neigh
+        .split("lladdr ")
+        .nth(1)
+        .and_then(|s| parse_mac(s.split_whitespace().next()?))
+        .unwrap_or_else(|| panic!("no neighbour entry: {neigh}"));
+    let frame = udp_frame(mac_of("dpn", "dt0"), card, [10, 97, 0, 1], [10, 97, 0, 2], 9000);
+    let offered = packet_flood("dpn", "dt0", frame, secs);
     let out = lab.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     let _ = dev.kill();
@@ -103,7 +113,8 @@ fn kernel(secs: f64) -> (f64, f64) {
     std::fs::write(&rules, RULES).unwrap();
     sh(&format!("ip netns exec dkb nft -f {}", rules.display()));
     quiet("ip netns exec dka ping -c 1 -W 1 10.96.0.2");
-    let offered = udp_flood("dka", "0.0.0.0:0", "10.96.0.2:9000".parse().unwrap(), 22, secs);
+    let frame = udp_frame(mac_of("dka", "va"), mac_of("dkb", "vb"), [10, 96, 0, 1], [10, 96, 0, 2], 9000);
+    let offered = packet_flood("dka", "va", frame, secs);
     let out = Command::new("ip").args(["netns", "exec", "dkb", "nft", "list", "ruleset"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     quiet("ip netns del dka; ip netns del dkb");
