@@ -27,6 +27,8 @@ pub enum Outcome {
 
 pub struct Reassembly<K> {
     parts: HashMap<K, Partial>,
+    /// The largest fragment (payload bytes) of the datagram completed last.
+    last_largest: usize,
     /// Datagrams in progress at most, and how long each may take.
     max: usize,
     timeout: std::time::Duration,
@@ -34,7 +36,7 @@ pub struct Reassembly<K> {
 
 impl<K: Hash + Eq + Clone> Reassembly<K> {
     pub fn new(max: usize, timeout: std::time::Duration) -> Reassembly<K> {
-        Reassembly { parts: HashMap::new(), max, timeout }
+        Reassembly { parts: HashMap::new(), last_largest: 0, max, timeout }
     }
 
     /// Adds the fragment at byte `offset` with `data`; `more` is the more-fragments flag.
@@ -78,9 +80,16 @@ impl<K: Hash + Eq + Clone> Reassembly<K> {
         if at < total {
             return Outcome::Held;
         }
+        self.last_largest = e.have.iter().map(|&(a, b)| b - a).max().unwrap_or(0);
         let mut d = self.parts.remove(&key).map(|p| p.data).unwrap_or_default();
         d.truncate(total);
         Outcome::Done(d)
+    }
+
+    /// The largest fragment's payload bytes in the datagram the last `Done` returned (what a router that
+    /// reassembled it fragments it to again, as Linux keeps `frag_max_size`).
+    pub fn last_largest(&self) -> usize {
+        self.last_largest
     }
 
     /// Drops datagrams whose time ran out; returns how many.

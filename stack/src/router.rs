@@ -210,7 +210,7 @@ impl Router {
                 p[7] -= 1;
                 let IpAddr::V6(h) = hop else { return };
                 let Some(out) = self.ifaces.get_mut(to) else { return };
-                match out.forward_out_v6(&p, h.octets(), ctx.mark, now) {
+                match out.forward_out_v6(&p, h.octets(), &ctx, now) {
                     Ok(()) => self.stats.forwarded += 1,
                     Err(_) => {
                         self.stats.too_big += 1;

@@ -5,7 +5,7 @@
 //! the NAT to the inside socket as ECONNREFUSED; REJECT gives curl its "connection refused" (TCP reset),
 //! a UDP socket ECONNREFUSED (ICMP port unreachable) and a TCP connect EHOSTUNREACH (host unreachable); a
 //! stray ACK is INVALID and counted; IPv6 is filtered statefully (pings from inside answered, pings from
-//! outside dropped), masqueraded (NAT66: the outside v6 server logs the router's address) and port
+//! outside dropped, fragments reassembled before conntrack), masqueraded (NAT66: the outside v6 server logs the router's address) and port
 //! forwarded inward (DNAT66); the conntrack listing shows the masqueraded flow.
 
 use nic_tests::*;
@@ -80,6 +80,10 @@ fn our_nat_router_between_two_linux_namespaces() {
     assert_eq!(rc, 0, "4000-byte pings through MASQUERADE: {out}");
     let (rc, out) = a.exec("ping -6 -c 2 -i 0.3 -W 2 2001:db8:95:2::2");
     assert_eq!(rc, 0, "IPv6 from inside out, its replies ESTABLISHED: {out}");
+    // Fragmented IPv6 both ways: reassembled before conntrack and NAT66, fragmented again on the way out
+    // (no larger than the fragments that came).
+    let (rc, out) = a.exec("ping -6 -c 2 -s 4000 -i 0.3 -W 2 2001:db8:95:2::2");
+    assert_eq!(rc, 0, "4000-byte IPv6 pings through NAT66: {out}");
     // NAT66: a v6 client inside reaches a v6 server outside as the router's outside address.
     let log6 = dir.join("outside6.log");
     let mut srv6 = b

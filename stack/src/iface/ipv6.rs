@@ -303,18 +303,9 @@ impl Stack {
             // RFC 8200 4.5: the unfragmentable part is the fixed header; each fragment carries a multiple
             // of 8 bytes but the last.
             v.ident = v.ident.wrapping_add(1);
-            let ident = v.ident;
-            let per = (mtu - ipv6::HEADER_LEN - ipv6::FRAG_HEADER_LEN) & !7;
-            let n = payload.len().div_ceil(per);
-            for (i, c) in payload.chunks(per).enumerate() {
-                let len = ipv6::FRAG_HEADER_LEN + c.len();
-                let mut b = vec![0u8; ipv6::HEADER_LEN + len];
-                ipv6::Repr { src, dst, next_header: ipv6::NH_FRAGMENT, hop_limit, payload_len: len }.emit(&mut b);
-                ipv6::Fragment { next_header, offset: i * per, more: i + 1 < n, ident }.emit(&mut b[ipv6::HEADER_LEN..]);
-                b[ipv6::HEADER_LEN + ipv6::FRAG_HEADER_LEN..].copy_from_slice(c);
-                packets.push(b);
-            }
-            self.stats.frag_creates += n as u64;
+            let ip = ipv6::Repr { src, dst, next_header, hop_limit, payload_len: payload.len() };
+            packets = fragments(&ip, payload, mtu, v.ident);
+            self.stats.frag_creates += packets.len() as u64;
         }
         self.stats.out_requests += 1;
         for b in packets {
@@ -330,15 +321,32 @@ impl Stack {
     /// Sends a forwarded IPv6 packet (hop limit already lowered by the router) toward `dst` through this
     /// interface; EMSGSIZE with the link MTU when it is too big (routers do not fragment IPv6: the router
     /// answers Packet Too Big), ENETUNREACH without a next hop.
-    pub fn forward_out_v6(&mut self, packet: &[u8], next_hop: Addr, mark: u32, now: Instant) -> Result<(), Errno> {
+    ///
+    /// A datagram that netfilter's reassembly joined (`ctx.frag_max`) leaves in fragments again, none
+    /// larger than the largest that arrived, as Linux's `ip6_fragment` does for such packets.
+    pub fn forward_out_v6(&mut self, packet: &[u8], next_hop: Addr, ctx: &crate::netfilter::Ctx, now: Instant) -> Result<(), Errno> {
         let dev_mtu = self.dev.mtu();
-        let v = self.v6.as_ref().ok_or(ENETUNREACH)?;
+        let v = self.v6.as_mut().ok_or(ENETUNREACH)?;
         let mtu = v.link_mtu.unwrap_or(dev_mtu).min(dev_mtu);
+        let frag_to = if ctx.frag_max > 0 { ctx.frag_max.min(mtu) } else { 0 };
+        if frag_to > 0 && packet.len() > frag_to {
+            let ip = ipv6::Repr::parse(packet).map_err(|_| Errno(libc::EINVAL))?;
+            let payload = packet.get(ipv6::HEADER_LEN..ipv6::HEADER_LEN + ip.payload_len).ok_or(Errno(libc::EINVAL))?;
+            v.ident = v.ident.wrapping_add(1);
+            let parts = fragments(&ip, payload, frag_to, v.ident);
+            self.stats.frag_creates += parts.len() as u64;
+            for b in parts {
+                let mut p = PacketBuf::from_slice(&b);
+                p.mark = ctx.mark;
+                self.output6(p, next_hop, now);
+            }
+            return Ok(());
+        }
         if packet.len() > mtu {
             return Err(EMSGSIZE);
         }
         let mut p = PacketBuf::from_slice(packet);
-        p.mark = mark;
+        p.mark = ctx.mark;
         self.output6(p, next_hop, now);
         Ok(())
     }
@@ -437,8 +445,20 @@ impl Stack {
             return;
         }
         self.stats.in6_receives += 1;
-        if self.nf.is_some() && !self.nf_input(&mut p, now) {
-            return;
+        if self.nf.is_some() {
+            // As Linux's nf_defrag_ipv6: conntrack and NAT see whole datagrams; forwarding fragments them
+            // again to the largest size that came.
+            let frag_max = match self.defrag_v6(p, now) {
+                Some((whole, m)) => {
+                    p = whole;
+                    m
+                }
+                None => return,
+            };
+            if !self.nf_input(&mut p, now) {
+                return;
+            }
+            self.nf_ctx.frag_max = frag_max;
         }
         let Some(v) = self.v6.as_ref() else { return };
         let data = p.data();
@@ -510,6 +530,43 @@ impl Stack {
         // A checksum the device verified (or the kernel vouched for, on a TAP with offloads) is not summed again.
         let verified = p.csum == crate::skb::Csum::Verified;
         self.deliver6(&ip, nh, upper, verified, now);
+    }
+
+    /// A fragment joins its datagram: the whole datagram once complete (the fragment header gone) with the
+    /// size of its largest fragment, `None` while held or when refused. Anything else passes as it is, with
+    /// 0; so does a fragment header behind other extension headers (left to the host's own reassembly).
+    fn defrag_v6(&mut self, p: PacketBuf, now: Instant) -> Option<(PacketBuf, usize)> {
+        let (ip, f, frag_data) = {
+            let data = p.data();
+            let Ok(ip) = ipv6::Repr::parse(data) else { return Some((p, 0)) };
+            if ip.next_header != ipv6::NH_FRAGMENT {
+                return Some((p, 0));
+            }
+            let payload = data.get(ipv6::HEADER_LEN..ipv6::HEADER_LEN + ip.payload_len).unwrap_or_default();
+            let Ok(f) = ipv6::Fragment::parse(payload) else { return Some((p, 0)) };
+            (ip, f, payload.get(ipv6::FRAG_HEADER_LEN..).unwrap_or_default().to_vec())
+        };
+        let v = self.v6.as_mut()?;
+        match v.reasm.add((ip.src, ip.dst, f.ident), f.offset, &frag_data, f.more, now) {
+            Outcome::Done(d) => {
+                self.stats.reasm_oks += 1;
+                let largest = ipv6::HEADER_LEN + ipv6::FRAG_HEADER_LEN + v.reasm.last_largest();
+                if d.len() > usize::from(u16::MAX) {
+                    self.stats.reasm_fails += 1;
+                    return None;
+                }
+                let mut b = vec![0u8; ipv6::HEADER_LEN + d.len()];
+                ipv6::Repr { next_header: f.next_header, payload_len: d.len(), ..ip }.emit(&mut b);
+                b.get_mut(ipv6::HEADER_LEN..)?.copy_from_slice(&d);
+                Some((PacketBuf::from_slice(&b), largest))
+            }
+            Outcome::Held => None,
+            Outcome::Failed => {
+                self.stats.reasm_fails += 1;
+                self.drop_reason(crate::monitor::DropReason::DupFrag, 1);
+                None
+            }
+        }
     }
 
     fn deliver6(&mut self, ip: &ipv6::Repr, nh: u8, upper: &[u8], verified: bool, now: Instant) {
@@ -620,4 +677,24 @@ impl Stack {
             .min()
             .or((!v.started).then(Instant::now))
     }
+}
+
+/// `payload` (with `ip`'s next header) cut into fragments of at most `size` bytes each, header included
+/// (RFC 8200 4.5: the unfragmentable part is the fixed header; each fragment carries a multiple of 8
+/// bytes but the last).
+fn fragments(ip: &ipv6::Repr, payload: &[u8], size: usize, ident: u32) -> Vec<Vec<u8>> {
+    let per = (size.saturating_sub(ipv6::HEADER_LEN + ipv6::FRAG_HEADER_LEN) & !7).max(8);
+    let n = payload.len().div_ceil(per);
+    payload
+        .chunks(per)
+        .enumerate()
+        .map(|(i, c)| {
+            let len = ipv6::FRAG_HEADER_LEN + c.len();
+            let mut b = vec![0u8; ipv6::HEADER_LEN + len];
+            ipv6::Repr { next_header: ipv6::NH_FRAGMENT, payload_len: len, ..*ip }.emit(&mut b);
+            ipv6::Fragment { next_header: ip.next_header, offset: i * per, more: i + 1 < n, ident }.emit(&mut b[ipv6::HEADER_LEN..]);
+            b[ipv6::HEADER_LEN + ipv6::FRAG_HEADER_LEN..].copy_from_slice(c);
+            b
+        })
+        .collect()
 }

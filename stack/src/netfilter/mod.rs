@@ -21,11 +21,14 @@ pub use parse::ParseError;
 pub use rules::{Hook, Nat, RejectWith, Ruleset, Verdict};
 use std::net::IpAddr;
 
-/// What a packet carries from hook to hook: its conntrack result and its mark.
+/// What a packet carries from hook to hook: its conntrack result, its mark, and its reassembly.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ctx {
     pub ct: Option<Track>,
     pub mark: u32,
+    /// The largest fragment (whole packet bytes) of an IPv6 datagram reassembled before PREROUTING: what
+    /// forwarding fragments it to again (Linux's `frag_max_size`); 0 when it came whole.
+    pub frag_max: usize,
 }
 
 /// Where a packet is: the hook, the interfaces, and their addresses in the packet's family (for
