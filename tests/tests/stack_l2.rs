@@ -1,5 +1,6 @@
 //! The stack's L2 devices against Linux: a bridge of ours joining two Linux namespaces (ARP and ping
-//! through it, each host's address learned on its port), and VLAN sub-interfaces talking to a peer that
+//! through it, each host's address learned on its port, the host on the bridge with netfilter rules of its
+//! own), and VLAN sub-interfaces talking to a peer that
 //! handles 802.1Q tags itself (this host kernel has no VLAN interfaces), on a TAP and through our driver
 //! and nic-device with the card's tag insertion and stripping on and off.
 
@@ -17,11 +18,21 @@ fn a_bridge_of_ours_joins_two_linux_namespaces() {
     init_logs();
     let (n, a, b) = (Netns::new(), Netns::new(), Netns::new());
     let topo = std::env::temp_dir().join(format!("{}.toml", unique("bridge")));
+    // The host on the bridge has rules of its own: echo requests from A are dropped at its INPUT hook.
+    let rules = topo.with_extension("nft");
+    std::fs::write(
+        &rules,
+        "table inet h {\n chain input {\n  type filter hook input priority 0;\n  ip saddr 10.93.0.1 icmp type echo-request counter drop\n }\n}\n",
+    )
+    .unwrap();
     std::fs::write(
         &topo,
-        "[[device]]\nname = \"a\"\ntap = \"ta\"\n[[device]]\nname = \"b\"\ntap = \"tb\"\n\
-         [[bridge]]\nname = \"br0\"\nports = [\"a\", \"b\"]\n\
-         [[host]]\nname = \"h\"\ninterface = \"br0\"\nip = \"10.93.0.3/24\"\n",
+        format!(
+            "[[device]]\nname = \"a\"\ntap = \"ta\"\n[[device]]\nname = \"b\"\ntap = \"tb\"\n\
+             [[bridge]]\nname = \"br0\"\nports = [\"a\", \"b\"]\n\
+             [[host]]\nname = \"h\"\ninterface = \"br0\"\nip = \"10.93.0.3/24\"\nnetfilter = \"{}\"\n",
+            rules.file_name().unwrap().to_str().unwrap()
+        ),
     )
     .unwrap();
     let c = run_topology_between(&n, &a, &b, &topo, 6);
@@ -31,11 +42,16 @@ fn a_bridge_of_ours_joins_two_linux_namespaces() {
     assert_eq!(rc, 0, "host A to host B through our bridge: {out}");
     let (rc, out) = b.exec("ping -c 2 -i 0.2 -W 2 10.93.0.3");
     assert_eq!(rc, 0, "host B to the stack on the bridge: {out}");
+    let (rc, out) = a.exec("ping -c 1 -W 1 10.93.0.3");
+    assert_ne!(rc, 0, "the host's own rules drop A's echo requests: {out}");
     let (mac_a, mac_b) =
         (a.must("cat /sys/class/net/ta/address").trim().to_string(), b.must("cat /sys/class/net/tb/address").trim().to_string());
     let (ok, report) = finish(c);
     let _ = std::fs::remove_file(&topo);
+    let _ = std::fs::remove_file(&rules);
     assert!(ok, "{report}");
+    let rule = report.lines().find(|l| l.contains("icmp type echo-request counter drop")).unwrap_or_default();
+    assert!(rule.contains("# packets 1 "), "the host's rule counted A's request: {report}");
     assert!(report.contains(&format!("fdb {mac_a} port tap:ta")), "A learned on its port: {report}");
     assert!(report.contains(&format!("fdb {mac_b} port tap:tb")), "B learned on its port: {report}");
     // B's first ARP request was flooded (to A's port and the host); nothing ever went back out its own port.

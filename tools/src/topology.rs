@@ -34,6 +34,7 @@
 //! ip = "10.0.0.3/24"
 //! gw = "10.0.0.1"         # optional
 //! ip6 = ["2001:db8::3/64"] # optional; IPv6 is on with any of ip6, ipv6 = true, gw6
+//! netfilter = "h1.nft"  # optional: this host's rules (else `--netfilter`'s, for every host)
 //!
 //! [[router]]              # forwarding between hosts' interfaces (IPv4 and IPv6)
 //! name = "r"
@@ -156,6 +157,7 @@ struct HostSpec {
     #[serde(default)]
     ipv6: bool,
     gw6: Option<String>,
+    netfilter: Option<String>,
 }
 
 /// A device several owners look at: a bridge both forwards (the loop polls it) and reports.
@@ -296,6 +298,8 @@ fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, S
             gw6: h.gw6.clone(),
             vlan: None,
             impair: None,
+            // The host's own rules, else the command line's.
+            netfilter: h.netfilter.as_ref().map(|f| dir.join(f).display().to_string()).or_else(|| o.netfilter.clone()),
             ..o.clone()
         };
         let mut s = crate::ping::stack_on(dev, &opts).map_err(|e| format!("host {}: {e}", h.name))?;
@@ -439,6 +443,11 @@ fn report(b: &Built) -> String {
         );
         for (a, p, state) in st.ipv6_addrs() {
             s += &format!("  inet6 {}/{p} {state}\n", std::net::Ipv6Addr::from(a));
+        }
+        if let Some(nf) = st.netfilter() {
+            for l in nf.borrow().rules.listing().lines() {
+                s += &format!("  {l}\n");
+            }
         }
     }
     s
