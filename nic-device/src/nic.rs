@@ -94,6 +94,8 @@ pub struct Nic {
     core: Core,
     pub tx: [TxQueue; 2],
     pub rx: RxPath,
+    /// Buffers of frames the backend has sent, for the transmit engine that runs next.
+    tx_spare: crate::pool::FramePool,
 }
 
 impl std::ops::Deref for Nic {
@@ -143,12 +145,12 @@ impl Nic {
             round_now: None,
         };
         n.mac_reset();
-        Nic { core: n, tx: [TxQueue::default(), TxQueue::default()], rx: RxPath::default() }
+        Nic { core: n, tx: [TxQueue::default(), TxQueue::default()], rx: RxPath::default(), tx_spare: Default::default() }
     }
 
-    /// The shared state and the transmit engines, borrowed apart.
-    pub fn parts(&mut self) -> (&mut Core, &mut [TxQueue; 2]) {
-        (&mut self.core, &mut self.tx)
+    /// The shared state, the transmit engines and the buffers sent frames left, borrowed apart.
+    pub fn parts(&mut self) -> (&mut Core, &mut [TxQueue; 2], &mut crate::pool::FramePool) {
+        (&mut self.core, &mut self.tx, &mut self.tx_spare)
     }
 
     /// A frame from the wire (`RxPath::receive`).
@@ -158,11 +160,14 @@ impl Nic {
 
     /// Gives the transmit engines back the buffers of frames the backend has sent, for their next packets.
     pub fn recycle_tx(&mut self, bufs: &mut Vec<Vec<u8>>) {
-        for (i, b) in bufs.drain(..).enumerate() {
-            if let Some(t) = self.tx.get_mut(i % 2) {
-                t.recycle(b);
-            }
+        for b in bufs.drain(..) {
+            self.tx_spare.put(b);
         }
+    }
+
+    /// Buffers waiting for the transmit engines.
+    pub fn tx_spare(&self) -> usize {
+        self.tx_spare.len()
     }
 
     /// Moves frames waiting in the receive FIFO into the rings while descriptors are available.

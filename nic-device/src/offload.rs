@@ -158,6 +158,18 @@ pub fn tso_segments(len: usize, ctx: &TxContext) -> Result<usize, OffloadError> 
 /// CWR only on the first segment and FIN/PSH only on the last; or UDP length; then the checksums POPTS asks
 /// for, the L4 one including the segment's L4 length.
 pub fn segment(pkt: &[u8], ctx: &TxContext, ixsm: bool, txsm: bool) -> Result<Vec<Vec<u8>>, OffloadError> {
+    segment_with(pkt, ctx, ixsm, txsm, &mut Vec::new)
+}
+
+/// As [`segment`], each segment built in a buffer from `buf` (empty; a reused one, so that a steady flow
+/// of TSO sends allocates nothing per segment).
+pub fn segment_with(
+    pkt: &[u8],
+    ctx: &TxContext,
+    ixsm: bool,
+    txsm: bool,
+    buf: &mut dyn FnMut() -> Vec<u8>,
+) -> Result<Vec<Vec<u8>>, OffloadError> {
     let n = tso_segments(pkt.len(), ctx)?;
     let hdrlen = ctx.hdrlen as usize;
     let mss = ctx.mss as usize;
@@ -169,7 +181,8 @@ pub fn segment(pkt: &[u8], ctx: &TxContext, ixsm: bool, txsm: bool) -> Result<Ve
     let mut out = Vec::with_capacity(n);
     let empty: &[u8] = &[];
     for (i, chunk) in payload.chunks(mss).chain((payload.is_empty()).then_some(empty)).enumerate() {
-        let mut f = Vec::with_capacity(hdrlen + chunk.len());
+        let mut f = buf();
+        f.reserve(hdrlen + chunk.len());
         f.extend_from_slice(hdr);
         f.extend_from_slice(chunk);
         let len = f.len();

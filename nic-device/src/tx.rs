@@ -95,7 +95,7 @@ impl Nic {
 
     /// Processes up to `budget` descriptors of queue `q`, calling `emit` for every frame for the wire.
     pub fn process_tx(&mut self, q: usize, budget: usize, emit: &mut dyn FnMut(TxFrame)) -> TxPass {
-        let (core, queues) = self.parts();
+        let (core, queues, spare) = self.parts();
         if core.tx_resets != 0 {
             for (i, t) in queues.iter_mut().enumerate() {
                 if core.tx_resets & (1 << i) != 0 {
@@ -105,23 +105,21 @@ impl Nic {
             core.tx_resets = 0;
         }
         match queues.get_mut(q) {
-            Some(t) => t.process(q, core, budget, emit),
+            Some(t) => {
+                // The engine about to run takes the spare buffers.
+                while let Some(b) = spare.pop() {
+                    if !t.spare.put(b) {
+                        break;
+                    }
+                }
+                t.process(q, core, budget, emit)
+            }
             None => TxPass::default(),
         }
     }
 }
 
 impl TxQueue {
-    /// Takes back the buffer of a frame the backend has sent.
-    pub fn recycle(&mut self, buf: Vec<u8>) {
-        self.spare.put(buf);
-    }
-
-    /// Spare buffers waiting for packets.
-    pub fn spare(&self) -> usize {
-        self.spare.len()
-    }
-
     /// Processes up to `budget` descriptors of this queue (`q`), calling `emit` for every frame for the wire.
     pub fn process(&mut self, q: usize, nic: &mut Core, budget: usize, emit: &mut dyn FnMut(TxFrame)) -> TxPass {
         let mut pass = TxPass::default();
@@ -306,7 +304,14 @@ impl TxQueue {
         }
         // One frame, or TSO's segments (without a vector for the single frame).
         let (single, segments) = if t.tse {
-            match offload::segment(&pkt, &t.ctx, ixsm, txsm) {
+            let spare = &mut self.spare;
+            let segments = offload::segment_with(&pkt, &t.ctx, ixsm, txsm, &mut || spare.take());
+            // The super-packet's buffer, with the room a TSO send needs, gathers the next packet.
+            let mut big = pkt;
+            big.clear();
+            let small = std::mem::replace(&mut self.pkt, big);
+            self.spare.put(small);
+            match segments {
                 Ok(f) => {
                     nic.stats.inc(TSCTC, 1);
                     Metrics::inc(&nic.metrics.tx_tso_packets);
