@@ -204,11 +204,15 @@ fn tso_ipv4_tcp_segments_are_correct() {
     };
     ctx_desc(&n, 0, &c);
     let popts = TXD_POPTS_IXSM | TXD_POPTS_TXSM;
-    let (lo, up) = data_desc(hdr, TXD_CMD_TSE | TXD_CMD_IFCS, popts);
-    desc(&n, 1, TX_BUFS, lo, up);
-    let (lo, up) = data_desc(4500, TXD_CMD_TSE | TXD_CMD_IFCS | TXD_CMD_EOP | TXD_CMD_RS, popts);
-    desc(&n, 2, TX_BUFS + 0x1000, lo, up);
-    n.mmio_write(TDT0, 3);
+    // The header and payload descriptors of the send, from ring slot `at`.
+    let send = |n: &mut nic_device::nic::Nic, at: u32| {
+        let (lo, up) = data_desc(hdr, TXD_CMD_TSE | TXD_CMD_IFCS, popts);
+        desc(n, at, TX_BUFS, lo, up);
+        let (lo, up) = data_desc(4500, TXD_CMD_TSE | TXD_CMD_IFCS | TXD_CMD_EOP | TXD_CMD_RS, popts);
+        desc(n, at + 1, TX_BUFS + 0x1000, lo, up);
+        n.mmio_write(TDT0, at + 2);
+    };
+    send(&mut n, 1);
     let out = run_tx(&mut n);
     assert_eq!(out.len(), 5);
     let mut payload = Vec::new();
@@ -236,11 +240,7 @@ fn tso_ipv4_tcp_segments_are_correct() {
     let mut sent = out.clone();
     let ptrs: Vec<*const u8> = sent.iter().map(|v| v.as_ptr()).collect();
     n.recycle_tx(&mut sent);
-    let (lo, up) = data_desc(hdr, TXD_CMD_TSE | TXD_CMD_IFCS, popts);
-    desc(&n, 3, TX_BUFS, lo, up);
-    let (lo, up) = data_desc(4500, TXD_CMD_TSE | TXD_CMD_IFCS | TXD_CMD_EOP | TXD_CMD_RS, popts);
-    desc(&n, 4, TX_BUFS + 0x1000, lo, up);
-    n.mmio_write(TDT0, 5);
+    send(&mut n, 3);
     let again = run_tx(&mut n);
     assert_eq!(again, out, "the same segments, byte for byte");
     assert!(again.iter().filter(|v| ptrs.contains(&v.as_ptr())).count() >= 3, "segments built in recycled buffers");
