@@ -236,9 +236,7 @@ impl Worker {
             if nic.loopback() {
                 while let Some(f) = self.out.pop_front() {
                     nic.receive(&f.data);
-                    if self.tx_free.len() < TX_QUEUE_DEPTH {
-                        self.tx_free.push(f.data);
-                    }
+                    keep_sent(&mut self.tx_free, f.data);
                     progress = true;
                 }
             }
@@ -253,9 +251,7 @@ impl Worker {
                     }
                     self.trace.emit(trace::FRAMES, "frame", || trace::frame_fields("out", &f.data));
                     if let Some(f) = self.out.pop_front() {
-                        if self.tx_free.len() < TX_QUEUE_DEPTH {
-                            self.tx_free.push(f.data);
-                        }
+                        keep_sent(&mut self.tx_free, f.data);
                     }
                     progress = true;
                 }
@@ -314,5 +310,12 @@ impl Worker {
         nic.on_timer(now);
         nic.round_now = None;
         progress
+    }
+}
+
+/// Keeps the buffer of a frame the backend has sent, for the transmit engines (`Nic::recycle_tx`).
+fn keep_sent(free: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if free.len() < TX_QUEUE_DEPTH {
+        free.push(buf);
     }
 }

@@ -37,18 +37,11 @@ impl FramePool {
         v
     }
 
-    /// Takes a buffer back, or frees it when the pool is full or the buffer too large; whether it was kept.
-    pub fn put(&mut self, v: Vec<u8>) -> bool {
-        let keep = self.free.len() < self.keep && v.capacity() <= self.max_capacity;
-        if keep {
+    /// Takes a buffer back, or frees it when the pool is full or the buffer too large.
+    pub fn put(&mut self, v: Vec<u8>) {
+        if self.free.len() < self.keep && v.capacity() <= self.max_capacity {
             self.free.push(v);
         }
-        keep
-    }
-
-    /// A spare buffer as it is (contents and all), if there is one.
-    pub fn pop(&mut self) -> Option<Vec<u8>> {
-        self.free.pop()
     }
 
     /// Buffers waiting for reuse.

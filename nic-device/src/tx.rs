@@ -43,8 +43,6 @@ pub struct TxQueue {
     /// The packet is being dropped (bad descriptor or too long); skip to EOP.
     bad: bool,
     started: bool,
-    /// Buffers of frames the backend has sent, for the next packets to gather into.
-    spare: FramePool,
 }
 
 /// A 16-byte TX descriptor in its raw form.
@@ -105,23 +103,16 @@ impl Nic {
             core.tx_resets = 0;
         }
         match queues.get_mut(q) {
-            Some(t) => {
-                // The engine about to run takes the spare buffers.
-                while let Some(b) = spare.pop() {
-                    if !t.spare.put(b) {
-                        break;
-                    }
-                }
-                t.process(q, core, budget, emit)
-            }
+            Some(t) => t.process(q, core, spare, budget, emit),
             None => TxPass::default(),
         }
     }
 }
 
 impl TxQueue {
-    /// Processes up to `budget` descriptors of this queue (`q`), calling `emit` for every frame for the wire.
-    pub fn process(&mut self, q: usize, nic: &mut Core, budget: usize, emit: &mut dyn FnMut(TxFrame)) -> TxPass {
+    /// Processes up to `budget` descriptors of this queue (`q`), calling `emit` for every frame for the wire;
+    /// packets are gathered and cut into buffers from `spare` (those of frames already sent).
+    pub fn process(&mut self, q: usize, nic: &mut Core, spare: &mut FramePool, budget: usize, emit: &mut dyn FnMut(TxFrame)) -> TxPass {
         let mut pass = TxPass::default();
         if !nic.tx_enabled(q) || nic.tx_paused() {
             return pass;
@@ -161,7 +152,7 @@ impl TxQueue {
                 break;
             };
             let d = RawDesc::from(raw);
-            self.descriptor(q, nic, d, emit, &mut pass);
+            self.descriptor(q, nic, d, spare, emit, &mut pass);
             // Write back DD (status byte) when RS asks for it.
             if d.cmd() & TXD_CMD_RS != 0 {
                 if d.cmd() & TXD_CMD_IDE == 0 {
@@ -184,7 +175,15 @@ impl TxQueue {
         pass
     }
 
-    fn descriptor(&mut self, q: usize, nic: &mut Core, d: RawDesc, emit: &mut dyn FnMut(TxFrame), pass: &mut TxPass) {
+    fn descriptor(
+        &mut self,
+        q: usize,
+        nic: &mut Core,
+        d: RawDesc,
+        spare: &mut FramePool,
+        emit: &mut dyn FnMut(TxFrame),
+        pass: &mut TxPass,
+    ) {
         let vme = nic.reg(CTRL) & CTRL_VME != 0;
         let t = &mut *self;
         if d.is_ext() && d.dtyp() == 0 {
@@ -248,16 +247,14 @@ impl TxQueue {
             }
         }
         if eop {
-            self.finish(q, nic, emit, pass);
+            self.finish(q, nic, spare, emit, pass);
         }
     }
 
-    fn finish(&mut self, q: usize, nic: &mut Core, emit: &mut dyn FnMut(TxFrame), pass: &mut TxPass) {
-        let mut spare = std::mem::take(&mut self.spare);
+    fn finish(&mut self, q: usize, nic: &mut Core, spare: &mut FramePool, emit: &mut dyn FnMut(TxFrame), pass: &mut TxPass) {
         let t = std::mem::take(self);
         self.ctx = t.ctx;
         self.pkt = spare.take();
-        self.spare = spare;
         if t.bad || t.pkt.is_empty() {
             Metrics::inc(&nic.metrics.tx_malformed);
             return;
@@ -304,13 +301,11 @@ impl TxQueue {
         }
         // One frame, or TSO's segments (without a vector for the single frame).
         let (single, segments) = if t.tse {
-            let spare = &mut self.spare;
             let segments = offload::segment_with(&pkt, &t.ctx, ixsm, txsm, &mut || spare.take());
             // The super-packet's buffer, with the room a TSO send needs, gathers the next packet.
             let mut big = pkt;
             big.clear();
-            let small = std::mem::replace(&mut self.pkt, big);
-            self.spare.put(small);
+            spare.put(std::mem::replace(&mut self.pkt, big));
             match segments {
                 Ok(f) => {
                     nic.stats.inc(TSCTC, 1);
