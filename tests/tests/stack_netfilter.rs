@@ -58,16 +58,17 @@ fn our_nat_router_between_two_linux_namespaces() {
     std::fs::write(page_dir.join("index.html"), "served through our NAT\n").unwrap();
     let log_in = dir.join("inside.log");
     let log_out = dir.join("outside.log");
-    let server = |ns: &Netns, bind: &str, log: &std::path::Path| {
+    // An HTTP server on `bind`:`port` in `ns`, logging its clients to `log`.
+    let server_on = |ns: &Netns, bind: &str, port: u16, log: &std::path::Path| {
         ns.command(std::path::Path::new("python3"))
-            .args(["-m", "http.server", "8000", "--bind", bind, "--directory", page_dir.to_str().unwrap()])
+            .args(["-m", "http.server", &port.to_string(), "--bind", bind, "--directory", page_dir.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap()
     };
-    let mut srv_out = server(&b, "10.95.2.2", &log_out);
-    let mut srv_in = server(&a, "10.95.1.2", &log_in);
+    let mut srv_out = server_on(&b, "10.95.2.2", 8000, &log_out);
+    let mut srv_in = server_on(&a, "10.95.1.2", 8000, &log_in);
     std::thread::sleep(Duration::from_millis(800));
 
     // Inside to outside, masqueraded.
@@ -86,13 +87,7 @@ fn our_nat_router_between_two_linux_namespaces() {
     assert_eq!(rc, 0, "4000-byte IPv6 pings through NAT66: {out}");
     // NAT66: a v6 client inside reaches a v6 server outside as the router's outside address.
     let log6 = dir.join("outside6.log");
-    let mut srv6 = b
-        .command(std::path::Path::new("python3"))
-        .args(["-m", "http.server", "8006", "--bind", "2001:db8:95:2::2", "--directory", page_dir.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log6).unwrap())
-        .spawn()
-        .unwrap();
+    let mut srv6 = server_on(&b, "2001:db8:95:2::2", 8006, &log6);
     std::thread::sleep(Duration::from_millis(800));
     let (rc, out) = a.exec("curl -s --max-time 5 http://[2001:db8:95:2::2]:8006/index.html");
     let _ = srv6.kill();
@@ -108,13 +103,7 @@ fn our_nat_router_between_two_linux_namespaces() {
     // And over IPv6: the outside reaches the inside's v6 server through the router's v6 port forward, and
     // the server sees the real client (no source translation inward).
     let log_in6 = dir.join("inside6.log");
-    let mut srv_in6 = a
-        .command(std::path::Path::new("python3"))
-        .args(["-m", "http.server", "8000", "--bind", "2001:db8:95:1::2", "--directory", page_dir.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_in6).unwrap())
-        .spawn()
-        .unwrap();
+    let mut srv_in6 = server_on(&a, "2001:db8:95:1::2", 8000, &log_in6);
     std::thread::sleep(Duration::from_millis(800));
     let (rc, out) = b.exec("curl -s --max-time 5 http://[2001:db8:95:2::1]:8086/index.html");
     let _ = srv_in6.kill();

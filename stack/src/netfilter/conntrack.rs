@@ -683,13 +683,18 @@ mod test {
         assert!(ct.is_empty());
     }
 
+    /// A UDP query from C to S's port 53, and its answer.
+    fn dns_query_and_answer() -> (Vec<u8>, Vec<u8>) {
+        let (mut b, mut r) = (Vec::new(), Vec::new());
+        PacketBuilder::ipv4(C, S, 64).udp(5000, 53).write(&mut b, b"q").unwrap();
+        PacketBuilder::ipv4(S, C, 64).udp(53, 5000).write(&mut r, b"a").unwrap();
+        (b, r)
+    }
+
     #[test]
     fn udp_timeouts_follow_linux() {
         let mut ct = Conntrack::default();
-        let mut b = Vec::new();
-        PacketBuilder::ipv4(C, S, 64).udp(5000, 53).write(&mut b, b"q").unwrap();
-        let mut r = Vec::new();
-        PacketBuilder::ipv4(S, C, 64).udp(53, 5000).write(&mut r, b"a").unwrap();
+        let (b, r) = dns_query_and_answer();
         let id = go(&mut ct, &b, t(0)).conn.unwrap().0;
         assert_eq!(ct.get(id).unwrap().expires, t(30_000), "unreplied: 30 s");
         assert_eq!(go(&mut ct, &r, t(1000)).state, CtState::Established);
@@ -707,10 +712,7 @@ mod test {
     #[test]
     fn an_entry_past_its_timeout_is_gone_before_any_sweep() {
         let mut ct = Conntrack::default();
-        let mut b = Vec::new();
-        PacketBuilder::ipv4(C, S, 64).udp(5000, 53).write(&mut b, b"q").unwrap();
-        let mut r = Vec::new();
-        PacketBuilder::ipv4(S, C, 64).udp(53, 5000).write(&mut r, b"a").unwrap();
+        let (b, r) = dns_query_and_answer();
         go(&mut ct, &b, t(0));
         // Another flow's packet at 29.8 s sweeps (nothing has expired yet).
         let mut other = Vec::new();

@@ -143,10 +143,12 @@ impl Netfilter {
             ctx.ct = Some(self.ct.track(pkt, &v, now));
         }
         let track = ctx.ct.unwrap_or(Track { state: CtState::Untracked, conn: None });
-        let first = track.conn.filter(|&(_, d)| d == Dir::Original).and_then(|(id, _)| self.ct.get(id)).is_some_and(|c| !c.confirmed);
+        // One lookup of the connection: whether this is its unconfirmed first packet, and its mark.
+        let entry = track.conn.and_then(|(id, d)| self.ct.get(id).map(|c| (d, c.confirmed, c.mark)));
+        let first = entry.is_some_and(|(d, confirmed, _)| d == Dir::Original && !confirmed);
+        let mut ct_mark = entry.map_or(0, |(_, _, m)| m);
         let mut verdict = Verdict::Accept;
         let conn = track.conn.map(|(id, _)| id);
-        let mut ct_mark = conn.and_then(|id| self.ct.get(id)).map_or(0, |c| c.mark);
         let (hi, fam) = (Self::hook_index(at.hook), usize::from(v.v6));
         for k in 0..self.chains[hi][fam].len() {
             let chain = self.chains[hi][fam][k];

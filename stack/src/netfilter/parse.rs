@@ -134,6 +134,12 @@ impl Parser {
         Err(ParseError { line, col, msg: msg.into() })
     }
 
+    /// An error at the word just read.
+    fn err_back<T>(&mut self, msg: impl Into<String>) -> Result<T, ParseError> {
+        self.at -= 1;
+        self.err(msg)
+    }
+
     fn skip_newlines(&mut self) {
         while matches!(self.peek().map(|t| &t.tok), Some(Tok::Newline) | Some(Tok::Punct(';'))) {
             self.at += 1;
@@ -188,10 +194,7 @@ impl Parser {
     /// A mark (decimal or 0x hex); an error points at it.
     fn mark_value(&mut self) -> Result<u32, ParseError> {
         let v = self.word()?;
-        parse_u32(&v).or_else(|e| {
-            self.at -= 1;
-            self.err(e)
-        })
+        parse_u32(&v).or_else(|e| self.err_back(e))
     }
 
     fn negated(&mut self) -> bool {
@@ -219,8 +222,7 @@ impl Parser {
             match f(self, &w) {
                 Ok(v) => out.push(v),
                 Err(e) => {
-                    self.at -= 1;
-                    return self.err(e);
+                    return self.err_back(e);
                 }
             }
             if braced {
@@ -405,14 +407,12 @@ impl Parser {
                 "ip6" => Family::Ip6,
                 "inet" => Family::Inet,
                 f => {
-                    self.at -= 1;
-                    return self.err(format!("unknown family `{f}` (ip, ip6 or inet)"));
+                    return self.err_back(format!("unknown family `{f}` (ip, ip6 or inet)"));
                 }
             };
             let table = self.word()?;
             if rs.chains.iter().any(|c| c.table == table && c.family == fam) {
-                self.at -= 1;
-                return self.err(format!("table `{table}` defined twice"));
+                return self.err_back(format!("table `{table}` defined twice"));
             }
             self.punct('{')?;
             loop {
@@ -424,8 +424,7 @@ impl Parser {
                 self.expect_word("chain")?;
                 let name = self.word()?;
                 if rs.chains.iter().any(|c| c.table == table && c.family == fam && c.name == name) {
-                    self.at -= 1;
-                    return self.err(format!("chain `{name}` defined twice"));
+                    return self.err_back(format!("chain `{name}` defined twice"));
                 }
                 self.punct('{')?;
                 let idx = rs.chains.len();
@@ -450,15 +449,13 @@ impl Parser {
                             "accept" => false,
                             "drop" => true,
                             _ => {
-                                self.at -= 1;
-                                return self.err("policy is `accept` or `drop`");
+                                return self.err_back("policy is `accept` or `drop`");
                             }
                         };
                         match rs.chains.get_mut(idx).and_then(|c| c.base.as_mut()) {
                             Some(b) => b.drop = drop,
                             None => {
-                                self.at -= 1;
-                                return self.err("a policy needs a base chain (`type ... hook ...` first)");
+                                return self.err_back("a policy needs a base chain (`type ... hook ...` first)");
                             }
                         }
                         continue;
@@ -483,26 +480,18 @@ impl Parser {
             "filter" => ChainType::Filter,
             "nat" => ChainType::Nat,
             t => {
-                self.at -= 1;
-                return self.err(format!("unknown chain type `{t}` (filter or nat)"));
+                return self.err_back(format!("unknown chain type `{t}` (filter or nat)"));
             }
         };
         self.expect_word("hook")?;
         let w = self.word()?;
-        let h = hook(&w).or_else(|e| {
-            self.at -= 1;
-            self.err(e)
-        })?;
+        let h = hook(&w).or_else(|e| self.err_back(e))?;
         if kind == ChainType::Nat && h == Hook::Forward {
-            self.at -= 1;
-            return self.err("nat chains hook prerouting, input, output or postrouting");
+            return self.err_back("nat chains hook prerouting, input, output or postrouting");
         }
         self.expect_word("priority")?;
         let w = self.word()?;
-        let priority = priority(&w).or_else(|e| {
-            self.at -= 1;
-            self.err(e)
-        })?;
+        let priority = priority(&w).or_else(|e| self.err_back(e))?;
         if self.is_punct(';') {
             self.at += 1;
         }
@@ -532,8 +521,7 @@ impl Parser {
                 "ip" | "ip6" => {
                     let v6 = w == "ip6";
                     if (v6 && fam == Family::Ip) || (!v6 && fam == Family::Ip6) {
-                        self.at -= 1;
-                        return self.err(format!("`{w}` matches in a {} table never match", fam.name()));
+                        return self.err_back(format!("`{w}` matches in a {} table never match", fam.name()));
                     }
                     let dst = match self.word()?.as_str() {
                         "saddr" => false,
@@ -546,8 +534,7 @@ impl Parser {
                             continue;
                         }
                         x => {
-                            self.at -= 1;
-                            return self.err(format!("`{w} {x}`: expected saddr, daddr or protocol"));
+                            return self.err_back(format!("`{w} {x}`: expected saddr, daddr or protocol"));
                         }
                     };
                     let neg = self.negated();
@@ -591,8 +578,8 @@ impl Parser {
                             }
                         }
                         x => {
-                            self.at -= 1;
-                            return self.err(format!("`{w} {x}`: expected sport, dport{}", if proto == TCP { " or flags" } else { "" }));
+                            return self
+                                .err_back(format!("`{w} {x}`: expected sport, dport{}", if proto == TCP { " or flags" } else { "" }));
                         }
                     }
                 }
@@ -617,8 +604,7 @@ impl Parser {
                                 "ipv4" => false,
                                 "ipv6" => true,
                                 _ => {
-                                    self.at -= 1;
-                                    return self.err("nfproto is ipv4 or ipv6");
+                                    return self.err_back("nfproto is ipv4 or ipv6");
                                 }
                             };
                             matches.push((Match::NfProto { v6 }, false));
@@ -641,8 +627,7 @@ impl Parser {
                             }
                         }
                         x => {
-                            self.at -= 1;
-                            return self.err(format!("`meta {x}`: expected l4proto, nfproto or mark"));
+                            return self.err_back(format!("`meta {x}`: expected l4proto, nfproto or mark"));
                         }
                     }
                 }
@@ -711,10 +696,7 @@ impl Parser {
                                     "icmpv6" => ICMPV6,
                                     _ => 0,
                                 };
-                                let code = reject_code(proto, &t).or_else(|e| {
-                                    self.at -= 1;
-                                    self.err(e)
-                                })?;
+                                let code = reject_code(proto, &t).or_else(|e| self.err_back(e))?;
                                 match proto {
                                     ICMP => RejectWith::Icmp(code),
                                     ICMPV6 => RejectWith::Icmp6(code),
@@ -722,8 +704,7 @@ impl Parser {
                                 }
                             }
                             x => {
-                                self.at -= 1;
-                                return self.err(format!("`reject with {x}`: expected tcp reset, icmp, icmpv6 or icmpx"));
+                                return self.err_back(format!("`reject with {x}`: expected tcp reset, icmp, icmpv6 or icmpx"));
                             }
                         };
                         if with == RejectWith::TcpReset && !matches.iter().any(|(m, n)| !n && matches_tcp_only(m)) {
@@ -762,10 +743,7 @@ impl Parser {
                     if self.is_word("to") {
                         self.at += 1;
                         let s = self.word()?;
-                        to = nat_to(&s).or_else(|e| {
-                            self.at -= 1;
-                            self.err(e)
-                        })?;
+                        to = nat_to(&s).or_else(|e| self.err_back(e))?;
                     }
                     let nat = match w.as_str() {
                         "snat" | "dnat" => {
@@ -787,8 +765,7 @@ impl Parser {
                     actions.push(Action::Nat(nat));
                 }
                 x => {
-                    self.at -= 1;
-                    return self.err(format!("unknown keyword `{x}`"));
+                    return self.err_back(format!("unknown keyword `{x}`"));
                 }
             }
         }
@@ -819,7 +796,8 @@ fn matches_tcp_only(m: &Match) -> bool {
     }
 }
 
-fn parse_u32(s: &str) -> Result<u32, String> {
+/// A number in decimal or `0x` hex (marks), as nft and tc write them.
+pub(crate) fn parse_u32(s: &str) -> Result<u32, String> {
     match s.strip_prefix("0x") {
         Some(h) => u32::from_str_radix(h, 16),
         None => s.parse(),

@@ -266,11 +266,7 @@ pub fn qdisc(spec: &str) -> Result<Box<dyn Qdisc>, String> {
                                 "mark" => {
                                     w.next();
                                     let v = w.value(k2)?;
-                                    let m = match v.strip_prefix("0x") {
-                                        Some(h) => u32::from_str_radix(h, 16).map_err(|_| format!("htb filter: bad mark `{v}`"))?,
-                                        None => num(v)?,
-                                    };
-                                    f.mark = Some(m);
+                                    f.mark = Some(crate::netfilter::parse::parse_u32(v).map_err(|e| format!("htb filter: mark {e}"))?);
                                 }
                                 "flowid" | "classid" => {
                                     w.next();
