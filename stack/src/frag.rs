@@ -12,6 +12,9 @@ struct Partial {
     have: Vec<(usize, usize)>,
     total: Option<usize>,
     deadline: Instant,
+    /// What the first fragment carried ahead of its fragmentable part (IPv6's unfragmentable extension
+    /// headers, RFC 8200 4.5): the whole datagram carries it once.
+    head: Vec<u8>,
 }
 
 /// What one fragment did.
@@ -29,6 +32,8 @@ pub struct Reassembly<K> {
     parts: HashMap<K, Partial>,
     /// The largest fragment (payload bytes) of the datagram completed last.
     last_largest: usize,
+    /// The head of the datagram completed last.
+    last_head: Vec<u8>,
     /// Datagrams in progress at most, and how long each may take.
     max: usize,
     timeout: std::time::Duration,
@@ -36,11 +41,17 @@ pub struct Reassembly<K> {
 
 impl<K: Hash + Eq + Clone> Reassembly<K> {
     pub fn new(max: usize, timeout: std::time::Duration) -> Reassembly<K> {
-        Reassembly { parts: HashMap::new(), last_largest: 0, max, timeout }
+        Reassembly { parts: HashMap::new(), last_largest: 0, last_head: Vec::new(), max, timeout }
     }
 
     /// Adds the fragment at byte `offset` with `data`; `more` is the more-fragments flag.
     pub fn add(&mut self, key: K, offset: usize, data: &[u8], more: bool, now: Instant) -> Outcome {
+        self.add_headed(key, offset, data, more, &[], now)
+    }
+
+    /// As `add`, for a fragment that carries `head` ahead of its fragmentable part: the first fragment's
+    /// head is the datagram's (`last_head` once it is whole), and counts toward its 64 KiB.
+    pub fn add_headed(&mut self, key: K, offset: usize, data: &[u8], more: bool, head: &[u8], now: Instant) -> Outcome {
         let (max, timeout) = (self.max, self.timeout);
         let (start, end) = (offset, offset + data.len());
         if end > 65535 || (more && !data.len().is_multiple_of(8)) {
@@ -50,8 +61,13 @@ impl<K: Hash + Eq + Clone> Reassembly<K> {
         if !self.parts.contains_key(&key) && self.parts.len() >= max {
             return Outcome::Failed;
         }
-        let e =
-            self.parts.entry(key.clone()).or_insert(Partial { data: Vec::new(), have: Vec::new(), total: None, deadline: now + timeout });
+        let e = self.parts.entry(key.clone()).or_insert(Partial {
+            data: Vec::new(),
+            have: Vec::new(),
+            total: None,
+            deadline: now + timeout,
+            head: Vec::new(),
+        });
         if e.have.iter().any(|&(a, b)| start < b && a < end && (a, b) != (start, end)) || (e.total.is_some_and(|t| end > t)) {
             self.parts.remove(&key);
             return Outcome::Failed;
@@ -61,6 +77,14 @@ impl<K: Hash + Eq + Clone> Reassembly<K> {
         }
         if let Some(d) = e.data.get_mut(start..end) {
             d.copy_from_slice(data);
+        }
+        if start == 0 {
+            e.head.clear();
+            e.head.extend_from_slice(head);
+        }
+        if e.data.len() + e.head.len() > 65535 {
+            self.parts.remove(&key);
+            return Outcome::Failed;
         }
         if !e.have.contains(&(start, end)) {
             e.have.push((start, end));
@@ -81,8 +105,9 @@ impl<K: Hash + Eq + Clone> Reassembly<K> {
             return Outcome::Held;
         }
         self.last_largest = e.have.iter().map(|&(a, b)| b - a).max().unwrap_or(0);
-        let mut d = self.parts.remove(&key).map(|p| p.data).unwrap_or_default();
+        let (mut d, head) = self.parts.remove(&key).map(|p| (p.data, p.head)).unwrap_or_default();
         d.truncate(total);
+        self.last_head = head;
         Outcome::Done(d)
     }
 
@@ -90,6 +115,11 @@ impl<K: Hash + Eq + Clone> Reassembly<K> {
     /// reassembled it fragments it to again, as Linux keeps `frag_max_size`).
     pub fn last_largest(&self) -> usize {
         self.last_largest
+    }
+
+    /// The head (see `add_headed`) of the datagram the last `Done` returned.
+    pub fn last_head(&self) -> &[u8] {
+        &self.last_head
     }
 
     /// Drops datagrams whose time ran out; returns how many.
@@ -127,6 +157,20 @@ mod test {
         assert_eq!(r.add(1, 48, &data[48..96], true, now), Outcome::Held);
         assert_eq!(r.add(1, 96, &data[96..], false, now), Outcome::Held);
         assert_eq!(r.add(1, 0, &data[..48], true, now), Outcome::Done(data));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn the_first_fragments_head_is_the_datagrams() {
+        let mut r = Reassembly::new(4, T);
+        let now = Instant::from_millis(0);
+        let data: Vec<u8> = (0..64u8).collect();
+        assert_eq!(r.add_headed(1, 32, &data[32..], false, &[9; 8], now), Outcome::Held);
+        assert_eq!(r.add_headed(1, 0, &data[..32], true, &[7; 16], now), Outcome::Done(data));
+        assert_eq!(r.last_head(), &[7; 16], "the head of the fragment at offset 0, whatever came before");
+        // The head counts toward the datagram's 64 KiB.
+        assert_eq!(r.add_headed(2, 65520, &[0; 8], false, &[0; 8], now), Outcome::Held);
+        assert_eq!(r.add_headed(2, 0, &[0; 8], true, &[0; 16], now), Outcome::Failed);
         assert!(r.is_empty());
     }
 

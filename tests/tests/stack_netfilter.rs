@@ -5,7 +5,7 @@
 //! the NAT to the inside socket as ECONNREFUSED; REJECT gives curl its "connection refused" (TCP reset),
 //! a UDP socket ECONNREFUSED (ICMP port unreachable) and a TCP connect EHOSTUNREACH (host unreachable); a
 //! stray ACK is INVALID and counted; IPv6 is filtered statefully (pings from inside answered, pings from
-//! outside dropped, fragments reassembled before conntrack), masqueraded (NAT66: the outside v6 server logs the router's address) and port
+//! outside dropped, fragments reassembled before conntrack, also behind a hop-by-hop header), masqueraded (NAT66: the outside v6 server logs the router's address) and port
 //! forwarded inward (DNAT66); the conntrack listing shows the masqueraded flow.
 
 use nic_tests::*;
@@ -31,6 +31,20 @@ ph=src+dst+struct.pack('!BBH',0,6,len(h))\n\
 d=ph+h; c=sum(struct.unpack('!%dH'%(len(d)//2),d)); c=(c&0xffff)+(c>>16); c=(c&0xffff)+(c>>16)\n\
 h=h[:16]+struct.pack('!H',(~c)&0xffff)+h[18:]\n\
 s.sendto(h,(sys.argv[1],0)); print('sent')\n";
+
+/// UDP over IPv6 with a hop-by-hop header on every packet (PadN): `serve ADDR PORT` echoes one datagram
+/// and prints its sender and length; `send ADDR PORT LEN` sends LEN bytes and prints whether they came
+/// back intact. Linux fragments a large one behind the hop-by-hop header (RFC 8200 4.5).
+const UDP6_HBH: &str = "import socket,sys\n\
+s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\n\
+s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_HOPOPTS,bytes([0,0,1,4,0,0,0,0]))\n\
+s.settimeout(10)\n\
+if sys.argv[1]=='serve':\n  s.bind((sys.argv[2],int(sys.argv[3])))\n  \
+d,a=s.recvfrom(65536); print(a[0],len(d),flush=True); s.sendto(d,a)\n\
+else:\n  d=bytes(i*7%251 for i in range(int(sys.argv[4])))\n  \
+s.connect((sys.argv[2],int(sys.argv[3]))); s.send(d)\n  \
+try: print('intact' if s.recv(65536)==d else 'corrupt')\n  \
+except socket.timeout: print('timeout')\n";
 
 #[test]
 fn our_nat_router_between_two_linux_namespaces() {
@@ -85,6 +99,22 @@ fn our_nat_router_between_two_linux_namespaces() {
     // (no larger than the fragments that came).
     let (rc, out) = a.exec("ping -6 -c 2 -s 4000 -i 0.3 -W 2 2001:db8:95:2::2");
     assert_eq!(rc, 0, "4000-byte IPv6 pings through NAT66: {out}");
+    // Fragments behind a hop-by-hop header: reassembled with it before conntrack, so NAT66 applies to the
+    // datagram, and fragmented again with the header repeated in each fragment.
+    let script = UDP6_HBH.replace('"', "\\\"");
+    let echo = b
+        .command(std::path::Path::new("python3"))
+        .args(["-c", UDP6_HBH, "serve", "2001:db8:95:2::2", "7007"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, out) = a.exec(&format!("python3 -c \"{script}\" send 2001:db8:95:2::2 7007 4000"));
+    let served = echo.wait_with_output().unwrap();
+    let served = String::from_utf8_lossy(&served.stdout).to_string() + &String::from_utf8_lossy(&served.stderr);
+    assert_eq!(out.trim(), "intact", "a 4000-byte datagram with a hop-by-hop header through NAT66 and back: {served}");
+    assert_eq!(served.trim(), "2001:db8:95:2::1 4000", "the outside saw the router as the sender");
     // NAT66: a v6 client inside reaches a v6 server outside as the router's outside address.
     let log6 = dir.join("outside6.log");
     let mut srv6 = server_on(&b, "2001:db8:95:2::2", 8006, &log6);

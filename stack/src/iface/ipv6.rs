@@ -304,7 +304,7 @@ impl Stack {
             // of 8 bytes but the last.
             v.ident = v.ident.wrapping_add(1);
             let ip = ipv6::Repr { src, dst, next_header, hop_limit, payload_len: payload.len() };
-            packets = fragments(&ip, payload, mtu, v.ident);
+            packets = fragments(&ip, payload, ipv6::Unfragmentable::of(next_header, &[]), mtu, v.ident);
             self.stats.frag_creates += packets.len() as u64;
         }
         self.stats.out_requests += 1;
@@ -333,9 +333,10 @@ impl Stack {
             let ip = ipv6::Repr::parse(packet).map_err(|_| Errno(libc::EINVAL))?;
             let payload = packet.get(ipv6::HEADER_LEN..ipv6::HEADER_LEN + ip.payload_len).ok_or(Errno(libc::EINVAL))?;
             v.ident = v.ident.wrapping_add(1);
-            let parts = fragments(&ip, payload, frag_to, v.ident);
+            let parts = fragments(&ip, payload, ipv6::Unfragmentable::of(ip.next_header, payload), frag_to, v.ident);
             self.stats.frag_creates += parts.len() as u64;
-            for b in parts {
+            for mut b in parts {
+                b[..4].copy_from_slice(&packet[..4]);
                 let mut p = PacketBuf::from_slice(&b);
                 p.mark = ctx.mark;
                 self.output6(p, next_hop, now);
@@ -532,32 +533,39 @@ impl Stack {
         self.deliver6(&ip, nh, upper, verified, now);
     }
 
-    /// A fragment joins its datagram: the whole datagram once complete (the fragment header gone) with the
-    /// size of its largest fragment, `None` while held or when refused. Anything else passes as it is, with
-    /// 0; so does a fragment header behind other extension headers (left to the host's own reassembly).
+    /// A fragment joins its datagram: the whole datagram once complete (the fragment header gone, the
+    /// extension headers ahead of it and the protocol it names taken from the first fragment) with the size
+    /// of its largest fragment, `None` while held or when refused. Anything else passes as it is, with 0.
     fn defrag_v6(&mut self, p: PacketBuf, now: Instant) -> Option<(PacketBuf, usize)> {
-        let (ip, f, frag_data) = {
+        let (ip, f, head, frag_data, vtf) = {
             let data = p.data();
+            // Version, traffic class and flow label travel as they came (the flow's own bytes, as Linux's).
+            let vtf: [u8; 4] = data.get(..4).and_then(|x| x.try_into().ok()).unwrap_or_default();
             let Ok(ip) = ipv6::Repr::parse(data) else { return Some((p, 0)) };
-            if ip.next_header != ipv6::NH_FRAGMENT {
-                return Some((p, 0));
-            }
             let payload = data.get(ipv6::HEADER_LEN..ipv6::HEADER_LEN + ip.payload_len).unwrap_or_default();
-            let Ok(f) = ipv6::Fragment::parse(payload) else { return Some((p, 0)) };
-            (ip, f, payload.get(ipv6::FRAG_HEADER_LEN..).unwrap_or_default().to_vec())
+            let Some((at, _)) = ipv6::find_fragment(ip.next_header, payload) else { return Some((p, 0)) };
+            let Ok(f) = ipv6::Fragment::parse(&payload[at..]) else { return Some((p, 0)) };
+            // The head: the fixed header's Next Header, the fragment header's, then the headers between.
+            let head = [&[ip.next_header, f.next_header][..], &payload[..at]].concat();
+            (ip, f, head, payload.get(at + ipv6::FRAG_HEADER_LEN..).unwrap_or_default().to_vec(), vtf)
         };
         let v = self.v6.as_mut()?;
-        match v.reasm.add((ip.src, ip.dst, f.ident), f.offset, &frag_data, f.more, now) {
+        match v.reasm.add_headed((ip.src, ip.dst, f.ident), f.offset, &frag_data, f.more, &head, now) {
             Outcome::Done(d) => {
                 self.stats.reasm_oks += 1;
-                let largest = ipv6::HEADER_LEN + ipv6::FRAG_HEADER_LEN + v.reasm.last_largest();
-                if d.len() > usize::from(u16::MAX) {
-                    self.stats.reasm_fails += 1;
-                    return None;
+                let &[first_nh, upper_nh, ref exts @ ..] = v.reasm.last_head() else { return None };
+                let largest = ipv6::HEADER_LEN + exts.len() + ipv6::FRAG_HEADER_LEN + v.reasm.last_largest();
+                let mut b = vec![0u8; ipv6::HEADER_LEN];
+                // The header that named the fragment header now names what followed it.
+                let naming = ipv6::find_fragment(first_nh, &[exts, &[0; ipv6::FRAG_HEADER_LEN]].concat()).and_then(|x| x.1);
+                let next_header = if naming.is_some() { first_nh } else { upper_nh };
+                ipv6::Repr { next_header, payload_len: exts.len() + d.len(), ..ip }.emit(&mut b);
+                b[..4].copy_from_slice(&vtf);
+                b.extend_from_slice(exts);
+                if let Some(i) = naming {
+                    b[ipv6::HEADER_LEN + i] = upper_nh;
                 }
-                let mut b = vec![0u8; ipv6::HEADER_LEN + d.len()];
-                ipv6::Repr { next_header: f.next_header, payload_len: d.len(), ..ip }.emit(&mut b);
-                b.get_mut(ipv6::HEADER_LEN..)?.copy_from_slice(&d);
+                b.extend_from_slice(&d);
                 Some((PacketBuf::from_slice(&b), largest))
             }
             Outcome::Held => None,
@@ -679,21 +687,27 @@ impl Stack {
     }
 }
 
-/// `payload` (with `ip`'s next header) cut into fragments of at most `size` bytes each, header included
-/// (RFC 8200 4.5: the unfragmentable part is the fixed header; each fragment carries a multiple of 8
-/// bytes but the last).
-fn fragments(ip: &ipv6::Repr, payload: &[u8], size: usize, ident: u32) -> Vec<Vec<u8>> {
-    let per = (size.saturating_sub(ipv6::HEADER_LEN + ipv6::FRAG_HEADER_LEN) & !7).max(8);
-    let n = payload.len().div_ceil(per);
-    payload
-        .chunks(per)
+/// `payload` (with `ip`'s next header) cut into fragments of at most `size` bytes each, header included:
+/// each fragment repeats the fixed header and the unfragmentable part `u` (RFC 8200 4.5), and carries a
+/// multiple of 8 bytes of the rest but the last.
+fn fragments(ip: &ipv6::Repr, payload: &[u8], u: ipv6::Unfragmentable, size: usize, ident: u32) -> Vec<Vec<u8>> {
+    let (unfrag, rest) = payload.split_at(u.len.min(payload.len()));
+    let lead = ipv6::HEADER_LEN + unfrag.len() + ipv6::FRAG_HEADER_LEN;
+    let per = (size.saturating_sub(lead) & !7).max(8);
+    let n = rest.len().div_ceil(per);
+    let next_header = if u.next_header_at.is_some() { ip.next_header } else { ipv6::NH_FRAGMENT };
+    rest.chunks(per)
         .enumerate()
         .map(|(i, c)| {
-            let len = ipv6::FRAG_HEADER_LEN + c.len();
-            let mut b = vec![0u8; ipv6::HEADER_LEN + len];
-            ipv6::Repr { next_header: ipv6::NH_FRAGMENT, payload_len: len, ..*ip }.emit(&mut b);
-            ipv6::Fragment { next_header: ip.next_header, offset: i * per, more: i + 1 < n, ident }.emit(&mut b[ipv6::HEADER_LEN..]);
-            b[ipv6::HEADER_LEN + ipv6::FRAG_HEADER_LEN..].copy_from_slice(c);
+            let mut b = vec![0u8; lead + c.len()];
+            ipv6::Repr { next_header, payload_len: b.len() - ipv6::HEADER_LEN, ..*ip }.emit(&mut b);
+            b[ipv6::HEADER_LEN..ipv6::HEADER_LEN + unfrag.len()].copy_from_slice(unfrag);
+            if let Some(at) = u.next_header_at {
+                b[ipv6::HEADER_LEN + at] = ipv6::NH_FRAGMENT;
+            }
+            let f = ipv6::Fragment { next_header: u.next_header, offset: i * per, more: i + 1 < n, ident };
+            f.emit(&mut b[ipv6::HEADER_LEN + unfrag.len()..]);
+            b[lead..].copy_from_slice(c);
             b
         })
         .collect()

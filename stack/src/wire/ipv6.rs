@@ -268,6 +268,63 @@ pub fn walk(first: u8, payload: &[u8], dst_multicast: bool) -> Chain {
     }
 }
 
+/// The extension headers ahead of a fragment header (RFC 8200 4.5: hop-by-hop, destination options and
+/// routing), as Linux's `nf_ct_frag6_gather` finds them: where the fragment header starts in `payload` and
+/// where the Next Header byte that names it is (`None`: the fixed header's). `None` when no fragment header
+/// comes first after those.
+pub fn find_fragment(first: u8, payload: &[u8]) -> Option<(usize, Option<usize>)> {
+    let (mut nh, mut off, mut prev) = (first, 0usize, None);
+    for _ in 0..16 {
+        match nh {
+            NH_FRAGMENT => return (payload.len() >= off + FRAG_HEADER_LEN).then_some((off, prev)),
+            NH_HOP_BY_HOP | NH_DEST_OPTS | NH_ROUTING => {
+                let h = payload.get(off..off + 2)?;
+                prev = Some(off);
+                nh = h[0];
+                off += (usize::from(h[1]) + 1) * 8;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The part of a whole datagram's payload that every fragment repeats (RFC 8200 4.5; Linux's
+/// `ip6_find_1stfragopt`): hop-by-hop, and destination options up to a routing header with the routing
+/// header itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unfragmentable {
+    /// Its length in bytes from the start of the payload.
+    pub len: usize,
+    /// Where the Next Header byte of its last header is (`None`: the part is empty, the fixed header's).
+    pub next_header_at: Option<usize>,
+    /// What that byte names: the first fragmentable header.
+    pub next_header: u8,
+}
+
+impl Unfragmentable {
+    pub fn of(first: u8, payload: &[u8]) -> Unfragmentable {
+        let mut u = Unfragmentable { len: 0, next_header_at: None, next_header: first };
+        let (mut nh, mut off) = (first, 0usize);
+        for _ in 0..16 {
+            if !matches!(nh, NH_HOP_BY_HOP | NH_DEST_OPTS | NH_ROUTING) {
+                break;
+            }
+            let Some(h) = payload.get(off..off + 2) else { break };
+            let end = off + (usize::from(h[1]) + 1) * 8;
+            if end > payload.len() {
+                break;
+            }
+            if nh != NH_DEST_OPTS {
+                u = Unfragmentable { len: end, next_header_at: Some(off), next_header: h[0] };
+            }
+            nh = h[0];
+            off = end;
+        }
+        u
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -324,6 +381,26 @@ mod test {
         // Cut short: dropped, never a panic.
         assert_eq!(walk(NH_HOP_BY_HOP, &[NH_UDP], false), Chain::Discard);
         assert_eq!(walk(NH_HOP_BY_HOP, &[NH_UDP, 5, 1, 2], false), Chain::Discard);
+    }
+
+    #[test]
+    fn the_fragment_header_and_the_unfragmentable_part() {
+        let hbh = [NH_DEST_OPTS, 0, 1, 4, 0, 0, 0, 0];
+        let dst = [NH_ROUTING, 0, 1, 4, 0, 0, 0, 0];
+        let rt = [NH_FRAGMENT, 0, 0, 0, 0, 0, 0, 0];
+        let p: Vec<u8> = [&hbh[..], &dst, &rt, &[NH_UDP, 0, 0, 1, 0, 0, 0, 7], &[0; 8]].concat();
+        assert_eq!(find_fragment(NH_HOP_BY_HOP, &p), Some((24, Some(16))));
+        assert_eq!(find_fragment(NH_FRAGMENT, &p[24..]), Some((0, None)));
+        assert_eq!(find_fragment(NH_UDP, &p), None, "no fragment header");
+        assert_eq!(find_fragment(NH_HOP_BY_HOP, &p[..20]), None, "cut short");
+        // Whole (fragment header gone, the routing header naming UDP): all three are unfragmentable.
+        let mut whole: Vec<u8> = [&hbh[..], &dst, &rt, &[0; 8]].concat();
+        whole[16] = NH_UDP;
+        assert_eq!(Unfragmentable::of(NH_HOP_BY_HOP, &whole), Unfragmentable { len: 24, next_header_at: Some(16), next_header: NH_UDP });
+        // Destination options with no routing header after them travel in the fragments.
+        let tail: Vec<u8> = [&[NH_DEST_OPTS, 0, 1, 4, 0, 0, 0, 0][..], &[NH_UDP, 0, 1, 4, 0, 0, 0, 0], &[0; 8]].concat();
+        assert_eq!(Unfragmentable::of(NH_HOP_BY_HOP, &tail), Unfragmentable { len: 8, next_header_at: Some(0), next_header: NH_DEST_OPTS });
+        assert_eq!(Unfragmentable::of(NH_UDP, &tail), Unfragmentable { len: 0, next_header_at: None, next_header: NH_UDP });
     }
 
     #[test]
