@@ -250,10 +250,18 @@ impl Tap {
 
     /// Waits until a frame is readable or `timeout` passes.
     pub fn wait(&self, timeout: std::time::Duration) {
-        let mut p = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, timeout.as_millis().min(60_000) as i32) };
+        wait_readable(&mut [libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }], timeout);
     }
+}
+
+/// Waits until one of `fds` is ready or `timeout` (at most a minute) passes, to the nanosecond: poll(2)
+/// counts whole milliseconds, so a shorter wait (a shaper's next token) would round to none and spin.
+/// Returns what ppoll(2) returns.
+pub fn wait_readable(fds: &mut [libc::pollfd], timeout: std::time::Duration) -> libc::c_int {
+    let t = timeout.min(std::time::Duration::from_secs(60));
+    let ts = libc::timespec { tv_sec: t.as_secs() as libc::time_t, tv_nsec: libc::c_long::from(t.subsec_nanos() as i32) };
+    // SAFETY: `fds` is a valid array of its length, `ts` outlives the call, and no signal mask is passed.
+    unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) }
 }
 
 impl AsRawFd for Tap {
@@ -276,6 +284,24 @@ mod test {
         assert!(h.is_gso());
         assert!(!VnetHdr { gso_type: VnetHdr::GSO_ECN, ..h }.is_gso());
         assert_eq!(VnetHdr::parse(&b[..9]), None);
+    }
+
+    #[test]
+    fn a_wait_shorter_than_a_millisecond_still_waits() {
+        // A pipe with nothing to read: the wait lasts its whole timeout (ppoll's guarantee), where poll(2)
+        // would have rounded 300 us down to no wait at all.
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let t0 = std::time::Instant::now();
+        let r = wait_readable(&mut [libc::pollfd { fd: fds[0], events: libc::POLLIN, revents: 0 }], std::time::Duration::from_micros(300));
+        let waited = t0.elapsed();
+        for fd in fds {
+            // SAFETY: closing the two descriptors this test opened.
+            unsafe { libc::close(fd) };
+        }
+        assert_eq!(r, 0, "nothing became readable");
+        assert!(waited >= std::time::Duration::from_micros(300), "waited {waited:?}");
     }
 
     #[test]

@@ -307,8 +307,9 @@ fn curl_over_ipv6_and_ipv4_against_the_stacks_dual_stack_server() {
     let _ = std::fs::remove_dir_all(&www);
 }
 
-/// A Linux router between the stack's TAP and a server namespace whose link has a 1280-byte MTU: the
-/// stack's bulk send over TCP/IPv6 starts with 1500-byte packets, the router answers Packet Too Big, and
+/// A Linux router between the stack's TAP and a server namespace, its interface toward the server with a
+/// 1280-byte MTU (the server's own side has 1500, so it advertises an MSS of 1440): the stack's bulk send
+/// over TCP/IPv6 starts with 1500-byte packets, the router answers Packet Too Big, and
 /// the live connection cuts its segments to the path and resends; every byte arrives in order (the server
 /// checks the stream against the sender's pattern).
 #[test]
@@ -319,7 +320,7 @@ fn packet_too_big_from_a_linux_router_shrinks_a_live_connection() {
     r.must("ip tuntap add dev p6 mode tap && ip link set p6 up && ip addr add 2001:db8:70::1/64 dev p6 nodad && sysctl -qw net.ipv6.conf.all.forwarding=1");
     sh(&format!("ip link add r0 netns {} type veth peer name s0 netns {}", r.name, s.name));
     r.must("ip link set r0 mtu 1280 up && ip addr add 2001:db8:71::1/64 dev r0 nodad");
-    s.must("ip link set lo up && ip link set s0 mtu 1280 up && ip addr add 2001:db8:71::2/64 dev s0 nodad && ip -6 route add default via 2001:db8:71::1");
+    s.must("ip link set lo up && ip link set s0 up && ip addr add 2001:db8:71::2/64 dev s0 nodad && ip -6 route add default via 2001:db8:71::1");
     let bytes = 8_000_000u64;
     let script = format!(
         r#"

@@ -1,6 +1,6 @@
 //! Traffic control on our stack's egress, judged by Linux over a TAP device in a namespace:
-//! - over a link shaped by tbf to 20 Mbit/s (Linux's own byte counters show the rate, within 5% while a
-//!   FIFO keeps it busy, never above it), a bulk TCP send fills the queue: with pfifo_fast the replies to Linux's pings wait behind it, with fq_codel
+//! - over a link shaped by tbf to 20 Mbit/s (Linux's own byte counters show the rate within 5%, with a
+//!   FIFO child and with fq_codel), a bulk TCP send fills the queue: with pfifo_fast the replies to Linux's pings wait behind it, with fq_codel
 //!   they keep within a few milliseconds of the idle link's round trip (all three measured in this run);
 //! - netem's delay and loss show up in Linux's ping statistics;
 //! - htb gives two connections their classes' rates (3:1) and lets the second borrow when the first ends,
@@ -72,10 +72,10 @@ fn fq_codel_keeps_latency_low_under_load_where_pfifo_fast_does_not_and_tbf_holds
         let bits = (b1 - b0) as f64 * 8.0;
         // The rate Linux received lies between these two.
         let (low, high) = (bits / (t1_after - t0_before).as_secs_f64() / 1e6, bits / (t1_before - t0_after).as_secs_f64() / 1e6);
-        // With a FIFO child the sender keeps the bucket busy: the rate is the configured one. With
-        // fq_codel, CoDel's drops keep one NewReno flow's window small and the link is not always full:
-        // the rate stays under the configured one.
-        let (floor, ceil) = if child == "pfifo_fast" { (19.0, 21.0) } else { (1.0, 21.0) };
+        eprintln!("tbf at 20 Mbit/s with {child}: Linux received {low:.2}-{high:.2} Mbit/s");
+        // Either child keeps the bucket busy: one NewReno flow through fq_codel, its window halved at
+        // each CoDel drop, still fills the link, since what stays queued covers the round trip.
+        let (floor, ceil) = (19.0, 21.0);
         assert!(
             low <= ceil && high >= floor,
             "tbf at 20 Mbit/s with {child}: Linux received {low:.2}-{high:.2} Mbit/s, outside {floor}-{ceil}\n{out}"

@@ -226,8 +226,7 @@ pub fn wait_any(fds: Vec<Option<RawFd>>, timeout: Duration) {
         return;
     }
     let mut p: Vec<libc::pollfd> = fds.into_iter().flatten().map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
-    // SAFETY: a valid array of pollfds of the given length.
-    unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout.as_millis().min(60_000) as i32) };
+    nic_tap::wait_readable(&mut p, timeout);
 }
 
 #[cfg(test)]

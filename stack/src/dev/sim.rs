@@ -35,6 +35,9 @@ pub struct Stats {
     pub lost: u64,
     pub reordered: u64,
     pub duplicated: u64,
+    /// Frames longer than the MTU allows (with their Ethernet header and any 802.1Q tag): not carried, as
+    /// a receiver without jumbo frames drops them.
+    pub oversize: u64,
 }
 
 /// One end of a simulated link.
@@ -82,6 +85,11 @@ impl Device for SimPort {
         let mut st = self.stats.borrow_mut();
         for p in q.drain(..) {
             st.sent += 1;
+            let tagged = p.data().get(12..14) == Some(&[0x81, 0x00]);
+            if p.len() > self.mtu + 14 + if tagged { 4 } else { 0 } {
+                st.oversize += 1;
+                continue;
+            }
             if self.rng.percent(self.imp.loss) {
                 st.lost += 1;
                 continue;

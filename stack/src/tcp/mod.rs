@@ -977,7 +977,9 @@ impl Tcb {
                     continue;
                 }
             }
-            let max = self.cfg.max_gso.max(mss);
+            // A segment's payload is the MSS less its options; only a super-packet (`max_gso` of two
+            // segments or more, cut by the device) is larger.
+            let max = if self.cfg.max_gso >= 2 * mss { self.cfg.max_gso } else { mss };
             let mut len = unsent.min(room).min(max);
             if self.sack_ok && self.recover.is_some() {
                 // Stop at the next SACKed block.
