@@ -28,6 +28,7 @@ pub mod pcap;
 pub mod pci;
 pub mod phy;
 pub mod pool;
+pub mod port;
 pub mod regs;
 pub mod rss;
 pub mod rx;

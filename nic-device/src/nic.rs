@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::nvm::Nvm;
 use crate::pci::ConfigSpace;
 use crate::phy::{LinkEvent, Phy, PHY_ADDR};
+use crate::port::{CardDma, Causes, QueueCtx, RegFile};
 use crate::regs::*;
 use crate::rx::{RxFifo, RxOutcome, RxPath};
 use crate::stats::{self, Stats};
@@ -38,8 +39,9 @@ pub struct Effects {
     pub wake: bool,
 }
 
-/// The function's shared state: the register file and everything but the queues' engines, which take it
-/// as an argument (`tx::TxQueue::process`, `rx::RxPath::receive`).
+/// The function's shared state: the register file and everything but the queues' engines. The engines
+/// (`tx::TxQueue`, `rx::RxQueue`) see only a `port::QueueCtx` borrowed from it (registers, DMA,
+/// statistics); the causes they raise come back here to be delivered.
 pub struct Core {
     pub regs: Vec<u32>,
     pub pci: ConfigSpace,
@@ -78,7 +80,7 @@ pub struct Core {
     /// The statistics registers, and their totals since the device started.
     pub stats: Stats,
     /// Write-backs held back by a `writeback-delay` fault: when, where, what, and the causes to raise then.
-    late_writebacks: VecDeque<(Instant, u64, Vec<u8>, u32)>,
+    late_writebacks: VecDeque<crate::port::LateWriteback>,
     /// A `doorbell-latency` fault: doorbells written take effect at this time.
     doorbell_hold: Option<Instant>,
     /// The backend's carrier, before faults.
@@ -191,13 +193,33 @@ impl Core {
 
     #[inline]
     pub fn reg(&self, off: u32) -> u32 {
-        // Offsets come from the register map or from accesses checked against BAR0's size.
-        self.regs.get((off / 4) as usize).copied().unwrap_or(0)
+        self.regs.reg(off)
     }
     #[inline]
     pub fn set_reg(&mut self, off: u32, v: u32) {
-        if let Some(r) = self.regs.get_mut((off / 4) as usize) {
-            *r = v;
+        self.regs.set_reg(off, v)
+    }
+
+    /// What a queue engine works with: the register file, the card's DMA, the statistics and metrics,
+    /// borrowed apart from the rest of the card.
+    pub(crate) fn queue_ctx(&mut self) -> QueueCtx<'_> {
+        let now = self.now();
+        QueueCtx {
+            regs: &mut self.regs,
+            dma: CardDma { space: &self.dma, faults: &mut self.faults, trace: &self.trace, late: &mut self.late_writebacks, now },
+            stats: &mut self.stats,
+            metrics: &self.metrics,
+            causes: Causes::default(),
+        }
+    }
+
+    /// Delivers the interrupt causes an engine raised.
+    pub(crate) fn deliver(&mut self, c: Causes) {
+        if c.rx != 0 {
+            self.raise_rx(c.rx);
+        }
+        if c.tx != 0 {
+            self.raise_tx(c.tx, c.tx_all_ide);
         }
     }
 
@@ -273,55 +295,9 @@ impl Core {
         self.irq.spurious(n, mode);
     }
 
-    // ---- DMA with faults and trace ----
-
-    /// A DMA read by the card; `what` says what it was for (the trace's word for it).
-    pub(crate) fn dma_read(&mut self, addr: u64, buf: &mut [u8], what: &'static str) -> Result<(), ()> {
-        let injected = self.dma_fault();
-        let r = if injected { Err(()) } else { self.dma.read(addr, buf).map_err(|_| ()) };
-        self.trace_dma("read", addr, buf.len(), what, injected, r.is_ok());
-        r
-    }
-
-    /// A descriptor (or any plain value) read by the card's DMA, with faults and trace.
-    pub(crate) fn dma_read_obj<T: vm_memory::ByteValued + Default>(&mut self, addr: u64, what: &'static str) -> Result<T, ()> {
-        let mut v = T::default();
-        self.dma_read(addr, v.as_mut_slice(), what)?;
-        Ok(v)
-    }
-
-    /// A DMA write by the card.
-    pub(crate) fn dma_write(&mut self, addr: u64, buf: &[u8], what: &'static str) -> Result<(), ()> {
-        let injected = self.dma_fault();
-        let r = if injected { Err(()) } else { self.dma.write(addr, buf).map_err(|_| ()) };
-        self.trace_dma("write", addr, buf.len(), what, injected, r.is_ok());
-        r
-    }
-
-    /// Whether a `dma-error` fault fails this access.
-    fn dma_fault(&mut self) -> bool {
-        !self.faults.is_empty() && self.faults.take(FaultKind::DmaError, self.now()).is_some()
-    }
-
-    fn trace_dma(&self, dir: &str, addr: u64, len: usize, what: &str, injected: bool, ok: bool) {
-        self.trace.emit(
-            trace::DMA,
-            "dma",
-            || json!({ "dir": dir, "addr": format!("{addr:#x}"), "len": len, "what": what, "ok": ok, "injected": injected }),
-        );
-    }
-
-    /// The status part of a descriptor write-back (the bytes holding DD), which a `writeback-delay` fault
-    /// holds back; `causes` are raised when it lands late.
-    pub(crate) fn write_back_status(&mut self, addr: u64, status: &[u8], causes: u32) -> Result<(), ()> {
-        if !self.faults.is_empty() {
-            let now = self.now();
-            if let Some(f) = self.faults.take(FaultKind::WritebackDelay, now) {
-                self.late_writebacks.push_back((now + f.delay, addr, status.to_vec(), causes));
-                return Ok(());
-            }
-        }
-        self.dma_write(addr, status, "write-back")
+    /// A DMA write by the card outside the engines (a late write-back).
+    fn dma_write(&mut self, addr: u64, buf: &[u8], what: &'static str) -> Result<(), crate::port::DmaFailed> {
+        self.queue_ctx().dma.write(addr, buf, what)
     }
 
     /// Whether doorbells are held back by a `doorbell-latency` fault now.

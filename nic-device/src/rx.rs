@@ -11,6 +11,7 @@ use crate::fault::Kind as FaultKind;
 use crate::metrics::Metrics;
 use crate::nic::Core;
 use crate::offload::{csum_add, csum_fold};
+use crate::port::{QueueCtx, RegFile};
 use crate::regs::*;
 use std::collections::VecDeque;
 use vm_memory::endian::Le64;
@@ -210,34 +211,34 @@ pub fn fcs(data: &[u8]) -> u32 {
     !crc
 }
 
+/// The receive buffer size RCTL.BSIZE and BSEX select.
+fn rx_buffer_size(regs: &[u32]) -> usize {
+    let rctl = regs.reg(RCTL);
+    let bsize = (rctl >> RCTL_BSIZE_SHIFT) & 3;
+    match (rctl & RCTL_BSEX != 0, bsize) {
+        (true, 1) => 16384,
+        (true, 2) => 8192,
+        (true, 3) => 4096,
+        (false, 1) => 1024,
+        (false, 2) => 512,
+        (false, 3) => 256,
+        _ => 2048,
+    }
+}
+
+/// Queue `q`'s ring: base, length, head and the descriptors free between head and tail; `None` when the
+/// ring is empty or its head or tail is beyond it.
+fn rx_ring_free(regs: &[u32], q: usize) -> Option<(u64, u32, u32, u32)> {
+    let o = q as u32 * QUEUE_STRIDE;
+    let (base, n) = regs.ring(RDBAL0, q);
+    let (h, t) = (regs.reg(RDH0 + o), regs.reg(RDT0 + o));
+    if n == 0 || h >= n || t >= n {
+        return None;
+    }
+    Some((base, n, h, (t + n - h) % n))
+}
+
 impl Core {
-    fn rx_buffer_size(&self) -> usize {
-        let rctl = self.reg(RCTL);
-        let bsize = (rctl >> RCTL_BSIZE_SHIFT) & 3;
-        match (rctl & RCTL_BSEX != 0, bsize) {
-            (true, 1) => 16384,
-            (true, 2) => 8192,
-            (true, 3) => 4096,
-            (false, 1) => 1024,
-            (false, 2) => 512,
-            (false, 3) => 256,
-            _ => 2048,
-        }
-    }
-
-    fn rx_ring_free(&self, q: usize) -> Option<(u64, u32, u32, u32)> {
-        let o = q as u32 * QUEUE_STRIDE;
-        let base = self.reg(RDBAL0 + o) as u64 | ((self.reg(RDBAH0 + o) as u64) << 32);
-        let desc = 16u32;
-        let n = self.reg(RDLEN0 + o) / desc;
-        let (h, t) = (self.reg(RDH0 + o), self.reg(RDT0 + o));
-        if n == 0 || h >= n || t >= n {
-            return None;
-        }
-        let free = (t + n - h) % n;
-        Some((base, n, h, free))
-    }
-
     /// Destination address filter: exact (RAR with AV), multicast table, broadcast, promiscuous.
     pub fn rx_filter(&self, f: &[u8]) -> bool {
         let rctl = self.reg(RCTL);
@@ -354,8 +355,9 @@ struct RxMeta {
 }
 
 /// One receive queue's engine: writes frames into its descriptor ring (RDBAL/RDBAH, RDLEN, RDH, RDT of its
-/// queue) and raises its causes. The shared state (registers, DMA space, interrupts) comes in as an
-/// argument; what the engine owns is reused from frame to frame, so nothing is allocated per frame.
+/// queue) and raises its causes. The card comes in as a `port::QueueCtx` (registers, DMA, statistics; the
+/// causes go back in it); what the engine owns is reused from frame to frame, so nothing is allocated per
+/// frame.
 #[derive(Default)]
 pub struct RxQueue {
     /// Bytes per buffer of each descriptor the current frame takes.
@@ -367,32 +369,32 @@ pub struct RxQueue {
 impl RxQueue {
     /// Writes one frame (tag stripped, FCS appended as RCTL asks) into queue `q`'s ring. `false` when the
     /// ring has too few free descriptors; a frame dropped for its own reasons counts as written.
-    fn write(&mut self, core: &mut Core, q: usize, bytes: &[u8], m: &RxMeta) -> bool {
+    fn write(&mut self, core: &mut QueueCtx, q: usize, bytes: &[u8], m: &RxMeta) -> bool {
         let (split, extended, rctl, rxcsum, vlan, header) = (m.split, m.extended, m.rctl, m.rxcsum, m.vlan, m.header);
         // Each descriptor's buffers and how many bytes go to each.
         let layout = &mut self.layout;
         if split {
-            let sizes = ps_buffer_sizes(core.reg(PSRCTL));
+            let sizes = ps_buffer_sizes(core.regs.reg(PSRCTL));
             let header = header.filter(|h| *h <= sizes[0]);
             if !ps_layout(bytes.len(), header, sizes, layout) {
                 Metrics::inc(&core.metrics.rx_unsupported);
                 return true; // PSRCTL leaves no room for the frame: dropped
             }
         } else {
-            let bufsz = core.rx_buffer_size();
+            let bufsz = rx_buffer_size(core.regs);
             layout.clear();
             layout.extend(bytes.chunks(bufsz).map(|c| [c.len(), 0, 0, 0]));
         }
         let layout = &self.layout;
         // RDH, RDT and RDLEN count 16-byte units; a packet-split descriptor takes two.
         let units = if split { 2 } else { 1 };
-        let Some((base, n, mut head, free)) = core.rx_ring_free(q) else { return false };
+        let Some((base, n, mut head, free)) = rx_ring_free(core.regs, q) else { return false };
         if u64::from(free) < layout.len() as u64 * units || (split && n % 2 != 0) {
             return false;
         }
         let mut info = m.info;
         let checked = info.status & (RXD_STAT_IPCS | RXD_STAT_TCPCS | RXD_STAT_UDPCS) != 0;
-        if checked && !core.faults.is_empty() && core.faults.take(FaultKind::RxBadCsum, core.now()).is_some() {
+        if checked && core.dma.take_fault(FaultKind::RxBadCsum) {
             // Error status for the checksums the card reports on, although they are good.
             if info.status & RXD_STAT_IPCS != 0 {
                 info.errors |= RXDEXT_ERR_IPE;
@@ -408,17 +410,17 @@ impl RxQueue {
             let daddr = base.wrapping_add(u64::from(head) * 16);
             // The read format: one buffer address, or four with packet split.
             let bufs: [u64; 4] = if split {
-                match core.dma_read_obj::<RxPsRead>(daddr, "rx-descriptor") {
+                match core.dma.read_obj::<RxPsRead>(daddr, "rx-descriptor") {
                     Ok(r) => r.addr.map(u64::from),
-                    Err(()) => {
+                    Err(_) => {
                         Metrics::inc(&core.metrics.dma_errors);
                         return true;
                     }
                 }
             } else {
-                match core.dma_read_obj::<Le64>(daddr, "rx-descriptor") {
+                match core.dma.read_obj::<Le64>(daddr, "rx-descriptor") {
                     Ok(a) => [a.into(), 0, 0, 0],
-                    Err(()) => {
+                    Err(_) => {
                         Metrics::inc(&core.metrics.dma_errors);
                         return true;
                     }
@@ -430,7 +432,7 @@ impl RxQueue {
                 }
                 let (chunk, r) = rest.split_at(len.min(rest.len()));
                 rest = r;
-                if core.dma_write(buf, chunk, "rx-buffer").is_err() {
+                if core.dma.write(buf, chunk, "rx-buffer").is_err() {
                     Metrics::inc(&core.metrics.dma_errors);
                     data_error = true;
                 }
@@ -489,11 +491,11 @@ impl RxQueue {
             let (head_part, rest_part) = wb.split_at(status_at.start);
             let (status_part, tail_part) = rest_part.split_at(status_at.len());
             let q_causes = ICR_RXT0 | if q == 0 { ICR_RXQ0 } else { ICR_RXQ1 };
-            let ok = core.dma_write(daddr, head_part, "write-back").is_ok()
-                && core.dma_write(daddr.wrapping_add(status_at.end as u64), tail_part, "write-back").is_ok()
+            let ok = core.dma.write(daddr, head_part, "write-back").is_ok()
+                && core.dma.write(daddr.wrapping_add(status_at.end as u64), tail_part, "write-back").is_ok()
                 && {
                     std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-                    core.write_back_status(daddr.wrapping_add(status_at.start as u64), status_part, q_causes).is_ok()
+                    core.dma.write_back_status(daddr.wrapping_add(status_at.start as u64), status_part, q_causes).is_ok()
                 };
             if !ok {
                 Metrics::inc(&core.metrics.dma_errors);
@@ -501,16 +503,16 @@ impl RxQueue {
             head = (head + units as u32) % n;
         }
         let o = q as u32 * QUEUE_STRIDE;
-        core.set_reg(RDH0 + o, head);
+        core.regs.set_reg(RDH0 + o, head);
         Metrics::inc(&core.metrics.rx_frames);
         // Minimum threshold: free descriptors at or below RDLEN / 2^(RDMTS+1).
         let mut causes = ICR_RXT0 | if q == 0 { ICR_RXQ0 } else { ICR_RXQ1 };
-        let left = (core.reg(RDT0 + o) + n - head) % n;
+        let left = (core.regs.reg(RDT0 + o) + n - head) % n;
         let rdmts = (rctl >> RCTL_RDMTS_SHIFT) & 3;
         if left <= n >> (rdmts + 1) && q == 0 {
             causes |= ICR_RXDMT0;
         }
-        core.raise_rx(causes);
+        core.causes.rx |= causes;
         self.frames += 1;
         true
     }
@@ -640,10 +642,12 @@ impl RxPath {
         }
         let bytes: &[u8] = if copied { &self.scratch } else { frame };
         let m = RxMeta { info, vlan, header, split, extended, rctl, rxcsum };
-        match self.queues.get_mut(q) {
-            Some(e) => e.write(core, q, bytes, &m),
-            None => false,
-        }
+        let Some(e) = self.queues.get_mut(q) else { return false };
+        let mut ctx = core.queue_ctx();
+        let written = e.write(&mut ctx, q, bytes, &m);
+        let causes = ctx.causes;
+        core.deliver(causes);
+        written
     }
 }
 

@@ -130,6 +130,17 @@ impl Stats {
             self.inc(if dst.starts_with(&[0xFF; 6]) { bcast } else { mcast }, 1);
         }
     }
+
+    /// The wire frames a TSO packet sent whole stands for: `segments` frames of HDRLEN plus up to MSS
+    /// payload bytes each.
+    pub fn count_tx_segments(&mut self, pkt: &[u8], hdrlen: usize, mss: usize, segments: usize) {
+        let mut left = pkt.len().saturating_sub(hdrlen);
+        for _ in 0..segments {
+            let chunk = left.min(mss);
+            left -= chunk;
+            self.count_frame(Dir::Tx, hdrlen + chunk, pkt);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use crate::nic::{Core, Nic};
 use crate::offload::{self, TxContext};
 use crate::pool::FramePool;
+use crate::port::{QueueCtx, RegFile};
 use crate::regs::*;
 use crate::stats::Dir;
 use log::debug;
@@ -88,10 +89,12 @@ impl Nic {
             return false;
         }
         let o = q as u32 * QUEUE_STRIDE;
-        self.tx_enabled(q) && self.dma_allowed() && self.reg(TDH0 + o) != self.reg(TDT0 + o) && self.ring(TDBAL0, q).1 > 0
+        self.tx_enabled(q) && self.dma_allowed() && self.reg(TDH0 + o) != self.reg(TDT0 + o) && self.regs.ring(TDBAL0, q).1 > 0
     }
 
     /// Processes up to `budget` descriptors of queue `q`, calling `emit` for every frame for the wire.
+    /// The card's conditions (transmit enabled, not paused, bus mastering, an injected stall) are checked
+    /// here; the queue's engine then works on its ring, and the causes it raised are delivered.
     pub fn process_tx(&mut self, q: usize, budget: usize, emit: &mut dyn FnMut(TxFrame)) -> TxPass {
         let (core, queues, spare) = self.parts();
         if core.tx_resets != 0 {
@@ -102,57 +105,70 @@ impl Nic {
             }
             core.tx_resets = 0;
         }
-        match queues.get_mut(q) {
-            Some(t) => t.process(q, core, spare, budget, emit),
-            None => TxPass::default(),
+        let Some(t) = queues.get_mut(q) else { return TxPass::default() };
+        if !core.tx_enabled(q) || core.tx_paused() {
+            return TxPass::default();
         }
+        if !core.faults.is_empty() {
+            let now = core.now();
+            if core.faults.peek(FaultKind::TxStall, now).is_some_and(|f| f.queue.is_none_or(|fq| fq == q)) {
+                // The queue does not advance: TDH stays while the driver moves TDT (the "hardware unit hang").
+                core.faults.take(FaultKind::TxStall, now);
+                return TxPass::default();
+            }
+        }
+        if !core.dma_allowed() {
+            Metrics::inc(&core.metrics.dma_blocked);
+            return TxPass::default();
+        }
+        // TAP offload mode hands GSO frames to the backend; looped back, frames go to our own receive.
+        let gso_out = core.gso_out && !core.loopback();
+        let mut ctx = core.queue_ctx();
+        let pass = t.process(q, &mut ctx, spare, budget, gso_out, emit);
+        let causes = ctx.causes;
+        core.deliver(causes);
+        pass
     }
 }
 
 impl TxQueue {
     /// Processes up to `budget` descriptors of this queue (`q`), calling `emit` for every frame for the wire;
-    /// packets are gathered and cut into buffers from `spare` (those of frames already sent).
-    pub fn process(&mut self, q: usize, nic: &mut Core, spare: &mut FramePool, budget: usize, emit: &mut dyn FnMut(TxFrame)) -> TxPass {
+    /// packets are gathered and cut into buffers from `spare` (those of frames already sent). With
+    /// `gso_out` the backend takes GSO frames and partial checksums (TAP offload mode).
+    pub fn process(
+        &mut self,
+        q: usize,
+        nic: &mut QueueCtx,
+        spare: &mut FramePool,
+        budget: usize,
+        gso_out: bool,
+        emit: &mut dyn FnMut(TxFrame),
+    ) -> TxPass {
         let mut pass = TxPass::default();
-        if !nic.tx_enabled(q) || nic.tx_paused() {
-            return pass;
-        }
-        if !nic.faults.is_empty() {
-            let now = nic.now();
-            if nic.faults.peek(FaultKind::TxStall, now).is_some_and(|f| f.queue.is_none_or(|fq| fq == q)) {
-                // The queue does not advance: TDH stays while the driver moves TDT (the "hardware unit hang").
-                nic.faults.take(FaultKind::TxStall, now);
-                return pass;
-            }
-        }
-        if !nic.dma_allowed() {
-            Metrics::inc(&nic.metrics.dma_blocked);
-            return pass;
-        }
-        let (base, n) = nic.ring(TDBAL0, q);
+        let (base, n) = nic.regs.ring(TDBAL0, q);
         let o = q as u32 * QUEUE_STRIDE;
         if n == 0 {
             return pass;
         }
-        let tail = nic.reg(TDT0 + o);
-        if tail >= n || nic.reg(TDH0 + o) >= n {
+        let tail = nic.regs.reg(TDT0 + o);
+        if tail >= n || nic.regs.reg(TDH0 + o) >= n {
             // A tail or head beyond the ring is the driver's error: nothing is fetched.
             Metrics::inc(&nic.metrics.tx_malformed);
             return pass;
         }
         while pass.descriptors < budget {
-            let head = nic.reg(TDH0 + o);
+            let head = nic.regs.reg(TDH0 + o);
             if head == tail {
                 break;
             }
             let daddr = base.wrapping_add(head as u64 * 16);
-            let Ok(raw) = nic.dma_read_obj::<TxDesc>(daddr, "tx-descriptor") else {
+            let Ok(raw) = nic.dma.read_obj::<TxDesc>(daddr, "tx-descriptor") else {
                 Metrics::inc(&nic.metrics.dma_errors);
                 debug!("TX queue {q}: descriptor at {daddr:#x} is not mapped");
                 break;
             };
             let d = RawDesc::from(raw);
-            self.descriptor(q, nic, d, spare, emit, &mut pass);
+            self.descriptor(q, nic, d, spare, gso_out, emit, &mut pass);
             // Write back DD (status byte) when RS asks for it.
             if d.cmd() & TXD_CMD_RS != 0 {
                 if d.cmd() & TXD_CMD_IDE == 0 {
@@ -160,31 +176,34 @@ impl TxQueue {
                 }
                 let sta = (d.upper as u8) | TXD_STA_DD;
                 let q_cause = if q == 0 { ICR_TXQ0 } else { ICR_TXQ1 };
-                if nic.write_back_status(daddr.wrapping_add(TX_STATUS_AT), &[sta], ICR_TXDW | q_cause).is_err() {
+                if nic.dma.write_back_status(daddr.wrapping_add(TX_STATUS_AT), &[sta], ICR_TXDW | q_cause).is_err() {
                     Metrics::inc(&nic.metrics.dma_errors);
                 }
                 pass.writebacks += 1;
             }
-            nic.set_reg(TDH0 + o, (head + 1) % n);
+            nic.regs.set_reg(TDH0 + o, (head + 1) % n);
             pass.descriptors += 1;
         }
         if pass.writebacks > 0 {
             let q_cause = if q == 0 { ICR_TXQ0 } else { ICR_TXQ1 };
-            nic.raise_tx(ICR_TXDW | q_cause, pass.immediate_writebacks == 0);
+            nic.causes.tx |= ICR_TXDW | q_cause;
+            nic.causes.tx_all_ide = pass.immediate_writebacks == 0;
         }
         pass
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn descriptor(
         &mut self,
         q: usize,
-        nic: &mut Core,
+        nic: &mut QueueCtx,
         d: RawDesc,
         spare: &mut FramePool,
+        gso_out: bool,
         emit: &mut dyn FnMut(TxFrame),
         pass: &mut TxPass,
     ) {
-        let vme = nic.reg(CTRL) & CTRL_VME != 0;
+        let vme = nic.regs.reg(CTRL) & CTRL_VME != 0;
         let t = &mut *self;
         if d.is_ext() && d.dtyp() == 0 {
             // Context descriptor.
@@ -238,7 +257,7 @@ impl TxQueue {
                 let mut pkt = std::mem::take(&mut t.pkt);
                 let at = pkt.len();
                 pkt.resize(at + len, 0);
-                let ok = nic.dma_read(d.addr, pkt.get_mut(at..).unwrap_or_default(), "tx-buffer").is_ok();
+                let ok = nic.dma.read(d.addr, pkt.get_mut(at..).unwrap_or_default(), "tx-buffer").is_ok();
                 t.pkt = pkt;
                 t.bad |= !ok;
                 if !ok {
@@ -247,11 +266,19 @@ impl TxQueue {
             }
         }
         if eop {
-            self.finish(q, nic, spare, emit, pass);
+            self.finish(q, nic, spare, gso_out, emit, pass);
         }
     }
 
-    fn finish(&mut self, q: usize, nic: &mut Core, spare: &mut FramePool, emit: &mut dyn FnMut(TxFrame), pass: &mut TxPass) {
+    fn finish(
+        &mut self,
+        q: usize,
+        nic: &mut QueueCtx,
+        spare: &mut FramePool,
+        gso_out: bool,
+        emit: &mut dyn FnMut(TxFrame),
+        pass: &mut TxPass,
+    ) {
         let t = std::mem::take(self);
         self.ctx = t.ctx;
         self.pkt = spare.take();
@@ -262,7 +289,7 @@ impl TxQueue {
         let ixsm = t.popts & TXD_POPTS_IXSM != 0;
         let txsm = t.popts & TXD_POPTS_TXSM != 0;
         // TAP offload mode: what the virtio-net header can say exactly leaves whole or partial.
-        let offload_out = nic.gso_out && t.vlan.is_none() && !nic.loopback() && t.legacy_csum.is_none();
+        let offload_out = gso_out && t.vlan.is_none() && t.legacy_csum.is_none();
         let mut pkt = t.pkt;
         if offload_out {
             let vnet = if t.tse {
@@ -278,10 +305,10 @@ impl TxQueue {
                         nic.metrics.tx_tso_segments.fetch_add(segments as u64, std::sync::atomic::Ordering::Relaxed);
                         Metrics::inc(&nic.metrics.tx_gso_frames);
                         nic.metrics.tx_gso_segments.fetch_add(segments as u64, std::sync::atomic::Ordering::Relaxed);
-                        nic.count_tx_segments(&pkt, t.ctx.hdrlen as usize, t.ctx.mss as usize, segments);
+                        nic.stats.count_tx_segments(&pkt, t.ctx.hdrlen as usize, t.ctx.mss as usize, segments);
                     } else {
                         Metrics::inc(&nic.metrics.tx_csum_partial);
-                        nic.count_tx(&pkt);
+                        nic.stats.count_frame(Dir::Tx, pkt.len(), &pkt);
                     }
                     pass.frames += 1;
                     Metrics::inc(&nic.metrics.tx_frames);
@@ -334,8 +361,8 @@ impl TxQueue {
             }
             (Some(f), Vec::new())
         };
-        let vet = nic.reg(VET) as u16;
-        let pad = nic.reg(TCTL) & TCTL_PSP != 0;
+        let vet = nic.regs.reg(VET) as u16;
+        let pad = nic.regs.reg(TCTL) & TCTL_PSP != 0;
         for mut f in single.into_iter().chain(segments) {
             if pad && f.len() < 60 {
                 f.resize(60, 0); // short packets are padded on the wire (TCTL.PSP)
@@ -344,7 +371,7 @@ impl TxQueue {
                 offload::insert_vlan(&mut f, vet, tci);
                 Metrics::inc(&nic.metrics.tx_vlan_inserted);
             }
-            nic.count_tx(&f);
+            nic.stats.count_frame(Dir::Tx, f.len(), &f);
             pass.frames += 1;
             Metrics::inc(&nic.metrics.tx_frames);
             emit(TxFrame::wire(f));
@@ -353,31 +380,54 @@ impl TxQueue {
 }
 
 impl Core {
-    pub(crate) fn ring(&self, base_reg: u32, q: usize) -> (u64, u32) {
-        let o = q as u32 * QUEUE_STRIDE;
-        let base = self.reg(base_reg + o) as u64 | ((self.reg(base_reg + 4 + o) as u64) << 32);
-        let n = self.reg(base_reg + 8 + o) / 16;
-        (base, n)
-    }
-
     pub(crate) fn tx_enabled(&self, q: usize) -> bool {
         let en = self.reg(TCTL) & TCTL_EN != 0;
         // Queue 1 also needs TARC1.Enable.
         en && (q == 0 || self.reg(TARC0 + QUEUE_STRIDE) & TARC_ENABLE != 0)
     }
+}
 
-    /// Counts the wire frames a TSO packet sent whole stands for: `segments` frames of HDRLEN plus up to MSS
-    /// payload bytes each.
-    pub(crate) fn count_tx_segments(&mut self, pkt: &[u8], hdrlen: usize, mss: usize, segments: usize) {
-        let mut left = pkt.len().saturating_sub(hdrlen);
-        for _ in 0..segments {
-            let chunk = left.min(mss);
-            left -= chunk;
-            self.stats.count_frame(Dir::Tx, hdrlen + chunk, pkt);
-        }
-    }
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::port::{CardDma, Causes};
 
-    pub(crate) fn count_tx(&mut self, f: &[u8]) {
-        self.stats.count_frame(Dir::Tx, f.len(), f);
+    /// The engine on a context of its own (a register file, a DMA space, statistics): no card around it.
+    #[test]
+    fn the_engine_needs_only_its_context() {
+        const RING: u64 = 0x10000;
+        const BUF: u64 = 0x11000;
+        let space = crate::dma::testing::space(RING, 0x4000);
+        let frame: Vec<u8> = (0..60u8).collect();
+        space.write(BUF, &frame).unwrap();
+        // One legacy descriptor: the buffer, its length, EOP | IFCS | RS.
+        let cmd = u32::from(TXD_CMD_EOP | TXD_CMD_IFCS | TXD_CMD_RS);
+        let mut desc = [0u8; 16];
+        desc[..8].copy_from_slice(&BUF.to_le_bytes());
+        desc[8..12].copy_from_slice(&(frame.len() as u32 | cmd << 24).to_le_bytes());
+        space.write(RING, &desc).unwrap();
+        let mut regs = vec![0u32; (BAR0_SIZE / 4) as usize];
+        regs.set_reg(TDBAL0, RING as u32);
+        regs.set_reg(TDLEN0, 8 * 16);
+        regs.set_reg(TDT0, 1);
+        let (mut faults, trace, mut late) = (crate::fault::Faults::default(), crate::trace::Tracer::default(), Default::default());
+        let (mut stats, metrics) = (crate::stats::Stats::default(), Metrics::default());
+        let mut ctx = QueueCtx {
+            regs: &mut regs,
+            dma: CardDma { space: &space, faults: &mut faults, trace: &trace, late: &mut late, now: std::time::Instant::now() },
+            stats: &mut stats,
+            metrics: &metrics,
+            causes: Causes::default(),
+        };
+        let mut out = Vec::new();
+        let pass = TxQueue::default().process(0, &mut ctx, &mut FramePool::default(), 16, false, &mut |f| out.push(f.data));
+        assert_eq!((pass.descriptors, pass.frames, pass.writebacks), (1, 1, 1));
+        assert_eq!(out, vec![frame]);
+        assert_eq!(ctx.regs.reg(TDH0), 1, "the head follows the tail");
+        assert_eq!(ctx.causes, Causes { rx: 0, tx: ICR_TXDW | ICR_TXQ0, tx_all_ide: false }, "raised for the caller to deliver");
+        let mut sta = [0u8; 1];
+        space.read(RING + TX_STATUS_AT, &mut sta).unwrap();
+        assert_eq!(sta[0] & TXD_STA_DD, TXD_STA_DD, "DD written back");
+        assert_eq!(stats.peek(GPTC), 1);
     }
 }

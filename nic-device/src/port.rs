@@ -1,0 +1,137 @@
+//! What a queue engine is given to work with, and nothing more of the card: the register file, the card's
+//! DMA (bus-master reads and writes, with the injected faults and the trace that every access of the card
+//! goes through), the statistics registers, the metrics, and the interrupt causes it raises. Engines
+//! (`tx::TxQueue`, `rx::RxQueue`) own their ring state and take a [`QueueCtx`] per call; the interrupt
+//! causes they leave in [`Causes`] are delivered by the caller, where moderation, masks and vectors live
+//! (`intr`).
+
+use crate::dma::DmaSpace;
+use crate::fault::{Faults, Kind as FaultKind};
+use crate::metrics::Metrics;
+use crate::regs::QUEUE_STRIDE;
+use crate::stats::Stats;
+use crate::trace::{self, Tracer};
+use serde_json::json;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// A descriptor status write-back held back by a `writeback-delay` fault: when it lands, where, its bytes,
+/// and the causes to raise then.
+pub type LateWriteback = (Instant, u64, Vec<u8>, u32);
+
+/// Reads and writes of the register file (one `u32` per 4-byte offset of BAR0's register space). Offsets
+/// come from the register map or from accesses checked against BAR0's size; one beyond the file reads 0
+/// and writes nothing.
+pub trait RegFile {
+    fn reg(&self, off: u32) -> u32;
+    fn set_reg(&mut self, off: u32, v: u32);
+
+    /// Queue `q`'s descriptor ring from its base register (TDBAL0 or RDBAL0): base address and length in
+    /// 16-byte descriptors.
+    fn ring(&self, base_reg: u32, q: usize) -> (u64, u32) {
+        let o = q as u32 * QUEUE_STRIDE;
+        let base = self.reg(base_reg + o) as u64 | ((self.reg(base_reg + 4 + o) as u64) << 32);
+        (base, self.reg(base_reg + 8 + o) / 16)
+    }
+}
+
+impl RegFile for [u32] {
+    #[inline]
+    fn reg(&self, off: u32) -> u32 {
+        self.get((off / 4) as usize).copied().unwrap_or(0)
+    }
+    #[inline]
+    fn set_reg(&mut self, off: u32, v: u32) {
+        if let Some(r) = self.get_mut((off / 4) as usize) {
+            *r = v;
+        }
+    }
+}
+
+/// A DMA access that failed: the address is not mapped (or not writable there), or a fault was injected.
+/// The engine counts it (`dma_errors`) and goes on as the hardware would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaFailed;
+
+/// The card's DMA as an engine sees it: every access may meet an injected `dma-error`, and is traced.
+pub struct CardDma<'a> {
+    pub(crate) space: &'a DmaSpace,
+    pub(crate) faults: &'a mut Faults,
+    pub(crate) trace: &'a Tracer,
+    pub(crate) late: &'a mut VecDeque<LateWriteback>,
+    pub(crate) now: Instant,
+}
+
+impl CardDma<'_> {
+    /// A DMA read by the card; `what` says what it was for (the trace's word for it).
+    pub fn read(&mut self, addr: u64, buf: &mut [u8], what: &'static str) -> Result<(), DmaFailed> {
+        let injected = self.fault();
+        let r = if injected { Err(DmaFailed) } else { self.space.read(addr, buf).map_err(|_| DmaFailed) };
+        self.traced("read", addr, buf.len(), what, injected, r.is_ok());
+        r
+    }
+
+    /// A descriptor (or any plain value) read by the card's DMA.
+    pub fn read_obj<T: vm_memory::ByteValued + Default>(&mut self, addr: u64, what: &'static str) -> Result<T, DmaFailed> {
+        let mut v = T::default();
+        self.read(addr, v.as_mut_slice(), what)?;
+        Ok(v)
+    }
+
+    /// A DMA write by the card.
+    pub fn write(&mut self, addr: u64, buf: &[u8], what: &'static str) -> Result<(), DmaFailed> {
+        let injected = self.fault();
+        let r = if injected { Err(DmaFailed) } else { self.space.write(addr, buf).map_err(|_| DmaFailed) };
+        self.traced("write", addr, buf.len(), what, injected, r.is_ok());
+        r
+    }
+
+    /// The status part of a descriptor write-back (the bytes holding DD), which a `writeback-delay` fault
+    /// holds back; `causes` are raised when it lands late.
+    pub fn write_back_status(&mut self, addr: u64, status: &[u8], causes: u32) -> Result<(), DmaFailed> {
+        if !self.faults.is_empty() {
+            if let Some(f) = self.faults.take(FaultKind::WritebackDelay, self.now) {
+                self.late.push_back((self.now + f.delay, addr, status.to_vec(), causes));
+                return Ok(());
+            }
+        }
+        self.write(addr, status, "write-back")
+    }
+
+    /// Whether an armed fault of `kind` acts on this access (and is used up by it).
+    pub fn take_fault(&mut self, kind: FaultKind) -> bool {
+        !self.faults.is_empty() && self.faults.take(kind, self.now).is_some()
+    }
+
+    fn fault(&mut self) -> bool {
+        self.take_fault(FaultKind::DmaError)
+    }
+
+    fn traced(&self, dir: &str, addr: u64, len: usize, what: &str, injected: bool, ok: bool) {
+        self.trace.emit(
+            trace::DMA,
+            "dma",
+            || json!({ "dir": dir, "addr": format!("{addr:#x}"), "len": len, "what": what, "ok": ok, "injected": injected }),
+        );
+    }
+}
+
+/// Interrupt causes an engine raised, for the caller to deliver.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Causes {
+    /// Receive causes (RXT0 and the queue causes wait for RDTR/RADV).
+    pub rx: u32,
+    /// Transmit write-back causes, and whether every descriptor written back asked for a delayed
+    /// interrupt (IDE; TIDV/TADV then apply).
+    pub tx: u32,
+    pub tx_all_ide: bool,
+}
+
+/// An engine's view of the card for one call.
+pub struct QueueCtx<'a> {
+    pub regs: &'a mut [u32],
+    pub dma: CardDma<'a>,
+    pub stats: &'a mut Stats,
+    pub metrics: &'a Metrics,
+    pub causes: Causes,
+}
