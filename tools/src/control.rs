@@ -29,6 +29,12 @@ impl Control {
     }
 
     /// Answers every client waiting now.
+    /// The listening socket, readable when a client connects (to wait on beside a device).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.listener.as_raw_fd()
+    }
+
     pub fn serve(&mut self, s: &mut Stack) {
         self.serve_with(&mut |cmd| command(cmd, s));
     }

@@ -279,7 +279,11 @@ pub fn idle(o: &Opts) -> Result<bool, String> {
         if let Some(c) = ctl.as_mut() {
             c.serve(&mut s);
         }
-        let wait = s.poll_at().map(|t| t - now).unwrap_or(Duration::from_millis(5)).min(Duration::from_millis(5));
+        // Asleep until the stack's next deadline, a frame, or a control client: the control socket is waited
+        // on beside the device when the device has one descriptor; otherwise it is looked at every 5 ms.
+        let fds = ctl.as_ref().map(|c| (c.raw_fd(), s.dev.raw_fd()));
+        let cap = if matches!(fds, Some((_, None))) { Duration::from_millis(5) } else { Duration::from_secs(1) };
+        let wait = s.poll_at().map(|t| t - now).unwrap_or(cap).min(cap).min(end - now);
         let addrs = s.ipv6_addrs();
         if addrs != shown {
             for (a, p, st) in &addrs {
@@ -288,8 +292,12 @@ pub fn idle(o: &Opts) -> Result<bool, String> {
             let _ = std::io::stdout().flush();
             shown = addrs;
         }
-        if !wait.is_zero() {
-            let _ = s.dev.wait(wait);
+        match fds {
+            _ if wait.is_zero() => {}
+            Some((c, Some(d))) => stack::dev::bridge::wait_any(vec![Some(d), Some(c)], wait),
+            _ => {
+                let _ = s.dev.wait(wait);
+            }
         }
     }
     println!("--- state ---");
