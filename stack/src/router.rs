@@ -45,6 +45,15 @@ pub struct Router {
     pub nf: Option<Rc<RefCell<Netfilter>>>,
 }
 
+/// An IP packet's destination address.
+fn ip_dst(p: &[u8]) -> Option<IpAddr> {
+    match p.first()? >> 4 {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(p.get(16..20)?).ok()?)),
+        6 => Some(IpAddr::from(<[u8; 16]>::try_from(p.get(24..40)?).ok()?)),
+        _ => None,
+    }
+}
+
 fn matches(dest: &IpAddr, prefix: u8, a: &IpAddr) -> bool {
     match (dest, a) {
         (IpAddr::V4(d), IpAddr::V4(x)) => {
@@ -62,6 +71,7 @@ impl Router {
         let mut routes = Vec::new();
         for (i, s) in ifaces.iter_mut().enumerate() {
             s.cfg.forwarding = true;
+            s.set_host_routed(true);
             routes.push(Route { dest: IpAddr::from(s.cfg.addr), prefix: s.cfg.prefix, via: None, iface: i, metric: 0 });
             for &(a, p) in &s.cfg.secondary {
                 routes.push(Route { dest: IpAddr::from(a), prefix: p, via: None, iface: i, metric: 0 });
@@ -111,6 +121,11 @@ impl Router {
                 moved = true;
                 self.forward(i, p, ctx, now);
             }
+            let sent = self.ifaces.get_mut(i).map(|s| s.take_host_out()).unwrap_or_default();
+            for (p, mark) in sent {
+                moved = true;
+                self.route_local(i, p, mark, now);
+            }
         }
         if moved {
             // What the forwarding queued leaves now, not at the next poll.
@@ -157,7 +172,47 @@ impl Router {
         }
     }
 
+    /// The interface that holds `dst` as one of its addresses.
+    fn local_iface(&self, dst: IpAddr) -> Option<usize> {
+        self.ifaces.iter().position(|s| s.owns(dst))
+    }
+
+    /// A packet the router itself sent from interface `from` toward a destination off that link: out of
+    /// the interface the routing table picks (no TTL change, no FORWARD hook: it is the router's own), or
+    /// in to another of its interfaces that holds the address.
+    fn route_local(&mut self, from: usize, p: Vec<u8>, mark: u32, now: Instant) {
+        let Some(dst) = ip_dst(&p) else { return };
+        if let Some(j) = self.local_iface(dst) {
+            let name = self.ifaces.get(from).map(|s| s.name()).unwrap_or_default();
+            if let Some(s) = self.ifaces.get_mut(j) {
+                s.deliver_local(&p, &name, Ctx { mark, ..Ctx::default() }, now);
+            }
+            return;
+        }
+        let Some((to, hop)) = self.lookup(dst) else {
+            self.stats.no_route += 1;
+            return;
+        };
+        let Some(out) = self.ifaces.get_mut(to) else { return };
+        let sent = match hop {
+            IpAddr::V4(h) => out.forward_out_v4(&p, h.octets(), mark, now),
+            IpAddr::V6(h) => out.forward_out_v6(&p, h.octets(), &Ctx { mark, ..Ctx::default() }, now),
+        };
+        if sent.is_err() {
+            self.stats.too_big += 1;
+        }
+    }
+
     fn forward(&mut self, from: usize, mut p: Vec<u8>, mut ctx: Ctx, now: Instant) {
+        if let Some(j) = ip_dst(&p).and_then(|d| self.local_iface(d)) {
+            // For another of the router's own addresses (Linux's weak host model): delivered there, its
+            // TTL untouched, through INPUT rather than FORWARD.
+            let name = self.ifaces.get(from).map(|s| s.name()).unwrap_or_default();
+            if let Some(s) = self.ifaces.get_mut(j) {
+                s.deliver_local(&p, &name, ctx, now);
+            }
+            return;
+        }
         match p.first().map(|b| b >> 4) {
             Some(4) if p.len() >= 20 => {
                 let dst = IpAddr::from([p[16], p[17], p[18], p[19]]);
@@ -297,5 +352,67 @@ mod test {
         assert_eq!(r.lookup(dst), Some((1, dst)));
         r.ifaces[1].set_up(false);
         assert_eq!(r.lookup(dst), None);
+    }
+}
+
+#[cfg(test)]
+mod host_test {
+    use super::*;
+    use crate::dev::sim::{link, Impairment};
+    use crate::iface::PingEvent;
+    use std::time::Duration;
+
+    /// Host H on link A (10.1.0.2, its gateway the router's 10.1.0.1) and the router's interfaces on A and
+    /// on B (10.2.0.1), on the virtual clock.
+    fn setup() -> (Stack, Router, Rc<RefCell<Instant>>) {
+        let clock = Rc::new(RefCell::new(Instant::ZERO));
+        let (h, ra) = link(([2, 0, 0, 0, 1, 2], [2, 0, 0, 0, 1, 1]), Impairment::default(), 1, clock.clone());
+        let (rb, _peer) = link(([2, 0, 0, 0, 2, 1], [2, 0, 0, 0, 2, 2]), Impairment::default(), 2, clock.clone());
+        let mut hc = crate::Config::new([10, 1, 0, 2], 24);
+        hc.gateway = Some([10, 1, 0, 1]);
+        let host = Stack::new(Box::new(h), hc);
+        let a = Stack::new(Box::new(ra), crate::Config::new([10, 1, 0, 1], 24));
+        let b = Stack::new(Box::new(rb), crate::Config::new([10, 2, 0, 1], 24));
+        (host, Router::new(vec![a, b]), clock)
+    }
+
+    fn run(host: &mut Stack, r: &mut Router, clock: &Rc<RefCell<Instant>>, ms: u64) {
+        for _ in 0..ms {
+            let now = *clock.borrow();
+            host.poll(now);
+            r.poll(now);
+            *clock.borrow_mut() = now + Duration::from_millis(1);
+        }
+    }
+
+    #[test]
+    fn the_routers_other_addresses_answer_from_any_side() {
+        let (mut host, mut r, clock) = setup();
+        // A ping to the address of the router's far interface: delivered there, answered, and the answer
+        // routed back out of the near one (nothing goes out on link B).
+        host.ping_send([10, 2, 0, 1], 7, 1, b"far side", Instant::ZERO).unwrap();
+        run(&mut host, &mut r, &clock, 30);
+        let ev = host.ping_events(7);
+        assert!(matches!(ev.as_slice(), [PingEvent::Reply { from: [10, 2, 0, 1], .. }]), "{ev:?}");
+        assert_eq!(r.stats.forwarded, 0, "delivered, not forwarded");
+        // A TCP connection to a listener on the far interface.
+        let l = r.ifaces[1].tcp_listen(80, 1).unwrap();
+        let now = *clock.borrow();
+        let c = host.tcp_connect([10, 2, 0, 1], 80, now).unwrap();
+        run(&mut host, &mut r, &clock, 30);
+        let s = r.ifaces[1].tcp_accept(l).expect("accepted on the far interface");
+        let now = *clock.borrow();
+        assert_eq!(host.tcp_send(c, b"through the near side", now), Ok(21));
+        run(&mut host, &mut r, &clock, 30);
+        let mut buf = [0u8; 64];
+        let now = *clock.borrow();
+        let n = r.ifaces[1].tcp_recv(s, &mut buf, now).unwrap();
+        assert_eq!(&buf[..n], b"through the near side");
+        // The router's far interface reaches the host too: out of the near interface.
+        let now = *clock.borrow();
+        r.ifaces[1].ping_send([10, 1, 0, 2], 9, 1, b"from b", now).unwrap();
+        run(&mut host, &mut r, &clock, 30);
+        let ev = r.ifaces[1].ping_events(9);
+        assert!(matches!(ev.as_slice(), [PingEvent::Reply { from: [10, 1, 0, 2], .. }]), "{ev:?}");
     }
 }

@@ -1,6 +1,7 @@
 //! Our stack as a router between two Linux namespaces, IPv4 and IPv6 (Linux is the judge at both ends):
-//! pings through it with the TTL and hop limit lowered by one, iperf3 TCP through it both families, and
-//! time exceeded from the router's address at TTL / hop limit 1.
+//! pings through it with the TTL and hop limit lowered by one, the router's far-side addresses answering
+//! from the near side, iperf3 TCP through it both families, and time exceeded from the router's address at
+//! TTL / hop limit 1.
 
 use nic_tests::*;
 use std::process::Stdio;
@@ -26,6 +27,12 @@ fn our_router_between_two_linux_namespaces() {
     let (rc, out) = a.exec("ping -6 -c 3 -i 0.2 -W 2 2001:db8:97:2::2");
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("ttl=63"), "one hop lowered the hop limit: {out}");
+    // The router's address on the far side answers from the near side, as one host with two interfaces
+    // does (delivered, not forwarded: the TTL is the router's own).
+    let (rc, out) = a.exec("ping -c 2 -i 0.2 -W 2 10.97.2.1");
+    assert!(rc == 0 && out.contains("ttl=64"), "{out}");
+    let (rc, out) = a.exec("ping -6 -c 2 -i 0.2 -W 2 2001:db8:97:2::1");
+    assert!(rc == 0 && out.contains("ttl=64"), "{out}");
     let (_, out) = a.exec("ping -c 1 -W 2 -t 1 10.97.2.2");
     assert!(out.contains("From 10.97.1.1") && out.contains("Time to live exceeded"), "{out}");
     let (_, out) = a.exec("ping -6 -c 1 -W 2 -t 1 2001:db8:97:2::2");

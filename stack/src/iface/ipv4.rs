@@ -31,6 +31,16 @@ impl Stack {
         self.ident
     }
 
+    /// The first hop toward `dst`: this interface's own routes, or (an interface of a host with several)
+    /// the host's routing for anything off the link.
+    pub(super) fn next_hop_v4(&self, dst: [u8; 4]) -> Option<[u8; 4]> {
+        match self.routes.lookup(dst) {
+            Some(r) if r.gateway.is_none() || !self.host_routed => Some(r.gateway.unwrap_or(dst)),
+            _ if self.host_routed => Some(super::HOST_HOP4),
+            _ => None,
+        }
+    }
+
     pub(super) fn mtu_to(&self, dst: [u8; 4]) -> usize {
         let dev = self.dev.mtu();
         self.pmtu.get(&dst).copied().unwrap_or(dev).min(dev)
@@ -59,7 +69,7 @@ impl Stack {
         offload: Option<(bool, Option<u16>)>,
         now: Instant,
     ) -> Result<(), Errno> {
-        let Some(next_hop) = self.routes.next_hop(dst) else { return Err(ENETUNREACH) };
+        let Some(next_hop) = self.next_hop_v4(dst) else { return Err(ENETUNREACH) };
         if let Some((partial, gso)) = offload {
             let mut p = PacketBuf::with_headroom(64, ipv4::MIN_HEADER_LEN + payload.len());
             let r = ipv4::Repr {
@@ -199,6 +209,10 @@ impl Stack {
     /// Hands an IP packet to its next hop, resolving the link-layer address.
     pub(super) fn output(&mut self, p: PacketBuf, next_hop: [u8; 4], now: Instant) {
         self.clock = now;
+        if next_hop == super::HOST_HOP4 && self.host_routed {
+            self.send_to_host(p);
+            return;
+        }
         if self.owns_v4(next_hop) {
             // To ourselves: straight back in.
             let mut l = p;
@@ -252,6 +266,12 @@ impl Stack {
                 return;
             }
         }
+        self.ipv4_local(p, now);
+    }
+
+    /// The input path after netfilter's hooks: header checks, then local delivery or (another host's) the
+    /// router.
+    pub(super) fn ipv4_local(&mut self, p: PacketBuf, now: Instant) {
         let Ok(ip) = ipv4::Packet::new_checked(p.data()) else {
             self.stats.in_hdr_errors += 1;
             self.drop_reason(crate::monitor::DropReason::IpInhdr, 1);

@@ -115,6 +115,8 @@ pub(super) struct V6 {
     pub(super) reasm: Reassembly<(Addr, Addr, u32)>,
     pub(super) ident: u32,
     pub(super) pings: HashMap<u16, VecDeque<Ping6Event>>,
+    /// The host routes what is off the link (see `Stack::set_host_routed`).
+    pub(super) host_routed: bool,
 }
 
 impl V6 {
@@ -135,6 +137,7 @@ impl V6 {
             reasm,
             ident: 0,
             pings: HashMap::new(),
+            host_routed: false,
             cfg,
         };
         v.addrs.push(Addr6 {
@@ -203,6 +206,9 @@ impl V6 {
         }
         if self.on_link(dst) {
             return Some(*dst);
+        }
+        if self.host_routed {
+            return Some(super::HOST_HOP6);
         }
         self.routers.first().map(|r| r.0)
     }
@@ -406,6 +412,10 @@ impl Stack {
     /// A packet for a unicast first hop: through the neighbour cache.
     pub(super) fn output6(&mut self, p: PacketBuf, hop: Addr, now: Instant) {
         self.clock = now;
+        if hop == super::HOST_HOP6 && self.host_routed {
+            self.send_to_host(p);
+            return;
+        }
         let Some(v) = self.v6.as_mut() else { return };
         match v.neigh.resolve(hop, p, now) {
             ndisc::Resolve::Send(mac, p) => self.send_l2(p, mac, ethernet::ETHERTYPE_IPV6),
@@ -461,6 +471,12 @@ impl Stack {
             }
             self.nf_ctx.frag_max = frag_max;
         }
+        self.ipv6_local(p, now);
+    }
+
+    /// The input path after netfilter's hooks: header checks, then local delivery or (another host's) the
+    /// router.
+    pub(super) fn ipv6_local(&mut self, p: PacketBuf, now: Instant) {
         let Some(v) = self.v6.as_ref() else { return };
         let data = p.data();
         let Ok(ip) = ipv6::Repr::parse(data) else {

@@ -120,6 +120,11 @@ pub struct Stats {
 /// Frames handed to the device per transmit call.
 const TX_BATCH: usize = 64;
 
+/// The first hop that means "the host routes it" for an interface of a host with several
+/// (`Stack::set_host_routed`): never a neighbour's address.
+pub(super) const HOST_HOP4: [u8; 4] = [0; 4];
+pub(super) const HOST_HOP6: crate::wire::ipv6::Addr = [0; 16];
+
 pub struct Stack {
     pub dev: Box<dyn Device>,
     pub cfg: Config,
@@ -153,6 +158,12 @@ pub struct Stack {
     v6: Option<ipv6::V6>,
     /// IP packets for other hosts, waiting for the router (with `Config::forwarding`).
     forwarded: Vec<(Vec<u8>, crate::netfilter::Ctx)>,
+    /// One interface of a host with several (a router's): what the stack itself sends toward a
+    /// destination off this interface's link goes to the host's routing table (`host_out`) instead of a
+    /// gateway of its own.
+    host_routed: bool,
+    /// Packets the stack sent for the host to route, with their marks.
+    host_out: Vec<(Vec<u8>, u32)>,
     /// The host's (or router's) netfilter, shared by its interfaces.
     nf: Option<std::rc::Rc<std::cell::RefCell<crate::netfilter::Netfilter>>>,
     /// The conntrack result and mark of the packet being received, from PREROUTING on.
@@ -229,6 +240,8 @@ impl Stack {
             port_counter: 0,
             tcp_cfg: crate::tcp::Config::default(),
             forwarded: Vec::new(),
+            host_routed: false,
+            host_out: Vec::new(),
             nf: None,
             nf_ctx: crate::netfilter::Ctx::default(),
             name: None,
@@ -421,6 +434,57 @@ impl Stack {
     /// Whether the interface is administratively up.
     pub fn is_up(&self) -> bool {
         self.up
+    }
+
+    /// Makes this stack one interface of a host with several (a router's): what it sends off its own link
+    /// goes to the host's routing table (`take_host_out`), and it sends whole packets with whole checksums
+    /// (the host may route them out of another interface).
+    pub fn set_host_routed(&mut self, on: bool) {
+        self.host_routed = on;
+        if let Some(v) = self.v6.as_mut() {
+            v.host_routed = on;
+        }
+    }
+
+    /// The packets this stack sent for the host to route since the last call, with their marks.
+    pub fn take_host_out(&mut self) -> Vec<(Vec<u8>, u32)> {
+        std::mem::take(&mut self.host_out)
+    }
+
+    /// Whether `a` is one of this interface's unicast addresses (IPv4, or IPv6 in any state but tentative).
+    pub fn owns(&self, a: std::net::IpAddr) -> bool {
+        match a {
+            std::net::IpAddr::V4(a) => self.owns_v4(a.octets()),
+            std::net::IpAddr::V6(a) => {
+                self.v6.as_ref().and_then(|v| v.owns(&a.octets())).is_some_and(|x| !matches!(x.state, ipv6::AddrState::Tentative { .. }))
+            }
+        }
+    }
+
+    /// A packet routed to the host (see `set_host_routed`): whole, checksums complete.
+    fn send_to_host(&mut self, mut p: PacketBuf) {
+        if self.host_out.len() >= 4096 {
+            self.drop_reason(crate::monitor::DropReason::NeighQueuefull, 1);
+            return;
+        }
+        p.linearize();
+        self.host_out.push((p.data().to_vec(), p.mark));
+    }
+
+    /// An IP packet that arrived on another interface of this host (`iif`) for one of this interface's
+    /// addresses (Linux's weak host model): netfilter's INPUT (PREROUTING ran where it arrived), then
+    /// local delivery.
+    pub fn deliver_local(&mut self, packet: &[u8], iif: &str, mut ctx: crate::netfilter::Ctx, now: Instant) {
+        let mut p = PacketBuf::from_slice(packet);
+        if !self.nf_input_from(iif, &mut ctx, &mut p, now) {
+            return;
+        }
+        self.nf_ctx = ctx;
+        match packet.first().map(|b| b >> 4) {
+            Some(4) => self.ipv4_local(p, now),
+            Some(6) => self.ipv6_local(p, now),
+            _ => {}
+        }
     }
 
     /// The IP packets that arrived for other hosts since the last call (with `Config::forwarding`), each

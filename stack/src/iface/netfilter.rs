@@ -63,6 +63,17 @@ impl Stack {
         self.nf_verdict(r, p.data(), now)
     }
 
+    /// INPUT for a packet that arrived on another interface of the host (`iif`). False when netfilter
+    /// took it.
+    pub(super) fn nf_input_from(&mut self, iif: &str, ctx: &mut Ctx, p: &mut PacketBuf, now: Instant) -> bool {
+        let Some(nf) = self.nf.clone() else { return true };
+        p.linearize();
+        let v6 = p.data().first().is_some_and(|b| b >> 4 == 6);
+        let at = At { hook: Hook::Input, iif: Some(iif), oif: None, iif_addr: self.primary_addr(v6), oif_addr: None };
+        let r = nf.borrow_mut().hook(&at, ctx, p.data_mut(), now);
+        self.nf_verdict(r, p.data(), now)
+    }
+
     /// Whether an IP packet is for this host (after PREROUTING's destination NAT).
     fn addressed_here(&self, pkt: &[u8]) -> bool {
         match pkt.first().map(|b| b >> 4) {
@@ -105,7 +116,7 @@ impl Stack {
                 let Some(rst) = reject::tcp_reset(pkt) else { return };
                 match v.src {
                     IpAddr::V4(s) => {
-                        if let Some(hop) = self.routes.next_hop(s.octets()) {
+                        if let Some(hop) = self.next_hop_v4(s.octets()) {
                             self.output(PacketBuf::from_slice(&rst), hop, now);
                         }
                     }
@@ -150,7 +161,7 @@ impl Stack {
                 None => return,
                 Some(true) => {
                     let d = p.data();
-                    let Some(hop) = self.routes.next_hop([d[16], d[17], d[18], d[19]]) else { return };
+                    let Some(hop) = self.next_hop_v4([d[16], d[17], d[18], d[19]]) else { return };
                     return self.output(p, hop, now);
                 }
                 Some(false) => {}

@@ -59,8 +59,8 @@ impl Stack {
     /// checksums, not partial ones).
     pub(super) fn features(&self) -> crate::dev::Features {
         let f = self.dev.features();
-        if self.nf.is_some() {
-            return crate::dev::Features { tso: false, tx_csum: false, ..f };
+        if self.nf.is_some() || self.host_routed {
+            return crate::dev::Features { tso: false, tso6: false, tx_csum: false, ..f };
         }
         if self.qdisc.shapes() {
             // A shaper meters frames as they will be on the wire, not 64 KiB super-packets.
@@ -347,7 +347,7 @@ impl Stack {
     pub fn tcp_connect_ip(&mut self, local_port: u16, dst: IpAddr, port: u16, now: Instant) -> Result<SocketHandle, Errno> {
         let local_addr: IpAddr = match dst {
             IpAddr::V4(d) => {
-                if self.routes.next_hop(d.octets()).is_none() {
+                if self.next_hop_v4(d.octets()).is_none() {
                     return Err(ENETUNREACH);
                 }
                 IpAddr::from(self.src_v4(d.octets()))
