@@ -67,8 +67,10 @@ fn mergeable(a: &[u8], sa: &Seg, b: &[u8], sb: &Seg, merged_len: usize) -> bool 
     ip_same && tcp_same
 }
 
-/// Merges runs of in-order TCP segments in `frames` (order is kept). Returns how many segments merged away.
-pub fn merge(frames: &mut Vec<PacketBuf>) -> usize {
+/// Merges runs of in-order TCP segments in `frames` (order is kept) whose destination `local` says is this
+/// host's: a segment on its way through a router stays as it came, since a merged packet would not fit the
+/// egress link (and its TCP checksum is not redone). Returns how many segments merged away.
+pub fn merge(frames: &mut Vec<PacketBuf>, local: &dyn Fn([u8; 4]) -> bool) -> usize {
     let mut out: Vec<PacketBuf> = Vec::with_capacity(frames.len());
     let mut merged_away = 0;
     let mut cur: Option<(Vec<u8>, Seg, usize)> = None; // (bytes, first segment, payload so far)
@@ -88,7 +90,7 @@ pub fn merge(frames: &mut Vec<PacketBuf>) -> usize {
     for p in frames.drain(..) {
         let verified = p.csum == Csum::Verified;
         let d = p.data();
-        let Some(seg) = inspect(d, verified) else {
+        let Some(seg) = inspect(d, verified).filter(|_| d.get(30..34).and_then(|a| a.try_into().ok()).is_some_and(local)) else {
             flush(&mut cur, &mut out);
             out.push(p);
             continue;
@@ -169,7 +171,7 @@ mod test {
     #[test]
     fn merges_in_order_segments_and_keeps_checksums_valid() {
         let mut v = vec![frame(100, ACK, &[1; 10], 5, 7), frame(110, ACK, &[2; 10], 5, 7), frame(120, ACK | PSH, &[3; 5], 5, 7)];
-        assert_eq!(merge(&mut v), 2);
+        assert_eq!(merge(&mut v, &|_| true), 2);
         assert_eq!(v.len(), 1);
         let pl = payload_of(&v[0]);
         assert_eq!(pl.len(), 25);
@@ -182,23 +184,27 @@ mod test {
     fn never_merges_what_linux_would_not() {
         // A gap.
         let mut v = vec![frame(100, ACK, &[1; 10], 5, 7), frame(120, ACK, &[2; 10], 5, 7)];
-        assert_eq!(merge(&mut v), 0);
+        assert_eq!(merge(&mut v, &|_| true), 0);
         // A FIN, a SYN.
         let mut v = vec![frame(100, ACK, &[1; 10], 5, 7), frame(110, ACK | FIN, &[2; 10], 5, 7)];
-        assert_eq!(merge(&mut v), 0);
+        assert_eq!(merge(&mut v, &|_| true), 0);
         // An option change (timestamp) or an ACK change.
         let mut v = vec![frame(100, ACK, &[1; 10], 5, 7), frame(110, ACK, &[2; 10], 6, 7)];
-        assert_eq!(merge(&mut v), 0);
+        assert_eq!(merge(&mut v, &|_| true), 0);
         let mut v = vec![frame(100, ACK, &[1; 10], 5, 7), frame(110, ACK, &[2; 10], 5, 8)];
-        assert_eq!(merge(&mut v), 0);
+        assert_eq!(merge(&mut v, &|_| true), 0);
         // Nothing after a PSH.
         let mut v = vec![frame(100, ACK | PSH, &[1; 10], 5, 7), frame(110, ACK, &[2; 10], 5, 7)];
-        assert_eq!(merge(&mut v), 0);
+        assert_eq!(merge(&mut v, &|_| true), 0);
         // A corrupted segment is not merged (the protocol will drop it).
         let mut bad = frame(110, ACK, &[2; 10], 5, 7);
         bad.data_mut()[60] ^= 1;
         let mut v = vec![frame(100, ACK, &[1; 10], 5, 7), bad];
-        assert_eq!(merge(&mut v), 0);
+        assert_eq!(merge(&mut v, &|_| true), 0);
+        assert_eq!(v.len(), 2);
+        // Segments for another host (a router forwards them as they came).
+        let mut v = vec![frame(100, ACK, &[1; 10], 5, 7), frame(110, ACK, &[2; 10], 5, 7)];
+        assert_eq!(merge(&mut v, &|d| d != [10, 0, 0, 1]), 0);
         assert_eq!(v.len(), 2);
     }
 }

@@ -169,3 +169,43 @@ fn the_ingress_policer_drops_what_exceeds_its_rate() {
     let num = |k: &str| -> u64 { line.split(k).nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap() };
     assert!(num("dropped ") >= 180 && num("passed ") >= 4, "{line}");
 }
+
+/// tbf on our router's interface toward a Linux namespace: iperf3 between two Linux namespaces through it
+/// reports the tbf's rate (within 5%) as TCP payload: 1448 bytes of every 1514-byte frame the bucket
+/// meters.
+#[test]
+fn tbf_on_our_router_limits_iperf3_to_its_rate() {
+    init_logs();
+    let (n, a, b) = (Netns::new(), Netns::new(), Netns::new());
+    let topo = std::env::temp_dir().join(format!("{}.toml", unique("tbfrouter")));
+    std::fs::write(
+        &topo,
+        "[[device]]\nname = \"a\"\ntap = \"ta\"\n\n[[device]]\nname = \"b\"\ntap = \"tb\"\n\n\
+         [[host]]\nname = \"left\"\ninterface = \"a\"\nip = \"10.93.1.1/24\"\n\n\
+         [[host]]\nname = \"right\"\ninterface = \"b\"\nip = \"10.93.2.1/24\"\nqdisc = \"tbf rate 20mbit burst 16k latency 50ms\"\n\n\
+         [[router]]\nname = \"r\"\nhosts = [\"left\", \"right\"]\n",
+    )
+    .unwrap();
+    let c = run_topology_between(&n, &a, &b, &topo, 14);
+    for (ns, tap, net) in [(&a, "ta", 1), (&b, "tb", 2)] {
+        ns.must(&format!(
+            "ip link set lo up && ip link set {tap} up && ip addr add 10.93.{net}.2/24 dev {tap} && ip route add default via 10.93.{net}.1"
+        ));
+    }
+    let mut srv = b.command(std::path::Path::new("iperf3")).args(["-s"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (rc, out) = a.exec("timeout 30 iperf3 -c 10.93.2.2 -t 6 -f m");
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let report = output(c);
+    let _ = std::fs::remove_file(&topo);
+    assert_eq!(rc, 0, "{out}");
+    let mbits = iperf3_mbits(&out).unwrap_or(0.0);
+    let payload = 20.0 * 1448.0 / 1514.0;
+    eprintln!("iperf3 through tbf at 20 Mbit/s: {mbits} Mbit/s of payload ({payload:.2} expected)");
+    assert!(
+        (payload * 0.95..=payload * 1.05).contains(&mbits),
+        "iperf3 {mbits} Mbit/s of payload through tbf at 20 Mbit/s ({payload:.2} expected)\n{out}\n{report}"
+    );
+    assert!(report.contains("host right: dev b:") && report.contains("qdisc tbf rate 20000000bit"), "{report}");
+}

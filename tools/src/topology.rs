@@ -35,6 +35,7 @@
 //! gw = "10.0.0.1"         # optional
 //! ip6 = ["2001:db8::3/64"] # optional; IPv6 is on with any of ip6, ipv6 = true, gw6
 //! netfilter = "h1.nft"  # optional: this host's rules (else `--netfilter`'s, for every host)
+//! qdisc = "tbf rate 20mbit burst 16k latency 50ms"  # optional: the egress qdisc (else `--qdisc`'s)
 //!
 //! [[router]]              # forwarding between hosts' interfaces (IPv4 and IPv6)
 //! name = "r"
@@ -158,6 +159,7 @@ struct HostSpec {
     ipv6: bool,
     gw6: Option<String>,
     netfilter: Option<String>,
+    qdisc: Option<String>,
 }
 
 /// A device several owners look at: a bridge both forwards (the loop polls it) and reports.
@@ -204,6 +206,8 @@ struct Built {
     router_hosts: Vec<Vec<String>>,
     bridges: Vec<(Rc<RefCell<Bridge>>, bool)>,
     vlans: Vec<(String, Rc<RefCell<VlanMux>>)>,
+    /// Hosts with a qdisc of their own (`qdisc =` or `--qdisc`), whose statistics the report shows.
+    shaped: Vec<String>,
 }
 
 fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, String> {
@@ -284,6 +288,7 @@ fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, S
         ifaces.insert(b.name.clone(), Box::new(SharedDev(shared)));
     }
     let mut hosts = Vec::new();
+    let mut shaped = Vec::new();
     for h in &t.host {
         let dev = taken(&mut ifaces, &h.interface, &format!("host {}", h.name))?;
         if let Some(b) = bridges.iter_mut().find(|b| b.0.borrow().name() == h.interface) {
@@ -300,8 +305,12 @@ fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, S
             impair: None,
             // The host's own rules, else the command line's.
             netfilter: h.netfilter.as_ref().map(|f| dir.join(f).display().to_string()).or_else(|| o.netfilter.clone()),
+            qdisc: h.qdisc.clone().or_else(|| o.qdisc.clone()),
             ..o.clone()
         };
+        if opts.qdisc.is_some() {
+            shaped.push(h.name.clone());
+        }
         let mut s = crate::ping::stack_on(dev, &opts).map_err(|e| format!("host {}: {e}", h.name))?;
         s.set_name(&h.interface);
         eprintln!("[run] host {} on {} ({})", h.name, h.interface, h.ip);
@@ -345,7 +354,7 @@ fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, S
         routers.push((r.name.clone(), router));
         router_hosts.push(names);
     }
-    Ok(Built { hosts, routers, router_hosts, bridges, vlans })
+    Ok(Built { hosts, routers, router_hosts, bridges, vlans, shaped })
 }
 
 pub fn run(o: &crate::Opts) -> Result<bool, String> {
@@ -426,8 +435,13 @@ fn report(b: &Built) -> String {
             s += &format!("  vlan {vid}: rx {} tx {}\n", st.rx_frames, st.tx_frames);
         }
     }
-    for (name, r) in &b.routers {
+    for ((name, r), names) in b.routers.iter().zip(&b.router_hosts) {
         s += &r.report(name);
+        for (st, host) in r.ifaces.iter().zip(names) {
+            if b.shaped.contains(host) {
+                s += &format!("  host {host}: {}\n", st.tc_show().replace('\n', "\n    "));
+            }
+        }
     }
     for (name, st) in &b.hosts {
         let x = &st.stats;
@@ -448,6 +462,9 @@ fn report(b: &Built) -> String {
             for l in nf.borrow().rules.listing().lines() {
                 s += &format!("  {l}\n");
             }
+        }
+        if b.shaped.contains(name) {
+            s += &format!("  {}\n", st.tc_show().replace('\n', "\n  "));
         }
     }
     s

@@ -312,7 +312,8 @@ impl Stack {
             self.drop_reason(crate::monitor::DropReason::TcIngress, (before - frames.len()) as u64);
         }
         if frames.len() > 1 {
-            self.stats.gro_merged += crate::gro::merge(&mut frames) as u64;
+            let merged = crate::gro::merge(&mut frames, &|d| self.owns_v4(d));
+            self.stats.gro_merged += merged as u64;
         }
         for f in frames {
             self.input(f, now);
