@@ -521,17 +521,33 @@ fn resolve(s: &str) -> Option<SocketAddr> {
 /// UDP datagrams carrying one Ethernet frame each, without framing, as QEMU's `-netdev dgram` sends them:
 /// `udp:LOCAL:REMOTE` (unicast: bound to LOCAL, sending to REMOTE) or `mcast:GROUP:PORT` (every member of
 /// the group hears every frame; our own come back through multicast loopback and are dropped).
+///
+/// Datagrams are read and written up to `DGRAM_BATCH` per system call (recvmmsg, sendmmsg): frames read
+/// ahead wait here in order, and frames sent wait for the data path's `flush` at the end of its round.
 pub struct Dgram {
     sock: UdpSocket,
     /// Multicast: frames leave from a socket of their own, whose port tells our frames apart when
     /// multicast loopback brings them back.
     send_sock: Option<UdpSocket>,
+    /// That socket's port.
+    own_port: Option<u16>,
     remote: SocketAddr,
     mcast: bool,
-    buf: Vec<u8>,
+    /// recvmmsg's buffers, one per datagram of a batch.
+    rbufs: Vec<Vec<u8>>,
+    /// Frames read ahead, in order.
+    rx: VecDeque<Vec<u8>>,
+    /// Frames waiting for the next sendmmsg.
+    tx: VecDeque<Vec<u8>>,
     spec: String,
     pool: FramePool,
+    /// System calls that read or wrote datagrams, and the datagrams they moved.
+    pub calls: u64,
+    pub datagrams: u64,
 }
+
+/// Datagrams per recvmmsg or sendmmsg.
+pub const DGRAM_BATCH: usize = 32;
 
 impl Dgram {
     pub fn open(spec: &str) -> io::Result<Dgram> {
@@ -561,7 +577,21 @@ impl Dgram {
             None
         };
         info!("dgram: {} -> {remote}{}", sock.local_addr()?, if mcast { " (multicast)" } else { "" });
-        Ok(Dgram { sock, send_sock, remote, mcast, buf: vec![0; MAX_FRAME + 64], spec: spec.to_string(), pool: FramePool::default() })
+        let own_port = send_sock.as_ref().map(|s| s.local_addr()).transpose()?.map(|a| a.port());
+        Ok(Dgram {
+            sock,
+            send_sock,
+            own_port,
+            remote,
+            mcast,
+            rbufs: vec![vec![0; MAX_FRAME + 64]; DGRAM_BATCH],
+            rx: VecDeque::new(),
+            tx: VecDeque::new(),
+            spec: spec.to_string(),
+            pool: FramePool::default(),
+            calls: 0,
+            datagrams: 0,
+        })
     }
 }
 
@@ -599,6 +629,51 @@ fn mcast_socket(g: std::net::SocketAddrV4) -> io::Result<UdpSocket> {
     Ok(sock)
 }
 
+/// The port of a sender's address as recvmmsg filled it in.
+fn port_of(a: &libc::sockaddr_storage) -> Option<u16> {
+    let p = (a as *const libc::sockaddr_storage).cast::<u8>();
+    match libc::c_int::from(a.ss_family) {
+        // SAFETY: sockaddr_storage is large and aligned enough for either family's address, and the family
+        // says which one the kernel wrote.
+        libc::AF_INET => Some(u16::from_be(unsafe { (*p.cast::<libc::sockaddr_in>()).sin_port })),
+        // SAFETY: as above.
+        libc::AF_INET6 => Some(u16::from_be(unsafe { (*p.cast::<libc::sockaddr_in6>()).sin6_port })),
+        _ => None,
+    }
+}
+
+/// `a` as a socket address for sendmmsg, with its length.
+fn sockaddr_of(a: SocketAddr) -> (libc::sockaddr_storage, u32) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let p = (&mut st as *mut libc::sockaddr_storage).cast::<u8>();
+    match a {
+        SocketAddr::V4(v) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
+            unsafe { p.cast::<libc::sockaddr_in>().write(sin) };
+            (st, std::mem::size_of::<libc::sockaddr_in>() as u32)
+        }
+        SocketAddr::V6(v) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v.port().to_be(),
+                sin6_flowinfo: v.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: v.ip().octets() },
+                sin6_scope_id: v.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in6.
+            unsafe { p.cast::<libc::sockaddr_in6>().write(sin6) };
+            (st, std::mem::size_of::<libc::sockaddr_in6>() as u32)
+        }
+    }
+}
+
 /// bind(2) on a socket std made from a raw fd.
 fn sock2_bind(sock: &UdpSocket, a: std::net::SocketAddrV4) -> io::Result<()> {
     let sin = libc::sockaddr_in {
@@ -627,35 +702,43 @@ impl Backend for Dgram {
         self.pool.put(frame);
     }
     fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
-        loop {
-            match self.sock.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    // Our own frames, back through multicast loopback: the sending socket's address.
-                    if self.mcast && self.is_own(from) {
-                        continue;
-                    }
-                    if n > MAX_FRAME {
-                        warn!("dgram: {n}-byte datagram from {from} dropped (frames are at most {MAX_FRAME} bytes)");
-                        continue;
-                    }
-                    return Ok(self.buf.get(..n).map(|f| self.pool.copy_of(f)));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                // A previous send to a peer that is not listening (yet): ICMP port unreachable. The wire
-                // stays up, as QEMU's does.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                Err(e) => return Err(e),
-            }
+        if self.rx.is_empty() {
+            self.read_batch()?;
         }
+        Ok(self.rx.pop_front())
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
-        match self.send_sock.as_ref().unwrap_or(&self.sock).send_to(frame, self.remote) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            // Nobody listening at the remote end: the frame is lost, as on a wire without a peer.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(true),
-            Err(e) => Err(e),
+        if self.tx.len() >= DGRAM_BATCH && !self.flush()? {
+            return Ok(false);
         }
+        let f = self.pool.copy_of(frame);
+        self.tx.push_back(f);
+        Ok(true)
+    }
+    fn flush(&mut self) -> io::Result<bool> {
+        while !self.tx.is_empty() {
+            match self.write_batch() {
+                Ok(n) => {
+                    for f in self.tx.drain(..n) {
+                        self.pool.put(f);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                // Nobody listening at the remote end: the frame is lost, as on a wire without a peer.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    if let Some(f) = self.tx.pop_front() {
+                        self.pool.put(f);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // The frames are dropped rather than retried forever.
+                    self.tx.clear();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(true)
     }
     fn describe(&self) -> String {
         format!("dgram:{}", self.spec)
@@ -663,8 +746,87 @@ impl Backend for Dgram {
 }
 
 impl Dgram {
-    fn is_own(&self, from: SocketAddr) -> bool {
-        self.send_sock.as_ref().and_then(|s| s.local_addr().ok()).is_some_and(|l| l.port() == from.port())
+    /// Reads up to `DGRAM_BATCH` datagrams with one recvmmsg into `rx`, leaving out our own frames back
+    /// through multicast loopback and datagrams longer than a frame.
+    fn read_batch(&mut self) -> io::Result<()> {
+        // SAFETY: all-zero is a valid value for these C structures (null pointers, zero lengths).
+        let mut names: [libc::sockaddr_storage; DGRAM_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut iov: [libc::iovec; DGRAM_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut hdrs: [libc::mmsghdr; DGRAM_BATCH] = unsafe { std::mem::zeroed() };
+        for (((b, v), name), h) in self.rbufs.iter_mut().zip(iov.iter_mut()).zip(names.iter_mut()).zip(hdrs.iter_mut()) {
+            *v = libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() };
+            let h = &mut h.msg_hdr;
+            h.msg_name = (name as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_iov = v;
+            h.msg_iovlen = 1;
+        }
+        let n = loop {
+            // SAFETY: `hdrs` holds DGRAM_BATCH headers, each pointing at a live buffer of its stated length
+            // and at a sockaddr_storage for the sender; all of them outlive the call.
+            let r = unsafe {
+                libc::recvmmsg(self.sock.as_raw_fd(), hdrs.as_mut_ptr(), DGRAM_BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            };
+            if r >= 0 {
+                break r as usize;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return Ok(()),
+                // A previous send to a peer that is not listening (yet): ICMP port unreachable. The wire
+                // stays up, as QEMU's does.
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::Interrupted => continue,
+                _ => return Err(e),
+            }
+        };
+        self.calls += 1;
+        self.datagrams += n as u64;
+        for ((h, name), b) in hdrs.iter().zip(names.iter()).zip(self.rbufs.iter()).take(n) {
+            let len = h.msg_len as usize;
+            if self.mcast && self.own_port.is_some() && port_of(name) == self.own_port {
+                continue;
+            }
+            if len > MAX_FRAME || h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                warn!("dgram: {len}-byte datagram dropped (frames are at most {MAX_FRAME} bytes)");
+                continue;
+            }
+            if let Some(f) = b.get(..len) {
+                let f = self.pool.copy_of(f);
+                self.rx.push_back(f);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the frames at the head of `tx` with one sendmmsg to the remote end; how many left.
+    fn write_batch(&mut self) -> io::Result<usize> {
+        let (name, namelen) = sockaddr_of(self.remote);
+        let count = self.tx.len().min(DGRAM_BATCH);
+        // SAFETY: all-zero is a valid value for these C structures (null pointers, zero lengths).
+        let mut iov: [libc::iovec; DGRAM_BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut hdrs: [libc::mmsghdr; DGRAM_BATCH] = unsafe { std::mem::zeroed() };
+        for ((f, v), h) in self.tx.iter().take(count).zip(iov.iter_mut()).zip(hdrs.iter_mut()) {
+            // sendmmsg only reads through iov_base.
+            *v = libc::iovec { iov_base: f.as_ptr().cast_mut().cast(), iov_len: f.len() };
+            let h = &mut h.msg_hdr;
+            h.msg_name = (&name as *const libc::sockaddr_storage).cast_mut().cast();
+            h.msg_namelen = namelen;
+            h.msg_iov = v;
+            h.msg_iovlen = 1;
+        }
+        let fd = self.send_sock.as_ref().unwrap_or(&self.sock).as_raw_fd();
+        // SAFETY: `hdrs[..count]` point at `count` live frames and at the remote's address, all of which
+        // outlive the call; the kernel only reads them.
+        let r = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), count as u32, libc::MSG_DONTWAIT) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.calls += 1;
+        self.datagrams += r as u64;
+        Ok(r as usize)
     }
 }
 
@@ -699,10 +861,12 @@ mod test {
         for len in [60usize, 1514, 9018] {
             let f: Vec<u8> = (0..len).map(|i| i as u8).collect();
             assert!(a.send(&f).unwrap());
+            assert!(a.flush().unwrap(), "sent at the end of the round");
             let got = wait_recv(&mut b);
             assert_eq!(got, f);
         }
         assert!(b.send(&[7u8; 64]).unwrap());
+        assert!(b.flush().unwrap());
         assert_eq!(wait_recv(&mut a), vec![7u8; 64]);
         // A raw datagram as QEMU sends it (no length prefix) is one frame.
         let q = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -710,6 +874,26 @@ mod test {
         assert_eq!(wait_recv(&mut b), vec![9u8; 100]);
         assert!(Dgram::open("udp:nonsense").is_err());
         assert!(Dgram::open("mcast:10.0.0.1:5000").is_err(), "not a multicast group");
+    }
+
+    #[test]
+    fn dgram_moves_a_burst_in_batches_and_in_order() {
+        let (pa, pb) = (free_udp_port(), free_udp_port());
+        let mut a = Dgram::open(&format!("udp:127.0.0.1:{pa}:127.0.0.1:{pb}")).unwrap();
+        let mut b = Dgram::open(&format!("udp:127.0.0.1:{pb}:127.0.0.1:{pa}")).unwrap();
+        let frames: Vec<Vec<u8>> = (0..100u32).map(|i| [i.to_be_bytes().as_slice(), &[0x5a; 56]].concat()).collect();
+        for f in &frames {
+            assert!(a.send(f).unwrap());
+        }
+        assert!(a.flush().unwrap());
+        assert_eq!((a.calls, a.datagrams), (4, 100), "100 frames in sendmmsg calls of up to {DGRAM_BATCH}");
+        let mut got = Vec::new();
+        while got.len() < frames.len() {
+            got.push(wait_recv(&mut b));
+        }
+        assert_eq!(got, frames, "every frame, in order");
+        // Over loopback every datagram was queued before the first read: batches of up to 32.
+        assert_eq!((b.calls, b.datagrams), (4, 100));
     }
 
     fn free_udp_port() -> u16 {
