@@ -15,6 +15,8 @@ struct Partial {
     /// What the first fragment carried ahead of its fragmentable part (IPv6's unfragmentable extension
     /// headers, RFC 8200 4.5): the whole datagram carries it once.
     head: Vec<u8>,
+    /// Bytes the caller keeps from the first fragment beside its head (not part of the datagram).
+    meta: [u8; 8],
 }
 
 /// What one fragment did.
@@ -32,8 +34,9 @@ pub struct Reassembly<K> {
     parts: HashMap<K, Partial>,
     /// The largest fragment (payload bytes) of the datagram completed last.
     last_largest: usize,
-    /// The head of the datagram completed last.
+    /// The head and meta bytes of the datagram completed last.
     last_head: Vec<u8>,
+    last_meta: [u8; 8],
     /// Datagrams in progress at most, and how long each may take.
     max: usize,
     timeout: std::time::Duration,
@@ -41,17 +44,19 @@ pub struct Reassembly<K> {
 
 impl<K: Hash + Eq + Clone> Reassembly<K> {
     pub fn new(max: usize, timeout: std::time::Duration) -> Reassembly<K> {
-        Reassembly { parts: HashMap::new(), last_largest: 0, last_head: Vec::new(), max, timeout }
+        Reassembly { parts: HashMap::new(), last_largest: 0, last_head: Vec::new(), last_meta: [0; 8], max, timeout }
     }
 
     /// Adds the fragment at byte `offset` with `data`; `more` is the more-fragments flag.
     pub fn add(&mut self, key: K, offset: usize, data: &[u8], more: bool, now: Instant) -> Outcome {
-        self.add_headed(key, offset, data, more, &[], now)
+        self.add_headed(key, offset, data, more, &[], [0; 8], now)
     }
 
     /// As `add`, for a fragment that carries `head` ahead of its fragmentable part: the first fragment's
-    /// head is the datagram's (`last_head` once it is whole), and counts toward its 64 KiB.
-    pub fn add_headed(&mut self, key: K, offset: usize, data: &[u8], more: bool, head: &[u8], now: Instant) -> Outcome {
+    /// head is the datagram's (`last_head` once it is whole) and counts toward its 64 KiB; so are the
+    /// caller's `meta` bytes about it (`last_meta`), which do not count.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_headed(&mut self, key: K, offset: usize, data: &[u8], more: bool, head: &[u8], meta: [u8; 8], now: Instant) -> Outcome {
         let (max, timeout) = (self.max, self.timeout);
         let (start, end) = (offset, offset + data.len());
         if end > 65535 || (more && !data.len().is_multiple_of(8)) {
@@ -67,6 +72,7 @@ impl<K: Hash + Eq + Clone> Reassembly<K> {
             total: None,
             deadline: now + timeout,
             head: Vec::new(),
+            meta: [0; 8],
         });
         if e.have.iter().any(|&(a, b)| start < b && a < end && (a, b) != (start, end)) || (e.total.is_some_and(|t| end > t)) {
             self.parts.remove(&key);
@@ -81,6 +87,7 @@ impl<K: Hash + Eq + Clone> Reassembly<K> {
         if start == 0 {
             e.head.clear();
             e.head.extend_from_slice(head);
+            e.meta = meta;
         }
         if e.data.len() + e.head.len() > 65535 {
             self.parts.remove(&key);
@@ -105,9 +112,10 @@ impl<K: Hash + Eq + Clone> Reassembly<K> {
             return Outcome::Held;
         }
         self.last_largest = e.have.iter().map(|&(a, b)| b - a).max().unwrap_or(0);
-        let (mut d, head) = self.parts.remove(&key).map(|p| (p.data, p.head)).unwrap_or_default();
+        let (mut d, head, meta) = self.parts.remove(&key).map(|p| (p.data, p.head, p.meta)).unwrap_or_default();
         d.truncate(total);
         self.last_head = head;
+        self.last_meta = meta;
         Outcome::Done(d)
     }
 
@@ -120,6 +128,10 @@ impl<K: Hash + Eq + Clone> Reassembly<K> {
     /// The head (see `add_headed`) of the datagram the last `Done` returned.
     pub fn last_head(&self) -> &[u8] {
         &self.last_head
+    }
+
+    pub fn last_meta(&self) -> [u8; 8] {
+        self.last_meta
     }
 
     /// Drops datagrams whose time ran out; returns how many.
@@ -165,13 +177,16 @@ mod test {
         let mut r = Reassembly::new(4, T);
         let now = Instant::from_millis(0);
         let data: Vec<u8> = (0..64u8).collect();
-        assert_eq!(r.add_headed(1, 32, &data[32..], false, &[9; 8], now), Outcome::Held);
-        assert_eq!(r.add_headed(1, 0, &data[..32], true, &[7; 16], now), Outcome::Done(data));
+        assert_eq!(r.add_headed(1, 32, &data[32..], false, &[9; 8], [9; 8], now), Outcome::Held);
+        assert_eq!(r.add_headed(1, 0, &data[..32], true, &[7; 16], [7; 8], now), Outcome::Done(data));
         assert_eq!(r.last_head(), &[7; 16], "the head of the fragment at offset 0, whatever came before");
-        // The head counts toward the datagram's 64 KiB.
-        assert_eq!(r.add_headed(2, 65520, &[0; 8], false, &[0; 8], now), Outcome::Held);
-        assert_eq!(r.add_headed(2, 0, &[0; 8], true, &[0; 16], now), Outcome::Failed);
-        assert!(r.is_empty());
+        assert_eq!(r.last_meta(), [7; 8]);
+        // The head counts toward the datagram's 64 KiB, the meta bytes do not.
+        assert_eq!(r.add_headed(2, 65520, &[0; 8], false, &[0; 8], [1; 8], now), Outcome::Held);
+        assert_eq!(r.add_headed(2, 0, &[0; 8], true, &[0; 7], [1; 8], now), Outcome::Held, "65528 + 7 bytes fit");
+        assert_eq!(r.add_headed(3, 65520, &[0; 8], false, &[0; 8], [1; 8], now), Outcome::Held);
+        assert_eq!(r.add_headed(3, 0, &[0; 8], true, &[0; 8], [1; 8], now), Outcome::Failed, "65528 + 8 do not");
+        assert_eq!(r.len(), 1, "only the datagram that fits is still held");
     }
 
     #[test]

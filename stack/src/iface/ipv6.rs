@@ -553,30 +553,34 @@ impl Stack {
     /// extension headers ahead of it and the protocol it names taken from the first fragment) with the size
     /// of its largest fragment, `None` while held or when refused. Anything else passes as it is, with 0.
     fn defrag_v6(&mut self, p: PacketBuf, now: Instant) -> Option<(PacketBuf, usize)> {
-        let (ip, f, head, frag_data, vtf) = {
+        let (ip, f, head, frag_data, meta) = {
             let data = p.data();
-            // Version, traffic class and flow label travel as they came (the flow's own bytes, as Linux's).
-            let vtf: [u8; 4] = data.get(..4).and_then(|x| x.try_into().ok()).unwrap_or_default();
             let Ok(ip) = ipv6::Repr::parse(data) else { return Some((p, 0)) };
             let payload = data.get(ipv6::HEADER_LEN..ipv6::HEADER_LEN + ip.payload_len).unwrap_or_default();
             let Some((at, _)) = ipv6::find_fragment(ip.next_header, payload) else { return Some((p, 0)) };
             let Ok(f) = ipv6::Fragment::parse(&payload[at..]) else { return Some((p, 0)) };
-            // The head: the fixed header's Next Header, the fragment header's, then the headers between.
-            let head = [&[ip.next_header, f.next_header][..], &payload[..at]].concat();
-            (ip, f, head, payload.get(at + ipv6::FRAG_HEADER_LEN..).unwrap_or_default().to_vec(), vtf)
+            // The head: the headers between the fixed header and the fragment header. Beside it: version,
+            // traffic class and flow label (kept from the first fragment, as Linux does), the fixed
+            // header's Next Header and the fragment header's.
+            let mut meta = [0u8; 8];
+            meta[..4].copy_from_slice(data.get(..4).unwrap_or(&[0; 4]));
+            meta[4] = ip.next_header;
+            meta[5] = f.next_header;
+            (ip, f, payload[..at].to_vec(), payload.get(at + ipv6::FRAG_HEADER_LEN..).unwrap_or_default().to_vec(), meta)
         };
         let v = self.v6.as_mut()?;
-        match v.reasm.add_headed((ip.src, ip.dst, f.ident), f.offset, &frag_data, f.more, &head, now) {
+        match v.reasm.add_headed((ip.src, ip.dst, f.ident), f.offset, &frag_data, f.more, &head, meta, now) {
             Outcome::Done(d) => {
                 self.stats.reasm_oks += 1;
-                let &[first_nh, upper_nh, ref exts @ ..] = v.reasm.last_head() else { return None };
+                let meta = v.reasm.last_meta();
+                let (first_nh, upper_nh, exts) = (meta[4], meta[5], v.reasm.last_head());
                 let largest = ipv6::HEADER_LEN + exts.len() + ipv6::FRAG_HEADER_LEN + v.reasm.last_largest();
                 let mut b = vec![0u8; ipv6::HEADER_LEN];
                 // The header that named the fragment header now names what followed it.
                 let naming = ipv6::find_fragment(first_nh, &[exts, &[0; ipv6::FRAG_HEADER_LEN]].concat()).and_then(|x| x.1);
                 let next_header = if naming.is_some() { first_nh } else { upper_nh };
                 ipv6::Repr { next_header, payload_len: exts.len() + d.len(), ..ip }.emit(&mut b);
-                b[..4].copy_from_slice(&vtf);
+                b[..4].copy_from_slice(&meta[..4]);
                 b.extend_from_slice(exts);
                 if let Some(i) = naming {
                     b[ipv6::HEADER_LEN + i] = upper_nh;
