@@ -37,6 +37,9 @@ pub struct RouterStats {
     pub filtered: u64,
 }
 
+/// A socket of the router as one host: the interface whose stack holds it, and its handle there.
+pub type HostHandle = (usize, crate::iface::SocketHandle);
+
 pub struct Router {
     pub ifaces: Vec<Stack>,
     pub routes: Vec<Route>,
@@ -107,6 +110,34 @@ impl Router {
             .filter(|r| matches(&r.dest, r.prefix, &dst))
             .max_by_key(|r| (r.prefix, std::cmp::Reverse(r.metric)))
             .map(|r| (r.iface, r.via.unwrap_or(dst)))
+    }
+
+    /// A TCP listener of the router as one host, on `port` of every interface (as a listener on any
+    /// address): one handle per interface, in interface order.
+    pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> Result<Vec<HostHandle>, crate::Errno> {
+        let mut hs = Vec::new();
+        for (i, s) in self.ifaces.iter_mut().enumerate() {
+            hs.push((i, s.tcp_listen(port, backlog)?));
+        }
+        Ok(hs)
+    }
+
+    /// A connection that reached any of `listeners` (EAGAIN when none has one).
+    pub fn tcp_accept(&mut self, listeners: &[HostHandle]) -> Result<HostHandle, crate::Errno> {
+        for &(i, h) in listeners {
+            if let Some(c) = self.ifaces.get_mut(i).and_then(|s| s.tcp_accept(h).ok()) {
+                return Ok((i, c));
+            }
+        }
+        Err(crate::iface::EAGAIN)
+    }
+
+    /// A TCP connection from the router to `dst`: opened on the interface the routing table picks, from
+    /// that interface's address, and sent out of it through the table's next hop.
+    pub fn tcp_connect(&mut self, dst: IpAddr, port: u16, now: Instant) -> Result<HostHandle, crate::Errno> {
+        let (i, _) = self.lookup(dst).ok_or(crate::iface::ENETUNREACH)?;
+        let s = self.ifaces.get_mut(i).ok_or(crate::iface::ENETUNREACH)?;
+        Ok((i, s.tcp_connect_ip(0, dst, port, now)?))
     }
 
     /// Polls every interface and forwards what they handed over. Whether anything moved.
@@ -414,5 +445,40 @@ mod host_test {
         run(&mut host, &mut r, &clock, 30);
         let ev = r.ifaces[1].ping_events(9);
         assert!(matches!(ev.as_slice(), [PingEvent::Reply { from: [10, 1, 0, 2], .. }]), "{ev:?}");
+    }
+
+    #[test]
+    fn sockets_of_the_router_as_one_host() {
+        let (mut host, mut r, clock) = setup();
+        // A listener on every interface: the host reaches it at either of the router's addresses.
+        let ls = r.tcp_listen(81, 4).unwrap();
+        assert_eq!(ls.len(), 2);
+        let now = *clock.borrow();
+        let near = host.tcp_connect([10, 1, 0, 1], 81, now).unwrap();
+        let far = host.tcp_connect([10, 2, 0, 1], 81, now).unwrap();
+        run(&mut host, &mut r, &clock, 30);
+        let a = r.tcp_accept(&ls).unwrap();
+        let b = r.tcp_accept(&ls).unwrap();
+        let mut sides = [a.0, b.0];
+        sides.sort();
+        assert_eq!(sides, [0, 1], "one connection on each interface");
+        assert_eq!(r.tcp_accept(&ls), Err(crate::iface::EAGAIN));
+        assert!(host.tcp_conn(near).is_some() && host.tcp_conn(far).is_some());
+        // A connection from the router: from the address of the interface its route leaves by.
+        let l = host.tcp_listen(82, 1).unwrap();
+        let now = *clock.borrow();
+        let (i, c) = r.tcp_connect("10.1.0.2".parse().unwrap(), 82, now).unwrap();
+        assert_eq!(i, 0);
+        run(&mut host, &mut r, &clock, 30);
+        let s = host.tcp_accept(l).unwrap();
+        assert_eq!(host.tcp_peer(s).map(|p| p.0), Some("10.1.0.1".parse().unwrap()));
+        let now = *clock.borrow();
+        assert_eq!(r.ifaces[i].tcp_send(c, b"from the router", now), Ok(15));
+        run(&mut host, &mut r, &clock, 30);
+        let mut buf = [0u8; 32];
+        let now = *clock.borrow();
+        let n = host.tcp_recv(s, &mut buf, now).unwrap();
+        assert_eq!(&buf[..n], b"from the router");
+        assert_eq!(r.tcp_connect("192.0.2.1".parse().unwrap(), 80, now), Err(crate::iface::ENETUNREACH), "no route");
     }
 }
