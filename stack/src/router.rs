@@ -153,9 +153,9 @@ impl Router {
                 self.forward(i, p, ctx, now);
             }
             let sent = self.ifaces.get_mut(i).map(|s| s.take_host_out()).unwrap_or_default();
-            for (p, mark) in sent {
+            for (p, ctx) in sent {
                 moved = true;
-                self.route_local(i, p, mark, now);
+                self.route_local(i, p, ctx, now);
             }
         }
         if moved {
@@ -208,15 +208,16 @@ impl Router {
         self.ifaces.iter().position(|s| s.owns(dst))
     }
 
-    /// A packet the router itself sent from interface `from` toward a destination off that link: out of
-    /// the interface the routing table picks (no TTL change, no FORWARD hook: it is the router's own), or
-    /// in to another of its interfaces that holds the address.
-    fn route_local(&mut self, from: usize, p: Vec<u8>, mark: u32, now: Instant) {
+    /// A packet the router itself sent from interface `from` toward a destination off that link (OUTPUT
+    /// already ran there): POSTROUTING with the interface the routing table picks, then out of it (no TTL
+    /// change, no FORWARD hook: it is the router's own); or in to another of its interfaces that holds the
+    /// address.
+    fn route_local(&mut self, from: usize, mut p: Vec<u8>, mut ctx: Ctx, now: Instant) {
         let Some(dst) = ip_dst(&p) else { return };
         if let Some(j) = self.local_iface(dst) {
             let name = self.ifaces.get(from).map(|s| s.name()).unwrap_or_default();
             if let Some(s) = self.ifaces.get_mut(j) {
-                s.deliver_local(&p, &name, Ctx { mark, ..Ctx::default() }, now);
+                s.deliver_local(&p, &name, ctx, now);
             }
             return;
         }
@@ -224,10 +225,22 @@ impl Router {
             self.stats.no_route += 1;
             return;
         };
+        if let (Some(nf), Some(out)) = (self.nf.clone(), self.ifaces.get(to)) {
+            let v6 = p.first().is_some_and(|b| b >> 4 == 6);
+            let oname = out.name();
+            let at = At { hook: Hook::Postrouting, iif: None, oif: Some(&oname), iif_addr: None, oif_addr: out.primary_addr(v6) };
+            if nf.borrow_mut().hook(&at, &mut ctx, &mut p, now) != Verdict::Accept {
+                self.stats.filtered += 1;
+                if let Some(s) = self.ifaces.get_mut(from) {
+                    s.mon.drop(crate::monitor::DropReason::NetfilterDrop, 1, now);
+                }
+                return;
+            }
+        }
         let Some(out) = self.ifaces.get_mut(to) else { return };
         let sent = match hop {
-            IpAddr::V4(h) => out.forward_out_v4(&p, h.octets(), mark, now),
-            IpAddr::V6(h) => out.forward_out_v6(&p, h.octets(), &Ctx { mark, ..Ctx::default() }, now),
+            IpAddr::V4(h) => out.forward_out_v4(&p, h.octets(), ctx.mark, now),
+            IpAddr::V6(h) => out.forward_out_v6(&p, h.octets(), &ctx, now),
         };
         if sent.is_err() {
             self.stats.too_big += 1;
@@ -445,6 +458,27 @@ mod host_test {
         run(&mut host, &mut r, &clock, 30);
         let ev = r.ifaces[1].ping_events(9);
         assert!(matches!(ev.as_slice(), [PingEvent::Reply { from: [10, 1, 0, 2], .. }]), "{ev:?}");
+    }
+
+    #[test]
+    fn postrouting_sees_the_interface_the_routers_own_packets_leave_by() {
+        let (mut host, mut r, clock) = setup();
+        r.ifaces[0].set_name("a");
+        r.ifaces[1].set_name("b");
+        let rules = "table ip f {\n    chain post {\n        type filter hook postrouting priority 0;\n        \
+                     oifname \"a\" icmp type echo-request counter drop\n    }\n}\n";
+        r.set_netfilter(crate::netfilter::Netfilter::new(crate::netfilter::parse::parse(rules).unwrap()));
+        // Interface b's echo request to the host on a's link leaves by a: a's rule drops it.
+        r.ifaces[1].ping_send([10, 1, 0, 2], 9, 1, b"from b", Instant::ZERO).unwrap();
+        run(&mut host, &mut r, &clock, 30);
+        assert!(r.ifaces[1].ping_events(9).is_empty(), "dropped on its way out of a");
+        assert_eq!(r.stats.filtered, 1);
+        assert!(r.nf.as_ref().unwrap().borrow().rules.listing().contains("# packets 1 "));
+        // The host's own echo request to b's address is answered (the reply is not an echo request).
+        let now = *clock.borrow();
+        host.ping_send([10, 2, 0, 1], 7, 1, b"to b", now).unwrap();
+        run(&mut host, &mut r, &clock, 30);
+        assert_eq!(host.ping_events(7).len(), 1);
     }
 
     #[test]

@@ -210,7 +210,8 @@ impl Stack {
     pub(super) fn output(&mut self, p: PacketBuf, next_hop: [u8; 4], now: Instant) {
         self.clock = now;
         if next_hop == super::HOST_HOP4 && self.host_routed {
-            self.send_to_host(p);
+            let ctx = crate::netfilter::Ctx { mark: p.mark, ..Default::default() };
+            self.send_to_host(p, ctx);
             return;
         }
         if self.owns_v4(next_hop) {

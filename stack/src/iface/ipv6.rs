@@ -413,7 +413,8 @@ impl Stack {
     pub(super) fn output6(&mut self, p: PacketBuf, hop: Addr, now: Instant) {
         self.clock = now;
         if hop == super::HOST_HOP6 && self.host_routed {
-            self.send_to_host(p);
+            let ctx = crate::netfilter::Ctx { mark: p.mark, ..Default::default() };
+            self.send_to_host(p, ctx);
             return;
         }
         let Some(v) = self.v6.as_mut() else { return };

@@ -162,8 +162,9 @@ pub struct Stack {
     /// destination off this interface's link goes to the host's routing table (`host_out`) instead of a
     /// gateway of its own.
     host_routed: bool,
-    /// Packets the stack sent for the host to route, with their marks.
-    host_out: Vec<(Vec<u8>, u32)>,
+    /// Packets the stack sent for the host to route, with what netfilter's OUTPUT made of them
+    /// (POSTROUTING is the host's, once it knows the interface they leave by).
+    host_out: Vec<(Vec<u8>, crate::netfilter::Ctx)>,
     /// The host's (or router's) netfilter, shared by its interfaces.
     nf: Option<std::rc::Rc<std::cell::RefCell<crate::netfilter::Netfilter>>>,
     /// The conntrack result and mark of the packet being received, from PREROUTING on.
@@ -447,8 +448,9 @@ impl Stack {
         }
     }
 
-    /// The packets this stack sent for the host to route since the last call, with their marks.
-    pub fn take_host_out(&mut self) -> Vec<(Vec<u8>, u32)> {
+    /// The packets this stack sent for the host to route since the last call, with what OUTPUT made of
+    /// them.
+    pub fn take_host_out(&mut self) -> Vec<(Vec<u8>, crate::netfilter::Ctx)> {
         std::mem::take(&mut self.host_out)
     }
 
@@ -463,13 +465,13 @@ impl Stack {
     }
 
     /// A packet routed to the host (see `set_host_routed`): whole, checksums complete.
-    fn send_to_host(&mut self, mut p: PacketBuf) {
+    fn send_to_host(&mut self, mut p: PacketBuf, ctx: crate::netfilter::Ctx) {
         if self.host_out.len() >= 4096 {
             self.drop_reason(crate::monitor::DropReason::NeighQueuefull, 1);
             return;
         }
         p.linearize();
-        self.host_out.push((p.data().to_vec(), p.mark));
+        self.host_out.push((p.data().to_vec(), ctx));
     }
 
     /// An IP packet that arrived on another interface of this host (`iif`) for one of this interface's

@@ -132,11 +132,13 @@ impl Stack {
         }
     }
 
-    /// OUTPUT then POSTROUTING for a packet the stack sends; the first hop again if OUTPUT's NAT moved
-    /// the destination. `None` when netfilter took it.
-    fn nf_output(&mut self, p: &mut PacketBuf, now: Instant) -> Option<bool> {
+    /// OUTPUT for a packet the stack sends: its context, and whether OUTPUT's NAT moved its destination.
+    /// `None` when netfilter took it.
+    fn nf_output(&mut self, p: &mut PacketBuf, now: Instant) -> Option<(Ctx, bool)> {
         p.linearize();
-        let before = p.data().get(16..20).map(|d| d.to_vec());
+        let v6 = p.data().first().is_some_and(|b| b >> 4 == 6);
+        let dst = |p: &PacketBuf| if v6 { p.data().get(24..40).map(|d| d.to_vec()) } else { p.data().get(16..20).map(|d| d.to_vec()) };
+        let before = dst(p);
         let mut ctx = Ctx::default();
         let r = self.nf_run(Hook::Output, &mut ctx, p.data_mut(), now);
         if !matches!(r, Verdict::Accept) {
@@ -144,44 +146,59 @@ impl Stack {
             self.drop_reason(crate::monitor::DropReason::NetfilterDrop, 1);
             return None;
         }
+        Some((ctx, dst(p) != before))
+    }
+
+    /// POSTROUTING for a packet the stack sends out of this interface. False when netfilter took it.
+    fn nf_postrouting(&mut self, p: &mut PacketBuf, mut ctx: Ctx, now: Instant) -> bool {
         let r = self.nf_run(Hook::Postrouting, &mut ctx, p.data_mut(), now);
         if !matches!(r, Verdict::Accept) {
             self.stats.nf_drops += 1;
             self.drop_reason(crate::monitor::DropReason::NetfilterDrop, 1);
-            return None;
+            return false;
         }
         p.mark = ctx.mark;
-        Some(p.data().get(16..20).map(|d| d.to_vec()) != before)
+        true
     }
 
-    /// A locally generated IPv4 packet on its way out.
+    /// A locally generated IPv4 packet on its way out: OUTPUT, the first hop again if OUTPUT's NAT moved
+    /// the destination, then POSTROUTING here, or (off the link of an interface of a host with several)
+    /// the host's routing, which runs POSTROUTING where the packet leaves.
     pub(super) fn local_out(&mut self, mut p: PacketBuf, next_hop: [u8; 4], now: Instant) {
+        let mut hop = next_hop;
         if self.nf.is_some() {
-            match self.nf_output(&mut p, now) {
-                None => return,
-                Some(true) => {
-                    let d = p.data();
-                    let Some(hop) = self.next_hop_v4([d[16], d[17], d[18], d[19]]) else { return };
-                    return self.output(p, hop, now);
-                }
-                Some(false) => {}
+            let Some((ctx, moved)) = self.nf_output(&mut p, now) else { return };
+            if moved {
+                let d = p.data();
+                let Some(h) = self.next_hop_v4([d[16], d[17], d[18], d[19]]) else { return };
+                hop = h;
             }
-        }
-        self.output(p, next_hop, now);
-    }
-
-    /// A locally generated unicast IPv6 packet on its way out.
-    pub(super) fn local_out6(&mut self, mut p: PacketBuf, hop: ipv6::Addr, now: Instant) {
-        if self.nf.is_some() {
-            let before: Option<Vec<u8>> = p.data().get(24..40).map(|d| d.to_vec());
-            if self.nf_output(&mut p, now).is_none() {
+            if hop == super::HOST_HOP4 && self.host_routed {
+                return self.send_to_host(p, ctx);
+            }
+            if !self.nf_postrouting(&mut p, ctx, now) {
                 return;
             }
-            if p.data().get(24..40).map(|d| d.to_vec()) != before {
+        }
+        self.output(p, hop, now);
+    }
+
+    /// A locally generated unicast IPv6 packet on its way out, as `local_out`.
+    pub(super) fn local_out6(&mut self, mut p: PacketBuf, hop: ipv6::Addr, now: Instant) {
+        let mut hop = hop;
+        if self.nf.is_some() {
+            let Some((ctx, moved)) = self.nf_output(&mut p, now) else { return };
+            if moved {
                 let mut d = [0u8; 16];
                 d.copy_from_slice(&p.data()[24..40]);
                 let Some(h) = self.v6.as_ref().and_then(|x| x.next_hop(&d)) else { return };
-                return self.output6(p, h, now);
+                hop = h;
+            }
+            if hop == super::HOST_HOP6 && self.host_routed {
+                return self.send_to_host(p, ctx);
+            }
+            if !self.nf_postrouting(&mut p, ctx, now) {
+                return;
             }
         }
         self.output6(p, hop, now);
