@@ -37,7 +37,7 @@ fn sink(port: u16, v6: bool) -> std::process::Child {
 /// A host-side source: connects to `ip:port` (retrying until the stack listens) and writes `bytes`.
 fn source(ip: &str, port: u16, bytes: usize) -> std::process::Child {
     let py = format!(
-        "import socket, time\nfor i in range(200):\n    try:\n        s = socket.create_connection(('{ip}', {port})); break\n    except OSError: time.sleep(0.02)\nb = bytes(1 << 20); left = {bytes}\nwhile left > 0:\n    n = min(left, len(b)); s.sendall(b[:n]); left -= n\ns.close()\n"
+        "import socket, time\nfor i in range(200):\n    try:\n        s = socket.create_connection(('{ip}', {port})); break\n    except OSError: time.sleep(0.02)\nb = memoryview(bytes(1 << 20)); left = {bytes}\nwhile left > 0:\n    n = min(left, len(b)); s.sendall(b[:n]); left -= n\ns.close()\n"
     );
     Command::new("ip").args(["netns", "exec", NS, "python3", "-c", &py]).spawn().unwrap()
 }
