@@ -273,6 +273,25 @@ mod test {
     use super::*;
 
     #[test]
+    fn large_buffers_are_reused_and_never_while_shared() {
+        let p = PacketBuf::from_slice(&[1u8; 65536]);
+        let at = p.data().as_ptr();
+        drop(p);
+        let q = PacketBuf::from_slice(&[2u8; 60000]);
+        assert_eq!(q.data().as_ptr(), at, "the dropped buffer carries the next packet");
+        assert!(q.data().iter().all(|&b| b == 2) && q.len() == 60000);
+        // A clone keeps the buffer: dropping the original gives nothing back.
+        let c = q.clone();
+        drop(q);
+        let r = PacketBuf::from_slice(&[3u8; 60000]);
+        assert_ne!(r.data().as_ptr(), at);
+        assert!(c.data().iter().all(|&b| b == 2), "the clone's bytes are intact");
+        // Headroom for a header, whatever the buffer held before.
+        let mut h = PacketBuf::with_headroom(64, 5000);
+        assert!(h.push(14).iter().all(|&b| b == 0));
+    }
+
+    #[test]
     fn push_pull_put_trim() {
         let mut p = PacketBuf::with_headroom(64, 100);
         p.put(5).copy_from_slice(b"hello");
