@@ -169,15 +169,20 @@ impl Router {
 
     /// FORWARD and POSTROUTING for a packet from `from` to `to`: false when netfilter dropped or rejected
     /// it (answered from the interface it came in on).
-    fn nf_forward(&mut self, from: usize, to: usize, ctx: &mut Ctx, p: &mut [u8], now: Instant) -> bool {
+    ///
+    /// With `own` the packet is the router's own, sent from interface `from` (OUTPUT ran there): only
+    /// POSTROUTING runs, without an input interface, and a REJECT drops it.
+    fn nf_forward(&mut self, from: usize, to: usize, own: bool, ctx: &mut Ctx, p: &mut [u8], now: Instant) -> bool {
         let Some(nf) = self.nf.clone() else { return true };
         let v6 = p.first().is_some_and(|b| b >> 4 == 6);
         let (Some(a), Some(b)) = (self.ifaces.get(from), self.ifaces.get(to)) else { return false };
         let (iname, oname) = (a.name(), b.name());
         let (iaddr, oaddr) = (a.primary_addr(v6), b.primary_addr(v6));
+        let (hooks, iif, iif_addr): (&[Hook], _, _) =
+            if own { (&[Hook::Postrouting], None, None) } else { (&[Hook::Forward, Hook::Postrouting], Some(iname.as_str()), iaddr) };
         let mut verdict = Verdict::Accept;
-        for hook in [Hook::Forward, Hook::Postrouting] {
-            let at = At { hook, iif: Some(&iname), oif: Some(&oname), iif_addr: iaddr, oif_addr: oaddr };
+        for &hook in hooks {
+            let at = At { hook, iif, oif: Some(&oname), iif_addr, oif_addr: oaddr };
             verdict = nf.borrow_mut().hook(&at, ctx, p, now);
             if verdict != Verdict::Accept {
                 break;
@@ -196,16 +201,24 @@ impl Router {
                 self.stats.filtered += 1;
                 if let Some(s) = self.ifaces.get_mut(from) {
                     s.mon.drop(crate::monitor::DropReason::NetfilterDrop, 1, now);
-                    s.nf_reject(p, w, now);
+                    if !own {
+                        s.nf_reject(p, w, now);
+                    }
                 }
                 false
             }
         }
     }
 
-    /// The interface that holds `dst` as one of its addresses.
-    fn local_iface(&self, dst: IpAddr) -> Option<usize> {
-        self.ifaces.iter().position(|s| s.owns(dst))
+    /// Delivers `p` to the interface that holds its destination among its addresses (Linux's weak host
+    /// model), as arrived on `from`: its TTL untouched, through INPUT. False when no interface holds it.
+    fn deliver_if_own(&mut self, from: usize, p: &[u8], ctx: Ctx, now: Instant) -> bool {
+        let Some(j) = ip_dst(p).and_then(|d| self.ifaces.iter().position(|s| s.owns(d))) else { return false };
+        let name = self.ifaces.get(from).map(|s| s.name()).unwrap_or_default();
+        if let Some(s) = self.ifaces.get_mut(j) {
+            s.deliver_local(p, &name, ctx, now);
+        }
+        true
     }
 
     /// A packet the router itself sent from interface `from` toward a destination off that link (OUTPUT
@@ -214,28 +227,15 @@ impl Router {
     /// address.
     fn route_local(&mut self, from: usize, mut p: Vec<u8>, mut ctx: Ctx, now: Instant) {
         let Some(dst) = ip_dst(&p) else { return };
-        if let Some(j) = self.local_iface(dst) {
-            let name = self.ifaces.get(from).map(|s| s.name()).unwrap_or_default();
-            if let Some(s) = self.ifaces.get_mut(j) {
-                s.deliver_local(&p, &name, ctx, now);
-            }
+        if self.deliver_if_own(from, &p, ctx, now) {
             return;
         }
         let Some((to, hop)) = self.lookup(dst) else {
             self.stats.no_route += 1;
             return;
         };
-        if let (Some(nf), Some(out)) = (self.nf.clone(), self.ifaces.get(to)) {
-            let v6 = p.first().is_some_and(|b| b >> 4 == 6);
-            let oname = out.name();
-            let at = At { hook: Hook::Postrouting, iif: None, oif: Some(&oname), iif_addr: None, oif_addr: out.primary_addr(v6) };
-            if nf.borrow_mut().hook(&at, &mut ctx, &mut p, now) != Verdict::Accept {
-                self.stats.filtered += 1;
-                if let Some(s) = self.ifaces.get_mut(from) {
-                    s.mon.drop(crate::monitor::DropReason::NetfilterDrop, 1, now);
-                }
-                return;
-            }
+        if !self.nf_forward(from, to, true, &mut ctx, &mut p, now) {
+            return;
         }
         let Some(out) = self.ifaces.get_mut(to) else { return };
         let sent = match hop {
@@ -248,13 +248,8 @@ impl Router {
     }
 
     fn forward(&mut self, from: usize, mut p: Vec<u8>, mut ctx: Ctx, now: Instant) {
-        if let Some(j) = ip_dst(&p).and_then(|d| self.local_iface(d)) {
-            // For another of the router's own addresses (Linux's weak host model): delivered there, its
-            // TTL untouched, through INPUT rather than FORWARD.
-            let name = self.ifaces.get(from).map(|s| s.name()).unwrap_or_default();
-            if let Some(s) = self.ifaces.get_mut(j) {
-                s.deliver_local(&p, &name, ctx, now);
-            }
+        // For another of the router's own addresses: delivered there rather than forwarded.
+        if self.deliver_if_own(from, &p, ctx, now) {
             return;
         }
         match p.first().map(|b| b >> 4) {
@@ -270,7 +265,7 @@ impl Router {
                     self.error(from, &p, icmp::DEST_UNREACHABLE, 0, 0, now);
                     return;
                 };
-                if !self.nf_forward(from, to, &mut ctx, &mut p, now) {
+                if !self.nf_forward(from, to, false, &mut ctx, &mut p, now) {
                     return;
                 }
                 // TTL down by one; the header checksum updated.
@@ -303,7 +298,7 @@ impl Router {
                     self.error(from, &p, icmpv6::DEST_UNREACHABLE, icmpv6::UNREACH_NO_ROUTE, 0, now);
                     return;
                 };
-                if !self.nf_forward(from, to, &mut ctx, &mut p, now) {
+                if !self.nf_forward(from, to, false, &mut ctx, &mut p, now) {
                     return;
                 }
                 p[7] -= 1;
