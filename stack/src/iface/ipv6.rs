@@ -558,15 +558,17 @@ impl Stack {
             let data = p.data();
             let Ok(ip) = ipv6::Repr::parse(data) else { return Some((p, 0)) };
             let payload = data.get(ipv6::HEADER_LEN..ipv6::HEADER_LEN + ip.payload_len).unwrap_or_default();
-            let Some((at, _)) = ipv6::find_fragment(ip.next_header, payload) else { return Some((p, 0)) };
+            let Some((at, naming)) = ipv6::find_fragment(ip.next_header, payload) else { return Some((p, 0)) };
             let Ok(f) = ipv6::Fragment::parse(&payload[at..]) else { return Some((p, 0)) };
             // The head: the headers between the fixed header and the fragment header. Beside it: version,
             // traffic class and flow label (kept from the first fragment, as Linux does), the fixed
-            // header's Next Header and the fragment header's.
+            // header's Next Header, the fragment header's, and where in the head the Next Header byte that
+            // names the fragment header is (plus one; 0: the fixed header's).
             let mut meta = [0u8; 8];
             meta[..4].copy_from_slice(data.get(..4).unwrap_or(&[0; 4]));
             meta[4] = ip.next_header;
             meta[5] = f.next_header;
+            meta[6..8].copy_from_slice(&naming.map_or(0, |i| i as u16 + 1).to_be_bytes());
             (ip, f, payload[..at].to_vec(), payload.get(at + ipv6::FRAG_HEADER_LEN..).unwrap_or_default().to_vec(), meta)
         };
         let v = self.v6.as_mut()?;
@@ -578,13 +580,13 @@ impl Stack {
                 let largest = ipv6::HEADER_LEN + exts.len() + ipv6::FRAG_HEADER_LEN + v.reasm.last_largest();
                 let mut b = vec![0u8; ipv6::HEADER_LEN];
                 // The header that named the fragment header now names what followed it.
-                let naming = ipv6::find_fragment(first_nh, &[exts, &[0; ipv6::FRAG_HEADER_LEN]].concat()).and_then(|x| x.1);
+                let naming = usize::from(u16::from_be_bytes([meta[6], meta[7]])).checked_sub(1);
                 let next_header = if naming.is_some() { first_nh } else { upper_nh };
                 ipv6::Repr { next_header, payload_len: exts.len() + d.len(), ..ip }.emit(&mut b);
                 b[..4].copy_from_slice(&meta[..4]);
                 b.extend_from_slice(exts);
-                if let Some(i) = naming {
-                    b[ipv6::HEADER_LEN + i] = upper_nh;
+                if let Some(nh) = naming.and_then(|i| b.get_mut(ipv6::HEADER_LEN + i)) {
+                    *nh = upper_nh;
                 }
                 b.extend_from_slice(&d);
                 Some((PacketBuf::from_slice(&b), largest))

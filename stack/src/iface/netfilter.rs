@@ -136,8 +136,14 @@ impl Stack {
     /// `None` when netfilter took it.
     fn nf_output(&mut self, p: &mut PacketBuf, now: Instant) -> Option<(Ctx, bool)> {
         p.linearize();
-        let v6 = p.data().first().is_some_and(|b| b >> 4 == 6);
-        let dst = |p: &PacketBuf| if v6 { p.data().get(24..40).map(|d| d.to_vec()) } else { p.data().get(16..20).map(|d| d.to_vec()) };
+        let at = if p.data().first().is_some_and(|b| b >> 4 == 6) { 24..40 } else { 16..20 };
+        let dst = |p: &PacketBuf| {
+            let mut a = [0u8; 16];
+            if let Some(d) = p.data().get(at.clone()) {
+                a[..d.len()].copy_from_slice(d);
+            }
+            a
+        };
         let before = dst(p);
         let mut ctx = Ctx::default();
         let r = self.nf_run(Hook::Output, &mut ctx, p.data_mut(), now);
