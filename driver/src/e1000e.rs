@@ -1047,11 +1047,7 @@ impl NetDev for E1000e {
         }
         let mut pfds: Vec<libc::pollfd> =
             self.irq_fds.iter().map(|f| libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
-        // ppoll, not poll: poll(2) counts whole milliseconds, and a shorter wait would round to none and spin.
-        let t = timeout.min(Duration::from_secs(3600));
-        let ts = libc::timespec { tv_sec: t.as_secs() as libc::time_t, tv_nsec: libc::c_long::from(t.subsec_nanos() as i32) };
-        // SAFETY: valid pollfd array of the given length; `ts` outlives the call; no signal mask.
-        let r = unsafe { libc::ppoll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, &ts, std::ptr::null()) };
+        let r = nic_tap::wait_readable(&mut pfds, timeout);
         if r < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {

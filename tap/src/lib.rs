@@ -254,11 +254,11 @@ impl Tap {
     }
 }
 
-/// Waits until one of `fds` is ready or `timeout` (at most a minute) passes, to the nanosecond: poll(2)
+/// Waits until one of `fds` is ready or `timeout` (at most an hour) passes, to the nanosecond: poll(2)
 /// counts whole milliseconds, so a shorter wait (a shaper's next token) would round to none and spin.
-/// Returns what ppoll(2) returns.
+/// Returns what ppoll(2) returns. For any descriptors, not only a TAP's (the driver's interrupt eventfds).
 pub fn wait_readable(fds: &mut [libc::pollfd], timeout: std::time::Duration) -> libc::c_int {
-    let t = timeout.min(std::time::Duration::from_secs(60));
+    let t = timeout.min(std::time::Duration::from_secs(3600));
     let ts = libc::timespec { tv_sec: t.as_secs() as libc::time_t, tv_nsec: libc::c_long::from(t.subsec_nanos() as i32) };
     // SAFETY: `fds` is a valid array of its length, `ts` outlives the call, and no signal mask is passed.
     unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) }
