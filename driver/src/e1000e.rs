@@ -137,6 +137,9 @@ pub struct E1000e {
     ims: u32,
     /// An interrupt was taken and the card masked itself: re-enable when a poll ends under budget.
     irq_masked: bool,
+    /// A wait timed out: if the poll after it finds work, the interrupt for that work was lost (and may
+    /// have left the card's auto-mask on), so interrupts are enabled again.
+    irq_check: bool,
     stats: Stats,
     last_alive: Instant,
     tx_timeout: Duration,
@@ -314,6 +317,7 @@ impl E1000e {
             irq_fds: Vec::new(),
             ims: 0,
             irq_masked: false,
+            irq_check: false,
             stats: Stats::default(),
             last_alive: Instant::now(),
             tx_timeout: cfg.tx_timeout,
@@ -998,11 +1002,15 @@ impl NetDev for E1000e {
     }
     fn poll(&mut self, budget: usize, out: &mut Vec<RxPacket>) -> Result<usize, DriverError> {
         self.stats.polls += 1;
+        let cleaned = (self.tx[0].next_to_clean, self.tx[1].next_to_clean);
         self.clean_tx(0)?;
         self.clean_tx(1)?;
         let mut n = self.clean_rx(0, budget, out)?;
         if n < budget {
             n += self.clean_rx(1, budget - n, out)?;
+        }
+        if std::mem::take(&mut self.irq_check) && (n > 0 || cleaned != (self.tx[0].next_to_clean, self.tx[1].next_to_clean)) {
+            self.irq_masked = true;
         }
         self.flush_xdp_tx()?;
         if n < budget {
@@ -1056,12 +1064,15 @@ impl NetDev for E1000e {
             return Err(e.into());
         }
         if r == 0 {
+            // An interrupt that never came (lost on the way) may have left the card's auto-mask on: the
+            // poll after this wait enables interrupts again if it finds work, and once a second they are
+            // enabled again regardless, as Linux's watchdog does. Not on every idle timeout: each would be
+            // a register write for the card to handle.
+            self.irq_check = true;
             if self.last_alive.elapsed() > Duration::from_secs(1) {
                 self.check_alive()?;
+                self.irq_masked = true;
             }
-            // An interrupt that never came (lost on the way) may have left the card's auto-mask on: enable
-            // again before the next wait, as Linux's watchdog does, so interrupts come back.
-            self.irq_masked = true;
             return Ok(false);
         }
         let mut other = false;

@@ -80,7 +80,7 @@ pub fn server(data: &[u8]) {
     let nic = Arc::new(Mutex::new(Nic::new([0x52, 0x54, 0, 0x12, 0x34, 0x56], Arc::new(Metrics::default()))));
     lock(&nic).dma = nic_device::dma::testing::space(MEM_BASE, MEM_SIZE);
     let waker = WAKER.with(|w| w.1.clone());
-    let mut dev = NicServer::new(nic.clone(), waker);
+    let mut dev = NicServer::new(nic.clone(), nic_device::datapath::Kick::waker_only(waker));
     let Ok((mut client, server)) = UnixStream::pair() else { return };
     let Ok(mut conn) = Connection::new(server) else { return };
     // The first message is always VERSION, so that the rest reach the commands behind it.

@@ -1,7 +1,10 @@
-//! The data path thread: moves frames between the TX/RX rings and the backend. Doorbells wake it through a
-//! mio Waker; it never runs on the vfio-user thread.
+//! The data path: moves frames between the TX/RX rings and the backend. Its own thread does the work while
+//! frames flow and sleeps in a mio poll when none do; a transmit doorbell that finds it asleep runs the
+//! round at once on the thread that read the doorbell (`Kick`), as a card's DMA engine starts on the write
+//! itself, instead of paying a thread wake-up before the first frame leaves.
 
 use crate::backend::Backend;
+use crate::doorbell::Doorbells;
 use crate::gso;
 use crate::tx::TxFrame;
 
@@ -12,11 +15,11 @@ use crate::pcap::PcapWriter;
 use crate::trace::{self, Tracer};
 use log::{debug, error, warn};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,12 @@ const WAKE: Token = Token(0);
 const TX_QUEUE_DEPTH: usize = 256;
 const TX_BUDGET: usize = 256;
 const RX_BUDGET: usize = 128;
+/// How long a doorbell's round may run on the vfio-user thread: a round with more to do after this is
+/// handed to the data path thread, so that the client's register accesses never wait long behind a flood
+/// of frames. About a burst of a full ring of full-sized frames on a slow machine.
+const INLINE_LIMIT: Duration = Duration::from_micros(200);
+/// The longest sleep with no timer due: the backend's carrier and service are looked at this often.
+const IDLE_SLEEP: Duration = Duration::from_millis(500);
 
 /// What a backend's full receive side does: wait (flow control) or drop and count (a wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +41,27 @@ pub enum RxOverflow {
     Drop,
 }
 
+/// Where a transmit doorbell's work runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoorbellMode {
+    /// On the vfio-user thread when the data path is asleep (the default): no wake-up before the frame.
+    Inline,
+    /// Always on the data path thread, which the doorbell wakes.
+    Wake,
+}
+
 pub struct DataPath {
     pub waker: Arc<Waker>,
+    worker: Arc<Mutex<Worker>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The data path's state, shared by its thread and by doorbells that run a round inline.
+fn lock_worker(w: &Mutex<Worker>) -> MutexGuard<'_, Worker> {
+    // A round catches its own panics, so the lock is not poisoned by one; should it be, the state is
+    // still the data path's and the next round starts from the register file.
+    w.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl DataPath {
@@ -48,34 +74,15 @@ impl DataPath {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let stop = Arc::new(AtomicBool::new(false));
-        let s2 = stop.clone();
-        let thread = std::thread::Builder::new().name("nic-datapath".into()).spawn(move || {
-            let (metrics, trace) = {
-                let mut n = lock(&nic);
-                n.lossless_rx = overflow == RxOverflow::Pause;
-                n.gso_out = backend.offloads();
-                (n.metrics.clone(), n.trace.clone())
-            };
-            let mut w = Worker {
-                nic,
-                metrics,
-                trace,
-                backend,
-                pcap,
-                poll,
-                stop: s2,
-                out: VecDeque::new(),
-                rx_pending: VecDeque::new(),
-                rx_batch: Vec::with_capacity(RX_BUDGET),
-                tx_free: Vec::with_capacity(TX_QUEUE_DEPTH),
-                registered: Vec::new(),
-                gen: u64::MAX,
-                overflow,
-                carrier: None,
-            };
-            w.run();
-        })?;
-        Ok(DataPath { waker, stop, thread: Some(thread) })
+        let worker = Arc::new(Mutex::new(Worker::new(nic, backend, pcap, overflow, poll.registry().try_clone()?)));
+        let (w2, s2) = (worker.clone(), stop.clone());
+        let thread = std::thread::Builder::new().name("nic-datapath".into()).spawn(move || run(&w2, poll, &s2))?;
+        Ok(DataPath { waker, worker, stop, thread: Some(thread) })
+    }
+
+    /// What the vfio-user thread starts the data path with.
+    pub fn kick(&self, mode: DoorbellMode) -> Kick {
+        Kick { waker: self.waker.clone(), worker: (mode == DoorbellMode::Inline).then(|| self.worker.clone()) }
     }
 
     pub fn stop(&mut self) {
@@ -93,14 +100,105 @@ impl Drop for DataPath {
     }
 }
 
+/// How register traffic starts the data path.
+#[derive(Clone)]
+pub struct Kick {
+    waker: Arc<Waker>,
+    /// With inline doorbells: the data path's state, to run a round on when its thread is asleep.
+    worker: Option<Arc<Mutex<Worker>>>,
+}
+
+impl Kick {
+    /// A kick that only wakes the thread behind `waker` (a device with no data path of ours around it).
+    pub fn waker_only(waker: Arc<Waker>) -> Kick {
+        Kick { waker, worker: None }
+    }
+
+    /// Wakes the data path thread, which looks at the rings and timers in its next round.
+    pub fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+
+    /// A transmit doorbell (or a receive one with frames waiting). If the data path is asleep, its round
+    /// runs here and now; the thread is woken only if that round left a timer due before the thread's
+    /// sleep ends, or failed. If the data path is busy, it is woken and takes the doorbell in its round.
+    pub fn doorbell(&self) {
+        if let Some(w) = &self.worker {
+            let guard = match w.try_lock() {
+                Ok(g) => Some(g),
+                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut g) = guard {
+                Metrics::inc(&g.metrics.inline_rounds);
+                let sooner = match g.round(Some(INLINE_LIMIT)) {
+                    Ok(Round { more: true, .. }) | Err(()) => true,
+                    Ok(Round { due, .. }) => due.is_some_and(|d| g.sleep_until.is_none_or(|s| d < s)),
+                };
+                drop(g);
+                if !sooner {
+                    return;
+                }
+            }
+        }
+        let _ = self.waker.wake();
+    }
+}
+
+/// The data path thread: rounds until nothing moves, then a sleep until the next timer, a doorbell's
+/// wake or the backend.
+fn run(worker: &Mutex<Worker>, mut poll: Poll, stop: &AtomicBool) {
+    let mut events = Events::with_capacity(16);
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let now = Instant::now();
+        let due = {
+            let mut w = lock_worker(worker);
+            let due = w.round(None).map(|r| r.due);
+            w.sleep_until = Some(due.ok().flatten().map_or(now + IDLE_SLEEP, |d| d.min(now + IDLE_SLEEP)));
+            due
+        };
+        let Ok(due) = due else {
+            // Wait before the next round so that a state that keeps failing cannot spin the thread.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        let timeout = due.map(|d| d.saturating_duration_since(now)).unwrap_or(IDLE_SLEEP).min(IDLE_SLEEP);
+        // epoll counts in whole milliseconds; a timer due sooner (an interrupt delay of a few microseconds)
+        // is slept for exactly instead, and the next round picks up whatever arrived meanwhile.
+        if timeout < Duration::from_millis(1) {
+            std::thread::sleep(timeout);
+            continue;
+        }
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                warn!("datapath poll: {e}");
+            }
+        }
+    }
+    if let Some(p) = lock_worker(worker).pcap.as_mut() {
+        let _ = p.flush();
+    }
+}
+
+/// What a round left.
+struct Round {
+    /// The next timer due.
+    due: Option<Instant>,
+    /// Its passes ran out with frames still moving.
+    more: bool,
+}
+
 struct Worker {
     nic: Arc<Mutex<Nic>>,
     metrics: Arc<Metrics>,
     trace: Arc<Tracer>,
+    doorbells: Arc<Doorbells>,
     backend: Box<dyn Backend>,
     pcap: Option<PcapWriter>,
-    poll: Poll,
-    stop: Arc<AtomicBool>,
+    registry: Registry,
     out: VecDeque<TxFrame>,
     /// Wire frames cut from a GSO frame that the card has not taken yet.
     rx_pending: VecDeque<Vec<u8>>,
@@ -112,69 +210,90 @@ struct Worker {
     gen: u64,
     overflow: RxOverflow,
     carrier: Option<bool>,
+    /// When the data path thread's current sleep ends (it sleeps at most `IDLE_SLEEP`).
+    sleep_until: Option<Instant>,
+    /// The backend had nothing to read, and nothing was sent since that could have drawn a reply: the
+    /// rest of the round does not ask again (a frame that comes meanwhile wakes the data path's poll).
+    rx_drained: bool,
 }
 
 impl Worker {
+    fn new(nic: Arc<Mutex<Nic>>, backend: Box<dyn Backend>, pcap: Option<PcapWriter>, overflow: RxOverflow, registry: Registry) -> Worker {
+        let (metrics, trace, doorbells) = {
+            let mut n = lock(&nic);
+            n.lossless_rx = overflow == RxOverflow::Pause;
+            n.gso_out = backend.offloads();
+            (n.metrics.clone(), n.trace.clone(), n.doorbells.clone())
+        };
+        Worker {
+            nic,
+            metrics,
+            trace,
+            doorbells,
+            backend,
+            pcap,
+            registry,
+            out: VecDeque::new(),
+            rx_pending: VecDeque::new(),
+            rx_batch: Vec::with_capacity(RX_BUDGET),
+            tx_free: Vec::with_capacity(TX_QUEUE_DEPTH),
+            registered: Vec::new(),
+            gen: u64::MAX,
+            overflow,
+            carrier: None,
+            sleep_until: None,
+            rx_drained: false,
+        }
+    }
+
     fn reregister(&mut self) {
         if self.gen == self.backend.generation() {
             return;
         }
         for fd in self.registered.drain(..) {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            let _ = self.registry.deregister(&mut SourceFd(&fd));
         }
         for (i, fd) in self.backend.fds().into_iter().enumerate() {
-            if self.poll.registry().register(&mut SourceFd(&fd), Token(i + 1), Interest::READABLE | Interest::WRITABLE).is_ok() {
+            if self.registry.register(&mut SourceFd(&fd), Token(i + 1), Interest::READABLE | Interest::WRITABLE).is_ok() {
                 self.registered.push(fd);
             }
         }
         self.gen = self.backend.generation();
     }
 
-    fn run(&mut self) {
-        let mut events = Events::with_capacity(16);
-        loop {
-            if self.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            // A bug in the model must not take the device process (and the guest's NIC) down with it: the
-            // round is abandoned, counted and logged, and the next one starts from the register file again.
-            let round = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let svc = self.backend.service();
-                self.reregister();
-                self.sync_carrier();
-                while self.work() {}
-                svc
-            }));
-            let svc = match round {
-                Ok(svc) => svc,
-                Err(_) => {
-                    let n = self.metrics.datapath_panics.fetch_add(1, Ordering::Relaxed) + 1;
-                    error!("data path: internal error #{n} caught; frames of this round dropped");
-                    self.out.clear();
-                    self.rx_pending.clear();
-                    // Wait before the next round so that a state that keeps failing cannot spin the thread.
-                    std::thread::sleep(Duration::from_millis(10));
-                    None
+    /// Passes of `work` until nothing moves, or until `limit` has passed. Returns the next timer due (the
+    /// card's or the backend's) and whether work was left, or an error when the model failed: a bug in it
+    /// must not take the device process (and the guest's NIC) down, so the round is abandoned, counted and
+    /// logged, and the next one starts from the register file again.
+    fn round(&mut self, limit: Option<Duration>) -> Result<Round, ()> {
+        let start = Instant::now();
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let svc = self.backend.service();
+            self.rx_drained = false;
+            self.reregister();
+            self.sync_carrier();
+            loop {
+                while self.work() {
+                    if limit.is_some_and(|l| start.elapsed() >= l) {
+                        return Round { due: None, more: true };
+                    }
                 }
-            };
-            let now = Instant::now();
-            let deadline = [lock(&self.nic).next_deadline(), svc].into_iter().flatten().min();
-            let timeout = deadline.map(|d| d.saturating_duration_since(now)).or(Some(Duration::from_millis(500)));
-            // epoll counts in whole milliseconds; a timer due sooner (an interrupt delay of a few microseconds)
-            // is slept for exactly instead, and the next round picks up whatever arrived meanwhile.
-            if let Some(t) = timeout.filter(|t| *t < Duration::from_millis(1)) {
-                std::thread::sleep(t);
-                continue;
-            }
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    warn!("datapath poll: {e}");
+                // Receive tail writes wake the data path only while frames wait for descriptors: say whether
+                // they do, then look once more for a doorbell rung before this was said.
+                let backlog = lock(&self.nic).rx_backlog();
+                self.doorbells.set_rx_backlog(backlog);
+                if !self.doorbells.any() {
+                    break;
                 }
             }
-        }
-        if let Some(p) = self.pcap.as_mut() {
-            let _ = p.flush();
-        }
+            Round { due: [lock(&self.nic).next_deadline(), svc].into_iter().flatten().min(), more: false }
+        }));
+        r.map_err(|_| {
+            let n = self.metrics.datapath_panics.fetch_add(1, Ordering::Relaxed) + 1;
+            error!("data path: internal error #{n} caught; frames of this round dropped");
+            self.out.clear();
+            self.rx_pending.clear();
+        })
     }
 
     /// A frame from an offloading backend: captured as it came, then cut into the wire frames it stands for
@@ -221,6 +340,8 @@ impl Worker {
             nic.recycle_tx(&mut self.tx_free);
             // One clock read for the round's timers and moderation, not one per frame.
             nic.round_now = Some(Instant::now());
+            // Transmit write-backs interrupt once the frames are out and the replies they drew are in.
+            nic.held_tx.get_or_insert_with(Default::default);
             for q in 0..2 {
                 if nic.tx_pending(q) {
                     let out = &mut self.out;
@@ -246,6 +367,7 @@ impl Worker {
         while let Some(f) = self.out.front() {
             match self.backend.send_vnet(&f.data, f.vnet.as_ref()) {
                 Ok(true) => {
+                    self.rx_drained = false;
                     if let Some(p) = self.pcap.as_mut() {
                         let _ = p.write(&f.data);
                     }
@@ -274,13 +396,17 @@ impl Worker {
             // Frames cut from a GSO frame were captured whole when they came; wire frames are captured here.
             let (f, captured) = match self.rx_pending.pop_front() {
                 Some(f) => (f, true),
+                None if self.rx_drained => break,
                 None => match self.backend.recv_vnet() {
                     Ok(Some((f, None))) => (f, false),
                     Ok(Some((f, Some(h)))) => {
                         self.take_offloaded(f, &h);
                         continue;
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        self.rx_drained = true;
+                        break;
+                    }
                     Err(e) => {
                         debug!("backend recv: {e}");
                         break;
@@ -307,6 +433,7 @@ impl Worker {
             progress = true;
         }
         self.rx_batch = frames;
+        nic.release_tx_causes();
         nic.on_timer(now);
         nic.round_now = None;
         progress
@@ -317,5 +444,61 @@ impl Worker {
 fn keep_sent(free: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
     if free.len() < TX_QUEUE_DEPTH {
         free.push(buf);
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use std::os::fd::RawFd;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A wire that always has another frame, counting the reads.
+    struct Flood {
+        reads: Arc<AtomicUsize>,
+    }
+
+    impl Backend for Flood {
+        fn fds(&self) -> Vec<RawFd> {
+            vec![]
+        }
+        fn generation(&self) -> u64 {
+            0
+        }
+        fn recv(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let mut f = vec![0xFF; 6];
+            f.resize(60, 0x11);
+            Ok(Some(f))
+        }
+        fn send(&mut self, _: &[u8]) -> std::io::Result<bool> {
+            Ok(true)
+        }
+        fn describe(&self) -> String {
+            "flood".into()
+        }
+    }
+
+    #[test]
+    fn a_doorbell_round_on_the_vfio_user_thread_is_bounded_under_a_flood() {
+        let nic = Arc::new(Mutex::new(Nic::new([2, 0, 0, 0, 0, 1], Arc::default())));
+        let poll = Poll::new().unwrap();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let flood = Box::new(Flood { reads: reads.clone() });
+        let mut w = Worker::new(nic, flood, None, RxOverflow::Drop, poll.registry().try_clone().unwrap());
+        // The inline round stops at its limit and says work is left, for the data path thread to take: the
+        // vfio-user thread returns to the client's requests instead of draining an endless wire.
+        let r = w.round(Some(INLINE_LIMIT)).unwrap();
+        assert!(r.more);
+        assert!(reads.load(Ordering::Relaxed) > 0);
+        // A wire with a finite burst: the round ends by itself, with nothing left.
+        let mut w = Worker::new(
+            Arc::new(Mutex::new(Nic::new([2, 0, 0, 0, 0, 1], Arc::default()))),
+            Box::new(crate::backend::Loopback::default()),
+            None,
+            RxOverflow::Drop,
+            poll.registry().try_clone().unwrap(),
+        );
+        assert!(!w.round(Some(INLINE_LIMIT)).unwrap().more);
     }
 }

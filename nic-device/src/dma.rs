@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use thiserror::Error;
-use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemory, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 #[derive(Debug, Error, PartialEq, Eq, Clone)]
 pub enum DmaError {
@@ -195,6 +195,40 @@ impl DmaSpace {
         mem.read_slice(buf, GuestAddress(addr)).map_err(|_| err)
     }
 
+    /// Appends `len` bytes of guest memory at `addr` to `out`, copied straight into its spare room (no
+    /// zeroing first, which costs as much as the copy for a full-sized frame). Nothing is appended on error.
+    pub fn read_append(&self, addr: u64, len: usize, out: &mut Vec<u8>) -> Result<(), DmaError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let err = DmaError::Unmapped { addr, len };
+        let mem = self.mem.as_ref().ok_or(err.clone())?;
+        let Ok(src) = mem.get_slice(GuestAddress(addr), len) else {
+            // Unmapped, or across two regions: the checked path, which tells the two apart.
+            let at = out.len();
+            out.resize(at + len, 0);
+            let r = self.read(addr, out.get_mut(at..).unwrap_or_default());
+            if r.is_err() {
+                out.truncate(at);
+            }
+            return r;
+        };
+        out.reserve(len);
+        let at = out.len();
+        let guard = src.ptr_guard();
+        // SAFETY: `get_slice` checked that `len` bytes from `guard.as_ptr()` lie inside one mapped region,
+        // which `self.mem` keeps mapped while `src` lives; `reserve` left at least `len` bytes of spare
+        // capacity after `at`; the two ranges cannot overlap (one is this process's heap, the other a
+        // shared mapping). The guest may write those bytes meanwhile, as it may during any DMA: the copy
+        // then holds some mix of old and new bytes, and every bit pattern is a valid u8, so `set_len` only
+        // covers initialised bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(guard.as_ptr(), out.as_mut_ptr().add(at), len);
+            out.set_len(at + len);
+        }
+        Ok(())
+    }
+
     /// A descriptor (or any plain value) read whole from guest memory.
     pub fn read_obj<T: vm_memory::ByteValued + Default>(&self, addr: u64) -> Result<T, DmaError> {
         let mut v = T::default();
@@ -283,6 +317,24 @@ mod test {
         assert!(d.read(0x14000, &mut b).is_err());
         d.unmap_all();
         assert!(d.read(0x10000, &mut b).is_err());
+    }
+
+    #[test]
+    fn read_append_copies_within_and_across_maps_and_appends_nothing_on_error() {
+        let mut d = space(0x10000, 0x1000);
+        d.map(0x11000, 0x1000, memfd(0x1000), 0, true).unwrap();
+        let pattern: Vec<u8> = (0..64u8).collect();
+        d.write(0x10FE0, &pattern).unwrap(); // 32 bytes in each map
+        let mut out = vec![0xAA];
+        d.read_append(0x10FE0, 16, &mut out).unwrap(); // inside the first map
+        d.read_append(0x10FF0, 48, &mut out).unwrap(); // across the seam
+        assert_eq!(out[0], 0xAA);
+        assert_eq!(&out[1..], &pattern[..]);
+        assert_eq!(d.read_append(0x11FF0, 32, &mut out), Err(DmaError::Unmapped { addr: 0x11FF0, len: 32 }));
+        assert_eq!(d.read_append(0x30000, 1, &mut out), Err(DmaError::Unmapped { addr: 0x30000, len: 1 }));
+        assert_eq!(out.len(), 65, "nothing appended on error");
+        d.read_append(0x30000, 0, &mut out).unwrap();
+        assert_eq!(out.len(), 65);
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! Tail doorbells without the device lock. A driver's TDT and RDT writes are the hottest register traffic
-//! there is; the vfio-user thread stores them here and wakes the data path instead of waiting for the lock
-//! that the data path holds while it works a ring. Whoever holds the lock next applies them, in order
+//! there is; the vfio-user thread stores them here and starts the data path (`datapath::Kick`) instead of
+//! waiting for the lock that the data path holds while it works a ring. Whoever holds the lock next applies them, in order
 //! with everything else: the data path at the start of its rounds, and any other register access before it
 //! runs, so that the driver sees the card as if every write had taken the lock.
 
 use crate::regs::{QUEUE_STRIDE, RDT0, TDT0};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// The four tail registers, in slot order.
 const TAILS: [u32; 4] = [TDT0, TDT0 + QUEUE_STRIDE, RDT0, RDT0 + QUEUE_STRIDE];
@@ -15,6 +15,9 @@ pub struct Doorbells {
     values: [AtomicU32; 4],
     /// One bit per slot written since the last `take`.
     pending: AtomicU32,
+    /// Received frames wait in the FIFO for descriptors (or a fault holds doorbells back): only then does
+    /// a receive tail write need the data path at once. Set by the data path before it sleeps.
+    rx_backlog: AtomicBool,
 }
 
 impl Doorbells {
@@ -23,18 +26,28 @@ impl Doorbells {
         TAILS.iter().position(|&t| t == off)
     }
 
-    /// A tail write (the value as the driver wrote it; the register keeps 16 bits).
-    pub fn ring(&self, slot: usize, val: u32) {
-        if let Some(v) = self.values.get(slot) {
-            v.store(val, Ordering::Release);
-            self.pending.fetch_or(1 << slot, Ordering::AcqRel);
-        }
+    /// A tail write (the value as the driver wrote it; the register keeps 16 bits). Returns whether the
+    /// data path must look now: always for a transmit tail; for a receive tail only while frames wait for
+    /// descriptors (otherwise the new buffers are found when the next frame comes).
+    pub fn ring(&self, slot: usize, val: u32) -> bool {
+        let Some(v) = self.values.get(slot) else { return false };
+        v.store(val, Ordering::Release);
+        // SeqCst with `set_rx_backlog`: either the data path sees this doorbell before it sleeps, or this
+        // sees the backlog it announced.
+        self.pending.fetch_or(1 << slot, Ordering::SeqCst);
+        slot < 2 || self.rx_backlog.load(Ordering::SeqCst)
+    }
+
+    /// The data path says whether received frames wait for descriptors; it then looks at `any` once more
+    /// before it sleeps.
+    pub fn set_rx_backlog(&self, backlog: bool) {
+        self.rx_backlog.store(backlog, Ordering::SeqCst);
     }
 
     /// Whether any doorbell waits to be applied.
     #[inline]
     pub fn any(&self) -> bool {
-        self.pending.load(Ordering::Acquire) != 0
+        self.pending.load(Ordering::SeqCst) != 0
     }
 
     /// The doorbells written since the last call, as (register, value). A slot written again while this
@@ -64,15 +77,17 @@ mod test {
         assert!(!d.any());
         assert_eq!(Doorbells::slot(TDT0 + QUEUE_STRIDE), Some(1));
         assert_eq!(Doorbells::slot(RDT0 + 4), None);
-        d.ring(2, 7);
-        d.ring(0, 3);
-        d.ring(0, 5);
+        assert!(!d.ring(2, 7), "a receive tail with no backlog needs no wake");
+        assert!(d.ring(0, 3));
+        assert!(d.ring(0, 5));
         assert_eq!(d.waiting(TDT0), Some(5));
         assert_eq!(d.waiting(RDT0 + QUEUE_STRIDE), None);
         assert_eq!(d.take(), vec![(TDT0, 5), (RDT0, 7)]);
         assert!(!d.any());
         assert!(d.take().is_empty());
-        d.ring(9, 1); // no such slot: ignored
+        assert!(!d.ring(9, 1)); // no such slot: ignored
         assert!(!d.any());
+        d.set_rx_backlog(true);
+        assert!(d.ring(3, 1), "frames wait for descriptors: the receive tail wakes the data path");
     }
 }

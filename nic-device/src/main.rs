@@ -3,7 +3,7 @@
 use clap::{CommandFactory, Parser};
 use log::{error, info};
 use nic_device::backend;
-use nic_device::datapath::{DataPath, RxOverflow};
+use nic_device::datapath::{DataPath, DoorbellMode, RxOverflow};
 use nic_device::metrics::Metrics;
 use nic_device::nic::Nic;
 use nic_device::pcap::PcapWriter;
@@ -11,6 +11,14 @@ use nic_device::vfio::NicServer;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Doorbells {
+    /// On the vfio-user thread when the data path is asleep.
+    Inline,
+    /// Always on the data path thread.
+    Wake,
+}
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum Overflow {
@@ -40,6 +48,10 @@ struct Args {
     /// What a full receive FIFO does
     #[arg(long, value_enum, default_value = "pause")]
     rx_overflow: Overflow,
+    /// Where a transmit doorbell's work runs: `inline` on the thread that read it when the data path is
+    /// asleep (no wake-up before the frame leaves), or `wake` the data path thread every time
+    #[arg(long, value_enum, default_value = "inline")]
+    doorbells: Doorbells,
     /// Disconnect a vfio-user client that leaves replies unread or a message half-sent for this long
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_timeout)]
     client_timeout: std::time::Duration,
@@ -121,7 +133,11 @@ fn main() -> ExitCode {
                 return cleanup(1);
             }
         };
-    let mut dev = NicServer::new(nic.clone(), dp.waker.clone());
+    let mode = match args.doorbells {
+        Doorbells::Inline => DoorbellMode::Inline,
+        Doorbells::Wake => DoorbellMode::Wake,
+    };
+    let mut dev = NicServer::new(nic.clone(), dp.kick(mode));
     let r = nic_device::server::serve(listener, &socket, &mut dev, args.client_timeout);
     drop(control);
     dp.stop();

@@ -67,6 +67,8 @@ metrics! {
     irqs_sent,
     /// Backend write or read errors.
     backend_errors,
+    /// Transmit doorbells whose round ran on the vfio-user thread because the data path was asleep.
+    inline_rounds,
     /// Internal errors (panics) caught in the data path; the round was dropped, the device kept running.
     datapath_panics,
     /// Internal errors (panics) caught while handling a vfio-user request; the client was disconnected.

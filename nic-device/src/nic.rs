@@ -88,6 +88,9 @@ pub struct Core {
     /// The data path's clock for the round it is in (read once per round instead of once per frame); `None`
     /// outside a round, where `now()` reads the clock.
     pub round_now: Option<Instant>,
+    /// While the data path hands a round's frames to the backend: the transmit engines' causes, raised
+    /// with the round's receive causes (`release_tx_causes`) so that one wake-up of the driver sees both.
+    pub held_tx: Option<Causes>,
 }
 
 /// The 82574L function: the shared state, the per-queue transmit engines and the receive path with its
@@ -145,6 +148,7 @@ impl Nic {
             doorbell_hold: None,
             backend_carrier: true,
             round_now: None,
+            held_tx: None,
         };
         n.mac_reset();
         Nic { core: n, tx: [TxQueue::default(), TxQueue::default()], rx: RxPath::default(), tx_spare: Default::default() }
@@ -214,6 +218,13 @@ impl Core {
     }
 
     /// Delivers the interrupt causes an engine raised.
+    /// Raises the transmit causes held since `held_tx` was set, and stops holding.
+    pub fn release_tx_causes(&mut self) {
+        if let Some(c) = self.held_tx.take() {
+            self.deliver(c);
+        }
+    }
+
     pub(crate) fn deliver(&mut self, c: Causes) {
         if c.rx != 0 {
             self.raise_rx(c.rx);
@@ -228,6 +239,7 @@ impl Core {
     pub fn mac_reset(&mut self) {
         // Tails written before the reset are overtaken by it.
         let _ = self.doorbells.take();
+        self.held_tx = None;
         self.rx_delay = DelayTimer::default();
         self.tx_delay = DelayTimer::default();
         self.fc = FlowControl::default();
@@ -298,6 +310,12 @@ impl Core {
     /// A DMA write by the card outside the engines (a late write-back).
     fn dma_write(&mut self, addr: u64, buf: &[u8], what: &'static str) -> Result<(), crate::port::DmaFailed> {
         self.queue_ctx().dma.write(addr, buf, what)
+    }
+
+    /// Whether a receive tail write must reach the data path at once: received frames wait in the FIFO
+    /// for descriptors, or a fault holds doorbells back.
+    pub fn rx_backlog(&self) -> bool {
+        !self.rx_fifo.is_empty() || self.doorbell_hold.is_some()
     }
 
     /// Whether doorbells are held back by a `doorbell-latency` fault now.
@@ -598,7 +616,7 @@ impl Core {
             o if o == RDT0 || o == RDT0 + QUEUE_STRIDE => {
                 self.set_reg(o, val & write_mask(o));
                 self.doorbell_fault(now);
-                fx.wake = !self.rx_fifo.is_empty() || self.doorbell_hold.is_some();
+                fx.wake = self.rx_backlog();
             }
             o if o == TDH0 || o == TDH0 + QUEUE_STRIDE || o == RDH0 || o == RDH0 + QUEUE_STRIDE => {
                 self.set_reg(o, val & write_mask(o));

@@ -71,6 +71,14 @@ impl CardDma<'_> {
         r
     }
 
+    /// `len` bytes read by the card's DMA, appended to `out` (nothing appended on failure).
+    pub fn read_append(&mut self, addr: u64, len: usize, out: &mut Vec<u8>, what: &'static str) -> Result<(), DmaFailed> {
+        let injected = self.fault();
+        let r = if injected { Err(DmaFailed) } else { self.space.read_append(addr, len, out).map_err(|_| DmaFailed) };
+        self.traced("read", addr, len, what, injected, r.is_ok());
+        r
+    }
+
     /// A descriptor (or any plain value) read by the card's DMA.
     pub fn read_obj<T: vm_memory::ByteValued + Default>(&mut self, addr: u64, what: &'static str) -> Result<T, DmaFailed> {
         let mut v = T::default();
@@ -125,6 +133,17 @@ pub struct Causes {
     /// interrupt (IDE; TIDV/TADV then apply).
     pub tx: u32,
     pub tx_all_ide: bool,
+}
+
+impl Causes {
+    /// Adds `o`'s causes: a transmit interrupt is delayed only if every write-back behind it asked to be.
+    pub fn merge(&mut self, o: Causes) {
+        if o.tx != 0 {
+            self.tx_all_ide = if self.tx != 0 { self.tx_all_ide && o.tx_all_ide } else { o.tx_all_ide };
+            self.tx |= o.tx;
+        }
+        self.rx |= o.rx;
+    }
 }
 
 /// An engine's view of the card for one call.

@@ -76,11 +76,16 @@ impl Tracer {
 
     /// Sends an event of category `cat` to its subscribers. `fields` is built only when someone listens; the
     /// time (seconds since the device started) and category are added.
+    #[inline]
     pub fn emit(&self, cat: u32, kind: &str, fields: impl FnOnce() -> Value) {
-        if !self.on(cat) {
-            return;
+        if self.on(cat) {
+            self.send(cat, kind, fields());
         }
-        let mut v = fields();
+    }
+
+    /// An event someone listens to, out of line so that `emit` stays a load and a branch where nobody does.
+    #[inline(never)]
+    fn send(&self, cat: u32, kind: &str, mut v: Value) {
         // The time is read under the lock, so that events from the vfio-user and data-path threads reach
         // every subscriber in time order.
         let mut subs = self.subs.lock().unwrap_or_else(PoisonError::into_inner);

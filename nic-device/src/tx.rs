@@ -126,7 +126,10 @@ impl Nic {
         let mut ctx = core.queue_ctx();
         let pass = t.process(q, &mut ctx, spare, budget, gso_out, emit);
         let causes = ctx.causes;
-        core.deliver(causes);
+        match core.held_tx.as_mut() {
+            Some(held) => held.merge(causes),
+            None => core.deliver(causes),
+        }
         pass
     }
 }
@@ -254,11 +257,7 @@ impl TxQueue {
             if t.pkt.len() + len > MAX_TX_PACKET {
                 t.bad = true;
             } else {
-                let mut pkt = std::mem::take(&mut t.pkt);
-                let at = pkt.len();
-                pkt.resize(at + len, 0);
-                let ok = nic.dma.read(d.addr, pkt.get_mut(at..).unwrap_or_default(), "tx-buffer").is_ok();
-                t.pkt = pkt;
+                let ok = nic.dma.read_append(d.addr, len, &mut t.pkt, "tx-buffer").is_ok();
                 t.bad |= !ok;
                 if !ok {
                     Metrics::inc(&nic.metrics.dma_errors);

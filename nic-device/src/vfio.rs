@@ -1,12 +1,12 @@
 //! The device as the vfio-user server sees it: regions and IRQ indexes of an 82574L function.
 
+use crate::datapath::Kick;
 use crate::dma::{DmaSpace, MapError};
 use crate::doorbell::Doorbells;
 use crate::nic::{lock, Effects, Nic};
 use crate::regs::*;
 use crate::trace::{self, Tracer};
 use log::{debug, info, warn};
-use mio::Waker;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use vfio_user::*;
 
 pub struct NicServer {
     pub nic: Arc<Mutex<Nic>>,
-    pub waker: Arc<Waker>,
+    pub kick: Kick,
     doorbells: Arc<Doorbells>,
     trace: Arc<Tracer>,
 }
@@ -35,19 +35,19 @@ impl NicServer {
         Ok(r)
     }
 
-    pub fn new(nic: Arc<Mutex<Nic>>, waker: Arc<Waker>) -> NicServer {
+    pub fn new(nic: Arc<Mutex<Nic>>, kick: Kick) -> NicServer {
         let (doorbells, trace) = {
             let n = lock(&nic);
             (n.doorbells.clone(), n.trace.clone())
         };
-        NicServer { nic, waker, doorbells, trace }
+        NicServer { nic, kick, doorbells, trace }
     }
 
     fn effects(&self, fx: Option<Effects>) -> Result<(), Errno> {
         match fx {
             Some(fx) => {
                 if fx.wake {
-                    let _ = self.waker.wake();
+                    self.kick.wake();
                 }
                 Ok(())
             }
@@ -118,13 +118,15 @@ impl Device for NicServer {
     }
 
     fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
-        // A whole-register tail write is a doorbell: handed to the data path without taking the lock.
+        // A whole-register tail write is a doorbell: handed to the data path without taking the lock (and run
+        // here if the data path is asleep, `Kick::doorbell`).
         if let (0, Ok(b)) = (region, <[u8; 4]>::try_from(data)) {
             if let Some(slot) = u32::try_from(offset).ok().and_then(Doorbells::slot) {
                 let val = u32::from_le_bytes(b);
                 self.trace.emit(trace::REGS, "reg", || crate::nic::reg_fields("write", offset as u32, val));
-                self.doorbells.ring(slot, val);
-                let _ = self.waker.wake();
+                if self.doorbells.ring(slot, val) {
+                    self.kick.doorbell();
+                }
                 return Ok(());
             }
         }
@@ -266,7 +268,7 @@ impl Device for NicServer {
     fn reset(&mut self) -> Result<(), Errno> {
         info!("DEVICE_RESET");
         lock(&self.nic).function_reset();
-        let _ = self.waker.wake();
+        self.kick.wake();
         Ok(())
     }
 

@@ -5,7 +5,10 @@
 # run, and next to it the reference measured in the same run: this machine's own copy rate for frames of
 # that size (`nic-lab memcpy`, what a device that only copied would reach; 1514-byte segments for TSO). Not a
 # test: nothing is asserted. The device process's memory is printed too: resident set at idle (after start)
-# and its peak (VmHWM) at the end of the run, medians in KiB. Then the round trip a user sees: ping from the
+# and its peak (VmHWM) at the end of the run, medians in KiB. Two rows repeat a case with the device's
+# `--doorbells wake` (every transmit doorbell wakes the data path thread instead of running the round on
+# the thread that read it when the data path is asleep), the design before, measured in the same run.
+# Then the round trip a user sees: ping from the
 # stack through the driver and nic-device to Linux on a TAP in a private namespace, 200 echoes 10 ms apart
 # per run, with interrupts, with busy polling and in latency mode (`--latency`): the median (p50) and p90
 # per run, medians over the runs, beside Linux pinging its own loopback in the namespace (the reference:
@@ -33,11 +36,12 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 DEVICE_BIN="${DEVICE_BIN:-$BIN/nic-device}"
 DEV=""
 SOCK=""
+DEV_ARGS=()
 stop_dev() { [ -n "$DEV" ] && { kill "$DEV" 2>/dev/null; wait "$DEV" 2>/dev/null || true; }; DEV=""; }
 trap stop_dev EXIT
 start_dev() {
     SOCK="$(mktemp -u /tmp/nic-bench-XXXX.sock)"
-    RUST_LOG=warn "$DEVICE_BIN" --socket "$SOCK" --backend loopback &
+    RUST_LOG=warn "$DEVICE_BIN" --socket "$SOCK" --backend loopback "${DEV_ARGS[@]}" &
     DEV=$!
     for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
 }
@@ -78,6 +82,10 @@ bench "64 KiB TSO, MSI-X"     1514  loopback-test --count 2000 --size 65000 --ts
 bench "64 B, busy poll"       64    --irq poll loopback-test --count 500000 --size 64
 bench "1514 B, busy poll"     1514  --irq poll loopback-test --count 200000 --size 1514
 bench "64 KiB TSO, busy poll" 1514  --irq poll loopback-test --count 2000 --size 65000 --tso
+DEV_ARGS=(--doorbells wake)
+bench "64 B, MSI-X, wake"     64    loopback-test --count 500000 --size 64
+bench "1514 B, MSI-X, wake"   1514  loopback-test --count 200000 --size 1514
+DEV_ARGS=()
 fi
 
 # ---- round trip through stack, driver, device and TAP ----

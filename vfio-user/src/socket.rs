@@ -158,7 +158,12 @@ pub struct Reader {
     fds: VecDeque<(u64, OwnedFd)>,
     discard: usize,
     oversized: Option<Header>,
+    /// What one read lands in, allocated (and zeroed) once rather than on every read.
+    scratch: Vec<u8>,
 }
+
+/// The most one read takes from the socket.
+const READ_CHUNK: usize = 64 * 1024;
 
 impl Reader {
     pub fn new() -> Reader {
@@ -167,9 +172,12 @@ impl Reader {
 
     /// Reads what the socket has. `Ok(false)` when it would block, `Err(Closed)` at EOF.
     pub fn fill(&mut self, sock: &impl AsRawFd) -> Result<bool, FrameError> {
-        let mut tmp = vec![0u8; 64 * 1024];
+        if self.scratch.len() != READ_CHUNK {
+            self.scratch = vec![0u8; READ_CHUNK];
+        }
+        let tmp = &mut self.scratch;
         let mut got = Vec::new();
-        match recv_with_fds(sock.as_raw_fd(), &mut tmp, &mut got) {
+        match recv_with_fds(sock.as_raw_fd(), tmp, &mut got) {
             Ok(0) => Err(FrameError::Closed),
             Ok(n) => {
                 // The kernel ends a read after the segment that carried fds, and fds ride on the first
