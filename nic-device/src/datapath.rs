@@ -28,9 +28,12 @@ const TX_QUEUE_DEPTH: usize = 256;
 const TX_BUDGET: usize = 256;
 const RX_BUDGET: usize = 128;
 /// How long a doorbell's round may run on the vfio-user thread: a round with more to do after this is
-/// handed to the data path thread, so that the client's register accesses never wait long behind a flood
-/// of frames. About a burst of a full ring of full-sized frames on a slow machine.
+/// handed to the data path thread, so that a flood of frames cannot keep that thread from its other work
+/// (signals, a new client). About a burst of a full ring of full-sized frames on a slow machine.
 const INLINE_LIMIT: Duration = Duration::from_micros(200);
+/// How long passes run back to back on the vfio-user thread before it answers the requests that came
+/// meanwhile.
+const INLINE_SLICE: Duration = Duration::from_micros(50);
 /// The longest sleep with no timer due: the backend's carrier and service are looked at this often.
 const IDLE_SLEEP: Duration = Duration::from_millis(500);
 
@@ -119,30 +122,67 @@ impl Kick {
         let _ = self.waker.wake();
     }
 
-    /// A transmit doorbell (or a receive one with frames waiting). If the data path is asleep, its round
-    /// runs here and now; the thread is woken only if that round left a timer due before the thread's
-    /// sleep ends, or failed. If the data path is busy, it is woken and takes the doorbell in its round.
-    pub fn doorbell(&self) {
-        if let Some(w) = &self.worker {
-            let guard = match w.try_lock() {
-                Ok(g) => Some(g),
-                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                Err(TryLockError::WouldBlock) => None,
-            };
-            if let Some(mut g) = guard {
-                Metrics::inc(&g.metrics.inline_rounds);
-                let sooner = match g.round(Some(INLINE_LIMIT)) {
-                    Ok(Round { more: true, .. }) | Err(()) => true,
-                    Ok(Round { due, .. }) => due.is_some_and(|d| g.sleep_until.is_none_or(|s| d < s)),
-                };
-                drop(g);
-                if !sooner {
-                    return;
-                }
-            }
-        }
-        let _ = self.waker.wake();
+    /// Whether doorbells may run their round on the caller's thread (`DoorbellMode::Inline`).
+    pub fn inline(&self) -> bool {
+        self.worker.is_some()
     }
+
+    /// One pass of a doorbell's round on the caller's thread (a transmit doorbell, or a receive one with
+    /// frames waiting), `first` for the doorbell's first. The caller (the vfio-user thread) handles the
+    /// client's requests between passes, so that none waits behind frames. `Pass::More`: call again.
+    /// `Pass::Done`: the round is over, or it was handed to the data path thread, which is woken when the
+    /// round failed, when its time (`INLINE_LIMIT`) ran out with frames still moving, when the thread holds
+    /// the data path (it is busy: the doorbell is taken in its round), or when a timer falls due before
+    /// its sleep ends.
+    pub fn pass(&self, first: bool, since: Instant) -> Pass {
+        let Some(w) = &self.worker else {
+            let _ = self.waker.wake();
+            return Pass::Done;
+        };
+        let mut g = match w.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                let _ = self.waker.wake();
+                return Pass::Done;
+            }
+        };
+        if first {
+            Metrics::inc(&g.metrics.inline_rounds);
+        }
+        // Passes back to back for a slice of `INLINE_SLICE`, then the caller's requests.
+        let slice = Instant::now();
+        let mut first = first;
+        let wake = loop {
+            match g.pass(first) {
+                Ok(Step::Moved) if since.elapsed() >= INLINE_LIMIT => break true,
+                Ok(Step::Moved) if slice.elapsed() >= INLINE_SLICE => return Pass::More,
+                Ok(Step::Moved) => first = false,
+                Err(()) => break true,
+                Ok(Step::Idle(due)) => break due.is_some_and(|d| g.sleep_until.is_none_or(|s| d < s)),
+            }
+        };
+        drop(g);
+        if wake {
+            let _ = self.waker.wake();
+        }
+        Pass::Done
+    }
+}
+
+/// What a doorbell's pass on the caller's thread left (`Kick::pass`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    More,
+    Done,
+}
+
+/// What one pass of `work` did.
+enum Step {
+    /// Frames or doorbells moved: another pass may find more.
+    Moved,
+    /// Nothing moved; the next timer due.
+    Idle(Option<Instant>),
 }
 
 /// The data path thread: rounds until nothing moves, then a sleep until the next timer, a doorbell's
@@ -156,7 +196,7 @@ fn run(worker: &Mutex<Worker>, mut poll: Poll, stop: &AtomicBool) {
         let now = Instant::now();
         let due = {
             let mut w = lock_worker(worker);
-            let due = w.round(None).map(|r| r.due);
+            let due = w.round();
             w.sleep_until = Some(due.ok().flatten().map_or(now + IDLE_SLEEP, |d| d.min(now + IDLE_SLEEP)));
             due
         };
@@ -183,14 +223,6 @@ fn run(worker: &Mutex<Worker>, mut poll: Poll, stop: &AtomicBool) {
     }
 }
 
-/// What a round left.
-struct Round {
-    /// The next timer due.
-    due: Option<Instant>,
-    /// Its passes ran out with frames still moving.
-    more: bool,
-}
-
 struct Worker {
     nic: Arc<Mutex<Nic>>,
     metrics: Arc<Metrics>,
@@ -212,6 +244,8 @@ struct Worker {
     carrier: Option<bool>,
     /// When the data path thread's current sleep ends (it sleeps at most `IDLE_SLEEP`).
     sleep_until: Option<Instant>,
+    /// The backend's next timer, as the doorbell round running on another thread found it (`pass`).
+    inline_svc: Option<Instant>,
     /// The backend had nothing to read, and nothing was sent since that could have drawn a reply: the
     /// rest of the round does not ask again (a frame that comes meanwhile wakes the data path's poll).
     rx_drained: bool,
@@ -242,6 +276,7 @@ impl Worker {
             overflow,
             carrier: None,
             sleep_until: None,
+            inline_svc: None,
             rx_drained: false,
         }
     }
@@ -261,38 +296,61 @@ impl Worker {
         self.gen = self.backend.generation();
     }
 
-    /// Passes of `work` until nothing moves, or until `limit` has passed. Returns the next timer due (the
-    /// card's or the backend's) and whether work was left, or an error when the model failed: a bug in it
-    /// must not take the device process (and the guest's NIC) down, so the round is abandoned, counted and
-    /// logged, and the next one starts from the register file again.
-    fn round(&mut self, limit: Option<Duration>) -> Result<Round, ()> {
-        let start = Instant::now();
-        let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let svc = self.backend.service();
-            self.rx_drained = false;
-            self.reregister();
-            self.sync_carrier();
-            loop {
-                while self.work() {
-                    if limit.is_some_and(|l| start.elapsed() >= l) {
-                        return Round { due: None, more: true };
-                    }
-                }
-                // Receive tail writes wake the data path only while frames wait for descriptors: say whether
-                // they do, then look once more for a doorbell rung before this was said.
-                let backlog = lock(&self.nic).rx_backlog();
-                self.doorbells.set_rx_backlog(backlog);
-                if !self.doorbells.any() {
-                    break;
-                }
-            }
-            Round { due: [lock(&self.nic).next_deadline(), svc].into_iter().flatten().min(), more: false }
-        }));
-        r.map_err(|_| {
+    /// What every round starts with: the backend's service (its next timer), its fds and carrier.
+    fn begin(&mut self) -> Option<Instant> {
+        let svc = self.backend.service();
+        self.rx_drained = false;
+        self.reregister();
+        self.sync_carrier();
+        svc
+    }
+
+    /// After a pass that moved nothing: receive tail writes wake the data path only while frames wait for
+    /// descriptors, so say whether they do, then look once more for a doorbell rung before this was said.
+    /// Returns whether one was.
+    fn settle(&mut self) -> bool {
+        let backlog = lock(&self.nic).rx_backlog();
+        self.doorbells.set_rx_backlog(backlog);
+        self.doorbells.any()
+    }
+
+    /// Catches a failure of the model: a bug in it must not take the device process (and the guest's
+    /// NIC) down, so the round is abandoned, counted and logged, and the next one starts from the
+    /// register file again.
+    fn guarded<R>(&mut self, f: impl FnOnce(&mut Worker) -> R) -> Result<R, ()> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| f(self))).map_err(|_| {
             let n = self.metrics.datapath_panics.fetch_add(1, Ordering::Relaxed) + 1;
             error!("data path: internal error #{n} caught; frames of this round dropped");
             self.out.clear();
             self.rx_pending.clear();
+        })
+    }
+
+    /// The data path thread's round: passes of `work` until nothing moves. Returns the next timer due
+    /// (the card's or the backend's).
+    fn round(&mut self) -> Result<Option<Instant>, ()> {
+        self.guarded(|w| {
+            let svc = w.begin();
+            loop {
+                while w.work() {}
+                if !w.settle() {
+                    break;
+                }
+            }
+            [lock(&w.nic).next_deadline(), svc].into_iter().flatten().min()
+        })
+    }
+
+    /// One pass of a doorbell's round on another thread (`Kick::pass`); `first` begins the round.
+    fn pass(&mut self, first: bool) -> Result<Step, ()> {
+        self.guarded(|w| {
+            if first {
+                w.inline_svc = w.begin();
+            }
+            if w.work() || w.settle() {
+                return Step::Moved;
+            }
+            Step::Idle([lock(&w.nic).next_deadline(), w.inline_svc].into_iter().flatten().min())
         })
     }
 
@@ -486,11 +544,11 @@ mod test {
         let reads = Arc::new(AtomicUsize::new(0));
         let flood = Box::new(Flood { reads: reads.clone() });
         let mut w = Worker::new(nic, flood, None, RxOverflow::Drop, poll.registry().try_clone().unwrap());
-        // The inline round stops at its limit and says work is left, for the data path thread to take: the
-        // vfio-user thread returns to the client's requests instead of draining an endless wire.
-        let r = w.round(Some(INLINE_LIMIT)).unwrap();
-        assert!(r.more);
-        assert!(reads.load(Ordering::Relaxed) > 0);
+        // Passes on the vfio-user thread run one at a time, the thread answering its client in between, and
+        // a round whose frames keep moving is handed to the data path thread once its time is up.
+        assert!(matches!(w.pass(true), Ok(Step::Moved)));
+        assert!(matches!(w.pass(false), Ok(Step::Moved)));
+        assert!(reads.load(Ordering::Relaxed) > 0 && reads.load(Ordering::Relaxed) <= 2 * RX_BUDGET);
         // A wire with a finite burst: the round ends by itself, with nothing left.
         let mut w = Worker::new(
             Arc::new(Mutex::new(Nic::new([2, 0, 0, 0, 0, 1], Arc::default()))),
@@ -499,6 +557,6 @@ mod test {
             RxOverflow::Drop,
             poll.registry().try_clone().unwrap(),
         );
-        assert!(!w.round(Some(INLINE_LIMIT)).unwrap().more);
+        assert!(matches!(w.pass(true), Ok(Step::Idle(_))));
     }
 }

@@ -136,7 +136,14 @@ pub fn serve(listener: UnixListener, path: &Path, dev: &mut NicServer, client_ti
                     let Some(c) = conn.as_mut() else { continue };
                     // A bug in request handling must not take the device down: the client is dropped (as if
                     // it had gone away) and the device is reset when it reconnects.
-                    let r = std::panic::catch_unwind(AssertUnwindSafe(|| c.on_event(dev)));
+                    // Requests, then a pass of the data path for the doorbells among them, in turn until
+                    // the round is over: no request waits behind frames.
+                    let r = std::panic::catch_unwind(AssertUnwindSafe(|| loop {
+                        c.on_event(dev)?;
+                        if !dev.after_requests() {
+                            return Ok::<(), vfio_user::socket::FrameError>(());
+                        }
+                    }));
                     let gone = match r {
                         Ok(Ok(())) => None,
                         Ok(Err(e)) => Some(e.to_string()),

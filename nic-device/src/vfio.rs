@@ -1,6 +1,6 @@
 //! The device as the vfio-user server sees it: regions and IRQ indexes of an 82574L function.
 
-use crate::datapath::Kick;
+use crate::datapath::{Kick, Pass};
 use crate::dma::{DmaSpace, MapError};
 use crate::doorbell::Doorbells;
 use crate::nic::{lock, Effects, Nic};
@@ -10,12 +10,17 @@ use log::{debug, info, warn};
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use vfio_user::server::{Device, Errno};
 use vfio_user::*;
 
 pub struct NicServer {
     pub nic: Arc<Mutex<Nic>>,
     pub kick: Kick,
+    /// A doorbell waits for `after_requests` to start the data path.
+    kick_pending: bool,
+    /// When the doorbell round running on this thread began.
+    inline_since: Option<Instant>,
     doorbells: Arc<Doorbells>,
     trace: Arc<Tracer>,
 }
@@ -40,7 +45,25 @@ impl NicServer {
             let n = lock(&nic);
             (n.doorbells.clone(), n.trace.clone())
         };
-        NicServer { nic, kick, doorbells, trace }
+        NicServer { nic, kick, doorbells, trace, kick_pending: false, inline_since: None }
+    }
+
+    /// Called when the client's requests read so far have been handled: runs a pass of the data path
+    /// for the doorbells among them (`Kick::pass`). Returns whether to call again, after handling the
+    /// requests that came meanwhile.
+    pub fn after_requests(&mut self) -> bool {
+        let first = std::mem::take(&mut self.kick_pending);
+        if first {
+            self.inline_since = Some(Instant::now());
+        }
+        let Some(since) = self.inline_since else { return false };
+        match self.kick.pass(first, since) {
+            Pass::More => true,
+            Pass::Done => {
+                self.inline_since = None;
+                false
+            }
+        }
     }
 
     fn effects(&self, fx: Option<Effects>) -> Result<(), Errno> {
@@ -125,7 +148,12 @@ impl Device for NicServer {
                 let val = u32::from_le_bytes(b);
                 self.trace.emit(trace::REGS, "reg", || crate::nic::reg_fields("write", offset as u32, val));
                 if self.doorbells.ring(slot, val) {
-                    self.kick.doorbell();
+                    if self.kick.inline() {
+                        // Run once every request that came with this one has been answered.
+                        self.kick_pending = true;
+                    } else {
+                        self.kick.wake();
+                    }
                 }
                 return Ok(());
             }

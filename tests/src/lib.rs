@@ -134,6 +134,10 @@ impl Device {
         let control = socket.with_extension("ctl");
         let f = std::fs::File::create(&log).unwrap();
         cmd.arg("--socket").arg(socket).arg("--control").arg(&control).args(args).stdout(f.try_clone().unwrap()).stderr(f);
+        // Extra device options for a whole run (`NIC_DEVICE_ARGS="--doorbells wake"`), to compare settings.
+        if let Ok(extra) = std::env::var("NIC_DEVICE_ARGS") {
+            cmd.args(extra.split_whitespace());
+        }
         cmd.env("RUST_LOG", std::env::var("NIC_DEVICE_LOG").unwrap_or_else(|_| "info".into()));
         let mut child = cmd.spawn().expect("spawn nic-device");
         let t0 = Instant::now();

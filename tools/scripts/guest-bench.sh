@@ -3,7 +3,8 @@
 # e1000e (wire semantics) and QEMU's virtio-net with vnet_hdr, RUNS times each (default 3); prints medians
 # with their spread and nic-device's ratios. Release builds of the device. About 4 minutes for 3 runs.
 #
-#   tools/scripts/guest-bench.sh [RUNS]
+#   tools/scripts/guest-bench.sh [RUNS [NICS]]     (NICS: comma-separated wire,offload,e1000e,virtio)
+#   NIC_DEVICE_ARGS="--doorbells wake" tools/scripts/guest-bench.sh ...   (extra nic-device options)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -11,4 +12,4 @@ bash tools/scripts/setup-rig.sh >/dev/null
 cargo build --release --quiet --workspace --bins
 # The harness finds workspace binaries in target/debug first: point it at the release build.
 export NIC_BIN_PROFILE=release
-exec "${CARGO_TARGET_DIR:-$ROOT/target}/release/guest-bench" "${1:-3}"
+exec "${CARGO_TARGET_DIR:-$ROOT/target}/release/guest-bench" "${1:-3}" ${2:+"$2"}

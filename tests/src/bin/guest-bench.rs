@@ -5,7 +5,10 @@
 //! highest run, and the ratios that compare like with like: nic-device (wire) to QEMU's e1000e, nic-device
 //! (offload mode) to QEMU's virtio-net. Not a test: nothing is asserted.
 //!
-//!   guest-bench [RUNS]        (tools/scripts/guest-bench.sh builds and runs it)
+//!   guest-bench [RUNS [NICS]]   (tools/scripts/guest-bench.sh builds and runs it)
+//!
+//! NICS picks rows, comma-separated from `wire`, `offload`, `e1000e`, `virtio` (all by default); the ratios
+//! print only for rows that ran.
 
 use nic_tests::*;
 use std::process::Stdio;
@@ -74,8 +77,20 @@ fn main() {
     init_logs();
     require_rig();
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
+    let pick = std::env::args().nth(2).unwrap_or_else(|| "wire,offload,e1000e,virtio".into());
+    let all = [("wire", Nic::Ours), ("offload", Nic::OursOffload), ("e1000e", Nic::QemuE1000e), ("virtio", Nic::QemuVirtio)];
+    let mut nics = Vec::new();
+    for p in pick.split(',') {
+        match all.iter().find(|(n, _)| *n == p) {
+            Some(&(_, nic)) => nics.push(nic),
+            None => {
+                eprintln!("guest-bench: unknown NIC {p} (wire, offload, e1000e, virtio)");
+                std::process::exit(2);
+            }
+        }
+    }
     let mut rows = Vec::new();
-    for nic in [Nic::Ours, Nic::OursOffload, Nic::QemuE1000e, Nic::QemuVirtio] {
+    for nic in nics {
         eprintln!("[guest-bench] {} ({runs} runs each way) ...", nic.name());
         let (tx, rx) = measure(nic, runs);
         rows.push((nic, tx, rx));
@@ -95,14 +110,10 @@ fn main() {
         println!("{:32} {:>26} {:>26}", nic.name(), t, r);
         med.push((tm, rm));
     }
-    for (ours, theirs) in [(0, 2), (1, 3), (0, 3)] {
+    let row = |n: Nic| rows.iter().position(|r| r.0 == n);
+    for (ours, theirs) in [(Nic::Ours, Nic::QemuE1000e), (Nic::OursOffload, Nic::QemuVirtio), (Nic::Ours, Nic::QemuVirtio)] {
+        let (Some(a), Some(b)) = (row(ours), row(theirs)) else { continue };
         let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
-        println!(
-            "{} / {}: {} tx, {} rx",
-            rows[ours].0.name(),
-            rows[theirs].0.name(),
-            ratio(med[ours].0, med[theirs].0),
-            ratio(med[ours].1, med[theirs].1)
-        );
+        println!("{} / {}: {} tx, {} rx", ours.name(), theirs.name(), ratio(med[a].0, med[b].0), ratio(med[a].1, med[b].1));
     }
 }
