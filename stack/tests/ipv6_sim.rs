@@ -311,6 +311,9 @@ fn routing_header_type_0_and_unknown_options_get_parameter_problems() {
         .collect();
     assert_eq!(problems, vec![(0, 42), (2, 42)], "erroneous field at the routing type; unrecognised option at its type");
     assert!(!r.icmp6().iter().any(|m| m.3 == icmpv6::ECHO_REPLY), "neither echo was answered");
+    // Each is one header error and one drop, counted once.
+    let inhdr = r.s.drops_show().lines().find(|l| l.starts_with("IP_INHDR")).map(|l| l.split_whitespace().nth(1).unwrap().to_string());
+    assert_eq!(inhdr.as_deref(), Some("2"), "{}", r.s.drops_show());
     // Cut-short and garbage packets are dropped, never a panic.
     for n in [0usize, 1, 7, 39, 41] {
         r.send(MAC_A, peer, me, ipv6::NH_HOP_BY_HOP, 64, &vec![0xff; n]);

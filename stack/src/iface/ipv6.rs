@@ -394,10 +394,11 @@ impl Stack {
         if payload.len() > 65535 {
             return Err(EMSGSIZE);
         }
-        let mut b = vec![0u8; ipv6::HEADER_LEN + payload.len()];
-        ipv6::Repr { src, dst, next_header, hop_limit, payload_len: payload.len() }.emit(&mut b);
+        // Built in place in the packet buffer, as IPv4 does: one copy of the payload.
+        let mut p = PacketBuf::with_headroom(64, ipv6::HEADER_LEN + payload.len());
+        let b = p.put(ipv6::HEADER_LEN + payload.len());
+        ipv6::Repr { src, dst, next_header, hop_limit, payload_len: payload.len() }.emit(&mut b[..ipv6::HEADER_LEN]);
         b[ipv6::HEADER_LEN..].copy_from_slice(payload);
-        let mut p = PacketBuf::from_slice(&b);
         p.network_header = Some(0);
         p.transport_header = Some(ipv6::HEADER_LEN);
         if partial {
@@ -509,7 +510,6 @@ impl Stack {
             ipv6::Chain::Upper { next_header, offset, fragment } => (next_header, offset, fragment),
             ipv6::Chain::Problem { code, pointer } => {
                 self.stats.in6_hdr_errors += 1;
-                self.drop_reason(crate::monitor::DropReason::IpInhdr, 1);
                 self.drop_reason(crate::monitor::DropReason::IpInhdr, 1);
                 let packet = data[..ipv6::HEADER_LEN + ip.payload_len].to_vec();
                 self.icmp6_error(&ip, icmpv6::PARAM_PROBLEM, code, pointer as u32, &packet, now);
