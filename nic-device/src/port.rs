@@ -115,6 +115,7 @@ impl CardDma<'_> {
         self.take_fault(FaultKind::DmaError)
     }
 
+    #[inline]
     fn traced(&self, dir: &str, addr: u64, len: usize, what: &str, injected: bool, ok: bool) {
         self.trace.emit(
             trace::DMA,
