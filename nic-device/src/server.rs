@@ -71,8 +71,15 @@ pub fn serve(listener: UnixListener, path: &Path, dev: &mut NicServer, client_ti
     let mut events = Events::with_capacity(8);
     let mut conn: Option<Connection> = None;
     info!("listening on {}", path.display());
+    // A doorbell's round running on this thread (`NicServer::after_requests`): its slices alternate with
+    // this loop's polls, which then do not sleep, so that requests, signals and clients never wait behind
+    // frames.
+    let mut inline_more = false;
     'outer: loop {
-        let timeout = conn.as_ref().and_then(Connection::deadline).map(|d| d.saturating_duration_since(Instant::now()));
+        let timeout = match inline_more {
+            true => Some(Duration::ZERO),
+            false => conn.as_ref().and_then(Connection::deadline).map(|d| d.saturating_duration_since(Instant::now())),
+        };
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
@@ -136,14 +143,7 @@ pub fn serve(listener: UnixListener, path: &Path, dev: &mut NicServer, client_ti
                     let Some(c) = conn.as_mut() else { continue };
                     // A bug in request handling must not take the device down: the client is dropped (as if
                     // it had gone away) and the device is reset when it reconnects.
-                    // Requests, then a pass of the data path for the doorbells among them, in turn until
-                    // the round is over: no request waits behind frames.
-                    let r = std::panic::catch_unwind(AssertUnwindSafe(|| loop {
-                        c.on_event(dev)?;
-                        if !dev.after_requests() {
-                            return Ok::<(), vfio_user::socket::FrameError>(());
-                        }
-                    }));
+                    let r = std::panic::catch_unwind(AssertUnwindSafe(|| c.on_event(dev)));
                     let gone = match r {
                         Ok(Ok(())) => None,
                         Ok(Err(e)) => Some(e.to_string()),
@@ -159,6 +159,14 @@ pub fn serve(listener: UnixListener, path: &Path, dev: &mut NicServer, client_ti
                 _ => {}
             }
         }
+        inline_more = match std::panic::catch_unwind(AssertUnwindSafe(|| dev.after_requests())) {
+            Ok(more) => more,
+            Err(_) => {
+                Metrics::inc(&lock(&dev.nic).metrics.server_panics);
+                error!("internal error while starting the data path");
+                false
+            }
+        };
     }
     if conn.is_some() {
         dev.disconnected();

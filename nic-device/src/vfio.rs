@@ -48,9 +48,9 @@ impl NicServer {
         NicServer { nic, kick, doorbells, trace, kick_pending: false, inline_since: None }
     }
 
-    /// Called when the client's requests read so far have been handled: runs a pass of the data path
-    /// for the doorbells among them (`Kick::pass`). Returns whether to call again, after handling the
-    /// requests that came meanwhile.
+    /// Called when the client's requests read so far have been handled: runs a slice of the data path's
+    /// round for the doorbells among them (`Kick::pass`). Returns whether to call again, after handling
+    /// whatever came meanwhile (the server's poll, without sleeping).
     pub fn after_requests(&mut self) -> bool {
         let first = std::mem::take(&mut self.kick_pending);
         if first {
