@@ -31,8 +31,7 @@ const RX_BUDGET: usize = 128;
 /// handed to the data path thread, so that a flood of frames cannot keep that thread from its other work
 /// (signals, a new client). About a burst of a full ring of full-sized frames on a slow machine.
 const INLINE_LIMIT: Duration = Duration::from_micros(200);
-/// How long passes run back to back on the vfio-user thread before it answers the requests that came
-/// meanwhile.
+/// How long passes run back to back on the vfio-user thread before it polls for what came meanwhile.
 const INLINE_SLICE: Duration = Duration::from_micros(50);
 /// The longest sleep with no timer due: the backend's carrier and service are looked at this often.
 const IDLE_SLEEP: Duration = Duration::from_millis(500);
@@ -47,7 +46,7 @@ pub enum RxOverflow {
 /// Where a transmit doorbell's work runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DoorbellMode {
-    /// On the vfio-user thread when the data path is asleep (the default): no wake-up before the frame.
+    /// On the vfio-user thread when the data path is asleep: no wake-up before the frame.
     Inline,
     /// Always on the data path thread, which the doorbell wakes.
     Wake,
@@ -128,8 +127,9 @@ impl Kick {
     }
 
     /// One pass of a doorbell's round on the caller's thread (a transmit doorbell, or a receive one with
-    /// frames waiting), `first` for the doorbell's first. The caller (the vfio-user thread) handles the
-    /// client's requests between passes, so that none waits behind frames. `Pass::More`: call again.
+    /// frames waiting), `first` for the doorbell's first: passes back to back for `INLINE_SLICE`. The caller
+    /// (the vfio-user thread) polls its client, signals and listener between slices, so that none waits
+    /// behind frames. `Pass::More`: call again.
     /// `Pass::Done`: the round is over, or it was handed to the data path thread, which is woken when the
     /// round failed, when its time (`INLINE_LIMIT`) ran out with frames still moving, when the thread holds
     /// the data path (it is busy: the doorbell is taken in its round), or when a timer falls due before
@@ -337,8 +337,13 @@ impl Worker {
                     break;
                 }
             }
-            [lock(&w.nic).next_deadline(), svc].into_iter().flatten().min()
+            w.due(svc)
         })
+    }
+
+    /// The next timer due: the card's, or the backend's (`svc`).
+    fn due(&self, svc: Option<Instant>) -> Option<Instant> {
+        [lock(&self.nic).next_deadline(), svc].into_iter().flatten().min()
     }
 
     /// One pass of a doorbell's round on another thread (`Kick::pass`); `first` begins the round.
@@ -350,7 +355,7 @@ impl Worker {
             if w.work() || w.settle() {
                 return Step::Moved;
             }
-            Step::Idle([lock(&w.nic).next_deadline(), w.inline_svc].into_iter().flatten().min())
+            Step::Idle(w.due(w.inline_svc))
         })
     }
 

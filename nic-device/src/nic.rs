@@ -217,7 +217,6 @@ impl Core {
         }
     }
 
-    /// Delivers the interrupt causes an engine raised.
     /// Raises the transmit causes held since `held_tx` was set, and stops holding.
     pub fn release_tx_causes(&mut self) {
         if let Some(c) = self.held_tx.take() {
@@ -225,6 +224,7 @@ impl Core {
         }
     }
 
+    /// Delivers the interrupt causes an engine raised.
     pub(crate) fn deliver(&mut self, c: Causes) {
         if c.rx != 0 {
             self.raise_rx(c.rx);

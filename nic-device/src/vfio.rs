@@ -142,7 +142,7 @@ impl Device for NicServer {
 
     fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
         // A whole-register tail write is a doorbell: handed to the data path without taking the lock (and run
-        // here if the data path is asleep, `Kick::doorbell`).
+        // here, between the server's polls, if the data path is asleep: `after_requests`).
         if let (0, Ok(b)) = (region, <[u8; 4]>::try_from(data)) {
             if let Some(slot) = u32::try_from(offset).ok().and_then(Doorbells::slot) {
                 let val = u32::from_le_bytes(b);
