@@ -2,8 +2,9 @@
 //! a budget (`dev`), Ethernet, ARP with a neighbour cache (`neigh`), IPv4 with routing, fragmentation and
 //! reassembly, ICMP, UDP and TCP sockets (`iface`, one module per protocol; `errno` for socket errors), and
 //! TCP connections (`tcp`: the state machine, with congestion control, RTO and SACK in modules of their
-//! own), and netfilter (`netfilter`: hooks, rules, connection tracking and NAT). Wire formats live in `wire`; time is supplied by the caller (`time`), so tests run on a virtual
-//! clock.
+//! own), one host over several interfaces with one socket table, routing and forwarding (`router`), and
+//! netfilter (`netfilter`: hooks, rules, connection tracking and NAT). Wire formats live in `wire`; time is
+//! supplied by the caller (`time`), so tests run on a virtual clock.
 
 pub mod blocking;
 pub mod dev;

@@ -20,6 +20,7 @@ pub enum DropReason {
     IpCsum,
     IpInhdr,
     Otherhost,
+    IpInaddrerrors,
     NetfilterDrop,
     QdiscDrop,
     DevReady,
@@ -37,7 +38,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::NotSpecified,
         DropReason::NoSocket,
         DropReason::PktTooSmall,
@@ -47,6 +48,7 @@ impl DropReason {
         DropReason::IpCsum,
         DropReason::IpInhdr,
         DropReason::Otherhost,
+        DropReason::IpInaddrerrors,
         DropReason::NetfilterDrop,
         DropReason::QdiscDrop,
         DropReason::DevReady,
@@ -75,6 +77,7 @@ impl DropReason {
             DropReason::IpCsum => "IP_CSUM",
             DropReason::IpInhdr => "IP_INHDR",
             DropReason::Otherhost => "OTHERHOST",
+            DropReason::IpInaddrerrors => "IP_INADDRERRORS",
             DropReason::NetfilterDrop => "NETFILTER_DROP",
             DropReason::QdiscDrop => "QDISC_DROP",
             DropReason::DevReady => "DEV_READY",

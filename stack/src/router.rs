@@ -1,11 +1,17 @@
-//! A router over several interfaces, each a stack of its own with forwarding on (`Config::forwarding`):
-//! the stacks keep their host duties (ARP and neighbour discovery, answering pings, their sockets) and hand
-//! packets for other hosts here. The routing table holds per family the connected prefixes of every
+//! One host over several interfaces, and a router when forwarding is on. Each interface is a stack of its
+//! own for its link (addresses, MTU, counters, up/down state, ARP and neighbour discovery, answering
+//! pings) and hands packets for other hosts here. The sockets are the host's: one table
+//! ([`crate::iface::Sockets`]) that the host lends to the interface it drives, so a listener takes
+//! connections from every interface, and a connection's packets reach it whichever interface they come
+//! in on or leave by. Forwarding has a switch per family (`forward4`, `forward6`): on for
+//! [`Router::new`], off for [`Router::host`] as on Linux, where a packet for another host is then dropped
+//! and counted. The routing table holds per family the connected prefixes of every
 //! interface and routes added by hand (longest prefix wins, then the lowest metric; several default routes
 //! may coexist). Forwarding lowers the TTL or hop limit and answers as routers must: time exceeded at 1,
 //! destination unreachable without a route, fragmentation needed / Packet Too Big when the egress link is
 //! smaller (an IPv4 packet without DF is fragmented instead), never for link-local IPv6.
 
+use crate::iface::{Errno, SocketHandle, Sockets, EAGAIN, ENETDOWN, ENETUNREACH};
 use crate::netfilter::{At, Ctx, Hook, Netfilter, Verdict};
 use crate::time::Instant;
 use crate::wire::{checksum, icmp, icmpv6, ipv6};
@@ -35,17 +41,24 @@ pub struct RouterStats {
     pub errors: u64,
     /// Dropped or rejected by netfilter's FORWARD or POSTROUTING.
     pub filtered: u64,
+    /// For another host while forwarding is off for its family (Linux's InAddrErrors).
+    pub not_forwarding: u64,
 }
 
-/// A socket of the router as one host: the interface whose stack holds it, and its handle there.
-pub type HostHandle = (usize, crate::iface::SocketHandle);
-
 pub struct Router {
+    /// The interfaces. Sockets are opened through the host ([`Router::sockets`] and the methods beside
+    /// it); an interface's own methods refuse them with EOPNOTSUPP.
     pub ifaces: Vec<Stack>,
     pub routes: Vec<Route>,
     pub stats: RouterStats,
     /// Netfilter for the whole router (every interface shares it).
     pub nf: Option<Rc<RefCell<Netfilter>>>,
+    /// IPv4 forwarding (`net.ipv4.ip_forward`).
+    pub forward4: bool,
+    /// IPv6 forwarding (`net.ipv6.conf.all.forwarding`).
+    pub forward6: bool,
+    /// The host's sockets, lent to an interface while it runs.
+    socks: Sockets,
 }
 
 /// An IP packet's destination address.
@@ -69,12 +82,28 @@ fn matches(dest: &IpAddr, prefix: u8, a: &IpAddr) -> bool {
 }
 
 impl Router {
-    /// A router over `ifaces` (each with forwarding on); their connected prefixes become routes.
-    pub fn new(mut ifaces: Vec<Stack>) -> Router {
+    /// A router over `ifaces`: one host with forwarding on for both families. The interfaces' connected
+    /// prefixes become routes; sockets they held are closed (the host's table replaces theirs).
+    pub fn new(ifaces: Vec<Stack>) -> Router {
+        Router::with_forwarding(ifaces, true)
+    }
+
+    /// One host over `ifaces` that does not forward (as Linux by default): packets for other hosts are
+    /// dropped and counted in `not_forwarding`.
+    pub fn host(ifaces: Vec<Stack>) -> Router {
+        Router::with_forwarding(ifaces, false)
+    }
+
+    fn with_forwarding(mut ifaces: Vec<Stack>, on: bool) -> Router {
         let mut routes = Vec::new();
         for (i, s) in ifaces.iter_mut().enumerate() {
             s.cfg.forwarding = true;
             s.set_host_routed(true);
+            let mut own = Sockets::detached();
+            s.swap_sockets(&mut own);
+            if !own.is_empty() {
+                log::warn!("{}: sockets opened on the interface are closed: the host's table replaces them", s.name());
+            }
             routes.push(Route { dest: IpAddr::from(s.cfg.addr), prefix: s.cfg.prefix, via: None, iface: i, metric: 0 });
             for &(a, p) in &s.cfg.secondary {
                 routes.push(Route { dest: IpAddr::from(a), prefix: p, via: None, iface: i, metric: 0 });
@@ -85,7 +114,7 @@ impl Router {
                 }
             }
         }
-        Router { ifaces, routes, stats: RouterStats::default(), nf: None }
+        Router { ifaces, routes, stats: RouterStats::default(), nf: None, forward4: on, forward6: on, socks: Sockets::default() }
     }
 
     /// Netfilter on every interface and on the forwarding path.
@@ -112,41 +141,83 @@ impl Router {
             .map(|r| (r.iface, r.via.unwrap_or(dst)))
     }
 
-    /// A TCP listener of the router as one host, on `port` of every interface (as a listener on any
-    /// address): one handle per interface, in interface order.
-    pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> Result<Vec<HostHandle>, crate::Errno> {
-        let mut hs = Vec::new();
-        for (i, s) in self.ifaces.iter_mut().enumerate() {
-            hs.push((i, s.tcp_listen(port, backlog)?));
-        }
-        Ok(hs)
+    /// Runs `f` on interface `i` with the host's sockets lent to it.
+    fn lend<R>(&mut self, i: usize, f: impl FnOnce(&mut Stack) -> R) -> Option<R> {
+        let s = self.ifaces.get_mut(i)?;
+        s.swap_sockets(&mut self.socks);
+        let r = f(s);
+        s.swap_sockets(&mut self.socks);
+        Some(r)
     }
 
-    /// A connection that reached any of `listeners` (EAGAIN when none has one).
-    pub fn tcp_accept(&mut self, listeners: &[HostHandle]) -> Result<HostHandle, crate::Errno> {
-        for &(i, h) in listeners {
-            if let Some(c) = self.ifaces.get_mut(i).and_then(|s| s.tcp_accept(h).ok()) {
-                return Ok((i, c));
-            }
-        }
-        Err(crate::iface::EAGAIN)
+    /// The host's sockets through interface `i` (`SO_BINDTODEVICE`): what `f` opens or sends starts there,
+    /// from that interface's addresses. The sockets stay the host's.
+    pub fn sockets_on<R>(&mut self, i: usize, f: impl FnOnce(&mut Stack) -> R) -> Result<R, Errno> {
+        self.lend(i, f).ok_or(ENETDOWN)
     }
 
-    /// A TCP connection from the router to `dst`: opened on the interface the routing table picks, from
-    /// that interface's address, and sent out of it through the table's next hop.
-    pub fn tcp_connect(&mut self, dst: IpAddr, port: u16, now: Instant) -> Result<HostHandle, crate::Errno> {
-        let (i, _) = self.lookup(dst).ok_or(crate::iface::ENETUNREACH)?;
-        let s = self.ifaces.get_mut(i).ok_or(crate::iface::ENETUNREACH)?;
-        Ok((i, s.tcp_connect_ip(0, dst, port, now)?))
+    /// The host's sockets, for calls that do not pick a route (listen, accept, send and receive on a
+    /// connection, close): through the first interface that is up.
+    pub fn sockets<R>(&mut self, f: impl FnOnce(&mut Stack) -> R) -> Result<R, Errno> {
+        let i = self.ifaces.iter().position(|s| s.is_up()).ok_or(ENETDOWN)?;
+        self.sockets_on(i, f)
+    }
+
+    /// The host's sockets toward `dst`: through the interface the routing table picks for it, so that
+    /// what `f` opens or sends has that interface's address as its source (ENETUNREACH without a route).
+    pub fn sockets_toward<R>(&mut self, dst: IpAddr, f: impl FnOnce(&mut Stack) -> R) -> Result<R, Errno> {
+        let (i, _) = self.lookup(dst).ok_or(ENETUNREACH)?;
+        self.sockets_on(i, f)
+    }
+
+    /// A TCP listener of the host on `port`: one socket that takes connections to any of its addresses
+    /// from any interface.
+    pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> Result<SocketHandle, Errno> {
+        self.sockets(|s| s.tcp_listen(port, backlog))?
+    }
+
+    /// A connection that reached `listener` (EAGAIN when none has).
+    pub fn tcp_accept(&mut self, listener: SocketHandle) -> Result<SocketHandle, Errno> {
+        self.sockets(|s| s.tcp_accept(listener)).unwrap_or(Err(EAGAIN))
+    }
+
+    /// A TCP connection from the host to `dst`, from the address of the interface the routing table picks.
+    pub fn tcp_connect(&mut self, dst: IpAddr, port: u16, now: Instant) -> Result<SocketHandle, Errno> {
+        self.sockets_toward(dst, |s| s.tcp_connect_ip(0, dst, port, now))?
+    }
+
+    pub fn tcp_send(&mut self, h: SocketHandle, data: &[u8], now: Instant) -> Result<usize, Errno> {
+        self.sockets(|s| s.tcp_send(h, data, now))?
+    }
+
+    pub fn tcp_recv(&mut self, h: SocketHandle, buf: &mut [u8], now: Instant) -> Result<usize, Errno> {
+        self.sockets(|s| s.tcp_recv(h, buf, now))?
+    }
+
+    /// A UDP socket of the host on `port` (0: an ephemeral one), for datagrams from any interface.
+    pub fn udp_bind(&mut self, port: u16) -> Result<SocketHandle, Errno> {
+        self.sockets(|s| s.udp_bind(port))?
+    }
+
+    /// A datagram to `dst`, out of the interface the routing table picks, from its address.
+    pub fn udp_send_to(&mut self, h: SocketHandle, dst: IpAddr, port: u16, data: &[u8], now: Instant) -> Result<(), Errno> {
+        self.sockets_toward(dst, |s| s.udp_send_to_ip(h, dst, port, data, now))?
+    }
+
+    pub fn udp_recv_from(&mut self, h: SocketHandle) -> Result<(Vec<u8>, IpAddr, u16), Errno> {
+        self.sockets(|s| s.udp_recv_from_ip(h))?
+    }
+
+    /// When the host next needs a poll without new input: its interfaces' timers and its connections'.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.ifaces.iter().filter_map(|s| s.poll_at()).chain(self.socks.poll_at()).min()
     }
 
     /// Polls every interface and forwards what they handed over. Whether anything moved.
     pub fn poll(&mut self, now: Instant) -> bool {
         let mut moved = false;
         for i in 0..self.ifaces.len() {
-            if let Some(s) = self.ifaces.get_mut(i) {
-                moved |= s.poll(now);
-            }
+            moved |= self.lend(i, |s| s.poll(now)).unwrap_or(false);
             let packets = self.ifaces.get_mut(i).map(|s| s.take_forwarded()).unwrap_or_default();
             for (p, ctx) in packets {
                 moved = true;
@@ -160,8 +231,8 @@ impl Router {
         }
         if moved {
             // What the forwarding queued leaves now, not at the next poll.
-            for s in self.ifaces.iter_mut() {
-                s.poll(now);
+            for i in 0..self.ifaces.len() {
+                self.lend(i, |s| s.poll(now));
             }
         }
         moved
@@ -215,9 +286,7 @@ impl Router {
     fn deliver_if_own(&mut self, from: usize, p: &[u8], ctx: Ctx, now: Instant) -> bool {
         let Some(j) = ip_dst(p).and_then(|d| self.ifaces.iter().position(|s| s.owns(d))) else { return false };
         let name = self.ifaces.get(from).map(|s| s.name()).unwrap_or_default();
-        if let Some(s) = self.ifaces.get_mut(j) {
-            s.deliver_local(p, &name, ctx, now);
-        }
+        self.lend(j, |s| s.deliver_local(p, &name, ctx, now));
         true
     }
 
@@ -238,18 +307,32 @@ impl Router {
             return;
         }
         let Some(out) = self.ifaces.get_mut(to) else { return };
-        let sent = match hop {
-            IpAddr::V4(h) => out.forward_out_v4(&p, h.octets(), ctx.mark, now),
-            IpAddr::V6(h) => out.forward_out_v6(&p, h.octets(), &ctx, now),
+        let (sent, mtu) = match hop {
+            IpAddr::V4(h) => (out.forward_out_v4(&p, h.octets(), ctx.mark, now), out.dev.mtu()),
+            IpAddr::V6(h) => (out.forward_out_v6(&p, h.octets(), &ctx, now), out.ipv6_link_mtu()),
         };
         if sent.is_err() {
+            // Too big for the link it leaves by: the sending socket learns the link's MTU.
             self.stats.too_big += 1;
+            self.lend(from, |s| s.local_too_big(&p, mtu));
         }
     }
 
     fn forward(&mut self, from: usize, mut p: Vec<u8>, mut ctx: Ctx, now: Instant) {
         // For another of the router's own addresses: delivered there rather than forwarded.
         if self.deliver_if_own(from, &p, ctx, now) {
+            return;
+        }
+        let family_on = match p.first().map(|b| b >> 4) {
+            Some(4) => self.forward4,
+            Some(6) => self.forward6,
+            _ => false,
+        };
+        if !family_on {
+            self.stats.not_forwarding += 1;
+            if let Some(s) = self.ifaces.get_mut(from) {
+                s.mon.drop(crate::monitor::DropReason::IpInaddrerrors, 1, now);
+            }
             return;
         }
         match p.first().map(|b| b >> 4) {
@@ -332,8 +415,8 @@ impl Router {
     pub fn report(&self, name: &str) -> String {
         let st = self.stats;
         let mut s = format!(
-            "router {name}: forwarded {} time exceeded {} no route {} too big {} filtered {}\n",
-            st.forwarded, st.ttl_exceeded, st.no_route, st.too_big, st.filtered
+            "router {name}: forwarded {} time exceeded {} no route {} too big {} filtered {} not forwarding {}\n",
+            st.forwarded, st.ttl_exceeded, st.no_route, st.too_big, st.filtered, st.not_forwarding
         );
         for r in &self.routes {
             let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
@@ -371,7 +454,8 @@ mod test {
             Route { dest: "10.9.0.0".parse().unwrap(), prefix: 16, via: None, iface: 2, metric: 0 },
             Route { dest: "2001:db8::".parse().unwrap(), prefix: 32, via: None, iface: 3, metric: 0 },
         ];
-        let r = Router { ifaces: Vec::new(), routes, stats: RouterStats::default(), nf: None };
+        let mut r = Router::new(Vec::new());
+        r.routes = routes;
         assert_eq!(r.lookup("10.9.3.4".parse().unwrap()), Some((2, "10.9.3.4".parse().unwrap())));
         assert_eq!(r.lookup("8.8.8.8".parse().unwrap()), Some((1, "10.0.1.1".parse().unwrap())), "two defaults: the lower metric");
         assert_eq!(r.lookup("2001:db8:5::1".parse().unwrap()).map(|x| x.0), Some(3));
@@ -434,24 +518,25 @@ mod host_test {
         let ev = host.ping_events(7);
         assert!(matches!(ev.as_slice(), [PingEvent::Reply { from: [10, 2, 0, 1], .. }]), "{ev:?}");
         assert_eq!(r.stats.forwarded, 0, "delivered, not forwarded");
-        // A TCP connection to a listener on the far interface.
-        let l = r.ifaces[1].tcp_listen(80, 1).unwrap();
+        // A TCP connection to the far interface's address.
+        let l = r.tcp_listen(80, 1).unwrap();
         let now = *clock.borrow();
         let c = host.tcp_connect([10, 2, 0, 1], 80, now).unwrap();
         run(&mut host, &mut r, &clock, 30);
-        let s = r.ifaces[1].tcp_accept(l).expect("accepted on the far interface");
+        let s = r.tcp_accept(l).expect("accepted");
+        assert_eq!(r.sockets(|x| x.tcp_conn(s).map(|t| t.local)).unwrap(), Some(("10.2.0.1".parse().unwrap(), 80)));
         let now = *clock.borrow();
         assert_eq!(host.tcp_send(c, b"through the near side", now), Ok(21));
         run(&mut host, &mut r, &clock, 30);
         let mut buf = [0u8; 64];
         let now = *clock.borrow();
-        let n = r.ifaces[1].tcp_recv(s, &mut buf, now).unwrap();
+        let n = r.tcp_recv(s, &mut buf, now).unwrap();
         assert_eq!(&buf[..n], b"through the near side");
-        // The router's far interface reaches the host too: out of the near interface.
+        // From the far interface's address (`ping -I b`) the host is reached too: out of the near one.
         let now = *clock.borrow();
-        r.ifaces[1].ping_send([10, 1, 0, 2], 9, 1, b"from b", now).unwrap();
+        r.sockets_on(1, |x| x.ping_send([10, 1, 0, 2], 9, 1, b"from b", now)).unwrap().unwrap();
         run(&mut host, &mut r, &clock, 30);
-        let ev = r.ifaces[1].ping_events(9);
+        let ev = r.sockets(|x| x.ping_events(9)).unwrap();
         assert!(matches!(ev.as_slice(), [PingEvent::Reply { from: [10, 1, 0, 2], .. }]), "{ev:?}");
     }
 
@@ -463,10 +548,10 @@ mod host_test {
         let rules = "table ip f {\n    chain post {\n        type filter hook postrouting priority 0;\n        \
                      oifname \"a\" icmp type echo-request counter drop\n    }\n}\n";
         r.set_netfilter(crate::netfilter::Netfilter::new(crate::netfilter::parse::parse(rules).unwrap()));
-        // Interface b's echo request to the host on a's link leaves by a: a's rule drops it.
-        r.ifaces[1].ping_send([10, 1, 0, 2], 9, 1, b"from b", Instant::ZERO).unwrap();
+        // An echo request from b's address to the host on a's link leaves by a: a's rule drops it.
+        r.sockets_on(1, |x| x.ping_send([10, 1, 0, 2], 9, 1, b"from b", Instant::ZERO)).unwrap().unwrap();
         run(&mut host, &mut r, &clock, 30);
-        assert!(r.ifaces[1].ping_events(9).is_empty(), "dropped on its way out of a");
+        assert!(r.sockets(|x| x.ping_events(9)).unwrap().is_empty(), "dropped on its way out of a");
         assert_eq!(r.stats.filtered, 1);
         assert!(r.nf.as_ref().unwrap().borrow().rules.listing().contains("# packets 1 "));
         // The host's own echo request to b's address is answered (the reply is not an echo request).
@@ -477,37 +562,235 @@ mod host_test {
     }
 
     #[test]
-    fn sockets_of_the_router_as_one_host() {
+    fn one_socket_table_for_every_interface() {
         let (mut host, mut r, clock) = setup();
-        // A listener on every interface: the host reaches it at either of the router's addresses.
-        let ls = r.tcp_listen(81, 4).unwrap();
-        assert_eq!(ls.len(), 2);
+        // One listener: the host reaches it at either of the router's addresses, and both connections
+        // come out of the one accept queue.
+        let l = r.tcp_listen(81, 4).unwrap();
+        assert_eq!(r.tcp_listen(81, 4), Err(crate::iface::EADDRINUSE), "the port is the host's, not an interface's");
         let now = *clock.borrow();
         let near = host.tcp_connect([10, 1, 0, 1], 81, now).unwrap();
         let far = host.tcp_connect([10, 2, 0, 1], 81, now).unwrap();
         run(&mut host, &mut r, &clock, 30);
-        let a = r.tcp_accept(&ls).unwrap();
-        let b = r.tcp_accept(&ls).unwrap();
-        let mut sides = [a.0, b.0];
-        sides.sort();
-        assert_eq!(sides, [0, 1], "one connection on each interface");
-        assert_eq!(r.tcp_accept(&ls), Err(crate::iface::EAGAIN));
+        let a = r.tcp_accept(l).unwrap();
+        let b = r.tcp_accept(l).unwrap();
+        assert_eq!(r.tcp_accept(l), Err(crate::iface::EAGAIN));
+        let mut locals: Vec<IpAddr> = [a, b].iter().map(|&h| r.sockets(|x| x.tcp_conn(h).unwrap().local.0).unwrap()).collect();
+        locals.sort();
+        assert_eq!(locals, ["10.1.0.1".parse::<IpAddr>().unwrap(), "10.2.0.1".parse().unwrap()]);
         assert!(host.tcp_conn(near).is_some() && host.tcp_conn(far).is_some());
+        // An interface's own socket calls are refused: the sockets are the host's.
+        assert_eq!(r.ifaces[0].tcp_listen(90, 1), Err(crate::Errno(libc::EOPNOTSUPP)));
+        assert_eq!(r.ifaces[1].udp_bind(90), Err(crate::Errno(libc::EOPNOTSUPP)));
         // A connection from the router: from the address of the interface its route leaves by.
-        let l = host.tcp_listen(82, 1).unwrap();
+        let l2 = host.tcp_listen(82, 1).unwrap();
         let now = *clock.borrow();
-        let (i, c) = r.tcp_connect("10.1.0.2".parse().unwrap(), 82, now).unwrap();
-        assert_eq!(i, 0);
+        let c = r.tcp_connect("10.1.0.2".parse().unwrap(), 82, now).unwrap();
         run(&mut host, &mut r, &clock, 30);
-        let s = host.tcp_accept(l).unwrap();
+        let s = host.tcp_accept(l2).unwrap();
         assert_eq!(host.tcp_peer(s).map(|p| p.0), Some("10.1.0.1".parse().unwrap()));
         let now = *clock.borrow();
-        assert_eq!(r.ifaces[i].tcp_send(c, b"from the router", now), Ok(15));
+        assert_eq!(r.tcp_send(c, b"from the router", now), Ok(15));
         run(&mut host, &mut r, &clock, 30);
         let mut buf = [0u8; 32];
         let now = *clock.borrow();
         let n = host.tcp_recv(s, &mut buf, now).unwrap();
         assert_eq!(&buf[..n], b"from the router");
         assert_eq!(r.tcp_connect("192.0.2.1".parse().unwrap(), 80, now), Err(crate::iface::ENETUNREACH), "no route");
+        // One UDP socket takes datagrams for both addresses; its answers leave by the route.
+        let u = r.udp_bind(53).unwrap();
+        let hu = host.udp_bind(0).unwrap();
+        host.udp_send_to(hu, [10, 1, 0, 1], 53, b"near", now).unwrap();
+        host.udp_send_to(hu, [10, 2, 0, 1], 53, b"far", now).unwrap();
+        run(&mut host, &mut r, &clock, 30);
+        let (d1, from, port) = r.udp_recv_from(u).unwrap();
+        let (d2, _, _) = r.udp_recv_from(u).unwrap();
+        assert_eq!((d1.as_slice(), d2.as_slice()), (&b"near"[..], &b"far"[..]));
+        assert_eq!(from, "10.1.0.2".parse::<IpAddr>().unwrap());
+        let now = *clock.borrow();
+        r.udp_send_to(u, from, port, b"answer", now).unwrap();
+        run(&mut host, &mut r, &clock, 30);
+        assert_eq!(host.udp_recv_from(hu).map(|d| (d.0, d.1)), Ok((b"answer".to_vec(), [10, 1, 0, 1])));
+    }
+
+    #[test]
+    fn a_host_forwards_only_when_told() {
+        let clock = Rc::new(RefCell::new(Instant::ZERO));
+        let (h, ra) = link(([2, 0, 0, 0, 1, 2], [2, 0, 0, 0, 1, 1]), Impairment::default(), 1, clock.clone());
+        let (rb, p) = link(([2, 0, 0, 0, 2, 1], [2, 0, 0, 0, 2, 2]), Impairment::default(), 2, clock.clone());
+        let mut hc = crate::Config::new([10, 1, 0, 2], 24);
+        hc.gateway = Some([10, 1, 0, 1]);
+        let mut pc = crate::Config::new([10, 2, 0, 2], 24);
+        pc.gateway = Some([10, 2, 0, 1]);
+        let (mut host, mut peer) = (Stack::new(Box::new(h), hc), Stack::new(Box::new(p), pc));
+        let a = Stack::new(Box::new(ra), crate::Config::new([10, 1, 0, 1], 24));
+        let b = Stack::new(Box::new(rb), crate::Config::new([10, 2, 0, 1], 24));
+        let mut r = Router::host(vec![a, b]);
+        let go = |host: &mut Stack, peer: &mut Stack, r: &mut Router| {
+            for _ in 0..30 {
+                let now = *clock.borrow();
+                host.poll(now);
+                peer.poll(now);
+                r.poll(now);
+                *clock.borrow_mut() = now + Duration::from_millis(1);
+            }
+        };
+        // Forwarding off (the default for a host): the echo request for the far peer is dropped, counted.
+        host.ping_send([10, 2, 0, 2], 5, 1, b"x", Instant::ZERO).unwrap();
+        go(&mut host, &mut peer, &mut r);
+        assert!(host.ping_events(5).is_empty());
+        assert_eq!((r.stats.not_forwarding, r.stats.forwarded), (1, 0));
+        assert!(r.ifaces[0].mon.drops().contains(&(crate::monitor::DropReason::IpInaddrerrors, 1)));
+        // Its own far address still answers: that is delivery, not forwarding.
+        let now = *clock.borrow();
+        host.ping_send([10, 2, 0, 1], 6, 1, b"x", now).unwrap();
+        go(&mut host, &mut peer, &mut r);
+        assert_eq!(host.ping_events(6).len(), 1);
+        // IPv4 forwarding on: the next request goes through, both ways.
+        r.forward4 = true;
+        let now = *clock.borrow();
+        host.ping_send([10, 2, 0, 2], 5, 2, b"x", now).unwrap();
+        go(&mut host, &mut peer, &mut r);
+        assert!(matches!(host.ping_events(5).as_slice(), [PingEvent::Reply { from: [10, 2, 0, 2], seq: 2, .. }]));
+        assert_eq!((r.stats.not_forwarding, r.stats.forwarded), (1, 2));
+    }
+
+    /// Two hosts joined by two links, each with a stable address on a third interface of its own (the
+    /// dummy-interface address of routing practice), routed over link 1 (metric 10) and link 2 (metric
+    /// 20).
+    fn two_paths() -> (Router, Router, Rc<RefCell<Instant>>) {
+        let clock = Rc::new(RefCell::new(Instant::ZERO));
+        let (h1, p1) = link(([2, 0, 0, 1, 0, 1], [2, 0, 0, 1, 0, 2]), Impairment::default(), 1, clock.clone());
+        let (h2, p2) = link(([2, 0, 0, 2, 0, 1], [2, 0, 0, 2, 0, 2]), Impairment::default(), 2, clock.clone());
+        let (hd, _) = link(([2, 0, 0, 9, 0, 1], [2, 0, 0, 9, 0, 3]), Impairment::default(), 3, clock.clone());
+        let (pd, _) = link(([2, 0, 0, 9, 0, 2], [2, 0, 0, 9, 0, 4]), Impairment::default(), 4, clock.clone());
+        let mk = |d: crate::dev::sim::SimPort, a: [u8; 4], p: u8| Stack::new(Box::new(d), crate::Config::new(a, p));
+        let mut h = Router::host(vec![mk(h1, [10, 1, 0, 1], 24), mk(h2, [10, 2, 0, 1], 24), mk(hd, [10, 9, 0, 1], 32)]);
+        let mut p = Router::host(vec![mk(p1, [10, 1, 0, 2], 24), mk(p2, [10, 2, 0, 2], 24), mk(pd, [10, 9, 0, 2], 32)]);
+        for (r, far, n) in [(&mut h, [10, 9, 0, 2], 2), (&mut p, [10, 9, 0, 1], 1)] {
+            let dest = IpAddr::from(far);
+            r.add_route(Route { dest, prefix: 32, via: Some(IpAddr::from([10, 1, 0, n])), iface: 0, metric: 10 });
+            r.add_route(Route { dest, prefix: 32, via: Some(IpAddr::from([10, 2, 0, n])), iface: 1, metric: 20 });
+        }
+        (h, p, clock)
+    }
+
+    #[test]
+    fn a_connection_outlives_its_link_when_the_route_moves() {
+        let (mut h, mut p, clock) = two_paths();
+        let go = |h: &mut Router, p: &mut Router, ms: u64| {
+            for _ in 0..ms {
+                let now = *clock.borrow();
+                h.poll(now);
+                p.poll(now);
+                *clock.borrow_mut() = now + Duration::from_millis(1);
+            }
+        };
+        let l = p.tcp_listen(80, 1).unwrap();
+        let now = *clock.borrow();
+        // From the stable address: opened through its interface, carried by the routes.
+        let c = h.sockets_on(2, |s| s.tcp_connect_ip(0, IpAddr::from([10, 9, 0, 2]), 80, now)).unwrap().unwrap();
+        go(&mut h, &mut p, 50);
+        let s = p.tcp_accept(l).expect("connected over link 1");
+        assert_eq!(p.sockets(|x| x.tcp_peer(s)).unwrap().map(|x| x.0), Some(IpAddr::from([10, 9, 0, 1])));
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut sent = 0;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let mut cut = None;
+        for step in 0..20_000 {
+            let now = *clock.borrow();
+            if sent < data.len() {
+                sent += h.tcp_send(c, &data[sent..], now).unwrap_or(0);
+            }
+            while let Ok(n) = p.tcp_recv(s, &mut buf, now) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            if cut.is_none() && got.len() > data.len() / 3 {
+                // Link 1 fails at both ends: the routes through it no longer count.
+                cut = Some(h.ifaces[1].stats.tx_bytes);
+                h.ifaces[0].set_up(false);
+                p.ifaces[0].set_up(false);
+            }
+            if got.len() == data.len() {
+                break;
+            }
+            assert!(step < 19_999, "stalled at {} of {} bytes", got.len(), data.len());
+            go(&mut h, &mut p, 1);
+        }
+        assert!(got == data, "the stream arrived intact across the failover");
+        assert_eq!(h.sockets(|x| x.tcp_state(c)).unwrap(), Some(crate::tcp::State::Established));
+        // Link 2 carried nothing but announcements before the cut, and the rest of the stream after it.
+        let before = cut.expect("link 1 was cut");
+        assert!(before < 1000, "{before} bytes over link 2 before the cut");
+        assert!(h.ifaces[1].stats.tx_bytes - before > 50_000, "{} bytes after", h.ifaces[1].stats.tx_bytes - before);
+    }
+
+    #[test]
+    fn a_socket_learns_the_mtu_of_the_link_its_route_leaves_by() {
+        for v6 in [false, true] {
+            local_path_mtu(v6);
+        }
+    }
+
+    /// The host's address on a loopback device (MTU 65535) and a 1500-byte link to a peer whose own side
+    /// allows 9000: the peer's MSS lets the host send 9000-byte packets, which the link cannot carry. The
+    /// host's own route tells the socket, which cuts its segments and resends.
+    fn local_path_mtu(v6: bool) {
+        let clock = Rc::new(RefCell::new(Instant::ZERO));
+        let (h1, p1) = link(([2, 0, 0, 1, 0, 1], [2, 0, 0, 1, 0, 2]), Impairment::default(), 1, clock.clone());
+        let cfg = |a4: [u8; 4], p4: u8, a6: &str, p6: u8| {
+            let mut c = crate::Config::new(a4, p4);
+            if v6 {
+                let a: std::net::Ipv6Addr = a6.parse().unwrap();
+                c.ipv6 =
+                    Some(crate::Ipv6Config { addrs: vec![(a.octets(), p6)], dad_transmits: 0, accept_ra: false, ..Default::default() });
+            }
+            c
+        };
+        let lo = Stack::new(Box::new(crate::dev::loopback::Loopback::default()), cfg([10, 9, 0, 1], 32, "2001:db8:9::1", 128));
+        let mut h = Router::host(vec![lo, Stack::new(Box::new(h1), cfg([10, 1, 0, 1], 24, "2001:db8:1::1", 64))]);
+        let mut pc = cfg([10, 1, 0, 2], 24, "2001:db8:1::2", 64);
+        pc.gateway = Some([10, 1, 0, 1]);
+        if let Some(c6) = pc.ipv6.as_mut() {
+            c6.gateway = Some("2001:db8:1::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        }
+        let mut p = Stack::new(Box::new(p1.with_mtu(9000)), pc);
+        // Segments as large as the MTUs allow on both sides (the configured MSS caps them at 1460 otherwise).
+        p.tcp_cfg.mss = 65495;
+        h.ifaces[0].tcp_cfg.mss = 65495;
+        let l = p.tcp_listen(80, 1).unwrap();
+        let (dst, src): (IpAddr, IpAddr) = if v6 {
+            ("2001:db8:1::2".parse().unwrap(), "2001:db8:9::1".parse().unwrap())
+        } else {
+            ([10, 1, 0, 2].into(), [10, 9, 0, 1].into())
+        };
+        let c = h.sockets_on(0, |s| s.tcp_connect_ip(0, dst, 80, Instant::ZERO)).unwrap().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let (mut sent, mut got, mut buf, mut s) = (0, Vec::new(), vec![0u8; 65536], None);
+        for _ in 0..5000 {
+            let now = *clock.borrow();
+            h.poll(now);
+            p.poll(now);
+            if s.is_none() {
+                s = p.tcp_accept(l).ok();
+            }
+            if sent < data.len() {
+                sent += h.tcp_send(c, &data[sent..], now).unwrap_or(0);
+            }
+            while let Some(Ok(n @ 1..)) = s.map(|s| p.tcp_recv(s, &mut buf, now)) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            if got.len() == data.len() {
+                break;
+            }
+            *clock.borrow_mut() = now + Duration::from_millis(1);
+        }
+        assert!(got == data, "v6 {v6}: {} of {} bytes arrived", got.len(), data.len());
+        assert!(h.stats.too_big > 0, "v6 {v6}: the first large segments were too big for the link");
+        assert_eq!(h.sockets(|x| x.tcp_conn(c).map(|t| t.local.0)).unwrap(), Some(src));
     }
 }

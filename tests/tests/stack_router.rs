@@ -7,18 +7,25 @@ use nic_tests::*;
 use std::process::Stdio;
 use std::time::Duration;
 
-#[test]
-fn our_router_between_two_linux_namespaces() {
+/// `nic-lab run` of a topology between two Linux namespaces, for `seconds`, and Linux's ends of its two TAP
+/// devices: 10.97.N.2/24 and 2001:db8:97:N::2/64, routed through our .1.
+fn two_sides(topology: &str, seconds: u32) -> (Netns, Netns, Netns, std::process::Child) {
     init_logs();
     let (n, a, b) = (Netns::new(), Netns::new(), Netns::new());
-    let topo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/topologies/router.toml");
-    let c = run_topology_between(&n, &a, &b, &topo, 14);
+    let topo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/topologies").join(topology);
+    let c = run_topology_between(&n, &a, &b, &topo, seconds);
     for (ns, tap, net) in [(&a, "ta", 1), (&b, "tb", 2)] {
         ns.must(&format!(
             "ip link set lo up && ip link set {tap} up && ip addr add 10.97.{net}.2/24 dev {tap} && ip route add default via 10.97.{net}.1 && \
              ip -6 addr add 2001:db8:97:{net}::2/64 dev {tap} nodad && ip -6 route add default via 2001:db8:97:{net}::1"
         ));
     }
+    (n, a, b, c)
+}
+
+#[test]
+fn our_router_between_two_linux_namespaces() {
+    let (_n, a, b, c) = two_sides("router.toml", 14);
     // Our addresses leave DAD a second after start.
     std::thread::sleep(Duration::from_millis(500));
     let (rc, out) = a.exec("ping -c 3 -i 0.2 -W 2 10.97.2.2");
@@ -51,6 +58,29 @@ fn our_router_between_two_linux_namespaces() {
         report.split("forwarded ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(forwarded > 1000, "{report}");
     assert!(report.contains("time exceeded 2"), "{report}");
+}
+
+/// One host of ours on two links with forwarding off, as a Linux host by default: Linux on one side
+/// reaches both of its addresses (the far one delivered, its TTL the host's own) but not the namespace on
+/// the other side, and the host counts what it would not forward.
+#[test]
+fn a_multihomed_host_of_ours_does_not_forward() {
+    let (_n, a, _b, c) = two_sides("multihomed.toml", 8);
+    std::thread::sleep(Duration::from_millis(1500));
+    for dst in ["10.97.1.1", "10.97.2.1", "2001:db8:97:1::1", "2001:db8:97:2::1"] {
+        let (rc, out) = a.exec(&format!("ping -c 2 -i 0.2 -W 2 {dst}"));
+        assert!(rc == 0 && out.contains("ttl=64"), "{dst}: {out}");
+    }
+    for dst in ["10.97.2.2", "2001:db8:97:2::2"] {
+        let (rc, out) = a.exec(&format!("ping -c 3 -i 0.2 -W 1 {dst}"));
+        assert!(rc != 0 && out.contains("100% packet loss"), "{dst} is not reached through a host: {out}");
+    }
+    let o = c.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let count =
+        |what: &str| -> Option<u64> { report.split(what).nth(1).and_then(|s| s.split_whitespace().next()).and_then(|n| n.parse().ok()) };
+    assert_eq!(count("forwarded "), Some(0), "{report}");
+    assert!(count("not forwarding ").is_some_and(|n| n >= 6), "{report}");
 }
 
 /// Namespaces inside one process: a Linux host pings a host of ours that lives in a second stack instance,

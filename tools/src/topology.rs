@@ -41,6 +41,7 @@
 //! name = "r"
 //! hosts = ["h1"]
 //! netfilter = "nat.nft"   # optional: rules (nft syntax, relative to this file), conntrack and NAT
+//! forward = false         # optional: one host over these interfaces that does not forward (default true)
 //!
 //! [[route]]               # a route of a router, beside the connected ones
 //! router = "r"
@@ -92,6 +93,12 @@ struct RouterSpec {
     name: String,
     hosts: Vec<String>,
     netfilter: Option<String>,
+    #[serde(default = "yes")]
+    forward: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,7 +339,7 @@ fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, S
             names.push(n);
             stacks.push(s);
         }
-        let mut router = stack::router::Router::new(stacks);
+        let mut router = if r.forward { stack::router::Router::new(stacks) } else { stack::router::Router::host(stacks) };
         for rt in t.route.iter().filter(|x| x.router == r.name) {
             let (dest, prefix) = rt.dest.split_once('/').ok_or(format!("route {}: expected ADDR/PREFIX", rt.dest))?;
             let dest: std::net::IpAddr = dest.parse().map_err(|e| format!("route {}: {e}", rt.dest))?;
@@ -404,8 +411,7 @@ pub fn run(o: &crate::Opts) -> Result<bool, String> {
             let mut fds: Vec<Option<std::os::fd::RawFd>> = b.hosts.iter().map(|h| h.1.dev.raw_fd()).collect();
             fds.extend(b.routers.iter().flat_map(|r| r.1.ifaces.iter().map(|s| s.dev.raw_fd())));
             fds.extend(b.bridges.iter().filter(|x| !x.1).map(|x| x.0.borrow().raw_fd()));
-            let next =
-                b.hosts.iter().map(|h| &h.1).chain(b.routers.iter().flat_map(|r| r.1.ifaces.iter())).filter_map(|s| s.poll_at()).min();
+            let next = b.hosts.iter().filter_map(|h| h.1.poll_at()).chain(b.routers.iter().filter_map(|r| r.1.poll_at())).min();
             let wait = next
                 .map(|t| if t > now { t - now } else { Duration::ZERO })
                 .unwrap_or(Duration::from_millis(50))

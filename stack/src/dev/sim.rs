@@ -71,6 +71,14 @@ pub fn link(macs: (crate::wire::Mac, crate::wire::Mac), imp: Impairment, seed: u
     (pa, pb)
 }
 
+impl SimPort {
+    /// The port's MTU (1500 unless set): what it sends larger than this is dropped.
+    pub fn with_mtu(mut self, mtu: usize) -> SimPort {
+        self.mtu = mtu;
+        self
+    }
+}
+
 impl Device for SimPort {
     fn mac(&self) -> crate::wire::Mac {
         self.mac

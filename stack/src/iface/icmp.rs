@@ -27,7 +27,7 @@ impl Stack {
                 let _ = self.ip_send(src, ipv4::PROTO_ICMP, &b, false, now);
             }
             icmp::Repr::EchoReply { ident, seq, data } => {
-                if let Some(q) = self.pings.get_mut(&ident) {
+                if let Some(q) = self.socks.pings.get_mut(&ident) {
                     q.push_back(PingEvent::Reply { from: src, seq, len: data.len(), at: now });
                 }
             }
@@ -68,7 +68,7 @@ impl Stack {
             ipv4::PROTO_UDP if l4.len() >= 4 => {
                 let sport = u16::from_be_bytes([l4[0], l4[1]]);
                 let dport = u16::from_be_bytes([l4[2], l4[3]]);
-                for s in self.udp.iter_mut().flatten() {
+                for s in self.socks.udp.iter_mut().flatten() {
                     if s.port == sport && s.remote.is_none_or(|r| r == (dst.into(), dport)) {
                         s.error = Some(errno);
                     }
@@ -81,7 +81,7 @@ impl Stack {
             ipv4::PROTO_ICMP if l4.len() >= 8 && l4[0] == icmp::ECHO_REQUEST => {
                 let ident = u16::from_be_bytes([l4[4], l4[5]]);
                 let seq = u16::from_be_bytes([l4[6], l4[7]]);
-                if let Some(q) = self.pings.get_mut(&ident) {
+                if let Some(q) = self.socks.pings.get_mut(&ident) {
                     q.push_back(PingEvent::Error { from, seq, errno });
                 }
             }
@@ -93,7 +93,8 @@ impl Stack {
 
     /// Sends an ICMP echo request; replies and errors arrive through [`Stack::ping_events`].
     pub fn ping_send(&mut self, dst: [u8; 4], ident: u16, seq: u16, payload: &[u8], now: Instant) -> Result<(), Errno> {
-        self.pings.entry(ident).or_default();
+        self.socks.open()?;
+        self.socks.pings.entry(ident).or_default();
         let m = icmp::Repr::EchoRequest { ident, seq, data: payload };
         let mut b = vec![0u8; m.buffer_len()];
         m.emit(&mut b);
@@ -101,6 +102,6 @@ impl Stack {
     }
 
     pub fn ping_events(&mut self, ident: u16) -> Vec<PingEvent> {
-        self.pings.get_mut(&ident).map(|q| q.drain(..).collect()).unwrap_or_default()
+        self.socks.pings.get_mut(&ident).map(|q| q.drain(..).collect()).unwrap_or_default()
     }
 }

@@ -43,7 +43,7 @@ impl Stack {
                 let _ = self.ip6_send(Some(from), ip.src, ipv6::NH_ICMPV6, &body, now);
             }
             Repr::EchoReply { ident, seq, data } => {
-                if let Some(q) = self.v6.as_mut().and_then(|v| v.pings.get_mut(&ident)) {
+                if let Some(q) = self.socks.pings6.get_mut(&ident) {
                     q.push_back(Ping6Event::Reply { from: ip.src, seq, len: data.len(), at: now });
                 }
             }
@@ -236,7 +236,7 @@ impl Stack {
     }
 
     /// An ICMPv6 error about one of our packets: its quoted header says which.
-    fn icmp6_error_input(&mut self, from: Addr, kind: u8, code: u8, param: u32, original: &[u8]) {
+    pub(super) fn icmp6_error_input(&mut self, from: Addr, kind: u8, code: u8, param: u32, original: &[u8]) {
         let Ok(q) = ipv6::Repr::parse_quoted(original) else { return };
         if kind == icmpv6::PACKET_TOO_BIG {
             // RFC 8201: the path MTU falls to the reported value, never below 1280; live TCP connections
@@ -265,7 +265,7 @@ impl Stack {
         if q.next_header == ipv6::NH_UDP && l4.len() >= 4 {
             let (sport, dport) = (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]));
             let peer = (std::net::IpAddr::from(q.dst), dport);
-            for s in self.udp.iter_mut().flatten() {
+            for s in self.socks.udp.iter_mut().flatten() {
                 if s.port == sport && s.remote.is_none_or(|r| r == peer) {
                     s.error = Some(errno);
                 }
@@ -277,7 +277,7 @@ impl Stack {
         }
         if q.next_header == ipv6::NH_ICMPV6 && l4.len() >= 8 && l4[0] == icmpv6::ECHO_REQUEST {
             let (ident, seq) = (u16::from_be_bytes([l4[4], l4[5]]), u16::from_be_bytes([l4[6], l4[7]]));
-            if let Some(q) = self.v6.as_mut().and_then(|v| v.pings.get_mut(&ident)) {
+            if let Some(q) = self.socks.pings6.get_mut(&ident) {
                 q.push_back(Ping6Event::Error { from, seq, errno });
             }
         }
@@ -289,7 +289,7 @@ impl Stack {
         let l4 = &packet[ipv6::HEADER_LEN..];
         if q.next_header == ipv6::NH_ICMPV6 && l4.len() >= 8 && l4[0] == icmpv6::ECHO_REQUEST {
             let (ident, seq) = (u16::from_be_bytes([l4[4], l4[5]]), u16::from_be_bytes([l4[6], l4[7]]));
-            if let Some(p) = self.v6.as_mut().and_then(|v| v.pings.get_mut(&ident)) {
+            if let Some(p) = self.socks.pings6.get_mut(&ident) {
                 p.push_back(Ping6Event::Error { from: q.src, seq, errno });
             }
         }
@@ -324,14 +324,15 @@ impl Stack {
     /// Sends an ICMPv6 echo request; replies and errors arrive through [`Stack::ping6_events`].
     /// `EADDRNOTAVAIL` while no address can be the source yet (duplicate address detection runs).
     pub fn ping6_send(&mut self, dst: Addr, ident: u16, seq: u16, payload: &[u8], now: Instant) -> Result<(), Errno> {
+        self.socks.open()?;
         let v = self.v6.as_mut().ok_or(ENETUNREACH)?;
         let src = v.source_for(&dst).ok_or(EADDRNOTAVAIL)?;
-        v.pings.entry(ident).or_default();
+        self.socks.pings6.entry(ident).or_default();
         let body = Repr::EchoRequest { ident, seq, data: payload }.emit(&src, &dst);
         self.ip6_send(Some(src), dst, ipv6::NH_ICMPV6, &body, now)
     }
 
     pub fn ping6_events(&mut self, ident: u16) -> Vec<Ping6Event> {
-        self.v6.as_mut().and_then(|v| v.pings.get_mut(&ident)).map(|q| q.drain(..).collect()).unwrap_or_default()
+        self.socks.pings6.get_mut(&ident).map(|q| q.drain(..).collect()).unwrap_or_default()
     }
 }

@@ -114,7 +114,6 @@ pub(super) struct V6 {
     pub(super) started: bool,
     pub(super) reasm: Reassembly<(Addr, Addr, u32)>,
     pub(super) ident: u32,
-    pub(super) pings: HashMap<u16, VecDeque<Ping6Event>>,
     /// The host routes what is off the link (see `Stack::set_host_routed`).
     pub(super) host_routed: bool,
 }
@@ -136,7 +135,6 @@ impl V6 {
             started: false,
             reasm,
             ident: 0,
-            pings: HashMap::new(),
             host_routed: false,
             cfg,
         };

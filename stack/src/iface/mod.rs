@@ -1,7 +1,8 @@
 //! The stack on one device, one module per protocol as the Linux tree and smoltcp's `iface` split them:
 //! `ethernet` (frames in and out, ARP), `ipv4` (routing, TTL, fragmentation and reassembly), `icmp` (echo
-//! both ways, errors mapped to socket errors), `udp` and `tcp` (their socket tables and the glue to
-//! [`crate::tcp::Tcb`]). This module holds the interface state and the poll loop. Single-threaded: the
+//! both ways, errors mapped to socket errors), `udp` and `tcp` (their sockets and the glue to
+//! [`crate::tcp::Tcb`]), `socket` (the socket tables, which a host with several interfaces holds apart from
+//! them and lends to the one it drives). This module holds the interface state and the poll loop. Single-threaded: the
 //! owner calls [`Stack::poll`] with the current time.
 
 mod ethernet;
@@ -11,6 +12,7 @@ mod ipv4;
 mod ipv6;
 mod monitor;
 mod netfilter;
+mod socket;
 mod tcp;
 mod udp;
 
@@ -18,6 +20,7 @@ pub use crate::errno::*;
 pub use icmp::PingEvent;
 pub use ipv4::ipv4_header_ok;
 pub use ipv6::{Ipv6Config, Ping6Event};
+pub use socket::Sockets;
 
 use crate::dev::Device;
 use crate::neigh::NeighCache;
@@ -29,8 +32,6 @@ use icmp::PingEvent as Ping;
 use log::debug;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
-use tcp::TcpSock;
-use udp::UdpSock;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -140,20 +141,15 @@ pub struct Stack {
     /// The time of the last poll or send, for the qdisc's timestamps.
     clock: Instant,
     ident: u16,
-    udp: Vec<Option<UdpSock>>,
-    pings: HashMap<u16, VecDeque<Ping>>,
     reasm: crate::frag::Reassembly<([u8; 4], [u8; 4], u16, u8)>,
     /// Path MTUs learned from ICMP "fragmentation needed".
     pmtu: HashMap<[u8; 4], usize>,
     pub stats: Stats,
     rx: Vec<PacketBuf>,
     announced: bool,
-    tcp: Vec<Option<TcpSock>>,
-    /// The secret behind initial sequence numbers (RFC 6528) and ephemeral ports (RFC 6056): random per
-    /// stack, so that a new process does not reuse the last one's 4-tuples and sequence space.
-    secret: u64,
-    /// RFC 6056's per-stack counter of ephemeral port picks.
-    port_counter: u16,
+    /// The sockets: the stack's own, or while a host with several interfaces drives this one, the
+    /// host's.
+    socks: Sockets,
     pub tcp_cfg: crate::tcp::Config,
     v6: Option<ipv6::V6>,
     /// IP packets for other hosts, waiting for the router (with `Config::forwarding`).
@@ -175,8 +171,6 @@ pub struct Stack {
     pub mon: crate::monitor::Monitor,
     /// A packet capture of everything received and sent.
     capture: Option<crate::monitor::Capture>,
-    /// Each connection's state and retransmission count when last looked at, for the event stream.
-    tcp_seen: HashMap<SocketHandle, (crate::tcp::State, u64)>,
     /// Administratively up (`ip link set up`): while down nothing is received or sent.
     up: bool,
 }
@@ -229,16 +223,12 @@ impl Stack {
             policer: None,
             clock: Instant::ZERO,
             ident: 1,
-            udp: Vec::new(),
-            pings: HashMap::new(),
             reasm: crate::frag::Reassembly::new(reasm_limits.0, reasm_limits.1),
             pmtu: HashMap::new(),
             stats: Stats::default(),
             rx: Vec::new(),
             announced: false,
-            tcp: Vec::new(),
-            secret: random_secret(),
-            port_counter: 0,
+            socks: Sockets::default(),
             tcp_cfg: crate::tcp::Config::default(),
             forwarded: Vec::new(),
             host_routed: false,
@@ -248,7 +238,6 @@ impl Stack {
             name: None,
             mon: crate::monitor::Monitor::default(),
             capture: None,
-            tcp_seen: HashMap::new(),
             up: true,
             v6: v6_cfg.map(|c| ipv6::V6::new(c, mac, crate::frag::Reassembly::new(reasm_limits.0, reasm_limits.1))),
         }
@@ -448,6 +437,12 @@ impl Stack {
         }
     }
 
+    /// Exchanges the stack's socket table with `other`: a host with several interfaces lends its table to
+    /// the interface it drives, and takes it back with the same call.
+    pub(crate) fn swap_sockets(&mut self, other: &mut Sockets) {
+        std::mem::swap(&mut self.socks, other);
+    }
+
     /// The packets this stack sent for the host to route since the last call, with what OUTPUT made of
     /// them.
     pub fn take_host_out(&mut self) -> Vec<(Vec<u8>, crate::netfilter::Ctx)> {
@@ -486,6 +481,26 @@ impl Stack {
         match packet.first().map(|b| b >> 4) {
             Some(4) => self.ipv4_local(p, now),
             Some(6) => self.ipv6_local(p, now),
+            _ => {}
+        }
+    }
+
+    /// One of this host's own packets (sent from this interface's sockets) was too big for the link the
+    /// host routed it to: as Linux reports a local path MTU, the socket's destination gets `mtu` as its
+    /// path MTU and live TCP connections to it cut their segments, without a round trip over the wire.
+    pub fn local_too_big(&mut self, packet: &[u8], mtu: usize) {
+        match packet.first().map(|b| b >> 4) {
+            Some(4) => {
+                let Ok(ip) = crate::wire::ipv4::Packet::new_checked(packet) else { return };
+                let (src, dst, proto) = (ip.src(), ip.dst(), ip.protocol());
+                let l4 = packet.get(ip.header_len()..).unwrap_or(&[]);
+                let mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
+                self.icmp_error_to(src, crate::wire::icmp::CODE_FRAG_NEEDED, Some(mtu), dst, proto, l4);
+            }
+            Some(6) => {
+                let Some(src) = packet.get(8..24).and_then(|a| <[u8; 16]>::try_from(a).ok()) else { return };
+                self.icmp6_error_input(src, crate::wire::icmpv6::PACKET_TOO_BIG, 0, u32::try_from(mtu).unwrap_or(u32::MAX), packet);
+            }
             _ => {}
         }
     }

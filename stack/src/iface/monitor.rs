@@ -33,16 +33,16 @@ impl Stack {
 
     /// Emits events for a connection whose state or retransmission count moved since last seen.
     pub(super) fn tcp_observe(&mut self, h: SocketHandle, now: Instant) {
-        let Some(Some(TcpSock::Conn(t, _))) = self.tcp.get(h) else { return };
+        let Some(Some(TcpSock::Conn(t, _))) = self.socks.tcp.get(h) else { return };
         let (state, rtx, local, remote) = (t.state, t.retransmits, t.local, t.remote);
-        let (was, was_rtx) = self.tcp_seen.get(&h).copied().unwrap_or((crate::tcp::State::Closed, 0));
+        let (was, was_rtx) = self.socks.tcp_seen.get(&h).copied().unwrap_or((crate::tcp::State::Closed, 0));
         if state != was {
             self.mon.event(Event::TcpState { at: now, local, remote, from: was.ss_name(), to: state.ss_name() });
         }
         if rtx > was_rtx {
             self.mon.event(Event::Retransmit { at: now, local, remote, total: rtx });
         }
-        self.tcp_seen.insert(h, (state, rtx));
+        self.socks.tcp_seen.insert(h, (state, rtx));
     }
 
     /// Starts (a path) or stops (`None`) capturing every frame received and sent to a pcap file.
@@ -69,7 +69,7 @@ impl Stack {
     pub fn sockets(&self) -> Vec<SockLine> {
         let mut v = Vec::new();
         let any = std::net::IpAddr::from([0u8; 16]);
-        for s in self.tcp.iter().flatten() {
+        for s in self.socks.tcp.iter().flatten() {
             match s {
                 TcpSock::Listener { port, accept, .. } => v.push(SockLine {
                     proto: "tcp",
@@ -95,7 +95,7 @@ impl Stack {
                 TcpSock::Conn(..) => {}
             }
         }
-        for u in self.udp.iter().flatten() {
+        for u in self.socks.udp.iter().flatten() {
             v.push(SockLine {
                 proto: "udp",
                 local: (any, u.port),
@@ -141,7 +141,7 @@ impl Stack {
     pub fn mib(&self) -> Vec<(&'static str, u64)> {
         let st = &self.stats;
         let (mut estab, mut retrans) = (0u64, 0u64);
-        for s in self.tcp.iter().flatten() {
+        for s in self.socks.tcp.iter().flatten() {
             if let TcpSock::Conn(t, _) = s {
                 retrans += t.retransmits;
                 estab += u64::from(matches!(t.state, crate::tcp::State::Established | crate::tcp::State::CloseWait));

@@ -72,13 +72,13 @@ impl Stack {
     /// RFC 6528: ISS = M + F(local, remote, secret), M a clock ticking every 4 microseconds. The secret is
     /// random per stack, so a restarted program does not start where the last one did.
     pub(super) fn new_iss(&self, local: Endpoint, remote: Endpoint, now: Instant) -> crate::wire::tcp::Seq {
-        let f = tuple_hash(self.secret, &[&octets(local.0), &local.1.to_be_bytes(), &octets(remote.0), &remote.1.to_be_bytes()]);
+        let f = tuple_hash(self.socks.secret, &[&octets(local.0), &local.1.to_be_bytes(), &octets(remote.0), &remote.1.to_be_bytes()]);
         crate::wire::tcp::Seq(((now.micros / 4) as u32).wrapping_add(f as u32))
     }
 
     /// Fixes the secret behind sequence numbers and ephemeral ports (simulations that want repeatable runs).
     pub fn set_secret(&mut self, secret: u64) {
-        self.secret = secret;
+        self.socks.secret = secret;
     }
 
     /// RFC 6056 algorithm 3: a port from 32768-60999 at an offset keyed by the destination, stepping past
@@ -86,11 +86,11 @@ impl Stack {
     pub(super) fn ephemeral_tcp_port(&mut self, dst: IpAddr, dport: u16) -> Option<u16> {
         const LOW: u32 = 32768;
         const COUNT: u32 = 61000 - 32768;
-        let offset = tuple_hash(self.secret, &[&self.cfg.addr, &octets(dst), &dport.to_be_bytes()]) as u32;
+        let offset = tuple_hash(self.socks.secret, &[&self.cfg.addr, &octets(dst), &dport.to_be_bytes()]) as u32;
         for i in 0..COUNT {
-            let p = (LOW + offset.wrapping_add(u32::from(self.port_counter)).wrapping_add(i) % COUNT) as u16;
+            let p = (LOW + offset.wrapping_add(u32::from(self.socks.port_counter)).wrapping_add(i) % COUNT) as u16;
             if !self.tcp_port_used(p) {
-                self.port_counter = self.port_counter.wrapping_add(1);
+                self.socks.port_counter = self.socks.port_counter.wrapping_add(1);
                 return Some(p);
             }
         }
@@ -136,7 +136,7 @@ impl Stack {
     }
 
     pub(super) fn tcp_flush(&mut self, h: SocketHandle, now: Instant) {
-        let Some(Some(TcpSock::Conn(t, _))) = self.tcp.get_mut(h) else { return };
+        let Some(Some(TcpSock::Conn(t, _))) = self.socks.tcp.get_mut(h) else { return };
         let mut outs = t.on_timer(now);
         outs.extend(t.output(now));
         let (l, r) = (t.local.0, t.remote.0);
@@ -154,9 +154,9 @@ impl Stack {
         };
         use crate::wire::tcp::{ACK, RST, SYN};
         self.stats.tcp_in_segs += 1;
-        let conn = self.tcp.iter().position(|s| matches!(s, Some(TcpSock::Conn(t, _)) if t.local.1 == seg.dst_port && t.remote == (src, seg.src_port) && t.state != crate::tcp::State::Closed));
+        let conn = self.socks.tcp.iter().position(|s| matches!(s, Some(TcpSock::Conn(t, _)) if t.local == (dst, seg.dst_port) && t.remote == (src, seg.src_port) && t.state != crate::tcp::State::Closed));
         if let Some(h) = conn {
-            let Some(Some(TcpSock::Conn(t, _))) = self.tcp.get_mut(h) else { unreachable!() };
+            let Some(Some(TcpSock::Conn(t, _))) = self.socks.tcp.get_mut(h) else { unreachable!() };
             let rst = t.input(&seg, payload, now);
             let dropped = t.take_dropped();
             let (l, r) = (t.local.0, t.remote.0);
@@ -170,11 +170,11 @@ impl Stack {
             self.tcp_flush(h, now);
             return;
         }
-        let listener = self.tcp.iter().position(
+        let listener = self.socks.tcp.iter().position(
             |s| matches!(s, Some(TcpSock::Listener { port, v6only, .. }) if *port == seg.dst_port && !(*v6only && src.is_ipv4())),
         );
         if let (Some(lh), true) = (listener, seg.flags & (SYN | ACK | RST) == SYN) {
-            let Some(Some(TcpSock::Listener { backlog, accept, embryos, .. })) = self.tcp.get(lh) else { unreachable!() };
+            let Some(Some(TcpSock::Listener { backlog, accept, embryos, .. })) = self.socks.tcp.get(lh) else { unreachable!() };
             if accept.len() + embryos.len() >= *backlog {
                 // Backlog full: drop the SYN, the peer retries.
                 self.drop_reason(crate::monitor::DropReason::SocketBacklog, 1);
@@ -185,7 +185,7 @@ impl Stack {
             let t = crate::tcp::Tcb::accept_syn((dst, seg.dst_port), (src, seg.src_port), &seg, iss, cfg, now);
             let h = self.tcp_alloc(TcpSock::Conn(Box::new(t), Some(lh)));
             self.stats.tcp_passive_opens += 1;
-            if let Some(Some(TcpSock::Listener { embryos, .. })) = self.tcp.get_mut(lh) {
+            if let Some(Some(TcpSock::Listener { embryos, .. })) = self.socks.tcp.get_mut(lh) {
                 embryos.push(h);
             }
             self.tcp_flush(h, now);
@@ -224,7 +224,7 @@ impl Stack {
 
     /// An ICMP error about a segment from `sport` to `dst:dport` reaches its connection.
     pub(super) fn tcp_icmp_error(&mut self, dst: IpAddr, sport: u16, dport: u16, e: Errno) {
-        for s in self.tcp.iter_mut().flatten() {
+        for s in self.socks.tcp.iter_mut().flatten() {
             if let TcpSock::Conn(t, _) = s {
                 if t.local.1 == sport && t.remote == (dst, dport) {
                     t.icmp_error(e);
@@ -236,7 +236,7 @@ impl Stack {
     /// A smaller path MTU toward `dst`: every connection to it cuts its segments to `mss` and resends what
     /// is in flight.
     pub(super) fn tcp_path_mtu(&mut self, dst: IpAddr, mss: usize) {
-        for s in self.tcp.iter_mut().flatten() {
+        for s in self.socks.tcp.iter_mut().flatten() {
             if let TcpSock::Conn(t, _) = s {
                 if t.remote.0 == dst {
                     t.path_mtu_reduced(mss);
@@ -247,14 +247,14 @@ impl Stack {
 
     /// Moves a connection that became established from its listener's embryos to the accept queue.
     pub(super) fn tcp_promote(&mut self, h: SocketHandle) {
-        let Some(Some(TcpSock::Conn(t, parent))) = self.tcp.get_mut(h) else { return };
+        let Some(Some(TcpSock::Conn(t, parent))) = self.socks.tcp.get_mut(h) else { return };
         let Some(lh) = *parent else { return };
         let (established, closed) = (t.established_once, t.state == crate::tcp::State::Closed);
         if !established && !closed {
             return;
         }
         *parent = None;
-        if let Some(Some(TcpSock::Listener { accept, embryos, .. })) = self.tcp.get_mut(lh) {
+        if let Some(Some(TcpSock::Listener { accept, embryos, .. })) = self.socks.tcp.get_mut(lh) {
             embryos.retain(|&e| e != h);
             if established {
                 accept.push_back(h);
@@ -263,21 +263,21 @@ impl Stack {
         }
         if !established {
             // An embryo that died before accept() is nobody's: free it.
-            self.tcp[h] = None;
+            self.socks.tcp[h] = None;
         }
     }
 
     pub(super) fn tcp_alloc(&mut self, s: TcpSock) -> SocketHandle {
-        if let Some(i) = self.tcp.iter().position(|s| s.is_none()) {
-            self.tcp[i] = Some(s);
+        if let Some(i) = self.socks.tcp.iter().position(|s| s.is_none()) {
+            self.socks.tcp[i] = Some(s);
             return i;
         }
-        self.tcp.push(Some(s));
-        self.tcp.len() - 1
+        self.socks.tcp.push(Some(s));
+        self.socks.tcp.len() - 1
     }
 
     pub(super) fn tcp_port_used(&self, port: u16) -> bool {
-        self.tcp.iter().flatten().any(|s| match s {
+        self.socks.tcp.iter().flatten().any(|s| match s {
             TcpSock::Listener { port: p, .. } => *p == port,
             TcpSock::Conn(t, _) => t.local.1 == port && t.state != crate::tcp::State::Closed,
         })
@@ -285,8 +285,8 @@ impl Stack {
 
     /// Runs TCP timers and output for every connection (called from poll).
     pub(super) fn tcp_poll(&mut self, now: Instant) {
-        for h in 0..self.tcp.len() {
-            if matches!(self.tcp.get(h), Some(Some(TcpSock::Conn(_, _)))) {
+        for h in 0..self.socks.tcp.len() {
+            if matches!(self.socks.tcp.get(h), Some(Some(TcpSock::Conn(_, _)))) {
                 self.tcp_flush(h, now);
                 self.tcp_promote(h);
             }
@@ -294,12 +294,13 @@ impl Stack {
     }
 
     pub(super) fn tcp_poll_at(&self) -> Option<Instant> {
-        self.tcp.iter().flatten().filter_map(|s| if let TcpSock::Conn(t, _) = s { t.poll_at() } else { None }).min()
+        self.socks.poll_at()
     }
 
     /// A listener on `port` for both families (as an IPv6 socket that accepts IPv4 peers; see
     /// [`Stack::tcp_set_v6only`]).
     pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> Result<SocketHandle, Errno> {
+        self.socks.open()?;
         if self.tcp_port_used(port) {
             return Err(EADDRINUSE);
         }
@@ -308,7 +309,7 @@ impl Stack {
 
     /// IPV6_V6ONLY on a listener: IPv4 peers are refused (answered with a reset, as with no listener).
     pub fn tcp_set_v6only(&mut self, h: SocketHandle, on: bool) -> Result<(), Errno> {
-        match self.tcp.get_mut(h) {
+        match self.socks.tcp.get_mut(h) {
             Some(Some(TcpSock::Listener { v6only, .. })) => {
                 *v6only = on;
                 Ok(())
@@ -319,7 +320,7 @@ impl Stack {
 
     /// A connection's peer address and port.
     pub fn tcp_peer(&self, h: SocketHandle) -> Option<(IpAddr, u16)> {
-        match self.tcp.get(h)? {
+        match self.socks.tcp.get(h)? {
             Some(TcpSock::Conn(t, _)) => Some(t.remote),
             _ => None,
         }
@@ -327,7 +328,7 @@ impl Stack {
 
     /// An established connection from the listener's queue (EAGAIN when none).
     pub fn tcp_accept(&mut self, h: SocketHandle) -> Result<SocketHandle, Errno> {
-        match self.tcp.get_mut(h) {
+        match self.socks.tcp.get_mut(h) {
             Some(Some(TcpSock::Listener { accept, .. })) => accept.pop_front().ok_or(EAGAIN),
             _ => Err(EBADF),
         }
@@ -345,6 +346,7 @@ impl Stack {
     /// Connects to an IPv4 or IPv6 address from `local_port` (0: an ephemeral one). Over IPv6 the source
     /// address is the one source address selection picks (EADDRNOTAVAIL while none is ready).
     pub fn tcp_connect_ip(&mut self, local_port: u16, dst: IpAddr, port: u16, now: Instant) -> Result<SocketHandle, Errno> {
+        self.socks.open()?;
         let local_addr: IpAddr = match dst {
             IpAddr::V4(d) => {
                 if self.next_hop_v4(d.octets()).is_none() {
@@ -378,7 +380,7 @@ impl Stack {
     }
 
     pub(super) fn conn(&mut self, h: SocketHandle) -> Result<&mut crate::tcp::Tcb, Errno> {
-        match self.tcp.get_mut(h) {
+        match self.socks.tcp.get_mut(h) {
             Some(Some(TcpSock::Conn(t, _))) => Ok(t),
             _ => Err(EBADF),
         }
@@ -405,14 +407,14 @@ impl Stack {
     /// Closes the handle: a graceful close for a connection (it finishes in the background), or the end of
     /// a listener (its queued connections are reset).
     pub fn tcp_close(&mut self, h: SocketHandle, now: Instant) {
-        match self.tcp.get_mut(h) {
+        match self.socks.tcp.get_mut(h) {
             Some(Some(TcpSock::Conn(t, _))) => {
                 t.shutdown();
                 self.tcp_flush(h, now);
             }
             Some(Some(TcpSock::Listener { accept, embryos, .. })) => {
                 let kids: Vec<_> = accept.drain(..).chain(embryos.drain(..)).collect();
-                self.tcp[h] = None;
+                self.socks.tcp[h] = None;
                 for k in kids {
                     self.tcp_abort(k, now);
                 }
@@ -429,20 +431,20 @@ impl Stack {
                 self.tcp_emit(l, r, o, now);
             }
         }
-        if let Some(s) = self.tcp.get_mut(h) {
+        if let Some(s) = self.socks.tcp.get_mut(h) {
             *s = None;
         }
     }
 
     /// Frees a closed connection's handle.
     pub fn tcp_release(&mut self, h: SocketHandle) {
-        if let Some(s) = self.tcp.get_mut(h) {
+        if let Some(s) = self.socks.tcp.get_mut(h) {
             *s = None;
         }
     }
 
     pub fn tcp_state(&self, h: SocketHandle) -> Option<crate::tcp::State> {
-        match self.tcp.get(h)? {
+        match self.socks.tcp.get(h)? {
             Some(TcpSock::Conn(t, _)) => Some(t.state),
             Some(TcpSock::Listener { .. }) => Some(crate::tcp::State::Listen),
             None => None,
@@ -451,14 +453,14 @@ impl Stack {
 
     /// Bytes written but not yet acknowledged by the peer (`ss`'s Send-Q).
     pub fn tcp_send_queue(&self, h: SocketHandle) -> Option<usize> {
-        match self.tcp.get(h)? {
+        match self.socks.tcp.get(h)? {
             Some(TcpSock::Conn(t, _)) => Some(t.send_queue()),
             _ => None,
         }
     }
 
     pub fn tcp_error(&self, h: SocketHandle) -> Option<Errno> {
-        match self.tcp.get(h)? {
+        match self.socks.tcp.get(h)? {
             Some(TcpSock::Conn(t, _)) => t.error,
             _ => None,
         }
@@ -466,7 +468,7 @@ impl Stack {
 
     /// Readiness for non-blocking use: (readable, writable). Readable includes end of stream and errors.
     pub fn tcp_ready(&self, h: SocketHandle) -> (bool, bool) {
-        match self.tcp.get(h) {
+        match self.socks.tcp.get(h) {
             Some(Some(TcpSock::Listener { accept, .. })) => (!accept.is_empty(), false),
             Some(Some(TcpSock::Conn(t, _))) => {
                 let eof_or_err = t.error.is_some()

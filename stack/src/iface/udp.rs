@@ -41,7 +41,7 @@ impl Stack {
             udp::Repr::parse(data, src, dst)
         };
         let Some((r, payload)) = self.count_parse_error(parsed, crate::monitor::DropReason::UdpCsum) else { return };
-        let sock = self.udp.iter_mut().flatten().find(|s| s.port == r.dst_port && s.remote.is_none_or(|rm| rm == (src, r.src_port)));
+        let sock = self.socks.udp.iter_mut().flatten().find(|s| s.port == r.dst_port && s.remote.is_none_or(|rm| rm == (src, r.src_port)));
         match sock {
             Some(s) => {
                 if s.rx.len() < UDP_RX_QUEUE {
@@ -81,21 +81,22 @@ impl Stack {
     // ---- UDP sockets ----
 
     pub fn udp_bind(&mut self, port: u16) -> Result<SocketHandle, Errno> {
+        self.socks.open()?;
         let port = if port == 0 { self.ephemeral_port() } else { port };
-        if self.udp.iter().flatten().any(|s| s.port == port) {
+        if self.socks.udp.iter().flatten().any(|s| s.port == port) {
             return Err(EADDRINUSE);
         }
         let s = UdpSock { port, remote: None, rx: VecDeque::new(), error: None };
-        if let Some(i) = self.udp.iter().position(|s| s.is_none()) {
-            self.udp[i] = Some(s);
+        if let Some(i) = self.socks.udp.iter().position(|s| s.is_none()) {
+            self.socks.udp[i] = Some(s);
             return Ok(i);
         }
-        self.udp.push(Some(s));
-        Ok(self.udp.len() - 1)
+        self.socks.udp.push(Some(s));
+        Ok(self.socks.udp.len() - 1)
     }
 
     pub(super) fn ephemeral_port(&self) -> u16 {
-        (32768..61000).find(|p| !self.udp.iter().flatten().any(|s| s.port == *p)).unwrap_or(0)
+        (32768..61000).find(|p| !self.socks.udp.iter().flatten().any(|s| s.port == *p)).unwrap_or(0)
     }
 
     pub fn udp_connect(&mut self, h: SocketHandle, dst: [u8; 4], port: u16) -> Result<(), Errno> {
@@ -103,13 +104,13 @@ impl Stack {
     }
 
     pub fn udp_connect_ip(&mut self, h: SocketHandle, dst: IpAddr, port: u16) -> Result<(), Errno> {
-        let s = self.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
+        let s = self.socks.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
         s.remote = Some((dst, port));
         Ok(())
     }
 
     pub fn udp_local_port(&self, h: SocketHandle) -> Option<u16> {
-        self.udp.get(h)?.as_ref().map(|s| s.port)
+        self.socks.udp.get(h)?.as_ref().map(|s| s.port)
     }
 
     pub fn udp_send_to(&mut self, h: SocketHandle, dst: [u8; 4], port: u16, data: &[u8], now: Instant) -> Result<(), Errno> {
@@ -118,7 +119,7 @@ impl Stack {
 
     /// Sends a datagram to an IPv4 or IPv6 address (over IPv6 from the address source selection picks).
     pub fn udp_send_to_ip(&mut self, h: SocketHandle, dst: IpAddr, port: u16, data: &[u8], now: Instant) -> Result<(), Errno> {
-        let s = self.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
+        let s = self.socks.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
         if let Some(e) = s.error.take() {
             return Err(e);
         }
@@ -140,14 +141,14 @@ impl Stack {
     }
 
     pub fn udp_send(&mut self, h: SocketHandle, data: &[u8], now: Instant) -> Result<(), Errno> {
-        let (dst, port) = self.udp.get(h).and_then(|s| s.as_ref()).and_then(|s| s.remote).ok_or(Errno(libc::EDESTADDRREQ))?;
+        let (dst, port) = self.socks.udp.get(h).and_then(|s| s.as_ref()).and_then(|s| s.remote).ok_or(Errno(libc::EDESTADDRREQ))?;
         self.udp_send_to_ip(h, dst, port, data, now)
     }
 
     /// A received IPv4 datagram, a pending error (once), or EAGAIN. (IPv6 datagrams wait for
     /// [`Stack::udp_recv_from_ip`].)
     pub fn udp_recv_from(&mut self, h: SocketHandle) -> Result<(Vec<u8>, [u8; 4], u16), Errno> {
-        let s = self.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
+        let s = self.socks.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
         if let Some(i) = s.rx.iter().position(|d| d.1.is_ipv4()) {
             if let Some((d, IpAddr::V4(a), p)) = s.rx.remove(i) {
                 return Ok((d, a.octets(), p));
@@ -161,7 +162,7 @@ impl Stack {
 
     /// A received datagram from either family, a pending error (once), or EAGAIN.
     pub fn udp_recv_from_ip(&mut self, h: SocketHandle) -> Result<(Vec<u8>, IpAddr, u16), Errno> {
-        let s = self.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
+        let s = self.socks.udp.get_mut(h).and_then(|s| s.as_mut()).ok_or(EBADF)?;
         if let Some(d) = s.rx.pop_front() {
             return Ok(d);
         }
@@ -172,7 +173,7 @@ impl Stack {
     }
 
     pub fn udp_close(&mut self, h: SocketHandle) {
-        if let Some(s) = self.udp.get_mut(h) {
+        if let Some(s) = self.socks.udp.get_mut(h) {
             *s = None;
         }
     }
