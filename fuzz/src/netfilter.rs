@@ -363,6 +363,10 @@ pub fn nat(data: &[u8]) {
     nf.ct.max = 16;
     r.set_netfilter(nf);
     let mut now = Instant::from_millis(1);
+    // The router's own sockets, in its one table: what reaches them from either side is answered.
+    let listener = r.tcp_listen(22, 4).ok();
+    let dns = r.udp_bind(5353).ok();
+    let mut conns = Vec::new();
     r.poll(now);
     let mut i = Input::new(data);
     for _ in 0..48 {
@@ -383,6 +387,20 @@ pub fn nat(data: &[u8]) {
         let step = i.u16();
         now = now + Duration::from_millis(u64::from(step % 500) * if step & 0x8000 != 0 { 1000 } else { 1 });
         r.poll(now);
+        if let Some(c) = listener.and_then(|l| r.tcp_accept(l).ok()) {
+            conns.push(c);
+        }
+        for &c in &conns {
+            let mut buf = [0u8; 256];
+            if let Ok(n) = r.tcp_recv(c, &mut buf, now) {
+                let _ = r.tcp_send(c, &buf[..n], now);
+            }
+        }
+        if let Some(u) = dns {
+            if let Ok((d, from, port)) = r.udp_recv_from(u) {
+                let _ = r.udp_send_to(u, from, port, &d, now);
+            }
+        }
         if let Some(s) = r.ifaces.get_mut(side) {
             // The router's own traffic through OUTPUT and POSTROUTING: an echo request.
             let _ = s.ip_send([10, 0, 0, 5], 1, &[8, 0, 0xF7, 0xFD, 0, 1, 0, 1], false, now);

@@ -81,6 +81,13 @@ fn a_multihomed_host_of_ours_does_not_forward() {
         |what: &str| -> Option<u64> { report.split(what).nth(1).and_then(|s| s.split_whitespace().next()).and_then(|n| n.parse().ok()) };
     assert_eq!(count("forwarded "), Some(0), "{report}");
     assert!(count("not forwarding ").is_some_and(|n| n >= 6), "{report}");
+    // Each interface's counters, under the host: the pings came in on the left, announcements left on the
+    // right.
+    for (side, what) in [("  host left on tap:ta: ", "rx "), ("  host right on tap:tb: ", "tx ")] {
+        let line = report.split(side).nth(1).and_then(|s| s.lines().next()).unwrap_or_default();
+        let frames = line.split(what).nth(1).and_then(|s| s.split_whitespace().next()).and_then(|n| n.parse::<u64>().ok());
+        assert!(frames.is_some_and(|n| n > 0), "{side}{what}: {report}");
+    }
 }
 
 /// Namespaces inside one process: a Linux host pings a host of ours that lives in a second stack instance,

@@ -444,23 +444,14 @@ fn report(b: &Built) -> String {
     for ((name, r), names) in b.routers.iter().zip(&b.router_hosts) {
         s += &r.report(name);
         for (st, host) in r.ifaces.iter().zip(names) {
+            s += &format!("  {}", counters(host, st));
             if b.shaped.contains(host) {
                 s += &format!("  host {host}: {}\n", st.tc_show().replace('\n', "\n    "));
             }
         }
     }
     for (name, st) in &b.hosts {
-        let x = &st.stats;
-        s += &format!(
-            "host {name} on {}: ip in {} delivered {} out {}, arp requests {} replies {}, no ports {}\n",
-            st.dev.name(),
-            x.in_receives,
-            x.in_delivers,
-            x.out_requests,
-            x.arp_requests,
-            x.arp_replies,
-            x.no_ports
-        );
+        s += &counters(name, st);
         for (a, p, state) in st.ipv6_addrs() {
             s += &format!("  inet6 {}/{p} {state}\n", std::net::Ipv6Addr::from(a));
         }
@@ -474,6 +465,25 @@ fn report(b: &Built) -> String {
         }
     }
     s
+}
+
+/// An interface's counters, as a host's report line: the link's frames and bytes, then IP and ARP.
+fn counters(name: &str, st: &stack::Stack) -> String {
+    let x = &st.stats;
+    format!(
+        "host {name} on {}: rx {} frames {} bytes, tx {} frames {} bytes, ip in {} delivered {} out {}, arp requests {} replies {}, no ports {}\n",
+        st.dev.name(),
+        x.rx_packets,
+        x.rx_bytes,
+        x.tx_packets,
+        x.tx_bytes,
+        x.in_receives,
+        x.in_delivers,
+        x.out_requests,
+        x.arp_requests,
+        x.arp_replies,
+        x.no_ports
+    )
 }
 
 #[cfg(test)]
@@ -506,6 +516,7 @@ mod test {
             ("bond", include_str!("../topologies/bond.toml")),
             ("router", include_str!("../topologies/router.toml")),
             ("namespaces", include_str!("../topologies/namespaces.toml")),
+            ("multihomed", include_str!("../topologies/multihomed.toml")),
         ] {
             let t: Topology = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!t.host.is_empty(), "{name}");
