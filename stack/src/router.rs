@@ -153,13 +153,15 @@ impl Router {
     /// The host's sockets through interface `i` (`SO_BINDTODEVICE`): what `f` opens or sends starts there,
     /// from that interface's addresses. The sockets stay the host's.
     pub fn sockets_on<R>(&mut self, i: usize, f: impl FnOnce(&mut Stack) -> R) -> Result<R, Errno> {
-        self.lend(i, f).ok_or(ENETDOWN)
+        self.lend(i, f).ok_or(Errno(libc::ENODEV))
     }
 
     /// The host's sockets, for calls that do not pick a route (listen, accept, send and receive on a
-    /// connection, close): through the first interface that is up.
+    /// connection, close): through the first interface that is up, or the first at all (what was received
+    /// can be read with every link down). ENETDOWN for a host without interfaces.
     pub fn sockets<R>(&mut self, f: impl FnOnce(&mut Stack) -> R) -> Result<R, Errno> {
-        let i = self.ifaces.iter().position(|s| s.is_up()).ok_or(ENETDOWN)?;
+        let up = self.ifaces.iter().position(|s| s.is_up());
+        let i = up.or(if self.ifaces.is_empty() { None } else { Some(0) }).ok_or(ENETDOWN)?;
         self.sockets_on(i, f)
     }
 
@@ -727,6 +729,12 @@ mod host_test {
         let before = cut.expect("link 1 was cut");
         assert!(before < 1000, "{before} bytes over link 2 before the cut");
         assert!(h.ifaces[1].stats.tx_bytes - before > 50_000, "{} bytes after", h.ifaces[1].stats.tx_bytes - before);
+        // With every link down the sockets are still there to read and look at.
+        for i in 0..p.ifaces.len() {
+            p.ifaces[i].set_up(false);
+        }
+        assert_eq!(p.sockets(|x| x.tcp_state(s)), Ok(Some(crate::tcp::State::Established)));
+        assert_eq!(Router::host(Vec::new()).tcp_listen(80, 1), Err(crate::iface::ENETDOWN), "a host without interfaces");
     }
 
     #[test]
