@@ -32,6 +32,10 @@ impl Routes {
         self.routes.retain(|x| !(x.dest == r.dest && x.prefix == r.prefix));
         self.routes.push(r);
     }
+    /// Whether the table has a route for exactly `dest`/`prefix`.
+    pub fn contains(&self, dest: [u8; 4], prefix: u8) -> bool {
+        self.routes.iter().any(|x| x.dest == dest && x.prefix == prefix)
+    }
     /// The most specific route for `ip`.
     pub fn lookup(&self, ip: [u8; 4]) -> Option<Route> {
         self.routes.iter().filter(|r| r.matches(ip)).max_by_key(|r| r.prefix).copied()

@@ -126,7 +126,12 @@ impl Router {
         self.nf = Some(nf);
     }
 
+    /// A route by hand. Every interface learns its prefix, so that what the host sends there goes
+    /// through this table even when an interface's own link holds the destination.
     pub fn add_route(&mut self, r: Route) {
+        for s in self.ifaces.iter_mut() {
+            s.add_host_route(r.dest, r.prefix);
+        }
         self.routes.push(r);
     }
 
@@ -800,5 +805,55 @@ mod host_test {
         assert!(got == data, "v6 {v6}: {} of {} bytes arrived", got.len(), data.len());
         assert!(h.stats.too_big > 0, "v6 {v6}: the first large segments were too big for the link");
         assert_eq!(h.sockets(|x| x.tcp_conn(c).map(|t| t.local.0)).unwrap(), Some(src));
+    }
+
+    #[test]
+    fn a_route_by_hand_wins_over_an_interfaces_own_link() {
+        // 10.1.0.99 and 2001:db8:1::99 lie in interface a's prefixes, but the routes by hand say they are
+        // behind the peer on link b. What the router sends there through a (from a's addresses) follows
+        // the host's table, not a's link: nothing on link a answers.
+        let clock = Rc::new(RefCell::new(Instant::ZERO));
+        let (ra, _nobody) = link(([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 2]), Impairment::default(), 1, clock.clone());
+        let (rb, pb) = link(([2, 0, 0, 0, 2, 1], [2, 0, 0, 0, 2, 2]), Impairment::default(), 2, clock.clone());
+        let six = |a: &str| a.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let cfg = |a4: [u8; 4], a6: &[(&str, u8)]| {
+            let mut c = crate::Config::new(a4, 24);
+            let addrs = a6.iter().map(|(a, p)| (six(a), *p)).collect();
+            c.ipv6 = Some(crate::Ipv6Config { addrs, dad_transmits: 0, accept_ra: false, ..Default::default() });
+            c
+        };
+        let a = Stack::new(Box::new(ra), cfg([10, 1, 0, 1], &[("2001:db8:1::1", 64)]));
+        let b = Stack::new(Box::new(rb), cfg([10, 2, 0, 1], &[("2001:db8:2::1", 64)]));
+        let mut r = Router::new(vec![a, b]);
+        let mut pc = cfg([10, 2, 0, 2], &[("2001:db8:2::2", 64), ("2001:db8:1::99", 128)]);
+        pc.secondary.push(([10, 1, 0, 99], 32));
+        pc.gateway = Some([10, 2, 0, 1]);
+        if let Some(c6) = pc.ipv6.as_mut() {
+            c6.gateway = Some(six("2001:db8:2::1"));
+        }
+        let mut p = Stack::new(Box::new(pb), pc);
+        r.add_route(Route { dest: IpAddr::from([10, 1, 0, 99]), prefix: 32, via: Some(IpAddr::from([10, 2, 0, 2])), iface: 1, metric: 0 });
+        let via6 = IpAddr::from(six("2001:db8:2::2"));
+        r.add_route(Route { dest: IpAddr::from(six("2001:db8:1::99")), prefix: 128, via: Some(via6), iface: 1, metric: 0 });
+        let run = |r: &mut Router, p: &mut Stack| {
+            for _ in 0..50 {
+                let now = *clock.borrow();
+                r.poll(now);
+                p.poll(now);
+                *clock.borrow_mut() = now + Duration::from_millis(1);
+            }
+            *clock.borrow()
+        };
+        // Both sides up and announced first; from then on link a carries nothing.
+        let now = run(&mut r, &mut p);
+        let quiet = r.ifaces[0].stats.tx_packets;
+        r.sockets_on(0, |s| s.ping_send([10, 1, 0, 99], 4, 1, b"v4", now)).unwrap().unwrap();
+        r.sockets_on(0, |s| s.ping6_send(six("2001:db8:1::99"), 6, 1, b"v6", now)).unwrap().unwrap();
+        run(&mut r, &mut p);
+        let ev = r.sockets(|s| s.ping_events(4)).unwrap();
+        assert!(matches!(ev.as_slice(), [PingEvent::Reply { from: [10, 1, 0, 99], .. }]), "{ev:?}");
+        let ev6 = r.sockets(|s| s.ping6_events(6)).unwrap();
+        assert!(matches!(ev6.as_slice(), [crate::Ping6Event::Reply { .. }]), "{ev6:?}");
+        assert_eq!(r.ifaces[0].stats.tx_packets, quiet, "nothing went out on link a");
     }
 }

@@ -11,7 +11,8 @@ pub enum PingEvent {
 }
 
 impl Stack {
-    pub(super) fn icmp_input(&mut self, src: [u8; 4], data: &[u8], now: Instant) {
+    /// An ICMP message from `src` to `dst` (one of our addresses, or a broadcast).
+    pub(super) fn icmp_input(&mut self, src: [u8; 4], dst: [u8; 4], data: &[u8], now: Instant) {
         let Ok(m) = icmp::Repr::parse(data) else {
             self.stats.in_csum_errors += 1;
             self.drop_reason(crate::monitor::DropReason::IcmpCsum, 1);
@@ -24,7 +25,9 @@ impl Stack {
                 let reply = icmp::Repr::EchoReply { ident, seq, data };
                 let mut b = vec![0u8; reply.buffer_len()];
                 reply.emit(&mut b);
-                let _ = self.ip_send(src, ipv4::PROTO_ICMP, &b, false, now);
+                // From the address the request was sent to (as Linux answers), unless that was a broadcast.
+                let from = if self.owns_v4(dst) { dst } else { self.src_v4(src) };
+                let _ = self.ip_send_meta(from, src, ipv4::PROTO_ICMP, &b, false, None, now);
             }
             icmp::Repr::EchoReply { ident, seq, data } => {
                 if let Some(q) = self.socks.pings.get_mut(&ident) {

@@ -306,7 +306,7 @@ impl Stack {
         self.stats.in_delivers += 1;
         let verified = p.csum == crate::skb::Csum::Verified && !(r.more_frags || r.frag_offset > 0);
         match r.protocol {
-            ipv4::PROTO_ICMP => self.icmp_input(r.src, &payload, now),
+            ipv4::PROTO_ICMP => self.icmp_input(r.src, dst, &payload, now),
             ipv4::PROTO_UDP => self.udp_input(r.src.into(), dst.into(), &header, &payload, verified, now),
             ipv4::PROTO_TCP => self.tcp_input(r.src.into(), dst.into(), &payload, verified, now),
             _ => {}

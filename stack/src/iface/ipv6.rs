@@ -116,6 +116,9 @@ pub(super) struct V6 {
     pub(super) ident: u32,
     /// The host routes what is off the link (see `Stack::set_host_routed`).
     pub(super) host_routed: bool,
+    /// Prefixes the host routes by hand (`Stack::add_host_route`): more specific than the link's, they
+    /// send what is for them through the host's table even when the link holds the destination.
+    pub(super) host_routes: Vec<(Addr, u8)>,
 }
 
 impl V6 {
@@ -133,6 +136,7 @@ impl V6 {
             rs_sent: 0,
             rs_next: None,
             started: false,
+            host_routes: Vec::new(),
             reasm,
             ident: 0,
             host_routed: false,
@@ -201,6 +205,19 @@ impl V6 {
     pub(super) fn next_hop(&self, dst: &Addr) -> Option<Addr> {
         if let Some(t) = self.redirects.get(dst) {
             return Some(*t);
+        }
+        if self.host_routed && !ipv6::is_link_local(dst) {
+            let host = self.host_routes.iter().filter(|(p, l)| ipv6::prefix_match(p, dst, *l)).map(|x| x.1).max();
+            let link = self
+                .addrs
+                .iter()
+                .filter(|a| a.origin != Origin::LinkLocal && ipv6::prefix_match(&a.addr, dst, a.prefix))
+                .map(|a| a.prefix)
+                .chain(self.onlink.iter().filter(|(p, l, _)| ipv6::prefix_match(p, dst, *l)).map(|x| x.1))
+                .max();
+            if host.is_some_and(|h| link.is_none_or(|l| h > l)) {
+                return Some(super::HOST_HOP6);
+            }
         }
         if self.on_link(dst) {
             return Some(*dst);

@@ -443,6 +443,25 @@ impl Stack {
         std::mem::swap(&mut self.socks, other);
     }
 
+    /// A route of the host's (an interface of a host with several, `set_host_routed`): what the stack
+    /// sends to `dest`/`prefix` goes through the host's table, even to a destination on this interface's
+    /// own link, when the route is more specific than the link's prefix (the host's longest match
+    /// decides, as one table would). A route the interface already has for exactly that prefix stays.
+    pub fn add_host_route(&mut self, dest: std::net::IpAddr, prefix: u8) {
+        match dest {
+            std::net::IpAddr::V4(d) => {
+                if !self.routes.contains(d.octets(), prefix) {
+                    self.routes.add(Route { dest: d.octets(), prefix, gateway: Some(HOST_HOP4) });
+                }
+            }
+            std::net::IpAddr::V6(d) => {
+                if let Some(v) = self.v6.as_mut() {
+                    v.host_routes.push((d.octets(), prefix));
+                }
+            }
+        }
+    }
+
     /// The packets this stack sent for the host to route since the last call, with what OUTPUT made of
     /// them.
     pub fn take_host_out(&mut self) -> Vec<(Vec<u8>, crate::netfilter::Ctx)> {
