@@ -223,6 +223,8 @@ impl Router {
     /// Polls every interface and forwards what they handed over. Whether anything moved.
     pub fn poll(&mut self, now: Instant) -> bool {
         let mut moved = false;
+        // The connections' timers, once; what they send leaves with the interfaces' polls below.
+        let _ = self.sockets(|s| s.run_socket_timers(now));
         for i in 0..self.ifaces.len() {
             moved |= self.lend(i, |s| s.poll(now)).unwrap_or(false);
             let packets = self.ifaces.get_mut(i).map(|s| s.take_forwarded()).unwrap_or_default();

@@ -326,7 +326,11 @@ impl Stack {
         let expired = self.reasm.expire(now) as u64;
         self.stats.reasm_fails += expired;
         self.drop_reason(crate::monitor::DropReason::FragReasmTimeout, expired);
-        self.tcp_poll(now);
+        if !self.host_routed {
+            // A host with several interfaces runs its connections' timers once per poll
+            // (`run_socket_timers`), not once per interface.
+            self.tcp_poll(now);
+        }
         self.poll6(now);
         progress |= self.transmit(now);
         progress
@@ -460,6 +464,13 @@ impl Stack {
                 }
             }
         }
+    }
+
+    /// The timers and pending output of every connection in the socket table the stack holds (a host's,
+    /// lent): what `poll` does for a stack on its own.
+    pub(crate) fn run_socket_timers(&mut self, now: Instant) {
+        self.clock = now;
+        self.tcp_poll(now);
     }
 
     /// The packets this stack sent for the host to route since the last call, with what OUTPUT made of
