@@ -195,27 +195,25 @@ impl V6 {
     /// Whether `dst` is on the link: link-local, inside a configured address's prefix or an advertised
     /// on-link prefix.
     pub(super) fn on_link(&self, dst: &Addr) -> bool {
-        ipv6::is_link_local(dst)
-            || self.addrs.iter().any(|a| a.origin != Origin::LinkLocal && ipv6::prefix_match(&a.addr, dst, a.prefix))
-            || self.onlink.iter().any(|(p, l, _)| ipv6::prefix_match(p, dst, *l))
+        ipv6::is_link_local(dst) || self.link_prefix(dst).is_some()
     }
 
-    /// The first hop toward `dst`: a redirect's, the destination itself when on-link, else a default
-    /// router.
+    /// The longest of the link's prefixes (configured addresses', advertised on-link ones) holding `dst`.
+    fn link_prefix(&self, dst: &Addr) -> Option<u8> {
+        let addrs = self.addrs.iter().filter(|a| a.origin != Origin::LinkLocal && ipv6::prefix_match(&a.addr, dst, a.prefix));
+        let adverts = self.onlink.iter().filter(|(p, l, _)| ipv6::prefix_match(p, dst, *l));
+        addrs.map(|a| a.prefix).chain(adverts.map(|x| x.1)).max()
+    }
+
+    /// The first hop toward `dst`: a redirect's, the host's for a route by hand more specific than the
+    /// link's prefix, the destination itself when on-link, else a default router.
     pub(super) fn next_hop(&self, dst: &Addr) -> Option<Addr> {
         if let Some(t) = self.redirects.get(dst) {
             return Some(*t);
         }
         if self.host_routed && !ipv6::is_link_local(dst) {
             let host = self.host_routes.iter().filter(|(p, l)| ipv6::prefix_match(p, dst, *l)).map(|x| x.1).max();
-            let link = self
-                .addrs
-                .iter()
-                .filter(|a| a.origin != Origin::LinkLocal && ipv6::prefix_match(&a.addr, dst, a.prefix))
-                .map(|a| a.prefix)
-                .chain(self.onlink.iter().filter(|(p, l, _)| ipv6::prefix_match(p, dst, *l)).map(|x| x.1))
-                .max();
-            if host.is_some_and(|h| link.is_none_or(|l| h > l)) {
+            if host.is_some_and(|h| self.link_prefix(dst).is_none_or(|l| h > l)) {
                 return Some(super::HOST_HOP6);
             }
         }

@@ -545,6 +545,6 @@ impl Stack {
     pub fn poll_at(&self) -> Option<Instant> {
         let r = self.reasm.next_deadline();
         let q = self.qdisc.next_at(self.clock);
-        [self.neigh.next_deadline(), r, self.tcp_poll_at(), self.poll6_at(), q].into_iter().flatten().min()
+        [self.neigh.next_deadline(), r, self.socks.poll_at(), self.poll6_at(), q].into_iter().flatten().min()
     }
 }

@@ -293,10 +293,6 @@ impl Stack {
         }
     }
 
-    pub(super) fn tcp_poll_at(&self) -> Option<Instant> {
-        self.socks.poll_at()
-    }
-
     /// A listener on `port` for both families (as an IPv6 socket that accepts IPv4 peers; see
     /// [`Stack::tcp_set_v6only`]).
     pub fn tcp_listen(&mut self, port: u16, backlog: usize) -> Result<SocketHandle, Errno> {
