@@ -126,6 +126,46 @@ impl Kick {
         self.worker.is_some()
     }
 
+    /// One pass of a busy-polling device (`--busy-poll`) on the caller's thread, with no doorbell needed:
+    /// the rings, the backend and the timers are looked at without anyone being woken, and the data path
+    /// thread leaves the backend's descriptors to the caller until `stop_spinning`. Returns whether
+    /// anything moved. Does nothing while the data path thread holds the data path, or with doorbells that
+    /// wake it (`DoorbellMode::Wake`).
+    pub fn spin_pass(&self) -> bool {
+        let Some(w) = &self.worker else { return false };
+        let mut g = match w.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        g.spinning = true;
+        // Timers fall due in these passes too: the data path thread is woken only for a failed one.
+        let (moved, wake) = match g.pass(true) {
+            Ok(Step::Moved) => (true, false),
+            Ok(Step::Idle(_)) => (false, false),
+            Err(()) => (false, true),
+        };
+        if moved {
+            Metrics::inc(&g.metrics.busy_poll_passes);
+        }
+        drop(g);
+        if wake {
+            let _ = self.waker.wake();
+        }
+        moved
+    }
+
+    /// The busy-polling thread is going to sleep: the data path thread waits on the backend again.
+    pub fn stop_spinning(&self) {
+        let Some(w) = &self.worker else { return };
+        let mut g = lock_worker(w);
+        g.spinning = false;
+        g.reregister();
+        drop(g);
+        // Whatever came while the descriptors were not watched is looked at now.
+        let _ = self.waker.wake();
+    }
+
     /// One pass of a doorbell's round on the caller's thread (a transmit doorbell, or a receive one with
     /// frames waiting), `first` for the doorbell's first: passes back to back for `INLINE_SLICE`. The caller
     /// (the vfio-user thread) polls its client, signals and listener between slices, so that none waits
@@ -240,6 +280,10 @@ struct Worker {
     tx_free: Vec<Vec<u8>>,
     registered: Vec<i32>,
     gen: u64,
+    /// Another thread busy-polls the backend (`Kick::spin_pass`): its descriptors are not watched here.
+    spinning: bool,
+    /// Whether `registered` was made for a spinning data path (then it is empty).
+    registered_spinning: bool,
     overflow: RxOverflow,
     carrier: Option<bool>,
     /// When the data path thread's current sleep ends (it sleeps at most `IDLE_SLEEP`).
@@ -273,6 +317,8 @@ impl Worker {
             tx_free: Vec::with_capacity(TX_QUEUE_DEPTH),
             registered: Vec::new(),
             gen: u64::MAX,
+            spinning: false,
+            registered_spinning: false,
             overflow,
             carrier: None,
             sleep_until: None,
@@ -282,13 +328,15 @@ impl Worker {
     }
 
     fn reregister(&mut self) {
-        if self.gen == self.backend.generation() {
+        if self.gen == self.backend.generation() && self.registered_spinning == self.spinning {
             return;
         }
         for fd in self.registered.drain(..) {
             let _ = self.registry.deregister(&mut SourceFd(&fd));
         }
-        for (i, fd) in self.backend.fds().into_iter().enumerate() {
+        self.registered_spinning = self.spinning;
+        let fds = if self.spinning { Vec::new() } else { self.backend.fds() };
+        for (i, fd) in fds.into_iter().enumerate() {
             if self.registry.register(&mut SourceFd(&fd), Token(i + 1), Interest::READABLE | Interest::WRITABLE).is_ok() {
                 self.registered.push(fd);
             }

@@ -69,6 +69,8 @@ metrics! {
     backend_errors,
     /// Transmit doorbells whose round ran on the vfio-user thread because the data path was asleep.
     inline_rounds,
+    /// Passes of a busy-polling device (`--busy-poll`) that moved frames or doorbells without a wake-up.
+    busy_poll_passes,
     /// Internal errors (panics) caught in the data path; the round was dropped, the device kept running.
     datapath_panics,
     /// Internal errors (panics) caught while handling a vfio-user request; the client was disconnected.

@@ -10,7 +10,7 @@ use log::{debug, info, warn};
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use vfio_user::server::{Device, Errno};
 use vfio_user::*;
 
@@ -21,6 +21,11 @@ pub struct NicServer {
     kick_pending: bool,
     /// When the doorbell round running on this thread began.
     inline_since: Option<Instant>,
+    /// Busy polling (`--busy-poll`): this thread keeps looking at the rings and the backend, without
+    /// sleeping, for this long after the last doorbell or frame.
+    busy_poll: Option<Duration>,
+    /// The last doorbell or frame, while busy polling.
+    last_activity: Option<Instant>,
     doorbells: Arc<Doorbells>,
     trace: Arc<Tracer>,
 }
@@ -45,25 +50,48 @@ impl NicServer {
             let n = lock(&nic);
             (n.doorbells.clone(), n.trace.clone())
         };
-        NicServer { nic, kick, doorbells, trace, kick_pending: false, inline_since: None }
+        NicServer { nic, kick, doorbells, trace, kick_pending: false, inline_since: None, busy_poll: None, last_activity: None }
+    }
+
+    /// Busy polls for `window` after every doorbell or frame (see `after_requests`); `None` sleeps at once.
+    pub fn set_busy_poll(&mut self, window: Option<Duration>) {
+        self.busy_poll = window.filter(|w| !w.is_zero());
     }
 
     /// Called when the client's requests read so far have been handled: runs a slice of the data path's
     /// round for the doorbells among them (`Kick::pass`). Returns whether to call again, after handling
     /// whatever came meanwhile (the server's poll, without sleeping).
+    ///
+    /// A busy-polling device (`set_busy_poll`) goes on after the round: every call is then one pass over
+    /// the rings, the backend and the timers (`Kick::spin_pass`), and asks to be called again until the
+    /// window has passed with nothing moving, so that neither a doorbell nor a frame from the wire waits
+    /// for a thread to wake.
     pub fn after_requests(&mut self) -> bool {
         let first = std::mem::take(&mut self.kick_pending);
         if first {
-            self.inline_since = Some(Instant::now());
-        }
-        let Some(since) = self.inline_since else { return false };
-        match self.kick.pass(first, since) {
-            Pass::More => true,
-            Pass::Done => {
-                self.inline_since = None;
-                false
+            let now = Instant::now();
+            self.inline_since = Some(now);
+            if self.busy_poll.is_some() {
+                self.last_activity = Some(now);
             }
         }
+        if let Some(since) = self.inline_since {
+            match self.kick.pass(first, since) {
+                Pass::More => return true,
+                Pass::Done => self.inline_since = None,
+            }
+        }
+        let (Some(window), Some(last)) = (self.busy_poll, self.last_activity) else { return false };
+        let now = Instant::now();
+        if now.duration_since(last) > window {
+            self.last_activity = None;
+            self.kick.stop_spinning();
+            return false;
+        }
+        if self.kick.spin_pass() {
+            self.last_activity = Some(now);
+        }
+        true
     }
 
     fn effects(&self, fx: Option<Effects>) -> Result<(), Errno> {
@@ -301,6 +329,9 @@ impl Device for NicServer {
     }
 
     fn disconnected(&mut self) {
+        if self.last_activity.take().is_some() {
+            self.kick.stop_spinning();
+        }
         let mut nic = lock(&self.nic);
         nic.disconnect();
         info!("client disconnected: DMA maps and interrupt fds dropped");

@@ -61,6 +61,32 @@ fn doorbells_inline_or_woken_lose_nothing() {
     }
 }
 
+/// A busy-polling device (`--busy-poll`) does the data path's work on its vfio-user thread between
+/// polls of the client, with no wake-up: every frame still arrives, in order and intact, with the driver
+/// taking interrupts and with the driver busy polling too; the passes that moved frames are counted.
+#[test]
+fn a_busy_polling_device_loses_nothing() {
+    for irq in ["msix", "poll"] {
+        let s = sock(&format!("spin-{irq}"));
+        let d = Device::start(None, &s, &["--backend", "loopback", "--busy-poll", "200000"]);
+        let (ok, out) = nic_lab(&["--vfio-user", s.to_str().unwrap(), "--irq", irq, "loopback-test", "--count", "50000", "--size", "1514"]);
+        assert!(ok, "{irq}: {out}");
+        for (field, want) in [("received", 50000), ("lost", 0), ("duplicates", 0), ("corrupt", 0)] {
+            assert_eq!(report_field(&out, field), want, "{irq} {field}: {out}");
+        }
+        assert!(d.stat("device", "busy_poll_passes") > 0, "{irq}: no busy-poll pass moved a frame");
+    }
+    // Doorbells that always wake the data path thread leave nothing for a busy poll to do: refused.
+    let s = sock("spin-wake");
+    let out = std::process::Command::new(bin("nic-device"))
+        .args(["--socket", s.to_str().unwrap(), "--backend", "loopback", "--busy-poll", "100", "--doorbells", "wake"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--busy-poll needs --doorbells inline"), "{out:?}");
+    assert!(!s.exists(), "the socket is removed again");
+}
+
 #[test]
 fn interrupt_modes_and_busy_poll() {
     for irq in ["msix", "msi", "intx", "poll"] {

@@ -45,6 +45,74 @@ fn stack_through_driver_and_nic_device_pings_linux() {
     let _ = Command::new("true").status();
 }
 
+/// CPU time (user + system, in clock ticks) the process has used so far, all threads.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Whether an epoll instance of process `pid` watches its TAP (`/dev/net/tun`) descriptor.
+fn tap_watched(pid: u32) -> bool {
+    let fds: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), std::fs::read_link(e.path()).ok()?.display().to_string())))
+        .collect();
+    let tun: Vec<&str> = fds.iter().filter(|(_, l)| l == "/dev/net/tun").map(|(n, _)| n.as_str()).collect();
+    assert!(!tun.is_empty(), "the device has no TAP open: {fds:?}");
+    fds.iter().filter(|(_, l)| l.contains("eventpoll")).any(|(n, _)| {
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{n}")).unwrap_or_default();
+        info.lines().filter_map(|l| l.strip_prefix("tfd:")).any(|l| l.split_whitespace().next().is_some_and(|t| tun.contains(&t)))
+    })
+}
+
+/// A device that busy polls (`--busy-poll`, a 20 ms window) serves a stack pinging Linux every 10 ms: the
+/// polling thread reads the TAP itself, so that nothing waits on it meanwhile, and picks up the replies.
+/// Once the window has passed it sleeps (almost no CPU while idle), the data path thread waits on the TAP
+/// again, and Linux's pings, coming 200 ms apart (each after the window), are answered.
+#[test]
+fn a_busy_polling_device_answers_while_spinning_and_after_it_sleeps() {
+    let ns = Netns::new();
+    let sock = std::env::temp_dir().join(format!("{}.sock", unique("spin")));
+    let dev = Device::start(Some(&ns), &sock, &["--backend", "tap:tap0", "--busy-poll", "20000"]);
+    ns.must("ip addr add 10.77.0.1/24 dev tap0 && ip link set tap0 up && sysctl -qw net.ipv6.conf.tap0.disable_ipv6=1");
+    let pid = dev.child.id();
+    assert!(tap_watched(pid), "before any client, the data path thread waits on the TAP");
+    let s = sock.to_str().unwrap();
+    let mut c =
+        stack_ping(&ns, &["--vfio-user", s, "--irq", "poll", "--ip", "10.77.0.2/24", "ping", "10.77.0.1", "-c", "200", "-i", "0.01"]);
+    let mut unwatched = false;
+    while c.try_wait().unwrap().is_none() && !unwatched {
+        unwatched = !tap_watched(pid);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(unwatched, "while it polled, the TAP stayed watched by the data path thread");
+    let (ok, out) = finish(c);
+    assert!(ok, "{out}");
+    assert!(out.contains("200 packets received, 0% packet loss"), "{out}");
+    assert!(dev.stat("device", "busy_poll_passes") > 0, "no reply was picked up by a polling pass");
+    // Frames from the wire while the device sleeps; the stack's replies start a polling window each.
+    let c = stack_ping(&ns, &["--vfio-user", s, "--ip", "10.77.0.2/24", "idle", "--seconds", "5"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (rc, out) = ns.exec("ping -c 5 -i 0.2 -W 2 10.77.0.2");
+    assert_eq!(rc, 0, "Linux pinging the stack through a busy-polling nic-device: {out}");
+    assert!(nic_tests::zero_loss(&out), "{out}");
+    // The client stays, idle: the window is long over, the polling thread sleeps and the data path thread
+    // watches the TAP.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(tap_watched(pid), "after the polling stopped, nothing waits on the TAP");
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = cpu_ticks(pid) - before;
+    assert!(idle < 30, "the device used {idle} ticks of CPU in an idle second: still spinning");
+    let (ok, out) = finish(c);
+    assert!(ok, "{out}");
+    assert!(tap_watched(pid), "the client gone, the data path thread waits on the TAP");
+}
+
 struct TapNet {
     ns: Netns,
     dir: std::path::PathBuf,

@@ -12,7 +12,8 @@
 # stack through the driver and nic-device to Linux on a TAP in a private namespace, 200 echoes 10 ms apart
 # per run, with interrupts, with busy polling and in latency mode (`--latency`): the median (p50) and p90
 # per run, medians over the runs, beside Linux pinging its own loopback in the namespace (the reference:
-# the kernel's own path, no device).
+# the kernel's own path, no device). The interrupt and busy-poll rows are repeated with the device busy
+# polling as well (`nic-device --busy-poll`).
 #
 #   tools/scripts/bench.sh [--runs N] [--device BIN] [--rtt-only]
 #   (--device: another nic-device build, to compare; --rtt-only: the round trips alone)
@@ -96,19 +97,24 @@ ip netns add "$NS"
 ip netns exec "$NS" ip link set lo up
 rtt_dev() {
     SOCK="$(mktemp -u /tmp/nic-rtt-XXXX.sock)"
-    ip netns exec "$NS" env RUST_LOG=warn "$DEVICE_BIN" --socket "$SOCK" --backend tap:rt0 &
+    ip netns exec "$NS" env RUST_LOG=warn "$DEVICE_BIN" --socket "$SOCK" --backend tap:rt0 "$@" &
     DEV=$!
     for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
     ip netns exec "$NS" sh -c 'ip addr add 10.87.0.1/24 dev rt0 2>/dev/null; ip link set rt0 up'
 }
 # p50 and p90 of the "time=X ms" replies, in microseconds.
 pct() { awk -F'time=' '/time=/ {split($2, a, " "); print a[1] * 1000}' | sort -g | awk '{v[NR]=$1} END {if (NR) printf "%.0f %.0f", v[int(NR*0.5+0.5)], v[int(NR*0.9+0.5)]}'; }
-printf '\n%-34s %10s %10s\n' "ping round trip (us)" "p50" "p90"
-for mode in auto poll latency; do
+printf '\n%-46s %10s %10s\n' "ping round trip (us)" "p50" "p90"
+# Driver mode, then whether the device busy polls too (`--busy-poll`: its vfio-user thread polls the rings
+# and the TAP for a second after the last frame instead of sleeping).
+for mode in auto poll latency auto:spin poll:spin; do
     p50s="" p90s=""
+    dev_flags=()
+    [ "${mode#*:}" = spin ] && dev_flags=(--busy-poll 1000000)
+    drv="${mode%:*}"
     for r in $(seq "$RUNS"); do
-        rtt_dev
-        if [ "$mode" = latency ]; then flags=(--latency); else flags=(--irq "$mode"); fi
+        rtt_dev "${dev_flags[@]}"
+        if [ "$drv" = latency ]; then flags=(--latency); else flags=(--irq "$drv"); fi
         out="$("$BIN/nic-lab" --vfio-user "$SOCK" "${flags[@]}" --ip 10.87.0.2/24 ping 10.87.0.1 -c 200 -i 0.01 2>/dev/null || true)"
         stop_dev
         read -r a b <<<"$(printf '%s\n' "$out" | pct)"
@@ -117,11 +123,13 @@ for mode in auto poll latency; do
     case "$mode" in
         auto) label="stack+driver+device (MSI-X)" ;;
         poll) label="stack+driver+device (busy poll)" ;;
-        *) label="stack+driver+device (latency mode)" ;;
+        latency) label="stack+driver+device (latency mode)" ;;
+        auto:spin) label="  MSI-X, device busy-polling" ;;
+        *) label="  busy poll, device busy-polling" ;;
     esac
     read -r m50 _ _ <<<"$(printf '%s' "$p50s" | median)"
     read -r m90 _ _ <<<"$(printf '%s' "$p90s" | median)"
-    printf '%-34s %10s %10s\n' "$label" "$m50" "$m90"
+    printf '%-46s %10s %10s\n' "$label" "$m50" "$m90"
 done
 # The reference: Linux pinging its own loopback (no device, no stack of ours).
 p50s="" p90s=""
@@ -131,4 +139,4 @@ for r in $(seq "$RUNS"); do
 done
 read -r m50 _ _ <<<"$(printf '%s' "$p50s" | median)"
 read -r m90 _ _ <<<"$(printf '%s' "$p90s" | median)"
-printf '%-34s %10s %10s\n' "Linux loopback (reference)" "$m50" "$m90"
+printf '%-46s %10s %10s\n' "Linux loopback (reference)" "$m50" "$m90"
