@@ -113,6 +113,21 @@ impl DmaRegion {
         // SAFETY: in bounds; raw-pointer copy, no reference to shared memory is formed.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), out.as_mut_ptr(), out.len()) }
     }
+    /// Appends `n` bytes of the region to `out`, copied straight into its spare room (no zeroing first, which
+    /// would cost as much as the copy), after the status read that made them ours (acquire).
+    pub fn read_append(&self, off: usize, n: usize, out: &mut Vec<u8>) {
+        self.check(off, n);
+        fence(Ordering::Acquire);
+        out.reserve(n);
+        let at = out.len();
+        // SAFETY: the source is in bounds (checked); `reserve` left at least `n` bytes of spare room after
+        // `at`; the heap buffer and the shared mapping cannot overlap. Every bit pattern is a valid u8, so
+        // the bytes `set_len` covers are initialised, whatever the device wrote meanwhile.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.add(off), out.as_mut_ptr().add(at), n);
+            out.set_len(at + n);
+        }
+    }
     pub fn write_bytes(&self, off: usize, data: &[u8]) {
         self.check(off, data.len());
         // SAFETY: in bounds; raw-pointer copy.

@@ -74,6 +74,9 @@ impl Default for Config {
 
 const BUF_SIZE: usize = 2048;
 const RX_REFILL_BATCH: u32 = 16;
+/// Frame buffers kept for reuse (`E1000e::spare`), and the largest one kept (a jumbo frame's).
+const SPARE_MAX: usize = 512;
+const SPARE_CAPACITY_MAX: usize = 16 * 1024 + 64;
 /// Most descriptors one packet may take: a context plus 64 KiB of 2 KiB buffers, with headers.
 const MAX_DESC_PER_PKT: usize = 1 + (65536 + 256) / BUF_SIZE + 1;
 const TXD_DTYP_D: u32 = 1 << 20;
@@ -156,6 +159,19 @@ pub struct E1000e {
     xdp_tx: Vec<TxPacket>,
     /// XDP_REDIRECT frames for the caller, with their target.
     xdp_redirected: Vec<(u32, Vec<u8>, XdpMeta)>,
+    /// Empty buffers for received frames: those of sent packets once their bytes are in the ring, and
+    /// those callers give back (`recycle`), so that a steady flow allocates nothing per frame.
+    spare: Vec<Vec<u8>>,
+}
+
+/// The ring slot after `i` in a ring of `n`.
+#[inline]
+fn ring_next(i: u32, n: u32) -> u32 {
+    if i + 1 >= n {
+        0
+    } else {
+        i + 1
+    }
 }
 
 /// The RSS key Microsoft's RSS specification gives as its verification key (also Linux's default in many
@@ -330,6 +346,7 @@ impl E1000e {
             xdp_stats: XdpStats::default(),
             xdp_tx: Vec::new(),
             xdp_redirected: Vec::new(),
+            spare: Vec::new(),
         };
         d.t.write32(IMC, 0xFFFF_FFFF)?;
         d.t.write32(EIAC_82574, 0)?;
@@ -632,7 +649,7 @@ impl E1000e {
         while r.next_to_clean != r.next_to_use {
             let Some(eop) = r.eop_of[r.next_to_clean as usize] else {
                 // A context-only slot or corrupted bookkeeping: step over it.
-                r.next_to_clean = (r.next_to_clean + 1) % r.n;
+                r.next_to_clean = ring_next(r.next_to_clean, r.n);
                 continue;
             };
             if self.mem.read_u8(r.desc + eop as usize * 16 + TxDesc::STATUS_AT) & TXD_STAT_DD == 0 {
@@ -640,7 +657,7 @@ impl E1000e {
             }
             r.eop_of[r.next_to_clean as usize] = None;
             done += r.bytes_of.get(r.next_to_clean as usize).copied().unwrap_or(0) as usize;
-            r.next_to_clean = (eop + 1) % r.n;
+            r.next_to_clean = ring_next(eop, r.n);
         }
         if let Some(d) = r.bql.as_mut() {
             d.completed(done, Instant::now());
@@ -735,7 +752,7 @@ impl E1000e {
                 let at = r.desc + r.next_to_use as usize * 16;
                 self.mem.write_obj(at, TxDesc { addr: lo as u64 | (up as u64) << 32, lower: cmd, upper: seg });
                 r.last_ctx = ctx;
-                r.next_to_use = (r.next_to_use + 1) % r.n;
+                r.next_to_use = ring_next(r.next_to_use, r.n);
             }
             let popts = match (p.csum, p.tso) {
                 (Some(c), Some(_)) if c.tcp => TXD_POPTS_TXSM | if c.ipv4 { TXD_POPTS_IXSM } else { 0 },
@@ -761,7 +778,7 @@ impl E1000e {
                     },
                 );
                 last = r.next_to_use;
-                r.next_to_use = (r.next_to_use + 1) % r.n;
+                r.next_to_use = ring_next(r.next_to_use, r.n);
             }
             r.eop_of[first as usize] = Some(last);
             if let Some(b) = r.bytes_of.get_mut(first as usize) {
@@ -776,7 +793,9 @@ impl E1000e {
             sent += 1;
             taken += 1;
         }
-        pkts.drain(..taken);
+        for p in pkts.drain(..taken) {
+            self.keep_spare(p.data);
+        }
         if sent > 0 {
             self.mem.publish();
             let tail = self.tx[q].next_to_use;
@@ -814,13 +833,12 @@ impl E1000e {
                 if start + len > 16 * 1024 {
                     bad = true;
                 } else {
-                    r.partial.resize(start + len, 0);
-                    self.mem.read_bytes(buf, &mut r.partial[start..]);
+                    self.mem.read_append(buf, len, &mut r.partial);
                 }
             }
             // Hand the descriptor back in read format.
             self.mem.write_obj(at, RxRead { buffer: self.mem.iova + buf as u64, zero: 0 });
-            r.next_to_clean = (r.next_to_clean + 1) % r.n;
+            r.next_to_clean = ring_next(r.next_to_clean, r.n);
             r.unrefilled += 1;
             if bad {
                 self.stats.rx_errors += 1;
@@ -844,8 +862,9 @@ impl E1000e {
                     continue;
                 }
             }
+            let next = self.spare.pop().unwrap_or_default();
             let r = &mut self.rx[q];
-            let data = std::mem::take(&mut r.partial);
+            let data = std::mem::replace(&mut r.partial, next);
             let csum = if staterr & RXD_STAT_IXSM != 0 || staterr & (RXD_STAT_TCPCS | RXD_STAT_UDPCS) == 0 {
                 if staterr & RXD_ERR_IPE != 0 {
                     RxCsum::Bad
@@ -926,6 +945,25 @@ impl E1000e {
     /// The frames programs redirected since the last call, with their targets.
     pub fn take_redirected(&mut self) -> Vec<(u32, Vec<u8>, XdpMeta)> {
         std::mem::take(&mut self.xdp_redirected)
+    }
+
+    /// Descriptors per transmit and receive ring, as the card was set up (`Config` rounded down to a
+    /// multiple of 8, within 8-4096).
+    pub fn ring_sizes(&self) -> (u32, u32) {
+        (self.tx[0].n, self.rx[0].n)
+    }
+
+    /// Gives a frame buffer back for reuse (a received packet's, once the caller is done with it): the
+    /// next received frames are copied into it instead of into a new allocation.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.keep_spare(buf);
+    }
+
+    fn keep_spare(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < SPARE_MAX && buf.capacity() > 0 && buf.capacity() <= SPARE_CAPACITY_MAX {
+            buf.clear();
+            self.spare.push(buf);
+        }
     }
 
     /// Whether the card wrote back a received frame not yet cleaned (a memory read, no register access).
@@ -1053,9 +1091,14 @@ impl NetDev for E1000e {
             self.irq_masked = false;
             self.rearm()?;
         }
-        let mut pfds: Vec<libc::pollfd> =
-            self.irq_fds.iter().map(|f| libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
-        let r = nic_tap::wait_readable(&mut pfds, timeout);
+        // At most three vectors (MSI-X RX, TX, other): on the stack, nothing allocated per wait.
+        let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 3];
+        let n = self.irq_fds.len().min(fds.len());
+        for (p, f) in fds.iter_mut().zip(&self.irq_fds) {
+            p.fd = f.as_raw_fd();
+        }
+        let pfds = &mut fds[..n];
+        let r = nic_tap::wait_readable(pfds, timeout);
         if r < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {

@@ -43,6 +43,12 @@ pub trait Backend: Send {
             Some(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "this backend carries wire frames only")),
         }
     }
+    /// Offers a frame by value. A backend that keeps frames as they are (the loopback) takes the buffer
+    /// itself instead of a copy and leaves an empty spare in `frame` for the caller to reuse; the others
+    /// copy, as `send_vnet`. `Ok(false)`: not taken, `frame` unchanged.
+    fn send_owned(&mut self, frame: &mut Vec<u8>, vnet: Option<&VnetHdr>) -> io::Result<bool> {
+        self.send_vnet(frame, vnet)
+    }
     /// Gives back the buffer of a frame `recv` returned, once the card has taken its bytes, for a later
     /// `recv` to reuse: a steady flow allocates nothing per frame.
     fn recycle(&mut self, frame: Vec<u8>) {
@@ -123,6 +129,17 @@ impl Backend for Loopback {
         }
         let f = self.pool.copy_of(frame);
         self.q.push_back(f);
+        Ok(true)
+    }
+    fn send_owned(&mut self, frame: &mut Vec<u8>, vnet: Option<&VnetHdr>) -> io::Result<bool> {
+        if vnet.is_some() {
+            return self.send_vnet(frame, vnet);
+        }
+        if self.q.len() >= LOOPBACK_DEPTH {
+            return Ok(false);
+        }
+        let spare = self.pool.take();
+        self.q.push_back(std::mem::replace(frame, spare));
         Ok(true)
     }
     fn recycle(&mut self, frame: Vec<u8>) {
@@ -920,6 +937,33 @@ mod test {
         assert!(!l.send(&[0; 60]).unwrap());
         assert_eq!(l.recv().unwrap().unwrap()[0], 0);
         assert_eq!(l.recv().unwrap().unwrap()[0], 1);
+    }
+
+    /// The loopback takes a frame's buffer instead of copying it and leaves a spare behind; a full queue
+    /// leaves the frame with the caller.
+    #[test]
+    fn loopback_takes_buffers_and_leaves_spares() {
+        let mut l = Loopback::default();
+        let mut f = vec![7u8; 1514];
+        let at = f.as_ptr();
+        assert!(l.send_owned(&mut f, None).unwrap());
+        assert!(f.is_empty(), "a spare is left");
+        let got = l.recv().unwrap().unwrap();
+        assert_eq!(got.as_ptr(), at, "the same buffer, not a copy");
+        assert_eq!(got, vec![7u8; 1514]);
+        l.recycle(got);
+        let mut f = vec![1u8; 60];
+        assert!(l.send_owned(&mut f, None).unwrap());
+        assert_eq!(f.as_ptr(), at, "the recycled buffer comes back as the spare");
+        for i in 1..LOOPBACK_DEPTH {
+            let mut f = vec![i as u8; 60];
+            assert!(l.send_owned(&mut f, None).unwrap());
+        }
+        let mut f = vec![9u8; 60];
+        assert!(!l.send_owned(&mut f, None).unwrap());
+        assert_eq!(f, vec![9u8; 60], "refused: the frame stays with the caller");
+        assert_eq!(l.recv().unwrap().unwrap(), vec![1u8; 60]);
+        assert!(l.send_owned(&mut vec![0u8; 60], Some(&VnetHdr::default())).is_err(), "no virtio-net headers");
     }
 
     #[test]

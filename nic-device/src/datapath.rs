@@ -272,6 +272,8 @@ struct Worker {
     pcap: Option<PcapWriter>,
     registry: Registry,
     out: VecDeque<TxFrame>,
+    /// The first frame of `out` is in the capture and the trace already (the backend refused it once).
+    front_captured: bool,
     /// Wire frames cut from a GSO frame that the card has not taken yet.
     rx_pending: VecDeque<Vec<u8>>,
     /// One round's received frames (and whether each was captured already), reused round to round.
@@ -312,6 +314,7 @@ impl Worker {
             pcap,
             registry,
             out: VecDeque::new(),
+            front_captured: false,
             rx_pending: VecDeque::new(),
             rx_batch: Vec::with_capacity(RX_BUDGET),
             tx_free: Vec::with_capacity(TX_QUEUE_DEPTH),
@@ -370,6 +373,7 @@ impl Worker {
             let n = self.metrics.datapath_panics.fetch_add(1, Ordering::Relaxed) + 1;
             error!("data path: internal error #{n} caught; frames of this round dropped");
             self.out.clear();
+            self.front_captured = false;
             self.rx_pending.clear();
         })
     }
@@ -460,9 +464,11 @@ impl Worker {
                     progress |= p.descriptors > 0;
                 }
             }
-            // PAUSE frames the card generated go out ahead of the data.
+            // PAUSE frames the card generated go out ahead of the data, behind a frame the backend refused
+            // (as a MAC finishes the frame it has started).
+            let at = usize::from(self.front_captured).min(self.out.len());
             for f in nic.control_out.drain(..).rev() {
-                self.out.push_front(TxFrame::wire(f));
+                self.out.insert(at, TxFrame::wire(f));
             }
             // Loopback (PHY or MAC): the frames go to the card's own receive side, never to the wire.
             if nic.loopback() {
@@ -474,15 +480,20 @@ impl Worker {
             }
             nic.round_now = None;
         }
-        // Hand frames to the backend until it refuses one.
-        while let Some(f) = self.out.front() {
-            match self.backend.send_vnet(&f.data, f.vnet.as_ref()) {
+        // Hand frames to the backend until it refuses one. Each is captured once, before it is offered (a
+        // backend may take the buffer itself).
+        while let Some(f) = self.out.front_mut() {
+            if !self.front_captured {
+                if let Some(p) = self.pcap.as_mut() {
+                    let _ = p.write(&f.data);
+                }
+                self.trace.emit(trace::FRAMES, "frame", || trace::frame_fields("out", &f.data));
+                self.front_captured = true;
+            }
+            match self.backend.send_owned(&mut f.data, f.vnet.as_ref()) {
                 Ok(true) => {
                     self.rx_drained = false;
-                    if let Some(p) = self.pcap.as_mut() {
-                        let _ = p.write(&f.data);
-                    }
-                    self.trace.emit(trace::FRAMES, "frame", || trace::frame_fields("out", &f.data));
+                    self.front_captured = false;
                     if let Some(f) = self.out.pop_front() {
                         keep_sent(&mut self.tx_free, f.data);
                     }
@@ -492,6 +503,7 @@ impl Worker {
                 Err(e) => {
                     debug!("backend send: {e}");
                     Metrics::inc(&self.metrics.backend_errors);
+                    self.front_captured = false;
                     self.out.pop_front();
                 }
             }
@@ -588,6 +600,89 @@ mod test {
         fn describe(&self) -> String {
             "flood".into()
         }
+    }
+
+    /// A wire that takes every other frame it is offered, keeping what it took.
+    struct Refusing {
+        offers: usize,
+        taken: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl Backend for Refusing {
+        fn fds(&self) -> Vec<RawFd> {
+            vec![]
+        }
+        fn generation(&self) -> u64 {
+            0
+        }
+        fn recv(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+        fn send(&mut self, f: &[u8]) -> std::io::Result<bool> {
+            self.offers += 1;
+            if self.offers % 2 == 1 {
+                return Ok(false);
+            }
+            self.taken.lock().unwrap().push(f.to_vec());
+            Ok(true)
+        }
+        fn describe(&self) -> String {
+            "refusing".into()
+        }
+    }
+
+    /// A frame the backend refuses stays first in line and is offered again; the capture holds every frame
+    /// once, in the order the wire took them, whether the backend copies (here) or takes the buffer (the
+    /// loopback, `Backend::send_owned`).
+    #[test]
+    fn refused_frames_are_offered_again_and_captured_once() {
+        use crate::regs::*;
+        const MEM: u64 = 0x10_0000;
+        let mut nic = Nic::new([2, 0, 0, 0, 0, 1], Arc::default());
+        nic.dma = crate::dma::testing::space(MEM, 1 << 20);
+        nic.config_write(crate::pci::COMMAND as u64, &(crate::pci::COMMAND_MEMORY | crate::pci::COMMAND_BUS_MASTER).to_le_bytes()).unwrap();
+        nic.mmio_write(TDBAL0, MEM as u32);
+        nic.mmio_write(TDBAH0, 0);
+        nic.mmio_write(TDLEN0, 16 * 16);
+        nic.mmio_write(TCTL, TCTL_EN | TCTL_PSP);
+        let frames: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 60 + i as usize]).collect();
+        for (i, f) in frames.iter().enumerate() {
+            let buf = MEM + 0x1000 + i as u64 * 0x800;
+            nic.dma.write(buf, f).unwrap();
+            let d = MEM + i as u64 * 16;
+            nic.dma.write(d, &buf.to_le_bytes()).unwrap();
+            nic.dma.write(d + 8, &(f.len() as u32 | 0x0B << 24).to_le_bytes()).unwrap(); // EOP | IFCS | RS
+            nic.dma.write(d + 12, &0u32.to_le_bytes()).unwrap();
+        }
+        nic.mmio_write(TDT0, frames.len() as u32);
+        let pcap = std::env::temp_dir().join(format!("nicdev-refused-{}.pcap", std::process::id()));
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let poll = Poll::new().unwrap();
+        let mut w = Worker::new(
+            Arc::new(Mutex::new(nic)),
+            Box::new(Refusing { offers: 0, taken: taken.clone() }),
+            Some(PcapWriter::create(&pcap).unwrap()),
+            RxOverflow::Drop,
+            poll.registry().try_clone().unwrap(),
+        );
+        for i in 0..100 {
+            if taken.lock().unwrap().len() == frames.len() {
+                break;
+            }
+            let _ = w.pass(i == 0);
+        }
+        assert_eq!(*taken.lock().unwrap(), frames, "every frame, in order, once");
+        w.pcap.as_mut().unwrap().flush().unwrap();
+        let data = std::fs::read(&pcap).unwrap();
+        let _ = std::fs::remove_file(&pcap);
+        let mut captured = Vec::new();
+        let mut off = 24;
+        while off + 16 <= data.len() {
+            let len = u32::from_le_bytes(data[off + 8..off + 12].try_into().unwrap()) as usize;
+            captured.push(data[off + 16..off + 16 + len].to_vec());
+            off += 16 + len;
+        }
+        assert_eq!(captured, frames, "each frame captured once");
     }
 
     #[test]

@@ -35,7 +35,12 @@ fn window(seq: u64, len: usize) -> &'static [u8] {
 }
 
 pub fn build(dst: [u8; 6], src: [u8; 6], kind: u8, seq: u64, size: usize) -> Vec<u8> {
-    let mut f = Vec::with_capacity(size.max(HDR));
+    build_into(Vec::with_capacity(size.max(HDR)), dst, src, kind, seq, size)
+}
+
+/// `build` into a buffer that is reused (its contents are replaced).
+pub fn build_into(mut f: Vec<u8>, dst: [u8; 6], src: [u8; 6], kind: u8, seq: u64, size: usize) -> Vec<u8> {
+    f.clear();
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
     f.extend_from_slice(&ETHERTYPE.to_be_bytes());

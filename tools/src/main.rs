@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 pub(crate) struct Opts {
     pub(crate) transport: Option<String>,
     pub(crate) irq: IrqMode,
+    pub(crate) ring: Option<u32>,
     pub(crate) cmd: String,
     pub(crate) count: u64,
     pub(crate) size: usize,
@@ -64,6 +65,14 @@ pub(crate) struct Opts {
     pub(crate) netfilter: Option<String>,
 }
 
+impl Opts {
+    /// The driver's configuration the command line asks for.
+    pub(crate) fn config(&self) -> Config {
+        let d = Config::default();
+        Config { irq: self.irq, tx_ring: self.ring.unwrap_or(d.tx_ring), rx_ring: self.ring.unwrap_or(d.rx_ring), ..d }
+    }
+}
+
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum Irq {
     Auto,
@@ -87,6 +96,9 @@ struct Cli {
     /// Interrupt mode
     #[arg(long, value_enum, default_value = "auto", global = true)]
     irq: Irq,
+    /// Descriptors per transmit and receive ring (8-4096, as `ethtool -G`; the driver's default is 256)
+    #[arg(long, value_name = "N", global = true, value_parser = clap::value_parser!(u32).range(8..=4096))]
+    ring: Option<u32>,
     /// Run the stack straight on a TAP device instead of the card
     #[arg(long, value_name = "IFNAME", global = true)]
     tap: Option<String>,
@@ -173,9 +185,9 @@ enum Cmd {
         count: u64,
         #[arg(long, default_value = "64")]
         size: usize,
-        /// Frames in flight
-        #[arg(long, default_value = "128")]
-        window: usize,
+        /// Frames in flight (default: half the ring, 128 with the default ring of 256)
+        #[arg(long)]
+        window: Option<usize>,
         /// Send TSO packets and check the segments
         #[arg(long)]
         tso: bool,
@@ -296,6 +308,7 @@ fn parse() -> Result<Option<Opts>, String> {
             Irq::Intx => IrqMode::Intx,
             Irq::Poll => IrqMode::BusyPoll,
         },
+        ring: cli.ring,
         cmd: String::new(),
         count: 0,
         size: 64,
@@ -337,7 +350,8 @@ fn parse() -> Result<Option<Opts>, String> {
     o.cmd = match cmd {
         Cmd::Info => "info",
         Cmd::LoopbackTest { count, size, window, tso } => {
-            (o.count, o.size, o.window, o.tso) = (count, size, window, tso);
+            let ring = o.config().tx_ring as usize;
+            (o.count, o.size, o.window, o.tso) = (count, size, window.unwrap_or(ring / 2).max(1), tso);
             "loopback-test"
         }
         Cmd::Exchange { count, size } => {
@@ -453,7 +467,7 @@ fn memcpy(o: &Opts) -> bool {
 fn with_device(o: &Opts) -> Result<bool, String> {
     let spec = o.transport.as_deref().ok_or("--vfio-user PATH or --vfio-pci BDF is required")?;
     let t = driver::open_transport(spec).map_err(|e| e.to_string())?;
-    let cfg = Config { irq: o.irq, ..Default::default() };
+    let cfg = o.config();
     let mut dev = E1000e::open(t, cfg).map_err(|e| format!("{spec}: {e}"))?;
     match o.cmd.as_str() {
         "info" => info(&mut dev, spec),
@@ -475,6 +489,8 @@ fn info(dev: &mut E1000e, spec: &str) -> Result<bool, driver::DriverError> {
     println!("mtu:        {}", dev.mtu());
     println!("features:   tso {} tx-csum {} rx-csum {} vlan {}", on(f.tso), on(f.tx_csum), on(f.rx_csum), on(f.vlan));
     println!("queues:     2 rx, 2 tx");
+    let (tx, rx) = dev.ring_sizes();
+    println!("rings:      {tx} tx, {rx} rx descriptors");
     println!("interrupts: {}", dev.irq_kind().map(|k| format!("{k:?}")).unwrap_or("none (busy poll)".into()));
     Ok(true)
 }
@@ -502,21 +518,25 @@ fn loopback(dev: &mut E1000e, o: &Opts) -> Result<bool, driver::DriverError> {
     let mut next = 0u64;
     let mut pending: Vec<TxPacket> = Vec::new();
     let mut rx: Vec<RxPacket> = Vec::new();
+    // Received frames' buffers carry the next frames out (the driver keeps sent ones for its receive
+    // side): a steady run allocates nothing per frame, as a real sender's buffers cycle.
+    let mut free: Vec<Vec<u8>> = Vec::new();
     let t0 = Instant::now();
     let mut last_progress = Instant::now();
     while check.received < o.count {
         let in_flight = (next - check.received - check.lost) as usize;
         while pending.len() + in_flight < o.window && next < o.count {
-            pending.push(TxPacket::plain(build(mac, mac, KIND_LOOP, next, size)));
+            let buf = free.pop().unwrap_or_default();
+            pending.push(TxPacket::plain(build_into(buf, mac, mac, KIND_LOOP, next, size)));
             next += 1;
         }
         if !pending.is_empty() {
             dev.transmit(&mut pending)?;
         }
-        rx.clear();
         let n = dev.poll(64, &mut rx)?;
-        for p in &rx {
-            check.see(p);
+        for p in rx.drain(..) {
+            check.see(&p);
+            free.push(p.data);
         }
         if n > 0 {
             last_progress = Instant::now();

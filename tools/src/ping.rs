@@ -28,7 +28,7 @@ pub fn open_device(spec: &str, o: &Opts, index: u8) -> Result<Box<dyn Device>, S
 /// The card through our driver, with the options' RSS and XDP program.
 fn card(spec: &str, o: &Opts) -> Result<Box<dyn Device>, String> {
     let t = driver::open_transport(spec).map_err(|e| format!("{spec}: {e}"))?;
-    let mut cfg = Config { irq: o.irq, rss: o.rss, ..Default::default() };
+    let mut cfg = Config { rss: o.rss, ..o.config() };
     if o.latency {
         cfg = cfg.latency();
     }

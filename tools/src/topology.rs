@@ -231,8 +231,7 @@ fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, S
             }
             (None, Some(sock)) => {
                 let tr = driver::open_transport(&format!("vfio-user:{sock}")).map_err(|e| format!("device {}: {e}", d.name))?;
-                let dev = driver::E1000e::open(tr, driver::Config { irq: o.irq, ..Default::default() })
-                    .map_err(|e| format!("device {}: {e}", d.name))?;
+                let dev = driver::E1000e::open(tr, o.config()).map_err(|e| format!("device {}: {e}", d.name))?;
                 Box::new(stack::dev::nic::NicDevice::new(dev))
             }
             _ => return Err(format!("device {}: give exactly one of tap and vfio-user", d.name)),
