@@ -55,6 +55,8 @@ pub enum DoorbellMode {
 pub struct DataPath {
     pub waker: Arc<Waker>,
     worker: Arc<Mutex<Worker>>,
+    /// Shared with the worker and every `Kick`: a busy-polling thread reads the backend.
+    spinning: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -76,15 +78,21 @@ impl DataPath {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
         let stop = Arc::new(AtomicBool::new(false));
-        let worker = Arc::new(Mutex::new(Worker::new(nic, backend, pcap, overflow, poll.registry().try_clone()?)));
+        let w = Worker::new(nic, backend, pcap, overflow, poll.registry().try_clone()?);
+        let spinning = w.spinning.clone();
+        let worker = Arc::new(Mutex::new(w));
         let (w2, s2) = (worker.clone(), stop.clone());
         let thread = std::thread::Builder::new().name("nic-datapath".into()).spawn(move || run(&w2, poll, &s2))?;
-        Ok(DataPath { waker, worker, stop, thread: Some(thread) })
+        Ok(DataPath { waker, worker, spinning, stop, thread: Some(thread) })
     }
 
     /// What the vfio-user thread starts the data path with.
     pub fn kick(&self, mode: DoorbellMode) -> Kick {
-        Kick { waker: self.waker.clone(), worker: (mode == DoorbellMode::Inline).then(|| self.worker.clone()) }
+        Kick {
+            waker: self.waker.clone(),
+            worker: (mode == DoorbellMode::Inline).then(|| self.worker.clone()),
+            spinning: self.spinning.clone(),
+        }
     }
 
     pub fn stop(&mut self) {
@@ -108,12 +116,14 @@ pub struct Kick {
     waker: Arc<Waker>,
     /// With inline doorbells: the data path's state, to run a round on when its thread is asleep.
     worker: Option<Arc<Mutex<Worker>>>,
+    /// A busy-polling thread reads the backend (`spin_pass`); the data path thread does not wait on it.
+    spinning: Arc<AtomicBool>,
 }
 
 impl Kick {
     /// A kick that only wakes the thread behind `waker` (a device with no data path of ours around it).
     pub fn waker_only(waker: Arc<Waker>) -> Kick {
-        Kick { waker, worker: None }
+        Kick { waker, worker: None, spinning: Arc::default() }
     }
 
     /// Wakes the data path thread, which looks at the rings and timers in its next round.
@@ -138,7 +148,7 @@ impl Kick {
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return false,
         };
-        g.spinning = true;
+        self.spinning.store(true, Ordering::SeqCst);
         // Timers fall due in these passes too: the data path thread is woken only for a failed one.
         let (moved, wake) = match g.pass(true) {
             Ok(Step::Moved) => (true, false),
@@ -155,14 +165,11 @@ impl Kick {
         moved
     }
 
-    /// The busy-polling thread is going to sleep: the data path thread waits on the backend again.
+    /// The busy-polling thread is going to sleep: the data path thread waits on the backend again, from
+    /// the round this wakes it for (which also looks at whatever came while nothing watched). Does not
+    /// wait for the data path, which may be busy with a long round.
     pub fn stop_spinning(&self) {
-        let Some(w) = &self.worker else { return };
-        let mut g = lock_worker(w);
-        g.spinning = false;
-        g.reregister();
-        drop(g);
-        // Whatever came while the descriptors were not watched is looked at now.
+        self.spinning.store(false, Ordering::SeqCst);
         let _ = self.waker.wake();
     }
 
@@ -283,7 +290,7 @@ struct Worker {
     registered: Vec<i32>,
     gen: u64,
     /// Another thread busy-polls the backend (`Kick::spin_pass`): its descriptors are not watched here.
-    spinning: bool,
+    spinning: Arc<AtomicBool>,
     /// Whether `registered` was made for a spinning data path (then it is empty).
     registered_spinning: bool,
     overflow: RxOverflow,
@@ -320,7 +327,7 @@ impl Worker {
             tx_free: Vec::with_capacity(TX_QUEUE_DEPTH),
             registered: Vec::new(),
             gen: u64::MAX,
-            spinning: false,
+            spinning: Arc::default(),
             registered_spinning: false,
             overflow,
             carrier: None,
@@ -331,14 +338,15 @@ impl Worker {
     }
 
     fn reregister(&mut self) {
-        if self.gen == self.backend.generation() && self.registered_spinning == self.spinning {
+        let spinning = self.spinning.load(Ordering::SeqCst);
+        if self.gen == self.backend.generation() && self.registered_spinning == spinning {
             return;
         }
         for fd in self.registered.drain(..) {
             let _ = self.registry.deregister(&mut SourceFd(&fd));
         }
-        self.registered_spinning = self.spinning;
-        let fds = if self.spinning { Vec::new() } else { self.backend.fds() };
+        self.registered_spinning = spinning;
+        let fds = if spinning { Vec::new() } else { self.backend.fds() };
         for (i, fd) in fds.into_iter().enumerate() {
             if self.registry.register(&mut SourceFd(&fd), Token(i + 1), Interest::READABLE | Interest::WRITABLE).is_ok() {
                 self.registered.push(fd);
@@ -579,6 +587,8 @@ mod test {
     /// A wire that always has another frame, counting the reads.
     struct Flood {
         reads: Arc<AtomicUsize>,
+        /// Set: the flood has ended (nothing more to read).
+        dry: Arc<AtomicBool>,
     }
 
     impl Backend for Flood {
@@ -589,6 +599,9 @@ mod test {
             0
         }
         fn recv(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+            if self.dry.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
             self.reads.fetch_add(1, Ordering::Relaxed);
             let mut f = vec![0xFF; 6];
             f.resize(60, 0x11);
@@ -600,6 +613,36 @@ mod test {
         fn describe(&self) -> String {
             "flood".into()
         }
+    }
+
+    /// A busy-polling thread whose window ends while the data path thread is in a long round (a flood
+    /// from the wire) neither waits for that round nor takes the backend from it: the vfio-user thread
+    /// must stay free for its client.
+    #[test]
+    fn busy_polling_stops_without_waiting_for_a_busy_data_path() {
+        let nic = Arc::new(Mutex::new(Nic::new([2, 0, 0, 0, 0, 1], Arc::default())));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let dry = Arc::new(AtomicBool::new(false));
+        let flood = Box::new(Flood { reads: reads.clone(), dry: dry.clone() });
+        let mut dp = DataPath::start(nic, flood, None, RxOverflow::Drop).unwrap();
+        let kick = dp.kick(DoorbellMode::Inline);
+        // The data path thread's first round starts at once and lasts as long as the flood.
+        let t0 = Instant::now();
+        while reads.load(Ordering::Relaxed) < 1000 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the data path thread never read the flood");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!kick.spin_pass(), "the data path thread holds the data path: the pass does nothing");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let k = kick.clone();
+        std::thread::spawn(move || {
+            k.stop_spinning();
+            let _ = tx.send(());
+        });
+        let returned = rx.recv_timeout(Duration::from_secs(10)).is_ok();
+        dry.store(true, Ordering::SeqCst);
+        assert!(returned, "stop_spinning waited for the data path thread's round");
+        dp.stop();
     }
 
     /// A wire that takes every other frame it is offered, keeping what it took.
@@ -690,7 +733,7 @@ mod test {
         let nic = Arc::new(Mutex::new(Nic::new([2, 0, 0, 0, 0, 1], Arc::default())));
         let poll = Poll::new().unwrap();
         let reads = Arc::new(AtomicUsize::new(0));
-        let flood = Box::new(Flood { reads: reads.clone() });
+        let flood = Box::new(Flood { reads: reads.clone(), dry: Arc::default() });
         let mut w = Worker::new(nic, flood, None, RxOverflow::Drop, poll.registry().try_clone().unwrap());
         // Passes on the vfio-user thread run one at a time, the thread answering its client in between, and
         // a round whose frames keep moving is handed to the data path thread once its time is up.
