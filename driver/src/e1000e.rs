@@ -159,8 +159,8 @@ pub struct E1000e {
     xdp_tx: Vec<TxPacket>,
     /// XDP_REDIRECT frames for the caller, with their target.
     xdp_redirected: Vec<(u32, Vec<u8>, XdpMeta)>,
-    /// Empty buffers for received frames: those of sent packets once their bytes are in the ring, and
-    /// those callers give back (`recycle`), so that a steady flow allocates nothing per frame.
+    /// Empty buffers for received frames: those of sent packets once their bytes are in the ring, so that
+    /// a steady flow (whose received buffers carry the next packets out) allocates nothing per frame.
     spare: Vec<Vec<u8>>,
 }
 
@@ -951,12 +951,6 @@ impl E1000e {
     /// multiple of 8, within 8-4096).
     pub fn ring_sizes(&self) -> (u32, u32) {
         (self.tx[0].n, self.rx[0].n)
-    }
-
-    /// Gives a frame buffer back for reuse (a received packet's, once the caller is done with it): the
-    /// next received frames are copied into it instead of into a new allocation.
-    pub fn recycle(&mut self, buf: Vec<u8>) {
-        self.keep_spare(buf);
     }
 
     fn keep_spare(&mut self, mut buf: Vec<u8>) {

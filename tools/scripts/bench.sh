@@ -13,8 +13,8 @@
 # stack through the driver and nic-device to Linux on a TAP in a private namespace, 200 echoes 10 ms apart
 # per run, with interrupts, with busy polling and in latency mode (`--latency`): the median (p50) and p90
 # per run, medians over the runs, beside Linux pinging its own loopback in the namespace (the reference:
-# the kernel's own path, no device). The interrupt and busy-poll rows are repeated with the device busy
-# polling as well (`nic-device --busy-poll`).
+# the kernel's own path, no device). The three rows are repeated with the device busy polling as well
+# (`nic-device --busy-poll`).
 #
 #   tools/scripts/bench.sh [--runs N] [--device BIN] [--rtt-only]
 #   (--device: another nic-device build, to compare; --rtt-only: the round trips alone)
@@ -112,7 +112,7 @@ pct() { awk -F'time=' '/time=/ {split($2, a, " "); print a[1] * 1000}' | sort -g
 printf '\n%-46s %10s %10s\n' "ping round trip (us)" "p50" "p90"
 # Driver mode, then whether the device busy polls too (`--busy-poll`: its vfio-user thread polls the rings
 # and the TAP for a second after the last frame instead of sleeping).
-for mode in auto poll latency auto:spin poll:spin; do
+for mode in auto poll latency auto:spin poll:spin latency:spin; do
     p50s="" p90s=""
     dev_flags=()
     [ "${mode#*:}" = spin ] && dev_flags=(--busy-poll 1000000)
@@ -130,7 +130,8 @@ for mode in auto poll latency auto:spin poll:spin; do
         poll) label="stack+driver+device (busy poll)" ;;
         latency) label="stack+driver+device (latency mode)" ;;
         auto:spin) label="  MSI-X, device busy-polling" ;;
-        *) label="  busy poll, device busy-polling" ;;
+        poll:spin) label="  busy poll, device busy-polling" ;;
+        *) label="  latency mode, device busy-polling" ;;
     esac
     read -r m50 _ _ <<<"$(printf '%s' "$p50s" | median)"
     read -r m90 _ _ <<<"$(printf '%s' "$p90s" | median)"
