@@ -69,6 +69,18 @@ fn tap_watched(pid: u32) -> bool {
     })
 }
 
+/// Whether the TAP is watched by then (the data path thread registers it in its next round).
+fn watched_within(pid: u32, limit: Duration) -> bool {
+    let t0 = std::time::Instant::now();
+    while !tap_watched(pid) {
+        if t0.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// A device that busy polls (`--busy-poll`, a 20 ms window) serves a stack pinging Linux every 10 ms: the
 /// polling thread reads the TAP itself, so that nothing waits on it meanwhile, and picks up the replies.
 /// Once the window has passed it sleeps (almost no CPU while idle), the data path thread waits on the TAP
@@ -80,7 +92,7 @@ fn a_busy_polling_device_answers_while_spinning_and_after_it_sleeps() {
     let dev = Device::start(Some(&ns), &sock, &["--backend", "tap:tap0", "--busy-poll", "20000"]);
     ns.must("ip addr add 10.77.0.1/24 dev tap0 && ip link set tap0 up && sysctl -qw net.ipv6.conf.tap0.disable_ipv6=1");
     let pid = dev.child.id();
-    assert!(tap_watched(pid), "before any client, the data path thread waits on the TAP");
+    assert!(watched_within(pid, Duration::from_secs(5)), "before any client, the data path thread waits on the TAP");
     let s = sock.to_str().unwrap();
     let mut c =
         stack_ping(&ns, &["--vfio-user", s, "--irq", "poll", "--ip", "10.77.0.2/24", "ping", "10.77.0.1", "-c", "200", "-i", "0.01"]);
@@ -103,14 +115,14 @@ fn a_busy_polling_device_answers_while_spinning_and_after_it_sleeps() {
     // The client stays, idle: the window is long over, the polling thread sleeps and the data path thread
     // watches the TAP.
     std::thread::sleep(Duration::from_millis(300));
-    assert!(tap_watched(pid), "after the polling stopped, nothing waits on the TAP");
+    assert!(watched_within(pid, Duration::from_secs(5)), "after the polling stopped, nothing waits on the TAP");
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
     let idle = cpu_ticks(pid) - before;
     assert!(idle < 30, "the device used {idle} ticks of CPU in an idle second: still spinning");
     let (ok, out) = finish(c);
     assert!(ok, "{out}");
-    assert!(tap_watched(pid), "the client gone, the data path thread waits on the TAP");
+    assert!(watched_within(pid, Duration::from_secs(5)), "the client gone, the data path thread waits on the TAP");
 }
 
 struct TapNet {
