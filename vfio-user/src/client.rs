@@ -26,15 +26,17 @@ pub struct Client {
     next_id: u16,
     /// The server's `max_msg_fds`.
     pub max_fds: usize,
-    /// Posted writes are built here, reused: a doorbell allocates nothing.
-    posted: Vec<u8>,
+    /// Every message is built here, and a posted write's payload in `payload`: both reused, so that a
+    /// doorbell allocates nothing.
+    out: Vec<u8>,
+    payload: Vec<u8>,
 }
 
 impl Client {
     /// Connects and negotiates the version.
     pub fn connect(path: impl AsRef<Path>) -> Result<Client> {
         let sock = UnixStream::connect(path)?;
-        let mut c = Client { sock, reader: Reader::new(), next_id: 0, max_fds: 1, posted: Vec::with_capacity(64) };
+        let mut c = Client { sock, reader: Reader::new(), next_id: 0, max_fds: 1, out: Vec::new(), payload: Vec::new() };
         let mut p = Vec::new();
         Version { major: 0, minor: 0, capabilities: r#"{"capabilities":{"max_msg_fds":16,"max_data_xfer_size":1048576}}"#.into() }
             .emit(&mut p);
@@ -54,10 +56,13 @@ impl Client {
     fn send(&mut self, command: u16, payload: &[u8], fds: &[RawFd], flags: u32) -> Result<u16> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        let mut out = Vec::with_capacity(HEADER_SIZE + payload.len());
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
         Header { msg_id: id, command, size: (HEADER_SIZE + payload.len()) as u32, flags, error: 0 }.emit(&mut out);
         out.extend_from_slice(payload);
-        write_all_with_fds(&self.sock, &out, fds, 5000)?;
+        let r = write_all_with_fds(&self.sock, &out, fds, 5000);
+        self.out = out;
+        r?;
         Ok(id)
     }
 
@@ -122,16 +127,12 @@ impl Client {
 
     /// A posted write (NO_REPLY), as QEMU sends MMIO writes.
     pub fn region_write_posted(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<()> {
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1);
-        let mut out = std::mem::take(&mut self.posted);
-        out.clear();
-        let size = (HEADER_SIZE + RegionAccess::LEN + data.len()) as u32;
-        Header { msg_id: id, command: Command::RegionWrite as u16, size, flags: FLAG_NO_REPLY, error: 0 }.emit(&mut out);
-        RegionAccess { offset, region, count: data.len() as u32 }.emit(&mut out);
-        out.extend_from_slice(data);
-        let r = write_all_with_fds(&self.sock, &out, &[], 5000);
-        self.posted = out;
+        let mut p = std::mem::take(&mut self.payload);
+        p.clear();
+        RegionAccess { offset, region, count: data.len() as u32 }.emit(&mut p);
+        p.extend_from_slice(data);
+        let r = self.send(Command::RegionWrite as u16, &p, &[], FLAG_NO_REPLY);
+        self.payload = p;
         r?;
         Ok(())
     }
