@@ -197,18 +197,26 @@ impl Kick {
         if first {
             Metrics::inc(&g.metrics.inline_rounds);
         }
-        // Passes back to back for a slice of `INLINE_SLICE`, then the caller's requests.
+        // Passes back to back for a slice of `INLINE_SLICE`, then the caller's requests. Past
+        // `INLINE_LIMIT`, one more pass: if that one still moves frames, the round is a flood and goes to
+        // the data path thread; a single exchange whose pass was slow (a reply drawn from the backend in
+        // the same pass) ends here.
         let slice = Instant::now();
         let mut first = first;
+        let mut over = false;
         let wake = loop {
             match g.pass(first) {
-                Ok(Step::Moved) if since.elapsed() >= INLINE_LIMIT => break true,
+                Ok(Step::Moved) if over => break true,
+                Ok(Step::Moved) if since.elapsed() >= INLINE_LIMIT => (over, first) = (true, false),
                 Ok(Step::Moved) if slice.elapsed() >= INLINE_SLICE => return Pass::More,
                 Ok(Step::Moved) => first = false,
                 Err(()) => break true,
                 Ok(Step::Idle(due)) => break due.is_some_and(|d| g.sleep_until.is_none_or(|s| d < s)),
             }
         };
+        // The round is over: the data path thread watches the backend again.
+        let watch = g.sleep_watch();
+        g.set_watch(watch);
         drop(g);
         if wake {
             let _ = self.waker.wake();
@@ -222,6 +230,17 @@ impl Kick {
 pub enum Pass {
     More,
     Done,
+}
+
+/// What the data path thread's poll watches a backend's descriptors for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    /// Nothing: another thread's round reads the backend (`Kick::pass`), or a busy-polling thread does.
+    Quiet,
+    /// Frames to read.
+    Frames,
+    /// Frames, and room for the frames the backend refused.
+    FramesAndRoom,
 }
 
 /// What one pass of `work` did.
@@ -293,6 +312,10 @@ struct Worker {
     spinning: Arc<AtomicBool>,
     /// Whether `registered` was made for a spinning data path (then it is empty).
     registered_spinning: bool,
+    /// What the data path thread's poll watches the backend's descriptors for.
+    watch: Watch,
+    /// The backend holds output it could not write yet (its last `flush`).
+    unflushed: bool,
     overflow: RxOverflow,
     carrier: Option<bool>,
     /// When the data path thread's current sleep ends (it sleeps at most `IDLE_SLEEP`).
@@ -329,6 +352,8 @@ impl Worker {
             gen: u64::MAX,
             spinning: Arc::default(),
             registered_spinning: false,
+            watch: Watch::Quiet,
+            unflushed: false,
             overflow,
             carrier: None,
             sleep_until: None,
@@ -342,17 +367,63 @@ impl Worker {
         if self.gen == self.backend.generation() && self.registered_spinning == spinning {
             return;
         }
+        let watch = std::mem::replace(&mut self.watch, Watch::Quiet);
         for fd in self.registered.drain(..) {
-            let _ = self.registry.deregister(&mut SourceFd(&fd));
-        }
-        self.registered_spinning = spinning;
-        let fds = if spinning { Vec::new() } else { self.backend.fds() };
-        for (i, fd) in fds.into_iter().enumerate() {
-            if self.registry.register(&mut SourceFd(&fd), Token(i + 1), Interest::READABLE | Interest::WRITABLE).is_ok() {
-                self.registered.push(fd);
+            if watch != Watch::Quiet {
+                let _ = self.registry.deregister(&mut SourceFd(&fd));
             }
         }
+        self.registered_spinning = spinning;
+        if !spinning {
+            self.registered = self.backend.fds();
+        }
+        self.set_watch(Watch::Frames);
         self.gen = self.backend.generation();
+    }
+
+    /// Changes what the backend's descriptors are watched for. A registration reports the state it finds
+    /// (it is edge-triggered, and a new or changed one starts with the present state): a frame that came
+    /// while the backend was quiet is reported at once, and so is room, which is why room is watched only
+    /// while frames wait for it.
+    fn set_watch(&mut self, watch: Watch) {
+        if self.watch == watch {
+            return;
+        }
+        let interest = match watch {
+            Watch::Quiet => None,
+            Watch::Frames => Some(Interest::READABLE),
+            Watch::FramesAndRoom => Some(Interest::READABLE | Interest::WRITABLE),
+        };
+        let mut kept = Vec::with_capacity(self.registered.len());
+        for fd in std::mem::take(&mut self.registered) {
+            let token = Token(kept.len() + 1);
+            let r = match (self.watch, interest) {
+                (_, None) => self.registry.deregister(&mut SourceFd(&fd)),
+                (Watch::Quiet, Some(i)) => self.registry.register(&mut SourceFd(&fd), token, i),
+                (_, Some(i)) => self.registry.reregister(&mut SourceFd(&fd), token, i),
+            };
+            match r {
+                Ok(()) => kept.push(fd),
+                // An fd that cannot be watched is left out, as at its first registration.
+                Err(e) if self.watch == Watch::Quiet => warn!("backend fd {fd} cannot be watched: {e}"),
+                Err(e) => {
+                    warn!("backend fd {fd}: its watch could not be changed: {e}");
+                    kept.push(fd);
+                }
+            }
+        }
+        self.registered = kept;
+        self.watch = watch;
+    }
+
+    /// What the backend is watched for while the data path thread sleeps: frames, and room while frames
+    /// (or output the backend holds) wait for it.
+    fn sleep_watch(&self) -> Watch {
+        if self.out.is_empty() && !self.unflushed {
+            Watch::Frames
+        } else {
+            Watch::FramesAndRoom
+        }
     }
 
     /// What every round starts with: the backend's service (its next timer), its fds and carrier.
@@ -389,6 +460,7 @@ impl Worker {
     /// The data path thread's round: passes of `work` until nothing moves. Returns the next timer due
     /// (the card's or the backend's).
     fn round(&mut self) -> Result<Option<Instant>, ()> {
+        Metrics::inc(&self.metrics.datapath_rounds);
         self.guarded(|w| {
             let svc = w.begin();
             loop {
@@ -397,6 +469,7 @@ impl Worker {
                     break;
                 }
             }
+            w.set_watch(w.sleep_watch());
             w.due(svc)
         })
     }
@@ -412,6 +485,9 @@ impl Worker {
             if first {
                 w.inline_svc = w.begin();
             }
+            // While this round runs, the replies its frames draw are read here: the data path thread,
+            // asleep, is not woken for them.
+            w.set_watch(Watch::Quiet);
             if w.work() || w.settle() {
                 return Step::Moved;
             }
@@ -516,7 +592,8 @@ impl Worker {
                 }
             }
         }
-        let _ = self.backend.flush();
+        // Output the backend holds (a stream's partial write) waits for room as frames in `out` do.
+        self.unflushed = !self.backend.flush().unwrap_or(true);
         // Receive. With flow control, take only what the receive FIFO could hold if no descriptor is free.
         let mut frames = std::mem::take(&mut self.rx_batch);
         let (mut room, max_frame) = {
@@ -674,11 +751,84 @@ mod test {
         }
     }
 
-    /// A frame the backend refuses stays first in line and is offered again; the capture holds every frame
-    /// once, in the order the wire took them, whether the backend copies (here) or takes the buffer (the
-    /// loopback, `Backend::send_owned`).
+    /// A wire with a descriptor that refuses frames until it is opened.
+    struct Gate {
+        fd: std::os::unix::net::UnixDatagram,
+        open: Arc<AtomicBool>,
+        taken: Arc<AtomicUsize>,
+    }
+
+    impl Backend for Gate {
+        fn fds(&self) -> Vec<RawFd> {
+            use std::os::fd::AsRawFd;
+            vec![self.fd.as_raw_fd()]
+        }
+        fn generation(&self) -> u64 {
+            0
+        }
+        fn recv(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+        fn send(&mut self, _: &[u8]) -> std::io::Result<bool> {
+            let open = self.open.load(Ordering::SeqCst);
+            if open {
+                self.taken.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(open)
+        }
+        fn describe(&self) -> String {
+            "gate".into()
+        }
+    }
+
+    /// What the poll `epfd` watches descriptor `fd` for (its epoll event bits), from /proc; `None` when it
+    /// does not watch it.
+    fn watched_for(epfd: RawFd, fd: RawFd) -> Option<u32> {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{epfd}")).unwrap();
+        info.lines().find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("tfd:") && w.next() == Some(&fd.to_string()) && w.next() == Some("events:"))
+                .then(|| u32::from_str_radix(w.next().unwrap_or(""), 16).ok())
+                .flatten()
+        })
+    }
+
+    /// The data path thread sleeps watching the backend for frames, and for room only while frames it
+    /// refused wait (a descriptor with room reports it at every registration and after every write, which
+    /// would wake the thread for nothing); a doorbell's round on another thread leaves the backend unwatched
+    /// while it reads it itself.
     #[test]
-    fn refused_frames_are_offered_again_and_captured_once() {
+    fn the_backend_is_watched_for_room_only_while_frames_wait_for_it() {
+        use std::os::fd::AsRawFd;
+        let frames = 2;
+        let nic = nic_with_frames(&[vec![1; 60], vec![2; 60]]);
+        let (open, taken) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let (fd, _peer) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let raw = fd.as_raw_fd();
+        let poll = Poll::new().unwrap();
+        let epfd = poll.as_raw_fd();
+        let gate = Gate { fd, open: open.clone(), taken: taken.clone() };
+        let mut w = Worker::new(Arc::new(Mutex::new(nic)), Box::new(gate), None, RxOverflow::Drop, poll.registry().try_clone().unwrap());
+        let (readable, writable) = (libc::EPOLLIN as u32, libc::EPOLLOUT as u32);
+        w.round().unwrap();
+        assert_eq!(w.out.len(), frames, "the gate refused the frames");
+        let ev = watched_for(epfd, raw).expect("watched while frames wait");
+        assert!(ev & readable != 0 && ev & writable != 0, "frames waiting: watched for frames and room ({ev:#x})");
+        open.store(true, Ordering::SeqCst);
+        w.round().unwrap();
+        assert_eq!(taken.load(Ordering::SeqCst), frames);
+        let ev = watched_for(epfd, raw).expect("watched while asleep");
+        assert!(ev & readable != 0 && ev & writable == 0, "nothing waiting: watched for frames only ({ev:#x})");
+        // A doorbell's round on another thread: unwatched while it runs, watched again when it ends.
+        let _ = w.pass(true);
+        assert_eq!(watched_for(epfd, raw), None, "watched during another thread's round");
+        let watch = w.sleep_watch();
+        w.set_watch(watch);
+        assert_eq!(watched_for(epfd, raw).map(|e| e & (readable | writable)), Some(readable));
+    }
+
+    /// A card with `frames` on transmit queue 0 (legacy descriptors, EOP | IFCS | RS).
+    fn nic_with_frames(frames: &[Vec<u8>]) -> Nic {
         use crate::regs::*;
         const MEM: u64 = 0x10_0000;
         let mut nic = Nic::new([2, 0, 0, 0, 0, 1], Arc::default());
@@ -688,7 +838,6 @@ mod test {
         nic.mmio_write(TDBAH0, 0);
         nic.mmio_write(TDLEN0, 16 * 16);
         nic.mmio_write(TCTL, TCTL_EN | TCTL_PSP);
-        let frames: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 60 + i as usize]).collect();
         for (i, f) in frames.iter().enumerate() {
             let buf = MEM + 0x1000 + i as u64 * 0x800;
             nic.dma.write(buf, f).unwrap();
@@ -698,6 +847,16 @@ mod test {
             nic.dma.write(d + 12, &0u32.to_le_bytes()).unwrap();
         }
         nic.mmio_write(TDT0, frames.len() as u32);
+        nic
+    }
+
+    /// A frame the backend refuses stays first in line and is offered again; the capture holds every frame
+    /// once, in the order the wire took them, whether the backend copies (here) or takes the buffer (the
+    /// loopback, `Backend::send_owned`).
+    #[test]
+    fn refused_frames_are_offered_again_and_captured_once() {
+        let frames: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 60 + i as usize]).collect();
+        let nic = nic_with_frames(&frames);
         let pcap = std::env::temp_dir().join(format!("nicdev-refused-{}.pcap", std::process::id()));
         let taken = Arc::new(Mutex::new(Vec::new()));
         let poll = Poll::new().unwrap();

@@ -83,6 +83,8 @@ pub struct DmaSpace {
     mem: Option<GuestMemoryMmap>,
     /// Sections mapped without an fd: known, but not reachable by DMA.
     unreachable: Vec<(u64, u64)>,
+    /// Every map is writable (the usual case): writes skip the per-map check.
+    all_writable: bool,
 }
 
 impl DmaSpace {
@@ -99,6 +101,7 @@ impl DmaSpace {
     }
 
     fn rebuild(&mut self) -> Result<(), MapError> {
+        self.all_writable = self.maps.iter().all(|m| m.writable);
         if self.maps.is_empty() {
             self.mem = None;
             return Ok(());
@@ -184,6 +187,7 @@ impl DmaSpace {
         self.maps.clear();
         self.unreachable.clear();
         self.mem = None;
+        self.all_writable = true;
     }
 
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
@@ -241,15 +245,54 @@ impl DmaSpace {
         if buf.is_empty() {
             return Ok(());
         }
-        let end = addr.checked_add(buf.len() as u64).ok_or(err.clone())?;
-        // Every map the range touches must be writable.
+        self.check_writable(addr, buf.len())?;
+        let mem = self.mem.as_ref().ok_or(err.clone())?;
+        mem.write_slice(buf, GuestAddress(addr)).map_err(|_| err)
+    }
+
+    /// Every map `len` bytes at `addr` touch must be writable.
+    fn check_writable(&self, addr: u64, len: usize) -> Result<(), DmaError> {
+        if self.all_writable {
+            return Ok(());
+        }
+        let end = addr.checked_add(len as u64).ok_or(DmaError::Unmapped { addr, len })?;
         for m in &self.maps {
             if addr < m.iova.wrapping_add(m.size) && m.iova < end && !m.writable {
                 return Err(DmaError::ReadOnly(addr));
             }
         }
+        Ok(())
+    }
+
+    /// A descriptor write-back: `bytes` written at `addr`, the bytes in `status` (those holding DD) last,
+    /// behind a release fence, so that a driver that sees DD sees the whole write-back. One lookup for the
+    /// three copies when the descriptor lies in one map (as it does unless it straddles two).
+    pub fn write_desc(&self, addr: u64, bytes: &[u8], status: std::ops::Range<usize>) -> Result<(), DmaError> {
+        let (Some(head), Some(st), Some(tail)) = (bytes.get(..status.start), bytes.get(status.clone()), bytes.get(status.end..)) else {
+            return Err(DmaError::Unmapped { addr, len: bytes.len() });
+        };
+        self.check_writable(addr, bytes.len())?;
+        let err = DmaError::Unmapped { addr, len: bytes.len() };
         let mem = self.mem.as_ref().ok_or(err.clone())?;
-        mem.write_slice(buf, GuestAddress(addr)).map_err(|_| err)
+        let fence = || std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        match mem.get_slice(GuestAddress(addr), bytes.len()) {
+            Ok(dst) => {
+                let at = |o: usize| dst.subslice(o, bytes.len() - o).map_err(|_| err.clone());
+                at(0)?.copy_from(head);
+                at(status.end)?.copy_from(tail);
+                fence();
+                at(status.start)?.copy_from(st);
+                Ok(())
+            }
+            // Across two maps: each part on its own, once the whole range is known to be mapped.
+            Err(_) if mem.check_range(GuestAddress(addr), bytes.len()) => {
+                self.write(addr, head)?;
+                self.write(addr.wrapping_add(status.end as u64), tail)?;
+                fence();
+                self.write(addr.wrapping_add(status.start as u64), st)
+            }
+            Err(_) => Err(err),
+        }
     }
 }
 
@@ -335,6 +378,32 @@ mod test {
         assert_eq!(out.len(), 65, "nothing appended on error");
         d.read_append(0x30000, 0, &mut out).unwrap();
         assert_eq!(out.len(), 65);
+    }
+
+    #[test]
+    fn descriptor_write_backs_land_whole_within_and_across_maps_and_respect_read_only_maps() {
+        let mut d = space(0x10000, 0x1000);
+        d.map(0x11000, 0x1000, memfd(0x1000), 0, true).unwrap();
+        let wb: Vec<u8> = (1..=16u8).collect();
+        for at in [0x10100, 0x10FF8] {
+            // Inside the first map, and across the seam of the two.
+            d.write_desc(at, &wb, 8..12).unwrap();
+            let mut back = [0u8; 16];
+            d.read(at, &mut back).unwrap();
+            assert_eq!(&back[..], &wb[..], "at {at:#x}");
+        }
+        // The status range at either end.
+        d.write_desc(0x10200, &wb, 0..1).unwrap();
+        d.write_desc(0x10300, &wb, 12..16).unwrap();
+        let mut back = [0u8; 16];
+        d.read(0x10300, &mut back).unwrap();
+        assert_eq!(&back[..], &wb[..]);
+        assert_eq!(d.write_desc(0x11FF8, &wb, 8..12), Err(DmaError::Unmapped { addr: 0x11FF8, len: 16 }));
+        assert!(d.write_desc(0x10100, &wb, 12..20).is_err(), "a status range beyond the bytes");
+        d.map(0x20000, 0x1000, memfd(0x1000), 0, false).unwrap();
+        assert_eq!(d.write_desc(0x20000, &wb, 8..12), Err(DmaError::ReadOnly(0x20000)));
+        d.read(0x20000, &mut back).unwrap();
+        assert_eq!(back, [0u8; 16], "nothing written to a read-only map");
     }
 
     #[test]

@@ -92,6 +92,13 @@ fn main() -> ExitCode {
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let (Some(socket), Some(backend_spec)) = (args.socket, args.backend) else { return ExitCode::from(2) };
+    let signals = match nic_device::server::signals() {
+        Ok(s) => s,
+        Err(e) => {
+            error!("signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let listener = match nic_device::server::bind(&socket) {
         Ok(l) => l,
         Err(e) => {
@@ -154,7 +161,7 @@ fn main() -> ExitCode {
     }
     let mut dev = NicServer::new(nic.clone(), dp.kick(mode));
     dev.set_busy_poll(Some(std::time::Duration::from_micros(args.busy_poll)));
-    let r = nic_device::server::serve(listener, &socket, &mut dev, args.client_timeout);
+    let r = nic_device::server::serve(listener, signals, &socket, &mut dev, args.client_timeout);
     drop(control);
     dp.stop();
     let _ = std::fs::remove_file(&socket);

@@ -69,6 +69,9 @@ metrics! {
     backend_errors,
     /// Transmit doorbells whose round ran on the vfio-user thread because the data path was asleep.
     inline_rounds,
+    /// Rounds of the data path thread: each after it woke (for a frame from the backend, a doorbell handed
+    /// to it, a timer) or found more to do.
+    datapath_rounds,
     /// Passes of a busy-polling device (`--busy-poll`) that moved frames or doorbells without a wake-up.
     busy_poll_passes,
     /// Internal errors (panics) caught in the data path; the round was dropped, the device kept running.

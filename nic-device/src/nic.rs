@@ -91,6 +91,11 @@ pub struct Core {
     /// While the data path hands a round's frames to the backend: the transmit engines' causes, raised
     /// with the round's receive causes (`release_tx_causes`) so that one wake-up of the driver sees both.
     pub held_tx: Option<Causes>,
+    /// The interrupt messages one evaluation decided, kept between evaluations so that none allocates.
+    signals: Vec<Signal>,
+    /// Changes with every register write but a tail doorbell, every reset and every DMA map change
+    /// (`QueueCtx::epoch`).
+    epoch: u64,
 }
 
 /// The 82574L function: the shared state, the per-queue transmit engines and the receive path with its
@@ -149,6 +154,8 @@ impl Nic {
             backend_carrier: true,
             round_now: None,
             held_tx: None,
+            signals: Vec::new(),
+            epoch: 0,
         };
         n.mac_reset();
         Nic { core: n, tx: [TxQueue::default(), TxQueue::default()], rx: RxPath::default(), tx_spare: Default::default() }
@@ -214,7 +221,13 @@ impl Core {
             stats: &mut self.stats,
             metrics: &self.metrics,
             causes: Causes::default(),
+            epoch: self.epoch,
         }
+    }
+
+    /// Starts a new epoch: whatever the engines fetched ahead is read again.
+    pub fn new_epoch(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
     }
 
     /// Raises the transmit causes held since `held_tx` was set, and stops holding.
@@ -237,6 +250,7 @@ impl Core {
     /// Software reset (CTRL.RST): MAC registers to their defaults, RAR0 from the NVM. PCI state, DMA maps,
     /// interrupt fds and the PHY are kept.
     pub fn mac_reset(&mut self) {
+        self.new_epoch();
         // Tails written before the reset are overtaken by it.
         let _ = self.doorbells.take();
         self.held_tx = None;
@@ -270,6 +284,7 @@ impl Core {
 
     /// Function reset (DEVICE_RESET, or the client going away): everything but DMA maps and irq fds.
     pub fn function_reset(&mut self) {
+        self.new_epoch();
         self.pci.reset(self.mac);
         self.phy.reset();
         self.mac_reset();
@@ -297,8 +312,18 @@ impl Core {
         self.pci.bus_master()
     }
 
-    fn apply(&mut self, signals: Vec<Signal>) {
-        self.irq.apply(signals, &self.intr, &mut self.faults, &mut self.pci);
+    /// An empty list for the interrupt messages of one evaluation (the kept one, so nothing allocates).
+    fn signals(&mut self) -> Vec<Signal> {
+        let mut v = std::mem::take(&mut self.signals);
+        v.clear();
+        v
+    }
+
+    /// Sends the messages an evaluation decided, and keeps the list for the next one.
+    fn apply(&mut self, mut signals: Vec<Signal>) {
+        self.irq.apply(&signals, &self.intr, &mut self.faults, &mut self.pci);
+        signals.clear();
+        self.signals = signals;
     }
 
     /// Interrupt messages with no cause behind them (fault `irq-spurious`).
@@ -337,7 +362,7 @@ impl Core {
 
     /// Raises interrupt causes (ICR bits).
     pub fn raise(&mut self, causes: u32) {
-        let mut out = Vec::new();
+        let mut out = self.signals();
         let (mode, ext) = (self.mode(), self.reg(CTRL_EXT));
         let now = self.now();
         self.intr.raise(causes, mode, ext, now, &mut out);
@@ -345,7 +370,7 @@ impl Core {
     }
 
     fn reevaluate(&mut self) {
-        let mut out = Vec::new();
+        let mut out = self.signals();
         let (mode, ext) = (self.mode(), self.reg(CTRL_EXT));
         let now = self.now();
         self.intr.update(mode, ext, now, &mut out);
@@ -404,7 +429,7 @@ impl Core {
         if due != 0 {
             self.raise(due);
         }
-        let mut out = Vec::new();
+        let mut out = self.signals();
         let mode = self.mode();
         self.intr.on_timer(mode, now, &mut out);
         self.apply(out);
@@ -521,7 +546,7 @@ impl Core {
     fn mmio_read_inner(&mut self, off: u32) -> u32 {
         match off {
             ICR => {
-                let mut out = Vec::new();
+                let mut out = self.signals();
                 let (mode, ext) = (self.mode(), self.reg(CTRL_EXT));
                 let v = self.intr.read_icr(mode, ext, Instant::now(), &mut out);
                 self.apply(out);
@@ -544,10 +569,13 @@ impl Core {
     }
 
     fn mmio_write_inner(&mut self, off: u32, val: u32) -> Effects {
+        if crate::doorbell::Doorbells::slot(off).is_none() {
+            self.new_epoch();
+        }
         let mut fx = Effects::default();
         let (mode, ext) = (self.mode(), self.reg(CTRL_EXT));
         let now = Instant::now();
-        let mut out = Vec::new();
+        let mut out = self.signals();
         match off {
             CTRL => {
                 if val & CTRL_RST != 0 {

@@ -48,6 +48,21 @@ impl RegFile for [u32] {
     }
 }
 
+/// `sum % n` for a ring index moved forward (`sum` is an index below `n` plus a step), without a
+/// division in the usual case, where `sum` is below `2 * n`; 0 for an empty ring.
+#[inline]
+pub fn ring_wrap(sum: u32, n: u32) -> u32 {
+    if sum < n {
+        sum
+    } else if sum - n < n {
+        sum - n
+    } else if n == 0 {
+        0
+    } else {
+        sum % n
+    }
+}
+
 /// A DMA access that failed: the address is not mapped (or not writable there), or a fault was injected.
 /// The engine counts it (`dma_errors`) and goes on as the hardware would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +121,22 @@ impl CardDma<'_> {
         self.write(addr, status, "write-back")
     }
 
+    /// A whole descriptor write-back, the `status` bytes (those holding DD) last: a driver that sees DD sees
+    /// the whole write-back. With a fault armed or DMA traced, three accesses as the trace shows them (the
+    /// status one may be held back by `writeback-delay`); otherwise one.
+    pub fn write_back(&mut self, addr: u64, bytes: &[u8], status: std::ops::Range<usize>, causes: u32) -> Result<(), DmaFailed> {
+        if self.faults.is_empty() && !self.trace.on(trace::DMA) {
+            return self.space.write_desc(addr, bytes, status).map_err(|_| DmaFailed);
+        }
+        let (Some(head), Some(st), Some(tail)) = (bytes.get(..status.start), bytes.get(status.clone()), bytes.get(status.end..)) else {
+            return Err(DmaFailed);
+        };
+        self.write(addr, head, "write-back")?;
+        self.write(addr.wrapping_add(status.end as u64), tail, "write-back")?;
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        self.write_back_status(addr.wrapping_add(status.start as u64), st, causes)
+    }
+
     /// Whether an armed fault of `kind` acts on this access (and is used up by it).
     pub fn take_fault(&mut self, kind: FaultKind) -> bool {
         !self.faults.is_empty() && self.faults.take(kind, self.now).is_some()
@@ -154,4 +185,45 @@ pub struct QueueCtx<'a> {
     pub stats: &'a mut Stats,
     pub metrics: &'a Metrics,
     pub causes: Causes,
+    /// Changes with every register write but a tail doorbell, every reset and every DMA map change: what
+    /// an engine fetched ahead in an earlier epoch is not used.
+    pub epoch: u64,
+}
+
+#[cfg(test)]
+mod test {
+    #[test]
+    fn ring_wrap_is_the_remainder() {
+        for n in [0u32, 1, 2, 7, 256, 4096] {
+            for sum in (0..3 * n + 3).chain([u32::MAX - 1, u32::MAX]) {
+                assert_eq!(super::ring_wrap(sum, n), if n == 0 { 0 } else { sum % n }, "{sum} % {n}");
+            }
+        }
+    }
+}
+
+/// Test support: the parts of the card a queue engine borrows, on their own.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct TestCard {
+    pub faults: Faults,
+    pub trace: Tracer,
+    pub late: VecDeque<LateWriteback>,
+    pub stats: Stats,
+    pub metrics: Metrics,
+}
+
+#[cfg(test)]
+impl TestCard {
+    /// An engine's context on this card, with the register file `regs` and the guest memory `space`.
+    pub fn ctx<'a>(&'a mut self, regs: &'a mut [u32], space: &'a DmaSpace) -> QueueCtx<'a> {
+        QueueCtx {
+            regs,
+            dma: CardDma { space, faults: &mut self.faults, trace: &self.trace, late: &mut self.late, now: Instant::now() },
+            stats: &mut self.stats,
+            metrics: &self.metrics,
+            causes: Causes::default(),
+            epoch: 0,
+        }
+    }
 }

@@ -14,7 +14,6 @@ use crate::offload::{csum_add, csum_fold};
 use crate::port::{QueueCtx, RegFile};
 use crate::regs::*;
 use std::collections::VecDeque;
-use vm_memory::endian::Le64;
 use vm_memory::ByteValued;
 
 /// The on-chip receive packet buffer (PBA.RXA, 20 KiB by default on the 82574L).
@@ -235,7 +234,7 @@ fn rx_ring_free(regs: &[u32], q: usize) -> Option<(u64, u32, u32, u32)> {
     if n == 0 || h >= n || t >= n {
         return None;
     }
-    Some((base, n, h, (t + n - h) % n))
+    Some((base, n, h, crate::port::ring_wrap(t + n - h, n)))
 }
 
 impl Core {
@@ -364,6 +363,49 @@ pub struct RxQueue {
     layout: Vec<[usize; 4]>,
     /// Frames this queue delivered.
     pub frames: u64,
+    /// Buffer addresses of descriptors fetched ahead (one-buffer rings).
+    ahead: RxFetched,
+}
+
+/// Most receive descriptors fetched in one read (four cache lines).
+const RX_FETCH_BURST: usize = 16;
+
+/// Receive descriptors fetched ahead, in one read, as the card's prefetch does: the buffer addresses of
+/// ring slots `slot..slot + count` of the ring at `base`, read in `epoch`, of which the first `used` went
+/// to frames. The driver handed them over (they lie between head and tail), so they cannot change until
+/// the card writes them back; a register write, a reset or a DMA map change starts a new epoch, and then
+/// nothing fetched before is used.
+#[derive(Default)]
+struct RxFetched {
+    epoch: u64,
+    base: u64,
+    slot: u32,
+    count: u32,
+    used: u32,
+    addr: [u64; RX_FETCH_BURST],
+}
+
+impl RxFetched {
+    /// The buffer address of slot `head`, fetched ahead if it was, otherwise with the free slots after it
+    /// (`free` from `head`, in a ring of `n`) in one read; `Err` when that read fails.
+    fn buffer(&mut self, dma: &mut crate::port::CardDma, epoch: u64, base: u64, n: u32, head: u32, free: u32) -> Result<u64, ()> {
+        let fresh = self.epoch == epoch && self.base == base && self.used < self.count;
+        if !(fresh && self.slot.wrapping_add(self.used) == head) {
+            let k = free.min(n - head).clamp(1, RX_FETCH_BURST as u32);
+            let mut raw = [0u8; RX_FETCH_BURST * 16];
+            let bytes = raw.get_mut(..k as usize * 16).unwrap_or_default();
+            let daddr = base.wrapping_add(u64::from(head) * 16);
+            self.count = 0;
+            dma.read(daddr, bytes, "rx-descriptor").map_err(|_| ())?;
+            for (a, d) in self.addr.iter_mut().zip(bytes.chunks_exact(16)) {
+                *a = crate::bytes::le64(d, 0).unwrap_or(0);
+            }
+            (self.epoch, self.base, self.slot, self.count, self.used) = (epoch, base, head, k, 0);
+        }
+        let a = self.addr.get(self.used as usize).copied().unwrap_or(0);
+        self.used += 1;
+        Ok(a)
+    }
 }
 
 impl RxQueue {
@@ -388,7 +430,7 @@ impl RxQueue {
         let layout = &self.layout;
         // RDH, RDT and RDLEN count 16-byte units; a packet-split descriptor takes two.
         let units = if split { 2 } else { 1 };
-        let Some((base, n, mut head, free)) = rx_ring_free(core.regs, q) else { return false };
+        let Some((base, n, mut head, mut free)) = rx_ring_free(core.regs, q) else { return false };
         if u64::from(free) < layout.len() as u64 * units || (split && n % 2 != 0) {
             return false;
         }
@@ -418,9 +460,9 @@ impl RxQueue {
                     }
                 }
             } else {
-                match core.dma.read_obj::<Le64>(daddr, "rx-descriptor") {
-                    Ok(a) => [a.into(), 0, 0, 0],
-                    Err(_) => {
+                match self.ahead.buffer(&mut core.dma, core.epoch, base, n, head, free) {
+                    Ok(a) => [a, 0, 0, 0],
+                    Err(()) => {
                         Metrics::inc(&core.metrics.dma_errors);
                         return true;
                     }
@@ -488,26 +530,19 @@ impl RxQueue {
             // The bytes holding DD go last: a driver that sees DD must see the whole write-back. A single
             // copy could land in any order and overwrite a descriptor the driver already re-armed.
             let status_at = crate::desc::status_range(!extended);
-            let (head_part, rest_part) = wb.split_at(status_at.start);
-            let (status_part, tail_part) = rest_part.split_at(status_at.len());
             let q_causes = ICR_RXT0 | if q == 0 { ICR_RXQ0 } else { ICR_RXQ1 };
-            let ok = core.dma.write(daddr, head_part, "write-back").is_ok()
-                && core.dma.write(daddr.wrapping_add(status_at.end as u64), tail_part, "write-back").is_ok()
-                && {
-                    std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-                    core.dma.write_back_status(daddr.wrapping_add(status_at.start as u64), status_part, q_causes).is_ok()
-                };
-            if !ok {
+            if core.dma.write_back(daddr, wb, status_at, q_causes).is_err() {
                 Metrics::inc(&core.metrics.dma_errors);
             }
-            head = (head + units as u32) % n;
+            head = crate::port::ring_wrap(head + units as u32, n);
+            free = free.saturating_sub(units as u32);
         }
         let o = q as u32 * QUEUE_STRIDE;
         core.regs.set_reg(RDH0 + o, head);
         Metrics::inc(&core.metrics.rx_frames);
         // Minimum threshold: free descriptors at or below RDLEN / 2^(RDMTS+1).
         let mut causes = ICR_RXT0 | if q == 0 { ICR_RXQ0 } else { ICR_RXQ1 };
-        let left = (core.regs.reg(RDT0 + o) + n - head) % n;
+        let left = crate::port::ring_wrap(core.regs.reg(RDT0 + o).wrapping_add(n - head), n);
         let rdmts = (rctl >> RCTL_RDMTS_SHIFT) & 3;
         if left <= n >> (rdmts + 1) && q == 0 {
             causes |= ICR_RXDMT0;
@@ -713,6 +748,79 @@ pub fn ps_layout(total: usize, header: Option<usize>, sizes: [usize; 4], out: &m
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// Descriptors fetched ahead: frames land in ring order across the end of the ring and up to the
+    /// tail; a failed fetch drops the frame and leaves the head; a new epoch (a register write, a reset,
+    /// a DMA map change) reads the descriptors again, so a ring the driver rebuilt is seen as rebuilt.
+    #[test]
+    fn descriptors_fetched_ahead_are_used_in_order_and_read_again_in_a_new_epoch() {
+        const RING: u64 = 0x10000;
+        const BUF: u64 = 0x20000;
+        const N: u32 = 40;
+        let space = crate::dma::testing::space(RING, 0x40000);
+        let arm = |slot: u32, buf: u64| {
+            let mut d = [0u8; 16];
+            d[..8].copy_from_slice(&buf.to_le_bytes());
+            space.write(RING + u64::from(slot) * 16, &d).unwrap();
+        };
+        // Slot s gets buffer BUF + s * 2048.
+        for s in 0..N {
+            arm(s, BUF + u64::from(s) * 2048);
+        }
+        let mut regs = vec![0u32; (BAR0_SIZE / 4) as usize];
+        regs.set_reg(RCTL, RCTL_EN | RCTL_SECRC);
+        regs.set_reg(RDBAL0, RING as u32);
+        regs.set_reg(RDLEN0, N * 16);
+        regs.set_reg(RDH0, 30);
+        regs.set_reg(RDT0, 15);
+        let mut card = crate::port::TestCard::default();
+        let mut ctx = card.ctx(&mut regs, &space);
+        let meta = RxMeta { info: RxInfo::default(), vlan: None, header: None, split: false, extended: false, rctl: RCTL_EN, rxcsum: 0 };
+        let mut q = RxQueue::default();
+        let frame = |i: u8| vec![i; 60 + usize::from(i)];
+        let landed = |slot: u32, i: u8| {
+            let mut b = vec![0u8; 60 + usize::from(i)];
+            space.read(BUF + u64::from(slot) * 2048, &mut b).unwrap();
+            b == frame(i)
+        };
+        // Five frames from slot 30, then a failed fetch: that frame is dropped, the head stays.
+        for i in 0..5u8 {
+            assert!(q.write(&mut ctx, 0, &frame(i), &meta));
+        }
+        assert_eq!(ctx.regs.reg(RDH0), 35);
+        // The fetch of slot 30 took slots 30..39 (ten, to the end of the ring): slot 35 comes from it, so
+        // the failure has to wait for the next fetch (slot 0).
+        for i in 5..10u8 {
+            assert!(q.write(&mut ctx, 0, &frame(i), &meta));
+        }
+        assert_eq!(ctx.regs.reg(RDH0), 0, "wrapped");
+        ctx.dma.faults.inject(crate::fault::Fault::new(crate::fault::Kind::DmaError));
+        assert!(q.write(&mut ctx, 0, &frame(99), &meta), "dropped, not refused");
+        assert_eq!(ctx.metrics.dma_errors.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(ctx.regs.reg(RDH0), 0, "the head stays after a failed fetch");
+        for i in 10..20u8 {
+            assert!(q.write(&mut ctx, 0, &frame(i), &meta));
+        }
+        for i in 0..20u8 {
+            assert!(landed((30 + u32::from(i)) % N, i), "frame {i} not in slot {}", (30 + u32::from(i)) % N);
+        }
+        // Slot 10 is fetched ahead (with slots 0..14). The driver resets the ring and rebuilds slot 10 with
+        // another buffer: the register writes start a new epoch, and the new buffer is used.
+        assert_eq!(ctx.regs.reg(RDH0), 10);
+        arm(10, BUF + 60 * 2048);
+        ctx.epoch += 1;
+        assert!(q.write(&mut ctx, 0, &frame(20), &meta));
+        let mut b = vec![0u8; 80];
+        space.read(BUF + 60 * 2048, &mut b).unwrap();
+        assert_eq!(b, frame(20), "the rebuilt descriptor's buffer");
+        // Up to the tail and no further: the ring is full.
+        for i in 21..25u8 {
+            assert!(q.write(&mut ctx, 0, &frame(i), &meta));
+        }
+        assert_eq!(ctx.regs.reg(RDH0), 15);
+        assert!(!q.write(&mut ctx, 0, &frame(25), &meta), "no descriptor free");
+        assert_eq!(q.frames, 25);
+    }
 
     fn ps_layout(total: usize, header: Option<usize>, sizes: [usize; 4]) -> Option<Vec<[usize; 4]>> {
         let mut out = Vec::new();

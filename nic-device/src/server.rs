@@ -60,13 +60,25 @@ fn drop_client(poll: &Poll, conn: &mut Option<Connection>, dev: &mut NicServer, 
     dev.disconnected();
 }
 
-/// Serves until SIGINT or SIGTERM.
-pub fn serve(listener: UnixListener, path: &Path, dev: &mut NicServer, client_timeout: Duration) -> std::io::Result<()> {
+/// The signals `serve` answers (SIGINT and SIGTERM end it, SIGUSR1 logs the metrics), caught from now on:
+/// taken before the socket is bound, so that a signal sent as soon as the socket appears is not met by
+/// the default action (which would end the process without removing the socket).
+pub fn signals() -> std::io::Result<Signals> {
+    Signals::new([SIGINT, SIGTERM, SIGUSR1])
+}
+
+/// Serves until SIGINT or SIGTERM (`signals`, from `signals()`).
+pub fn serve(
+    listener: UnixListener,
+    mut signals: Signals,
+    path: &Path,
+    dev: &mut NicServer,
+    client_timeout: Duration,
+) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let mut listener = MioListener::from_std(listener);
     let mut poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     let mut events = Events::with_capacity(8);
     let mut conn: Option<Connection> = None;

@@ -76,11 +76,19 @@ impl Tracer {
 
     /// Sends an event of category `cat` to its subscribers. `fields` is built only when someone listens; the
     /// time (seconds since the device started) and category are added.
-    #[inline]
+    #[inline(always)]
     pub fn emit(&self, cat: u32, kind: &str, fields: impl FnOnce() -> Value) {
         if self.on(cat) {
-            self.send(cat, kind, fields());
+            self.build_and_send(cat, kind, fields);
         }
+    }
+
+    /// Builds the fields of an event someone listens to: out of line and cold, so that the callers of `emit`
+    /// carry only the test of the mask.
+    #[cold]
+    #[inline(never)]
+    fn build_and_send(&self, cat: u32, kind: &str, fields: impl FnOnce() -> Value) {
+        self.send(cat, kind, fields());
     }
 
     /// An event someone listens to, out of line so that `emit` stays a load and a branch where nobody does.

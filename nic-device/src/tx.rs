@@ -12,6 +12,7 @@ use crate::port::{QueueCtx, RegFile};
 use crate::regs::*;
 use crate::stats::Dir;
 use log::debug;
+use vm_memory::ByteValued;
 
 /// A frame for the backend: a wire frame, or in TAP offload mode a GSO frame or a frame whose TCP checksum
 /// is still partial, with the virtio-net header that says so.
@@ -26,6 +27,9 @@ impl TxFrame {
         TxFrame { data, vnet: None }
     }
 }
+
+/// Most transmit descriptors fetched in one read (four cache lines).
+const FETCH_BURST: usize = 16;
 
 /// Largest packet gathered from descriptors before it is refused (TSO sends are at most 64 KiB + headers).
 pub const MAX_TX_PACKET: usize = 256 * 1024;
@@ -159,17 +163,31 @@ impl TxQueue {
             Metrics::inc(&nic.metrics.tx_malformed);
             return pass;
         }
+        // Descriptors are fetched in bursts (as the card's prefetch does): up to FETCH_BURST of those the
+        // driver handed over, contiguous in the ring, in one read. All of them belong to the card until it
+        // moves TDH past them, so none can change before it reads the copy.
+        let mut burst = [0u8; FETCH_BURST * 16];
+        let (mut next, mut fetched) = (0usize, 0usize);
         while pass.descriptors < budget {
             let head = nic.regs.reg(TDH0 + o);
             if head == tail {
                 break;
             }
             let daddr = base.wrapping_add(head as u64 * 16);
-            let Ok(raw) = nic.dma.read_obj::<TxDesc>(daddr, "tx-descriptor") else {
-                Metrics::inc(&nic.metrics.dma_errors);
-                debug!("TX queue {q}: descriptor at {daddr:#x} is not mapped");
-                break;
-            };
+            if next == fetched {
+                let ahead = if tail > head { tail - head } else { n - head };
+                let k = (ahead as usize).min(FETCH_BURST).min(budget - pass.descriptors).max(1);
+                let bytes = burst.get_mut(..k * 16).unwrap_or_default();
+                if nic.dma.read(daddr, bytes, "tx-descriptor").is_err() {
+                    Metrics::inc(&nic.metrics.dma_errors);
+                    debug!("TX queue {q}: descriptors at {daddr:#x} ({k}) are not mapped");
+                    break;
+                }
+                (next, fetched) = (0, k);
+            }
+            let mut raw = TxDesc::default();
+            raw.as_mut_slice().copy_from_slice(burst.get(next * 16..next * 16 + 16).unwrap_or(&[0; 16]));
+            next += 1;
             let d = RawDesc::from(raw);
             self.descriptor(q, nic, d, spare, gso_out, emit, &mut pass);
             // Write back DD (status byte) when RS asks for it.
@@ -184,7 +202,7 @@ impl TxQueue {
                 }
                 pass.writebacks += 1;
             }
-            nic.regs.set_reg(TDH0 + o, (head + 1) % n);
+            nic.regs.set_reg(TDH0 + o, crate::port::ring_wrap(head + 1, n));
             pass.descriptors += 1;
         }
         if pass.writebacks > 0 {
@@ -389,7 +407,7 @@ impl Core {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::port::{CardDma, Causes};
+    use crate::port::Causes;
 
     /// The engine on a context of its own (a register file, a DMA space, statistics): no card around it.
     #[test]
@@ -409,15 +427,8 @@ mod test {
         regs.set_reg(TDBAL0, RING as u32);
         regs.set_reg(TDLEN0, 8 * 16);
         regs.set_reg(TDT0, 1);
-        let (mut faults, trace, mut late) = (crate::fault::Faults::default(), crate::trace::Tracer::default(), Default::default());
-        let (mut stats, metrics) = (crate::stats::Stats::default(), Metrics::default());
-        let mut ctx = QueueCtx {
-            regs: &mut regs,
-            dma: CardDma { space: &space, faults: &mut faults, trace: &trace, late: &mut late, now: std::time::Instant::now() },
-            stats: &mut stats,
-            metrics: &metrics,
-            causes: Causes::default(),
-        };
+        let mut card = crate::port::TestCard::default();
+        let mut ctx = card.ctx(&mut regs, &space);
         let mut out = Vec::new();
         let pass = TxQueue::default().process(0, &mut ctx, &mut FramePool::default(), 16, false, &mut |f| out.push(f.data));
         assert_eq!((pass.descriptors, pass.frames, pass.writebacks), (1, 1, 1));
@@ -427,6 +438,66 @@ mod test {
         let mut sta = [0u8; 1];
         space.read(RING + TX_STATUS_AT, &mut sta).unwrap();
         assert_eq!(sta[0] & TXD_STA_DD, TXD_STA_DD, "DD written back");
-        assert_eq!(stats.peek(GPTC), 1);
+        assert_eq!(ctx.stats.peek(GPTC), 1);
+    }
+
+    /// Descriptors fetched in bursts: across the end of the ring, cut by the budget and by the tail (the
+    /// descriptor past the tail is never read, and a bad one there changes nothing), and a burst whose read
+    /// fails leaves the head where it was, to be fetched again whole.
+    #[test]
+    fn descriptors_are_fetched_in_bursts_up_to_the_tail_and_again_after_a_failed_read() {
+        const RING: u64 = 0x10000;
+        const BUF: u64 = 0x11000;
+        const N: u32 = 40; // longer than a burst
+        let space = crate::dma::testing::space(RING, 0x8000);
+        let desc = |i: u32, addr: u64| {
+            let cmd = u32::from(TXD_CMD_EOP | TXD_CMD_IFCS | TXD_CMD_RS);
+            let mut d = [0u8; 16];
+            d[..8].copy_from_slice(&addr.to_le_bytes());
+            d[8..12].copy_from_slice(&(60 | cmd << 24).to_le_bytes());
+            space.write(RING + u64::from(i) * 16, &d).unwrap();
+        };
+        // Frame i is 60 bytes of i, in descriptor slot (30 + i) % 40: 25 frames from slot 30 wrap at 40.
+        let frames: Vec<Vec<u8>> = (0..25u8).map(|i| vec![i; 60]).collect();
+        for (i, f) in frames.iter().enumerate() {
+            let addr = BUF + i as u64 * 64;
+            space.write(addr, f).unwrap();
+            desc((30 + i as u32) % N, addr);
+        }
+        // Past the tail (slot 15): a descriptor pointing outside the maps.
+        desc(15, 0xDEAD_0000);
+        let mut regs = vec![0u32; (BAR0_SIZE / 4) as usize];
+        regs.set_reg(TDBAL0, RING as u32);
+        regs.set_reg(TDLEN0, N * 16);
+        regs.set_reg(TDH0, 30);
+        regs.set_reg(TDT0, 15);
+        let mut card = crate::port::TestCard::default();
+        let mut ctx = card.ctx(&mut regs, &space);
+        let mut q = TxQueue::default();
+        let mut out = Vec::new();
+        // 7 descriptors: one burst, cut by the budget.
+        let pass = q.process(0, &mut ctx, &mut FramePool::default(), 7, false, &mut |f| out.push(f.data));
+        assert_eq!((pass.descriptors, pass.frames, pass.writebacks), (7, 7, 7));
+        assert_eq!(ctx.regs.reg(TDH0), 37);
+        // A failed read: nothing moves, nothing is written back.
+        ctx.dma.faults.inject(crate::fault::Fault::new(FaultKind::DmaError));
+        let pass = q.process(0, &mut ctx, &mut FramePool::default(), 64, false, &mut |f| out.push(f.data));
+        assert_eq!(pass, TxPass::default());
+        assert_eq!(ctx.regs.reg(TDH0), 37);
+        assert_eq!(ctx.metrics.dma_errors.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // The rest: a burst to the end of the ring, then bursts from slot 0 up to the tail.
+        let pass = q.process(0, &mut ctx, &mut FramePool::default(), 64, false, &mut |f| out.push(f.data));
+        assert_eq!((pass.descriptors, pass.frames, pass.writebacks), (18, 18, 18));
+        assert_eq!(ctx.regs.reg(TDH0), 15, "stopped at the tail");
+        assert_eq!(out, frames, "every frame once, in ring order");
+        assert_eq!(ctx.metrics.dma_errors.load(std::sync::atomic::Ordering::Relaxed), 1, "the slot past the tail was not used");
+        for i in 0..25u32 {
+            let mut sta = [0u8; 1];
+            space.read(RING + u64::from((30 + i) % N) * 16 + TX_STATUS_AT, &mut sta).unwrap();
+            assert_eq!(sta[0] & TXD_STA_DD, TXD_STA_DD, "DD written back in slot {}", (30 + i) % N);
+        }
+        let mut sta = [0u8; 1];
+        space.read(RING + 15 * 16 + TX_STATUS_AT, &mut sta).unwrap();
+        assert_eq!(sta[0], 0, "the slot past the tail untouched");
     }
 }

@@ -40,7 +40,11 @@ impl NicServer {
     fn update_dma<R>(&self, f: impl FnOnce(&mut DmaSpace) -> Result<R, MapError>) -> Result<R, MapError> {
         let mut next = lock(&self.nic).dma.clone();
         let r = f(&mut next)?;
-        let old = std::mem::replace(&mut lock(&self.nic).dma, next);
+        let old = {
+            let mut nic = lock(&self.nic);
+            nic.new_epoch();
+            std::mem::replace(&mut nic.dma, next)
+        };
         drop(old);
         Ok(r)
     }

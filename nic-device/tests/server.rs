@@ -177,6 +177,31 @@ fn socket_in_use_fails_and_sigterm_removes_the_socket() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown backend"));
 }
 
+/// A signal sent the moment the socket appears ends the device cleanly (exit 0, socket removed): the
+/// handlers are in place before the socket is.
+#[test]
+fn a_signal_as_soon_as_the_socket_appears_ends_the_device_cleanly() {
+    for i in 0..5 {
+        let sock = std::env::temp_dir().join(format!("nic-sig-{}-{i}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&sock);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nic-device"))
+            .args(["--socket", sock.to_str().unwrap(), "--backend", "loopback"])
+            .env("RUST_LOG", "error")
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while !sock.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the socket never appeared");
+            std::hint::spin_loop();
+        }
+        // SAFETY: signalling a child we spawned.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let st = child.wait().unwrap();
+        assert!(st.success(), "run {i}: {st}");
+        assert!(!sock.exists(), "run {i}: the socket was left behind");
+    }
+}
+
 fn memfd(size: u64) -> File {
     // SAFETY: valid name; result checked.
     let fd = unsafe { libc::memfd_create(c"t".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };

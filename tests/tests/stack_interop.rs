@@ -28,12 +28,20 @@ fn stack_on_a_tap_pings_linux_and_answers_its_pings() {
     assert!(out.contains("20 packets transmitted, 20 packets received, 0% packet loss"), "{out}");
 }
 
+/// A namespace with `nic-device` on a TAP (`tap0`, host side 10.77.0.1/24, IPv6 off), started with
+/// `extra` arguments: the namespace, the device's socket, the device.
+fn tap_device(tag: &str, extra: &[&str]) -> (Netns, std::path::PathBuf, Device) {
+    let ns = Netns::new();
+    let sock = std::env::temp_dir().join(format!("{}.sock", unique(tag)));
+    let args: Vec<&str> = ["--backend", "tap:tap0"].into_iter().chain(extra.iter().copied()).collect();
+    let dev = Device::start(Some(&ns), &sock, &args);
+    ns.must("ip addr add 10.77.0.1/24 dev tap0 && ip link set tap0 up && sysctl -qw net.ipv6.conf.tap0.disable_ipv6=1");
+    (ns, sock, dev)
+}
+
 #[test]
 fn stack_through_driver_and_nic_device_pings_linux() {
-    let ns = Netns::new();
-    let sock = std::env::temp_dir().join(format!("{}.sock", unique("stk")));
-    let _dev = Device::start(Some(&ns), &sock, &["--backend", "tap:tap0"]);
-    ns.must("ip addr add 10.77.0.1/24 dev tap0 && ip link set tap0 up && sysctl -qw net.ipv6.conf.tap0.disable_ipv6=1");
+    let (ns, sock, _dev) = tap_device("stk", &[]);
     let s = sock.to_str().unwrap();
     let c = stack_ping(&ns, &["--vfio-user", s, "--ip", "10.77.0.2/24", "ping", "10.77.0.1", "-c", "20", "-i", "0.2"]);
     std::thread::sleep(Duration::from_millis(1500));
@@ -87,10 +95,7 @@ fn watched_within(pid: u32, limit: Duration) -> bool {
 /// again, and Linux's pings, coming 200 ms apart (each after the window), are answered.
 #[test]
 fn a_busy_polling_device_answers_while_spinning_and_after_it_sleeps() {
-    let ns = Netns::new();
-    let sock = std::env::temp_dir().join(format!("{}.sock", unique("spin")));
-    let dev = Device::start(Some(&ns), &sock, &["--backend", "tap:tap0", "--busy-poll", "20000"]);
-    ns.must("ip addr add 10.77.0.1/24 dev tap0 && ip link set tap0 up && sysctl -qw net.ipv6.conf.tap0.disable_ipv6=1");
+    let (ns, sock, dev) = tap_device("spin", &["--busy-poll", "20000"]);
     let pid = dev.child.id();
     assert!(watched_within(pid, Duration::from_secs(5)), "before any client, the data path thread waits on the TAP");
     let s = sock.to_str().unwrap();
@@ -123,6 +128,35 @@ fn a_busy_polling_device_answers_while_spinning_and_after_it_sleeps() {
     let (ok, out) = finish(c);
     assert!(ok, "{out}");
     assert!(watched_within(pid, Duration::from_secs(5)), "the client gone, the data path thread waits on the TAP");
+}
+
+/// A doorbell's round on the vfio-user thread reads the reply its frame drew from the TAP itself: the
+/// data path thread, asleep, is not woken for it (nor for the room the TAP reports after each write). Linux
+/// pinging the stack afterwards wakes it as before.
+#[test]
+fn replies_read_by_a_doorbell_round_do_not_wake_the_data_path_thread() {
+    let (ns, sock, dev) = tap_device("quiet", &[]);
+    let s = sock.to_str().unwrap();
+    for irq in ["poll", "auto"] {
+        let (inline0, rounds0) = (dev.stat("device", "inline_rounds"), dev.stat("device", "datapath_rounds"));
+        let c = stack_ping(&ns, &["--vfio-user", s, "--irq", irq, "--ip", "10.77.0.2/24", "ping", "10.77.0.1", "-c", "100", "-i", "0.01"]);
+        let (ok, out) = finish(c);
+        assert!(ok && out.contains("100 packets received, 0% packet loss"), "{irq}: {out}");
+        let inline = dev.stat("device", "inline_rounds") - inline0;
+        let rounds = dev.stat("device", "datapath_rounds") - rounds0;
+        assert!(inline >= 100, "{irq}: {inline} doorbell rounds for 100 echoes");
+        // The thread still wakes for its timers and for the bring-up's frames: far fewer than the echoes.
+        assert!(rounds < 40, "{irq}: the data path thread ran {rounds} rounds for 100 echoes read by doorbell rounds");
+    }
+    let c = stack_ping(&ns, &["--vfio-user", s, "--ip", "10.77.0.2/24", "idle", "--seconds", "4"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let rounds0 = dev.stat("device", "datapath_rounds");
+    let (rc, out) = ns.exec("ping -c 5 -i 0.2 -W 2 10.77.0.2");
+    assert_eq!(rc, 0, "Linux pinging the stack: {out}");
+    assert!(nic_tests::zero_loss(&out), "{out}");
+    assert!(dev.stat("device", "datapath_rounds") - rounds0 >= 5, "Linux's requests were not read by the data path thread");
+    let (ok, out) = finish(c);
+    assert!(ok, "{out}");
 }
 
 struct TapNet {

@@ -16,20 +16,27 @@
 # the kernel's own path, no device). The three rows are repeated with the device busy polling as well
 # (`nic-device --busy-poll`).
 #
-#   tools/scripts/bench.sh [--runs N] [--device BIN] [--rtt-only]
-#   (--device: another nic-device build, to compare; --rtt-only: the round trips alone)
+# With `--against BIN`, every frame case also runs against that other nic-device build, alternating
+# with this one run by run (which goes first alternates too): two more columns give the other build's
+# median and the ratio of the two, measured in the same run.
+#
+#   tools/scripts/bench.sh [--runs N] [--device BIN] [--against BIN] [--rtt-only]
+#   (--device: another nic-device build to measure; --against: one to compare with, interleaved;
+#   --rtt-only: the round trips alone)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 RUNS=5
 RTT_ONLY=0
 DEVICE_BIN=""
+AGAINST_BIN=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="$2"; shift 2 ;;
         --device) DEVICE_BIN="$2"; shift 2 ;;
+        --against) AGAINST_BIN="$2"; shift 2 ;;
         --rtt-only) RTT_ONLY=1; shift ;;
-        *) echo "usage: $0 [--runs N] [--device BIN] [--rtt-only]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--runs N] [--device BIN] [--against BIN] [--rtt-only]" >&2; exit 2 ;;
     esac
 done
 echo "[bench] release build ..." >&2
@@ -43,7 +50,7 @@ stop_dev() { [ -n "$DEV" ] && { kill "$DEV" 2>/dev/null; wait "$DEV" 2>/dev/null
 trap stop_dev EXIT
 start_dev() {
     SOCK="$(mktemp -u /tmp/nic-bench-XXXX.sock)"
-    RUST_LOG=warn "$DEVICE_BIN" --socket "$SOCK" --backend loopback "${DEV_ARGS[@]}" &
+    RUST_LOG=warn "${1:-$DEVICE_BIN}" --socket "$SOCK" --backend loopback "${DEV_ARGS[@]}" &
     DEV=$!
     for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
 }
@@ -51,11 +58,24 @@ start_dev() {
 field() { awk -v f="$2" '/^rate:/ {print $f}' <<<"$1"; }
 median() { sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.0f %.0f %.0f", m, a[1], a[NR]}'; }
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-[ "$RTT_ONLY" = 1 ] || printf '%-26s %12s %21s %8s %14s %7s %9s %9s\n' case "frames/s" "(min-max of $RUNS)" Gbit/s "memcpy frames/s" "ratio" "RSS idle" "RSS peak"
+if [ "$RTT_ONLY" = 0 ]; then
+    printf '%-26s %12s %21s %8s %14s %7s %9s %9s' case "frames/s" "(min-max of $RUNS)" Gbit/s "memcpy frames/s" "ratio" "RSS idle" "RSS peak"
+    [ -n "$AGAINST_BIN" ] && printf ' %12s %7s' "other build" "x"
+    printf '\n'
+fi
+# One run of the case against the other build (`--against`): its frames/s.
+against() {
+    start_dev "$AGAINST_BIN"
+    local out
+    out="$("$BIN/nic-lab" --vfio-user "$SOCK" "$@")" || { echo "other build: run failed: $out" >&2; stop_dev; return; }
+    stop_dev
+    field "$out" 2
+}
 bench() {
     local name="$1" size="$2"; shift 2
-    local rates="" gbits="" refs="" idle="" peak=""
+    local rates="" gbits="" refs="" idle="" peak="" others=""
     for r in $(seq "$RUNS"); do
+        [ -n "$AGAINST_BIN" ] && [ $((r % 2)) = 0 ] && others+="$(against "$@")"$'\n'
         start_dev
         idle+="$(kib "$DEV" VmRSS)"$'\n'
         local out
@@ -65,6 +85,7 @@ bench() {
         rates+="$(field "$out" 2)"$'\n'
         gbits+="$(field "$out" 4)"$'\n'
         refs+="$(field "$("$BIN/nic-lab" memcpy --size "$size" --count 2000000)" 2)"$'\n'
+        [ -n "$AGAINST_BIN" ] && [ $((r % 2)) = 1 ] && others+="$(against "$@")"$'\n'
     done
     [ -z "$rates" ] && return
     read -r med lo hi <<<"$(printf '%s' "$rates" | median)"
@@ -74,8 +95,14 @@ bench() {
     local ri rp
     read -r ri _ _ <<<"$(printf '%s' "$idle" | median)"
     read -r rp _ _ <<<"$(printf '%s' "$peak" | median)"
-    printf '%-26s %12s %21s %8s %14s %7s %9s %9s\n' "$name" "$med" "($lo-$hi)" "$gb" "$ref" \
+    printf '%-26s %12s %21s %8s %14s %7s %9s %9s' "$name" "$med" "($lo-$hi)" "$gb" "$ref" \
         "$(awk -v a="$med" -v b="$ref" 'BEGIN {printf "%.3f", a/b}')" "$ri" "$rp"
+    if [ -n "$AGAINST_BIN" ]; then
+        local om
+        read -r om _ _ <<<"$(printf '%s' "$others" | grep . | median)"
+        printf ' %12s %7s' "${om:-failed}" "$(awk -v a="$med" -v b="${om:-0}" 'BEGIN {if (b > 0) printf "%.2f", a/b; else print "-"}')"
+    fi
+    printf '\n'
 }
 if [ "$RTT_ONLY" = 0 ]; then
 bench "64 B, MSI-X"           64    loopback-test --count 500000 --size 64

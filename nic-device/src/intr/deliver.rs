@@ -75,15 +75,12 @@ impl IrqSink {
     }
 
     /// Sends what the cause logic decided, through the interrupt faults.
-    pub fn apply(&mut self, signals: Vec<Signal>, intr: &Intr, faults: &mut Faults, pci: &mut ConfigSpace) {
+    pub fn apply(&mut self, signals: &[Signal], intr: &Intr, faults: &mut Faults, pci: &mut ConfigSpace) {
         self.trace_moderation(intr);
-        if signals.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        for s in signals {
+        for &s in signals {
             let message = !matches!(s, Signal::IntxLevel(false));
             if message && !faults.is_empty() {
+                let now = Instant::now();
                 if faults.take(FaultKind::IrqLost, now).is_some() {
                     self.lost += 1;
                     self.trace.emit(trace::IRQ, "irq-lost", || json!({ "signal": format!("{s:?}") }));
@@ -299,7 +296,7 @@ mod test {
         let (mut s, m) = sink();
         let mut pci = ConfigSpace::new([0; 6]);
         let intr = Intr::default();
-        s.apply(vec![Signal::Msix(2)], &intr, &mut Faults::default(), &mut pci);
+        s.apply(&[Signal::Msix(2)], &intr, &mut Faults::default(), &mut pci);
         assert_eq!(s.msix_pending(), 1 << 2);
         assert_eq!(m.irq_no_fd.load(std::sync::atomic::Ordering::Relaxed), 1);
         let fd = eventfd();
@@ -307,7 +304,7 @@ mod test {
         s.msix_fd_set(2);
         assert_eq!(count(&fd), 1);
         assert_eq!(s.msix_pending(), 0);
-        s.apply(vec![Signal::Msix(2)], &intr, &mut Faults::default(), &mut pci);
+        s.apply(&[Signal::Msix(2)], &intr, &mut Faults::default(), &mut pci);
         assert_eq!(count(&fd), 1);
         s.function_reset();
         assert_eq!(s.state(), (false, false, 0));
