@@ -73,7 +73,12 @@ impl Default for Config {
 }
 
 const BUF_SIZE: usize = 2048;
-const RX_REFILL_BATCH: u32 = 16;
+/// Buffers handed back to the card per RDT write: 16, as Linux's e1000e (E1000_RX_BUFFER_WRITE), for rings of
+/// up to 256; a sixteenth of the ring for deeper ones, which leave the card enough descriptors between
+/// writes and save the doorbells (each is a message to a vfio-user device).
+fn rx_refill_batch(ring: u32) -> u32 {
+    (ring / 16).max(16)
+}
 /// Frame buffers kept for reuse (`E1000e::spare`), and the largest one kept (a jumbo frame's).
 const SPARE_MAX: usize = 512;
 const SPARE_CAPACITY_MAX: usize = 16 * 1024 + 64;
@@ -126,6 +131,8 @@ struct RxRing {
     next_to_clean: u32,
     /// Descriptors cleaned but not yet handed back through RDT.
     unrefilled: u32,
+    /// How many cleaned descriptors make an RDT write (`rx_refill_batch`).
+    refill_batch: u32,
     partial: Vec<u8>,
 }
 
@@ -322,7 +329,15 @@ impl E1000e {
             // At least two of the largest (TSO) packets; at most what the ring's buffers hold.
             bql: cfg.bql.then(|| crate::bql::Dql::new(2 * (65536 + 256), ntx as usize * BUF_SIZE)),
         };
-        let mk_rx = |q: usize| RxRing { desc: rxd[q], bufs: rxb[q], n: nrx, next_to_clean: 0, unrefilled: 0, partial: Vec::new() };
+        let mk_rx = |q: usize| RxRing {
+            desc: rxd[q],
+            bufs: rxb[q],
+            n: nrx,
+            next_to_clean: 0,
+            unrefilled: 0,
+            refill_batch: rx_refill_batch(nrx),
+            partial: Vec::new(),
+        };
         let mut d = E1000e {
             t,
             mem,
@@ -856,7 +871,7 @@ impl E1000e {
                 if act != XdpAction::Pass {
                     got += 1;
                     // Buffers go back to the card at the same pace as for frames handed up.
-                    if self.rx[q].unrefilled >= RX_REFILL_BATCH {
+                    if self.rx[q].unrefilled >= self.rx[q].refill_batch {
                         self.refill(q)?;
                     }
                     continue;
@@ -885,7 +900,7 @@ impl E1000e {
             self.stats.rx_bytes += data.len() as u64;
             out.push(RxPacket { data, csum, vlan: (staterr & RXD_STAT_VP != 0).then_some(vlan), queue: q });
             got += 1;
-            if self.rx[q].unrefilled >= RX_REFILL_BATCH {
+            if self.rx[q].unrefilled >= self.rx[q].refill_batch {
                 self.refill(q)?;
             }
         }
@@ -1199,5 +1214,10 @@ mod test {
         assert_eq!(mta_bit([0x33, 0x33, 0, 0, 0, 1]), (0, 16));
         // 01:00:5e:7f:ff:fa: 0xfaf -> MTA[125], bit 15.
         assert_eq!(mta_bit([0x01, 0x00, 0x5e, 0x7f, 0xff, 0xfa]), (125, 15));
+    }
+
+    #[test]
+    fn receive_buffers_go_back_sixteen_at_a_time_or_a_sixteenth_of_a_deep_ring() {
+        assert_eq!([8, 16, 256, 1024, 4096].map(rx_refill_batch), [16, 16, 16, 64, 256]);
     }
 }

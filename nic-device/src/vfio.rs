@@ -336,6 +336,11 @@ impl Device for NicServer {
         if self.last_activity.take().is_some() {
             self.kick.stop_spinning();
         }
+        // A doorbell's round left between slices: the data path thread takes over (and watches the backend
+        // again when its round ends).
+        if self.inline_since.take().is_some() {
+            self.kick.wake();
+        }
         let mut nic = lock(&self.nic);
         nic.disconnect();
         info!("client disconnected: DMA maps and interrupt fds dropped");
@@ -362,5 +367,26 @@ mod test {
         let mut g = lock(&nic);
         g.mmio_write(RAL0, 0x1234_5678);
         assert_eq!(g.reg(RAL0), 0x1234_5678, "the other thread carries on");
+    }
+
+    /// A client that leaves while a doorbell's round waits between slices hands the round to the data path
+    /// thread (woken), which watches the backend again when it ends; a client that leaves with no round
+    /// running wakes nobody.
+    #[test]
+    fn a_client_leaving_mid_round_hands_the_round_to_the_data_path_thread() {
+        let mut poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(7)).unwrap());
+        let nic = Arc::new(Mutex::new(Nic::new([0x52, 0x54, 0, 1, 2, 3], Arc::new(Metrics::default()))));
+        let mut dev = NicServer::new(nic, Kick::waker_only(waker));
+        let mut events = mio::Events::with_capacity(4);
+        let mut woken = |dev: &mut NicServer, mid_round: bool| {
+            dev.inline_since = mid_round.then(Instant::now);
+            dev.disconnected();
+            poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
+            events.iter().any(|e| e.token() == mio::Token(7))
+        };
+        assert!(!woken(&mut dev, false), "no round: nobody woken");
+        assert!(woken(&mut dev, true), "the round left between slices was not handed over");
+        assert!(dev.inline_since.is_none());
     }
 }
