@@ -190,6 +190,11 @@ impl DmaSpace {
         self.all_writable = true;
     }
 
+    /// Whether all `len` bytes at `addr` are mapped.
+    pub fn is_mapped(&self, addr: u64, len: usize) -> bool {
+        self.mem.as_ref().is_some_and(|m| m.check_range(GuestAddress(addr), len))
+    }
+
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), DmaError> {
         let err = DmaError::Unmapped { addr, len: buf.len() };
         if buf.is_empty() {

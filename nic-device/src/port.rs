@@ -86,6 +86,17 @@ impl CardDma<'_> {
         r
     }
 
+    /// A burst of `n` descriptors of `size` bytes read by the card's DMA into `buf` (which holds at least
+    /// `n * size` bytes): the number read. A burst that reaches past the DMA maps is cut to its first
+    /// descriptor, so that a ring that is only partly mapped works up to where its mapping ends, as it
+    /// would one descriptor at a time.
+    pub fn read_burst(&mut self, addr: u64, size: usize, n: usize, buf: &mut [u8], what: &'static str) -> Result<usize, DmaFailed> {
+        let n = if n > 1 && !self.space.is_mapped(addr, n * size) { 1 } else { n.max(1) };
+        let bytes = buf.get_mut(..n * size).ok_or(DmaFailed)?;
+        self.read(addr, bytes, what)?;
+        Ok(n)
+    }
+
     /// `len` bytes read by the card's DMA, appended to `out` (nothing appended on failure).
     pub fn read_append(&mut self, addr: u64, len: usize, out: &mut Vec<u8>, what: &'static str) -> Result<(), DmaFailed> {
         let injected = self.fault();

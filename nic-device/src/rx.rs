@@ -391,16 +391,15 @@ impl RxFetched {
     fn buffer(&mut self, dma: &mut crate::port::CardDma, epoch: u64, base: u64, n: u32, head: u32, free: u32) -> Result<u64, ()> {
         let fresh = self.epoch == epoch && self.base == base && self.used < self.count;
         if !(fresh && self.slot.wrapping_add(self.used) == head) {
-            let k = free.min(n - head).clamp(1, RX_FETCH_BURST as u32);
+            let k = free.min(n - head).min(RX_FETCH_BURST as u32) as usize;
             let mut raw = [0u8; RX_FETCH_BURST * 16];
-            let bytes = raw.get_mut(..k as usize * 16).unwrap_or_default();
             let daddr = base.wrapping_add(u64::from(head) * 16);
             self.count = 0;
-            dma.read(daddr, bytes, "rx-descriptor").map_err(|_| ())?;
-            for (a, d) in self.addr.iter_mut().zip(bytes.chunks_exact(16)) {
+            let k = dma.read_burst(daddr, 16, k, &mut raw, "rx-descriptor").map_err(|_| ())?;
+            for (a, d) in self.addr.iter_mut().zip(raw.chunks_exact(16).take(k)) {
                 *a = crate::bytes::le64(d, 0).unwrap_or(0);
             }
-            (self.epoch, self.base, self.slot, self.count, self.used) = (epoch, base, head, k, 0);
+            (self.epoch, self.base, self.slot, self.count, self.used) = (epoch, base, head, k as u32, 0);
         }
         let a = self.addr.get(self.used as usize).copied().unwrap_or(0);
         self.used += 1;

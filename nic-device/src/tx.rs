@@ -176,13 +176,12 @@ impl TxQueue {
             let daddr = base.wrapping_add(head as u64 * 16);
             if next == fetched {
                 let ahead = if tail > head { tail - head } else { n - head };
-                let k = (ahead as usize).min(FETCH_BURST).min(budget - pass.descriptors).max(1);
-                let bytes = burst.get_mut(..k * 16).unwrap_or_default();
-                if nic.dma.read(daddr, bytes, "tx-descriptor").is_err() {
+                let k = (ahead as usize).min(FETCH_BURST).min(budget - pass.descriptors);
+                let Ok(k) = nic.dma.read_burst(daddr, 16, k, &mut burst, "tx-descriptor") else {
                     Metrics::inc(&nic.metrics.dma_errors);
-                    debug!("TX queue {q}: descriptors at {daddr:#x} ({k}) are not mapped");
+                    debug!("TX queue {q}: descriptor at {daddr:#x} is not mapped");
                     break;
-                }
+                };
                 (next, fetched) = (0, k);
             }
             let mut raw = TxDesc::default();
@@ -439,6 +438,35 @@ mod test {
         space.read(RING + TX_STATUS_AT, &mut sta).unwrap();
         assert_eq!(sta[0] & TXD_STA_DD, TXD_STA_DD, "DD written back");
         assert_eq!(ctx.stats.peek(GPTC), 1);
+    }
+
+    /// A ring that runs past the end of the DMA maps works up to where the mapping ends, as it would one
+    /// descriptor at a time: a burst that would reach past it is cut to one descriptor.
+    #[test]
+    fn a_partly_mapped_ring_works_up_to_the_end_of_the_map() {
+        const MAP: u64 = 0x10000;
+        const RING: u64 = MAP + 0x4000 - 10 * 16; // ten slots mapped, the rest beyond the map
+        let space = crate::dma::testing::space(MAP, 0x4000);
+        for i in 0..12u64 {
+            let buf = MAP + i * 0x100;
+            space.write(buf, &[i as u8; 60]).unwrap();
+            let mut d = [0u8; 16];
+            d[..8].copy_from_slice(&buf.to_le_bytes());
+            d[8..12].copy_from_slice(&(60 | u32::from(TXD_CMD_EOP | TXD_CMD_IFCS) << 24).to_le_bytes());
+            let _ = space.write(RING + i * 16, &d); // slots 10 and 11 are not mapped: not written
+        }
+        let mut regs = vec![0u32; (BAR0_SIZE / 4) as usize];
+        regs.set_reg(TDBAL0, RING as u32);
+        regs.set_reg(TDLEN0, 16 * 16);
+        regs.set_reg(TDT0, 12);
+        let mut card = crate::port::TestCard::default();
+        let mut ctx = card.ctx(&mut regs, &space);
+        let mut out = Vec::new();
+        let pass = TxQueue::default().process(0, &mut ctx, &mut FramePool::default(), 64, false, &mut |f| out.push(f.data));
+        assert_eq!(pass.frames, 10, "the mapped slots' frames go out");
+        assert_eq!(out, (0..10u8).map(|i| vec![i; 60]).collect::<Vec<_>>());
+        assert_eq!(ctx.regs.reg(TDH0), 10, "stopped at the first slot beyond the map");
+        assert_eq!(ctx.metrics.dma_errors.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     /// Descriptors fetched in bursts: across the end of the ring, cut by the budget and by the tail (the
