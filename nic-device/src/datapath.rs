@@ -310,8 +310,6 @@ struct Worker {
     gen: u64,
     /// Another thread busy-polls the backend (`Kick::spin_pass`): its descriptors are not watched here.
     spinning: Arc<AtomicBool>,
-    /// Whether `registered` was made for a spinning data path (then it is empty).
-    registered_spinning: bool,
     /// What the data path thread's poll watches the backend's descriptors for.
     watch: Watch,
     /// The backend holds output it could not write yet (its last `flush`).
@@ -351,7 +349,6 @@ impl Worker {
             registered: Vec::new(),
             gen: u64::MAX,
             spinning: Arc::default(),
-            registered_spinning: false,
             watch: Watch::Quiet,
             unflushed: false,
             overflow,
@@ -362,9 +359,9 @@ impl Worker {
         }
     }
 
+    /// Takes the backend's descriptors anew when it changed them (a new peer), watched as `sleep_watch` says.
     fn reregister(&mut self) {
-        let spinning = self.spinning.load(Ordering::SeqCst);
-        if self.gen == self.backend.generation() && self.registered_spinning == spinning {
+        if self.gen == self.backend.generation() {
             return;
         }
         let watch = std::mem::replace(&mut self.watch, Watch::Quiet);
@@ -373,11 +370,8 @@ impl Worker {
                 let _ = self.registry.deregister(&mut SourceFd(&fd));
             }
         }
-        self.registered_spinning = spinning;
-        if !spinning {
-            self.registered = self.backend.fds();
-        }
-        self.set_watch(Watch::Frames);
+        self.registered = self.backend.fds();
+        self.set_watch(self.sleep_watch());
         self.gen = self.backend.generation();
     }
 
@@ -416,10 +410,13 @@ impl Worker {
         self.watch = watch;
     }
 
-    /// What the backend is watched for while the data path thread sleeps: frames, and room while frames
-    /// (or output the backend holds) wait for it.
+    /// What the backend is watched for while the data path thread sleeps: nothing while another thread busy
+    /// polls it (`Kick::spin_pass`), otherwise frames, and room while frames (or output the backend holds)
+    /// wait for it.
     fn sleep_watch(&self) -> Watch {
-        if self.out.is_empty() && !self.unflushed {
+        if self.spinning.load(Ordering::SeqCst) {
+            Watch::Quiet
+        } else if self.out.is_empty() && !self.unflushed {
             Watch::Frames
         } else {
             Watch::FramesAndRoom

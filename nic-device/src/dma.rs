@@ -269,36 +269,43 @@ impl DmaSpace {
         Ok(())
     }
 
-    /// A descriptor write-back: `bytes` written at `addr`, the bytes in `status` (those holding DD) last,
-    /// behind a release fence, so that a driver that sees DD sees the whole write-back. One lookup for the
-    /// three copies when the descriptor lies in one map (as it does unless it straddles two).
+    /// A descriptor write-back: `bytes` written at `addr`, the bytes in `status` (those holding DD) last
+    /// (`in_status_order`). One lookup for the three copies when the descriptor lies in one map (as it does
+    /// unless it straddles two).
     pub fn write_desc(&self, addr: u64, bytes: &[u8], status: std::ops::Range<usize>) -> Result<(), DmaError> {
-        let (Some(head), Some(st), Some(tail)) = (bytes.get(..status.start), bytes.get(status.clone()), bytes.get(status.end..)) else {
-            return Err(DmaError::Unmapped { addr, len: bytes.len() });
-        };
-        self.check_writable(addr, bytes.len())?;
         let err = DmaError::Unmapped { addr, len: bytes.len() };
+        self.check_writable(addr, bytes.len())?;
         let mem = self.mem.as_ref().ok_or(err.clone())?;
-        let fence = || std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
         match mem.get_slice(GuestAddress(addr), bytes.len()) {
-            Ok(dst) => {
-                let at = |o: usize| dst.subslice(o, bytes.len() - o).map_err(|_| err.clone());
-                at(0)?.copy_from(head);
-                at(status.end)?.copy_from(tail);
-                fence();
-                at(status.start)?.copy_from(st);
-                Ok(())
-            }
+            Ok(dst) => in_status_order(bytes, status, err.clone(), |at, part, _| {
+                dst.subslice(at, part.len()).map(|d| d.copy_from(part)).map_err(|_| err.clone())
+            }),
             // Across two maps: each part on its own, once the whole range is known to be mapped.
             Err(_) if mem.check_range(GuestAddress(addr), bytes.len()) => {
-                self.write(addr, head)?;
-                self.write(addr.wrapping_add(status.end as u64), tail)?;
-                fence();
-                self.write(addr.wrapping_add(status.start as u64), st)
+                in_status_order(bytes, status, err, |at, part, _| self.write(addr.wrapping_add(at as u64), part))
             }
             Err(_) => Err(err),
         }
     }
+}
+
+/// Writes a descriptor write-back's `bytes` in three parts through `write(offset, part, is_status)`: the
+/// bytes before `status`, those after it, then, behind a release fence, the `status` bytes (those holding
+/// DD), so that a driver that sees DD sees the whole write-back. A single copy could land in any order.
+/// `bad` when `status` does not lie within `bytes`.
+pub fn in_status_order<E>(
+    bytes: &[u8],
+    status: std::ops::Range<usize>,
+    bad: E,
+    mut write: impl FnMut(usize, &[u8], bool) -> Result<(), E>,
+) -> Result<(), E> {
+    let (Some(head), Some(st), Some(tail)) = (bytes.get(..status.start), bytes.get(status.clone()), bytes.get(status.end..)) else {
+        return Err(bad);
+    };
+    write(0, head, false)?;
+    write(status.end, tail, false)?;
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+    write(status.start, st, true)
 }
 
 /// Test support: guest memory backed by a memfd, as QEMU's `memory-backend-memfd` provides it. Not part of

@@ -225,8 +225,15 @@ impl Core {
         }
     }
 
+    /// Puts `dma` in place of the DMA maps (a DMA_MAP or DMA_UNMAP) and returns the old ones: a new epoch,
+    /// since what the engines fetched ahead came through the old maps.
+    pub fn replace_dma(&mut self, dma: DmaSpace) -> DmaSpace {
+        self.new_epoch();
+        std::mem::replace(&mut self.dma, dma)
+    }
+
     /// Starts a new epoch: whatever the engines fetched ahead is read again.
-    pub fn new_epoch(&mut self) {
+    fn new_epoch(&mut self) {
         self.epoch = self.epoch.wrapping_add(1);
     }
 

@@ -91,10 +91,17 @@ impl CardDma<'_> {
     /// descriptor, so that a ring that is only partly mapped works up to where its mapping ends, as it
     /// would one descriptor at a time.
     pub fn read_burst(&mut self, addr: u64, size: usize, n: usize, buf: &mut [u8], what: &'static str) -> Result<usize, DmaFailed> {
-        let n = if n > 1 && !self.space.is_mapped(addr, n * size) { 1 } else { n.max(1) };
+        let n = n.max(1);
         let bytes = buf.get_mut(..n * size).ok_or(DmaFailed)?;
-        self.read(addr, bytes, what)?;
-        Ok(n)
+        match self.read(addr, bytes, what) {
+            Ok(()) => Ok(n),
+            // Looked at only after a failure: the maps are not searched twice per burst.
+            Err(_) if n > 1 && !self.space.is_mapped(addr, n * size) => {
+                self.read(addr, buf.get_mut(..size).ok_or(DmaFailed)?, what)?;
+                Ok(1)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// `len` bytes read by the card's DMA, appended to `out` (nothing appended on failure).
@@ -139,13 +146,14 @@ impl CardDma<'_> {
         if self.faults.is_empty() && !self.trace.on(trace::DMA) {
             return self.space.write_desc(addr, bytes, status).map_err(|_| DmaFailed);
         }
-        let (Some(head), Some(st), Some(tail)) = (bytes.get(..status.start), bytes.get(status.clone()), bytes.get(status.end..)) else {
-            return Err(DmaFailed);
-        };
-        self.write(addr, head, "write-back")?;
-        self.write(addr.wrapping_add(status.end as u64), tail, "write-back")?;
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-        self.write_back_status(addr.wrapping_add(status.start as u64), st, causes)
+        crate::dma::in_status_order(bytes, status, DmaFailed, |at, part, is_status| {
+            let at = addr.wrapping_add(at as u64);
+            if is_status {
+                self.write_back_status(at, part, causes)
+            } else {
+                self.write(at, part, "write-back")
+            }
+        })
     }
 
     /// Whether an armed fault of `kind` acts on this access (and is used up by it).

@@ -40,11 +40,7 @@ impl NicServer {
     fn update_dma<R>(&self, f: impl FnOnce(&mut DmaSpace) -> Result<R, MapError>) -> Result<R, MapError> {
         let mut next = lock(&self.nic).dma.clone();
         let r = f(&mut next)?;
-        let old = {
-            let mut nic = lock(&self.nic);
-            nic.new_epoch();
-            std::mem::replace(&mut nic.dma, next)
-        };
+        let old = lock(&self.nic).replace_dma(next);
         drop(old);
         Ok(r)
     }
