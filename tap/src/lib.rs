@@ -250,7 +250,13 @@ impl Tap {
 
     /// Waits until a frame is readable or `timeout` passes.
     pub fn wait(&self, timeout: std::time::Duration) {
-        wait_readable(&mut [libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }], timeout);
+        self.wait_for(timeout);
+    }
+
+    /// As `wait`, returning whether a frame is readable (a zero timeout looks without sleeping).
+    pub fn wait_for(&self, timeout: std::time::Duration) -> bool {
+        let mut p = [libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        wait_readable(&mut p, timeout) > 0 && p[0].revents & libc::POLLIN != 0
     }
 }
 

@@ -28,6 +28,55 @@ fn stack_on_a_tap_pings_linux_and_answers_its_pings() {
     assert!(out.contains("20 packets transmitted, 20 packets received, 0% packet loss"), "{out}");
 }
 
+/// `--busy-poll` on a TAP: the stack looks at the TAP between its polls instead of sleeping in poll(2), so
+/// every reply is taken by a look (a "hit"), and with a window longer than the ping loop's waits no wait
+/// sleeps. Without it, nothing is reported (the waits sleep at once).
+#[test]
+fn stack_on_a_tap_busy_polls_instead_of_sleeping() {
+    let ns = Netns::new();
+    ns.must("ip tuntap add dev st0 mode tap && ip addr add 10.80.0.1/24 dev st0 && ip link set st0 up && sysctl -qw net.ipv6.conf.st0.disable_ipv6=1");
+    let ping = ["--tap", "st0", "--ip", "10.80.0.2/24", "ping", "10.80.0.1", "-c", "20", "-i", "0.05"];
+    let busy: Vec<&str> = ["--busy-poll", "1000000"].into_iter().chain(ping).collect();
+    let (ok, out) = finish(stack_ping(&ns, &busy));
+    assert!(ok && out.contains("20 packets transmitted, 20 packets received, 0% packet loss"), "{out}");
+    let line = out.lines().find(|l| l.starts_with("busy poll 1000000 us:")).unwrap_or_else(|| panic!("no busy-poll report: {out}"));
+    let nums: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let [_, hits, slept] = nums[..] else { panic!("{line}") };
+    assert!(hits >= 20, "every reply (and the ARP reply) found by a look: {line}");
+    assert_eq!(slept, 0, "no wait slept: {line}");
+    // A window shorter than the loop's waits: those that find nothing sleep for the rest.
+    let short: Vec<&str> = ["--busy-poll", "100"].into_iter().chain(ping).collect();
+    let (ok, out) = finish(stack_ping(&ns, &short));
+    assert!(ok, "{out}");
+    let line = out.lines().find(|l| l.starts_with("busy poll 100 us:")).unwrap_or_else(|| panic!("no busy-poll report: {out}"));
+    let nums: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert!(nums.get(2).is_some_and(|&slept| slept > 0), "20 pings 50 ms apart leave waits to sleep: {line}");
+    let (ok, out) = finish(stack_ping(&ns, &ping));
+    assert!(ok && !out.contains("busy poll"), "{out}");
+}
+
+/// `nic-lab tap-echo`, the benchmark's kernel-only reference: echo requests written straight to a TAP
+/// draw Linux's replies; replies the kernel does not send are counted lost, and a peer that does not
+/// answer ARP is an error, never a result.
+#[test]
+fn tap_echo_measures_the_kernel_alone_and_counts_what_does_not_come_back() {
+    let ns = Netns::new();
+    ns.must("ip tuntap add dev st0 mode tap && ip addr add 10.80.0.1/24 dev st0 && ip link set st0 up && sysctl -qw net.ipv6.conf.st0.disable_ipv6=1");
+    let echo = |dest: &str, count: &str| {
+        finish(stack_ping(&ns, &["--tap", "st0", "--ip", "10.80.0.2/24", "tap-echo", dest, "-c", count, "-i", "0.01"]))
+    };
+    let (ok, out) = echo("10.80.0.1", "50");
+    assert!(ok && out.contains("50 packets transmitted, 50 packets received, 0% packet loss"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains("bytes from 10.80.0.1: seq=") && l.contains(" time=")).count(), 50, "{out}");
+    // The kernel told not to answer echoes: each request is reported lost, and the command fails.
+    ns.must("sysctl -qw net.ipv4.icmp_echo_ignore_all=1");
+    let (ok, out) = echo("10.80.0.1", "2");
+    assert!(!ok && out.contains("2 packets transmitted, 0 packets received, 100% packet loss"), "{out}");
+    assert_eq!(out.matches("no reply within 1 s").count(), 2, "{out}");
+    let (ok, out) = echo("10.80.0.77", "1");
+    assert!(!ok && out.contains("10.80.0.77 does not answer ARP"), "{out}");
+}
+
 /// A namespace with `nic-device` on a TAP (`tap0`, host side 10.77.0.1/24, IPv6 off), started with
 /// `extra` arguments: the namespace, the device's socket, the device.
 fn tap_device(tag: &str, extra: &[&str]) -> (Netns, std::path::PathBuf, Device) {

@@ -14,7 +14,11 @@
 # per run, with interrupts, with busy polling and in latency mode (`--latency`): the median (p50) and p90
 # per run, medians over the runs, beside Linux pinging its own loopback in the namespace (the reference:
 # the kernel's own path, no device). The three rows are repeated with the device busy polling as well
-# (`nic-device --busy-poll`).
+# (`nic-device --busy-poll`). Two more references: the stack straight on a TAP of its own (no driver, no
+# device), sleeping on it and busy polling it (`nic-lab --tap --busy-poll`): the device rows minus these
+# are what the driver and the device add; and echo requests written to that TAP with the replies read by
+# a thread that never sleeps (`nic-lab tap-echo`): the kernel's own part of any round trip through a TAP,
+# the floor under every row.
 #
 # With `--against BIN`, every frame case also runs against that other nic-device build, alternating
 # with this one run by run (which goes first alternates too): two more columns give the other build's
@@ -162,6 +166,31 @@ for mode in auto poll latency auto:spin poll:spin latency:spin; do
     esac
     read -r m50 _ _ <<<"$(printf '%s' "$p50s" | median)"
     read -r m90 _ _ <<<"$(printf '%s' "$p90s" | median)"
+    printf '%-46s %10s %10s\n' "$label" "$m50" "$m90"
+done
+# The stack straight on a TAP of its own (no driver, no device): what the kernel's side and the stack take
+# without us, sleeping in poll(2) on the TAP and busy polling it (`--busy-poll`). The device rows above
+# minus these are what the driver and the device add. Then the kernel alone: echo requests written to the
+# TAP and the replies read without sleeping (`tap-echo`), no stack of ours either.
+ip netns exec "$NS" sh -c 'ip tuntap add dev rf0 mode tap && ip addr add 10.87.1.1/24 dev rf0 && ip link set rf0 up'
+for mode in sleep busy kernel; do
+    p50s="" p90s=""
+    flags=()
+    [ "$mode" = busy ] && flags=(--busy-poll 1000000)
+    cmd=ping
+    [ "$mode" = kernel ] && cmd=tap-echo
+    for r in $(seq "$RUNS"); do
+        out="$(ip netns exec "$NS" "$BIN/nic-lab" --tap rf0 "${flags[@]}" --ip 10.87.1.2/24 "$cmd" 10.87.1.1 -c 200 -i 0.01 2>/dev/null || true)"
+        read -r a b <<<"$(printf '%s\n' "$out" | pct)"
+        [ -n "${a:-}" ] && { p50s+="$a"$'\n'; p90s+="$b"$'\n'; }
+    done
+    read -r m50 _ _ <<<"$(printf '%s' "$p50s" | median)"
+    read -r m90 _ _ <<<"$(printf '%s' "$p90s" | median)"
+    case "$mode" in
+        sleep) label="stack on a TAP alone (reference)" ;;
+        busy) label="  busy polling the TAP" ;;
+        *) label="Linux through a TAP, busy reads (reference)" ;;
+    esac
     printf '%-46s %10s %10s\n' "$label" "$m50" "$m90"
 done
 # The reference: Linux pinging its own loopback (no device, no stack of ours).

@@ -7,11 +7,14 @@
 //!                   [--tso]                 instead: N TCP sends of S bytes (up to 64 KiB) cut by the card (TSO)
 //!     exchange --count N                    request frames to a reflector on the wire; counts the replies
 //!   nic-lab reflect --ifname IF [--count N] answers exchange requests on a host interface (AF_PACKET)
+//!   nic-lab --tap IF --ip ADDR/PREFIX tap-echo DEST   echo requests straight to a TAP, replies read
+//!                                           without sleeping: the kernel's own part of a round trip
 
 mod control;
 mod frames;
 mod ping;
 mod reflect;
+mod tapecho;
 mod tcpcmd;
 mod topology;
 
@@ -151,8 +154,8 @@ struct Cli {
     /// On the card: latency mode (no interrupt moderation, 50 us of busy polling before each sleep)
     #[arg(long, global = true)]
     latency: bool,
-    /// On the card: microseconds of busy polling before each sleep (Linux's net.core.busy_poll; with
-    /// `--latency`, replaces its 50 us)
+    /// On the card, or on the TAP with --tap: microseconds of busy polling before each sleep (Linux's
+    /// net.core.busy_poll; with `--latency`, replaces its 50 us)
     #[arg(long, value_name = "US", global = true)]
     busy_poll: Option<u64>,
     /// Stack commands: the egress qdisc, in tc's words ("fq_codel", "tbf rate 20mbit burst 16k child
@@ -216,18 +219,21 @@ enum Cmd {
         #[arg(long, default_value = "0")]
         count: u64,
     },
-    /// ICMP echo
+    /// ICMP echo (IPv6 fragments what exceeds the path MTU)
     Ping {
         /// An IPv4 or IPv6 address
         dest: String,
-        #[arg(short = 'c', default_value = "4")]
-        count: u64,
-        /// Seconds between requests
-        #[arg(short = 'i', default_value = "1.0")]
-        interval: f64,
-        /// Payload bytes (IPv6 fragments what exceeds the path MTU)
-        #[arg(short = 's', default_value = "56")]
-        size: usize,
+        #[command(flatten)]
+        echo: EchoArgs,
+    },
+    /// ICMP echo written straight to the TAP (--tap) and the replies read back without sleeping: the
+    /// Linux kernel's own part of a round trip through a TAP, with no stack, driver or device of ours
+    /// (--ip: this end's address)
+    TapEcho {
+        /// The kernel's IPv4 address on the TAP
+        dest: String,
+        #[command(flatten)]
+        echo: EchoArgs,
     },
     /// Builds devices, VLANs, bridges and hosts from a TOML file (see tools/src/topology.rs) and runs
     /// them until SIGINT or SECONDS; prints each one's counters, the bridges' tables and addresses at exit
@@ -286,6 +292,19 @@ enum Cmd {
         #[arg(long, default_value = "1")]
         count: u64,
     },
+}
+
+/// How many echo requests, how far apart, how large (`ping`, `tap-echo`).
+#[derive(clap::Args, Debug)]
+struct EchoArgs {
+    #[arg(short = 'c', default_value = "4")]
+    count: u64,
+    /// Seconds between requests
+    #[arg(short = 'i', default_value = "1.0")]
+    interval: f64,
+    /// Payload bytes
+    #[arg(short = 's', default_value = "56")]
+    size: usize,
 }
 
 fn parse() -> Result<Option<Opts>, String> {
@@ -366,9 +385,13 @@ fn parse() -> Result<Option<Opts>, String> {
             (o.ifname, o.count) = (Some(ifname), count);
             "reflect"
         }
-        Cmd::Ping { dest, count, interval, size } => {
-            (o.dest, o.count, o.interval, o.size) = (Some(dest), count, interval, size);
+        Cmd::Ping { dest, echo } => {
+            (o.dest, o.count, o.interval, o.size) = (Some(dest), echo.count, echo.interval, echo.size);
             "ping"
+        }
+        Cmd::TapEcho { dest, echo } => {
+            (o.dest, o.count, o.interval, o.size) = (Some(dest), echo.count, echo.interval, echo.size);
+            "tap-echo"
         }
         Cmd::Run { file, seconds } => {
             (o.dest, o.seconds) = (Some(file), seconds);
@@ -425,6 +448,7 @@ fn main() -> ExitCode {
         "reflect" => reflect::run(o.ifname.as_deref(), o.count),
         "memcpy" => Ok(memcpy(&o)),
         "ping" => ping::run(&o),
+        "tap-echo" => tapecho::run(&o),
         "idle" => ping::idle(&o),
         "ctl" => control::ctl(o.dest.as_deref().unwrap_or_default(), &o.ctl),
         "run" => topology::run(&o),

@@ -20,7 +20,9 @@ pub fn open_device(spec: &str, o: &Opts, index: u8) -> Result<Box<dyn Device>, S
     if let Some(t) = spec.strip_prefix("tap:") {
         let pid = std::process::id();
         let mac = [0x02, 0x4e, 0x49, 0x50u8.wrapping_add(index), (pid >> 8) as u8, pid as u8];
-        return Ok(Box::new(stack::dev::tap::Tap::open(t, mac).map_err(|e| format!("tap {t}: {e}"))?));
+        let mut tap = stack::dev::tap::Tap::open(t, mac).map_err(|e| format!("tap {t}: {e}"))?;
+        tap.set_busy_poll(Duration::from_micros(o.busy_poll.unwrap_or(0)));
+        return Ok(Box::new(tap));
     }
     card(spec, o)
 }
@@ -78,7 +80,9 @@ pub fn open_stack(o: &Opts) -> Result<Stack, String> {
         let pid = std::process::id();
         let mac = [0x02, 0x4e, 0x49, 0x43, (pid >> 8) as u8, pid as u8];
         let tap = if o.tap_offload { stack::dev::tap::Tap::open_offload(t, mac) } else { stack::dev::tap::Tap::open(t, mac) };
-        Box::new(tap.map_err(|e| format!("tap {t}: {e}"))?)
+        let mut tap = tap.map_err(|e| format!("tap {t}: {e}"))?;
+        tap.set_busy_poll(Duration::from_micros(o.busy_poll.unwrap_or(0)));
+        Box::new(tap)
     } else {
         let spec = o.transport.as_deref().ok_or("--tap IFNAME, --vfio-user PATH or --vfio-pci BDF is required")?;
         card(spec, o)?
@@ -242,6 +246,9 @@ pub fn run(o: &Opts) -> Result<bool, String> {
         let max = rtts.iter().cloned().fold(0.0, f64::max);
         let avg = rtts.iter().sum::<f64>() / rtts.len() as f64;
         println!("round-trip min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms");
+    }
+    if let Some(x) = s.dev.report() {
+        println!("{x}");
     }
     if dest.is_ipv6() {
         print_ipv6(&s);

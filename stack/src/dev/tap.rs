@@ -4,6 +4,7 @@ use super::Device;
 use crate::skb::{Csum, GsoKind, PacketBuf};
 use std::collections::VecDeque;
 use std::io;
+use std::time::Duration;
 
 pub struct Tap {
     tap: nic_tap::Tap,
@@ -11,6 +12,20 @@ pub struct Tap {
     buf: Vec<u8>,
     /// Frames cross with a virtio-net header: TCP super-packets and partial checksums both ways.
     offload: bool,
+    /// How long `wait` looks for a frame without sleeping (`set_busy_poll`).
+    busy_poll: Duration,
+    /// What busy polling saw: the waits it ended with a frame, and those that went on to sleep.
+    pub busy_stats: BusyStats,
+}
+
+/// The outcome of busy-polling waits (`Tap::set_busy_poll`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BusyStats {
+    /// Waits that found a frame while polling, without sleeping.
+    pub hits: u64,
+    /// Waits whose polling window (shorter than their timeout) passed with nothing: they slept in poll(2)
+    /// for the rest of it.
+    pub slept: u64,
 }
 
 impl Tap {
@@ -19,10 +34,10 @@ impl Tap {
     /// ARP request gets its answer instead of a retry a second later.
     pub fn open(name: &str, mac: crate::wire::Mac) -> io::Result<Tap> {
         let tap = nic_tap::Tap::open(name)?;
-        if !tap.wait_operational(std::time::Duration::from_secs(2)) {
+        if !tap.wait_operational(Duration::from_secs(2)) {
             log::warn!("tap {name}: not operational (down, or its link not up yet); sending anyway");
         }
-        Ok(Tap { tap, mac, buf: vec![0; 65536], offload: false })
+        Ok(Tap { tap, mac, buf: vec![0; 65536], offload: false, busy_poll: Duration::ZERO, busy_stats: BusyStats::default() })
     }
 
     /// As `open`, with the TAP's offloads (IFF_VNET_HDR, TUNSETOFFLOAD): the stack hands the kernel
@@ -31,10 +46,18 @@ impl Tap {
     pub fn open_offload(name: &str, mac: crate::wire::Mac) -> io::Result<Tap> {
         let tap = nic_tap::Tap::open_vnet(name)?;
         tap.set_offload(nic_tap::TUN_F_CSUM | nic_tap::TUN_F_TSO4 | nic_tap::TUN_F_TSO6 | nic_tap::TUN_F_TSO_ECN)?;
-        if !tap.wait_operational(std::time::Duration::from_secs(2)) {
+        if !tap.wait_operational(Duration::from_secs(2)) {
             log::warn!("tap {name}: not operational (down, or its link not up yet); sending anyway");
         }
-        Ok(Tap { tap, mac, buf: vec![0; 65536 + 64], offload: true })
+        Ok(Tap { tap, mac, buf: vec![0; 65536 + 64], offload: true, busy_poll: Duration::ZERO, busy_stats: BusyStats::default() })
+    }
+
+    /// Busy polling, as Linux's `net.core.busy_poll` does for a socket: each `wait` looks at the TAP
+    /// without sleeping for up to `window` (bounded by its own timeout) before it sleeps in poll(2), so
+    /// that a frame arriving meanwhile is taken without a wake-up of this thread. Each look yields the
+    /// core, so that other work on it still runs. Zero (the default) sleeps at once.
+    pub fn set_busy_poll(&mut self, window: Duration) {
+        self.busy_poll = window;
     }
 
     /// The virtio-net header for a frame: GSO for a TCP super-packet, a partial checksum where the stack
@@ -110,8 +133,29 @@ impl Device for Tap {
         }
         Ok(n)
     }
-    fn wait(&mut self, timeout: std::time::Duration) -> io::Result<()> {
-        self.tap.wait(timeout);
+    fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.busy_poll.is_zero() {
+            self.tap.wait(timeout);
+            return Ok(());
+        }
+        let start = std::time::Instant::now();
+        let window = self.busy_poll.min(timeout);
+        loop {
+            if self.tap.wait_for(Duration::ZERO) {
+                self.busy_stats.hits += 1;
+                return Ok(());
+            }
+            if start.elapsed() >= window {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        // The window covered the whole timeout: back to the caller without having slept.
+        let left = timeout.saturating_sub(start.elapsed());
+        if !left.is_zero() && window < timeout {
+            self.busy_stats.slept += 1;
+            self.tap.wait(left);
+        }
         Ok(())
     }
     fn name(&self) -> String {
@@ -120,5 +164,10 @@ impl Device for Tap {
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
         Some(self.tap.as_raw_fd())
+    }
+    fn report(&self) -> Option<String> {
+        let b = self.busy_stats;
+        (!self.busy_poll.is_zero())
+            .then(|| format!("busy poll {} us: {} waits ended by a frame, {} slept", self.busy_poll.as_micros(), b.hits, b.slept))
     }
 }
