@@ -43,6 +43,11 @@ while [ $# -gt 0 ]; do
         *) echo "usage: $0 [--runs N] [--device BIN] [--against BIN] [--rtt-only]" >&2; exit 2 ;;
     esac
 done
+# The round trips' reference needs ping(8) (iputils-ping), which the rig's set-up installs.
+if ! command -v ping >/dev/null; then
+    echo "[bench] setting up the host packages (tools/scripts/setup-rig.sh) ..." >&2
+    bash tools/scripts/setup-rig.sh >/dev/null
+fi
 echo "[bench] release build ..." >&2
 cargo build --release --quiet -p nic-device -p nic-tools
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
