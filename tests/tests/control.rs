@@ -438,6 +438,37 @@ fn late_write_backs_and_doorbells_delay_but_keep_every_frame() {
     assert_eq!(round_trip(&mut dev, 200, 5, 64).unwrap().len(), 5);
 }
 
+/// The voluntary context switches of the device's thread named `name` so far.
+fn thread_switches(pid: u32, name: &str) -> u64 {
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap();
+            let line = status.lines().find(|l| l.starts_with("voluntary_ctxt_switches:")).unwrap();
+            return line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        }
+    }
+    panic!("no thread named {name}");
+}
+
+/// The control socket's accepting thread sleeps until a client comes: no periodic wake-ups while nobody
+/// asks anything (it used to look every 20 ms, 50 times a second). A client still gets its answer at
+/// once, and the device still exits cleanly, waking the thread to stop.
+#[test]
+fn an_idle_control_socket_does_not_wake_the_device() {
+    let (_s, mut d) = loopback_device("idlectl");
+    std::thread::sleep(Duration::from_millis(200));
+    let before = thread_switches(d.child.id(), "nic-control");
+    std::thread::sleep(Duration::from_secs(1));
+    let after = thread_switches(d.child.id(), "nic-control");
+    assert!(after - before <= 2, "the accepting thread woke {} times in a second", after - before);
+    let (ok, out) = nicctl(&d.control, &["phy"]);
+    assert!(ok && out.contains("link"), "{out}");
+    assert!(thread_switches(d.child.id(), "nic-control") > after, "a client wakes the accepting thread");
+    assert_eq!(d.stop(), Some(0), "{}", d.log_text());
+    assert!(!d.control.exists(), "the control socket is removed at exit");
+}
+
 #[test]
 fn nicctl_refuses_bad_requests_clearly() {
     let (_s, d) = loopback_device("bad");

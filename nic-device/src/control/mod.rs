@@ -35,21 +35,35 @@ const CLIENT_IDLE: Duration = Duration::from_secs(120);
 pub struct ControlServer {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    /// Wakes the accepting thread (asleep on the listener) to see `stop`.
+    wake: mio::Waker,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// The accepting thread's poll tokens.
+const LISTENER: mio::Token = mio::Token(0);
+const STOP: mio::Token = mio::Token(1);
 
 impl ControlServer {
     /// Binds `path` (replacing a stale socket file) and serves it on a thread of its own.
     pub fn start(path: &Path, nic: Arc<Mutex<Nic>>, waker: Arc<mio::Waker>) -> std::io::Result<ControlServer> {
         let listener = crate::server::bind(path).map_err(|e| std::io::Error::other(e.to_string()))?;
         listener.set_nonblocking(true)?;
+        let mut listener = mio::net::UnixListener::from_std(listener);
+        // The thread sleeps until a client connects or the server stops: no periodic wake-ups while idle.
+        let mut poll = mio::Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, mio::Interest::READABLE)?;
+        let wake = mio::Waker::new(poll.registry(), STOP)?;
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         let clients = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new().name("nic-control".into()).spawn(move || {
+            let mut events = mio::Events::with_capacity(4);
             while !s2.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((s, _)) => {
+                        // Back to a std stream (blocking, with timeouts) for the client thread.
+                        let s = UnixStream::from(std::os::fd::OwnedFd::from(s));
                         let _ = s.set_nonblocking(false);
                         if clients.load(Ordering::Relaxed) >= MAX_CLIENTS {
                             let _ = reply(&s, &json!({"ok": false, "error": "too many control clients"}));
@@ -67,7 +81,14 @@ impl ControlServer {
                             warn!("control: no thread for a client");
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if let Err(e) = poll.poll(&mut events, None) {
+                            if e.kind() != std::io::ErrorKind::Interrupted {
+                                warn!("control poll: {e}");
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                        }
+                    }
                     Err(e) => {
                         warn!("control accept: {e}");
                         std::thread::sleep(Duration::from_millis(100));
@@ -76,13 +97,14 @@ impl ControlServer {
             }
         })?;
         info!("control socket on {}", path.display());
-        Ok(ControlServer { path: path.to_path_buf(), stop, thread: Some(thread) })
+        Ok(ControlServer { path: path.to_path_buf(), stop, wake, thread: Some(thread) })
     }
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = self.wake.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
