@@ -14,7 +14,8 @@
 # per run, with interrupts, with busy polling and in latency mode (`--latency`): the median (p50) and p90
 # per run, medians over the runs, beside Linux pinging its own loopback in the namespace (the reference:
 # the kernel's own path, no device). The three rows are repeated with the device busy polling as well
-# (`nic-device --busy-poll`). Two more references: the stack straight on a TAP of its own (no driver, no
+# (`nic-device --busy-poll`), and the MSI-X row with the device and the driver pinned (taskset) to two CPUs
+# and to one. Two more references: the stack straight on a TAP of its own (no driver, no
 # device), sleeping on it and busy polling it (`nic-lab --tap --busy-poll`): the device rows minus these
 # are what the driver and the device add; and echo requests written to that TAP with the replies read by
 # a thread that never sleeps (`nic-lab tap-echo`): the kernel's own part of any round trip through a TAP,
@@ -55,6 +56,7 @@ DEVICE_BIN="${DEVICE_BIN:-$BIN/nic-device}"
 DEV=""
 SOCK=""
 DEV_ARGS=()
+PIN_DEV=()
 stop_dev() { [ -n "$DEV" ] && { kill "$DEV" 2>/dev/null; wait "$DEV" 2>/dev/null || true; }; DEV=""; }
 trap stop_dev EXIT
 start_dev() {
@@ -138,7 +140,7 @@ ip netns add "$NS"
 ip netns exec "$NS" ip link set lo up
 rtt_dev() {
     SOCK="$(mktemp -u /tmp/nic-rtt-XXXX.sock)"
-    ip netns exec "$NS" env RUST_LOG=warn "$DEVICE_BIN" --socket "$SOCK" --backend tap:rt0 "$@" &
+    ip netns exec "$NS" env RUST_LOG=warn "${PIN_DEV[@]}" "$DEVICE_BIN" --socket "$SOCK" --backend tap:rt0 "$@" &
     DEV=$!
     for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
     ip netns exec "$NS" sh -c 'ip addr add 10.87.0.1/24 dev rt0 2>/dev/null; ip link set rt0 up'
@@ -148,15 +150,26 @@ pct() { awk -F'time=' '/time=/ {split($2, a, " "); print a[1] * 1000}' | sort -g
 printf '\n%-46s %10s %10s\n' "ping round trip (us)" "p50" "p90"
 # Driver mode, then whether the device busy polls too (`--busy-poll`: its vfio-user thread polls the rings
 # and the TAP for a second after the last frame instead of sleeping).
-for mode in auto poll latency auto:spin poll:spin latency:spin; do
+# `apart` and `together` pin the device and the driver (taskset) to two CPUs or to one: what a wake-up
+# from one CPU to the other costs on this machine, beside one on the same CPU.
+for mode in auto poll latency auto:spin poll:spin latency:spin auto:apart auto:together; do
     p50s="" p90s=""
     dev_flags=()
     [ "${mode#*:}" = spin ] && dev_flags=(--busy-poll 1000000)
+    PIN_DEV=() PIN_LAB=()
+    case "${mode#*:}" in
+        apart) PIN_DEV=(taskset -c 1) PIN_LAB=(taskset -c 0) ;;
+        together) PIN_DEV=(taskset -c 0) PIN_LAB=(taskset -c 0) ;;
+    esac
+    if [ "${mode#*:}" = apart ] && [ "$(nproc)" -lt 2 ]; then
+        printf '%-46s %10s %10s\n' "  MSI-X, device and driver on two CPUs" skipped "(1 CPU)"
+        continue
+    fi
     drv="${mode%:*}"
     for r in $(seq "$RUNS"); do
         rtt_dev "${dev_flags[@]}"
         if [ "$drv" = latency ]; then flags=(--latency); else flags=(--irq "$drv"); fi
-        out="$("$BIN/nic-lab" --vfio-user "$SOCK" "${flags[@]}" --ip 10.87.0.2/24 ping 10.87.0.1 -c 200 -i 0.01 2>/dev/null || true)"
+        out="$("${PIN_LAB[@]}" "$BIN/nic-lab" --vfio-user "$SOCK" "${flags[@]}" --ip 10.87.0.2/24 ping 10.87.0.1 -c 200 -i 0.01 2>/dev/null || true)"
         stop_dev
         read -r a b <<<"$(printf '%s\n' "$out" | pct)"
         [ -n "${a:-}" ] && { p50s+="$a"$'\n'; p90s+="$b"$'\n'; }
@@ -167,7 +180,9 @@ for mode in auto poll latency auto:spin poll:spin latency:spin; do
         latency) label="stack+driver+device (latency mode)" ;;
         auto:spin) label="  MSI-X, device busy-polling" ;;
         poll:spin) label="  busy poll, device busy-polling" ;;
-        *) label="  latency mode, device busy-polling" ;;
+        latency:spin) label="  latency mode, device busy-polling" ;;
+        auto:apart) label="  MSI-X, device and driver on two CPUs" ;;
+        *) label="  MSI-X, device and driver on one CPU" ;;
     esac
     read -r m50 _ _ <<<"$(printf '%s' "$p50s" | median)"
     read -r m90 _ _ <<<"$(printf '%s' "$p90s" | median)"
