@@ -215,11 +215,8 @@ impl Stack {
             return;
         }
         if self.owns_v4(next_hop) {
-            // To ourselves: straight back in.
-            let mut l = p;
-            let h = l.push(ethernet::HEADER_LEN);
-            ethernet::Repr { dst: self.mac, src: self.mac, ethertype: ethernet::ETHERTYPE_IPV4 }.emit(h);
-            self.rx.push(l);
+            // To ourselves: back in through `lo` at the next poll.
+            self.looped.push(p);
             return;
         }
         if self.is_broadcast(next_hop) {

@@ -432,6 +432,11 @@ impl Stack {
             return;
         }
         let Some(v) = self.v6.as_mut() else { return };
+        if v.owns(&hop).is_some() {
+            // To ourselves: back in through `lo` at the next poll.
+            self.looped.push(p);
+            return;
+        }
         match v.neigh.resolve(hop, p, now) {
             ndisc::Resolve::Send(mac, p) => self.send_l2(p, mac, ethernet::ETHERTYPE_IPV6),
             ndisc::Resolve::Queued { solicit } => {

@@ -146,6 +146,12 @@ pub struct Stack {
     pmtu: HashMap<[u8; 4], usize>,
     pub stats: Stats,
     rx: Vec<PacketBuf>,
+    /// IP packets the stack sent to one of its own addresses: as Linux routes those through `lo`, they come
+    /// back in past the device (not counted, captured, policed or merged as the device's frames), and
+    /// netfilter sees `lo` as their output and input interface.
+    looped: Vec<PacketBuf>,
+    /// Set while a looped packet goes through the input path (`looped`).
+    in_lo: bool,
     announced: bool,
     /// The sockets: the stack's own, or while a host with several interfaces drives this one, the
     /// host's.
@@ -227,6 +233,8 @@ impl Stack {
             pmtu: HashMap::new(),
             stats: Stats::default(),
             rx: Vec::new(),
+            looped: Vec::new(),
+            in_lo: false,
             announced: false,
             socks: Sockets::default(),
             tcp_cfg: crate::tcp::Config::default(),
@@ -307,6 +315,19 @@ impl Stack {
         }
         for f in frames {
             self.input(f, now);
+        }
+        // What the stack sent to itself since the last poll, back in through `lo`. What these draw in turn
+        // (a reply to ourselves) waits for the next poll, which `poll_at` asks for at once.
+        let looped = std::mem::take(&mut self.looped);
+        progress |= !looped.is_empty();
+        for p in looped {
+            self.in_lo = true;
+            match p.data().first().map(|b| b >> 4) {
+                Some(4) => self.ipv4_input(p, now),
+                Some(6) => self.ipv6_input(p, now),
+                _ => {}
+            }
+            self.in_lo = false;
         }
         let (requests, failed) = self.neigh.poll(now);
         for ip in requests {
@@ -545,6 +566,7 @@ impl Stack {
     pub fn poll_at(&self) -> Option<Instant> {
         let r = self.reasm.next_deadline();
         let q = self.qdisc.next_at(self.clock);
-        [self.neigh.next_deadline(), r, self.socks.poll_at(), self.poll6_at(), q].into_iter().flatten().min()
+        let looped = (!self.looped.is_empty()).then_some(self.clock);
+        [self.neigh.next_deadline(), r, self.socks.poll_at(), self.poll6_at(), q, looped].into_iter().flatten().min()
     }
 }
