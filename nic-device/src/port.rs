@@ -232,6 +232,29 @@ pub(crate) struct TestCard {
     pub metrics: Metrics,
 }
 
+/// Test support: a register file with queue 0's transmit (`tx`) or receive ring at `base`, `n`
+/// descriptors long, its head and tail at `head` and `tail`.
+#[cfg(test)]
+pub(crate) fn ring_regs(tx: bool, base: u64, n: u32, head: u32, tail: u32) -> Vec<u32> {
+    use crate::regs::*;
+    let (bal, len, h, t) = if tx { (TDBAL0, TDLEN0, TDH0, TDT0) } else { (RDBAL0, RDLEN0, RDH0, RDT0) };
+    let mut regs = vec![0u32; (BAR0_SIZE / 4) as usize];
+    regs.set_reg(bal, base as u32);
+    regs.set_reg(len, n * 16);
+    regs.set_reg(h, head);
+    regs.set_reg(t, tail);
+    regs
+}
+
+/// Test support: a legacy transmit descriptor for `len` bytes at `addr` with the command bits `cmd`.
+#[cfg(test)]
+pub(crate) fn legacy_tx_desc(addr: u64, len: u32, cmd: u8) -> [u8; 16] {
+    let mut d = [0u8; 16];
+    d[..8].copy_from_slice(&addr.to_le_bytes());
+    d[8..12].copy_from_slice(&(len | u32::from(cmd) << 24).to_le_bytes());
+    d
+}
+
 #[cfg(test)]
 impl TestCard {
     /// An engine's context on this card, with the register file `regs` and the guest memory `space`.

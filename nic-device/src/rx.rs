@@ -766,12 +766,8 @@ mod test {
         for s in 0..N {
             arm(s, BUF + u64::from(s) * 2048);
         }
-        let mut regs = vec![0u32; (BAR0_SIZE / 4) as usize];
+        let mut regs = crate::port::ring_regs(false, RING, N, 30, 15);
         regs.set_reg(RCTL, RCTL_EN | RCTL_SECRC);
-        regs.set_reg(RDBAL0, RING as u32);
-        regs.set_reg(RDLEN0, N * 16);
-        regs.set_reg(RDH0, 30);
-        regs.set_reg(RDT0, 15);
         let mut card = crate::port::TestCard::default();
         let mut ctx = card.ctx(&mut regs, &space);
         let meta = RxMeta { info: RxInfo::default(), vlan: None, header: None, split: false, extended: false, rctl: RCTL_EN, rxcsum: 0 };

@@ -406,7 +406,7 @@ impl Core {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::port::Causes;
+    use crate::port::{legacy_tx_desc, ring_regs, Causes};
 
     /// The engine on a context of its own (a register file, a DMA space, statistics): no card around it.
     #[test]
@@ -417,15 +417,9 @@ mod test {
         let frame: Vec<u8> = (0..60u8).collect();
         space.write(BUF, &frame).unwrap();
         // One legacy descriptor: the buffer, its length, EOP | IFCS | RS.
-        let cmd = u32::from(TXD_CMD_EOP | TXD_CMD_IFCS | TXD_CMD_RS);
-        let mut desc = [0u8; 16];
-        desc[..8].copy_from_slice(&BUF.to_le_bytes());
-        desc[8..12].copy_from_slice(&(frame.len() as u32 | cmd << 24).to_le_bytes());
+        let desc = legacy_tx_desc(BUF, frame.len() as u32, TXD_CMD_EOP | TXD_CMD_IFCS | TXD_CMD_RS);
         space.write(RING, &desc).unwrap();
-        let mut regs = vec![0u32; (BAR0_SIZE / 4) as usize];
-        regs.set_reg(TDBAL0, RING as u32);
-        regs.set_reg(TDLEN0, 8 * 16);
-        regs.set_reg(TDT0, 1);
+        let mut regs = ring_regs(true, RING, 8, 0, 1);
         let mut card = crate::port::TestCard::default();
         let mut ctx = card.ctx(&mut regs, &space);
         let mut out = Vec::new();
@@ -450,15 +444,10 @@ mod test {
         for i in 0..12u64 {
             let buf = MAP + i * 0x100;
             space.write(buf, &[i as u8; 60]).unwrap();
-            let mut d = [0u8; 16];
-            d[..8].copy_from_slice(&buf.to_le_bytes());
-            d[8..12].copy_from_slice(&(60 | u32::from(TXD_CMD_EOP | TXD_CMD_IFCS) << 24).to_le_bytes());
+            let d = legacy_tx_desc(buf, 60, TXD_CMD_EOP | TXD_CMD_IFCS);
             let _ = space.write(RING + i * 16, &d); // slots 10 and 11 are not mapped: not written
         }
-        let mut regs = vec![0u32; (BAR0_SIZE / 4) as usize];
-        regs.set_reg(TDBAL0, RING as u32);
-        regs.set_reg(TDLEN0, 16 * 16);
-        regs.set_reg(TDT0, 12);
+        let mut regs = ring_regs(true, RING, 16, 0, 12);
         let mut card = crate::port::TestCard::default();
         let mut ctx = card.ctx(&mut regs, &space);
         let mut out = Vec::new();
@@ -479,11 +468,7 @@ mod test {
         const N: u32 = 40; // longer than a burst
         let space = crate::dma::testing::space(RING, 0x8000);
         let desc = |i: u32, addr: u64| {
-            let cmd = u32::from(TXD_CMD_EOP | TXD_CMD_IFCS | TXD_CMD_RS);
-            let mut d = [0u8; 16];
-            d[..8].copy_from_slice(&addr.to_le_bytes());
-            d[8..12].copy_from_slice(&(60 | cmd << 24).to_le_bytes());
-            space.write(RING + u64::from(i) * 16, &d).unwrap();
+            space.write(RING + u64::from(i) * 16, &legacy_tx_desc(addr, 60, TXD_CMD_EOP | TXD_CMD_IFCS | TXD_CMD_RS)).unwrap();
         };
         // Frame i is 60 bytes of i, in descriptor slot (30 + i) % 40: 25 frames from slot 30 wrap at 40.
         let frames: Vec<Vec<u8>> = (0..25u8).map(|i| vec![i; 60]).collect();
@@ -494,11 +479,7 @@ mod test {
         }
         // Past the tail (slot 15): a descriptor pointing outside the maps.
         desc(15, 0xDEAD_0000);
-        let mut regs = vec![0u32; (BAR0_SIZE / 4) as usize];
-        regs.set_reg(TDBAL0, RING as u32);
-        regs.set_reg(TDLEN0, N * 16);
-        regs.set_reg(TDH0, 30);
-        regs.set_reg(TDT0, 15);
+        let mut regs = ring_regs(true, RING, N, 30, 15);
         let mut card = crate::port::TestCard::default();
         let mut ctx = card.ctx(&mut regs, &space);
         let mut q = TxQueue::default();

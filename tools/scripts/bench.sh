@@ -147,13 +147,32 @@ rtt_dev() {
 }
 # p50 and p90 of the "time=X ms" replies, in microseconds.
 pct() { awk -F'time=' '/time=/ {split($2, a, " "); print a[1] * 1000}' | sort -g | awk '{v[NR]=$1} END {if (NR) printf "%.0f %.0f", v[int(NR*0.5+0.5)], v[int(NR*0.9+0.5)]}'; }
+# One run's ping output on stdin: its p50 and p90 join the row's; a run without a reply is counted instead.
+take() {
+    local a b
+    read -r a b <<<"$(pct)"
+    if [ -n "${a:-}" ]; then p50s+="$a"$'\n'; p90s+="$b"$'\n'; else failed=$((failed + 1)); fi
+}
+# The row of LABEL: medians over the runs taken, the runs without replies said; then a new row begins.
+row() {
+    local m50 m90 note=""
+    [ "$failed" -gt 0 ] && note="  ($failed of $RUNS runs without replies)"
+    if [ -z "$p50s" ]; then
+        printf '%-46s %10s %10s%s\n' "$1" failed failed "$note"
+    else
+        read -r m50 _ _ <<<"$(printf '%s' "$p50s" | median)"
+        read -r m90 _ _ <<<"$(printf '%s' "$p90s" | median)"
+        printf '%-46s %10s %10s%s\n' "$1" "$m50" "$m90" "$note"
+    fi
+    p50s="" p90s="" failed=0
+}
+p50s="" p90s="" failed=0
 printf '\n%-46s %10s %10s\n' "ping round trip (us)" "p50" "p90"
 # Driver mode, then whether the device busy polls too (`--busy-poll`: its vfio-user thread polls the rings
 # and the TAP for a second after the last frame instead of sleeping).
 # `apart` and `together` pin the device and the driver (taskset) to two CPUs or to one: what a wake-up
 # from one CPU to the other costs on this machine, beside one on the same CPU.
 for mode in auto poll latency auto:spin poll:spin latency:spin auto:apart auto:together; do
-    p50s="" p90s=""
     dev_flags=()
     [ "${mode#*:}" = spin ] && dev_flags=(--busy-poll 1000000)
     PIN_DEV=() PIN_LAB=()
@@ -171,8 +190,7 @@ for mode in auto poll latency auto:spin poll:spin latency:spin auto:apart auto:t
         if [ "$drv" = latency ]; then flags=(--latency); else flags=(--irq "$drv"); fi
         out="$("${PIN_LAB[@]}" "$BIN/nic-lab" --vfio-user "$SOCK" "${flags[@]}" --ip 10.87.0.2/24 ping 10.87.0.1 -c 200 -i 0.01 2>/dev/null || true)"
         stop_dev
-        read -r a b <<<"$(printf '%s\n' "$out" | pct)"
-        [ -n "${a:-}" ] && { p50s+="$a"$'\n'; p90s+="$b"$'\n'; }
+        take <<<"$out"
     done
     case "$mode" in
         auto) label="stack+driver+device (MSI-X)" ;;
@@ -184,9 +202,7 @@ for mode in auto poll latency auto:spin poll:spin latency:spin auto:apart auto:t
         auto:apart) label="  MSI-X, device and driver on two CPUs" ;;
         *) label="  MSI-X, device and driver on one CPU" ;;
     esac
-    read -r m50 _ _ <<<"$(printf '%s' "$p50s" | median)"
-    read -r m90 _ _ <<<"$(printf '%s' "$p90s" | median)"
-    printf '%-46s %10s %10s\n' "$label" "$m50" "$m90"
+    row "$label"
 done
 # The stack straight on a TAP of its own (no driver, no device): what the kernel's side and the stack take
 # without us, sleeping in poll(2) on the TAP and busy polling it (`--busy-poll`). The device rows above
@@ -194,31 +210,21 @@ done
 # TAP and the replies read without sleeping (`tap-echo`), no stack of ours either.
 ip netns exec "$NS" sh -c 'ip tuntap add dev rf0 mode tap && ip addr add 10.87.1.1/24 dev rf0 && ip link set rf0 up'
 for mode in sleep busy kernel; do
-    p50s="" p90s=""
     flags=()
     [ "$mode" = busy ] && flags=(--busy-poll 1000000)
     cmd=ping
     [ "$mode" = kernel ] && cmd=tap-echo
     for r in $(seq "$RUNS"); do
-        out="$(ip netns exec "$NS" "$BIN/nic-lab" --tap rf0 "${flags[@]}" --ip 10.87.1.2/24 "$cmd" 10.87.1.1 -c 200 -i 0.01 2>/dev/null || true)"
-        read -r a b <<<"$(printf '%s\n' "$out" | pct)"
-        [ -n "${a:-}" ] && { p50s+="$a"$'\n'; p90s+="$b"$'\n'; }
+        take <<<"$(ip netns exec "$NS" "$BIN/nic-lab" --tap rf0 "${flags[@]}" --ip 10.87.1.2/24 "$cmd" 10.87.1.1 -c 200 -i 0.01 2>/dev/null || true)"
     done
-    read -r m50 _ _ <<<"$(printf '%s' "$p50s" | median)"
-    read -r m90 _ _ <<<"$(printf '%s' "$p90s" | median)"
     case "$mode" in
-        sleep) label="stack on a TAP alone (reference)" ;;
-        busy) label="  busy polling the TAP" ;;
-        *) label="Linux through a TAP, busy reads (reference)" ;;
+        sleep) row "stack on a TAP alone (reference)" ;;
+        busy) row "  busy polling the TAP" ;;
+        *) row "Linux through a TAP, busy reads (reference)" ;;
     esac
-    printf '%-46s %10s %10s\n' "$label" "$m50" "$m90"
 done
 # The reference: Linux pinging its own loopback (no device, no stack of ours).
-p50s="" p90s=""
 for r in $(seq "$RUNS"); do
-    read -r a b <<<"$(ip netns exec "$NS" ping -c 200 -i 0.01 127.0.0.1 2>/dev/null | pct)"
-    p50s+="$a"$'\n'; p90s+="$b"$'\n'
+    take <<<"$(ip netns exec "$NS" ping -c 200 -i 0.01 127.0.0.1 2>/dev/null || true)"
 done
-read -r m50 _ _ <<<"$(printf '%s' "$p50s" | median)"
-read -r m90 _ _ <<<"$(printf '%s' "$p90s" | median)"
-printf '%-46s %10s %10s\n' "Linux loopback (reference)" "$m50" "$m90"
+row "Linux loopback (reference)"

@@ -20,11 +20,17 @@ pub fn open_device(spec: &str, o: &Opts, index: u8) -> Result<Box<dyn Device>, S
     if let Some(t) = spec.strip_prefix("tap:") {
         let pid = std::process::id();
         let mac = [0x02, 0x4e, 0x49, 0x50u8.wrapping_add(index), (pid >> 8) as u8, pid as u8];
-        let mut tap = stack::dev::tap::Tap::open(t, mac).map_err(|e| format!("tap {t}: {e}"))?;
-        tap.set_busy_poll(Duration::from_micros(o.busy_poll.unwrap_or(0)));
-        return Ok(Box::new(tap));
+        return tap(t, mac, false, o);
     }
     card(spec, o)
+}
+
+/// TAP `name` with the stack at `mac` on it, with its offloads if asked, busy polled as `--busy-poll` says.
+fn tap(name: &str, mac: stack::wire::Mac, offload: bool, o: &Opts) -> Result<Box<dyn Device>, String> {
+    let tap = if offload { stack::dev::tap::Tap::open_offload(name, mac) } else { stack::dev::tap::Tap::open(name, mac) };
+    let mut tap = tap.map_err(|e| format!("tap {name}: {e}"))?;
+    tap.set_busy_poll(Duration::from_micros(o.busy_poll.unwrap_or(0)));
+    Ok(Box::new(tap))
 }
 
 /// The card through our driver, with the options' RSS and XDP program.
@@ -79,10 +85,7 @@ pub fn open_stack(o: &Opts) -> Result<Stack, String> {
     let dev: Box<dyn Device> = if let Some(t) = &o.tap {
         let pid = std::process::id();
         let mac = [0x02, 0x4e, 0x49, 0x43, (pid >> 8) as u8, pid as u8];
-        let tap = if o.tap_offload { stack::dev::tap::Tap::open_offload(t, mac) } else { stack::dev::tap::Tap::open(t, mac) };
-        let mut tap = tap.map_err(|e| format!("tap {t}: {e}"))?;
-        tap.set_busy_poll(Duration::from_micros(o.busy_poll.unwrap_or(0)));
-        Box::new(tap)
+        tap(t, mac, o.tap_offload, o)?
     } else {
         let spec = o.transport.as_deref().ok_or("--tap IFNAME, --vfio-user PATH or --vfio-pci BDF is required")?;
         card(spec, o)?
