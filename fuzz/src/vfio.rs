@@ -99,7 +99,7 @@ pub fn server(data: &[u8]) {
     let _ = client.set_nonblocking(true);
     let mut sink = vec![0u8; 1 << 16];
     for _ in 0..256 {
-        let r = conn.on_event(&mut dev);
+        let r = conn.on_event(&mut dev, true);
         while matches!(client.read(&mut sink), Ok(n) if n > 0) {}
         if r.is_err() {
             break;

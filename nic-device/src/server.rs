@@ -155,7 +155,7 @@ pub fn serve(
                     let Some(c) = conn.as_mut() else { continue };
                     // A bug in request handling must not take the device down: the client is dropped (as if
                     // it had gone away) and the device is reset when it reconnects.
-                    let r = std::panic::catch_unwind(AssertUnwindSafe(|| c.on_event(dev)));
+                    let r = std::panic::catch_unwind(AssertUnwindSafe(|| c.on_event(dev, ev.is_read_closed())));
                     let gone = match r {
                         Ok(Ok(())) => None,
                         Ok(Err(e)) => Some(e.to_string()),

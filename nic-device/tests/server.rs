@@ -154,6 +154,27 @@ fn clients_come_and_go_and_a_second_one_is_refused() {
     assert!(Client::connect(&d.sock).is_ok());
 }
 
+/// A client whose last messages and shutdown reach the device together (posted writes, then close): the
+/// device reads the messages, sees the EOF in the same event, resets the function and takes the next
+/// client. Had it stopped at the read that emptied the socket without looking for the EOF, the next
+/// client would be refused as a second one.
+#[test]
+fn a_client_that_writes_and_closes_at_once_is_seen_gone() {
+    let d = start("write-close", "loopback");
+    for round in 0..50u32 {
+        let mut c = Client::connect(&d.sock).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        if round > 0 {
+            assert_eq!(c.read32(0, 0x5400).unwrap(), 0x1200_5452, "round {round}: RAL0 back from the NVM after a reset");
+        }
+        // Posted writes need no reply: the client is gone before the device reads them.
+        for i in 0..=(round % 4) {
+            c.region_write_posted(0, 0x5400, &(0x1000 + round + i).to_le_bytes()).unwrap();
+        }
+        c.socket().shutdown(std::net::Shutdown::Both).unwrap();
+        drop(c);
+    }
+}
+
 #[test]
 fn socket_in_use_fails_and_sigterm_removes_the_socket() {
     let d = start("inuse", "loopback");

@@ -36,6 +36,21 @@ fn one_million_frames_through_loopback_without_loss() {
     assert_eq!(report_field(&out, "corrupt"), 0);
 }
 
+/// The benchmark's bound for the pair (`nic-lab handoff`): its two threads move every frame, intact and in
+/// order, at any window, and it reports a rate.
+#[test]
+fn the_handoff_reference_moves_every_frame() {
+    for (size, window) in ["64", "1514"].iter().zip(["1", "512"]) {
+        let (ok, out) = nic_lab(&["handoff", "--count", "200000", "--size", size, "--window", window]);
+        assert!(ok, "{out}");
+        assert_eq!(report_field(&out, "sent"), 200_000, "{out}");
+        assert_eq!(report_field(&out, "received"), 200_000, "{out}");
+        assert_eq!(report_field(&out, "lost"), 0, "{out}");
+        assert_eq!(report_field(&out, "corrupt"), 0, "{out}");
+        assert!(out.lines().any(|l| l.starts_with("rate:") && l.contains("frames/s")), "{out}");
+    }
+}
+
 #[test]
 fn doorbells_inline_or_woken_lose_nothing() {
     // Inline (the default): a transmit doorbell that finds the data path asleep runs its round on the

@@ -4,7 +4,11 @@
 # runs RUNS times (default 5) against a fresh device; four rows repeat the frame cases with rings of 1024
 # descriptors instead of the driver's default 256 (`nic-lab --ring 1024`, 512 frames in flight). The table
 # shows the median with the lowest and highest run, and next to it the reference measured in the same run: this machine's own copy rate for frames of
-# that size (`nic-lab memcpy`, what a device that only copied would reach; 1514-byte segments for TSO). Not a
+# that size (`nic-lab memcpy`, what a device that only copied would reach; 1514-byte segments for TSO), and
+# the pair's data movement alone (`nic-lab handoff`: two spinning threads, one building, sending and checking
+# the frames, the other copying each from a transmit slot to a receive slot through a buffer of its own,
+# with as many in flight as the case's driver): the rate no pair with this structure can pass on this
+# machine, cache lines crossing between the two CPUs included. Not a
 # test: nothing is asserted. The device process's memory is printed too: resident set at idle (after start)
 # and its peak (VmHWM) at the end of the run, medians in KiB. Two rows repeat a case with the device's
 # `--doorbells wake` (every transmit doorbell wakes the data path thread instead of running the round on
@@ -70,7 +74,8 @@ field() { awk -v f="$2" '/^rate:/ {print $f}' <<<"$1"; }
 median() { sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.0f %.0f %.0f", m, a[1], a[NR]}'; }
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 if [ "$RTT_ONLY" = 0 ]; then
-    printf '%-26s %12s %21s %8s %14s %7s %9s %9s' case "frames/s" "(min-max of $RUNS)" Gbit/s "memcpy frames/s" "ratio" "RSS idle" "RSS peak"
+    printf '%-26s %12s %21s %8s %14s %7s %14s %7s %9s %9s' case "frames/s" "(min-max of $RUNS)" Gbit/s "memcpy frames/s" "ratio" \
+        "handoff fr/s" "ratio" "RSS idle" "RSS peak"
     [ -n "$AGAINST_BIN" ] && printf ' %12s %7s' "other build" "x"
     printf '\n'
 fi
@@ -84,7 +89,10 @@ against() {
 }
 bench() {
     local name="$1" size="$2"; shift 2
-    local rates="" gbits="" refs="" idle="" peak="" others=""
+    local rates="" gbits="" refs="" hands="" idle="" peak="" others=""
+    # The handoff reference moves as many frames in flight as the case's driver: half its ring.
+    local window=128 a prev=""
+    for a in "$@"; do [ "$prev" = --ring ] && window=$((a / 2)); prev="$a"; done
     for r in $(seq "$RUNS"); do
         [ -n "$AGAINST_BIN" ] && [ $((r % 2)) = 0 ] && others+="$(against "$@")"$'\n'
         start_dev
@@ -96,6 +104,7 @@ bench() {
         rates+="$(field "$out" 2)"$'\n'
         gbits+="$(field "$out" 4)"$'\n'
         refs+="$(field "$("$BIN/nic-lab" memcpy --size "$size" --count 2000000)" 2)"$'\n'
+        hands+="$(field "$("$BIN/nic-lab" handoff --size "$size" --count 1000000 --window "$window")" 2)"$'\n'
         [ -n "$AGAINST_BIN" ] && [ $((r % 2)) = 1 ] && others+="$(against "$@")"$'\n'
     done
     [ -z "$rates" ] && return
@@ -103,11 +112,14 @@ bench() {
     local gb ref
     gb="$(printf '%s' "$gbits" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
     read -r ref _ _ <<<"$(printf '%s' "$refs" | median)"
+    local hand
+    read -r hand _ _ <<<"$(printf '%s' "$hands" | grep . | median)"
     local ri rp
     read -r ri _ _ <<<"$(printf '%s' "$idle" | median)"
     read -r rp _ _ <<<"$(printf '%s' "$peak" | median)"
-    printf '%-26s %12s %21s %8s %14s %7s %9s %9s' "$name" "$med" "($lo-$hi)" "$gb" "$ref" \
-        "$(awk -v a="$med" -v b="$ref" 'BEGIN {printf "%.3f", a/b}')" "$ri" "$rp"
+    printf '%-26s %12s %21s %8s %14s %7s %14s %7s %9s %9s' "$name" "$med" "($lo-$hi)" "$gb" "$ref" \
+        "$(awk -v a="$med" -v b="$ref" 'BEGIN {printf "%.3f", a/b}')" "${hand:-failed}" \
+        "$(awk -v a="$med" -v b="${hand:-0}" 'BEGIN {if (b > 0) printf "%.2f", a/b; else print "-"}')" "$ri" "$rp"
     if [ -n "$AGAINST_BIN" ]; then
         local om
         read -r om _ _ <<<"$(printf '%s' "$others" | grep . | median)"

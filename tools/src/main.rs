@@ -12,6 +12,7 @@
 
 mod control;
 mod frames;
+mod handoff;
 mod ping;
 mod reflect;
 mod tapecho;
@@ -211,6 +212,19 @@ enum Cmd {
         #[arg(long, default_value = "1514")]
         size: usize,
     },
+    /// The pair's data movement alone: two threads hand SIZE-byte frames over shared rings, one building,
+    /// sending and checking them as `loopback-test` does, the other copying each from its transmit slot to
+    /// its receive slot through a buffer of its own, as the device does; both spin, nothing else runs. The
+    /// bound the benchmark sets the pair's rates against, with the cross-CPU cost of the copies in it
+    Handoff {
+        #[arg(long, default_value = "2000000")]
+        count: u64,
+        #[arg(long, default_value = "1514")]
+        size: usize,
+        /// Frames in flight (the pair with rings of N descriptors has N/2)
+        #[arg(long, default_value = "512")]
+        window: usize,
+    },
     /// Answer `exchange` on a host interface (no card needed)
     Reflect {
         #[arg(long)]
@@ -381,6 +395,10 @@ fn parse() -> Result<Option<Opts>, String> {
             (o.count, o.size) = (count, size);
             "memcpy"
         }
+        Cmd::Handoff { count, size, window } => {
+            (o.count, o.size, o.window) = (count, size, window);
+            "handoff"
+        }
         Cmd::Reflect { ifname, count } => {
             (o.ifname, o.count) = (Some(ifname), count);
             "reflect"
@@ -447,6 +465,7 @@ fn main() -> ExitCode {
     let r = match o.cmd.as_str() {
         "reflect" => reflect::run(o.ifname.as_deref(), o.count),
         "memcpy" => Ok(memcpy(&o)),
+        "handoff" => handoff::run(o.count, o.size, o.window),
         "ping" => ping::run(&o),
         "tap-echo" => tapecho::run(&o),
         "idle" => ping::idle(&o),

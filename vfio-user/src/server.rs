@@ -92,15 +92,27 @@ impl Connection {
 
     /// Handles a readiness event of either kind: sends what the socket takes, then reads and handles
     /// requests while the output buffer has room. `Err` means the connection is over.
-    pub fn on_event(&mut self, dev: &mut dyn Device) -> Result<(), FrameError> {
+    ///
+    /// For edge-triggered readiness (epoll's EPOLLET, as mio registers): reading stops at a read that
+    /// left the socket empty, without the read that would only say so (EAGAIN), unless `closing` (the
+    /// event reported the client's side shut: EPOLLRDHUP or EPOLLHUP), when reading goes on to the EOF.
+    /// Bytes or a shutdown that come after the emptying read raise a new event; a shutdown that came before
+    /// it was in this event's flags. With `closing` always set, every event reads until the socket would
+    /// block.
+    pub fn on_event(&mut self, dev: &mut dyn Device, closing: bool) -> Result<(), FrameError> {
         self.flush()?;
+        let mut read = false;
         loop {
             while self.out.len() < OUTPUT_HIGH_WATER {
                 let Some(frame) = self.reader.next_frame()? else { break };
                 self.handle_frame(dev, frame)?;
             }
             self.flush()?;
-            if self.out.len() >= OUTPUT_HIGH_WATER || !self.reader.fill(&self.sock)? {
+            if self.out.len() >= OUTPUT_HIGH_WATER || (read && !closing && self.reader.drained()) {
+                break;
+            }
+            read = true;
+            if !self.reader.fill(&self.sock)? {
                 break;
             }
         }

@@ -160,6 +160,8 @@ pub struct Reader {
     oversized: Option<Header>,
     /// What one read lands in, allocated (and zeroed) once rather than on every read.
     scratch: Vec<u8>,
+    /// The last read took less than it asked for and no fds: the socket held nothing more then.
+    drained: bool,
 }
 
 /// The most one read takes from the socket.
@@ -175,11 +177,15 @@ impl Reader {
         if self.scratch.len() != READ_CHUNK {
             self.scratch = vec![0u8; READ_CHUNK];
         }
+        self.drained = false;
         let tmp = &mut self.scratch;
         let mut got = Vec::new();
         match recv_with_fds(sock.as_raw_fd(), tmp, &mut got) {
             Ok(0) => Err(FrameError::Closed),
             Ok(n) => {
+                // A stream read stops short of the buffer only when the socket has no more bytes, or
+                // after a segment that carried fds (which ends a read early).
+                self.drained = n < READ_CHUNK && got.is_empty();
                 // The kernel ends a read after the segment that carried fds, and fds ride on the first
                 // segment of a sendmsg: so they belong to the message holding the last byte of this read.
                 let at = self.base + (self.buf.len() + n - 1) as u64;
@@ -195,6 +201,12 @@ impl Reader {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether the last read emptied the socket: it took less than it asked for, and no fds ended it
+    /// early. Bytes or an EOF that arrived after it are still to be read.
+    pub fn drained(&self) -> bool {
+        self.drained
     }
 
     /// Blocks (on a blocking socket) until one frame is complete.
