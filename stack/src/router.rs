@@ -59,6 +59,8 @@ pub struct Router {
     pub forward6: bool,
     /// The host's sockets, lent to an interface while it runs.
     socks: Sockets,
+    /// The addresses of the interfaces other than the one running, handed to it as it starts (reused).
+    others: Vec<IpAddr>,
 }
 
 /// An IP packet's destination address.
@@ -114,7 +116,16 @@ impl Router {
                 }
             }
         }
-        Router { ifaces, routes, stats: RouterStats::default(), nf: None, forward4: on, forward6: on, socks: Sockets::default() }
+        Router {
+            ifaces,
+            routes,
+            stats: RouterStats::default(),
+            nf: None,
+            forward4: on,
+            forward6: on,
+            socks: Sockets::default(),
+            others: Vec::new(),
+        }
     }
 
     /// Netfilter on every interface and on the forwarding path.
@@ -146,9 +157,17 @@ impl Router {
             .map(|r| (r.iface, r.via.unwrap_or(dst)))
     }
 
-    /// Runs `f` on interface `i` with the host's sockets lent to it.
+    /// Runs `f` on interface `i` with the host's sockets lent to it, and the addresses of the host's
+    /// other interfaces as they are now (what it sends to them goes through `lo`).
     fn lend<R>(&mut self, i: usize, f: impl FnOnce(&mut Stack) -> R) -> Option<R> {
+        self.others.clear();
+        for (j, s) in self.ifaces.iter().enumerate() {
+            if j != i {
+                s.unicast_addrs(&mut self.others);
+            }
+        }
         let s = self.ifaces.get_mut(i)?;
+        s.swap_host_addrs(&mut self.others);
         s.swap_sockets(&mut self.socks);
         let r = f(s);
         s.swap_sockets(&mut self.socks);
@@ -237,6 +256,12 @@ impl Router {
                 moved = true;
                 self.route_local(i, p, ctx, now);
             }
+            // Sent through `lo` to the address of another interface: INPUT there, from `lo`.
+            let looped = self.ifaces.get_mut(i).map(|s| s.take_host_in()).unwrap_or_default();
+            for (p, ctx) in looped {
+                moved = true;
+                self.deliver_if_own(None, &p, ctx, now);
+            }
         }
         if moved {
             // What the forwarding queued leaves now, not at the next poll.
@@ -291,10 +316,14 @@ impl Router {
     }
 
     /// Delivers `p` to the interface that holds its destination among its addresses (Linux's weak host
-    /// model), as arrived on `from`: its TTL untouched, through INPUT. False when no interface holds it.
-    fn deliver_if_own(&mut self, from: usize, p: &[u8], ctx: Ctx, now: Instant) -> bool {
+    /// model), as arrived on `from` (`None`: on `lo`): its TTL untouched, through INPUT. False when no
+    /// interface holds it.
+    fn deliver_if_own(&mut self, from: Option<usize>, p: &[u8], ctx: Ctx, now: Instant) -> bool {
         let Some(j) = ip_dst(p).and_then(|d| self.ifaces.iter().position(|s| s.owns(d))) else { return false };
-        let name = self.ifaces.get(from).map(|s| s.name()).unwrap_or_default();
+        let name = match from {
+            Some(f) => self.ifaces.get(f).map(|s| s.name()).unwrap_or_default(),
+            None => "lo".to_string(),
+        };
         self.lend(j, |s| s.deliver_local(p, &name, ctx, now));
         true
     }
@@ -305,7 +334,7 @@ impl Router {
     /// address.
     fn route_local(&mut self, from: usize, mut p: Vec<u8>, mut ctx: Ctx, now: Instant) {
         let Some(dst) = ip_dst(&p) else { return };
-        if self.deliver_if_own(from, &p, ctx, now) {
+        if self.deliver_if_own(Some(from), &p, ctx, now) {
             return;
         }
         let Some((to, hop)) = self.lookup(dst) else {
@@ -329,7 +358,7 @@ impl Router {
 
     fn forward(&mut self, from: usize, mut p: Vec<u8>, mut ctx: Ctx, now: Instant) {
         // For another of the router's own addresses: delivered there rather than forwarded.
-        if self.deliver_if_own(from, &p, ctx, now) {
+        if self.deliver_if_own(Some(from), &p, ctx, now) {
             return;
         }
         let family_on = match p.first().map(|b| b >> 4) {
@@ -807,6 +836,83 @@ mod host_test {
         assert!(got == data, "v6 {v6}: {} of {} bytes arrived", got.len(), data.len());
         assert!(h.stats.too_big > 0, "v6 {v6}: the first large segments were too big for the link");
         assert_eq!(h.sockets(|x| x.tcp_conn(c).map(|t| t.local.0)).unwrap(), Some(src));
+    }
+
+    /// What a host with several interfaces sends from one of them to the address of another goes through
+    /// `lo`, as Linux's local table routes it: OUTPUT and POSTROUTING see `lo` as the output interface,
+    /// PREROUTING and INPUT as the input one, so a ruleset that accepts `iif lo` under a drop policy lets
+    /// the host reach all of its addresses. Pings and a TCP connection, IPv4 and IPv6; nothing reaches a
+    /// wire. (The INPUT hook used to see the sending interface, and the drop policy took everything.)
+    #[test]
+    fn packets_to_the_hosts_other_addresses_go_through_lo() {
+        let clock = Rc::new(RefCell::new(Instant::ZERO));
+        let six = |a: &str| a.parse::<std::net::Ipv6Addr>().unwrap();
+        let cfg = |a4: [u8; 4], a6: &str| {
+            let mut c = crate::Config::new(a4, 24);
+            c.ipv6 =
+                Some(crate::Ipv6Config { addrs: vec![(six(a6).octets(), 64)], dad_transmits: 0, accept_ra: false, ..Default::default() });
+            c
+        };
+        for forwarding in [true, false] {
+            let (ra, _pa) = link(([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 2]), Impairment::default(), 1, clock.clone());
+            let (rb, _pb) = link(([2, 0, 0, 0, 2, 1], [2, 0, 0, 0, 2, 2]), Impairment::default(), 2, clock.clone());
+            let a = Stack::new(Box::new(ra), cfg([10, 1, 0, 1], "2001:db8:1::1"));
+            let b = Stack::new(Box::new(rb), cfg([10, 2, 0, 1], "2001:db8:2::1"));
+            let mut r = if forwarding { Router::new(vec![a, b]) } else { Router::host(vec![a, b]) };
+            r.ifaces[0].set_name("a");
+            r.ifaces[1].set_name("b");
+            let rules = "table inet f {\n\
+                         chain out { type filter hook output priority 0; oifname \"lo\" counter }\n\
+                         chain post { type filter hook postrouting priority 0; oifname \"lo\" counter }\n\
+                         chain pre { type filter hook prerouting priority 0; iifname \"lo\" counter }\n\
+                         chain inp { type filter hook input priority 0; policy drop; iifname \"lo\" accept }\n}\n";
+            r.set_netfilter(crate::netfilter::Netfilter::new(crate::netfilter::parse::parse(rules).unwrap()));
+            let run = |r: &mut Router| {
+                for _ in 0..30 {
+                    let now = *clock.borrow();
+                    r.poll(now);
+                    *clock.borrow_mut() = now + Duration::from_millis(1);
+                }
+            };
+            run(&mut r);
+            let wire = |r: &Router| r.ifaces.iter().map(|s| (s.stats.tx_packets, s.stats.rx_packets)).collect::<Vec<_>>();
+            let before = wire(&r);
+            // From a's addresses (`ping -I a`) to b's.
+            let now = *clock.borrow();
+            r.sockets_on(0, |x| x.ping_send([10, 2, 0, 1], 4, 1, b"a to b", now)).unwrap().unwrap();
+            r.sockets_on(0, |x| x.ping6_send(six("2001:db8:2::1").octets(), 6, 1, b"a to b", now)).unwrap().unwrap();
+            run(&mut r);
+            let ev = r.sockets(|x| x.ping_events(4)).unwrap();
+            assert!(matches!(ev.as_slice(), [PingEvent::Reply { from: [10, 2, 0, 1], .. }]), "forwarding {forwarding}: {ev:?}");
+            let ev6 = r.sockets(|x| x.ping6_events(6)).unwrap();
+            assert!(matches!(ev6.as_slice(), [crate::Ping6Event::Reply { .. }]), "forwarding {forwarding}: {ev6:?}");
+            // A connection from a's address to a listener reached at b's, both families.
+            let l = r.tcp_listen(80, 4).unwrap();
+            for dst in [IpAddr::from([10, 2, 0, 1]), IpAddr::from(six("2001:db8:2::1"))] {
+                let now = *clock.borrow();
+                let c = r.sockets_on(0, |x| x.tcp_connect_ip(0, dst, 80, now)).unwrap().unwrap();
+                run(&mut r);
+                let s = r.tcp_accept(l).unwrap_or_else(|e| panic!("forwarding {forwarding}, {dst}: not accepted ({e:?})"));
+                assert_eq!(r.sockets(|x| x.tcp_conn(s).map(|t| t.local.0)).unwrap(), Some(dst));
+                let now = *clock.borrow();
+                assert_eq!(r.tcp_send(c, b"over lo", now), Ok(7));
+                run(&mut r);
+                let mut buf = [0u8; 16];
+                let now = *clock.borrow();
+                assert_eq!(r.tcp_recv(s, &mut buf, now).map(|n| buf[..n].to_vec()), Ok(b"over lo".to_vec()));
+            }
+            assert_eq!(wire(&r), before, "forwarding {forwarding}: nothing went over a wire");
+            let listing = r.nf.as_ref().unwrap().borrow().rules.listing();
+            // Every packet of the pings and the connections passed each hook's `lo` rule, none its wire's.
+            let counts: Vec<u64> = listing
+                .lines()
+                .filter_map(|l| l.split("counter # packets ").nth(1))
+                .filter_map(|l| l.split(' ').next()?.parse().ok())
+                .collect();
+            assert_eq!(counts.len(), 3, "{listing}");
+            assert!(counts.iter().all(|&n| n == counts[0] && n >= 4 + 2 * 4), "forwarding {forwarding}: {listing}");
+            assert_eq!(r.stats.forwarded, 0);
+        }
     }
 
     #[test]

@@ -282,6 +282,10 @@ impl Stack {
         }
         let dst = ip.dst();
         if !self.owns_v4(dst) && !self.is_broadcast(dst) {
+            // Sent through `lo` to another interface of this host: the host delivers it there.
+            if self.looped_to_host(&p.data()[..ip.total_len()]) {
+                return;
+            }
             // For another host: a router's, if forwarding is on (never a multicast or limited broadcast).
             if self.cfg.forwarding && dst[0] < 224 && self.forwarded.len() < 4096 {
                 self.forwarded.push((p.data()[..ip.total_len()].to_vec(), self.nf_ctx));

@@ -510,6 +510,10 @@ impl Stack {
             Some(a) => matches!(a.state, AddrState::Tentative { .. }),
             None if multicast && v.groups.contains(&ip.dst) => false,
             None => {
+                // Sent through `lo` to another interface of this host: the host delivers it there.
+                if !multicast && self.looped_to_host(&data[..ipv6::HEADER_LEN + ip.payload_len]) {
+                    return;
+                }
                 // Not ours: a router's, if forwarding is on; link-local and multicast traffic never leaves
                 // its link (RFC 4291 2.5.6).
                 let scoped = multicast || ipv6::is_link_local(&ip.src) || ipv6::is_link_local(&ip.dst);

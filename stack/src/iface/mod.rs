@@ -167,6 +167,12 @@ pub struct Stack {
     /// Packets the stack sent for the host to route, with what netfilter's OUTPUT made of them
     /// (POSTROUTING is the host's, once it knows the interface they leave by).
     host_out: Vec<(Vec<u8>, crate::netfilter::Ctx)>,
+    /// The unicast addresses of the host's other interfaces (`set_host_routed`), kept current by the
+    /// host: what the stack sends to one of them goes through `lo`, as to its own.
+    host_addrs: Vec<std::net::IpAddr>,
+    /// Packets that came in through `lo` for another interface of the host, with what PREROUTING made of
+    /// them: the host delivers them there (INPUT with `lo` as the input interface).
+    host_in: Vec<(Vec<u8>, crate::netfilter::Ctx)>,
     /// The host's (or router's) netfilter, shared by its interfaces.
     nf: Option<std::rc::Rc<std::cell::RefCell<crate::netfilter::Netfilter>>>,
     /// The conntrack result and mark of the packet being received, from PREROUTING on.
@@ -241,6 +247,8 @@ impl Stack {
             forwarded: Vec::new(),
             host_routed: false,
             host_out: Vec::new(),
+            host_addrs: Vec::new(),
+            host_in: Vec::new(),
             nf: None,
             nf_ctx: crate::netfilter::Ctx::default(),
             name: None,
@@ -498,6 +506,58 @@ impl Stack {
     /// them.
     pub fn take_host_out(&mut self) -> Vec<(Vec<u8>, crate::netfilter::Ctx)> {
         std::mem::take(&mut self.host_out)
+    }
+
+    /// The packets that came in through `lo` since the last call for another interface of the host (see
+    /// `set_host_addrs`), with what PREROUTING made of them.
+    pub fn take_host_in(&mut self) -> Vec<(Vec<u8>, crate::netfilter::Ctx)> {
+        std::mem::take(&mut self.host_in)
+    }
+
+    /// Swaps in the unicast addresses of the host's other interfaces (`addrs` gets the previous list
+    /// back, for reuse): what the stack sends to one of them goes through `lo` and comes back in past
+    /// the device, as Linux routes a host's packets to any of its addresses by its local table, and the
+    /// host delivers it to the interface that holds the address (`take_host_in`).
+    pub fn swap_host_addrs(&mut self, addrs: &mut Vec<std::net::IpAddr>) {
+        std::mem::swap(&mut self.host_addrs, addrs);
+    }
+
+    /// Appends this interface's unicast addresses to `out`: IPv4, then IPv6 other than link-local (whose
+    /// scope is the link) and tentative.
+    pub fn unicast_addrs(&self, out: &mut Vec<std::net::IpAddr>) {
+        out.push(self.cfg.addr.into());
+        out.extend(self.cfg.secondary.iter().map(|s| std::net::IpAddr::from(s.0)));
+        if let Some(v) = self.v6.as_ref() {
+            out.extend(
+                v.addrs
+                    .iter()
+                    .filter(|a| !crate::wire::ipv6::is_link_local(&a.addr) && !matches!(a.state, ipv6::AddrState::Tentative { .. }))
+                    .map(|a| std::net::IpAddr::from(a.addr)),
+            );
+        }
+    }
+
+    /// Whether an IP packet is for another interface of the host (`swap_host_addrs`).
+    pub(super) fn for_host_addr(&self, pkt: &[u8]) -> bool {
+        if !self.host_routed || self.host_addrs.is_empty() {
+            return false;
+        }
+        let dst = match pkt.first().map(|b| b >> 4) {
+            Some(4) => pkt.get(16..20).and_then(|d| <[u8; 4]>::try_from(d).ok()).map(std::net::IpAddr::from),
+            Some(6) => pkt.get(24..40).and_then(|d| <[u8; 16]>::try_from(d).ok()).map(std::net::IpAddr::from),
+            _ => None,
+        };
+        dst.is_some_and(|d| self.host_addrs.contains(&d))
+    }
+
+    /// A packet that came in through `lo` for an address this interface does not hold: another
+    /// interface's, handed to the host (`take_host_in`). False when it is not such a packet.
+    pub(super) fn looped_to_host(&mut self, pkt: &[u8]) -> bool {
+        if !(self.in_lo && self.host_routed) || self.host_in.len() >= 4096 {
+            return false;
+        }
+        self.host_in.push((pkt.to_vec(), self.nf_ctx));
+        true
     }
 
     /// Whether `a` is one of this interface's unicast addresses (IPv4, or IPv6 in any state but tentative).

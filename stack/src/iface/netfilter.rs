@@ -173,22 +173,30 @@ impl Stack {
 
     /// A locally generated IPv4 packet on its way out: OUTPUT, the first hop again if OUTPUT's NAT moved
     /// the destination, then POSTROUTING here, or (off the link of an interface of a host with several)
-    /// the host's routing, which runs POSTROUTING where the packet leaves.
+    /// the host's routing, which runs POSTROUTING where the packet leaves. To an address of this host,
+    /// this interface's or another's, it goes through `lo` (both hooks see `lo`) and comes back in.
     pub(super) fn local_out(&mut self, mut p: PacketBuf, next_hop: [u8; 4], now: Instant) {
         let mut hop = next_hop;
         if self.nf.is_some() {
-            let Some((ctx, moved)) = self.nf_output(&mut p, self.owns_v4(hop), now) else { return };
+            let lo = self.owns_v4(hop) || self.for_host_addr(p.data());
+            let Some((ctx, moved)) = self.nf_output(&mut p, lo, now) else { return };
             if moved {
                 let d = p.data();
                 let Some(h) = self.next_hop_v4([d[16], d[17], d[18], d[19]]) else { return };
                 hop = h;
             }
-            if hop == super::HOST_HOP4 && self.host_routed {
+            let to_host = self.for_host_addr(p.data());
+            if hop == super::HOST_HOP4 && self.host_routed && !to_host {
                 return self.send_to_host(p, ctx);
             }
-            if !self.nf_postrouting(&mut p, self.owns_v4(hop), ctx, now) {
+            if !self.nf_postrouting(&mut p, self.owns_v4(hop) || to_host, ctx, now) {
                 return;
             }
+            if to_host {
+                return self.looped.push(p);
+            }
+        } else if self.for_host_addr(p.data()) {
+            return self.looped.push(p);
         }
         self.output(p, hop, now);
     }
@@ -198,19 +206,26 @@ impl Stack {
         let mut hop = hop;
         let own = |s: &Stack, h: &ipv6::Addr| s.v6.as_ref().is_some_and(|v| v.owns(h).is_some());
         if self.nf.is_some() {
-            let Some((ctx, moved)) = self.nf_output(&mut p, own(self, &hop), now) else { return };
+            let lo = own(self, &hop) || self.for_host_addr(p.data());
+            let Some((ctx, moved)) = self.nf_output(&mut p, lo, now) else { return };
             if moved {
                 let mut d = [0u8; 16];
                 d.copy_from_slice(&p.data()[24..40]);
                 let Some(h) = self.v6.as_ref().and_then(|x| x.next_hop(&d)) else { return };
                 hop = h;
             }
-            if hop == super::HOST_HOP6 && self.host_routed {
+            let to_host = self.for_host_addr(p.data());
+            if hop == super::HOST_HOP6 && self.host_routed && !to_host {
                 return self.send_to_host(p, ctx);
             }
-            if !self.nf_postrouting(&mut p, own(self, &hop), ctx, now) {
+            if !self.nf_postrouting(&mut p, own(self, &hop) || to_host, ctx, now) {
                 return;
             }
+            if to_host {
+                return self.looped.push(p);
+            }
+        } else if self.for_host_addr(p.data()) {
+            return self.looped.push(p);
         }
         self.output6(p, hop, now);
     }
