@@ -98,8 +98,11 @@ pub fn server(data: &[u8]) {
     let _ = client.shutdown(std::net::Shutdown::Write);
     let _ = client.set_nonblocking(true);
     let mut sink = vec![0u8; 1 << 16];
+    // Events with and without the shutdown flag: reading stops at the read that empties the socket, or
+    // goes on to the EOF (bit 1 of the first byte picks which).
+    let closing = data.first().is_some_and(|b| b & 2 == 0);
     for _ in 0..256 {
-        let r = conn.on_event(&mut dev, true);
+        let r = conn.on_event(&mut dev, closing);
         while matches!(client.read(&mut sink), Ok(n) if n > 0) {}
         if r.is_err() {
             break;

@@ -21,6 +21,7 @@ pub enum DropReason {
     IpInhdr,
     Otherhost,
     IpInaddrerrors,
+    IpLocalnet,
     NetfilterDrop,
     QdiscDrop,
     DevReady,
@@ -38,7 +39,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::NotSpecified,
         DropReason::NoSocket,
         DropReason::PktTooSmall,
@@ -49,6 +50,7 @@ impl DropReason {
         DropReason::IpInhdr,
         DropReason::Otherhost,
         DropReason::IpInaddrerrors,
+        DropReason::IpLocalnet,
         DropReason::NetfilterDrop,
         DropReason::QdiscDrop,
         DropReason::DevReady,
@@ -78,6 +80,7 @@ impl DropReason {
             DropReason::IpInhdr => "IP_INHDR",
             DropReason::Otherhost => "OTHERHOST",
             DropReason::IpInaddrerrors => "IP_INADDRERRORS",
+            DropReason::IpLocalnet => "IP_LOCALNET",
             DropReason::NetfilterDrop => "NETFILTER_DROP",
             DropReason::QdiscDrop => "QDISC_DROP",
             DropReason::DevReady => "DEV_READY",

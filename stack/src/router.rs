@@ -192,6 +192,10 @@ impl Router {
     /// The host's sockets toward `dst`: through the interface the routing table picks for it, so that
     /// what `f` opens or sends has that interface's address as its source (ENETUNREACH without a route).
     pub fn sockets_toward<R>(&mut self, dst: IpAddr, f: impl FnOnce(&mut Stack) -> R) -> Result<R, Errno> {
+        if dst.is_loopback() {
+            // 127.0.0.0/8 and ::1: through `lo`, which every interface sends to.
+            return self.sockets(f);
+        }
         let (i, _) = self.lookup(dst).ok_or(ENETUNREACH)?;
         self.sockets_on(i, f)
     }
@@ -841,8 +845,9 @@ mod host_test {
     /// What a host with several interfaces sends from one of them to the address of another goes through
     /// `lo`, as Linux's local table routes it: OUTPUT and POSTROUTING see `lo` as the output interface,
     /// PREROUTING and INPUT as the input one, so a ruleset that accepts `iif lo` under a drop policy lets
-    /// the host reach all of its addresses. Pings and a TCP connection, IPv4 and IPv6; nothing reaches a
-    /// wire. (The INPUT hook used to see the sending interface, and the drop policy took everything.)
+    /// the host reach all of its addresses, 127.0.0.1 and ::1 among them. Pings and TCP connections, IPv4
+    /// and IPv6; nothing reaches a wire. (The INPUT hook used to see the sending interface, and the drop
+    /// policy took everything.)
     #[test]
     fn packets_to_the_hosts_other_addresses_go_through_lo() {
         let clock = Rc::new(RefCell::new(Instant::ZERO));
@@ -888,9 +893,15 @@ mod host_test {
             assert!(matches!(ev6.as_slice(), [crate::Ping6Event::Reply { .. }]), "forwarding {forwarding}: {ev6:?}");
             // A connection from a's address to a listener reached at b's, both families.
             let l = r.tcp_listen(80, 4).unwrap();
-            for dst in [IpAddr::from([10, 2, 0, 1]), IpAddr::from(six("2001:db8:2::1"))] {
+            let (lo4, lo6): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "::1".parse().unwrap());
+            for dst in [IpAddr::from([10, 2, 0, 1]), IpAddr::from(six("2001:db8:2::1")), lo4, lo6] {
                 let now = *clock.borrow();
-                let c = r.sockets_on(0, |x| x.tcp_connect_ip(0, dst, 80, now)).unwrap().unwrap();
+                // To b's addresses from a's (`bind` to a); to the loopback addresses by the host's table.
+                let c = if dst.is_loopback() {
+                    r.tcp_connect(dst, 80, now).unwrap()
+                } else {
+                    r.sockets_on(0, |x| x.tcp_connect_ip(0, dst, 80, now)).unwrap().unwrap()
+                };
                 run(&mut r);
                 let s = r.tcp_accept(l).unwrap_or_else(|e| panic!("forwarding {forwarding}, {dst}: not accepted ({e:?})"));
                 assert_eq!(r.sockets(|x| x.tcp_conn(s).map(|t| t.local.0)).unwrap(), Some(dst));

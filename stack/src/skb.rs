@@ -52,6 +52,9 @@ pub struct PacketBuf {
     pub vlan: Option<u16>,
     /// The packet's mark (Linux's `skb->mark`): set by netfilter's `meta mark set`, read by tc classifiers.
     pub mark: u32,
+    /// What connection tracking made of the packet on its way out (Linux's `skb->_nfct`): it keeps it
+    /// through `lo`, so that its connection is found again although NAT changed its addresses.
+    pub ct: Option<crate::netfilter::conntrack::Track>,
 }
 
 pub const DEFAULT_HEADROOM: usize = 128;
@@ -114,6 +117,7 @@ impl PacketBuf {
             gso: None,
             vlan: None,
             mark: 0,
+            ct: None,
         }
     }
 

@@ -26,7 +26,7 @@ impl Stack {
                 let mut b = vec![0u8; reply.buffer_len()];
                 reply.emit(&mut b);
                 // From the address the request was sent to (as Linux answers), unless that was a broadcast.
-                let from = if self.owns_v4(dst) { dst } else { self.src_v4(src) };
+                let from = if self.local_v4(dst) { dst } else { self.src_v4(src) };
                 let _ = self.ip_send_meta(from, src, ipv4::PROTO_ICMP, &b, false, None, now);
             }
             icmp::Repr::EchoReply { ident, seq, data } => {

@@ -312,7 +312,7 @@ impl Stack {
         }
         // From the address the packet was for when it is ours, else (a multicast group, or a packet this
         // stack routes) from the address source selection picks toward the sender.
-        let ours = self.v6.as_ref().is_some_and(|v| v.owns(&ip.dst).is_some());
+        let ours = ipv6::is_loopback(&ip.dst) || self.v6.as_ref().is_some_and(|v| v.owns(&ip.dst).is_some());
         let from = if ours { Some(ip.dst) } else { None };
         let Some(from) = from.or_else(|| self.v6.as_ref().and_then(|v| v.source_for(&ip.src))) else { return };
         let m = Repr::Error { kind, code, param, original: super::ipv6::quote(packet) };

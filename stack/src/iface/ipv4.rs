@@ -18,8 +18,17 @@ impl Stack {
         a == self.cfg.addr || self.cfg.secondary.iter().any(|s| s.0 == a)
     }
 
+    /// An address of this host: one of the interface's, or in 127.0.0.0/8, which every host holds on
+    /// `lo` (Linux's local table).
+    pub(super) fn local_v4(&self, a: [u8; 4]) -> bool {
+        self.owns_v4(a) || ipv4::is_loopback(a)
+    }
+
     /// The source address toward `dst`: the one whose subnet holds it, the primary otherwise.
     pub(super) fn src_v4(&self, dst: [u8; 4]) -> [u8; 4] {
+        if ipv4::is_loopback(dst) {
+            return ipv4::LOOPBACK;
+        }
         std::iter::once((self.cfg.addr, self.cfg.prefix))
             .chain(self.cfg.secondary.iter().copied())
             .find(|&(a, p)| crate::route::Route { dest: a, prefix: p, gateway: None }.matches(dst))
@@ -34,6 +43,9 @@ impl Stack {
     /// The first hop toward `dst`: this interface's own routes, or (an interface of a host with several)
     /// the host's routing for anything off the link.
     pub(super) fn next_hop_v4(&self, dst: [u8; 4]) -> Option<[u8; 4]> {
+        if ipv4::is_loopback(dst) {
+            return Some(dst); // through `lo`
+        }
         match self.routes.lookup(dst) {
             Some(r) if r.gateway.is_none() || !self.host_routed => Some(r.gateway.unwrap_or(dst)),
             _ if self.host_routed => Some(super::HOST_HOP4),
@@ -214,7 +226,7 @@ impl Stack {
             self.send_to_host(p, ctx);
             return;
         }
-        if self.owns_v4(next_hop) {
+        if self.local_v4(next_hop) {
             // To ourselves: back in through `lo` at the next poll.
             self.looped.push(p);
             return;
@@ -281,7 +293,10 @@ impl Stack {
             return;
         }
         let dst = ip.dst();
-        if !self.owns_v4(dst) && !self.is_broadcast(dst) {
+        if self.dropped_martian(p.data()) {
+            return;
+        }
+        if !self.local_v4(dst) && !self.is_broadcast(dst) {
             // Sent through `lo` to another interface of this host: the host delivers it there.
             if self.looped_to_host(&p.data()[..ip.total_len()]) {
                 return;

@@ -172,6 +172,9 @@ impl V6 {
     /// link-local or link-scope multicast destination, else the global address sharing the longest prefix
     /// with the destination; `None` while no usable address exists.
     pub(super) fn source_for(&self, dst: &Addr) -> Option<Addr> {
+        if ipv6::is_loopback(dst) {
+            return Some(ipv6::LOOPBACK);
+        }
         let link_scope = ipv6::is_link_local(dst) || (ipv6::is_multicast(dst) && dst[1] & 0x0f <= 2);
         let ll = self.usable().find(|a| a.origin == Origin::LinkLocal).map(|a| a.addr);
         if link_scope {
@@ -208,6 +211,9 @@ impl V6 {
     /// The first hop toward `dst`: a redirect's, the host's for a route by hand more specific than the
     /// link's prefix, the destination itself when on-link, else a default router.
     pub(super) fn next_hop(&self, dst: &Addr) -> Option<Addr> {
+        if ipv6::is_loopback(dst) {
+            return Some(*dst); // through `lo`
+        }
         if let Some(t) = self.redirects.get(dst) {
             return Some(*t);
         }
@@ -432,7 +438,7 @@ impl Stack {
             return;
         }
         let Some(v) = self.v6.as_mut() else { return };
-        if v.owns(&hop).is_some() {
+        if v.owns(&hop).is_some() || ipv6::is_loopback(&hop) {
             // To ourselves: back in through `lo` at the next poll.
             self.looped.push(p);
             return;
@@ -497,6 +503,9 @@ impl Stack {
     /// The input path after netfilter's hooks: header checks, then local delivery or (another host's) the
     /// router.
     pub(super) fn ipv6_local(&mut self, p: PacketBuf, now: Instant) {
+        if self.v6.is_none() || self.dropped_martian(p.data()) {
+            return;
+        }
         let Some(v) = self.v6.as_ref() else { return };
         let data = p.data();
         let Ok(ip) = ipv6::Repr::parse(data) else {
@@ -508,6 +517,7 @@ impl Stack {
         let multicast = ipv6::is_multicast(&ip.dst);
         let tentative = match v.owns(&ip.dst) {
             Some(a) => matches!(a.state, AddrState::Tentative { .. }),
+            None if ipv6::is_loopback(&ip.dst) => false,
             None if multicast && v.groups.contains(&ip.dst) => false,
             None => {
                 // Sent through `lo` to another interface of this host: the host delivers it there.

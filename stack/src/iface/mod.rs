@@ -537,6 +537,34 @@ impl Stack {
         }
     }
 
+    /// Drops (and counts) an IP packet that came in from a device with a loopback source or destination
+    /// (127.0.0.0/8, RFC 1122 3.2.1.3; ::1, RFC 4291 2.5.3): those exist only on `lo`, and Linux's
+    /// routing drops them as martians, before INPUT. Whether it did.
+    pub(super) fn dropped_martian(&mut self, pkt: &[u8]) -> bool {
+        if self.in_lo {
+            return false;
+        }
+        let reason = match pkt.first().map(|b| b >> 4) {
+            Some(4) => {
+                let at = |o: usize| pkt.get(o..o + 4).and_then(|a| <[u8; 4]>::try_from(a).ok()).is_some_and(crate::wire::ipv4::is_loopback);
+                (at(12) || at(16)).then_some(crate::monitor::DropReason::IpLocalnet)
+            }
+            Some(6) => {
+                let at = |o: usize| {
+                    pkt.get(o..o + 16).and_then(|a| <[u8; 16]>::try_from(a).ok()).is_some_and(|a| crate::wire::ipv6::is_loopback(&a))
+                };
+                (at(8) || at(24)).then_some(crate::monitor::DropReason::IpInhdr)
+            }
+            _ => None,
+        };
+        let Some(r) = reason else { return false };
+        if r == crate::monitor::DropReason::IpInhdr {
+            self.stats.in6_hdr_errors += 1;
+        }
+        self.drop_reason(r, 1);
+        true
+    }
+
     /// Whether an IP packet is for another interface of the host (`swap_host_addrs`).
     pub(super) fn for_host_addr(&self, pkt: &[u8]) -> bool {
         if !self.host_routed || self.host_addrs.is_empty() {
@@ -589,11 +617,14 @@ impl Stack {
             return;
         }
         self.nf_ctx = ctx;
+        // From `lo` (another interface of the host sent it): 127.0.0.1 or ::1 may be its source.
+        self.in_lo = iif == "lo";
         match packet.first().map(|b| b >> 4) {
             Some(4) => self.ipv4_local(p, now),
             Some(6) => self.ipv6_local(p, now),
             _ => {}
         }
+        self.in_lo = false;
     }
 
     /// One of this host's own packets (sent from this interface's sockets) was too big for the link the

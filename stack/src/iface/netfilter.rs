@@ -5,7 +5,7 @@
 use super::*;
 use crate::netfilter::reject::{self, Reply};
 use crate::netfilter::{At, Ctx, Hook, Netfilter, RejectWith, Verdict};
-use crate::wire::{icmp, icmpv6, ipv6};
+use crate::wire::{icmp, icmpv6, ipv4, ipv6};
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -31,14 +31,17 @@ impl Stack {
         }
     }
 
-    /// Runs `hook` with this interface as the input or output interface, or `lo` for a packet to one of
-    /// the stack's own addresses (`lo`; the address given for `lo` is still this interface's, where Linux
-    /// would give 127.0.0.1 or ::1, which the stack does not hold).
+    /// Runs `hook` with this interface as the input or output interface, or `lo` (with its address,
+    /// 127.0.0.1 or ::1) for a packet to one of the host's own addresses.
     fn nf_run(&mut self, hook: Hook, lo: bool, ctx: &mut Ctx, pkt: &mut [u8], now: Instant) -> Verdict {
         let Some(nf) = self.nf.clone() else { return Verdict::Accept };
         let v6 = pkt.first().is_some_and(|b| b >> 4 == 6);
         let name = if lo { "lo".to_string() } else { self.name() };
-        let addr = self.primary_addr(v6);
+        let addr = match (lo, v6) {
+            (true, false) => Some(IpAddr::from(ipv4::LOOPBACK)),
+            (true, true) => Some(IpAddr::from(ipv6::LOOPBACK)),
+            (false, _) => self.primary_addr(v6),
+        };
         let (iif, oif) = match hook {
             Hook::Prerouting | Hook::Input => (Some(name.as_str()), None),
             _ => (None, Some(name.as_str())),
@@ -52,11 +55,16 @@ impl Stack {
     /// PREROUTING for every packet, then INPUT for those addressed here. False when netfilter took it.
     pub(super) fn nf_input(&mut self, p: &mut PacketBuf, now: Instant) -> bool {
         p.linearize();
-        let mut ctx = Ctx::default();
         let lo = self.in_lo;
+        // Through `lo`, a packet keeps its connection and mark from the way out, as an skb keeps them.
+        let mut ctx = if lo { Ctx { ct: p.ct, mark: p.mark, ..Ctx::default() } } else { Ctx::default() };
         let r = self.nf_run(Hook::Prerouting, lo, &mut ctx, p.data_mut(), now);
         self.nf_ctx = ctx;
         if !self.nf_verdict(r, p.data(), now) {
+            return false;
+        }
+        // Routing's verdict on a loopback address from a wire comes before INPUT.
+        if self.dropped_martian(p.data()) {
             return false;
         }
         if !self.addressed_here(p.data()) {
@@ -83,12 +91,12 @@ impl Stack {
         match pkt.first().map(|b| b >> 4) {
             Some(4) if pkt.len() >= 20 => {
                 let dst = [pkt[16], pkt[17], pkt[18], pkt[19]];
-                self.owns_v4(dst) || self.is_broadcast(dst) || dst[0] >= 224
+                self.owns_v4(dst) || self.is_broadcast(dst) || dst[0] >= 224 || (self.in_lo && ipv4::is_loopback(dst))
             }
             Some(6) if pkt.len() >= ipv6::HEADER_LEN => {
                 let mut d = [0u8; 16];
                 d.copy_from_slice(&pkt[24..40]);
-                ipv6::is_multicast(&d) || self.v6.as_ref().is_some_and(|v| v.owns(&d).is_some())
+                ipv6::is_multicast(&d) || self.v6.as_ref().is_some_and(|v| v.owns(&d).is_some()) || (self.in_lo && ipv6::is_loopback(&d))
             }
             _ => false,
         }
@@ -168,6 +176,7 @@ impl Stack {
             return false;
         }
         p.mark = ctx.mark;
+        p.ct = ctx.ct;
         true
     }
 
@@ -178,7 +187,7 @@ impl Stack {
     pub(super) fn local_out(&mut self, mut p: PacketBuf, next_hop: [u8; 4], now: Instant) {
         let mut hop = next_hop;
         if self.nf.is_some() {
-            let lo = self.owns_v4(hop) || self.for_host_addr(p.data());
+            let lo = self.local_v4(hop) || self.for_host_addr(p.data());
             let Some((ctx, moved)) = self.nf_output(&mut p, lo, now) else { return };
             if moved {
                 let d = p.data();
@@ -189,7 +198,7 @@ impl Stack {
             if hop == super::HOST_HOP4 && self.host_routed && !to_host {
                 return self.send_to_host(p, ctx);
             }
-            if !self.nf_postrouting(&mut p, self.owns_v4(hop) || to_host, ctx, now) {
+            if !self.nf_postrouting(&mut p, self.local_v4(hop) || to_host, ctx, now) {
                 return;
             }
             if to_host {
@@ -204,7 +213,7 @@ impl Stack {
     /// A locally generated unicast IPv6 packet on its way out, as `local_out`.
     pub(super) fn local_out6(&mut self, mut p: PacketBuf, hop: ipv6::Addr, now: Instant) {
         let mut hop = hop;
-        let own = |s: &Stack, h: &ipv6::Addr| s.v6.as_ref().is_some_and(|v| v.owns(h).is_some());
+        let own = |s: &Stack, h: &ipv6::Addr| ipv6::is_loopback(h) || s.v6.as_ref().is_some_and(|v| v.owns(h).is_some());
         if self.nf.is_some() {
             let lo = own(self, &hop) || self.for_host_addr(p.data());
             let Some((ctx, moved)) = self.nf_output(&mut p, lo, now) else { return };
@@ -282,5 +291,126 @@ mod test {
         let listing = s.netfilter().unwrap().borrow().rules.listing();
         assert_eq!(listing.matches("counter # packets 4 ").count(), 3, "{listing}");
         assert_eq!((s.stats.rx_packets, s.stats.tx_packets), (rx, tx), "the device saw none of them");
+    }
+
+    /// A frame from the peer's side of a simulated link carrying an ICMP echo request (IPv4) or ICMPv6 echo
+    /// request (IPv6) from `src` to `dst`.
+    fn echo_frame(to: [u8; 6], src: std::net::IpAddr, dst: std::net::IpAddr) -> crate::skb::PacketBuf {
+        use crate::wire::{ethernet, icmp, icmpv6, ipv4, ipv6};
+        let (ethertype, ip) = match (src, dst) {
+            (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+                let m = icmp::Repr::EchoRequest { ident: 1, seq: 1, data: b"martian" };
+                let mut b = vec![0u8; 20 + m.buffer_len()];
+                let r = ipv4::Repr {
+                    src: s.octets(),
+                    dst: d.octets(),
+                    protocol: ipv4::PROTO_ICMP,
+                    ttl: 64,
+                    ident: 1,
+                    dont_frag: false,
+                    more_frags: false,
+                    frag_offset: 0,
+                    payload_len: m.buffer_len(),
+                };
+                r.emit(&mut b[..20]);
+                m.emit(&mut b[20..]);
+                (ethernet::ETHERTYPE_IPV4, b)
+            }
+            (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => {
+                let body = icmpv6::Repr::EchoRequest { ident: 1, seq: 1, data: b"martian" }.emit(&s.octets(), &d.octets());
+                let mut b = vec![0u8; ipv6::HEADER_LEN + body.len()];
+                let r =
+                    ipv6::Repr { src: s.octets(), dst: d.octets(), next_header: ipv6::NH_ICMPV6, hop_limit: 64, payload_len: body.len() };
+                r.emit(&mut b[..ipv6::HEADER_LEN]);
+                b[ipv6::HEADER_LEN..].copy_from_slice(&body);
+                (ethernet::ETHERTYPE_IPV6, b)
+            }
+            _ => unreachable!("one family"),
+        };
+        let mut f = vec![0u8; 14];
+        ethernet::Repr { dst: to, src: [2, 0, 0, 0, 0, 2], ethertype }.emit(&mut f);
+        f.extend_from_slice(&ip);
+        crate::skb::PacketBuf::from_slice(&f)
+    }
+
+    /// 127.0.0.0/8 and ::1 are the host's own, on `lo`, as on Linux: pings to them are answered from them,
+    /// TCP connects to 127.0.0.1 and [::1], netfilter sees `lo` with 127.0.0.1 or ::1 as its address, so
+    /// REDIRECT in OUTPUT sends a connection to the host itself; nothing of this reaches the device. The
+    /// same addresses arriving from a wire are martians: dropped (IP_LOCALNET, IP_INHDR), not answered.
+    #[test]
+    fn the_loopback_addresses_are_the_hosts_own_and_never_a_wires() {
+        use crate::dev::Device;
+        let clock = Rc::new(RefCell::new(Instant::ZERO));
+        let (a, mut peer) = link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), Impairment::default(), 1, clock.clone());
+        let own6: std::net::Ipv6Addr = "2001:db8:7::1".parse().unwrap();
+        let mut cfg = crate::Config::new([10, 7, 0, 1], 24);
+        cfg.gateway = Some([10, 7, 0, 2]);
+        cfg.ipv6 = Some(crate::Ipv6Config { addrs: vec![(own6.octets(), 64)], dad_transmits: 0, accept_ra: false, ..Default::default() });
+        let mut s = Stack::new(Box::new(a), cfg);
+        s.set_name("eth0");
+        let rules = "table inet f {\n\
+                     chain out { type filter hook output priority 0; oifname \"lo\" counter }\n\
+                     chain nat { type nat hook output priority -100; tcp dport 80 redirect to :8080 }\n\
+                     chain inp { type filter hook input priority 0; policy drop; iifname \"lo\" ip daddr 127.0.0.0/8 accept; \
+                     iifname \"lo\" ip6 daddr ::1 accept; iifname \"lo\" ip daddr 10.7.0.1 accept }\n}\n";
+        let nf = crate::netfilter::Netfilter::new(crate::netfilter::parse::parse(rules).unwrap());
+        s.set_netfilter(Rc::new(RefCell::new(nf)));
+        let run = |s: &mut Stack| {
+            for _ in 0..30 {
+                let now = *clock.borrow();
+                s.poll(now);
+                *clock.borrow_mut() = now + Duration::from_millis(1);
+            }
+        };
+        run(&mut s);
+        let (rx, tx) = (s.stats.rx_packets, s.stats.tx_packets);
+        let now = *clock.borrow();
+        s.ping_send([127, 0, 0, 1], 4, 1, b"localhost", now).unwrap();
+        s.ping_send([127, 5, 5, 5], 5, 1, b"the /8", now).unwrap();
+        s.ping6_send(std::net::Ipv6Addr::LOCALHOST.octets(), 6, 1, b"localhost", now).unwrap();
+        run(&mut s);
+        let ev = s.ping_events(4);
+        assert!(matches!(ev.as_slice(), [PingEvent::Reply { from: [127, 0, 0, 1], .. }]), "{ev:?}");
+        let ev = s.ping_events(5);
+        assert!(matches!(ev.as_slice(), [PingEvent::Reply { from: [127, 5, 5, 5], .. }]), "{ev:?}");
+        let ev6 = s.ping6_events(6);
+        assert!(matches!(ev6.as_slice(), [Ping6Event::Reply { from, .. }] if *from == std::net::Ipv6Addr::LOCALHOST.octets()), "{ev6:?}");
+        // TCP to 127.0.0.1 and [::1], and to an address off the link that OUTPUT redirects to 127.0.0.1:8080.
+        let l = s.tcp_listen(8080, 4).unwrap();
+        let lo4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let lo6: std::net::IpAddr = "::1".parse().unwrap();
+        let far: std::net::IpAddr = "192.0.2.80".parse().unwrap();
+        for (dst, port, local) in [(lo4, 8080, lo4), (lo6, 8080, lo6), (far, 80, lo4)] {
+            let now = *clock.borrow();
+            let c = s.tcp_connect_ip(0, dst, port, now).unwrap();
+            run(&mut s);
+            let a = s.tcp_accept(l).unwrap_or_else(|e| panic!("{dst}: not accepted ({e:?}), drops {:?}", s.mon.drops()));
+            assert_eq!(s.tcp_conn(a).map(|t| t.local.0), Some(local), "{dst}");
+            assert_eq!(s.tcp_conn(c).map(|t| t.remote), Some((dst, port)), "{dst}: the client still sees where it connected");
+            let now = *clock.borrow();
+            assert_eq!(s.tcp_send(c, b"hello", now), Ok(5));
+            run(&mut s);
+            let mut buf = [0u8; 8];
+            let now = *clock.borrow();
+            assert_eq!(s.tcp_recv(a, &mut buf, now).map(|n| buf[..n].to_vec()), Ok(b"hello".to_vec()), "{dst}");
+        }
+        assert_eq!((s.stats.rx_packets, s.stats.tx_packets), (rx, tx), "the device saw none of them");
+        let listing = s.netfilter().unwrap().borrow().rules.listing();
+        assert!(!listing.contains("counter # packets 0 "), "{listing}");
+        // From the wire: dropped before INPUT, not answered.
+        let drops = |s: &Stack| s.mon.drops();
+        let before = drops(&s);
+        for (src, dst) in [("10.7.0.2", "127.0.0.1"), ("127.0.0.1", "10.7.0.1"), ("2001:db8:7::2", "::1"), ("::1", "2001:db8:7::1")] {
+            let f = echo_frame([2, 0, 0, 0, 0, 1], src.parse().unwrap(), dst.parse().unwrap());
+            peer.transmit(&mut std::collections::VecDeque::from([f])).unwrap();
+        }
+        let tx = s.stats.tx_packets;
+        run(&mut s);
+        assert_eq!(s.stats.tx_packets, tx, "no answer to a martian");
+        let after = drops(&s);
+        let n = |v: &[(crate::monitor::DropReason, u64)], r| v.iter().find(|x| x.0 == r).map_or(0, |x| x.1);
+        use crate::monitor::DropReason::{IpInhdr, IpLocalnet};
+        assert_eq!(n(&after, IpLocalnet) - n(&before, IpLocalnet), 2, "{after:?}");
+        assert_eq!(n(&after, IpInhdr) - n(&before, IpInhdr), 2, "{after:?}");
     }
 }

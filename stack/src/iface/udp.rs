@@ -56,7 +56,7 @@ impl Stack {
                 self.stats.no_ports += 1;
                 self.drop_reason(crate::monitor::DropReason::NoSocket, 1);
                 match (src, dst) {
-                    (IpAddr::V4(s), IpAddr::V4(d)) if self.owns_v4(d.octets()) => {
+                    (IpAddr::V4(s), IpAddr::V4(d)) if self.local_v4(d.octets()) => {
                         // Port unreachable, quoting the IP header and the first 8 bytes.
                         let mut quote = header.to_vec();
                         quote.extend_from_slice(&data[..data.len().min(8)]);

@@ -253,7 +253,13 @@ impl Netfilter {
         let Some((id, Dir::Original)) = track.conn else { return false };
         match n {
             Nat::Dnat { addr, port } => self.bind_dst(id, *addr, *port, v),
-            Nat::Redirect { port } => at.iif_addr.is_some_and(|a| self.bind_dst(id, a, *port, v)),
+            // Locally generated packets (OUTPUT) go to the host itself, as Linux's REDIRECT sends them to
+            // 127.0.0.1 or ::1; received ones to the address of the interface they came in on.
+            Nat::Redirect { port } => {
+                let lo = if v.v6 { IpAddr::from(crate::wire::ipv6::LOOPBACK) } else { IpAddr::from(crate::wire::ipv4::LOOPBACK) };
+                let to = if at.hook == Hook::Output { Some(lo) } else { at.iif_addr };
+                to.is_some_and(|a| self.bind_dst(id, a, *port, v))
+            }
             Nat::Snat { addr, ports } => self.bind_src(id, *addr, *ports, v),
             Nat::Masquerade { ports } => at.oif_addr.is_some_and(|a| self.bind_src(id, a, *ports, v)),
         }

@@ -8,6 +8,13 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const FLAG_DF: u16 = 0x4000;
 pub const FLAG_MF: u16 = 0x2000;
+/// The loopback address every host holds (on `lo`), the source of what it sends into 127.0.0.0/8.
+pub const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
+
+/// 127.0.0.0/8: the host itself, never a wire (RFC 1122 3.2.1.3).
+pub fn is_loopback(a: [u8; 4]) -> bool {
+    a[0] == 127
+}
 
 /// A checked view: version 4, IHL within the buffer, total length within the buffer.
 pub struct Packet<T: AsRef<[u8]>> {

@@ -22,6 +22,13 @@ pub const UNSPECIFIED: Addr = [0; 16];
 pub const ALL_NODES: Addr = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 pub const ALL_ROUTERS: Addr = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
+/// ::1, the host itself, never a wire (RFC 4291 2.5.3).
+pub const LOOPBACK: Addr = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+pub fn is_loopback(a: &Addr) -> bool {
+    *a == LOOPBACK
+}
+
 pub fn is_multicast(a: &Addr) -> bool {
     a[0] == 0xff
 }
