@@ -249,6 +249,32 @@ mod test {
     use std::rc::Rc;
     use std::time::Duration;
 
+    /// A stack named eth0 at 10.7.0.1/24 (gateway 10.7.0.2) and 2001:db8:7::1/64 on a simulated link, with
+    /// `rules`, polled for 30 ms; the link's other end and the clock.
+    fn host_with_rules(rules: &str) -> (Stack, crate::dev::sim::SimPort, Rc<RefCell<Instant>>) {
+        let clock = Rc::new(RefCell::new(Instant::ZERO));
+        let (a, peer) = link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), Impairment::default(), 1, clock.clone());
+        let own6: std::net::Ipv6Addr = "2001:db8:7::1".parse().unwrap();
+        let mut cfg = crate::Config::new([10, 7, 0, 1], 24);
+        cfg.gateway = Some([10, 7, 0, 2]);
+        cfg.ipv6 = Some(crate::Ipv6Config { addrs: vec![(own6.octets(), 64)], dad_transmits: 0, accept_ra: false, ..Default::default() });
+        let mut s = Stack::new(Box::new(a), cfg);
+        s.set_name("eth0");
+        let nf = crate::netfilter::Netfilter::new(crate::netfilter::parse::parse(rules).unwrap());
+        s.set_netfilter(Rc::new(RefCell::new(nf)));
+        run(&mut s, &clock);
+        (s, peer, clock)
+    }
+
+    /// 30 ms of polls on the virtual clock.
+    fn run(s: &mut Stack, clock: &Rc<RefCell<Instant>>) {
+        for _ in 0..30 {
+            let now = *clock.borrow();
+            s.poll(now);
+            *clock.borrow_mut() = now + Duration::from_millis(1);
+        }
+    }
+
     /// Packets a stack sends to its own addresses go through `lo`, as Linux routes them: OUTPUT and
     /// POSTROUTING see `lo` as their output interface, PREROUTING and INPUT as their input one, so a
     /// Linux ruleset that accepts `iif lo` under a drop policy lets a host reach itself. They do not pass
@@ -256,28 +282,14 @@ mod test {
     /// the neighbour cache, which never resolves one's own address).
     #[test]
     fn packets_to_our_own_addresses_go_through_lo() {
-        let clock = Rc::new(RefCell::new(Instant::ZERO));
-        let (a, _peer) = link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), Impairment::default(), 1, clock.clone());
-        let own6: std::net::Ipv6Addr = "2001:db8:7::1".parse().unwrap();
-        let mut cfg = crate::Config::new([10, 7, 0, 1], 24);
-        cfg.ipv6 = Some(crate::Ipv6Config { addrs: vec![(own6.octets(), 64)], dad_transmits: 0, accept_ra: false, ..Default::default() });
-        let mut s = Stack::new(Box::new(a), cfg);
-        s.set_name("eth0");
         let rules = "table inet f {\n\
                      chain out { type filter hook output priority 0; oifname \"lo\" counter }\n\
                      chain post { type filter hook postrouting priority 0; oifname \"lo\" counter }\n\
                      chain pre { type filter hook prerouting priority 0; iifname \"lo\" counter }\n\
                      chain inp { type filter hook input priority 0; policy drop; iifname \"lo\" accept }\n}\n";
-        let nf = crate::netfilter::Netfilter::new(crate::netfilter::parse::parse(rules).unwrap());
-        s.set_netfilter(Rc::new(RefCell::new(nf)));
-        let run = |s: &mut Stack| {
-            for _ in 0..20 {
-                let now = *clock.borrow();
-                s.poll(now);
-                *clock.borrow_mut() = now + Duration::from_millis(1);
-            }
-        };
-        run(&mut s);
+        let (mut s, _peer, clock) = host_with_rules(rules);
+        let own6: std::net::Ipv6Addr = "2001:db8:7::1".parse().unwrap();
+        let run = |s: &mut Stack| run(s, &clock);
         let (rx, tx) = (s.stats.rx_packets, s.stats.tx_packets);
         let now = *clock.borrow();
         s.ping_send([10, 7, 0, 1], 4, 1, b"to self", now).unwrap();
@@ -340,29 +352,13 @@ mod test {
     #[test]
     fn the_loopback_addresses_are_the_hosts_own_and_never_a_wires() {
         use crate::dev::Device;
-        let clock = Rc::new(RefCell::new(Instant::ZERO));
-        let (a, mut peer) = link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), Impairment::default(), 1, clock.clone());
-        let own6: std::net::Ipv6Addr = "2001:db8:7::1".parse().unwrap();
-        let mut cfg = crate::Config::new([10, 7, 0, 1], 24);
-        cfg.gateway = Some([10, 7, 0, 2]);
-        cfg.ipv6 = Some(crate::Ipv6Config { addrs: vec![(own6.octets(), 64)], dad_transmits: 0, accept_ra: false, ..Default::default() });
-        let mut s = Stack::new(Box::new(a), cfg);
-        s.set_name("eth0");
         let rules = "table inet f {\n\
                      chain out { type filter hook output priority 0; oifname \"lo\" counter }\n\
                      chain nat { type nat hook output priority -100; tcp dport 80 redirect to :8080 }\n\
                      chain inp { type filter hook input priority 0; policy drop; iifname \"lo\" ip daddr 127.0.0.0/8 accept; \
                      iifname \"lo\" ip6 daddr ::1 accept; iifname \"lo\" ip daddr 10.7.0.1 accept }\n}\n";
-        let nf = crate::netfilter::Netfilter::new(crate::netfilter::parse::parse(rules).unwrap());
-        s.set_netfilter(Rc::new(RefCell::new(nf)));
-        let run = |s: &mut Stack| {
-            for _ in 0..30 {
-                let now = *clock.borrow();
-                s.poll(now);
-                *clock.borrow_mut() = now + Duration::from_millis(1);
-            }
-        };
-        run(&mut s);
+        let (mut s, mut peer, clock) = host_with_rules(rules);
+        let run = |s: &mut Stack| run(s, &clock);
         let (rx, tx) = (s.stats.rx_packets, s.stats.tx_packets);
         let now = *clock.borrow();
         s.ping_send([127, 0, 0, 1], 4, 1, b"localhost", now).unwrap();
