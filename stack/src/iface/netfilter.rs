@@ -346,9 +346,10 @@ mod test {
     }
 
     /// 127.0.0.0/8 and ::1 are the host's own, on `lo`, as on Linux: pings to them are answered from them,
-    /// TCP connects to 127.0.0.1 and [::1], netfilter sees `lo` with 127.0.0.1 or ::1 as its address, so
-    /// REDIRECT in OUTPUT sends a connection to the host itself; nothing of this reaches the device. The
-    /// same addresses arriving from a wire are martians: dropped (IP_LOCALNET, IP_INHDR), not answered.
+    /// TCP connects to 127.0.0.1 and [::1], UDP reaches a socket there (or draws ECONNREFUSED), netfilter
+    /// sees `lo` with 127.0.0.1 or ::1 as its address, so REDIRECT in OUTPUT sends a connection to the host
+    /// itself; nothing of this reaches the device. The same addresses arriving from a wire are martians:
+    /// dropped (IP_LOCALNET, IP_INHDR), not answered.
     #[test]
     fn the_loopback_addresses_are_the_hosts_own_and_never_a_wires() {
         use crate::dev::Device;
@@ -390,6 +391,14 @@ mod test {
             let now = *clock.borrow();
             assert_eq!(s.tcp_recv(a, &mut buf, now).map(|n| buf[..n].to_vec()), Ok(b"hello".to_vec()), "{dst}");
         }
+        // UDP: a datagram to 127.0.0.1 arrives from 127.0.0.1; one to a closed port draws ECONNREFUSED.
+        let (u, v) = (s.udp_bind(5353).unwrap(), s.udp_bind(0).unwrap());
+        let now = *clock.borrow();
+        s.udp_send_to_ip(v, lo4, 5353, b"dgram", now).unwrap();
+        s.udp_send_to_ip(v, lo4, 9, b"nobody", now).unwrap();
+        run(&mut s);
+        assert!(matches!(s.udp_recv_from_ip(u), Ok((d, from, _)) if d == b"dgram" && from == lo4));
+        assert_eq!(s.udp_recv_from_ip(v), Err(crate::iface::ECONNREFUSED));
         assert_eq!((s.stats.rx_packets, s.stats.tx_packets), (rx, tx), "the device saw none of them");
         let listing = s.netfilter().unwrap().borrow().rules.listing();
         assert!(!listing.contains("counter # packets 0 "), "{listing}");
