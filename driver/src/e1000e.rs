@@ -144,7 +144,17 @@ pub struct E1000e {
     mac: [u8; 6],
     irq_kind: Option<IrqKind>,
     irq_fds: Vec<OwnedFd>,
+    /// The interrupt causes enabled after every poll: receive, link and errors.
     ims: u32,
+    /// Transmit completion causes: enabled only while a send waits for room (`tx_wait`). A finished
+    /// transmit otherwise wakes nobody: its descriptors are reclaimed by the next poll or send, as a
+    /// driver that cleans its TX ring from NAPI does, and a round trip takes one wake-up, not two.
+    ims_tx: u32,
+    /// The last send left packets behind for want of descriptors or BQL room: the caller will wait for
+    /// transmit completions.
+    tx_wait: bool,
+    /// `ims_tx` was written since the card last masked itself.
+    tx_armed: bool,
     /// An interrupt was taken and the card masked itself: re-enable when a poll ends under budget.
     irq_masked: bool,
     /// A wait timed out: if the poll after it finds work, the interrupt for that work was lost (and may
@@ -349,6 +359,9 @@ impl E1000e {
             ims: 0,
             irq_masked: false,
             irq_check: false,
+            ims_tx: 0,
+            tx_wait: false,
+            tx_armed: false,
             stats: Stats::default(),
             last_alive: Instant::now(),
             tx_timeout: cfg.tx_timeout,
@@ -586,7 +599,8 @@ impl E1000e {
                 for v in 0..3 {
                     self.t.write32(EITR_82574_BASE + 4 * v, itr_reg)?;
                 }
-                self.ims = queues | IMS_OTHER | IMS_LSC | IMS_RXO;
+                self.ims = IMS_RXQ0 | IMS_RXQ1 | IMS_OTHER | IMS_LSC | IMS_RXO;
+                self.ims_tx = IMS_TXQ0 | IMS_TXQ1;
             }
             IrqKind::Msi | IrqKind::Intx => {
                 let fd = eventfd()?;
@@ -603,7 +617,8 @@ impl E1000e {
                 }
                 self.t.config_write(PCI_COMMAND, &cmd.to_le_bytes())?;
                 self.irq_fds = vec![fd];
-                self.ims = IMS_RXT0 | IMS_TXDW | IMS_LSC | IMS_RXO | IMS_RXDMT0;
+                self.ims = IMS_RXT0 | IMS_LSC | IMS_RXO | IMS_RXDMT0;
+                self.ims_tx = IMS_TXDW;
             }
         }
         self.irq_kind = Some(kind);
@@ -739,6 +754,7 @@ impl E1000e {
 
     fn transmit_on(&mut self, q: usize, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError> {
         self.clean_tx(q)?;
+        self.tx_wait = false;
         let mut sent = 0;
         let mut taken = 0;
         for p in pkts.iter_mut() {
@@ -752,11 +768,13 @@ impl E1000e {
             debug_assert!(need <= MAX_DESC_PER_PKT);
             if (self.tx_free(q) as usize) < need {
                 self.stats.tx_busy += 1;
+                self.tx_wait = true;
                 break;
             }
             if let Some(d) = self.tx[q].bql.as_mut() {
                 if !d.may_queue() {
                     self.stats.tx_bql_stops += 1;
+                    self.tx_wait = true;
                     break;
                 }
             }
@@ -1010,12 +1028,14 @@ impl E1000e {
     }
 
     fn rearm(&mut self) -> Result<(), DriverError> {
+        let ims = self.ims | if self.tx_wait { self.ims_tx } else { 0 };
+        self.tx_armed = self.tx_wait;
         match self.irq_kind {
             Some(IrqKind::Intx) => {
-                self.t.write32_posted(IMS, self.ims)?;
+                self.t.write32_posted(IMS, ims)?;
                 self.t.unmask_intx()?;
             }
-            Some(_) => self.t.write32_posted(IMS, self.ims)?,
+            Some(_) => self.t.write32_posted(IMS, ims)?,
             None => {}
         }
         Ok(())
@@ -1099,6 +1119,10 @@ impl NetDev for E1000e {
             // Waiting without having polled the work that raised the last interrupt: enable first.
             self.irq_masked = false;
             self.rearm()?;
+        } else if self.tx_wait && !self.tx_armed && self.irq_kind.is_some() {
+            // A send waits for room: transmit completions must wake us.
+            self.tx_armed = true;
+            self.t.write32_posted(IMS, self.ims_tx)?;
         }
         // At most three vectors (MSI-X RX, TX, other): on the stack, nothing allocated per wait.
         let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 3];
@@ -1153,6 +1177,7 @@ impl NetDev for E1000e {
             _ => {}
         }
         self.irq_masked = true;
+        self.tx_armed = false;
         self.last_alive = Instant::now();
         Ok(true)
     }

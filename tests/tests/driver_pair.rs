@@ -404,6 +404,64 @@ fn byte_queue_limits_hold_the_ring_to_its_limit() {
     assert!(q.limit >= q.min_limit && q.limit <= q.max_limit);
 }
 
+/// Transmit completions wake only a send that waits for room: frames that fit the ring go out without an
+/// interrupt (their descriptors are reclaimed by the next poll or send), so a round trip costs the driver
+/// one wake-up, not two. Offered more than the ring and the byte queue limit take, the send is woken by
+/// the completions, including those the card finished before the driver went to sleep, and every frame
+/// goes out. The frames are for another station, so the card's own receive filter drops them as they
+/// come back over the loopback backend: no receive interrupt either.
+#[test]
+fn only_a_send_waiting_for_room_is_woken_by_transmit_completions() {
+    for irq in [driver::IrqMode::Msix, driver::IrqMode::Msi, driver::IrqMode::Intx] {
+        completions_wake_only_a_held_send(irq);
+    }
+}
+
+fn completions_wake_only_a_held_send(irq: driver::IrqMode) {
+    let s = sock("txirq");
+    let _d = Device::start(None, &s, &["--backend", "loopback"]);
+    let t = driver::open_transport(&format!("vfio-user:{}", s.display())).unwrap();
+    let mut dev = E1000e::open(t, Config { irq, ..Default::default() }).unwrap();
+    let mac = dev.mac();
+    let mut frame = vec![0u8; 1514];
+    frame[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+    frame[6..12].copy_from_slice(&mac);
+    frame[12..14].copy_from_slice(&[0x88, 0xb5]);
+    let mut rx = Vec::new();
+    // Whatever bring-up raised (link) is taken first.
+    while dev.wait(Duration::from_millis(300)).unwrap() {
+        dev.poll(64, &mut rx).unwrap();
+    }
+    let before = dev.stats().interrupts;
+    let mut batch: Vec<TxPacket> = (0..16).map(|_| TxPacket::plain(frame.clone())).collect();
+    assert_eq!(dev.transmit(&mut batch).unwrap(), 16);
+    assert!(!dev.wait(Duration::from_millis(500)).unwrap(), "{irq:?}: nothing waits for these completions");
+    assert_eq!(dev.stats().interrupts, before, "{irq:?}");
+    dev.poll(64, &mut rx).unwrap();
+    assert!(rx.is_empty(), "{irq:?}: another station's frames stay out");
+    // Many more than fit: each time the send is held back, a completion interrupt ends the wait.
+    let total = 3000;
+    let (mut sent, mut woken, mut held) = (0usize, 0u64, 0u64);
+    let end = Instant::now() + Duration::from_secs(30);
+    while sent < total && Instant::now() < end {
+        let mut batch: Vec<TxPacket> = (sent..total).map(|_| TxPacket::plain(frame.clone())).collect();
+        let want = batch.len();
+        let n = dev.transmit(&mut batch).unwrap();
+        sent += n;
+        if n < want {
+            held += 1;
+            if dev.wait(Duration::from_secs(2)).unwrap() {
+                woken += 1;
+            }
+            dev.poll(64, &mut rx).unwrap();
+        }
+    }
+    assert_eq!(sent, total, "{irq:?}: every frame went out");
+    assert!(held > 0, "{irq:?}: the ring and the byte queue limit held sends back");
+    assert_eq!(woken, held, "{irq:?}: every held-back send was woken by an interrupt, none by a 2 s timeout");
+    assert!(dev.stats().interrupts > before, "{irq:?}");
+}
+
 /// An XDP program that drops every frame: far more frames than the receive ring holds are all seen and
 /// dropped (the buffers go back to the card while nothing is handed up).
 #[test]
