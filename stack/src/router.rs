@@ -65,11 +65,7 @@ pub struct Router {
 
 /// An IP packet's destination address.
 fn ip_dst(p: &[u8]) -> Option<IpAddr> {
-    match p.first()? >> 4 {
-        4 => Some(IpAddr::from(<[u8; 4]>::try_from(p.get(16..20)?).ok()?)),
-        6 => Some(IpAddr::from(<[u8; 16]>::try_from(p.get(24..40)?).ok()?)),
-        _ => None,
-    }
+    crate::wire::ip_addrs(p).map(|a| a.1)
 }
 
 fn matches(dest: &IpAddr, prefix: u8, a: &IpAddr) -> bool {

@@ -544,24 +544,16 @@ impl Stack {
         if self.in_lo {
             return false;
         }
-        let reason = match pkt.first().map(|b| b >> 4) {
-            Some(4) => {
-                let at = |o: usize| pkt.get(o..o + 4).and_then(|a| <[u8; 4]>::try_from(a).ok()).is_some_and(crate::wire::ipv4::is_loopback);
-                (at(12) || at(16)).then_some(crate::monitor::DropReason::IpLocalnet)
-            }
-            Some(6) => {
-                let at = |o: usize| {
-                    pkt.get(o..o + 16).and_then(|a| <[u8; 16]>::try_from(a).ok()).is_some_and(|a| crate::wire::ipv6::is_loopback(&a))
-                };
-                (at(8) || at(24)).then_some(crate::monitor::DropReason::IpInhdr)
-            }
-            _ => None,
-        };
-        let Some(r) = reason else { return false };
-        if r == crate::monitor::DropReason::IpInhdr {
-            self.stats.in6_hdr_errors += 1;
+        let Some((src, dst)) = crate::wire::ip_addrs(pkt) else { return false };
+        if !src.is_loopback() && !dst.is_loopback() {
+            return false;
         }
-        self.drop_reason(r, 1);
+        if src.is_ipv4() {
+            self.drop_reason(crate::monitor::DropReason::IpLocalnet, 1);
+        } else {
+            self.stats.in6_hdr_errors += 1;
+            self.drop_reason(crate::monitor::DropReason::IpInhdr, 1);
+        }
         true
     }
 
@@ -570,12 +562,7 @@ impl Stack {
         if !self.host_routed || self.host_addrs.is_empty() {
             return false;
         }
-        let dst = match pkt.first().map(|b| b >> 4) {
-            Some(4) => pkt.get(16..20).and_then(|d| <[u8; 4]>::try_from(d).ok()).map(std::net::IpAddr::from),
-            Some(6) => pkt.get(24..40).and_then(|d| <[u8; 16]>::try_from(d).ok()).map(std::net::IpAddr::from),
-            _ => None,
-        };
-        dst.is_some_and(|d| self.host_addrs.contains(&d))
+        crate::wire::ip_addrs(pkt).is_some_and(|(_, d)| self.host_addrs.contains(&d))
     }
 
     /// A packet that came in through `lo` for an address this interface does not hold: another

@@ -187,14 +187,14 @@ impl Stack {
     pub(super) fn local_out(&mut self, mut p: PacketBuf, next_hop: [u8; 4], now: Instant) {
         let mut hop = next_hop;
         if self.nf.is_some() {
-            let lo = self.local_v4(hop) || self.for_host_addr(p.data());
-            let Some((ctx, moved)) = self.nf_output(&mut p, lo, now) else { return };
+            let mut to_host = self.for_host_addr(p.data());
+            let Some((ctx, moved)) = self.nf_output(&mut p, self.local_v4(hop) || to_host, now) else { return };
             if moved {
                 let d = p.data();
                 let Some(h) = self.next_hop_v4([d[16], d[17], d[18], d[19]]) else { return };
                 hop = h;
+                to_host = self.for_host_addr(p.data());
             }
-            let to_host = self.for_host_addr(p.data());
             if hop == super::HOST_HOP4 && self.host_routed && !to_host {
                 return self.send_to_host(p, ctx);
             }
@@ -215,15 +215,15 @@ impl Stack {
         let mut hop = hop;
         let own = |s: &Stack, h: &ipv6::Addr| ipv6::is_loopback(h) || s.v6.as_ref().is_some_and(|v| v.owns(h).is_some());
         if self.nf.is_some() {
-            let lo = own(self, &hop) || self.for_host_addr(p.data());
-            let Some((ctx, moved)) = self.nf_output(&mut p, lo, now) else { return };
+            let mut to_host = self.for_host_addr(p.data());
+            let Some((ctx, moved)) = self.nf_output(&mut p, own(self, &hop) || to_host, now) else { return };
             if moved {
                 let mut d = [0u8; 16];
                 d.copy_from_slice(&p.data()[24..40]);
                 let Some(h) = self.v6.as_ref().and_then(|x| x.next_hop(&d)) else { return };
                 hop = h;
+                to_host = self.for_host_addr(p.data());
             }
-            let to_host = self.for_host_addr(p.data());
             if hop == super::HOST_HOP6 && self.host_routed && !to_host {
                 return self.send_to_host(p, ctx);
             }

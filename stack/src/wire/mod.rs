@@ -10,6 +10,17 @@ pub mod ipv6;
 pub mod tcp;
 pub mod udp;
 
+/// The source and destination addresses of an IPv4 or IPv6 packet, read from its fixed header; `None` for
+/// anything shorter or of another version.
+pub fn ip_addrs(p: &[u8]) -> Option<(std::net::IpAddr, std::net::IpAddr)> {
+    use std::net::IpAddr;
+    match p.first()? >> 4 {
+        4 => Some((IpAddr::from(<[u8; 4]>::try_from(p.get(12..16)?).ok()?), IpAddr::from(<[u8; 4]>::try_from(p.get(16..20)?).ok()?))),
+        6 => Some((IpAddr::from(<[u8; 16]>::try_from(p.get(8..24)?).ok()?), IpAddr::from(<[u8; 16]>::try_from(p.get(24..40)?).ok()?))),
+        _ => None,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("truncated")]
