@@ -434,3 +434,50 @@ fn an_unreachable_from_the_router_ends_a_connect_at_once() {
     assert_eq!(r.s.tcp_error(h).map(|e| e.0), Some(libc::ENETUNREACH), "not after the SYN retries, at once");
     assert_eq!(r.s.tcp_state(h), Some(stack::tcp::State::Closed));
 }
+
+/// `lo` is not the interface: with it down, the host still reaches 127.0.0.0/8 and ::1 (pings, TCP, UDP),
+/// as Linux's `lo` stays up when `eth0` goes down, while anything for the link fails with ENETDOWN and the
+/// device sees nothing.
+#[test]
+fn lo_stays_up_while_the_interface_is_down() {
+    let mut w = Two::new(cfg(&[]), cfg(&[]));
+    w.run(1100);
+    w.a.set_up(false);
+    let tx = w.a.stats.tx_packets;
+    let now = w.now();
+    let llb = ipv6::link_local(MAC_B);
+    assert_eq!(w.a.ping_send([10, 0, 0, 1], 1, 1, b"the link", now).unwrap_err().0, libc::ENETDOWN);
+    assert_eq!(w.a.ping6_send(llb, 1, 1, b"the link", now).unwrap_err().0, libc::ENETDOWN);
+    w.a.ping_send([127, 0, 0, 1], 2, 1, b"localhost", now).unwrap();
+    w.a.ping6_send(std::net::Ipv6Addr::LOCALHOST.octets(), 3, 1, b"localhost", now).unwrap();
+    let l = w.a.tcp_listen(7000, 4).unwrap();
+    let u = w.a.udp_bind(5353).unwrap();
+    let v = w.a.udp_bind(0).unwrap();
+    for (k, dst) in ["127.0.0.1", "::1"].into_iter().enumerate() {
+        let dst: std::net::IpAddr = dst.parse().unwrap();
+        let now = w.now();
+        let c = w.a.tcp_connect_ip(0, dst, 7000, now).unwrap();
+        w.a.udp_send_to_ip(v, dst, 5353, b"dgram", now).unwrap();
+        w.run(20);
+        let s = w.a.tcp_accept(l).unwrap_or_else(|e| panic!("{dst}: not accepted ({e:?})"));
+        let now = w.now();
+        assert_eq!(w.a.tcp_send(c, b"hello", now), Ok(5));
+        w.run(20);
+        let mut buf = [0u8; 8];
+        let now = w.now();
+        assert_eq!(w.a.tcp_recv(s, &mut buf, now).map(|n| buf[..n].to_vec()), Ok(b"hello".to_vec()), "{dst}");
+        assert!(matches!(w.a.udp_recv_from_ip(u), Ok((d, from, _)) if d == b"dgram" && from == dst), "{dst} ({k})");
+    }
+    let ev = w.a.ping_events(2);
+    assert!(matches!(ev.as_slice(), [stack::PingEvent::Reply { from: [127, 0, 0, 1], .. }]), "{ev:?}");
+    let ev6 = w.a.ping6_events(3);
+    assert!(matches!(ev6.as_slice(), [Ping6Event::Reply { from, .. }] if *from == std::net::Ipv6Addr::LOCALHOST.octets()), "{ev6:?}");
+    assert_eq!(w.a.stats.tx_packets, tx, "the device saw none of it");
+    // Up again, the link works as before.
+    w.a.set_up(true);
+    w.run(1100);
+    let now = w.now();
+    w.a.ping6_send(llb, 4, 1, b"up", now).unwrap();
+    w.run(20);
+    assert!(matches!(w.a.ping6_events(4).as_slice(), [Ping6Event::Reply { .. }]));
+}

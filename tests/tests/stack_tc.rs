@@ -35,6 +35,15 @@ fn ping(ns: &Netns, count: u32, interval: &str) -> (Vec<f64>, f64) {
     (rtts, loss)
 }
 
+/// Every test here measures a rate or a delay that a userspace shaper keeps only when its wake-ups come
+/// on time, so they run one at a time: two shapers and their TCP senders on a 2-core machine make each
+/// other's wake-ups late.
+static PACE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn pace() -> std::sync::MutexGuard<'static, ()> {
+    PACE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     assert!(!v.is_empty(), "no round trips");
     v.sort_by(f64::total_cmp);
@@ -43,6 +52,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[test]
 fn fq_codel_keeps_latency_low_under_load_where_pfifo_fast_does_not_and_tbf_holds_its_rate() {
+    let _pace = pace();
     let ns = tapnet();
     let shaped = |child: &str| format!("tbf rate 20mbit burst 16k latency 1s child {child}");
     let spec = shaped("fq_codel");
@@ -90,6 +100,7 @@ fn fq_codel_keeps_latency_low_under_load_where_pfifo_fast_does_not_and_tbf_holds
 
 #[test]
 fn netem_delay_and_loss_as_linux_measures_them() {
+    let _pace = pace();
     let ns = tapnet();
     let c = lab(&ns, &["--qdisc", "netem delay 40ms 4ms loss 20% seed 9", "idle", "--seconds", "10"]);
     std::thread::sleep(Duration::from_millis(1200));
@@ -125,6 +136,7 @@ fn htb_classifies_by_the_mark_netfilter_set() {
 /// Two TCP flows to ports 5001 and 5002 through a 20 Mbit/s htb whose class 10 (15 Mbit/s, picked by
 /// `filter`) and default class 20 (5 Mbit/s) may both borrow up to the link.
 fn htb_share(filter: &str, extra: &[&str]) {
+    let _pace = pace();
     let ns = tapnet();
     let (s1, s2) = (ns.tcp_sink("10.81.0.1", 5001), ns.tcp_sink("10.81.0.1", 5002));
     let spec = format!(
@@ -158,6 +170,7 @@ fn htb_share(filter: &str, extra: &[&str]) {
 
 #[test]
 fn the_ingress_policer_drops_what_exceeds_its_rate() {
+    let _pace = pace();
     let ns = tapnet();
     let c = lab(&ns, &["--police", "rate 100kbit burst 4k", "idle", "--seconds", "4"]);
     std::thread::sleep(Duration::from_millis(1200));
@@ -175,6 +188,7 @@ fn the_ingress_policer_drops_what_exceeds_its_rate() {
 /// meters.
 #[test]
 fn tbf_on_our_router_limits_iperf3_to_its_rate() {
+    let _pace = pace();
     init_logs();
     let (n, a, b) = (Netns::new(), Netns::new(), Netns::new());
     let topo = std::env::temp_dir().join(format!("{}.toml", unique("tbfrouter")));

@@ -5,6 +5,7 @@
 #
 #   tools/scripts/guest-bench.sh [RUNS [NICS]]     (NICS: comma-separated wire,offload,e1000e,virtio)
 #   NIC_DEVICE_ARGS="--doorbells wake" tools/scripts/guest-bench.sh ...   (extra nic-device options)
+#   GUEST_BENCH_SECS=20 tools/scripts/guest-bench.sh 1 wire   (longer iperf3 runs, e.g. to profile one)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"

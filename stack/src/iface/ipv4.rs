@@ -61,7 +61,7 @@ impl Stack {
     /// Sends an IPv4 datagram with `payload` (an L4 packet), fragmenting it when it exceeds the MTU and
     /// `dont_frag` is clear.
     pub fn ip_send(&mut self, dst: [u8; 4], protocol: u8, payload: &[u8], dont_frag: bool, now: Instant) -> Result<(), Errno> {
-        if !self.up {
+        if !self.up && !ipv4::is_loopback(dst) {
             return Err(ENETDOWN);
         }
         let src = self.src_v4(dst);

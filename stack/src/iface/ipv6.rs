@@ -306,7 +306,7 @@ impl Stack {
     /// Sends an IPv6 packet with `payload` (an upper-layer packet whose checksum is already in), from
     /// `src` or the address source selection picks; fragments it when it exceeds the path MTU.
     pub fn ip6_send(&mut self, src: Option<Addr>, dst: Addr, next_header: u8, payload: &[u8], now: Instant) -> Result<(), Errno> {
-        if !self.up {
+        if !self.up && !ipv6::is_loopback(&dst) {
             return Err(ENETDOWN);
         }
         let dev_mtu = self.dev.mtu();

@@ -276,14 +276,21 @@ impl Stack {
     /// Receives, runs timers and transmits. Returns whether anything happened.
     pub fn poll(&mut self, now: Instant) -> bool {
         if !self.up {
-            // A down interface takes nothing in: what arrives is dropped, counted.
+            // A down interface takes nothing in: what arrives is dropped, counted. `lo` stays up, as
+            // Linux's does: the host's traffic to 127.0.0.0/8 and ::1 goes on, and so do the connections'
+            // timers (what they send toward the link is dropped, counted, as `enqueue` does).
             let mut frames = std::mem::take(&mut self.rx);
             let _ = self.dev.poll(64, &mut frames);
             self.stats.down_drops += frames.len() as u64;
             self.drop_reason(crate::monitor::DropReason::DevReady, frames.len() as u64);
             frames.clear();
             self.rx = frames;
-            return false;
+            self.clock = now;
+            let progress = self.run_looped(now);
+            if !self.host_routed {
+                self.tcp_poll(now);
+            }
+            return progress;
         }
         if !self.announced {
             self.announced = true;
@@ -324,19 +331,7 @@ impl Stack {
         for f in frames {
             self.input(f, now);
         }
-        // What the stack sent to itself since the last poll, back in through `lo`. What these draw in turn
-        // (a reply to ourselves) waits for the next poll, which `poll_at` asks for at once.
-        let looped = std::mem::take(&mut self.looped);
-        progress |= !looped.is_empty();
-        for p in looped {
-            self.in_lo = true;
-            match p.data().first().map(|b| b >> 4) {
-                Some(4) => self.ipv4_input(p, now),
-                Some(6) => self.ipv6_input(p, now),
-                _ => {}
-            }
-            self.in_lo = false;
-        }
+        progress |= self.run_looped(now);
         let (requests, failed) = self.neigh.poll(now);
         for ip in requests {
             self.send_arp(arp::OP_REQUEST, [0; 6], ip, BROADCAST);
@@ -362,6 +357,23 @@ impl Stack {
         }
         self.poll6(now);
         progress |= self.transmit(now);
+        progress
+    }
+
+    /// What the stack sent to itself since the last poll, back in through `lo`. What these draw in turn (a
+    /// reply to ourselves) waits for the next poll, which `poll_at` asks for at once.
+    fn run_looped(&mut self, now: Instant) -> bool {
+        let looped = std::mem::take(&mut self.looped);
+        let progress = !looped.is_empty();
+        for p in looped {
+            self.in_lo = true;
+            match p.data().first().map(|b| b >> 4) {
+                Some(4) => self.ipv4_input(p, now),
+                Some(6) => self.ipv6_input(p, now),
+                _ => {}
+            }
+            self.in_lo = false;
+        }
         progress
     }
 
@@ -428,7 +440,8 @@ impl Stack {
 
     /// Takes the interface down or up (`ip link set dev X down|up`). While down the device is neither
     /// read nor written, what was queued to send is dropped, and sending fails with ENETDOWN; coming up,
-    /// the stack announces its addresses again.
+    /// the stack announces its addresses again. `lo` is not this interface: 127.0.0.0/8 and ::1 stay
+    /// reachable.
     pub fn set_up(&mut self, up: bool) {
         if self.up == up {
             return;

@@ -8,7 +8,8 @@
 //!   guest-bench [RUNS [NICS]]   (tools/scripts/guest-bench.sh builds and runs it)
 //!
 //! NICS picks rows, comma-separated from `wire`, `offload`, `e1000e`, `virtio` (all by default); the ratios
-//! print only for rows that ran.
+//! print only for rows that ran. `GUEST_BENCH_SECS` sets the length of each iperf3 run (default 4), for a
+//! profile or a thread sampler to watch one direction long enough.
 
 use nic_tests::*;
 use std::process::Stdio;
@@ -41,7 +42,7 @@ fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 /// (tx = guest to host, rx = host to guest) Mbit/s of each run.
-fn measure(nic: Nic, runs: usize) -> (Vec<f64>, Vec<f64>) {
+fn measure(nic: Nic, runs: usize, secs: u32) -> (Vec<f64>, Vec<f64>) {
     let ns = Netns::new();
     let tap = "gbtap0";
     let mut opts = GuestOpts { netns: Some(ns.name.clone()), ..Default::default() };
@@ -61,7 +62,8 @@ fn measure(nic: Nic, runs: usize) -> (Vec<f64>, Vec<f64>) {
     let (mut tx, mut rx) = (Vec::new(), Vec::new());
     for r in 0..runs {
         for (dir, v) in [("", &mut tx), ("-R", &mut rx)] {
-            let (_, out) = g.run(&format!("iperf3 -c {HOST_IP} -t 4 -f m {dir}"), Duration::from_secs(120));
+            eprintln!("[guest-bench] {} run {r} {}", nic.name(), if dir.is_empty() { "guest -> host" } else { "host -> guest" });
+            let (_, out) = g.run(&format!("iperf3 -c {HOST_IP} -t {secs} -f m {dir}"), Duration::from_secs(120 + u64::from(secs)));
             match iperf3_mbits(&out) {
                 Some(m) => v.push(m),
                 None => eprintln!("{} run {r} {dir}: no result: {out}", nic.name()),
@@ -77,6 +79,16 @@ fn main() {
     init_logs();
     require_rig();
     let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
+    let secs: u32 = match std::env::var("GUEST_BENCH_SECS") {
+        Ok(v) => match v.parse() {
+            Ok(s) if (1..=3600).contains(&s) => s,
+            _ => {
+                eprintln!("guest-bench: GUEST_BENCH_SECS must be 1-3600 seconds, not {v:?}");
+                std::process::exit(2);
+            }
+        },
+        Err(_) => 4,
+    };
     let pick = std::env::args().nth(2).unwrap_or_else(|| "wire,offload,e1000e,virtio".into());
     let all = [("wire", Nic::Ours), ("offload", Nic::OursOffload), ("e1000e", Nic::QemuE1000e), ("virtio", Nic::QemuVirtio)];
     let mut nics = Vec::new();
@@ -92,10 +104,10 @@ fn main() {
     let mut rows = Vec::new();
     for nic in nics {
         eprintln!("[guest-bench] {} ({runs} runs each way) ...", nic.name());
-        let (tx, rx) = measure(nic, runs);
+        let (tx, rx) = measure(nic, runs, secs);
         rows.push((nic, tx, rx));
     }
-    println!("guest iperf3 (Linux guest under TCG, 1 vCPU; median Mbit/s of {runs} runs of 4 s, lowest-highest)");
+    println!("guest iperf3 (Linux guest under TCG, 1 vCPU; median Mbit/s of {runs} runs of {secs} s, lowest-highest)");
     println!("{:32} {:>26} {:>26}", "NIC", "guest -> host", "host -> guest");
     let mut med = Vec::new();
     for (nic, tx, rx) in &rows {
