@@ -7,7 +7,7 @@
 //! | `vfio_decode` | vfio-user framing and every message parser |
 //! | `vfio_server` | message sequences against a live device object, then its rings |
 //! | `device_regs` | config space, BAR0/IO/MSI-X accesses interleaved with TX/RX ring processing |
-//! | `stack_rx` | the stack's frame input against live TCP/UDP sockets on a virtual clock |
+//! | `stack_rx` | the stack's frame input against live TCP/UDP sockets on a virtual clock, with the interface taken down and up |
 //! | `stack_rx6` | IPv6 input: extension headers, fragments, ICMPv6 and neighbour/router discovery |
 //! | `backend_vnet` | frames with a virtio-net header from an offloading TAP; TSO packets sent whole |
 //! | `stack_nat` | a NAT router's netfilter: conntrack, NAT, REJECT and every hook, IPv4 and IPv6 |

@@ -175,7 +175,7 @@ fn frame(i: &mut Input, shared: &Shared) -> Vec<u8> {
 }
 
 /// Interprets the input as frames arriving between polls, with the application reading, writing and
-/// closing its sockets in between.
+/// closing its sockets in between, and taking the interface down and up.
 pub fn rx(data: &[u8]) {
     let shared = Rc::new(RefCell::new(Shared::default()));
     let mut st = Stack::new(Box::new(FuzzDev(shared.clone())), Config::new(OUR_IP, 24));
@@ -221,6 +221,15 @@ pub fn rx(data: &[u8]) {
             }
             let _ = st.tcp_ready(c);
             let _ = st.tcp_state(c);
+        }
+        if ctl & 0x30 == 0x20 {
+            // The interface goes down (and its frames are dropped) or comes back up; going down, the host
+            // connects to itself through `lo`, which stays up.
+            let up = !st.is_up();
+            st.set_up(up);
+            if !up && conns.len() < 16 {
+                conns.extend(st.tcp_connect_ip(0, std::net::Ipv4Addr::LOCALHOST.into(), 80, now).ok());
+            }
         }
         while st.udp_recv_from(udp).is_ok() {}
         if ctl & 0x40 != 0 {
