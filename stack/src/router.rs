@@ -908,6 +908,24 @@ mod host_test {
                 let now = *clock.borrow();
                 assert_eq!(r.tcp_recv(s, &mut buf, now).map(|n| buf[..n].to_vec()), Ok(b"over lo".to_vec()));
             }
+            // With every interface down, `lo` stays up (as Linux's does): the loopback addresses still
+            // connect.
+            r.ifaces[0].set_up(false);
+            r.ifaces[1].set_up(false);
+            for dst in [lo4, lo6] {
+                let now = *clock.borrow();
+                let c = r.tcp_connect(dst, 80, now).unwrap_or_else(|e| panic!("forwarding {forwarding}, {dst}, links down: {e:?}"));
+                run(&mut r);
+                let s = r.tcp_accept(l).unwrap_or_else(|e| panic!("forwarding {forwarding}, {dst}, links down: not accepted ({e:?})"));
+                let now = *clock.borrow();
+                assert_eq!(r.tcp_send(c, b"links down", now), Ok(10));
+                run(&mut r);
+                let mut buf = [0u8; 16];
+                let now = *clock.borrow();
+                assert_eq!(r.tcp_recv(s, &mut buf, now).map(|n| buf[..n].to_vec()), Ok(b"links down".to_vec()), "{dst}");
+            }
+            r.ifaces[0].set_up(true);
+            r.ifaces[1].set_up(true);
             assert_eq!(wire(&r), before, "forwarding {forwarding}: nothing went over a wire");
             let listing = r.nf.as_ref().unwrap().borrow().rules.listing();
             // Every packet of the pings and the connections passed each hook's `lo` rule, none its wire's.
