@@ -224,6 +224,11 @@ pub struct Guest {
 }
 
 impl Guest {
+    /// The process that launched the guest (QEMU runs under it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn boot(opts: &GuestOpts) -> Guest {
         require_rig();
         let launcher = root().join("qemu-config/launch-guest.sh");

@@ -9,11 +9,16 @@
 //!
 //! NICS picks rows, comma-separated from `wire`, `offload`, `e1000e`, `virtio` (all by default); the ratios
 //! print only for rows that ran. `GUEST_BENCH_SECS` sets the length of each iperf3 run (default 4), for a
-//! profile or a thread sampler to watch one direction long enough.
+//! profile to watch one direction long enough.
+//!
+//! A second table says where the host's CPU went during the runs, per thread (from /proc, utime + stime
+//! over each run): the guest's vCPU, QEMU's other threads (its main loop, which runs QEMU's own NICs and
+//! injects interrupts) and each nic-device thread. A vCPU near 100% means the guest, not the NIC, sets the
+//! pace.
 
 use nic_tests::*;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Nic {
@@ -34,6 +39,88 @@ impl Nic {
     }
 }
 
+/// CPU time per thread, from /proc.
+mod cpu {
+    use std::collections::HashMap;
+
+    /// Every process under `root`, `root` included.
+    pub fn tree(root: u32) -> Vec<u32> {
+        let mut parent = HashMap::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if let Some(f) = stat_fields(&format!("/proc/{pid}/stat")) {
+                if let Some(pp) = f.get(1).and_then(|p| p.parse::<u32>().ok()) {
+                    parent.insert(pid, pp);
+                }
+            }
+        }
+        let mut out = vec![root];
+        let mut k = 0;
+        while k < out.len() {
+            let p = out[k];
+            out.extend(parent.iter().filter(|(_, pp)| **pp == p).map(|(c, _)| *c));
+            k += 1;
+        }
+        out
+    }
+
+    /// The fields after the command name of a stat file (state first), and the name.
+    fn stat_fields(path: &str) -> Option<Vec<String>> {
+        let s = std::fs::read_to_string(path).ok()?;
+        let (name, rest) = (s.get(s.find('(')? + 1..s.rfind(')')?)?, s.get(s.rfind(')')? + 2..)?);
+        let mut v: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
+        v.push(name.to_string());
+        Some(v)
+    }
+
+    /// (pid, tid) -> (thread name, utime + stime in clock ticks) for every thread of `pids`.
+    pub fn ticks(pids: &[u32]) -> HashMap<(u32, u32), (String, u64)> {
+        let mut m = HashMap::new();
+        for &pid in pids {
+            for e in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+                let Some(tid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+                let Some(f) = stat_fields(&format!("/proc/{pid}/task/{tid}/stat")) else { continue };
+                let t = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+                // utime and stime are the 14th and 15th fields of stat: 11 and 12 after the state.
+                m.insert((pid, tid), (f.last().cloned().unwrap_or_default(), t(11) + t(12)));
+            }
+        }
+        m
+    }
+
+    /// Percent of one CPU per role between two samples `secs` apart: "vCPU" (QEMU's "CPU n/TCG" threads),
+    /// "QEMU other" (the rest of a process with a vCPU), and the device's threads by name.
+    pub fn shares(
+        before: &HashMap<(u32, u32), (String, u64)>,
+        after: &HashMap<(u32, u32), (String, u64)>,
+        device: &[u32],
+        secs: f64,
+    ) -> Vec<(String, f64)> {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let qemu: Vec<u32> = after.iter().filter(|(_, (n, _))| n.starts_with("CPU ")).map(|((p, _), _)| *p).collect();
+        let mut by: Vec<(String, f64)> = Vec::new();
+        for ((pid, tid), (name, t)) in after {
+            let role = if name.starts_with("CPU ") {
+                "vCPU".to_string()
+            } else if qemu.contains(pid) {
+                "QEMU other".to_string()
+            } else if device.contains(pid) {
+                name.clone()
+            } else {
+                continue;
+            };
+            let d = t.saturating_sub(before.get(&(*pid, *tid)).map_or(0, |b| b.1));
+            let pct = d as f64 / hz / secs * 100.0;
+            match by.iter_mut().find(|(r, _)| *r == role) {
+                Some(e) => e.1 += pct,
+                None => by.push((role, pct)),
+            }
+        }
+        by
+    }
+}
+
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -41,8 +128,15 @@ fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     (m, v[0], v[n - 1])
 }
 
-/// (tx = guest to host, rx = host to guest) Mbit/s of each run.
-fn measure(nic: Nic, runs: usize, secs: u32) -> (Vec<f64>, Vec<f64>) {
+/// What one direction measured over its runs: Mbit/s, and each run's CPU shares by role.
+#[derive(Default)]
+struct Dir {
+    mbits: Vec<f64>,
+    cpu: Vec<Vec<(String, f64)>>,
+}
+
+/// (tx = guest to host, rx = host to guest) of each run.
+fn measure(nic: Nic, runs: usize, secs: u32) -> (Dir, Dir) {
     let ns = Netns::new();
     let tap = "gbtap0";
     let mut opts = GuestOpts { netns: Some(ns.name.clone()), ..Default::default() };
@@ -52,20 +146,27 @@ fn measure(nic: Nic, runs: usize, secs: u32) -> (Vec<f64>, Vec<f64>) {
         Nic::QemuE1000e => TapNic::Qemu { model: "e1000e", vnet_hdr: false, modules: "e1000e" },
         Nic::QemuVirtio => TapNic::Qemu { model: "virtio-net-pci", vnet_hdr: true, modules: "virtio_pci,virtio_net" },
     };
-    let _dev = attach_tap(&ns, tap, nic_kind, &mut opts);
+    let dev = attach_tap(&ns, tap, nic_kind, &mut opts);
     let mut g = Guest::boot(&opts);
     g.must("echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6");
     g.link_up("eth0", &format!("{GUEST_IP}/24"));
     g.must(&format!("ping -c 2 -W 2 {HOST_IP} > /dev/null"));
     let mut srv = ns.command(std::path::Path::new("iperf3")).args(["-s"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let (mut tx, mut rx) = (Vec::new(), Vec::new());
+    let device = dev.as_ref().map(|d| cpu::tree(d.child.id())).unwrap_or_default();
+    let (mut tx, mut rx) = (Dir::default(), Dir::default());
     for r in 0..runs {
         for (dir, v) in [("", &mut tx), ("-R", &mut rx)] {
             eprintln!("[guest-bench] {} run {r} {}", nic.name(), if dir.is_empty() { "guest -> host" } else { "host -> guest" });
+            let procs: Vec<u32> = cpu::tree(g.pid()).into_iter().chain(device.iter().copied()).collect();
+            let (t0, before) = (Instant::now(), cpu::ticks(&procs));
             let (_, out) = g.run(&format!("iperf3 -c {HOST_IP} -t {secs} -f m {dir}"), Duration::from_secs(120 + u64::from(secs)));
+            let after = cpu::ticks(&procs);
             match iperf3_mbits(&out) {
-                Some(m) => v.push(m),
+                Some(m) => {
+                    v.mbits.push(m);
+                    v.cpu.push(cpu::shares(&before, &after, &device, t0.elapsed().as_secs_f64()));
+                }
                 None => eprintln!("{} run {r} {dir}: no result: {out}", nic.name()),
             }
         }
@@ -118,14 +219,100 @@ fn main() {
             let (m, lo, hi) = median(v.clone());
             (format!("{m:.0} ({lo:.0}-{hi:.0})"), m)
         };
-        let ((t, tm), (r, rm)) = (cell(tx), cell(rx));
+        let ((t, tm), (r, rm)) = (cell(&tx.mbits), cell(&rx.mbits));
         println!("{:32} {:>26} {:>26}", nic.name(), t, r);
         med.push((tm, rm));
+    }
+    println!("host CPU during the runs (median % of one CPU, per thread role)");
+    for (nic, tx, rx) in &rows {
+        for (label, d) in [("guest -> host", tx), ("host -> guest", rx)] {
+            let mut roles: Vec<String> = Vec::new();
+            for run in &d.cpu {
+                for (r, _) in run {
+                    if !roles.contains(r) {
+                        roles.push(r.clone());
+                    }
+                }
+            }
+            // The guest's first, then the device's threads by name.
+            roles.sort_by_key(|r| (r != "vCPU", r != "QEMU other", r.clone()));
+            let cells: Vec<String> = roles
+                .iter()
+                .map(|r| {
+                    let v: Vec<f64> = d.cpu.iter().map(|run| run.iter().find(|x| x.0 == *r).map_or(0.0, |x| x.1)).collect();
+                    format!("{r} {:.0}%", median(v).0)
+                })
+                .collect();
+            let cells = if cells.is_empty() { "no result".to_string() } else { cells.join(", ") };
+            println!("{:32} {:13}  {cells}", nic.name(), label);
+        }
     }
     let row = |n: Nic| rows.iter().position(|r| r.0 == n);
     for (ours, theirs) in [(Nic::Ours, Nic::QemuE1000e), (Nic::OursOffload, Nic::QemuVirtio), (Nic::Ours, Nic::QemuVirtio)] {
         let (Some(a), Some(b)) = (row(ours), row(theirs)) else { continue };
         let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
         println!("{} / {}: {} tx, {} rx", ours.name(), theirs.name(), ratio(med[a].0, med[b].0), ratio(med[a].1, med[b].1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu;
+    use std::collections::HashMap;
+
+    /// The roles: QEMU's vCPU threads, the rest of QEMU, the device's threads by name; nothing else.
+    #[test]
+    fn shares_are_grouped_by_role() {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let t = |v: &[((u32, u32), &str, u64)]| -> HashMap<(u32, u32), (String, u64)> {
+            v.iter().map(|(k, n, t)| (*k, (n.to_string(), *t))).collect()
+        };
+        let before = t(&[((10, 11), "CPU 0/TCG", 5), ((10, 10), "qemu-system-x86", 0), ((20, 20), "nic-device", 0), ((30, 30), "bash", 0)]);
+        let after = t(&[
+            ((10, 11), "CPU 0/TCG", 5 + hz * 9 / 10),
+            ((10, 10), "qemu-system-x86", hz / 10),
+            ((10, 12), "worker", hz / 10),
+            ((20, 20), "nic-device", hz / 4),
+            ((20, 21), "nic-datapath", hz / 2),
+            ((30, 30), "bash", hz),
+        ]);
+        let mut s = cpu::shares(&before, &after, &[20], 1.0);
+        s.sort_by(|a, b| a.0.cmp(&b.0));
+        let s: Vec<(String, u64)> = s.into_iter().map(|(r, p)| (r, p.round() as u64)).collect();
+        let want = [("QEMU other", 20), ("nic-datapath", 50), ("nic-device", 25), ("vCPU", 90)];
+        assert_eq!(s, want.iter().map(|(r, p)| (r.to_string(), *p)).collect::<Vec<_>>());
+    }
+
+    /// A thread that burns CPU shows up under its own name with its ticks growing, and a child process is
+    /// in the tree of its parent.
+    #[test]
+    fn a_busy_thread_and_a_child_are_seen() {
+        let me = std::process::id();
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        assert!(cpu::tree(me).contains(&child.id()), "the child is under its parent");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let spin = std::thread::Builder::new()
+            .name("gb-spin".into())
+            .spawn(move || {
+                let mut x = 0u64;
+                while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            })
+            .unwrap();
+        let of = |m: &HashMap<(u32, u32), (String, u64)>| m.values().find(|(n, _)| n == "gb-spin").map(|x| x.1);
+        let first = of(&cpu::ticks(&[me])).expect("the spinning thread is listed");
+        let t0 = std::time::Instant::now();
+        // Until its CPU time grows (bounded, so a starved machine fails rather than hangs).
+        while of(&cpu::ticks(&[me])).unwrap_or(0) <= first {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the spinning thread's CPU time never grew");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        spin.join().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
