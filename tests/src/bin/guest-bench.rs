@@ -303,8 +303,15 @@ mod tests {
             })
             .unwrap();
         let of = |m: &HashMap<(u32, u32), (String, u64)>| m.values().find(|(n, _)| n == "gb-spin").map(|x| x.1);
-        let first = of(&cpu::ticks(&[me])).expect("the spinning thread is listed");
         let t0 = std::time::Instant::now();
+        // The new thread names itself once it runs.
+        let first = loop {
+            if let Some(t) = of(&cpu::ticks(&[me])) {
+                break t;
+            }
+            assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the spinning thread is never listed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
         // Until its CPU time grows (bounded, so a starved machine fails rather than hangs).
         while of(&cpu::ticks(&[me])).unwrap_or(0) <= first {
             assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the spinning thread's CPU time never grew");
