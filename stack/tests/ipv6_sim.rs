@@ -2,6 +2,8 @@
 //! discovery, echo with fragmentation), and one stack beside a raw port that plays a router or a hostile
 //! node with hand-built frames (router advertisements, redirects, Packet Too Big, extension headers).
 
+mod common;
+
 use stack::dev::sim::{link, Impairment, SimPort};
 use stack::dev::Device;
 use stack::iface::Ipv6Config;
@@ -480,4 +482,38 @@ fn lo_stays_up_while_the_interface_is_down() {
     w.a.ping6_send(llb, 4, 1, b"up", now).unwrap();
     w.run(20);
     assert!(matches!(w.a.ping6_events(4).as_slice(), [Ping6Event::Reply { .. }]));
+}
+
+/// A connection to 127.0.0.1 or ::1 takes its MSS from `lo`'s MTU (65536, as Linux's), not the link's: a
+/// megabyte crosses in segments of 65,483 and 65,463 bytes (the MSS less the timestamps option), intact.
+#[test]
+fn connections_over_lo_use_lo_s_mtu() {
+    let mut w = Two::new(cfg(&[]), cfg(&[]));
+    w.run(1100);
+    let l = w.a.tcp_listen(7000, 4).unwrap();
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    for (dst, mss) in [("127.0.0.1", 65495 - 12), ("::1", 65475 - 12)] {
+        let dst: std::net::IpAddr = dst.parse().unwrap();
+        let now = w.now();
+        let c = w.a.tcp_connect_ip(0, dst, 7000, now).unwrap();
+        w.run(5);
+        let s = w.a.tcp_accept(l).unwrap_or_else(|e| panic!("{dst}: not accepted ({e:?})"));
+        assert_eq!(w.a.tcp_conn(c).map(|t| t.mss()), Some(mss), "{dst}: the client's MSS");
+        assert_eq!(w.a.tcp_conn(s).map(|t| t.mss()), Some(mss), "{dst}: the server's MSS");
+        let (segs, tx) = (w.a.stats.tcp_out_segs, w.a.stats.tx_packets);
+        let got = common::transfer(
+            &mut w,
+            &data,
+            5000,
+            |w, d| w.a.tcp_send(c, d, w.now()).unwrap_or(0),
+            |w| w.run(1),
+            |w, b| w.a.tcp_recv(s, b, w.now()).unwrap_or(0),
+        );
+        assert!(got == data, "{dst}: {} of {} bytes, intact: {}", got.len(), data.len(), data.starts_with(&got));
+        // Data and acknowledgments both ways: about 16 data segments of 65 kB, where 1448-byte segments
+        // would take 691.
+        let n = w.a.stats.tcp_out_segs - segs;
+        assert!(n < 200, "{dst}: {n} segments for a megabyte");
+        assert_eq!(w.a.stats.tx_packets, tx, "{dst}: nothing reached the device");
+    }
 }

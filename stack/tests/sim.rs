@@ -420,3 +420,37 @@ fn an_interface_taken_down_neither_sends_nor_receives_until_it_is_up_again() {
     w.run(Duration::from_millis(20));
     assert!(matches!(w.a.ping_events(2).as_slice(), [PingEvent::Reply { seq: 4, .. }]));
 }
+
+/// The MSS follows the link's MTU: over a 9000-byte link both ends use 8,948-byte segments (8960 less the
+/// timestamps option), and a megabyte arrives intact in frames no larger than the MTU allows.
+#[test]
+fn the_mss_follows_the_link_mtu() {
+    let clock = std::rc::Rc::new(std::cell::RefCell::new(Instant::ZERO));
+    let (pa, pb) = stack::dev::sim::link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), Impairment::default(), 3, clock.clone());
+    let mut w = World {
+        a: Stack::new(Box::new(pa.with_mtu(9000)), Config::new(A, 24)),
+        b: Stack::new(Box::new(pb.with_mtu(9000)), Config::new(B, 24)),
+        clock,
+    };
+    let l = w.b.tcp_listen(80, 1).unwrap();
+    let now = w.now();
+    let c = w.a.tcp_connect(B, 80, now).unwrap();
+    w.run(Duration::from_millis(20));
+    let s = w.b.tcp_accept(l).unwrap();
+    assert_eq!(w.a.tcp_conn(c).map(|t| t.mss()), Some(8960 - 12));
+    assert_eq!(w.b.tcp_conn(s).map(|t| t.mss()), Some(8960 - 12));
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 249) as u8).collect();
+    let (bytes, packets) = (w.a.stats.tx_bytes, w.a.stats.tx_packets);
+    let got = transfer(
+        &mut w,
+        &data,
+        10_000,
+        |w, d| w.a.tcp_send(c, d, w.now()).unwrap_or(0),
+        World::step,
+        |w, b| w.b.tcp_recv(s, b, w.now()).unwrap_or(0),
+    );
+    assert!(got == data, "{} of {} bytes", got.len(), data.len());
+    // Frames of 9014 bytes at most: about 112 of them for the megabyte.
+    let (b, p) = (w.a.stats.tx_bytes - bytes, w.a.stats.tx_packets - packets);
+    assert!(p < 200 && b / p > 8000, "{p} frames, {b} bytes");
+}

@@ -54,6 +54,9 @@ impl Stack {
     }
 
     pub(super) fn mtu_to(&self, dst: [u8; 4]) -> usize {
+        if ipv4::is_loopback(dst) {
+            return super::LO_MTU;
+        }
         let dev = self.dev.mtu();
         self.pmtu.get(&dst).copied().unwrap_or(dev).min(dev)
     }

@@ -126,6 +126,9 @@ const TX_BATCH: usize = 64;
 pub(super) const HOST_HOP4: [u8; 4] = [0; 4];
 pub(super) const HOST_HOP6: crate::wire::ipv6::Addr = [0; 16];
 
+/// The MTU toward 127.0.0.0/8 and ::1: `lo`'s, as Linux sets it.
+pub(super) const LO_MTU: usize = 65536;
+
 pub struct Stack {
     pub dev: Box<dyn Device>,
     pub cfg: Config,
@@ -243,7 +246,9 @@ impl Stack {
             in_lo: false,
             announced: false,
             socks: Sockets::default(),
-            tcp_cfg: crate::tcp::Config::default(),
+            // A connection's MSS follows the MTU toward its peer (`conn_cfg`): the configured one caps it
+            // only when set lower, as a socket's TCP_MAXSEG does.
+            tcp_cfg: crate::tcp::Config { mss: 65495, ..Default::default() },
             forwarded: Vec::new(),
             host_routed: false,
             host_out: Vec::new(),

@@ -97,8 +97,9 @@ impl Stack {
         None
     }
 
-    /// Settings for a new connection to `peer`: the MSS follows the device MTU and any path MTU learned for
-    /// the peer (ICMP fragmentation needed, Packet Too Big). Over IPv6 the device's offloads are not used:
+    /// Settings for a new connection to `peer`: the MSS follows the MTU toward it (the device's, or `lo`'s
+    /// for 127.0.0.0/8 and ::1) and any path MTU learned for the peer (ICMP fragmentation needed, Packet
+    /// Too Big), capped by the configured MSS. Over IPv6 the device's offloads are not used:
     /// segments leave whole and checksummed.
     pub(super) fn conn_cfg(&self, peer: IpAddr) -> crate::tcp::Config {
         let mut c = self.tcp_cfg.clone();

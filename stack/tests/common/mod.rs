@@ -44,3 +44,33 @@ impl World {
         }
     }
 }
+
+/// Moves `data` over a connection: each round offers what is left to `send`, runs `step` (polls and the
+/// clock) and drains `recv`, for at most `rounds` rounds or until everything arrived. What arrived.
+pub fn transfer<W>(
+    w: &mut W,
+    data: &[u8],
+    rounds: usize,
+    send: impl Fn(&mut W, &[u8]) -> usize,
+    step: impl Fn(&mut W),
+    recv: impl Fn(&mut W, &mut [u8]) -> usize,
+) -> Vec<u8> {
+    let (mut sent, mut got, mut buf) = (0, Vec::new(), vec![0u8; 1 << 16]);
+    for _ in 0..rounds {
+        if sent < data.len() {
+            sent += send(w, &data[sent..]);
+        }
+        step(w);
+        loop {
+            let n = recv(w, &mut buf);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        if got.len() >= data.len() {
+            break;
+        }
+    }
+    got
+}
