@@ -233,6 +233,9 @@ impl V6 {
     }
 
     pub(super) fn mtu(&self, dev: usize, dst: &Addr) -> usize {
+        if ipv6::is_loopback(dst) {
+            return super::LO_MTU;
+        }
         let link = self.link_mtu.unwrap_or(dev).min(dev);
         self.pmtu.get(dst).copied().unwrap_or(link).min(link).max(ipv6::MIN_MTU)
     }
@@ -285,9 +288,6 @@ impl Stack {
 
     /// The IPv6 MTU toward `dst` (the link's, an advertisement's, or a path MTU learned).
     pub fn ipv6_mtu(&self, dst: &Addr) -> Option<usize> {
-        if ipv6::is_loopback(dst) {
-            return self.v6.as_ref().map(|_| super::LO_MTU);
-        }
         self.v6.as_ref().map(|v| v.mtu(self.dev.mtu(), dst))
     }
 
@@ -316,7 +316,7 @@ impl Stack {
         let Some(v) = self.v6.as_mut() else { return Err(ENETUNREACH) };
         let Some(src) = src.or_else(|| v.source_for(&dst)) else { return Err(EADDRNOTAVAIL) };
         let hop_limit = if ipv6::is_multicast(&dst) && next_header == ipv6::NH_ICMPV6 { 255 } else { v.hop_limit };
-        let mtu = if ipv6::is_loopback(&dst) { super::LO_MTU } else { v.mtu(dev_mtu, &dst) };
+        let mtu = v.mtu(dev_mtu, &dst);
         let hop = if ipv6::is_multicast(&dst) { None } else { Some(v.next_hop(&dst).ok_or(ENETUNREACH)?) };
         if payload.len() > 65535 {
             return Err(EMSGSIZE);
