@@ -616,6 +616,115 @@ pub fn run_topology_between_with(n: &Netns, a: &Netns, b: &Netns, topology: &Pat
     c
 }
 
+/// CPU time from /proc, in clock ticks.
+pub mod cpu {
+    use std::collections::HashMap;
+
+    /// (pid, tid) -> (thread name, utime + stime).
+    pub type Ticks = HashMap<(u32, u32), (String, u64)>;
+
+    /// Clock ticks per second.
+    pub fn hz() -> f64 {
+        // SAFETY: sysconf has no preconditions.
+        (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+    }
+
+    /// A stat file's command name and the fields after it (the state first).
+    fn stat(path: &str) -> Option<(String, Vec<String>)> {
+        let s = std::fs::read_to_string(path).ok()?;
+        let (name, rest) = (s.get(s.find('(')? + 1..s.rfind(')')?)?, s.get(s.rfind(')')? + 2..)?);
+        Some((name.to_string(), rest.split_whitespace().map(str::to_string).collect()))
+    }
+
+    /// utime + stime of stat fields (the 14th and 15th of the file: 11 and 12 after the state).
+    fn used(f: &[String]) -> u64 {
+        let t = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        t(11) + t(12)
+    }
+
+    /// CPU time process `pid` has used so far, all threads.
+    pub fn process_ticks(pid: u32) -> u64 {
+        stat(&format!("/proc/{pid}/stat")).map_or(0, |(_, f)| used(&f))
+    }
+
+    /// Every process under `root`, `root` included.
+    pub fn tree(root: u32) -> Vec<u32> {
+        let mut parent = HashMap::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if let Some(pp) = stat(&format!("/proc/{pid}/stat")).and_then(|(_, f)| f.get(1)?.parse::<u32>().ok()) {
+                parent.insert(pid, pp);
+            }
+        }
+        let mut out = vec![root];
+        let mut k = 0;
+        while k < out.len() {
+            let p = out[k];
+            out.extend(parent.iter().filter(|(_, pp)| **pp == p).map(|(c, _)| *c));
+            k += 1;
+        }
+        out
+    }
+
+    /// Every thread of `pids`, with its name and CPU time.
+    pub fn ticks(pids: &[u32]) -> Ticks {
+        let mut m = HashMap::new();
+        for &pid in pids {
+            for e in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+                let Some(tid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+                if let Some((name, f)) = stat(&format!("/proc/{pid}/task/{tid}/stat")) {
+                    m.insert((pid, tid), (name, used(&f)));
+                }
+            }
+        }
+        m
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::collections::HashMap;
+
+        /// A thread that burns CPU shows up under its own name with its ticks growing, and a child process is
+        /// in the tree of its parent.
+        #[test]
+        fn a_busy_thread_and_a_child_are_seen() {
+            let me = std::process::id();
+            let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+            assert!(super::tree(me).contains(&child.id()), "the child is under its parent");
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let s = stop.clone();
+            let spin = std::thread::Builder::new()
+                .name("gb-spin".into())
+                .spawn(move || {
+                    let mut x = 0u64;
+                    while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                })
+                .unwrap();
+            let of = |m: &HashMap<(u32, u32), (String, u64)>| m.values().find(|(n, _)| n == "gb-spin").map(|x| x.1);
+            let t0 = std::time::Instant::now();
+            // The new thread names itself once it runs.
+            let first = loop {
+                if let Some(t) = of(&super::ticks(&[me])) {
+                    break t;
+                }
+                assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the spinning thread is never listed");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            };
+            // Until its CPU time grows (bounded, so a starved machine fails rather than hangs).
+            while of(&super::ticks(&[me])).unwrap_or(0) <= first {
+                assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the spinning thread's CPU time never grew");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            spin.join().unwrap();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[cfg(test)]
 mod zero_loss_test {
     #[test]

@@ -102,15 +102,6 @@ fn stack_through_driver_and_nic_device_pings_linux() {
     let _ = Command::new("true").status();
 }
 
-/// CPU time (user + system, in clock ticks) the process has used so far, all threads.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
 /// Whether an epoll instance of process `pid` watches its TAP (`/dev/net/tun`) descriptor.
 fn tap_watched(pid: u32) -> bool {
     let fds: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -170,9 +161,9 @@ fn a_busy_polling_device_answers_while_spinning_and_after_it_sleeps() {
     // watches the TAP.
     std::thread::sleep(Duration::from_millis(300));
     assert!(watched_within(pid, Duration::from_secs(5)), "after the polling stopped, nothing waits on the TAP");
-    let before = cpu_ticks(pid);
+    let before = nic_tests::cpu::process_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
-    let idle = cpu_ticks(pid) - before;
+    let idle = nic_tests::cpu::process_ticks(pid) - before;
     assert!(idle < 30, "the device used {idle} ticks of CPU in an idle second: still spinning");
     let (ok, out) = finish(c);
     assert!(ok, "{out}");

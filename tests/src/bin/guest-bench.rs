@@ -39,65 +39,14 @@ impl Nic {
     }
 }
 
-/// CPU time per thread, from /proc.
+/// The CPU shares of the roles a guest run has.
 mod cpu {
-    use std::collections::HashMap;
-
-    /// Every process under `root`, `root` included.
-    pub fn tree(root: u32) -> Vec<u32> {
-        let mut parent = HashMap::new();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            if let Some(f) = stat_fields(&format!("/proc/{pid}/stat")) {
-                if let Some(pp) = f.get(1).and_then(|p| p.parse::<u32>().ok()) {
-                    parent.insert(pid, pp);
-                }
-            }
-        }
-        let mut out = vec![root];
-        let mut k = 0;
-        while k < out.len() {
-            let p = out[k];
-            out.extend(parent.iter().filter(|(_, pp)| **pp == p).map(|(c, _)| *c));
-            k += 1;
-        }
-        out
-    }
-
-    /// The fields after the command name of a stat file (state first), and the name.
-    fn stat_fields(path: &str) -> Option<Vec<String>> {
-        let s = std::fs::read_to_string(path).ok()?;
-        let (name, rest) = (s.get(s.find('(')? + 1..s.rfind(')')?)?, s.get(s.rfind(')')? + 2..)?);
-        let mut v: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
-        v.push(name.to_string());
-        Some(v)
-    }
-
-    /// (pid, tid) -> (thread name, utime + stime in clock ticks) for every thread of `pids`.
-    pub fn ticks(pids: &[u32]) -> HashMap<(u32, u32), (String, u64)> {
-        let mut m = HashMap::new();
-        for &pid in pids {
-            for e in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-                let Some(tid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-                let Some(f) = stat_fields(&format!("/proc/{pid}/task/{tid}/stat")) else { continue };
-                let t = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-                // utime and stime are the 14th and 15th fields of stat: 11 and 12 after the state.
-                m.insert((pid, tid), (f.last().cloned().unwrap_or_default(), t(11) + t(12)));
-            }
-        }
-        m
-    }
+    use nic_tests::cpu::Ticks;
 
     /// Percent of one CPU per role between two samples `secs` apart: "vCPU" (QEMU's "CPU n/TCG" threads),
     /// "QEMU other" (the rest of a process with a vCPU), and the device's threads by name.
-    pub fn shares(
-        before: &HashMap<(u32, u32), (String, u64)>,
-        after: &HashMap<(u32, u32), (String, u64)>,
-        device: &[u32],
-        secs: f64,
-    ) -> Vec<(String, f64)> {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    pub fn shares(before: &Ticks, after: &Ticks, device: &[u32], secs: f64) -> Vec<(String, f64)> {
+        let hz = nic_tests::cpu::hz();
         let qemu: Vec<u32> = after.iter().filter(|(_, (n, _))| n.starts_with("CPU ")).map(|((p, _), _)| *p).collect();
         let mut by: Vec<(String, f64)> = Vec::new();
         for ((pid, tid), (name, t)) in after {
@@ -153,15 +102,15 @@ fn measure(nic: Nic, runs: usize, secs: u32) -> (Dir, Dir) {
     g.must(&format!("ping -c 2 -W 2 {HOST_IP} > /dev/null"));
     let mut srv = ns.command(std::path::Path::new("iperf3")).args(["-s"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let device = dev.as_ref().map(|d| cpu::tree(d.child.id())).unwrap_or_default();
+    let device = dev.as_ref().map(|d| nic_tests::cpu::tree(d.child.id())).unwrap_or_default();
     let (mut tx, mut rx) = (Dir::default(), Dir::default());
     for r in 0..runs {
         for (dir, v) in [("", &mut tx), ("-R", &mut rx)] {
             eprintln!("[guest-bench] {} run {r} {}", nic.name(), if dir.is_empty() { "guest -> host" } else { "host -> guest" });
-            let procs: Vec<u32> = cpu::tree(g.pid()).into_iter().chain(device.iter().copied()).collect();
-            let (t0, before) = (Instant::now(), cpu::ticks(&procs));
+            let procs: Vec<u32> = nic_tests::cpu::tree(g.pid()).into_iter().chain(device.iter().copied()).collect();
+            let (t0, before) = (Instant::now(), nic_tests::cpu::ticks(&procs));
             let (_, out) = g.run(&format!("iperf3 -c {HOST_IP} -t {secs} -f m {dir}"), Duration::from_secs(120 + u64::from(secs)));
-            let after = cpu::ticks(&procs);
+            let after = nic_tests::cpu::ticks(&procs);
             match iperf3_mbits(&out) {
                 Some(m) => {
                     v.mbits.push(m);
@@ -258,16 +207,12 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::cpu;
-    use std::collections::HashMap;
 
     /// The roles: QEMU's vCPU threads, the rest of QEMU, the device's threads by name; nothing else.
     #[test]
     fn shares_are_grouped_by_role() {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        let t = |v: &[((u32, u32), &str, u64)]| -> HashMap<(u32, u32), (String, u64)> {
-            v.iter().map(|(k, n, t)| (*k, (n.to_string(), *t))).collect()
-        };
+        let hz = nic_tests::cpu::hz() as u64;
+        let t = |v: &[((u32, u32), &str, u64)]| -> nic_tests::cpu::Ticks { v.iter().map(|(k, n, t)| (*k, (n.to_string(), *t))).collect() };
         let before = t(&[((10, 11), "CPU 0/TCG", 5), ((10, 10), "qemu-system-x86", 0), ((20, 20), "nic-device", 0), ((30, 30), "bash", 0)]);
         let after = t(&[
             ((10, 11), "CPU 0/TCG", 5 + hz * 9 / 10),
@@ -282,44 +227,5 @@ mod tests {
         let s: Vec<(String, u64)> = s.into_iter().map(|(r, p)| (r, p.round() as u64)).collect();
         let want = [("QEMU other", 20), ("nic-datapath", 50), ("nic-device", 25), ("vCPU", 90)];
         assert_eq!(s, want.iter().map(|(r, p)| (r.to_string(), *p)).collect::<Vec<_>>());
-    }
-
-    /// A thread that burns CPU shows up under its own name with its ticks growing, and a child process is
-    /// in the tree of its parent.
-    #[test]
-    fn a_busy_thread_and_a_child_are_seen() {
-        let me = std::process::id();
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
-        assert!(cpu::tree(me).contains(&child.id()), "the child is under its parent");
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let s = stop.clone();
-        let spin = std::thread::Builder::new()
-            .name("gb-spin".into())
-            .spawn(move || {
-                let mut x = 0u64;
-                while !s.load(std::sync::atomic::Ordering::Relaxed) {
-                    x = std::hint::black_box(x.wrapping_add(1));
-                }
-            })
-            .unwrap();
-        let of = |m: &HashMap<(u32, u32), (String, u64)>| m.values().find(|(n, _)| n == "gb-spin").map(|x| x.1);
-        let t0 = std::time::Instant::now();
-        // The new thread names itself once it runs.
-        let first = loop {
-            if let Some(t) = of(&cpu::ticks(&[me])) {
-                break t;
-            }
-            assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the spinning thread is never listed");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
-        // Until its CPU time grows (bounded, so a starved machine fails rather than hangs).
-        while of(&cpu::ticks(&[me])).unwrap_or(0) <= first {
-            assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the spinning thread's CPU time never grew");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        spin.join().unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
