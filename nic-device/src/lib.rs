@@ -34,6 +34,7 @@ pub mod rss;
 pub mod rx;
 pub mod server;
 pub mod stats;
+pub mod timerpoll;
 pub mod trace;
 pub mod tx;
 pub mod vfio;

@@ -60,6 +60,11 @@ struct Args {
     /// while traffic flows (0: off). Needs `--doorbells inline` (the default for wire backends)
     #[arg(long, value_name = "USECS", default_value = "0")]
     busy_poll: u64,
+    /// While the client is active, read its messages every USECS on a timer instead of waking for each:
+    /// a guest's register writes then cost its vCPU no wake-up of this thread, at up to USECS of latency
+    /// per message (reads keep prompt replies for 2 ms after each; 0: off, at most 10000)
+    #[arg(long, value_name = "USECS", default_value = "0", value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    timer_poll: u64,
     /// Disconnect a vfio-user client that leaves replies unread or a message half-sent for this long
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_timeout)]
     client_timeout: std::time::Duration,
@@ -154,6 +159,11 @@ fn main() -> ExitCode {
         Doorbells::Auto | Doorbells::Inline => DoorbellMode::Inline,
         Doorbells::Wake => DoorbellMode::Wake,
     };
+    if args.busy_poll > 0 && args.timer_poll > 0 {
+        error!("--busy-poll and --timer-poll exclude each other: a busy-polling thread never sleeps");
+        dp.stop();
+        return cleanup(2);
+    }
     if args.busy_poll > 0 && mode == DoorbellMode::Wake {
         error!("--busy-poll needs --doorbells inline: with doorbells that wake the data path thread, nothing polls");
         dp.stop();
@@ -161,6 +171,7 @@ fn main() -> ExitCode {
     }
     let mut dev = NicServer::new(nic.clone(), dp.kick(mode));
     dev.set_busy_poll(Some(std::time::Duration::from_micros(args.busy_poll)));
+    dev.set_timer_poll(std::time::Duration::from_micros(args.timer_poll));
     let r = nic_device::server::serve(listener, signals, &socket, &mut dev, args.client_timeout);
     drop(control);
     dp.stop();

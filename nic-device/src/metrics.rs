@@ -74,6 +74,10 @@ metrics! {
     datapath_rounds,
     /// Passes of a busy-polling device (`--busy-poll`) that moved frames or doorbells without a wake-up.
     busy_poll_passes,
+    /// Sleeps of a timer-polling server (`--timer-poll`) in place of a wait on the client's socket.
+    timer_polls,
+    /// Timer polls that found the client's messages waiting: wake-ups the client did not pay for.
+    timer_poll_hits,
     /// Internal errors (panics) caught in the data path; the round was dropped, the device kept running.
     datapath_panics,
     /// Internal errors (panics) caught while handling a vfio-user request; the client was disconnected.

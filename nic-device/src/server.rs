@@ -88,7 +88,10 @@ pub fn serve(
     // frames.
     let mut inline_more = false;
     'outer: loop {
-        let timeout = match inline_more {
+        // A timer-polling device (`--timer-poll`) sleeps on its timer while the client is active, then
+        // looks at the socket without waiting: the client's sends do not wake it.
+        let timer_slept = !inline_more && conn.is_some() && dev.timer_sleep();
+        let timeout = match inline_more || timer_slept {
             true => Some(Duration::ZERO),
             false => conn.as_ref().and_then(Connection::deadline).map(|d| d.saturating_duration_since(Instant::now())),
         };
@@ -153,6 +156,10 @@ pub fn serve(
                 },
                 CLIENT => {
                     let Some(c) = conn.as_mut() else { continue };
+                    if timer_slept && ev.is_readable() {
+                        dev.timer_poll_found_messages();
+                    }
+                    dev.client_messages();
                     // A bug in request handling must not take the device down: the client is dropped (as if
                     // it had gone away) and the device is reset when it reconnects.
                     let r = std::panic::catch_unwind(AssertUnwindSafe(|| c.on_event(dev, ev.is_read_closed())));

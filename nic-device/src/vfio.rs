@@ -3,8 +3,10 @@
 use crate::datapath::{Kick, Pass};
 use crate::dma::{DmaSpace, MapError};
 use crate::doorbell::Doorbells;
+use crate::metrics::Metrics;
 use crate::nic::{lock, Effects, Nic};
 use crate::regs::*;
+use crate::timerpoll::TimerPoll;
 use crate::trace::{self, Tracer};
 use log::{debug, info, warn};
 use std::fs::File;
@@ -26,6 +28,9 @@ pub struct NicServer {
     busy_poll: Option<Duration>,
     /// The last doorbell or frame, while busy polling.
     last_activity: Option<Instant>,
+    /// Timer polling of the socket (`--timer-poll`), when on.
+    timer: Option<TimerPoll>,
+    metrics: Arc<Metrics>,
     doorbells: Arc<Doorbells>,
     trace: Arc<Tracer>,
 }
@@ -46,11 +51,49 @@ impl NicServer {
     }
 
     pub fn new(nic: Arc<Mutex<Nic>>, kick: Kick) -> NicServer {
-        let (doorbells, trace) = {
+        let (doorbells, trace, metrics) = {
             let n = lock(&nic);
-            (n.doorbells.clone(), n.trace.clone())
+            (n.doorbells.clone(), n.trace.clone(), n.metrics.clone())
         };
-        NicServer { nic, kick, doorbells, trace, kick_pending: false, inline_since: None, busy_poll: None, last_activity: None }
+        NicServer {
+            nic,
+            kick,
+            doorbells,
+            trace,
+            metrics,
+            timer: None,
+            kick_pending: false,
+            inline_since: None,
+            busy_poll: None,
+            last_activity: None,
+        }
+    }
+
+    /// Polls the socket on a timer of `interval` while the client is active (`crate::timerpoll`); zero
+    /// wakes on every message.
+    pub fn set_timer_poll(&mut self, interval: Duration) {
+        self.timer = TimerPoll::new(interval);
+    }
+
+    /// The client's messages are being read.
+    pub fn client_messages(&mut self) {
+        if let Some(t) = self.timer.as_mut() {
+            t.message(Instant::now());
+        }
+    }
+
+    /// Sleeps on the timer when the server should (`TimerPoll::sleep`) and returns true; false when the
+    /// server should wait on the socket.
+    pub fn timer_sleep(&mut self) -> bool {
+        let Some(d) = self.timer.as_ref().and_then(|t| t.sleep(Instant::now())) else { return false };
+        std::thread::sleep(d);
+        Metrics::inc(&self.metrics.timer_polls);
+        true
+    }
+
+    /// A timer poll found the client's messages waiting: wake-ups its sender did not pay for.
+    pub fn timer_poll_found_messages(&self) {
+        Metrics::inc(&self.metrics.timer_poll_hits);
     }
 
     /// Busy polls for `window` after every doorbell or frame (see `after_requests`); `None` sleeps at once.
@@ -146,6 +189,9 @@ impl Device for NicServer {
     }
 
     fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> Result<(), Errno> {
+        if let Some(t) = self.timer.as_mut() {
+            t.read(Instant::now());
+        }
         let mut nic = lock(&self.nic);
         let ok = match region {
             0 => nic.bar0_read(offset, data),

@@ -554,9 +554,11 @@ pub fn iperf3_mbits(out: &str) -> Option<f64> {
 /// What gives a guest its NIC on the host TAP `tap`: nic-device serving it over vfio-user, or a QEMU model
 /// with the TAP as its netdev (`vnet_hdr` on or off; `modules` the guest modules that drive it).
 pub enum TapNic<'a> {
-    /// nic-device on the TAP; `offload`: the TAP offload mode (`tap:IFNAME,offload=on`).
+    /// nic-device on the TAP; `offload`: the TAP offload mode (`tap:IFNAME,offload=on`); `args`: more
+    /// nic-device options.
     NicDevice {
         offload: bool,
+        args: &'a [&'a str],
     },
     Qemu {
         model: &'a str,
@@ -569,10 +571,11 @@ pub enum TapNic<'a> {
 /// (IPv6 off). Returns the nic-device process when there is one.
 pub fn attach_tap(ns: &Netns, tap: &str, nic: TapNic, opts: &mut GuestOpts) -> Option<Device> {
     let dev = match nic {
-        TapNic::NicDevice { offload } => {
+        TapNic::NicDevice { offload, args } => {
             let sock = std::env::temp_dir().join(format!("{}.sock", unique("tapnic")));
             let backend = format!("tap:{tap}{}", if offload { ",offload=on" } else { "" });
-            let d = Device::start(Some(ns), &sock, &["--backend", &backend]);
+            let all: Vec<&str> = ["--backend", backend.as_str()].into_iter().chain(args.iter().copied()).collect();
+            let d = Device::start(Some(ns), &sock, &all);
             opts.sockets.push(sock);
             Some(d)
         }

@@ -133,7 +133,7 @@ fn setup(target: Target) -> Bench {
     let nic = match target.qemu_model() {
         None => {
             opts.append = format!("nic.modules={modules}");
-            TapNic::NicDevice { offload: target == Target::NicDeviceOffload }
+            TapNic::NicDevice { offload: target == Target::NicDeviceOffload, args: &[] }
         }
         Some((model, _)) => TapNic::Qemu { model, vnet_hdr: false, modules: &modules },
     };

@@ -102,6 +102,42 @@ fn a_busy_polling_device_loses_nothing() {
     assert!(!s.exists(), "the socket is removed again");
 }
 
+/// A timer-polling device (`--timer-poll`) reads the driver's messages on a timer while the driver is
+/// active: every frame still arrives, in order and intact, whether the driver takes MSI-X interrupts, legacy
+/// interrupts (an ICR read, waited for, in each) or busy polls; with MSI-X, whose hot path has no reads,
+/// timer polls find the driver's doorbells waiting. It excludes busy polling and takes at most 10 ms.
+#[test]
+fn a_timer_polling_device_loses_nothing() {
+    for irq in ["msix", "intx", "poll"] {
+        let s = sock(&format!("timer-{irq}"));
+        let d = Device::start(None, &s, &["--backend", "loopback", "--timer-poll", "200"]);
+        let (ok, out) = nic_lab(&["--vfio-user", s.to_str().unwrap(), "--irq", irq, "loopback-test", "--count", "20000", "--size", "1514"]);
+        assert!(ok, "{irq}: {out}");
+        for (field, want) in [("received", 20000), ("lost", 0), ("duplicates", 0), ("corrupt", 0)] {
+            assert_eq!(report_field(&out, field), want, "{irq} {field}: {out}");
+        }
+        let (polls, hits) = (d.stat("device", "timer_polls"), d.stat("device", "timer_poll_hits"));
+        assert!(hits <= polls, "{irq}: {hits} of {polls}");
+        if irq == "msix" {
+            assert!(hits > 0, "msix: no timer poll found a doorbell waiting ({polls} polls)");
+        }
+    }
+    for (args, want) in [
+        (&["--timer-poll", "100", "--busy-poll", "100"][..], "exclude each other"),
+        (&["--timer-poll", "10001"][..], "10001 is not in 0..=10000"),
+    ] {
+        let s = sock("timer-refused");
+        let out = std::process::Command::new(bin("nic-device"))
+            .args(["--socket", s.to_str().unwrap(), "--backend", "loopback"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(want), "{args:?}: {out:?}");
+        assert!(!s.exists(), "the socket is removed again");
+    }
+}
+
 /// Rings of other sizes (`nic-lab --ring`, as `ethtool -G`): the card is set up with them, and frames
 /// cross small and large rings without loss, with the loopback test's window at half the ring.
 #[test]

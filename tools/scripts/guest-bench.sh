@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Guest-level speed in one run: iperf3 both ways from a Linux guest (TCG) through nic-device, QEMU's
-# e1000e (wire semantics) and QEMU's virtio-net with vnet_hdr, RUNS times each (default 3); prints medians
-# with their spread and nic-device's ratios. Release builds of the device. About 4 minutes for 3 runs.
+# Guest-level speed in one run: iperf3 both ways from a Linux guest (TCG) through nic-device (wire
+# semantics, also with `--timer-poll 100`; and its TAP offload mode), QEMU's e1000e (wire semantics) and
+# QEMU's virtio-net with vnet_hdr, RUNS times each (default 3); prints medians with their spread and
+# nic-device's ratios. Release builds of the device. About 5 minutes for 3 runs.
 #
-#   tools/scripts/guest-bench.sh [RUNS [NICS]]     (NICS: comma-separated wire,offload,e1000e,virtio)
+#   tools/scripts/guest-bench.sh [RUNS [NICS]]     (NICS: comma-separated wire,wire-timer,offload,e1000e,virtio)
 #   NIC_DEVICE_ARGS="--doorbells wake" tools/scripts/guest-bench.sh ...   (extra nic-device options)
 #   GUEST_BENCH_SECS=20 tools/scripts/guest-bench.sh 1 wire   (longer iperf3 runs, e.g. to profile one)
 set -euo pipefail

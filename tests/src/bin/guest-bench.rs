@@ -1,13 +1,16 @@
 //! Guest-level speed, in one run: iperf3 from a Linux guest (TCG, 1 vCPU) to the host over a TAP in a
-//! private namespace and back, through nic-device with wire semantics and in its TAP offload mode, QEMU's
+//! private namespace and back, through nic-device with wire semantics (waking for every vfio-user message,
+//! the default, and reading them on a timer, `--timer-poll 100`) and in its TAP offload mode, QEMU's
 //! in-process e1000e (wire semantics: vnet_hdr off) and QEMU's virtio-net with its TAP offloads (vnet_hdr
 //! on). Each direction runs RUNS times (default 3); the table prints the median Mbit/s with the lowest and
-//! highest run, and the ratios that compare like with like: nic-device (wire) to QEMU's e1000e, nic-device
-//! (offload mode) to QEMU's virtio-net. Not a test: nothing is asserted.
+//! highest run, and the ratios that compare like with like: nic-device (wire, either way) to QEMU's e1000e,
+//! timer polling to waking, nic-device (offload mode) to QEMU's virtio-net. Not a test: nothing is
+//! asserted.
 //!
 //!   guest-bench [RUNS [NICS]]   (tools/scripts/guest-bench.sh builds and runs it)
 //!
-//! NICS picks rows, comma-separated from `wire`, `offload`, `e1000e`, `virtio` (all by default); the ratios
+//! NICS picks rows, comma-separated from `wire`, `wire-timer`, `offload`, `e1000e`, `virtio` (all by
+//! default); the ratios
 //! print only for rows that ran. `GUEST_BENCH_SECS` sets the length of each iperf3 run (default 4), for a
 //! profile to watch one direction long enough.
 //!
@@ -23,6 +26,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, PartialEq)]
 enum Nic {
     Ours,
+    /// Wire semantics with the vfio-user socket read on a timer (`--timer-poll 100`).
+    OursTimer,
     OursOffload,
     QemuE1000e,
     QemuVirtio,
@@ -32,6 +37,7 @@ impl Nic {
     fn name(self) -> &'static str {
         match self {
             Nic::Ours => "nic-device (wire)",
+            Nic::OursTimer => "nic-device (wire, timer-poll)",
             Nic::OursOffload => "nic-device (offload=on)",
             Nic::QemuE1000e => "QEMU e1000e (vnet_hdr off)",
             Nic::QemuVirtio => "QEMU virtio-net (vnet_hdr on)",
@@ -90,8 +96,9 @@ fn measure(nic: Nic, runs: usize, secs: u32) -> (Dir, Dir) {
     let tap = "gbtap0";
     let mut opts = GuestOpts { netns: Some(ns.name.clone()), ..Default::default() };
     let nic_kind = match nic {
-        Nic::Ours => TapNic::NicDevice { offload: false },
-        Nic::OursOffload => TapNic::NicDevice { offload: true },
+        Nic::Ours => TapNic::NicDevice { offload: false, args: &[] },
+        Nic::OursTimer => TapNic::NicDevice { offload: false, args: &["--timer-poll", "100"] },
+        Nic::OursOffload => TapNic::NicDevice { offload: true, args: &[] },
         Nic::QemuE1000e => TapNic::Qemu { model: "e1000e", vnet_hdr: false, modules: "e1000e" },
         Nic::QemuVirtio => TapNic::Qemu { model: "virtio-net-pci", vnet_hdr: true, modules: "virtio_pci,virtio_net" },
     };
@@ -139,14 +146,20 @@ fn main() {
         },
         Err(_) => 4,
     };
-    let pick = std::env::args().nth(2).unwrap_or_else(|| "wire,offload,e1000e,virtio".into());
-    let all = [("wire", Nic::Ours), ("offload", Nic::OursOffload), ("e1000e", Nic::QemuE1000e), ("virtio", Nic::QemuVirtio)];
+    let pick = std::env::args().nth(2).unwrap_or_else(|| "wire,wire-timer,offload,e1000e,virtio".into());
+    let all = [
+        ("wire", Nic::Ours),
+        ("wire-timer", Nic::OursTimer),
+        ("offload", Nic::OursOffload),
+        ("e1000e", Nic::QemuE1000e),
+        ("virtio", Nic::QemuVirtio),
+    ];
     let mut nics = Vec::new();
     for p in pick.split(',') {
         match all.iter().find(|(n, _)| *n == p) {
             Some(&(_, nic)) => nics.push(nic),
             None => {
-                eprintln!("guest-bench: unknown NIC {p} (wire, offload, e1000e, virtio)");
+                eprintln!("guest-bench: unknown NIC {p} (wire, wire-timer, offload, e1000e, virtio)");
                 std::process::exit(2);
             }
         }
@@ -197,7 +210,13 @@ fn main() {
         }
     }
     let row = |n: Nic| rows.iter().position(|r| r.0 == n);
-    for (ours, theirs) in [(Nic::Ours, Nic::QemuE1000e), (Nic::OursOffload, Nic::QemuVirtio), (Nic::Ours, Nic::QemuVirtio)] {
+    for (ours, theirs) in [
+        (Nic::Ours, Nic::QemuE1000e),
+        (Nic::OursTimer, Nic::QemuE1000e),
+        (Nic::OursTimer, Nic::Ours),
+        (Nic::OursOffload, Nic::QemuVirtio),
+        (Nic::Ours, Nic::QemuVirtio),
+    ] {
         let (Some(a), Some(b)) = (row(ours), row(theirs)) else { continue };
         let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
         println!("{} / {}: {} tx, {} rx", ours.name(), theirs.name(), ratio(med[a].0, med[b].0), ratio(med[a].1, med[b].1));
