@@ -2,10 +2,11 @@
 //! private namespace and back, through nic-device with wire semantics (waking for every vfio-user message,
 //! the default, and reading them on a timer, `--timer-poll 100`) and in its TAP offload mode, QEMU's
 //! in-process e1000e (wire semantics: vnet_hdr off) and QEMU's virtio-net with its TAP offloads (vnet_hdr
-//! on). Each direction runs RUNS times (default 3); the table prints the median Mbit/s with the lowest and
-//! highest run, and the ratios that compare like with like: nic-device (wire, either way) to QEMU's e1000e,
-//! timer polling to waking, nic-device (offload mode) to QEMU's virtio-net. Not a test: nothing is
-//! asserted.
+//! on). Each direction runs RUNS times (default 3), in rounds: every NIC once per round on a freshly booted
+//! guest, the round's first NIC rotating, so that each NIC's runs spread over the same minutes as the
+//! others'. The table prints the median Mbit/s with the lowest and highest run, and the ratios that
+//! compare like with like: nic-device (wire, either way) to QEMU's e1000e, timer polling to waking,
+//! nic-device (offload mode) to QEMU's virtio-net. Not a test: nothing is asserted.
 //!
 //!   guest-bench [RUNS [NICS]]   (tools/scripts/guest-bench.sh builds and runs it)
 //!
@@ -90,8 +91,15 @@ struct Dir {
     cpu: Vec<Vec<(String, f64)>>,
 }
 
-/// (tx = guest to host, rx = host to guest) of each run.
-fn measure(nic: Nic, runs: usize, secs: u32) -> (Dir, Dir) {
+impl Dir {
+    fn append(&mut self, mut other: Dir) {
+        self.mbits.append(&mut other.mbits);
+        self.cpu.append(&mut other.cpu);
+    }
+}
+
+/// One run each way on a freshly booted guest: (tx = guest to host, rx = host to guest).
+fn measure(nic: Nic, secs: u32) -> (Dir, Dir) {
     let ns = Netns::new();
     let tap = "gbtap0";
     let mut opts = GuestOpts { netns: Some(ns.name.clone()), ..Default::default() };
@@ -111,20 +119,18 @@ fn measure(nic: Nic, runs: usize, secs: u32) -> (Dir, Dir) {
     std::thread::sleep(Duration::from_millis(500));
     let device = dev.as_ref().map(|d| nic_tests::cpu::tree(d.child.id())).unwrap_or_default();
     let (mut tx, mut rx) = (Dir::default(), Dir::default());
-    for r in 0..runs {
-        for (dir, v) in [("", &mut tx), ("-R", &mut rx)] {
-            eprintln!("[guest-bench] {} run {r} {}", nic.name(), if dir.is_empty() { "guest -> host" } else { "host -> guest" });
-            let procs: Vec<u32> = nic_tests::cpu::tree(g.pid()).into_iter().chain(device.iter().copied()).collect();
-            let (t0, before) = (Instant::now(), nic_tests::cpu::ticks(&procs));
-            let (_, out) = g.run(&format!("iperf3 -c {HOST_IP} -t {secs} -f m {dir}"), Duration::from_secs(120 + u64::from(secs)));
-            let after = nic_tests::cpu::ticks(&procs);
-            match iperf3_mbits(&out) {
-                Some(m) => {
-                    v.mbits.push(m);
-                    v.cpu.push(cpu::shares(&before, &after, &device, t0.elapsed().as_secs_f64()));
-                }
-                None => eprintln!("{} run {r} {dir}: no result: {out}", nic.name()),
+    for (dir, v) in [("", &mut tx), ("-R", &mut rx)] {
+        eprintln!("[guest-bench] {} {}", nic.name(), if dir.is_empty() { "guest -> host" } else { "host -> guest" });
+        let procs: Vec<u32> = nic_tests::cpu::tree(g.pid()).into_iter().chain(device.iter().copied()).collect();
+        let (t0, before) = (Instant::now(), nic_tests::cpu::ticks(&procs));
+        let (_, out) = g.run(&format!("iperf3 -c {HOST_IP} -t {secs} -f m {dir}"), Duration::from_secs(120 + u64::from(secs)));
+        let after = nic_tests::cpu::ticks(&procs);
+        match iperf3_mbits(&out) {
+            Some(m) => {
+                v.mbits.push(m);
+                v.cpu.push(cpu::shares(&before, &after, &device, t0.elapsed().as_secs_f64()));
             }
+            None => eprintln!("{} {dir}: no result: {out}", nic.name()),
         }
     }
     let _ = srv.kill();
@@ -164,11 +170,18 @@ fn main() {
             }
         }
     }
-    let mut rows = Vec::new();
-    for nic in nics {
-        eprintln!("[guest-bench] {} ({runs} runs each way) ...", nic.name());
-        let (tx, rx) = measure(nic, runs, secs);
-        rows.push((nic, tx, rx));
+    // Round by round, each NIC once per round on a fresh guest, the first NIC of a round rotating: this
+    // machine changes pace from one minute to the next, and NICs measured one after the other would each
+    // get a different minute.
+    let mut rows: Vec<(Nic, Dir, Dir)> = nics.iter().map(|&n| (n, Dir::default(), Dir::default())).collect();
+    for r in 0..runs {
+        for k in 0..rows.len() {
+            let row = &mut rows[(r + k) % nics.len()];
+            eprintln!("[guest-bench] round {}/{runs}: {} ...", r + 1, row.0.name());
+            let (tx, rx) = measure(row.0, secs);
+            row.1.append(tx);
+            row.2.append(rx);
+        }
     }
     println!("guest iperf3 (Linux guest under TCG, 1 vCPU; median Mbit/s of {runs} runs of {secs} s, lowest-highest)");
     println!("{:32} {:>26} {:>26}", "NIC", "guest -> host", "host -> guest");
