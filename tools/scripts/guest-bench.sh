@@ -2,7 +2,7 @@
 # Guest-level speed in one run: iperf3 both ways from a Linux guest (TCG) through nic-device (wire
 # semantics, also with `--timer-poll 100`; and its TAP offload mode), QEMU's e1000e (wire semantics) and
 # QEMU's virtio-net with vnet_hdr, RUNS times each (default 3); prints medians with their spread and
-# nic-device's ratios. Release builds of the device. About 5 minutes for 3 runs.
+# nic-device's ratios. Release builds of the device. About 4 minutes for 3 runs.
 #
 #   tools/scripts/guest-bench.sh [RUNS [NICS]]     (NICS: comma-separated wire,wire-timer,offload,e1000e,virtio)
 #   NIC_DEVICE_ARGS="--doorbells wake" tools/scripts/guest-bench.sh ...   (extra nic-device options)
