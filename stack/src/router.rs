@@ -188,8 +188,9 @@ impl Router {
     /// The host's sockets toward `dst`: through the interface the routing table picks for it, so that
     /// what `f` opens or sends has that interface's address as its source (ENETUNREACH without a route).
     pub fn sockets_toward<R>(&mut self, dst: IpAddr, f: impl FnOnce(&mut Stack) -> R) -> Result<R, Errno> {
-        if dst.is_loopback() {
-            // 127.0.0.0/8 and ::1: through `lo`, which every interface sends to.
+        // 127.0.0.0/8, ::1 and the interfaces' IPv4 addresses (whose local routes Linux keeps while their
+        // interface is down): through `lo`, which every interface sends to.
+        if dst.is_loopback() || (dst.is_ipv4() && self.ifaces.iter().any(|s| s.owns(dst))) {
             return self.sockets(f);
         }
         let (i, _) = self.lookup(dst).ok_or(ENETUNREACH)?;
@@ -888,14 +889,17 @@ mod host_test {
             // A connection from a's address to a listener reached at b's, both families.
             let l = r.tcp_listen(80, 4).unwrap();
             let (lo4, lo6): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "::1".parse().unwrap());
-            // Last, the loopback addresses again with every interface down: `lo` stays up, as Linux's does.
-            let cases = [(IpAddr::from([10, 2, 0, 1]), false), (IpAddr::from(six("2001:db8:2::1")), false), (lo4, false), (lo6, false)];
-            for (dst, down) in cases.into_iter().chain([(lo4, true), (lo6, true)]) {
+            // Last, with every interface down: the loopback addresses (`lo` stays up, as Linux's does) and b's
+            // IPv4 address (Linux keeps the local routes of a downed interface's IPv4 addresses).
+            let b4 = IpAddr::from([10, 2, 0, 1]);
+            let cases = [(b4, false), (IpAddr::from(six("2001:db8:2::1")), false), (lo4, false), (lo6, false)];
+            for (dst, down) in cases.into_iter().chain([(lo4, true), (lo6, true), (b4, true)]) {
                 r.ifaces[0].set_up(!down);
                 r.ifaces[1].set_up(!down);
                 let now = *clock.borrow();
-                // To b's addresses from a's (`bind` to a); to the loopback addresses by the host's table.
-                let c = if dst.is_loopback() {
+                // To b's addresses from a's (`bind` to a); to the loopback addresses, and to b's with every
+                // interface down, by the host's table.
+                let c = if dst.is_loopback() || down {
                     r.tcp_connect(dst, 80, now).unwrap()
                 } else {
                     r.sockets_on(0, |x| x.tcp_connect_ip(0, dst, 80, now)).unwrap().unwrap()
@@ -909,6 +913,13 @@ mod host_test {
                 let mut buf = [0u8; 16];
                 let now = *clock.borrow();
                 assert_eq!(r.tcp_recv(s, &mut buf, now).map(|n| buf[..n].to_vec()), Ok(b"over lo".to_vec()), "{dst}, down {down}");
+            }
+            // Still down: b's IPv6 address is unreachable (Linux drops its local route with the link), and
+            // so is everything on the links, at once.
+            let now = *clock.borrow();
+            for dst in [IpAddr::from(six("2001:db8:2::1")), IpAddr::from([10, 1, 0, 2]), IpAddr::from(six("2001:db8:1::2"))] {
+                assert_eq!(r.tcp_connect(dst, 80, now), Err(ENETUNREACH), "forwarding {forwarding}: {dst}");
+                assert_eq!(r.sockets_on(0, |x| x.tcp_connect_ip(0, dst, 80, now)).unwrap(), Err(ENETUNREACH), "{dst}");
             }
             r.ifaces[0].set_up(true);
             r.ifaces[1].set_up(true);

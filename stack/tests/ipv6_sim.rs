@@ -438,24 +438,34 @@ fn an_unreachable_from_the_router_ends_a_connect_at_once() {
 }
 
 /// `lo` is not the interface: with it down, the host still reaches 127.0.0.0/8 and ::1 (pings, TCP, UDP),
-/// as Linux's `lo` stays up when `eth0` goes down, while anything for the link fails with ENETDOWN and the
-/// device sees nothing.
+/// as Linux's `lo` stays up when `eth0` goes down, and the interface's own IPv4 address (Linux keeps its
+/// local route). Anything for the link fails with ENETUNREACH, as Linux's routes go down with the link,
+/// and so does the interface's own IPv6 address (Linux drops its local route too); the device sees
+/// nothing.
 #[test]
 fn lo_stays_up_while_the_interface_is_down() {
-    let mut w = Two::new(cfg(&[]), cfg(&[]));
+    let mut cb = cfg(&[("2001:db8::2", 64)]);
+    cb.addr = [10, 0, 0, 2];
+    let mut w = Two::new(cfg(&[("2001:db8::1", 64)]), cb);
     w.run(1100);
     w.a.set_up(false);
     let tx = w.a.stats.tx_packets;
     let now = w.now();
     let llb = ipv6::link_local(MAC_B);
-    assert_eq!(w.a.ping_send([10, 0, 0, 1], 1, 1, b"the link", now).unwrap_err().0, libc::ENETDOWN);
-    assert_eq!(w.a.ping6_send(llb, 1, 1, b"the link", now).unwrap_err().0, libc::ENETDOWN);
+    assert_eq!(w.a.ping_send([10, 0, 0, 2], 1, 1, b"the link", now).unwrap_err().0, libc::ENETUNREACH);
+    assert_eq!(w.a.ping6_send(llb, 1, 1, b"the link", now).unwrap_err().0, libc::ENETUNREACH);
+    assert_eq!(w.a.ping6_send(a6("2001:db8::1"), 1, 1, b"own IPv6", now).unwrap_err().0, libc::ENETUNREACH);
+    for dst in ["10.0.0.2", "2001:db8::2", "2001:db8::1"] {
+        let r = w.a.tcp_connect_ip(0, dst.parse().unwrap(), 7000, now).map(|_| ());
+        assert_eq!(r.map_err(|e| e.0), Err(libc::ENETUNREACH), "connect to {dst}");
+    }
     w.a.ping_send([127, 0, 0, 1], 2, 1, b"localhost", now).unwrap();
     w.a.ping6_send(std::net::Ipv6Addr::LOCALHOST.octets(), 3, 1, b"localhost", now).unwrap();
+    w.a.ping_send([10, 0, 0, 1], 5, 1, b"own IPv4", now).unwrap();
     let l = w.a.tcp_listen(7000, 4).unwrap();
     let u = w.a.udp_bind(5353).unwrap();
     let v = w.a.udp_bind(0).unwrap();
-    for (k, dst) in ["127.0.0.1", "::1"].into_iter().enumerate() {
+    for (k, dst) in ["127.0.0.1", "::1", "10.0.0.1"].into_iter().enumerate() {
         let dst: std::net::IpAddr = dst.parse().unwrap();
         let now = w.now();
         let c = w.a.tcp_connect_ip(0, dst, 7000, now).unwrap();
@@ -474,6 +484,8 @@ fn lo_stays_up_while_the_interface_is_down() {
     assert!(matches!(ev.as_slice(), [stack::PingEvent::Reply { from: [127, 0, 0, 1], .. }]), "{ev:?}");
     let ev6 = w.a.ping6_events(3);
     assert!(matches!(ev6.as_slice(), [Ping6Event::Reply { from, .. }] if *from == std::net::Ipv6Addr::LOCALHOST.octets()), "{ev6:?}");
+    let ev = w.a.ping_events(5);
+    assert!(matches!(ev.as_slice(), [stack::PingEvent::Reply { from: [10, 0, 0, 1], .. }]), "{ev:?}");
     assert_eq!(w.a.stats.tx_packets, tx, "the device saw none of it");
     // Up again, the link works as before.
     w.a.set_up(true);

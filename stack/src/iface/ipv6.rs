@@ -310,7 +310,9 @@ impl Stack {
     /// `src` or the address source selection picks; fragments it when it exceeds the path MTU.
     pub fn ip6_send(&mut self, src: Option<Addr>, dst: Addr, next_header: u8, payload: &[u8], now: Instant) -> Result<(), Errno> {
         if !self.up && !ipv6::is_loopback(&dst) {
-            return Err(ENETDOWN);
+            // The link's routes went down with it, the local routes of its own addresses too (Linux's
+            // IPv6, even when it keeps the addresses): only ::1 is left.
+            return Err(ENETUNREACH);
         }
         let dev_mtu = self.dev.mtu();
         let Some(v) = self.v6.as_mut() else { return Err(ENETUNREACH) };

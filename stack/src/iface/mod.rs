@@ -444,9 +444,10 @@ impl Stack {
     }
 
     /// Takes the interface down or up (`ip link set dev X down|up`). While down the device is neither
-    /// read nor written, what was queued to send is dropped, and sending fails with ENETDOWN; coming up,
-    /// the stack announces its addresses again. `lo` is not this interface: 127.0.0.0/8 and ::1 stay
-    /// reachable.
+    /// read nor written, what was queued to send is dropped, and sending toward the link fails with
+    /// ENETUNREACH (its routes are gone, as Linux removes them); coming up, the stack announces its
+    /// addresses again. `lo` is not this interface: 127.0.0.0/8 and ::1 stay reachable, and so do the
+    /// interface's own IPv4 addresses (Linux keeps their local routes; its IPv6 ones it does not).
     pub fn set_up(&mut self, up: bool) {
         if self.up == up {
             return;

@@ -346,14 +346,14 @@ impl Stack {
         self.socks.open()?;
         let local_addr: IpAddr = match dst {
             IpAddr::V4(d) => {
-                if self.next_hop_v4(d.octets()).is_none() {
+                if self.next_hop_v4(d.octets()).is_none() || (!self.up && !self.reachable_while_down_v4(d.octets())) {
                     return Err(ENETUNREACH);
                 }
                 IpAddr::from(self.src_v4(d.octets()))
             }
             IpAddr::V6(d) => {
                 let v = self.v6.as_ref().ok_or(ENETUNREACH)?;
-                if v.next_hop(&d.octets()).is_none() {
+                if v.next_hop(&d.octets()).is_none() || (!self.up && !d.is_loopback()) {
                     return Err(ENETUNREACH);
                 }
                 IpAddr::from(v.source_for(&d.octets()).ok_or(Errno(libc::EADDRNOTAVAIL))?)
