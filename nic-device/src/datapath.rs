@@ -110,6 +110,17 @@ impl Drop for DataPath {
     }
 }
 
+/// What a busy-polling pass (`Kick::spin_pass`) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpinPass {
+    /// It moved frames, doorbells or timers.
+    Moved,
+    /// Nothing to do.
+    Idle,
+    /// The data path thread was in a round of its own: traffic is moving, without this pass.
+    Busy,
+}
+
 /// How register traffic starts the data path.
 #[derive(Clone)]
 pub struct Kick {
@@ -138,15 +149,15 @@ impl Kick {
 
     /// One pass of a busy-polling device (`--busy-poll`) on the caller's thread, with no doorbell needed:
     /// the rings, the backend and the timers are looked at without anyone being woken, and the data path
-    /// thread leaves the backend's descriptors to the caller until `stop_spinning`. Returns whether
-    /// anything moved. Does nothing while the data path thread holds the data path, or with doorbells that
-    /// wake it (`DoorbellMode::Wake`).
-    pub fn spin_pass(&self) -> bool {
-        let Some(w) = &self.worker else { return false };
+    /// thread leaves the backend's descriptors to the caller until `stop_spinning`. Does nothing while the
+    /// data path thread holds the data path (`SpinPass::Busy`: it is moving frames), or with doorbells
+    /// that wake it (`DoorbellMode::Wake`).
+    pub fn spin_pass(&self) -> SpinPass {
+        let Some(w) = &self.worker else { return SpinPass::Idle };
         let mut g = match w.try_lock() {
             Ok(g) => g,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return false,
+            Err(TryLockError::WouldBlock) => return SpinPass::Busy,
         };
         self.spinning.store(true, Ordering::SeqCst);
         // Timers fall due in these passes too: the data path thread is woken only for a failed one.
@@ -162,7 +173,11 @@ impl Kick {
         if wake {
             let _ = self.waker.wake();
         }
-        moved
+        if moved {
+            SpinPass::Moved
+        } else {
+            SpinPass::Idle
+        }
     }
 
     /// The busy-polling thread is going to sleep: the data path thread waits on the backend again, from
@@ -653,16 +668,24 @@ fn keep_sent(free: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
 }
 
 #[cfg(test)]
-mod test {
+pub(crate) mod test {
     use super::*;
     use std::os::fd::RawFd;
     use std::sync::atomic::AtomicUsize;
 
     /// A wire that always has another frame, counting the reads.
-    struct Flood {
+    pub(crate) struct Flood {
         reads: Arc<AtomicUsize>,
         /// Set: the flood has ended (nothing more to read).
         dry: Arc<AtomicBool>,
+    }
+
+    impl Flood {
+        /// The flood, its read count and its end switch.
+        pub(crate) fn new() -> (Box<Flood>, Arc<AtomicUsize>, Arc<AtomicBool>) {
+            let (reads, dry) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+            (Box::new(Flood { reads: reads.clone(), dry: dry.clone() }), reads, dry)
+        }
     }
 
     impl Backend for Flood {
@@ -695,9 +718,7 @@ mod test {
     #[test]
     fn busy_polling_stops_without_waiting_for_a_busy_data_path() {
         let nic = Arc::new(Mutex::new(Nic::new([2, 0, 0, 0, 0, 1], Arc::default())));
-        let reads = Arc::new(AtomicUsize::new(0));
-        let dry = Arc::new(AtomicBool::new(false));
-        let flood = Box::new(Flood { reads: reads.clone(), dry: dry.clone() });
+        let (flood, reads, dry) = Flood::new();
         let mut dp = DataPath::start(nic, flood, None, RxOverflow::Drop).unwrap();
         let kick = dp.kick(DoorbellMode::Inline);
         // The data path thread's first round starts at once and lasts as long as the flood.
@@ -706,7 +727,7 @@ mod test {
             assert!(t0.elapsed() < Duration::from_secs(10), "the data path thread never read the flood");
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(!kick.spin_pass(), "the data path thread holds the data path: the pass does nothing");
+        assert_eq!(kick.spin_pass(), SpinPass::Busy, "the data path thread holds the data path: the pass does nothing");
         let (tx, rx) = std::sync::mpsc::channel();
         let k = kick.clone();
         std::thread::spawn(move || {

@@ -1,6 +1,6 @@
 //! The device as the vfio-user server sees it: regions and IRQ indexes of an 82574L function.
 
-use crate::datapath::{Kick, Pass};
+use crate::datapath::{Kick, Pass, SpinPass};
 use crate::dma::{DmaSpace, MapError};
 use crate::doorbell::Doorbells;
 use crate::metrics::Metrics;
@@ -131,8 +131,11 @@ impl NicServer {
             self.kick.stop_spinning();
             return false;
         }
-        if self.kick.spin_pass() {
-            self.last_activity = Some(now);
+        // A pass that finds the data path thread in a round of its own counts as activity too: frames are
+        // moving, and the window must not end under them.
+        match self.kick.spin_pass() {
+            SpinPass::Moved | SpinPass::Busy => self.last_activity = Some(now),
+            SpinPass::Idle => {}
         }
         true
     }
@@ -430,5 +433,46 @@ mod test {
         assert!(!woken(&mut dev, false), "no round: nobody woken");
         assert!(woken(&mut dev, true), "the round left between slices was not handed over");
         assert!(dev.inline_since.is_none());
+    }
+
+    /// A busy-polling device whose passes find the data path thread in a long round of its own (a flood
+    /// from the wire) keeps polling: that round is traffic, and the window must not end under it. Once the
+    /// flood is over, the window ends.
+    #[test]
+    fn a_busy_data_path_keeps_the_busy_poll_window_open() {
+        use crate::datapath::{test::Flood, DataPath, DoorbellMode, RxOverflow};
+        use std::sync::atomic::Ordering;
+        let nic = Arc::new(Mutex::new(Nic::new([0x52, 0x54, 0, 1, 2, 3], Arc::new(Metrics::default()))));
+        let (flood, reads, dry) = Flood::new();
+        let mut dp = DataPath::start(nic.clone(), flood, None, RxOverflow::Drop).unwrap();
+        // The flood ends when the test does, failed or not, so that the data path thread can stop.
+        struct EndFlood(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for EndFlood {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let end = EndFlood(dry);
+        let mut dev = NicServer::new(nic, dp.kick(DoorbellMode::Inline));
+        let window = Duration::from_millis(500);
+        dev.set_busy_poll(Some(window));
+        let t0 = Instant::now();
+        while reads.load(Ordering::Relaxed) < 1000 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the data path thread never read the flood");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        dev.last_activity = Some(Instant::now());
+        let t1 = Instant::now();
+        while t1.elapsed() < window * 3 {
+            assert!(dev.after_requests(), "the window ended while the data path thread moved frames");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(end);
+        let t2 = Instant::now();
+        while dev.after_requests() {
+            assert!(t2.elapsed() < Duration::from_secs(20), "the window never ended after the flood");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        dp.stop();
     }
 }
