@@ -224,11 +224,13 @@ pub fn rx(data: &[u8]) {
         }
         if ctl & 0x30 == 0x20 {
             // The interface goes down (and its frames are dropped) or comes back up; going down, the host
-            // connects to itself through `lo`, which stays up.
+            // connects to itself through `lo`, which stays up: to 127.0.0.1, or to the interface's own
+            // address, whose local route stays too.
             let up = !st.is_up();
             st.set_up(up);
             if !up && conns.len() < 16 {
-                conns.extend(st.tcp_connect_ip(0, std::net::Ipv4Addr::LOCALHOST.into(), 80, now).ok());
+                let to = if ctl & 0x80 != 0 { std::net::Ipv4Addr::from(OUR_IP) } else { std::net::Ipv4Addr::LOCALHOST };
+                conns.extend(st.tcp_connect_ip(0, to.into(), 80, now).ok());
             }
         }
         while st.udp_recv_from(udp).is_ok() {}
