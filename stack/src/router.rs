@@ -188,10 +188,14 @@ impl Router {
     /// The host's sockets toward `dst`: through the interface the routing table picks for it, so that
     /// what `f` opens or sends has that interface's address as its source (ENETUNREACH without a route).
     pub fn sockets_toward<R>(&mut self, dst: IpAddr, f: impl FnOnce(&mut Stack) -> R) -> Result<R, Errno> {
-        // 127.0.0.0/8, ::1 and the interfaces' IPv4 addresses (whose local routes Linux keeps while their
-        // interface is down): through `lo`, which every interface sends to.
-        if dst.is_loopback() || (dst.is_ipv4() && self.ifaces.iter().any(|s| s.owns(dst))) {
+        if dst.is_loopback() {
+            // 127.0.0.0/8 and ::1: through `lo`, which every interface sends to.
             return self.sockets(f);
+        }
+        // An interface's IPv4 address: through that interface, whose local route for it stays while it is
+        // down (as Linux's does), from that address.
+        if let Some(i) = self.ifaces.iter().position(|s| dst.is_ipv4() && s.owns(dst)) {
+            return self.sockets_on(i, f);
         }
         let (i, _) = self.lookup(dst).ok_or(ENETUNREACH)?;
         self.sockets_on(i, f)

@@ -24,13 +24,6 @@ impl Stack {
         self.owns_v4(a) || ipv4::is_loopback(a)
     }
 
-    /// Whether `dst` stays reachable while the interface is down: an address of this host (the interface's
-    /// own, 127.0.0.0/8, another interface's). Linux keeps the local routes of a downed device's IPv4
-    /// addresses while its connected routes go, so the host still reaches itself there, through `lo`.
-    pub(super) fn reachable_while_down_v4(&self, dst: [u8; 4]) -> bool {
-        self.local_v4(dst) || (self.host_routed && self.host_addrs.contains(&std::net::IpAddr::from(dst)))
-    }
-
     /// The source address toward `dst`: the one whose subnet holds it, the primary otherwise.
     pub(super) fn src_v4(&self, dst: [u8; 4]) -> [u8; 4] {
         if ipv4::is_loopback(dst) {
@@ -71,8 +64,8 @@ impl Stack {
     /// Sends an IPv4 datagram with `payload` (an L4 packet), fragmenting it when it exceeds the MTU and
     /// `dont_frag` is clear.
     pub fn ip_send(&mut self, dst: [u8; 4], protocol: u8, payload: &[u8], dont_frag: bool, now: Instant) -> Result<(), Errno> {
-        if !self.up && !self.reachable_while_down_v4(dst) {
-            return Err(ENETUNREACH); // the link's routes went down with it
+        if self.route_down(dst.into()) {
+            return Err(ENETUNREACH);
         }
         let src = self.src_v4(dst);
         self.ip_send_meta(src, dst, protocol, payload, dont_frag, None, now)

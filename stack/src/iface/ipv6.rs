@@ -309,9 +309,7 @@ impl Stack {
     /// Sends an IPv6 packet with `payload` (an upper-layer packet whose checksum is already in), from
     /// `src` or the address source selection picks; fragments it when it exceeds the path MTU.
     pub fn ip6_send(&mut self, src: Option<Addr>, dst: Addr, next_header: u8, payload: &[u8], now: Instant) -> Result<(), Errno> {
-        if !self.up && !ipv6::is_loopback(&dst) {
-            // The link's routes went down with it, the local routes of its own addresses too (Linux's
-            // IPv6, even when it keeps the addresses): only ::1 is left.
+        if self.route_down(std::net::Ipv6Addr::from(dst).into()) {
             return Err(ENETUNREACH);
         }
         let dev_mtu = self.dev.mtu();

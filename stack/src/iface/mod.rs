@@ -443,6 +443,19 @@ impl Stack {
         s
     }
 
+    /// Whether the interface is down and `dst`'s route went with it: Linux drops a downed device's
+    /// connected routes and the local routes of its IPv6 addresses, and keeps those of its IPv4 addresses
+    /// (reached through `lo`), `lo`'s own and, on a host with several interfaces, the other interfaces'.
+    pub(super) fn route_down(&self, dst: std::net::IpAddr) -> bool {
+        if self.up {
+            return false;
+        }
+        match dst {
+            std::net::IpAddr::V4(a) => !(self.local_v4(a.octets()) || self.host_routed && self.host_addrs.contains(&dst)),
+            std::net::IpAddr::V6(a) => !a.is_loopback(),
+        }
+    }
+
     /// Takes the interface down or up (`ip link set dev X down|up`). While down the device is neither
     /// read nor written, what was queued to send is dropped, and sending toward the link fails with
     /// ENETUNREACH (its routes are gone, as Linux removes them); coming up, the stack announces its

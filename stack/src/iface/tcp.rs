@@ -344,16 +344,19 @@ impl Stack {
     /// address is the one source address selection picks (EADDRNOTAVAIL while none is ready).
     pub fn tcp_connect_ip(&mut self, local_port: u16, dst: IpAddr, port: u16, now: Instant) -> Result<SocketHandle, Errno> {
         self.socks.open()?;
+        if self.route_down(dst) {
+            return Err(ENETUNREACH);
+        }
         let local_addr: IpAddr = match dst {
             IpAddr::V4(d) => {
-                if self.next_hop_v4(d.octets()).is_none() || (!self.up && !self.reachable_while_down_v4(d.octets())) {
+                if self.next_hop_v4(d.octets()).is_none() {
                     return Err(ENETUNREACH);
                 }
                 IpAddr::from(self.src_v4(d.octets()))
             }
             IpAddr::V6(d) => {
                 let v = self.v6.as_ref().ok_or(ENETUNREACH)?;
-                if v.next_hop(&d.octets()).is_none() || (!self.up && !d.is_loopback()) {
+                if v.next_hop(&d.octets()).is_none() {
                     return Err(ENETUNREACH);
                 }
                 IpAddr::from(v.source_for(&d.octets()).ok_or(Errno(libc::EADDRNOTAVAIL))?)
