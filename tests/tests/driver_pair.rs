@@ -10,6 +10,31 @@ fn sock(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{}.sock", unique(tag)))
 }
 
+/// `nic-lab loopback-test` of `count` 1514-byte frames through the device at `s`, with interrupt mode `irq`:
+/// every frame back, none lost, duplicated or damaged (`what` names the case in failures).
+fn loopback_loses_nothing(s: &std::path::Path, irq: &str, count: u64, what: &str) {
+    let n = count.to_string();
+    let (ok, out) = nic_lab(&["--vfio-user", s.to_str().unwrap(), "--irq", irq, "loopback-test", "--count", &n, "--size", "1514"]);
+    assert!(ok, "{what}: {out}");
+    for (field, want) in [("received", count), ("lost", 0), ("duplicates", 0), ("corrupt", 0)] {
+        assert_eq!(report_field(&out, field), want, "{what} {field}: {out}");
+    }
+}
+
+/// nic-device with `args` (after a loopback backend) refuses to start: exit status 2, `want` in what it
+/// says, and its socket removed again.
+fn refused(args: &[&str], want: &str) {
+    let s = sock("refused");
+    let out = std::process::Command::new(bin("nic-device"))
+        .args(["--socket", s.to_str().unwrap(), "--backend", "loopback"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(want), "{args:?}: {out:?}");
+    assert!(!s.exists(), "{args:?}: the socket is removed again");
+}
+
 #[test]
 fn info_reports_the_card() {
     let s = sock("info");
@@ -60,12 +85,7 @@ fn doorbells_inline_or_woken_lose_nothing() {
         for irq in ["msix", "poll"] {
             let s = sock(&format!("db-{mode}-{irq}"));
             let d = Device::start(None, &s, &["--backend", "loopback", "--doorbells", mode]);
-            let (ok, out) =
-                nic_lab(&["--vfio-user", s.to_str().unwrap(), "--irq", irq, "loopback-test", "--count", "50000", "--size", "1514"]);
-            assert!(ok, "{mode} {irq}: {out}");
-            for (field, want) in [("received", 50000), ("lost", 0), ("duplicates", 0), ("corrupt", 0)] {
-                assert_eq!(report_field(&out, field), want, "{mode} {irq} {field}: {out}");
-            }
+            loopback_loses_nothing(&s, irq, 50000, &format!("{mode} {irq}"));
             let inline = d.stat("device", "inline_rounds");
             if mode == "inline" {
                 assert!(inline > 0, "{irq}: no doorbell ran inline");
@@ -84,22 +104,11 @@ fn a_busy_polling_device_loses_nothing() {
     for irq in ["msix", "poll"] {
         let s = sock(&format!("spin-{irq}"));
         let d = Device::start(None, &s, &["--backend", "loopback", "--busy-poll", "200000"]);
-        let (ok, out) = nic_lab(&["--vfio-user", s.to_str().unwrap(), "--irq", irq, "loopback-test", "--count", "50000", "--size", "1514"]);
-        assert!(ok, "{irq}: {out}");
-        for (field, want) in [("received", 50000), ("lost", 0), ("duplicates", 0), ("corrupt", 0)] {
-            assert_eq!(report_field(&out, field), want, "{irq} {field}: {out}");
-        }
+        loopback_loses_nothing(&s, irq, 50000, irq);
         assert!(d.stat("device", "busy_poll_passes") > 0, "{irq}: no busy-poll pass moved a frame");
     }
     // Doorbells that always wake the data path thread leave nothing for a busy poll to do: refused.
-    let s = sock("spin-wake");
-    let out = std::process::Command::new(bin("nic-device"))
-        .args(["--socket", s.to_str().unwrap(), "--backend", "loopback", "--busy-poll", "100", "--doorbells", "wake"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--busy-poll needs --doorbells inline"), "{out:?}");
-    assert!(!s.exists(), "the socket is removed again");
+    refused(&["--busy-poll", "100", "--doorbells", "wake"], "--busy-poll needs --doorbells inline");
 }
 
 /// A timer-polling device (`--timer-poll`) reads the driver's messages on a timer while the driver is
@@ -111,31 +120,15 @@ fn a_timer_polling_device_loses_nothing() {
     for irq in ["msix", "intx", "poll"] {
         let s = sock(&format!("timer-{irq}"));
         let d = Device::start(None, &s, &["--backend", "loopback", "--timer-poll", "200"]);
-        let (ok, out) = nic_lab(&["--vfio-user", s.to_str().unwrap(), "--irq", irq, "loopback-test", "--count", "20000", "--size", "1514"]);
-        assert!(ok, "{irq}: {out}");
-        for (field, want) in [("received", 20000), ("lost", 0), ("duplicates", 0), ("corrupt", 0)] {
-            assert_eq!(report_field(&out, field), want, "{irq} {field}: {out}");
-        }
+        loopback_loses_nothing(&s, irq, 20000, irq);
         let (polls, hits) = (d.stat("device", "timer_polls"), d.stat("device", "timer_poll_hits"));
         assert!(hits <= polls, "{irq}: {hits} of {polls}");
         if irq == "msix" {
             assert!(hits > 0, "msix: no timer poll found a doorbell waiting ({polls} polls)");
         }
     }
-    for (args, want) in [
-        (&["--timer-poll", "100", "--busy-poll", "100"][..], "exclude each other"),
-        (&["--timer-poll", "10001"][..], "10001 is not in 0..=10000"),
-    ] {
-        let s = sock("timer-refused");
-        let out = std::process::Command::new(bin("nic-device"))
-            .args(["--socket", s.to_str().unwrap(), "--backend", "loopback"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains(want), "{args:?}: {out:?}");
-        assert!(!s.exists(), "the socket is removed again");
-    }
+    refused(&["--timer-poll", "100", "--busy-poll", "100"], "exclude each other");
+    refused(&["--timer-poll", "10001"], "10001 is not in 0..=10000");
 }
 
 /// Rings of other sizes (`nic-lab --ring`, as `ethtool -G`): the card is set up with them, and frames
