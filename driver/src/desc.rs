@@ -18,6 +18,8 @@ pub struct TxDesc {
 impl TxDesc {
     /// Byte offset of the status field, where the card writes DD back.
     pub const STATUS_AT: usize = std::mem::offset_of!(TxDesc, upper);
+    /// Byte offset of the command word (length, DTYP and command bits).
+    pub const LOWER_AT: usize = std::mem::offset_of!(TxDesc, lower);
 }
 
 /// Extended receive descriptor, read format: the buffer, and a zeroed upper half the card overwrites.

@@ -113,8 +113,13 @@ struct TxRing {
     n: u32,
     next_to_use: u32,
     next_to_clean: u32,
-    /// For a packet's first descriptor: the index of its last one (where RS is set).
+    /// For a packet's first descriptor: the index of its last one.
     eop_of: Vec<Option<u32>>,
+    /// For a packet's first descriptor: the descriptor whose DD says it was sent. RS is set on the last
+    /// packet of every `RS_EVERY` and on the last of each send, so one status write-back reports a group.
+    done_at: Vec<u32>,
+    /// The first descriptors of the packets queued since the last one with RS (at most `RS_EVERY`).
+    group: Vec<u32>,
     last_ctx: Option<(u32, u32, u32, u32)>,
     /// Since when work has been queued without the card completing any (hang detection).
     stalled_since: Option<Instant>,
@@ -123,6 +128,23 @@ struct TxRing {
     /// Byte queue limits (`None` when off).
     bql: Option<crate::bql::Dql>,
 }
+
+impl TxRing {
+    /// The packets queued since the last RS are reported by the DD of descriptor `rs`.
+    fn close_group(&mut self, rs: u32) {
+        for &f in &self.group {
+            if let Some(d) = self.done_at.get_mut(f as usize) {
+                *d = rs;
+            }
+        }
+        self.group.clear();
+    }
+}
+
+/// RS (report status) is set on every this many packets' last descriptor, and on the last packet of a
+/// send: one status write-back for a group instead of one per packet (as DPDK's `tx_rs_thresh`), which
+/// spares the card a write and the driver a read per packet.
+const RS_EVERY: usize = 32;
 
 struct RxRing {
     desc: usize,
@@ -333,6 +355,8 @@ impl E1000e {
             next_to_use: 0,
             next_to_clean: 0,
             eop_of: vec![None; ntx as usize],
+            done_at: vec![0; ntx as usize],
+            group: Vec::with_capacity(RS_EVERY),
             last_ctx: None,
             stalled_since: None,
             bytes_of: vec![0; ntx as usize],
@@ -682,7 +706,8 @@ impl E1000e {
                 r.next_to_clean = ring_next(r.next_to_clean, r.n);
                 continue;
             };
-            if self.mem.read_u8(r.desc + eop as usize * 16 + TxDesc::STATUS_AT) & TXD_STAT_DD == 0 {
+            let done_at = r.done_at.get(r.next_to_clean as usize).copied().unwrap_or(eop);
+            if self.mem.read_u8(r.desc + done_at as usize * 16 + TxDesc::STATUS_AT) & TXD_STAT_DD == 0 {
                 break;
             }
             r.eop_of[r.next_to_clean as usize] = None;
@@ -757,6 +782,8 @@ impl E1000e {
         self.tx_wait = false;
         let mut sent = 0;
         let mut taken = 0;
+        // The last packet's EOP descriptor: where it lies and its command word, for RS at the end.
+        let mut last_eop: Option<(usize, u32)> = None;
         for p in pkts.iter_mut() {
             if p.data.len() < 14 || p.data.len() > 65536 + 256 || (p.tso.is_none() && p.data.len() > 1518 + 4) {
                 return Err(DriverError::BadPacket("frame length"));
@@ -796,22 +823,27 @@ impl E1000e {
             let vle = if p.vlan.is_some() { TXD_CMD_VLE } else { 0 };
             let chunks = p.data.chunks(BUF_SIZE).count();
             let mut last = r.next_to_use;
+            r.group.push(first);
+            let group_full = r.group.len() >= RS_EVERY;
             for (i, chunk) in p.data.chunks(BUF_SIZE).enumerate() {
                 let idx = r.next_to_use as usize;
                 let buf = r.bufs + idx * BUF_SIZE;
                 self.mem.write_bytes(buf, chunk);
-                let eop = if i + 1 == chunks { TXD_CMD_EOP | TXD_CMD_RS } else { 0 };
+                let eop = match (i + 1 == chunks, group_full) {
+                    (true, true) => TXD_CMD_EOP | TXD_CMD_RS,
+                    (true, false) => TXD_CMD_EOP,
+                    _ => 0,
+                };
                 let at = r.desc + idx * 16;
-                self.mem.write_obj(
-                    at,
-                    TxDesc {
-                        addr: self.mem.iova + buf as u64,
-                        lower: chunk.len() as u32 | TXD_DTYP_D | TXD_CMD_DEXT | TXD_CMD_IFCS | tse | vle | eop,
-                        upper: popts | (p.vlan.unwrap_or(0) as u32) << 16,
-                    },
-                );
+                let lower = chunk.len() as u32 | TXD_DTYP_D | TXD_CMD_DEXT | TXD_CMD_IFCS | tse | vle | eop;
+                self.mem
+                    .write_obj(at, TxDesc { addr: self.mem.iova + buf as u64, lower, upper: popts | (p.vlan.unwrap_or(0) as u32) << 16 });
+                last_eop = Some((at, lower));
                 last = r.next_to_use;
                 r.next_to_use = ring_next(r.next_to_use, r.n);
+            }
+            if group_full {
+                r.close_group(last);
             }
             r.eop_of[first as usize] = Some(last);
             if let Some(b) = r.bytes_of.get_mut(first as usize) {
@@ -828,6 +860,15 @@ impl E1000e {
         }
         for p in pkts.drain(..taken) {
             self.keep_spare(p.data);
+        }
+        // The send's last packet reports the packets queued since the last RS.
+        let r = &mut self.tx[q];
+        if let (Some(&first), Some((at, lower))) = (r.group.last(), last_eop) {
+            if let Some(Some(eop)) = r.eop_of.get(first as usize) {
+                let eop = *eop;
+                self.mem.write_u32(at + TxDesc::LOWER_AT, lower | TXD_CMD_RS);
+                r.close_group(eop);
+            }
         }
         if sent > 0 {
             self.mem.publish();
