@@ -27,11 +27,12 @@
 #
 # With `--against BIN`, every frame case also runs against that other nic-device build, alternating
 # with this one run by run (which goes first alternates too): two more columns give the other build's
-# median and the ratio of the two, measured in the same run.
+# median and the ratio of the two, measured in the same run. `--against-driver BIN` does the same with
+# another build of the driver's side (a `nic-lab` binary) against this device.
 #
-#   tools/scripts/bench.sh [--runs N] [--device BIN] [--against BIN] [--rtt-only]
+#   tools/scripts/bench.sh [--runs N] [--device BIN] [--against BIN | --against-driver BIN] [--rtt-only]
 #   (--device: another nic-device build to measure; --against: one to compare with, interleaved;
-#   --rtt-only: the round trips alone)
+#   --against-driver: a nic-lab build to compare with, interleaved; --rtt-only: the round trips alone)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -39,15 +40,25 @@ RUNS=5
 RTT_ONLY=0
 DEVICE_BIN=""
 AGAINST_BIN=""
+AGAINST_LAB=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="$2"; shift 2 ;;
         --device) DEVICE_BIN="$2"; shift 2 ;;
         --against) AGAINST_BIN="$2"; shift 2 ;;
+        --against-driver) AGAINST_LAB="$2"; shift 2 ;;
         --rtt-only) RTT_ONLY=1; shift ;;
-        *) echo "usage: $0 [--runs N] [--device BIN] [--against BIN] [--rtt-only]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--runs N] [--device BIN] [--against BIN | --against-driver BIN] [--rtt-only]" >&2; exit 2 ;;
     esac
 done
+if [ -n "$AGAINST_BIN" ] && [ -n "$AGAINST_LAB" ]; then
+    echo "$0: --against and --against-driver compare one side each; give one of them" >&2
+    exit 2
+fi
+if [ -n "$AGAINST_LAB" ] && [ ! -x "$AGAINST_LAB" ]; then
+    echo "$0: --against-driver $AGAINST_LAB: not an executable nic-lab" >&2
+    exit 2
+fi
 # The round trips' reference needs ping(8) (iputils-ping), which the rig's set-up installs.
 if ! command -v ping >/dev/null; then
     echo "[bench] setting up the host packages (tools/scripts/setup-rig.sh) ..." >&2
@@ -77,13 +88,16 @@ if [ "$RTT_ONLY" = 0 ]; then
     printf '%-26s %12s %21s %8s %14s %7s %14s %7s %9s %9s' case "frames/s" "(min-max of $RUNS)" Gbit/s "memcpy frames/s" "ratio" \
         "handoff fr/s" "ratio" "RSS idle" "RSS peak"
     [ -n "$AGAINST_BIN" ] && printf ' %12s %7s' "other build" "x"
+    [ -n "$AGAINST_LAB" ] && printf ' %12s %7s' "other driver" "x"
     printf '\n'
 fi
-# One run of the case against the other build (`--against`): its frames/s.
+# One run of the case against the other build (`--against`: the other device with this driver;
+# `--against-driver`: this device with the other driver): its frames/s.
+COMPARE="$AGAINST_BIN$AGAINST_LAB"
 against() {
-    start_dev "$AGAINST_BIN"
+    start_dev "${AGAINST_BIN:-$DEVICE_BIN}"
     local out
-    out="$("$BIN/nic-lab" --vfio-user "$SOCK" "$@")" || { echo "other build: run failed: $out" >&2; stop_dev; return; }
+    out="$("${AGAINST_LAB:-$BIN/nic-lab}" --vfio-user "$SOCK" "$@")" || { echo "other build: run failed: $out" >&2; stop_dev; return; }
     stop_dev
     field "$out" 2
 }
@@ -94,7 +108,7 @@ bench() {
     local window=128 a prev=""
     for a in "$@"; do [ "$prev" = --ring ] && window=$((a / 2)); prev="$a"; done
     for r in $(seq "$RUNS"); do
-        [ -n "$AGAINST_BIN" ] && [ $((r % 2)) = 0 ] && others+="$(against "$@")"$'\n'
+        [ -n "$COMPARE" ] && [ $((r % 2)) = 0 ] && others+="$(against "$@")"$'\n'
         start_dev
         idle+="$(kib "$DEV" VmRSS)"$'\n'
         local out
@@ -105,7 +119,7 @@ bench() {
         gbits+="$(field "$out" 4)"$'\n'
         refs+="$(field "$("$BIN/nic-lab" memcpy --size "$size" --count 2000000)" 2)"$'\n'
         hands+="$(field "$("$BIN/nic-lab" handoff --size "$size" --count 1000000 --window "$window")" 2)"$'\n'
-        [ -n "$AGAINST_BIN" ] && [ $((r % 2)) = 1 ] && others+="$(against "$@")"$'\n'
+        [ -n "$COMPARE" ] && [ $((r % 2)) = 1 ] && others+="$(against "$@")"$'\n'
     done
     [ -z "$rates" ] && return
     read -r med lo hi <<<"$(printf '%s' "$rates" | median)"
@@ -120,7 +134,7 @@ bench() {
     printf '%-26s %12s %21s %8s %14s %7s %14s %7s %9s %9s' "$name" "$med" "($lo-$hi)" "$gb" "$ref" \
         "$(awk -v a="$med" -v b="$ref" 'BEGIN {printf "%.3f", a/b}')" "${hand:-failed}" \
         "$(awk -v a="$med" -v b="${hand:-0}" 'BEGIN {if (b > 0) printf "%.2f", a/b; else print "-"}')" "$ri" "$rp"
-    if [ -n "$AGAINST_BIN" ]; then
+    if [ -n "$COMPARE" ]; then
         local om
         read -r om _ _ <<<"$(printf '%s' "$others" | grep . | median)"
         printf ' %12s %7s' "${om:-failed}" "$(awk -v a="$med" -v b="${om:-0}" 'BEGIN {if (b > 0) printf "%.2f", a/b; else print "-"}')"
