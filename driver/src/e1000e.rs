@@ -1,7 +1,7 @@
 //! The 82574L driver: bring-up as Linux's e1000e does it, two queue pairs on DMA rings, MSI-X (or MSI,
 //! INTx, or busy polling), and the [`NetDev`] data path with no register reads on it.
 
-use crate::desc::{RxRead, RxWb, TxDesc};
+use crate::desc::*;
 use crate::dma::DmaRegion;
 use crate::netdev::*;
 use crate::regs::*;
@@ -84,28 +84,6 @@ const SPARE_MAX: usize = 512;
 const SPARE_CAPACITY_MAX: usize = 16 * 1024 + 64;
 /// Most descriptors one packet may take: a context plus 64 KiB of 2 KiB buffers, with headers.
 const MAX_DESC_PER_PKT: usize = 1 + (65536 + 256) / BUF_SIZE + 1;
-const TXD_DTYP_D: u32 = 1 << 20;
-const TXD_CMD_DEXT: u32 = 1 << 29;
-const TXD_CMD_EOP: u32 = 1 << 24;
-const TXD_CMD_IFCS: u32 = 1 << 25;
-const TXD_CMD_TSE: u32 = 1 << 26;
-const TXD_CMD_RS: u32 = 1 << 27;
-const TXD_CMD_VLE: u32 = 1 << 30;
-const TXD_CMD_TCP: u32 = 1 << 24;
-const TXD_CMD_IP: u32 = 1 << 25;
-const TXD_POPTS_IXSM: u32 = 1 << 8;
-const TXD_POPTS_TXSM: u32 = 2 << 8;
-const TXD_STAT_DD: u8 = 1;
-const RXD_STAT_DD: u32 = 1 << 0;
-const RXD_STAT_EOP: u32 = 1 << 1;
-const RXD_STAT_IXSM: u32 = 1 << 2;
-const RXD_STAT_VP: u32 = 1 << 3;
-const RXD_STAT_UDPCS: u32 = 1 << 4;
-const RXD_STAT_TCPCS: u32 = 1 << 5;
-const RXD_ERR_TCPE: u32 = 1 << 29;
-const RXD_ERR_IPE: u32 = 1 << 30;
-/// Frame errors (CE, SE, SEQ, CXE, RXE) in the extended write-back.
-const RXD_ERR_FRAME: u32 = (1 << 24) | (1 << 25) | (1 << 26) | (1 << 28) | (1 << 31);
 
 struct TxRing {
     desc: usize,
@@ -120,7 +98,8 @@ struct TxRing {
     done_at: Vec<u32>,
     /// The first descriptors of the packets queued since the last one with RS (at most `RS_EVERY`).
     group: Vec<u32>,
-    last_ctx: Option<(u32, u32, u32, u32)>,
+    /// The offload context the card holds for this queue (written with the last context descriptor).
+    last_ctx: Option<TxContextDesc>,
     /// Since when work has been queued without the card completing any (hang detection).
     stalled_since: Option<Instant>,
     /// For a packet's first descriptor: its length in bytes (for the byte queue limit).
@@ -522,7 +501,7 @@ impl E1000e {
             }
             // Entries alternate between the queues.
             for i in 0..32u32 {
-                self.t.write32(RETA + 4 * i, 0x8000_8000)?;
+                self.t.write32(RETA + 4 * i, u32::from_le_bytes([0, RETA_QUEUE1, 0, RETA_QUEUE1]))?;
             }
             self.t.write32(
                 MRQC,
@@ -576,7 +555,7 @@ impl E1000e {
         }
         let cfg_cap = |t: &mut Box<dyn Transport>, id: u8| -> Result<Option<u64>, DriverError> {
             let mut p = [0u8; 1];
-            t.config_read(0x34, &mut p)?;
+            t.config_read(PCI_CAPABILITY_LIST, &mut p)?;
             let mut at = p[0] as u64;
             for _ in 0..48 {
                 if at == 0 {
@@ -599,11 +578,11 @@ impl E1000e {
                 let fds = (0..3).map(|_| eventfd()).collect::<std::io::Result<Vec<_>>>()?;
                 self.t.enable_irqs(kind, &fds.iter().collect::<Vec<_>>())?;
                 // For a server that does not emulate the MSI-X capability itself, enable it in config space.
-                if let Some(cap) = cfg_cap(&mut self.t, 0x11)? {
+                if let Some(cap) = cfg_cap(&mut self.t, PCI_CAP_ID_MSIX)? {
                     let mut mc = [0u8; 2];
-                    self.t.config_read(cap + 2, &mut mc)?;
-                    let mc = (u16::from_le_bytes(mc) | 0x8000) & !0x4000;
-                    self.t.config_write(cap + 2, &mc.to_le_bytes())?;
+                    self.t.config_read(cap + PCI_MSI_FLAGS, &mut mc)?;
+                    let mc = (u16::from_le_bytes(mc) | PCI_MSIX_FLAGS_ENABLE) & !PCI_MSIX_FLAGS_MASKALL;
+                    self.t.config_write(cap + PCI_MSI_FLAGS, &mc.to_le_bytes())?;
                 }
                 self.irq_fds = fds;
                 // RXQ0/RXQ1 -> vector 0, TXQ0/TXQ1 -> vector 1, other -> vector 2.
@@ -630,10 +609,10 @@ impl E1000e {
                 let fd = eventfd()?;
                 self.t.enable_irqs(kind, &[&fd])?;
                 if kind == IrqKind::Msi {
-                    if let Some(cap) = cfg_cap(&mut self.t, 0x05)? {
+                    if let Some(cap) = cfg_cap(&mut self.t, PCI_CAP_ID_MSI)? {
                         let mut mc = [0u8; 2];
-                        self.t.config_read(cap + 2, &mut mc)?;
-                        self.t.config_write(cap + 2, &(u16::from_le_bytes(mc) | 1).to_le_bytes())?;
+                        self.t.config_read(cap + PCI_MSI_FLAGS, &mut mc)?;
+                        self.t.config_write(cap + PCI_MSI_FLAGS, &(u16::from_le_bytes(mc) | PCI_MSI_FLAGS_ENABLE).to_le_bytes())?;
                     }
                     cmd |= PCI_COMMAND_INTX_DISABLE;
                 } else {
@@ -707,7 +686,7 @@ impl E1000e {
                 continue;
             };
             let done_at = r.done_at.get(r.next_to_clean as usize).copied().unwrap_or(eop);
-            if self.mem.read_u8(r.desc + done_at as usize * 16 + TxDesc::STATUS_AT) & TXD_STAT_DD == 0 {
+            if self.mem.read_u8(r.desc + done_at as usize * 16 + TxDataDesc::STATUS_AT) & TXD_STAT_DD == 0 {
                 break;
             }
             r.eop_of[r.next_to_clean as usize] = None;
@@ -725,7 +704,7 @@ impl E1000e {
     }
 
     /// Fills in the pseudo-header seed and, for TSO, zeroes what the card recomputes per segment.
-    fn prepare_offload(p: &mut TxPacket) -> Result<Option<(u32, u32, u32, u32)>, DriverError> {
+    fn prepare_offload(p: &mut TxPacket) -> Result<Option<TxContextDesc>, DriverError> {
         let Some(c) = p.csum else { return Ok(None) };
         let d = &mut p.data;
         let bad = || DriverError::BadPacket("offload offsets outside the packet");
@@ -764,17 +743,22 @@ impl E1000e {
                 d[c.l3 + 4..c.l3 + 6].copy_from_slice(&[0, 0]);
             }
         }
-        let ipcse = if c.ipv4 { (c.l4 - 1) as u32 } else { 0 };
-        let ipcso = if c.ipv4 { (c.l3 + 10) as u32 } else { 0 };
-        let lower = c.l3 as u32 | ipcso << 8 | ipcse << 16;
-        let upper = c.l4 as u32 | (csum_off as u32) << 8;
-        let mut cmd = TXD_CMD_DEXT | if c.tcp { TXD_CMD_TCP } else { 0 } | if c.ipv4 { TXD_CMD_IP } else { 0 };
-        let mut seg = 0;
+        // Offsets within 255 bytes (checked above); IPv6 has no header checksum: IPCSO and IPCSE stay 0.
+        let mut ctx = TxContextDesc {
+            ipcss: c.l3 as u8,
+            ipcso: if c.ipv4 { (c.l3 + 10) as u8 } else { 0 },
+            ipcse: if c.ipv4 { (c.l4 - 1) as u16 } else { 0 },
+            tucss: c.l4 as u8,
+            tucso: csum_off as u8,
+            tucse: 0,
+            cmd_len: TXD_CMD_DEXT | if c.tcp { TXD_TUCMD_TCP } else { 0 } | if c.ipv4 { TXD_TUCMD_IP } else { 0 },
+            ..Default::default()
+        };
         if let Some(mss) = tso {
-            cmd |= TXD_CMD_TSE | (d.len() - hdrlen) as u32;
-            seg = (hdrlen as u32) << 8 | (mss as u32) << 16;
+            ctx.cmd_len |= TXD_CMD_TSE | (d.len() - hdrlen) as u32;
+            (ctx.hdrlen, ctx.mss) = (hdrlen as u8, mss);
         }
-        Ok(Some((lower, upper, cmd, seg)))
+        Ok(Some(ctx))
     }
 
     fn transmit_on(&mut self, q: usize, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError> {
@@ -807,10 +791,9 @@ impl E1000e {
             }
             let r = &mut self.tx[q];
             let first = r.next_to_use;
-            if need_ctx {
-                let (lo, up, cmd, seg) = ctx.unwrap();
+            if let Some(c) = ctx.filter(|_| need_ctx) {
                 let at = r.desc + r.next_to_use as usize * 16;
-                self.mem.write_obj(at, TxDesc { addr: lo as u64 | (up as u64) << 32, lower: cmd, upper: seg });
+                self.mem.write_obj(at, c);
                 r.last_ctx = ctx;
                 r.next_to_use = ring_next(r.next_to_use, r.n);
             }
@@ -835,10 +818,10 @@ impl E1000e {
                     _ => 0,
                 };
                 let at = r.desc + idx * 16;
-                let lower = chunk.len() as u32 | TXD_DTYP_D | TXD_CMD_DEXT | TXD_CMD_IFCS | tse | vle | eop;
-                self.mem
-                    .write_obj(at, TxDesc { addr: self.mem.iova + buf as u64, lower, upper: popts | (p.vlan.unwrap_or(0) as u32) << 16 });
-                last_eop = Some((at, lower));
+                let cmd_len = chunk.len() as u32 | TXD_DTYP_D | TXD_CMD_DEXT | TXD_CMD_IFCS | tse | vle | eop;
+                let vlan = p.vlan.unwrap_or(0);
+                self.mem.write_obj(at, TxDataDesc { addr: self.mem.iova + buf as u64, cmd_len, status: 0, popts, vlan });
+                last_eop = Some((at, cmd_len));
                 last = r.next_to_use;
                 r.next_to_use = ring_next(r.next_to_use, r.n);
             }
@@ -863,10 +846,10 @@ impl E1000e {
         }
         // The send's last packet reports the packets queued since the last RS.
         let r = &mut self.tx[q];
-        if let (Some(&first), Some((at, lower))) = (r.group.last(), last_eop) {
+        if let (Some(&first), Some((at, cmd_len))) = (r.group.last(), last_eop) {
             if let Some(Some(eop)) = r.eop_of.get(first as usize) {
                 let eop = *eop;
-                self.mem.write_u32(at + TxDesc::LOWER_AT, lower | TXD_CMD_RS);
+                self.mem.write_u32(at + TxDataDesc::CMD_LEN_AT, cmd_len | TXD_CMD_RS);
                 r.close_group(eop);
             }
         }
@@ -1271,6 +1254,36 @@ impl Drop for E1000e {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// The 16 bytes `d` puts in DMA memory.
+    fn bytes_of<T: Copy>(d: T) -> [u8; 16] {
+        let m = DmaRegion::new(16).unwrap();
+        m.write_obj(0, d);
+        let mut b = [0u8; 16];
+        m.read_bytes(0, &mut b);
+        b
+    }
+
+    /// The context descriptor for TSO of a TCP/IPv4 packet (14-byte Ethernet, 20-byte IPv4 and TCP headers,
+    /// 3,000 bytes of payload, MSS 1448), byte for byte as the datasheet lays it out: IPCSS 14, IPCSO 24,
+    /// IPCSE 33, TUCSS 34, TUCSO 50, TUCSE 0; PAYLEN 3000 with TUCMD DEXT|TSE|IP|TCP; HDRLEN 54; MSS 1448.
+    /// Then UDP/IPv6 checksum offload: no IP checksum, TUCSO 6 into UDP, no TSO fields.
+    #[test]
+    fn context_descriptor_hand_vectors() {
+        let mut data = vec![0u8; 14 + 20 + 20 + 3000];
+        data[14 + 20 + 12] = 5 << 4; // TCP data offset: 20 bytes
+        let csum = TxCsum { l3: 14, l4: 34, ipv4: true, tcp: true };
+        let mut p = TxPacket { data, csum: Some(csum), tso: Some(1448), vlan: None };
+        let ctx = E1000e::prepare_offload(&mut p).unwrap().unwrap();
+        let want = [0x0E, 0x18, 0x21, 0x00, 0x22, 0x32, 0x00, 0x00, 0xB8, 0x0B, 0x00, 0x27, 0x00, 0x36, 0xA8, 0x05];
+        assert_eq!(bytes_of(ctx), want);
+        let data = vec![0u8; 14 + 40 + 8 + 100];
+        let csum = TxCsum { l3: 14, l4: 54, ipv4: false, tcp: false };
+        let mut p = TxPacket { data, csum: Some(csum), tso: None, vlan: None };
+        let ctx = E1000e::prepare_offload(&mut p).unwrap().unwrap();
+        let want = [0x0E, 0x00, 0x00, 0x00, 0x36, 0x3C, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00, 0x00, 0x00];
+        assert_eq!(bytes_of(ctx), want);
+    }
 
     #[test]
     fn mta_bit_hand_vectors() {

@@ -68,6 +68,8 @@ pub const VFTA: u32 = 0x05600;
 pub const MRQC: u32 = 0x05818;
 /// The RSS redirection table: 128 one-byte entries in 32 registers; bit 7 of an entry picks queue 1.
 pub const RETA: u32 = 0x05C00;
+/// A redirection table entry's queue bit (bit 7 of each byte-wide entry): queue 1, else queue 0.
+pub const RETA_QUEUE1: u8 = 1 << 7;
 /// The 40-byte RSS key in 10 registers.
 pub const RSSRK: u32 = 0x05C80;
 pub const MANC: u32 = 0x05820;
@@ -174,5 +176,14 @@ pub const PCI_COMMAND: u64 = 0x04;
 pub const PCI_COMMAND_MEMORY: u16 = 1 << 1;
 pub const PCI_COMMAND_MASTER: u16 = 1 << 2;
 pub const PCI_COMMAND_INTX_DISABLE: u16 = 1 << 10;
+/// The first capability's offset, and the capabilities this driver looks for.
+pub const PCI_CAPABILITY_LIST: u64 = 0x34;
+pub const PCI_CAP_ID_MSI: u8 = 0x05;
+pub const PCI_CAP_ID_MSIX: u8 = 0x11;
+/// Message Control, two bytes into the MSI and MSI-X capabilities.
+pub const PCI_MSI_FLAGS: u64 = 2;
+pub const PCI_MSI_FLAGS_ENABLE: u16 = 1 << 0;
+pub const PCI_MSIX_FLAGS_MASKALL: u16 = 1 << 14;
+pub const PCI_MSIX_FLAGS_ENABLE: u16 = 1 << 15;
 pub const PCI_VENDOR_INTEL: u16 = 0x8086;
 pub const PCI_DEVICE_82574L: u16 = 0x10D3;
