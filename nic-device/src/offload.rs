@@ -39,26 +39,30 @@ pub struct TxContext {
 
 /// Adds `data` to a one's-complement partial sum (16-bit big-endian words, odd byte padded).
 ///
-/// Eight bytes at a time: a 32-bit word is worth its two 16-bit halves modulo 0xFFFF (2^16 = 1), so the
+/// Eight bytes at a time, read in the CPU's order (RFC 1071 2(B)): the one's-complement sum of byte-swapped
+/// words is the byte-swapped sum, so `data` is summed as little-endian words and the folded result swapped
+/// once, with no swap per word. A 32-bit word is worth its two 16-bit halves modulo 0xFFFF (2^16 = 1), so the
 /// sum of the halves of each 32-bit word folds (`csum_fold`) to the same result as the 16-bit words would.
-pub fn csum_add(mut sum: u64, data: &[u8]) -> u64 {
+pub fn csum_add(sum: u64, data: &[u8]) -> u64 {
+    let mut acc = 0u64;
     let mut wide = data.chunks_exact(8);
     for c in &mut wide {
         if let Ok(b) = <[u8; 8]>::try_from(c) {
-            let w = u64::from_be_bytes(b);
-            sum += (w >> 32) + (w & 0xFFFF_FFFF);
+            let w = u64::from_le_bytes(b);
+            acc += (w >> 32) + (w & 0xFFFF_FFFF);
         }
     }
     let mut chunks = wide.remainder().chunks_exact(2);
     for c in &mut chunks {
         if let [a, b] = c {
-            sum += u64::from(u16::from_be_bytes([*a, *b]));
+            acc += u64::from(u16::from_le_bytes([*a, *b]));
         }
     }
     if let [b] = chunks.remainder() {
-        sum += (*b as u64) << 8;
+        // The odd byte is the high half of a big-endian word: the low half of a little-endian one.
+        acc += u64::from(*b);
     }
-    sum
+    sum + u64::from(csum_fold(acc).swap_bytes())
 }
 
 /// Folds a partial sum to 16 bits (not complemented).
@@ -265,6 +269,16 @@ mod test {
                 .collect();
             assert_eq!(csum_fold(csum_add(0, &data)), reference_sum(&data), "length {len}");
             assert_eq!(csum_fold(csum_add(0xFFFF_0001, &data)), csum_fold(0xFFFF_0001 + u64::from(reference_sum(&data))), "length {len}");
+        }
+        for seed in [0, 1, 0xFFFF, 0x1_0000, 0xFFFF_FFFF, 0x7FFF_FFFF_FFFF] {
+            for len in [0, 1, 2, 7, 8, 9, 63, 1448] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+                assert_eq!(
+                    csum_fold(csum_add(seed, &data)),
+                    csum_fold(seed + u64::from(reference_sum(&data))),
+                    "seed {seed:#x}, length {len}"
+                );
+            }
         }
         assert_eq!(csum_fold(csum_add(0, &[0xFF; 64])), 0xFFFF);
         assert_eq!(csum_fold(csum_add(0, &[0; 64])), 0);

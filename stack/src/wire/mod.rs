@@ -37,24 +37,31 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Internet checksum helpers (RFC 1071).
 pub mod checksum {
-    /// One's-complement sum of `data` added to `acc` (not folded). Eight bytes at a time: the sum of the
-    /// 32-bit big-endian words is congruent to that of the 16-bit ones modulo 0xFFFF, so it folds to the
-    /// same checksum (RFC 1071 section 2, "deferred carries" and "parallel summation").
+    /// One's-complement sum of `data` added to `acc` (not folded). Eight bytes at a time, in the CPU's byte
+    /// order: the sum of byte-swapped words is the byte-swapped sum (RFC 1071 2(B)), so `data` is summed as
+    /// little-endian words and the folded result swapped once; and the sum of 32-bit words is congruent to
+    /// that of the 16-bit ones modulo 0xFFFF, so it folds to the same checksum (RFC 1071 section 2,
+    /// "deferred carries" and "parallel summation").
     pub fn sum(acc: u32, data: &[u8]) -> u32 {
-        let mut wide = u64::from(acc);
+        let mut le = 0u64;
         let mut chunks = data.chunks_exact(8);
         for c in &mut chunks {
-            let v = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            wide += (v >> 32) + (v & 0xFFFF_FFFF);
+            let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            le += (v >> 32) + (v & 0xFFFF_FFFF);
         }
         let rest = chunks.remainder();
         let mut words = rest.chunks_exact(2);
         for w in &mut words {
-            wide += u64::from(u16::from_be_bytes([w[0], w[1]]));
+            le += u64::from(u16::from_le_bytes([w[0], w[1]]));
         }
         if let [b] = words.remainder() {
-            wide += u64::from(*b) << 8;
+            // The odd byte is the high half of a big-endian word: the low half of a little-endian one.
+            le += u64::from(*b);
         }
+        while le > 0xFFFF {
+            le = (le & 0xFFFF) + (le >> 16);
+        }
+        let mut wide = u64::from(acc) + u64::from((le as u16).swap_bytes());
         // Down to at most 17 bits, so that callers may keep adding.
         while wide > 0xFFFF_FFFF {
             wide = (wide & 0xFFFF_FFFF) + (wide >> 32);
