@@ -111,3 +111,13 @@ const _: () = {
     assert!(std::mem::size_of::<RxRead>() == 16);
     assert!(std::mem::size_of::<RxWb>() == 16 && RxWb::STATERR_AT == 8 && RxWb::LENGTH_AT == 12 && RxWb::VLAN_AT == 14);
 };
+
+// SAFETY: `#[repr(C)]` structs of integers whose sizes (asserted above) leave no padding: every byte is
+// defined, and every byte pattern is a valid value.
+unsafe impl vm_memory::ByteValued for TxContextDesc {}
+// SAFETY: as above.
+unsafe impl vm_memory::ByteValued for TxDataDesc {}
+// SAFETY: as above.
+unsafe impl vm_memory::ByteValued for RxRead {}
+// SAFETY: as above.
+unsafe impl vm_memory::ByteValued for RxWb {}

@@ -97,9 +97,9 @@ impl DmaRegion {
         // SAFETY: as write_u64.
         unsafe { std::ptr::write_volatile(self.ptr.add(off) as *mut u32, v) }
     }
-    /// Stores a descriptor whole (`T` is one of `desc`'s plain layouts). Little-endian host assumed, as
-    /// everywhere in this driver (x86-64).
-    pub fn write_obj<T: Copy>(&self, off: usize, v: T) {
+    /// Stores a descriptor whole (`T` is one of `desc`'s plain layouts: `ByteValued`, so it has no padding
+    /// and every byte of it is defined). Little-endian host assumed, as everywhere in this driver (x86-64).
+    pub fn write_obj<T: vm_memory::ByteValued>(&self, off: usize, v: T) {
         self.check(off, std::mem::size_of::<T>());
         assert!((self.ptr as usize + off).is_multiple_of(std::mem::align_of::<T>()), "unaligned descriptor at {off:#x}");
         // SAFETY: in bounds and aligned (checked); the device reads it only after a doorbell.

@@ -1256,7 +1256,7 @@ mod test {
     use super::*;
 
     /// The 16 bytes `d` puts in DMA memory.
-    fn bytes_of<T: Copy>(d: T) -> [u8; 16] {
+    fn bytes_of<T: vm_memory::ByteValued>(d: T) -> [u8; 16] {
         let m = DmaRegion::new(16).unwrap();
         m.write_obj(0, d);
         let mut b = [0u8; 16];
