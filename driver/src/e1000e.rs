@@ -769,10 +769,19 @@ impl E1000e {
         // The last packet's EOP descriptor: where it lies and its command word, for RS at the end.
         let mut last_eop: Option<(usize, u32)> = None;
         for p in pkts.iter_mut() {
-            if p.data.len() < 14 || p.data.len() > 65536 + 256 || (p.tso.is_none() && p.data.len() > 1518 + 4) {
-                return Err(DriverError::BadPacket("frame length"));
-            }
-            let ctx = Self::prepare_offload(p)?;
+            // A packet the card cannot carry ends the batch before it: the packets already written go out
+            // with this doorbell, and the next call reports it (first in line, nothing written) for the
+            // caller to drop.
+            let checked = if p.data.len() < 14 || p.data.len() > 65536 + 256 || (p.tso.is_none() && p.data.len() > 1518 + 4) {
+                Err(DriverError::BadPacket("frame length"))
+            } else {
+                Self::prepare_offload(p)
+            };
+            let ctx = match checked {
+                Ok(ctx) => ctx,
+                Err(e) if taken == 0 => return Err(e),
+                Err(_) => break,
+            };
             let r = &self.tx[q];
             let need_ctx = ctx.is_some() && ctx != r.last_ctx;
             let need = p.data.len().div_ceil(BUF_SIZE) + need_ctx as usize;

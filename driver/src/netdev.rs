@@ -92,7 +92,9 @@ pub trait NetDev {
     /// Reads the link state from the card (a register read: not for the fast path).
     fn link(&mut self) -> Result<LinkState, DriverError>;
     /// Queues as many packets from the front of `pkts` as fit, removes them, and rings the doorbell once.
-    /// Returns how many were queued.
+    /// Returns how many were queued. A packet the card cannot carry (its length, or offload offsets outside
+    /// it) ends the batch before it; when it is the first, nothing is queued and the error
+    /// (`DriverError::BadPacket`) says so: the caller drops it, as a kernel driver drops a malformed skb.
     fn transmit(&mut self, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError>;
     /// Reclaims finished transmits and collects up to `budget` received packets into `out`.
     fn poll(&mut self, budget: usize, out: &mut Vec<RxPacket>) -> Result<usize, DriverError>;

@@ -558,3 +558,31 @@ fn latency_mode_finds_frames_by_busy_polling() {
     assert_eq!(got, 20);
     assert!(dev.stats().busy_poll_hits > 0, "the busy poll saw frames land: {:?}", dev.stats());
 }
+
+/// A packet the card cannot carry (too long without TSO, or offload offsets outside it) ends a batch
+/// before it: the packets ahead go out with that doorbell, the next send reports it first in line with
+/// nothing written, and once the caller drops it the rest go out. Every good frame comes back once.
+#[test]
+fn a_packet_the_card_cannot_carry_ends_the_batch_before_it() {
+    let s = sock("bad-packet");
+    let _d = Device::start(None, &s, &["--backend", "loopback"]);
+    let mut dev = open(&s, true);
+    let mac = dev.mac();
+    let good = |n: u8| TxPacket::plain(tcp4(mac, mac, &[n; 100]));
+    let too_long = TxPacket::plain(tcp4(mac, mac, &[0xEE; 3000]));
+    let mut bad_offsets = TxPacket::plain(tcp4(mac, mac, &[0xDD; 100]));
+    bad_offsets.csum = Some(TxCsum { l3: 14, l4: 250, ipv4: true, tcp: true });
+    for bad in [too_long, bad_offsets] {
+        let mut pkts = vec![good(1), bad, good(2)];
+        assert_eq!(dev.transmit(&mut pkts).unwrap(), 1, "the packet ahead of the bad one goes");
+        assert_eq!(pkts.len(), 2);
+        assert!(matches!(dev.transmit(&mut pkts), Err(driver::DriverError::BadPacket(_))), "then the bad one is reported");
+        assert_eq!(pkts.len(), 2, "and left to the caller");
+        pkts.remove(0);
+        assert_eq!(dev.transmit(&mut pkts).unwrap(), 1);
+        let got = receive_until(&mut dev, 2, Duration::from_secs(5));
+        let payloads: Vec<u8> = got.iter().map(|p| p.data[p.data.len() - 1]).collect();
+        assert_eq!(payloads, [1, 2], "each good frame once, in order");
+        assert!(receive_until(&mut dev, 1, Duration::from_millis(200)).is_empty(), "nothing more");
+    }
+}
