@@ -152,15 +152,15 @@ bench() {
 if [ "$RTT_ONLY" = 0 ]; then
 bench "64 B, MSI-X"           64    loopback-test --count 500000 --size 64
 bench "1514 B, MSI-X"         1514  loopback-test --count 200000 --size 1514
-bench "64 KiB TSO, MSI-X"     1514  loopback-test --count 2000 --size 65000 --tso
+bench "64 KiB TSO, MSI-X"     1514  loopback-test --count 20000 --size 65000 --tso
 bench "64 B, busy poll"       64    --irq poll loopback-test --count 500000 --size 64
 bench "1514 B, busy poll"     1514  --irq poll loopback-test --count 200000 --size 1514
-bench "64 KiB TSO, busy poll" 1514  --irq poll loopback-test --count 2000 --size 65000 --tso
+bench "64 KiB TSO, busy poll" 1514  --irq poll loopback-test --count 20000 --size 65000 --tso
 bench "64 B, MSI-X, ring 1024"    64    --ring 1024 loopback-test --count 1000000 --size 64
 bench "1514 B, MSI-X, ring 1024"  1514  --ring 1024 loopback-test --count 400000 --size 1514
 bench "64 B, poll, ring 1024"     64    --ring 1024 --irq poll loopback-test --count 1000000 --size 64
 bench "1514 B, poll, ring 1024"   1514  --ring 1024 --irq poll loopback-test --count 400000 --size 1514
-bench "64 KiB TSO, ring 1024"  1514  --ring 1024 loopback-test --count 4000 --size 65000 --tso
+bench "64 KiB TSO, ring 1024"  1514  --ring 1024 loopback-test --count 20000 --size 65000 --tso
 DEV_ARGS=(--doorbells wake)
 bench "64 B, MSI-X, wake"     64    loopback-test --count 500000 --size 64
 bench "1514 B, MSI-X, wake"   1514  loopback-test --count 200000 --size 1514
