@@ -120,6 +120,30 @@ impl TxRing {
     }
 }
 
+/// What a queued packet's offloads change in it (`E1000e::offload_plan`): the pseudo-header sum in its
+/// TCP/UDP checksum field, and for TSO the IP length fields (and IPv4 header checksum) zeroed.
+#[derive(Clone, Copy, Debug)]
+struct OffloadEdits {
+    seed_at: usize,
+    seed: u16,
+    /// Two-byte fields to zero.
+    zero: [Option<usize>; 2],
+}
+
+impl OffloadEdits {
+    /// Makes the edits; the offsets were checked against this packet's length when they were worked out.
+    fn apply(&self, d: &mut [u8]) {
+        if let Some(f) = d.get_mut(self.seed_at..self.seed_at + 2) {
+            f.copy_from_slice(&self.seed.to_be_bytes());
+        }
+        for at in self.zero.iter().flatten() {
+            if let Some(f) = d.get_mut(*at..*at + 2) {
+                f.copy_from_slice(&[0, 0]);
+            }
+        }
+    }
+}
+
 /// RS (report status) is set on every this many packets' last descriptor, and on the last packet of a
 /// send: one status write-back for a group instead of one per packet (as DPDK's `tx_rs_thresh`), which
 /// spares the card a write and the driver a read per packet.
@@ -704,9 +728,12 @@ impl E1000e {
     }
 
     /// Fills in the pseudo-header seed and, for TSO, zeroes what the card recomputes per segment.
-    fn prepare_offload(p: &mut TxPacket) -> Result<Option<TxContextDesc>, DriverError> {
+    /// The context descriptor a packet's offloads need, and the edits to make to the packet once it is
+    /// queued (`OffloadEdits::apply`): worked out without touching it, so that a packet the ring has no
+    /// room for stays as the caller gave it.
+    fn offload_plan(p: &TxPacket) -> Result<Option<(TxContextDesc, OffloadEdits)>, DriverError> {
         let Some(c) = p.csum else { return Ok(None) };
-        let d = &mut p.data;
+        let d = &p.data;
         let bad = || DriverError::BadPacket("offload offsets outside the packet");
         let l4_len_min = if c.tcp { 20 } else { 8 };
         if c.l3 >= c.l4 || c.l4 + l4_len_min > d.len() || c.l4 > 255 {
@@ -734,14 +761,11 @@ impl E1000e {
         if tso.is_none() {
             seed += l4_len as u32;
         }
-        d[csum_off..csum_off + 2].copy_from_slice(&fold(seed).to_be_bytes());
+        // The pseudo-header sum goes into the checksum field; for TSO the card writes each segment's IP
+        // length (and IPv4 header checksum) itself, so those start at zero.
+        let mut edits = OffloadEdits { seed_at: csum_off, seed: fold(seed), zero: [None, None] };
         if tso.is_some() {
-            if c.ipv4 {
-                d[c.l3 + 2..c.l3 + 4].copy_from_slice(&[0, 0]);
-                d[c.l3 + 10..c.l3 + 12].copy_from_slice(&[0, 0]);
-            } else {
-                d[c.l3 + 4..c.l3 + 6].copy_from_slice(&[0, 0]);
-            }
+            edits.zero = if c.ipv4 { [Some(c.l3 + 2), Some(c.l3 + 10)] } else { [Some(c.l3 + 4), None] };
         }
         // Offsets within 255 bytes (checked above); IPv6 has no header checksum: IPCSO and IPCSE stay 0.
         let mut ctx = TxContextDesc {
@@ -758,7 +782,7 @@ impl E1000e {
             ctx.cmd_len |= TXD_CMD_TSE | (d.len() - hdrlen) as u32;
             (ctx.hdrlen, ctx.mss) = (hdrlen as u8, mss);
         }
-        Ok(Some(ctx))
+        Ok(Some((ctx, edits)))
     }
 
     fn transmit_on(&mut self, q: usize, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError> {
@@ -775,10 +799,10 @@ impl E1000e {
             let checked = if p.data.len() < 14 || p.data.len() > 65536 + 256 || (p.tso.is_none() && p.data.len() > 1518 + 4) {
                 Err(DriverError::BadPacket("frame length"))
             } else {
-                Self::prepare_offload(p)
+                Self::offload_plan(p)
             };
-            let ctx = match checked {
-                Ok(ctx) => ctx,
+            let (ctx, edits) = match checked {
+                Ok(plan) => (plan.map(|(c, _)| c), plan.map(|(_, e)| e)),
                 Err(e) if taken == 0 => return Err(e),
                 Err(_) => break,
             };
@@ -797,6 +821,10 @@ impl E1000e {
                     self.tx_wait = true;
                     break;
                 }
+            }
+            // Queued: the packet takes its offload edits now.
+            if let Some(e) = edits {
+                e.apply(&mut p.data);
             }
             let r = &mut self.tx[q];
             let first = r.next_to_use;
@@ -1283,13 +1311,21 @@ mod test {
         data[14 + 20 + 12] = 5 << 4; // TCP data offset: 20 bytes
         let csum = TxCsum { l3: 14, l4: 34, ipv4: true, tcp: true };
         let mut p = TxPacket { data, csum: Some(csum), tso: Some(1448), vlan: None };
-        let ctx = E1000e::prepare_offload(&mut p).unwrap().unwrap();
+        p.data[14 + 2..14 + 4].copy_from_slice(&[0x0B, 0xEA]); // IP total length 3,050
+        p.data[14 + 10..14 + 12].copy_from_slice(&[0x12, 0x34]); // a stale IP header checksum
+        let (ctx, edits) = E1000e::offload_plan(&p).unwrap().unwrap();
         let want = [0x0E, 0x18, 0x21, 0x00, 0x22, 0x32, 0x00, 0x00, 0xB8, 0x0B, 0x00, 0x27, 0x00, 0x36, 0xA8, 0x05];
         assert_eq!(bytes_of(ctx), want);
+        // Queued, the packet takes the pseudo-header sum (all-zero addresses: just the protocol, 6; TSO
+        // leaves the length out) at TUCSO, and zeroed IP length and header checksum.
+        edits.apply(&mut p.data);
+        assert_eq!(p.data[50..52], [0x00, 0x06]);
+        assert_eq!(p.data[16..18], [0, 0]);
+        assert_eq!(p.data[24..26], [0, 0]);
         let data = vec![0u8; 14 + 40 + 8 + 100];
         let csum = TxCsum { l3: 14, l4: 54, ipv4: false, tcp: false };
-        let mut p = TxPacket { data, csum: Some(csum), tso: None, vlan: None };
-        let ctx = E1000e::prepare_offload(&mut p).unwrap().unwrap();
+        let p = TxPacket { data, csum: Some(csum), tso: None, vlan: None };
+        let (ctx, _) = E1000e::offload_plan(&p).unwrap().unwrap();
         let want = [0x0E, 0x00, 0x00, 0x00, 0x36, 0x3C, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00, 0x00, 0x00];
         assert_eq!(bytes_of(ctx), want);
     }

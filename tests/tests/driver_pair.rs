@@ -586,3 +586,32 @@ fn a_packet_the_card_cannot_carry_ends_the_batch_before_it() {
         assert!(receive_until(&mut dev, 1, Duration::from_millis(200)).is_empty(), "nothing more");
     }
 }
+
+/// A packet the ring has no room for is left to the caller as it was given: the offload edits (the
+/// pseudo-header sum, TSO's zeroed IP length) are made only to packets that are queued.
+#[test]
+fn a_packet_left_for_want_of_room_is_untouched() {
+    let s = sock("untouched");
+    let _d = Device::start(None, &s, &["--backend", "loopback"]);
+    let t = driver::open_transport(&format!("vfio-user:{}", s.display())).unwrap();
+    let mut dev = E1000e::open(t, Config { promiscuous: true, tx_ring: 64, bql: false, ..Default::default() }).unwrap();
+    let mac = dev.mac();
+    // Two 40 KB TSO sends: 21 descriptors each with the context, so the second fits beside the first, a
+    // third does not.
+    let tso = |n: u8| {
+        let mut p = TxPacket::plain(tcp4(mac, mac, &vec![n; 40_000]));
+        p.csum = Some(TxCsum { l3: 14, l4: 34, ipv4: true, tcp: true });
+        p.tso = Some(1448);
+        p
+    };
+    let mut pkts = vec![tso(1), tso(2), tso(3), tso(4)];
+    let before: Vec<Vec<u8>> = pkts.iter().map(|p| p.data.clone()).collect();
+    let n = dev.transmit(&mut pkts).unwrap();
+    assert!((1..4).contains(&n), "some fit, some do not: {n}");
+    for (left, orig) in pkts.iter().zip(&before[n..]) {
+        let first_change = left.data.iter().zip(orig).position(|(a, b)| a != b);
+        assert!(left.data.len() == orig.len() && first_change.is_none(), "a packet left behind changed at byte {first_change:?}");
+    }
+    let segs = receive_until(&mut dev, n * 28, Duration::from_secs(5));
+    assert_eq!(segs.len(), n * 28, "{n} sends of 40,000 bytes are 28 segments each");
+}
