@@ -802,7 +802,7 @@ impl E1000e {
                 Self::offload_plan(p)
             };
             let (ctx, edits) = match checked {
-                Ok(plan) => (plan.map(|(c, _)| c), plan.map(|(_, e)| e)),
+                Ok(plan) => plan.unzip(),
                 Err(e) if taken == 0 => return Err(e),
                 Err(_) => break,
             };

@@ -456,6 +456,17 @@ pub fn zero_loss(out: &str) -> bool {
 }
 
 impl Netns {
+    /// One of Linux's own network counters in this namespace, by its `nstat` name (`TcpExtTCPTimeouts`,
+    /// `TcpInCsumErrors`, `IpInHdrErrors`, ...): its absolute value. A name `nstat` does not know fails.
+    pub fn linux_counter(&self, name: &str) -> u64 {
+        let out = self.must(&format!("nstat -az {name}"));
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("nstat has no counter {name}: {out}"))
+    }
+
     /// A TCP sink on `addr:port` (IPv4 or IPv6) that prints how many bytes it got once the sender
     /// closes; it is listening when this returns.
     pub fn tcp_sink(&self, addr: &str, port: u16) -> Child {

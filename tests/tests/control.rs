@@ -72,6 +72,32 @@ fn intact(p: &RxPacket, len: usize) -> bool {
     seq_of(&p.data).is_some_and(|s| p.data == frame(p.data[0..6].try_into().unwrap(), s, len))
 }
 
+/// `nicctl trace FLAGS -o FILE` against the device at `control`, running until `events` ends it.
+struct Trace {
+    child: std::process::Child,
+    file: PathBuf,
+}
+
+impl Trace {
+    /// Starts the trace and gives it a moment to subscribe.
+    fn start(control: &Path, flags: &[&str]) -> Trace {
+        let file = std::env::temp_dir().join(format!("{}.jsonl", unique("trace")));
+        let child = std::process::Command::new(bin("nicctl")).arg(control).arg("trace").args(flags).arg("-o").arg(&file).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        Trace { child, file }
+    }
+
+    /// After `settle` for the last events to land: stops the trace and returns what it wrote.
+    fn events(mut self, settle: Duration) -> Vec<Value> {
+        std::thread::sleep(settle);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let events = std::fs::read_to_string(&self.file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let _ = std::fs::remove_file(&self.file);
+        events
+    }
+}
+
 #[test]
 fn nicctl_shows_registers_rings_stats_phy_nvm_and_irq() {
     let s = sock("ctl");
@@ -142,23 +168,12 @@ fn nicctl_shows_registers_rings_stats_phy_nvm_and_irq() {
 #[test]
 fn trace_streams_registers_dma_interrupts_and_frames() {
     let (s, d) = loopback_device("trace");
-    let file = std::env::temp_dir().join(format!("{}.jsonl", unique("trace")));
-    let mut tracer = std::process::Command::new(bin("nicctl"))
-        .arg(&d.control)
-        .args(["trace", "--regs", "--dma", "--irq", "--frames", "-o"])
-        .arg(&file)
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let tracer = Trace::start(&d.control, &["--regs", "--dma", "--irq", "--frames"]);
     let mut dev = open(&s);
     let got = round_trip(&mut dev, 1, 10, 100).unwrap();
     assert_eq!(got.len(), 10);
     drop(dev);
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = tracer.kill();
-    let _ = tracer.wait();
-    let events: Vec<Value> = std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let _ = std::fs::remove_file(&file);
+    let events = tracer.events(Duration::from_millis(500));
     let count = |f: &dyn Fn(&Value) -> bool| events.iter().filter(|e| f(e)).count();
     // The driver's reset, as a register write naming its field.
     assert!(events.iter().any(|e| e["event"] == "reg" && e["name"] == "CTRL" && e["dir"] == "write"), "no CTRL write traced");
@@ -191,15 +206,9 @@ fn trace_streams_registers_dma_interrupts_and_frames() {
     // and the trace says so.
     drop(dev);
     let mut dev = open_cfg(&s, Config { promiscuous: true, itr: 100, ..Default::default() }).unwrap();
-    let file = std::env::temp_dir().join(format!("{}.jsonl", unique("trace-irq")));
-    let mut tracer = std::process::Command::new(bin("nicctl")).arg(&d.control).args(["trace", "--irq", "-o"]).arg(&file).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let tracer = Trace::start(&d.control, &["--irq"]);
     assert_eq!(round_trip(&mut dev, 5000, 30, 64).unwrap().len(), 30);
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = tracer.kill();
-    let _ = tracer.wait();
-    let irq: Vec<Value> = std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let _ = std::fs::remove_file(&file);
+    let irq = tracer.events(Duration::from_millis(300));
     assert!(irq.iter().any(|e| e["event"] == "irq-moderated" && e["held"].as_u64().unwrap() >= 1), "no moderation traced: {irq:?}");
     assert!(irq.iter().any(|e| e["event"] == "irq"));
     let irq_state = nicctl_json(&d.control, &["irq"]);
@@ -210,14 +219,12 @@ fn trace_streams_registers_dma_interrupts_and_frames() {
 }
 
 /// The driver sets RS (report status) on every 32nd packet and on the last of each send, so the card writes
-/// one transmit status back for a group: counted in the DMA trace. Sends of more than the ring holds, in one call and
-/// in many, then show that the groups are reclaimed and every frame arrives intact.
+/// one transmit status back for a group: counted in the DMA trace. Sends of more than the ring holds then
+/// show that the groups are reclaimed and every frame arrives intact.
 #[test]
 fn transmit_status_is_reported_once_per_group_of_packets() {
     let (s, d) = loopback_device("rs-group");
-    let file = std::env::temp_dir().join(format!("{}.jsonl", unique("rs-trace")));
-    let mut tracer = std::process::Command::new(bin("nicctl")).arg(&d.control).args(["trace", "--dma", "-o"]).arg(&file).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let tracer = Trace::start(&d.control, &["--dma"]);
     let cfg = Config { promiscuous: true, bql: false, tx_timeout: Duration::from_millis(500), ..Default::default() };
     let mut dev = open_cfg(&s, cfg).unwrap();
     let mac = dev.mac();
@@ -229,11 +236,7 @@ fn transmit_status_is_reported_once_per_group_of_packets() {
     // Three sends of one packet: each its own group.
     let got = round_trip(&mut dev, 100, 3, 100).unwrap();
     assert_eq!(got.len(), 3);
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = tracer.kill();
-    let _ = tracer.wait();
-    let events: Vec<Value> = std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let _ = std::fs::remove_file(&file);
+    let events = tracer.events(Duration::from_millis(500));
     // Write-backs by where they land in their 16-byte descriptor and their length: a transmit status is
     // byte 12; a receive write-back's status (STATERR) is bytes 8 to 11.
     let wb = |at: u64, len: u64| {

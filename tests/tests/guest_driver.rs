@@ -45,15 +45,8 @@ fn blast_to_linux(g: &mut Guest, ns: &Netns, bdf: &str, tap: &str) {
     let (rc, out) = g.run(&cmd, Duration::from_secs(300));
     assert_eq!(rc, 0, "{out}");
     assert_eq!(Netns::sink_count(sink), "8000000", "the Linux sink got every byte: {out}");
-    // /proc/net/snmp's header and value lines: the counter named `field` on the `proto` lines.
-    let counter = |proto: &str, field: &str| -> u64 {
-        let snmp = ns.must("cat /proc/net/snmp");
-        let lines: Vec<&str> = snmp.lines().filter(|l| l.starts_with(&format!("{proto}:"))).collect();
-        let at = lines[0].split_whitespace().position(|f| f == field).unwrap_or_else(|| panic!("{proto} {field}: {snmp}"));
-        lines[1].split_whitespace().nth(at).unwrap().parse().unwrap()
-    };
-    assert_eq!(counter("Tcp", "InCsumErrors"), 0);
-    assert_eq!(counter("Ip", "InHdrErrors"), 0);
+    assert_eq!(ns.linux_counter("TcpInCsumErrors"), 0);
+    assert_eq!(ns.linux_counter("IpInHdrErrors"), 0);
 }
 
 fn opts(ns: &Netns) -> GuestOpts {

@@ -521,23 +521,17 @@ fn server_serves_many_connections_while_one_idles() {
     assert_eq!(text.matches("GET /file.bin").count(), 8, "{text}");
 }
 
-/// Linux's own count of retransmission timeouts in a namespace (`nstat`, TcpExtTCPTimeouts).
-fn linux_rto_count(ns: &Netns) -> u64 {
-    let out = ns.must("nstat -az TcpExtTCPTimeouts");
-    out.lines().find(|l| l.starts_with("TcpExtTCPTimeouts")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap()
-}
-
 /// With SACK off on the Linux side (`net.ipv4.tcp_sack=0`), transfers to the stack used to stall now and
 /// then for seconds; now three 20 MB gets pass without Linux ever waiting for a retransmission timeout.
 #[test]
 fn gets_without_sack_cause_no_retransmission_timeout() {
     let t = tapnet();
     t.ns.must("sysctl -qw net.ipv4.tcp_sack=0");
-    let before = linux_rto_count(&t.ns);
+    let before = t.ns.linux_counter("TcpExtTCPTimeouts");
     for _ in 0..3 {
         get_blob(&t, 20);
     }
-    assert_eq!(linux_rto_count(&t.ns) - before, 0, "Linux timed out sending to the stack");
+    assert_eq!(t.ns.linux_counter("TcpExtTCPTimeouts") - before, 0, "Linux timed out sending to the stack");
 }
 
 /// With the TAP's offloads the stack sends 64 KiB super-packets (the kernel cuts them, or takes them
