@@ -24,21 +24,59 @@ pub enum RssType {
     Ipv6 = 5,
 }
 
-/// The Toeplitz hash of `input` under `key` (Microsoft's RSS specification).
-pub fn toeplitz(key: &[u8; 40], input: &[u8]) -> u32 {
-    let mut result = 0u32;
-    // A 32-bit window over the key, advanced one bit per input bit.
-    let mut window = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
-    for (i, &byte) in input.iter().enumerate() {
-        let next = key.get(i + 4).copied().unwrap_or(0);
-        for bit in 0..8 {
-            if byte & (0x80 >> bit) != 0 {
-                result ^= window;
-            }
-            window = (window << 1) | ((next >> (7 - bit)) & 1) as u32;
-        }
+/// The longest hash input: two IPv6 addresses and two ports.
+const MAX_INPUT: usize = 36;
+
+/// The Toeplitz hash (Microsoft's RSS specification) under one key, a byte at a time: for each input
+/// position, the XOR of the key windows each of the 256 byte values selects. Built once per key (the
+/// receive path keeps one and rebuilds it when RSSRK changes); a hash is then one lookup per input byte
+/// instead of a branch per bit.
+pub struct Toeplitz {
+    key: [u8; 40],
+    table: Box<[[u32; 256]; MAX_INPUT]>,
+}
+
+impl Default for Toeplitz {
+    fn default() -> Self {
+        Toeplitz::new(&[0; 40])
     }
-    result
+}
+
+impl Toeplitz {
+    pub fn new(key: &[u8; 40]) -> Self {
+        // The 32 key bits from bit `p` on (bits past the key's end are zero).
+        let window = |p: usize| {
+            let byte = |i: usize| u64::from(key.get(i).copied().unwrap_or(0));
+            let b = p / 8;
+            let five = (byte(b) << 32) | (byte(b + 1) << 24) | (byte(b + 2) << 16) | (byte(b + 3) << 8) | byte(b + 4);
+            (five >> (8 - p % 8)) as u32
+        };
+        let mut table = Box::new([[0u32; 256]; MAX_INPUT]);
+        for (i, row) in table.iter_mut().enumerate() {
+            for bit in 0..8 {
+                let w = window(i * 8 + bit);
+                for (v, slot) in row.iter_mut().enumerate() {
+                    if v & (0x80 >> bit) != 0 {
+                        *slot ^= w;
+                    }
+                }
+            }
+        }
+        Toeplitz { key: *key, table }
+    }
+
+    /// This hasher, rebuilt first if `key` is not the one it was built for.
+    pub fn for_key(&mut self, key: &[u8; 40]) -> &Toeplitz {
+        if self.key != *key {
+            *self = Toeplitz::new(key);
+        }
+        self
+    }
+
+    /// The hash of `input` (at most 36 bytes, as every RSS type's input is; bytes past that are not hashed).
+    pub fn hash(&self, input: &[u8]) -> u32 {
+        input.iter().zip(self.table.iter()).fold(0, |h, (&b, row)| h ^ row.get(usize::from(b)).copied().unwrap_or(0))
+    }
 }
 
 /// What the hash is computed over, as parsed from a frame.
@@ -53,31 +91,37 @@ pub struct HashInput<'a> {
 }
 
 /// The RSS type and hash MRQC asks for, or `None` when no enabled type applies.
-pub fn hash(mrqc: u32, key: &[u8; 40], h: &HashInput) -> Option<(RssType, u32)> {
-    let with_ports = |ports: (u16, u16)| {
-        let mut v = Vec::with_capacity(36);
-        v.extend_from_slice(h.src);
-        v.extend_from_slice(h.dst);
-        v.extend_from_slice(&ports.0.to_be_bytes());
-        v.extend_from_slice(&ports.1.to_be_bytes());
-        v
-    };
-    let addrs = || [h.src, h.dst].concat();
-    let t = if !h.ipv6 {
+pub fn hash(mrqc: u32, key: &Toeplitz, h: &HashInput) -> Option<(RssType, u32)> {
+    let ty = if !h.ipv6 {
         match h.tcp_ports {
-            Some(p) if mrqc & MRQC_RSS_FIELD_IPV4_TCP != 0 => (RssType::Ipv4Tcp, with_ports(p)),
-            _ if mrqc & MRQC_RSS_FIELD_IPV4 != 0 => (RssType::Ipv4, addrs()),
+            Some(_) if mrqc & MRQC_RSS_FIELD_IPV4_TCP != 0 => RssType::Ipv4Tcp,
+            _ if mrqc & MRQC_RSS_FIELD_IPV4 != 0 => RssType::Ipv4,
             _ => return None,
         }
     } else {
         match h.tcp_ports {
-            Some(p) if mrqc & MRQC_RSS_FIELD_IPV6_TCP != 0 => (RssType::Ipv6Tcp, with_ports(p)),
-            _ if h.ipv6_ext && mrqc & MRQC_RSS_FIELD_IPV6_EX != 0 => (RssType::Ipv6Ex, addrs()),
-            _ if mrqc & MRQC_RSS_FIELD_IPV6 != 0 => (RssType::Ipv6, addrs()),
+            Some(_) if mrqc & MRQC_RSS_FIELD_IPV6_TCP != 0 => RssType::Ipv6Tcp,
+            _ if h.ipv6_ext && mrqc & MRQC_RSS_FIELD_IPV6_EX != 0 => RssType::Ipv6Ex,
+            _ if mrqc & MRQC_RSS_FIELD_IPV6 != 0 => RssType::Ipv6,
             _ => return None,
         }
     };
-    Some((t.0, toeplitz(key, &t.1)))
+    // Source and destination address, then for the TCP types the two ports: on the stack, not allocated.
+    let mut input = [0u8; MAX_INPUT];
+    let mut n = 0;
+    let ports = match (ty, h.tcp_ports) {
+        (RssType::Ipv4Tcp | RssType::Ipv6Tcp, Some((s, d))) => {
+            let (s, d) = (s.to_be_bytes(), d.to_be_bytes());
+            Some([s[0], s[1], d[0], d[1]])
+        }
+        _ => None,
+    };
+    for part in [h.src, h.dst, ports.as_ref().map_or(&[][..], |p| &p[..])] {
+        let dst = input.get_mut(n..n + part.len())?;
+        dst.copy_from_slice(part);
+        n += part.len();
+    }
+    Some((ty, key.hash(input.get(..n)?)))
 }
 
 /// The key as the registers hold it: byte j in RSSRK[j / 4] bits 8 * (j % 4).
@@ -108,8 +152,8 @@ mod test {
 
     fn v4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, ip_only: u32, with_tcp: u32) {
         let h = HashInput { ipv6: false, src: &src, dst: &dst, tcp_ports: Some((sport, dport)), ipv6_ext: false };
-        assert_eq!(hash(MRQC_RSS_FIELD_IPV4_TCP | MRQC_RSS_FIELD_IPV4, &KEY, &h), Some((RssType::Ipv4Tcp, with_tcp)));
-        assert_eq!(hash(MRQC_RSS_FIELD_IPV4, &KEY, &h), Some((RssType::Ipv4, ip_only)));
+        assert_eq!(hash(MRQC_RSS_FIELD_IPV4_TCP | MRQC_RSS_FIELD_IPV4, &Toeplitz::new(&KEY), &h), Some((RssType::Ipv4Tcp, with_tcp)));
+        assert_eq!(hash(MRQC_RSS_FIELD_IPV4, &Toeplitz::new(&KEY), &h), Some((RssType::Ipv4, ip_only)));
     }
 
     #[test]
@@ -128,8 +172,8 @@ mod test {
     fn v6(src: &str, sport: u16, dst: &str, dport: u16, ip_only: u32, with_tcp: u32) {
         let (s, d) = (ip6(src), ip6(dst));
         let h = HashInput { ipv6: true, src: &s, dst: &d, tcp_ports: Some((sport, dport)), ipv6_ext: false };
-        assert_eq!(hash(MRQC_RSS_FIELD_IPV6_TCP | MRQC_RSS_FIELD_IPV6, &KEY, &h), Some((RssType::Ipv6Tcp, with_tcp)));
-        assert_eq!(hash(MRQC_RSS_FIELD_IPV6, &KEY, &h), Some((RssType::Ipv6, ip_only)));
+        assert_eq!(hash(MRQC_RSS_FIELD_IPV6_TCP | MRQC_RSS_FIELD_IPV6, &Toeplitz::new(&KEY), &h), Some((RssType::Ipv6Tcp, with_tcp)));
+        assert_eq!(hash(MRQC_RSS_FIELD_IPV6, &Toeplitz::new(&KEY), &h), Some((RssType::Ipv6, ip_only)));
     }
 
     #[test]
@@ -139,12 +183,45 @@ mod test {
         v6("3ffe:1900:4545:3:200:f8ff:fe21:67cf", 44251, "fe80::200:f8ff:fe21:67cf", 38024, 0x4b61e985, 0x02d1feef);
     }
 
+    /// The hash as the specification defines it: a 32-bit window over the key, one bit per input bit.
+    fn bitwise(key: &[u8; 40], input: &[u8]) -> u32 {
+        let mut result = 0u32;
+        let mut window = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
+        for (i, &byte) in input.iter().enumerate() {
+            let next = key.get(i + 4).copied().unwrap_or(0);
+            for bit in 0..8 {
+                if byte & (0x80 >> bit) != 0 {
+                    result ^= window;
+                }
+                window = (window << 1) | u32::from((next >> (7 - bit)) & 1);
+            }
+        }
+        result
+    }
+
+    /// The table gives the bitwise hash for every input length up to 36 bytes, under keys of patterned
+    /// bytes; `for_key` rebuilds the table for a new key and keeps it for the same one.
+    #[test]
+    fn table_matches_the_bitwise_definition() {
+        let mut t = Toeplitz::default();
+        for seed in 0..4u32 {
+            let key: [u8; 40] = std::array::from_fn(|i| (i as u32 * 73 + seed * 151).wrapping_mul(2_654_435_761).to_be_bytes()[0]);
+            let input: Vec<u8> = (0..36u32).map(|i| (i * 29 + seed).wrapping_mul(40_503).to_be_bytes()[1]).collect();
+            let h = t.for_key(&key);
+            for n in 0..=36 {
+                assert_eq!(h.hash(&input[..n]), bitwise(&key, &input[..n]), "key {seed}, {n} bytes");
+            }
+            assert_eq!(t.for_key(&key).key, key);
+        }
+        assert_eq!(Toeplitz::new(&KEY).hash(&[0xFF; 36]), bitwise(&KEY, &[0xFF; 36]));
+    }
+
     #[test]
     fn disabled_types_give_no_hash() {
         let (s, d) = ([1u8; 4], [2u8; 4]);
         let h = HashInput { ipv6: false, src: &s, dst: &d, tcp_ports: None, ipv6_ext: false };
-        assert_eq!(hash(MRQC_RSS_FIELD_IPV6, &KEY, &h), None);
-        assert_eq!(hash(MRQC_RSS_FIELD_IPV4_TCP, &KEY, &h), None, "not TCP: the TCP type does not apply");
+        assert_eq!(hash(MRQC_RSS_FIELD_IPV6, &Toeplitz::new(&KEY), &h), None);
+        assert_eq!(hash(MRQC_RSS_FIELD_IPV4_TCP, &Toeplitz::new(&KEY), &h), None, "not TCP: the TCP type does not apply");
     }
 
     #[test]

@@ -150,7 +150,7 @@ pub fn parse_l3l4(frame: &[u8], l2_len: usize) -> Option<L3L4<'_>> {
 }
 
 /// Checksum status as RXCSUM enables it (IXSM when nothing is enabled) and, with `rss`, the RSS hash.
-pub fn rx_info(frame: &[u8], l2_len: usize, ipofld: bool, tuofld: bool, rss: Option<(u32, &[u8; 40])>) -> RxInfo {
+pub fn rx_info(frame: &[u8], l2_len: usize, ipofld: bool, tuofld: bool, rss: Option<(u32, &crate::rss::Toeplitz)>) -> RxInfo {
     let mut info = RxInfo::default();
     if !ipofld && !tuofld {
         info.status |= RXD_STAT_IXSM;
@@ -554,6 +554,8 @@ pub struct RxPath {
     pub queues: [RxQueue; 2],
     /// The frame as the card writes it, when that differs from the wire (tag stripped, FCS appended).
     scratch: Vec<u8>,
+    /// The RSS hash under the key RSSRK held at the last hashed frame.
+    toeplitz: crate::rss::Toeplitz,
 }
 
 impl RxPath {
@@ -649,9 +651,9 @@ impl RxPath {
         // The hash needs the descriptor dword that carries it (PCSD) and extended descriptors.
         let mrqc = core.reg(MRQC);
         let hashing = extended && rxcsum & RXCSUM_PCSD != 0 && mrqc & MRQC_RSS_FIELDS_MASK != 0;
-        let key = if hashing { crate::rss::key_from_regs(&core.regs) } else { [0; 40] };
+        let key = if hashing { Some(self.toeplitz.for_key(&crate::rss::key_from_regs(&core.regs))) } else { None };
         let data: &[u8] = if copied { &self.scratch } else { frame };
-        let info = rx_info(data, l2, rxcsum & RXCSUM_IPOFLD != 0, rxcsum & RXCSUM_TUOFLD != 0, hashing.then_some((mrqc, &key)));
+        let info = rx_info(data, l2, rxcsum & RXCSUM_IPOFLD != 0, rxcsum & RXCSUM_TUOFLD != 0, key.map(|k| (mrqc, k)));
         let q = match info.rss {
             Some((_, h)) if mrqc & crate::rss::MRQC_ENABLE_RSS != 0 && mrqc & MRQC_ENABLE_MASK == crate::rss::MRQC_ENABLE_RSS => {
                 crate::rss::queue(&core.regs, h)
