@@ -37,8 +37,9 @@ pub struct Toeplitz {
 }
 
 impl Default for Toeplitz {
+    /// The all-zero key (RSSRK's reset value), under which every window and so every entry is zero.
     fn default() -> Self {
-        Toeplitz::new(&[0; 40])
+        Toeplitz { key: [0; 40], table: Box::new([[0; 256]; MAX_INPUT]) }
     }
 }
 
@@ -91,7 +92,7 @@ pub struct HashInput<'a> {
 }
 
 /// The RSS type and hash MRQC asks for, or `None` when no enabled type applies.
-pub fn hash(mrqc: u32, key: &Toeplitz, h: &HashInput) -> Option<(RssType, u32)> {
+pub fn hash(mrqc: u32, toeplitz: &Toeplitz, h: &HashInput) -> Option<(RssType, u32)> {
     let ty = if !h.ipv6 {
         match h.tcp_ports {
             Some(_) if mrqc & MRQC_RSS_FIELD_IPV4_TCP != 0 => RssType::Ipv4Tcp,
@@ -121,7 +122,7 @@ pub fn hash(mrqc: u32, key: &Toeplitz, h: &HashInput) -> Option<(RssType, u32)> 
         dst.copy_from_slice(part);
         n += part.len();
     }
-    Some((ty, key.hash(input.get(..n)?)))
+    Some((ty, toeplitz.hash(input.get(..n)?)))
 }
 
 /// The key as the registers hold it: byte j in RSSRK[j / 4] bits 8 * (j % 4).
@@ -214,6 +215,9 @@ mod test {
             assert_eq!(t.for_key(&key).key, key);
         }
         assert_eq!(Toeplitz::new(&KEY).hash(&[0xFF; 36]), bitwise(&KEY, &[0xFF; 36]));
+        let zero = Toeplitz::default();
+        assert_eq!((zero.key, zero.table.iter().flatten().any(|&e| e != 0)), ([0; 40], false));
+        assert_eq!(Toeplitz::new(&[0; 40]).table, zero.table);
     }
 
     #[test]
