@@ -32,12 +32,12 @@ fi
 field() {
     awk -v l="$2" 'index($0, l) == 1 { print substr($0, length(l) + 1); exit }' "$1" | awk -v n="$3" '{ print $n }'
 }
-# A / B to two decimals, or "-" when either is missing or B is zero.
-ratio() { awk -v a="${1:-}" -v b="${2:-}" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
-# "yes" when A OP B holds (OP: ge or le), "no" when not, "-" when A is missing.
-met() { awk -v a="${1:-}" -v b="$3" -v op="$2" 'BEGIN { if (a == "") print "-"; else if ((op == "ge" && a + 0 >= b + 0) || (op == "le" && a + 0 <= b + 0)) print "yes"; else print "no" }'; }
+# A / B to two decimals, or "-" when either is not a number (missing, or a run's "failed") or B is zero.
+ratio() { awk -v a="${1:-}" -v b="${2:-}" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+# "yes" when A OP B holds (OP: ge or le), "no" when not, "-" when A is not a number.
+met() { awk -v a="${1:-}" -v b="$3" -v op="$2" 'BEGIN { if (a !~ /^[0-9.]+$/) print "-"; else if ((op == "ge" && a + 0 >= b + 0) || (op == "le" && a + 0 <= b + 0)) print "yes"; else print "no" }'; }
 # Frames/s in millions, two decimals.
-mega() { awk -v a="${1:-}" 'BEGIN { if (a == "") print "no result"; else printf "%.2f M/s", a / 1e6 }'; }
+mega() { awk -v a="${1:-}" 'BEGIN { if (a !~ /^[0-9.]+$/) print "no result"; else printf "%.2f M/s", a / 1e6 }'; }
 or_none() { if [ -n "${1:-}" ]; then echo "$1"; else echo "no result"; fi; }
 # A ratio as "N.NNx", or "-".
 times() { if [ "$1" = - ]; then echo -; else echo "${1}x"; fi; }
