@@ -28,9 +28,10 @@ else
     bash tools/scripts/bench.sh --runs "$RUNS" | tee "$OUT/pair"
 fi
 
-# Field N (whitespace-separated) of the first line of FILE that begins with LABEL, after the label.
+# Field N (whitespace-separated) of the first line of FILE that begins with LABEL, after the label; empty
+# unless it is a number (a run's "failed", or a cell's "no result", is no figure).
 field() {
-    awk -v l="$2" 'index($0, l) == 1 { print substr($0, length(l) + 1); exit }' "$1" | awk -v n="$3" '{ print $n }'
+    awk -v l="$2" 'index($0, l) == 1 { print substr($0, length(l) + 1); exit }' "$1" | awk -v n="$3" '$n ~ /^[0-9.]+$/ { print $n }'
 }
 # A / B to two decimals, or "-" when either is not a number (missing, or a run's "failed") or B is zero.
 ratio() { awk -v a="${1:-}" -v b="${2:-}" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
@@ -76,4 +77,4 @@ row "ping p50, interrupts (MSI-X), us" "$(or_none "$msix")" "stack alone on its 
 row "ping p50, busy poll (driver and device), us" "$(or_none "$busy")" "kernel alone through a TAP: $(or_none "$kernel")" "$(ratio "$busy" "$kernel")" "<= 15" "$(met "$busy" le 15)"
 row "  (the stack busy polling its own TAP), us" "$(or_none "$tap_busy")" "" "" "" ""
 idle="$(field "$P" "1514 B, MSI-X, ring 1024 " 8)" peak="$(field "$P" "1514 B, MSI-X, ring 1024 " 9)"
-row "device memory, resident KiB (idle / peak)" "$(or_none "$idle") / $(or_none "$peak")" "1514 B, ring 1024 case" "" "printed" "yes"
+row "device memory, resident KiB (idle / peak)" "$(or_none "$idle") / $(or_none "$peak")" "1514 B, ring 1024 case" "" "printed" "$(if [ -n "$idle" ] && [ -n "$peak" ]; then echo yes; else echo -; fi)"
