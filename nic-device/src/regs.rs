@@ -416,7 +416,7 @@ pub const REGISTER_ARRAYS: &[(&str, u32, u32, u32)] = &[
 ];
 
 /// Every register by name: the named ones, queue 1's (RDBAL1 ... TARC1, QUEUE_STRIDE above queue 0's),
-/// and array elements as NAME[i], in offset order. Built once.
+/// and array elements as `NAME[i]`, in offset order. Built once.
 pub fn all_registers() -> &'static [(String, u32)] {
     static ALL: std::sync::OnceLock<Vec<(String, u32)>> = std::sync::OnceLock::new();
     ALL.get_or_init(|| {

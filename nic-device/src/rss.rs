@@ -9,7 +9,7 @@ pub const MRQC_RSS_FIELD_IPV4: u32 = 1 << 17;
 pub const MRQC_RSS_FIELD_IPV6_TCP: u32 = 1 << 18;
 pub const MRQC_RSS_FIELD_IPV6_EX: u32 = 1 << 19;
 pub const MRQC_RSS_FIELD_IPV6: u32 = 1 << 20;
-/// MRQC[1:0] = 01: multiple receive queues by RSS.
+/// `MRQC[1:0]` = 01: multiple receive queues by RSS.
 pub const MRQC_ENABLE_RSS: u32 = 0x1;
 
 /// RSS type reported in the descriptor.

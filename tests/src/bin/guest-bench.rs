@@ -8,7 +8,7 @@
 //! compare like with like: nic-device (wire, either way) to QEMU's e1000e, timer polling to waking,
 //! nic-device (offload mode) to QEMU's virtio-net. Not a test: nothing is asserted.
 //!
-//!   guest-bench [RUNS [NICS]]   (tools/scripts/guest-bench.sh builds and runs it)
+//!   `guest-bench [RUNS [NICS]]`   (tools/scripts/guest-bench.sh builds and runs it)
 //!
 //! NICS picks rows, comma-separated from `wire`, `wire-timer`, `offload`, `e1000e`, `virtio` (all by
 //! default); the ratios
