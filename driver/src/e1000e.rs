@@ -727,7 +727,6 @@ impl E1000e {
         self.tx.get(q)?.bql.as_ref()
     }
 
-    /// Fills in the pseudo-header seed and, for TSO, zeroes what the card recomputes per segment.
     /// The context descriptor a packet's offloads need, and the edits to make to the packet once it is
     /// queued (`OffloadEdits::apply`): worked out without touching it, so that a packet the ring has no
     /// room for stays as the caller gave it.
