@@ -32,14 +32,15 @@ const MAX_INPUT: usize = 36;
 /// receive path keeps one and rebuilds it when RSSRK changes); a hash is then one lookup per input byte
 /// instead of a branch per bit.
 pub struct Toeplitz {
-    key: [u8; 40],
+    /// The key as RSSRK's ten registers hold it (`key_from_regs`): compared as is on every frame.
+    rssrk: [u32; 10],
     table: Box<[[u32; 256]; MAX_INPUT]>,
 }
 
 impl Default for Toeplitz {
     /// The all-zero key (RSSRK's reset value), under which every window and so every entry is zero.
     fn default() -> Self {
-        Toeplitz { key: [0; 40], table: Box::new([[0; 256]; MAX_INPUT]) }
+        Toeplitz { rssrk: [0; 10], table: Box::new([[0; 256]; MAX_INPUT]) }
     }
 }
 
@@ -63,13 +64,16 @@ impl Toeplitz {
                 }
             }
         }
-        Toeplitz { key: *key, table }
+        let (words, _) = key.as_chunks::<4>();
+        let rssrk = std::array::from_fn(|i| words.get(i).map_or(0, |w| u32::from_le_bytes(*w)));
+        Toeplitz { rssrk, table }
     }
 
-    /// This hasher, rebuilt first if `key` is not the one it was built for.
-    pub fn for_key(&mut self, key: &[u8; 40]) -> &Toeplitz {
-        if self.key != *key {
-            *self = Toeplitz::new(key);
+    /// This hasher for the key RSSRK holds in `regs`, rebuilt first if the guest changed it since.
+    pub fn for_regs(&mut self, regs: &[u32]) -> &Toeplitz {
+        let at = (RSSRK / 4) as usize;
+        if regs.get(at..at + 10).is_some_and(|w| w != self.rssrk) {
+            *self = Toeplitz::new(&key_from_regs(regs));
         }
         self
     }
@@ -93,33 +97,21 @@ pub struct HashInput<'a> {
 
 /// The RSS type and hash MRQC asks for, or `None` when no enabled type applies.
 pub fn hash(mrqc: u32, toeplitz: &Toeplitz, h: &HashInput) -> Option<(RssType, u32)> {
-    let ty = if !h.ipv6 {
-        match h.tcp_ports {
-            Some(_) if mrqc & MRQC_RSS_FIELD_IPV4_TCP != 0 => RssType::Ipv4Tcp,
-            _ if mrqc & MRQC_RSS_FIELD_IPV4 != 0 => RssType::Ipv4,
-            _ => return None,
-        }
-    } else {
-        match h.tcp_ports {
-            Some(_) if mrqc & MRQC_RSS_FIELD_IPV6_TCP != 0 => RssType::Ipv6Tcp,
-            _ if h.ipv6_ext && mrqc & MRQC_RSS_FIELD_IPV6_EX != 0 => RssType::Ipv6Ex,
-            _ if mrqc & MRQC_RSS_FIELD_IPV6 != 0 => RssType::Ipv6,
-            _ => return None,
-        }
+    // The type, and the ports for the TCP types.
+    let (ty, ports) = match (h.ipv6, h.tcp_ports) {
+        (false, Some(p)) if mrqc & MRQC_RSS_FIELD_IPV4_TCP != 0 => (RssType::Ipv4Tcp, Some(p)),
+        (false, _) if mrqc & MRQC_RSS_FIELD_IPV4 != 0 => (RssType::Ipv4, None),
+        (true, Some(p)) if mrqc & MRQC_RSS_FIELD_IPV6_TCP != 0 => (RssType::Ipv6Tcp, Some(p)),
+        (true, _) if h.ipv6_ext && mrqc & MRQC_RSS_FIELD_IPV6_EX != 0 => (RssType::Ipv6Ex, None),
+        (true, _) if mrqc & MRQC_RSS_FIELD_IPV6 != 0 => (RssType::Ipv6, None),
+        _ => return None,
     };
-    // Source and destination address, then for the TCP types the two ports: on the stack, not allocated.
+    // Source and destination address, then the two ports: on the stack, not allocated.
+    let ports = ports.map(|(s, d)| [s.to_be_bytes(), d.to_be_bytes()]);
     let mut input = [0u8; MAX_INPUT];
     let mut n = 0;
-    let ports = match (ty, h.tcp_ports) {
-        (RssType::Ipv4Tcp | RssType::Ipv6Tcp, Some((s, d))) => {
-            let (s, d) = (s.to_be_bytes(), d.to_be_bytes());
-            Some([s[0], s[1], d[0], d[1]])
-        }
-        _ => None,
-    };
-    for part in [h.src, h.dst, ports.as_ref().map_or(&[][..], |p| &p[..])] {
-        let dst = input.get_mut(n..n + part.len())?;
-        dst.copy_from_slice(part);
+    for part in [h.src, h.dst, ports.as_ref().map_or(&[][..], |p| p.as_flattened())] {
+        input.get_mut(n..n + part.len())?.copy_from_slice(part);
         n += part.len();
     }
     Some((ty, toeplitz.hash(input.get(..n)?)))
@@ -201,22 +193,28 @@ mod test {
     }
 
     /// The table gives the bitwise hash for every input length up to 36 bytes, under keys of patterned
-    /// bytes; `for_key` rebuilds the table for a new key and keeps it for the same one.
+    /// bytes written to RSSRK; `for_regs` rebuilds the table when the registers change and keeps it while
+    /// they do not.
     #[test]
     fn table_matches_the_bitwise_definition() {
         let mut t = Toeplitz::default();
+        let mut regs = vec![0u32; 0x8000];
         for seed in 0..4u32 {
             let key: [u8; 40] = std::array::from_fn(|i| (i as u32 * 73 + seed * 151).wrapping_mul(2_654_435_761).to_be_bytes()[0]);
+            for i in 0..10 {
+                regs[(RSSRK / 4) as usize + i] = u32::from_le_bytes(key[i * 4..i * 4 + 4].try_into().unwrap());
+            }
             let input: Vec<u8> = (0..36u32).map(|i| (i * 29 + seed).wrapping_mul(40_503).to_be_bytes()[1]).collect();
-            let h = t.for_key(&key);
+            let h = t.for_regs(&regs);
             for n in 0..=36 {
                 assert_eq!(h.hash(&input[..n]), bitwise(&key, &input[..n]), "key {seed}, {n} bytes");
             }
-            assert_eq!(t.for_key(&key).key, key);
+            assert_eq!(t.for_regs(&regs).rssrk, Toeplitz::new(&key).rssrk);
+            assert_eq!(key_from_regs(&regs), key);
         }
         assert_eq!(Toeplitz::new(&KEY).hash(&[0xFF; 36]), bitwise(&KEY, &[0xFF; 36]));
         let zero = Toeplitz::default();
-        assert_eq!((zero.key, zero.table.iter().flatten().any(|&e| e != 0)), ([0; 40], false));
+        assert_eq!((zero.rssrk, zero.table.iter().flatten().any(|&e| e != 0)), ([0; 10], false));
         assert_eq!(Toeplitz::new(&[0; 40]).table, zero.table);
     }
 

@@ -651,7 +651,7 @@ impl RxPath {
         // The hash needs the descriptor dword that carries it (PCSD) and extended descriptors.
         let mrqc = core.reg(MRQC);
         let hashing = extended && rxcsum & RXCSUM_PCSD != 0 && mrqc & MRQC_RSS_FIELDS_MASK != 0;
-        let key = if hashing { Some(self.toeplitz.for_key(&crate::rss::key_from_regs(&core.regs))) } else { None };
+        let key = if hashing { Some(self.toeplitz.for_regs(&core.regs)) } else { None };
         let data: &[u8] = if copied { &self.scratch } else { frame };
         let info = rx_info(data, l2, rxcsum & RXCSUM_IPOFLD != 0, rxcsum & RXCSUM_TUOFLD != 0, key.map(|k| (mrqc, k)));
         let q = match info.rss {
