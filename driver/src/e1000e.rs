@@ -100,8 +100,11 @@ struct TxRing {
     group: Vec<u32>,
     /// The offload context the card holds for this queue (written with the last context descriptor).
     last_ctx: Option<TxContextDesc>,
-    /// Since when work has been queued without the card completing any (hang detection).
+    /// Since when work has been queued without the card completing any (hang detection), as first seen
+    /// by a clock read (see `STALL_CHECK_EVERY`).
     stalled_since: Option<Instant>,
+    /// Polls in a row that found work queued and none of it completed.
+    stalled_polls: u32,
     /// For a packet's first descriptor: its length in bytes (for the byte queue limit).
     bytes_of: Vec<u32>,
     /// Byte queue limits (`None` when off).
@@ -149,6 +152,10 @@ impl OffloadEdits {
 /// spares the card a write and the driver a read per packet.
 const RS_EVERY: usize = 32;
 
+/// Stalled polls between two reads of the clock for hang detection, and busy-polling waits between two
+/// checks that the card answers (see `E1000e::clean_tx`).
+const STALL_CHECK_EVERY: u32 = 64;
+
 struct RxRing {
     desc: usize,
     bufs: usize,
@@ -187,6 +194,10 @@ pub struct E1000e {
     irq_check: bool,
     stats: Stats,
     last_alive: Instant,
+    /// The last wait slept (or took an interrupt): the next poll reads the clock for hang detection.
+    slept: bool,
+    /// Busy-polling waits since the last check that the card answers.
+    idle_waits: u32,
     tx_timeout: Duration,
     /// The multicast table as written (the card's MTA cannot be read back cheaply over a transport).
     mta: [u32; 128],
@@ -362,6 +373,7 @@ impl E1000e {
             group: Vec::with_capacity(RS_EVERY),
             last_ctx: None,
             stalled_since: None,
+            stalled_polls: 0,
             bytes_of: vec![0; ntx as usize],
             // At least two of the largest (TSO) packets; at most what the ring's buffers hold.
             bql: cfg.bql.then(|| crate::bql::Dql::new(2 * (65536 + 256), ntx as usize * BUF_SIZE)),
@@ -391,6 +403,8 @@ impl E1000e {
             tx_armed: false,
             stats: Stats::default(),
             last_alive: Instant::now(),
+            slept: false,
+            idle_waits: 0,
             tx_timeout: cfg.tx_timeout,
             mta: [0; 128],
             vfta: [0; 128],
@@ -683,12 +697,21 @@ impl E1000e {
     }
 
     /// Reclaims completed transmits; a queue with work that completes nothing for `tx_timeout` is hung.
-    fn clean_tx(&mut self, q: usize) -> Result<(), DriverError> {
+    /// `slept`: the poll follows a wait that slept.
+    fn clean_tx(&mut self, q: usize, slept: bool) -> Result<(), DriverError> {
         let before = self.tx[q].next_to_clean;
         self.reclaim_tx(q);
         let r = &mut self.tx[q];
         if r.next_to_clean != before || r.next_to_clean == r.next_to_use {
             r.stalled_since = None;
+            r.stalled_polls = 0;
+            return Ok(());
+        }
+        // A busy-polling driver finds its queue stalled between most completions (RS comes once per
+        // group): the clock is read after a sleep and every `STALL_CHECK_EVERY` stalled polls, not on
+        // each, since a clock read costs more than the poll's own check on machines whose clock traps.
+        r.stalled_polls = r.stalled_polls.wrapping_add(1);
+        if !slept && !r.stalled_polls.is_multiple_of(STALL_CHECK_EVERY) {
             return Ok(());
         }
         let since = *r.stalled_since.get_or_insert_with(Instant::now);
@@ -717,7 +740,7 @@ impl E1000e {
             done += r.bytes_of.get(r.next_to_clean as usize).copied().unwrap_or(0) as usize;
             r.next_to_clean = ring_next(eop, r.n);
         }
-        if let Some(d) = r.bql.as_mut() {
+        if let (Some(d), true) = (r.bql.as_mut(), done > 0) {
             d.completed(done, Instant::now());
         }
     }
@@ -785,7 +808,7 @@ impl E1000e {
     }
 
     fn transmit_on(&mut self, q: usize, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError> {
-        self.clean_tx(q)?;
+        self.clean_tx(q, self.slept)?;
         self.tx_wait = false;
         let mut sent = 0;
         let mut taken = 0;
@@ -1130,8 +1153,9 @@ impl NetDev for E1000e {
     fn poll(&mut self, budget: usize, out: &mut Vec<RxPacket>) -> Result<usize, DriverError> {
         self.stats.polls += 1;
         let cleaned = (self.tx[0].next_to_clean, self.tx[1].next_to_clean);
-        self.clean_tx(0)?;
-        self.clean_tx(1)?;
+        let slept = std::mem::take(&mut self.slept);
+        self.clean_tx(0, slept)?;
+        self.clean_tx(1, slept)?;
         let mut n = self.clean_rx(0, budget, out)?;
         if n < budget {
             n += self.clean_rx(1, budget - n, out)?;
@@ -1157,7 +1181,8 @@ impl NetDev for E1000e {
             // other work on its core (the device, on a small machine) still runs.
             let _ = timeout;
             std::thread::yield_now();
-            if self.last_alive.elapsed() > Duration::from_secs(1) {
+            self.idle_waits = self.idle_waits.wrapping_add(1);
+            if self.idle_waits.is_multiple_of(STALL_CHECK_EVERY) && self.last_alive.elapsed() > Duration::from_secs(1) {
                 self.check_alive()?;
             }
             return Ok(false);
@@ -1199,6 +1224,7 @@ impl NetDev for E1000e {
             }
             return Err(e.into());
         }
+        self.slept = true;
         if r == 0 {
             // An interrupt that never came (lost on the way) may have left the card's auto-mask on: the
             // poll after this wait enables interrupts again if it finds work, and once a second they are

@@ -105,13 +105,20 @@ pub fn open(spec: &str) -> Result<Box<dyn Backend>, BackendError> {
 // ---- loopback ----
 
 /// What is sent comes back, in order; a full queue back-pressures the sender.
-#[derive(Default)]
 pub struct Loopback {
     q: VecDeque<Vec<u8>>,
     pool: FramePool,
 }
 
 const LOOPBACK_DEPTH: usize = 512;
+
+impl Default for Loopback {
+    /// The pool keeps as many buffers as the queue holds: a full queue that drains hands them all back,
+    /// and the sends that fill it again take them, so a steady flow allocates nothing.
+    fn default() -> Loopback {
+        Loopback { q: VecDeque::with_capacity(LOOPBACK_DEPTH), pool: FramePool::new(LOOPBACK_DEPTH, MAX_FRAME + 64) }
+    }
+}
 
 impl Backend for Loopback {
     fn fds(&self) -> Vec<RawFd> {

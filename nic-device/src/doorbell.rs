@@ -50,14 +50,18 @@ impl Doorbells {
         self.pending.load(Ordering::SeqCst) != 0
     }
 
-    /// The doorbells written since the last call, as (register, value). A slot written again while this
-    /// runs is applied with its newest value and stays pending, which applying twice makes no difference to.
-    pub fn take(&self) -> Vec<(u32, u32)> {
+    /// The doorbells written since the last call, as (register, value), in slot order (nothing allocated:
+    /// this runs every round). A slot written again while this runs is applied with its newest value and
+    /// stays pending, which applying twice makes no difference to.
+    pub fn take(&self) -> [Option<(u32, u32)>; 4] {
         let bits = self.pending.swap(0, Ordering::AcqRel);
-        (0..4usize)
-            .filter(|s| bits & (1 << s) != 0)
-            .filter_map(|s| Some((*TAILS.get(s)?, self.values.get(s)?.load(Ordering::Acquire))))
-            .collect()
+        let mut out = [None; 4];
+        for ((o, (&reg, v)), s) in out.iter_mut().zip(TAILS.iter().zip(&self.values)).zip(0..) {
+            if bits & (1 << s) != 0 {
+                *o = Some((reg, v.load(Ordering::Acquire)));
+            }
+        }
+        out
     }
 
     /// The value waiting for a tail register, if one is.
@@ -82,9 +86,9 @@ mod test {
         assert!(d.ring(0, 5));
         assert_eq!(d.waiting(TDT0), Some(5));
         assert_eq!(d.waiting(RDT0 + QUEUE_STRIDE), None);
-        assert_eq!(d.take(), vec![(TDT0, 5), (RDT0, 7)]);
+        assert_eq!(d.take(), [Some((TDT0, 5)), None, Some((RDT0, 7)), None]);
         assert!(!d.any());
-        assert!(d.take().is_empty());
+        assert_eq!(d.take(), [None; 4]);
         assert!(!d.ring(9, 1)); // no such slot: ignored
         assert!(!d.any());
         d.set_rx_backlog(true);

@@ -521,7 +521,7 @@ impl Core {
         if !self.doorbells.any() {
             return false;
         }
-        for (off, val) in self.doorbells.take() {
+        for (off, val) in self.doorbells.take().into_iter().flatten() {
             self.mmio_write_inner(off, val);
         }
         true

@@ -24,10 +24,19 @@ pub const MAX_FRAME_LPE: usize = 16 * 1024;
 /// Longest frame without LPE: 1514 bytes, 1518 with a VLAN tag.
 pub const MAX_FRAME_STD: usize = 1514 + 4;
 
-#[derive(Default)]
 pub struct RxFifo {
     frames: VecDeque<Vec<u8>>,
     bytes: usize,
+    /// Buffers of frames that left the FIFO, for the next frames into it: a ring that runs short of
+    /// descriptors again and again allocates nothing per frame.
+    spare: crate::pool::FramePool,
+}
+
+impl Default for RxFifo {
+    fn default() -> RxFifo {
+        // As many buffers as the FIFO holds frames (of the 60-byte minimum, and one past its bytes).
+        RxFifo { frames: VecDeque::new(), bytes: 0, spare: crate::pool::FramePool::new(RX_FIFO_BYTES / 60 + 1, MAX_FRAME_LPE + 64) }
+    }
 }
 
 impl RxFifo {
@@ -35,7 +44,9 @@ impl RxFifo {
         self.frames.is_empty()
     }
     pub fn clear(&mut self) {
-        self.frames.clear();
+        for f in self.frames.drain(..) {
+            self.spare.put(f);
+        }
         self.bytes = 0;
     }
     /// Bytes the FIFO can still take.
@@ -45,9 +56,15 @@ impl RxFifo {
     pub fn has_room(&self, len: usize) -> bool {
         self.bytes + len <= RX_FIFO_BYTES || self.frames.is_empty()
     }
-    fn push(&mut self, f: Vec<u8>) {
-        self.bytes += f.len();
-        self.frames.push_back(f);
+    /// Queues a copy of `f`, in a spare buffer when there is one.
+    fn push_copy(&mut self, f: &[u8]) {
+        let v = self.spare.copy_of(f);
+        self.bytes += v.len();
+        self.frames.push_back(v);
+    }
+    /// Takes back the buffer of a frame that left the FIFO.
+    fn recycle(&mut self, f: Vec<u8>) {
+        self.spare.put(f);
     }
     fn pop(&mut self) -> Option<Vec<u8>> {
         let f = self.frames.pop_front()?;
@@ -587,7 +604,7 @@ impl RxPath {
             }
             core.count_rx(f);
             core.stats.inc(RNBC, 1);
-            core.rx_fifo.push(f.to_vec());
+            core.rx_fifo.push_copy(f);
             self.drain_fifo(core);
             core.flow_control_fifo();
             return RxOutcome::Queued;
@@ -611,6 +628,7 @@ impl RxPath {
                 core.rx_fifo.push_front(f);
                 break;
             }
+            core.rx_fifo.recycle(f);
             n += 1;
         }
         if n > 0 {

@@ -332,8 +332,24 @@ fn phy_and_nvm_faults_are_clear_errors_at_open() {
 
 #[test]
 fn tx_stall_is_reported_as_a_hang_and_a_reset_recovers() {
+    tx_stall_reported(driver::IrqMode::Auto);
+}
+
+/// A busy-polling driver reads the clock for hang detection only every so many stalled polls: it still
+/// reports the hang.
+#[test]
+fn tx_stall_is_reported_to_a_busy_polling_driver_too() {
+    tx_stall_reported(driver::IrqMode::BusyPoll);
+}
+
+fn tx_stall_reported(irq: driver::IrqMode) {
     let (s, d) = loopback_device("stall");
+    let open = |s: &Path| {
+        open_cfg(s, Config { promiscuous: true, tx_timeout: Duration::from_millis(500), irq, ..Default::default() })
+            .unwrap_or_else(|e| panic!("open: {e}"))
+    };
     let mut dev = open(&s);
+    assert_eq!(dev.irq_kind().is_none(), irq == driver::IrqMode::BusyPoll);
     assert_eq!(round_trip(&mut dev, 1, 3, 64).unwrap().len(), 3);
     inject(&d.control, &["tx-stall"]);
     let t0 = Instant::now();

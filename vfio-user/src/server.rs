@@ -53,6 +53,8 @@ pub struct Connection {
     reader: Reader,
     negotiated: bool,
     out: Vec<u8>,
+    /// A reply's payload is built here, kept from one request to the next.
+    reply_buf: Vec<u8>,
     /// Since when output has been waiting without the socket taking any of it.
     out_stuck_since: Option<Instant>,
     /// Since when part of a message has been waiting for the rest.
@@ -61,6 +63,8 @@ pub struct Connection {
     pub stats: ConnStats,
 }
 
+/// The largest reply buffer kept from one request to the next.
+const REPLY_BUF_MAX: usize = 4096;
 /// Pending reply bytes above which requests are no longer read.
 pub const OUTPUT_HIGH_WATER: usize = 2 << 20;
 /// How long a client may leave replies unread, or a message half-sent, before it is disconnected.
@@ -74,6 +78,7 @@ impl Connection {
             reader: Reader::new(),
             negotiated: false,
             out: Vec::new(),
+            reply_buf: Vec::new(),
             out_stuck_since: None,
             partial_since: None,
             stall_limit: STALL_LIMIT,
@@ -201,14 +206,18 @@ impl Connection {
             warn!("vfio-user: unexpected reply message {} from client, ignored", h.msg_id);
             return;
         }
-        let result = self.dispatch(dev, &h, m.payload, m.fds);
+        // The reply is built in a buffer kept across requests, and the payload goes back to the reader:
+        // register accesses, the hottest messages, allocate nothing.
+        let mut reply = std::mem::take(&mut self.reply_buf);
+        reply.clear();
+        let result = self.dispatch(dev, &h, &m.payload, m.fds, &mut reply);
+        self.reader.recycle(m.payload);
         match result {
-            Ok(Some(payload)) => {
+            Ok(()) => {
                 if !h.no_reply() {
-                    self.reply(&h, &payload);
+                    self.reply(&h, &reply);
                 }
             }
-            Ok(None) => {}
             Err(errno) => {
                 if h.no_reply() {
                     self.stats.posted_write_errors += 1;
@@ -218,10 +227,14 @@ impl Connection {
                 }
             }
         }
+        // Kept for the next reply, unless a large read grew it.
+        if reply.capacity() <= REPLY_BUF_MAX {
+            self.reply_buf = reply;
+        }
     }
 
-    /// Handles one request; `Ok(Some(payload))` is the reply payload.
-    fn dispatch(&mut self, dev: &mut dyn Device, h: &Header, p: Vec<u8>, mut fds: Vec<OwnedFd>) -> Result<Option<Vec<u8>>, Errno> {
+    /// Handles one request; on success `out` holds the reply payload.
+    fn dispatch(&mut self, dev: &mut dyn Device, h: &Header, p: &[u8], mut fds: Vec<OwnedFd>, out: &mut Vec<u8>) -> Result<(), Errno> {
         let bad = |e: ParseError| {
             warn!("vfio-user: command {} message {}: {e}", h.command, h.msg_id);
             libc::EINVAL
@@ -235,14 +248,13 @@ impl Connection {
             warn!("vfio-user: command {cmd:?} before VERSION");
             return Err(libc::EINVAL);
         }
-        let mut out = Vec::new();
         match cmd {
             Command::Version => {
                 if self.negotiated {
                     warn!("vfio-user: VERSION again after negotiation");
                     return Err(libc::EINVAL);
                 }
-                let v = Version::parse(&p).map_err(bad)?;
+                let v = Version::parse(p).map_err(bad)?;
                 check_capabilities(&v.capabilities).map_err(bad)?;
                 if v.major != 0 {
                     warn!("vfio-user: client protocol {}.{} not supported", v.major, v.minor);
@@ -250,41 +262,41 @@ impl Connection {
                 }
                 debug!("vfio-user: client version {}.{} caps {}", v.major, v.minor, v.capabilities);
                 self.negotiated = true;
-                Version { major: 0, minor: 0, capabilities: SERVER_CAPABILITIES.into() }.emit(&mut out);
+                Version { major: 0, minor: 0, capabilities: SERVER_CAPABILITIES.into() }.emit(out);
             }
             Command::DmaMap => {
-                let map = DmaMap::parse(&p).map_err(bad)?;
+                let map = DmaMap::parse(p).map_err(bad)?;
                 if fds.len() > 1 {
                     return Err(libc::EINVAL);
                 }
                 dev.dma_map(&map, fds.pop())?;
             }
             Command::DmaUnmap => {
-                let un = DmaUnmap::parse(&p).map_err(bad)?;
+                let un = DmaUnmap::parse(p).map_err(bad)?;
                 if un.flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP != 0 {
                     return Err(libc::ENOTSUP);
                 }
                 dev.dma_unmap(&un)?;
-                un.emit(&mut out);
+                un.emit(out);
             }
             Command::DeviceGetInfo => {
-                let req = DeviceInfo::parse(&p).map_err(bad)?;
+                let req = DeviceInfo::parse(p).map_err(bad)?;
                 let (flags, num_regions, num_irqs) = dev.device_info();
-                DeviceInfo { argsz: req.argsz.max(DeviceInfo::LEN as u32), flags, num_regions, num_irqs }.emit(&mut out);
+                DeviceInfo { argsz: req.argsz.max(DeviceInfo::LEN as u32), flags, num_regions, num_irqs }.emit(out);
                 out.truncate(DeviceInfo::LEN);
             }
             Command::DeviceGetRegionInfo => {
-                let req = RegionInfo::parse(&p).map_err(bad)?;
+                let req = RegionInfo::parse(p).map_err(bad)?;
                 let (flags, size) = dev.region_info(req.index).ok_or(libc::EINVAL)?;
-                RegionInfo { argsz: RegionInfo::LEN as u32, flags, index: req.index, cap_offset: 0, size, offset: 0 }.emit(&mut out);
+                RegionInfo { argsz: RegionInfo::LEN as u32, flags, index: req.index, cap_offset: 0, size, offset: 0 }.emit(out);
             }
             Command::DeviceGetIrqInfo => {
-                let req = IrqInfo::parse(&p).map_err(bad)?;
+                let req = IrqInfo::parse(p).map_err(bad)?;
                 let (flags, count) = dev.irq_info(req.index).ok_or(libc::EINVAL)?;
-                IrqInfo { argsz: IrqInfo::LEN as u32, flags, index: req.index, count }.emit(&mut out);
+                IrqInfo { argsz: IrqInfo::LEN as u32, flags, index: req.index, count }.emit(out);
             }
             Command::DeviceSetIrqs => {
-                let set = IrqSet::parse(&p).map_err(bad)?;
+                let set = IrqSet::parse(p).map_err(bad)?;
                 let eventfd = set.flags & VFIO_IRQ_SET_DATA_EVENTFD != 0;
                 if !eventfd && !fds.is_empty() {
                     return Err(libc::EINVAL);
@@ -295,26 +307,26 @@ impl Connection {
                 dev.set_irqs(&set, fds)?;
             }
             Command::RegionRead => {
-                let a = RegionAccess::parse(&p).map_err(bad)?;
+                let a = RegionAccess::parse(p).map_err(bad)?;
                 if p.len() != RegionAccess::LEN {
                     return Err(bad(ParseError::Range("region read carries data")));
                 }
-                let mut data = vec![0u8; a.count as usize];
-                dev.region_read(a.region, a.offset, &mut data)?;
-                a.emit(&mut out);
-                out.extend_from_slice(&data);
+                a.emit(out);
+                let at = out.len();
+                out.resize(at + a.count as usize, 0);
+                dev.region_read(a.region, a.offset, out.get_mut(at..).unwrap_or_default())?;
             }
             Command::RegionWrite => {
-                let a = RegionAccess::parse(&p).map_err(bad)?;
+                let a = RegionAccess::parse(p).map_err(bad)?;
                 if p.len() != RegionAccess::LEN + a.count as usize {
                     return Err(bad(ParseError::Range("region write data length differs from its count")));
                 }
                 let data = p.get(RegionAccess::LEN..).ok_or(libc::EINVAL)?;
                 dev.region_write(a.region, a.offset, data)?;
-                a.emit(&mut out);
+                a.emit(out);
             }
             Command::RegionWriteMulti => {
-                let writes = parse_write_multi(&p).map_err(bad)?;
+                let writes = parse_write_multi(p).map_err(bad)?;
                 for (a, d) in writes {
                     let data = d.get(..a.count as usize).ok_or(libc::EINVAL)?;
                     dev.region_write(a.region, a.offset, data)?;
@@ -327,6 +339,6 @@ impl Connection {
                 return Err(libc::ENOTSUP);
             }
         }
-        Ok(Some(out))
+        Ok(())
     }
 }

@@ -160,12 +160,16 @@ pub struct Reader {
     oversized: Option<Header>,
     /// What one read lands in, allocated (and zeroed) once rather than on every read.
     scratch: Vec<u8>,
+    /// A handled message's payload buffer (`recycle`), reused for the next message's payload.
+    spare: Vec<u8>,
     /// The last read took less than it asked for and no fds: the socket held nothing more then.
     drained: bool,
 }
 
 /// The most one read takes from the socket.
 const READ_CHUNK: usize = 64 * 1024;
+/// The largest payload buffer kept for reuse (`Reader::recycle`).
+const SPARE_PAYLOAD_MAX: usize = 4096;
 
 impl Reader {
     pub fn new() -> Reader {
@@ -236,6 +240,15 @@ impl Reader {
         self.base += n as u64;
     }
 
+    /// Takes a handled message's payload back, to carry the next message's: a steady stream of messages
+    /// then allocates nothing. A buffer grown past a page by a large message is freed instead.
+    pub fn recycle(&mut self, mut payload: Vec<u8>) {
+        if payload.capacity() <= SPARE_PAYLOAD_MAX && payload.capacity() > self.spare.capacity() {
+            payload.clear();
+            self.spare = payload;
+        }
+    }
+
     /// The next complete frame in the buffer, if any.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         loop {
@@ -271,7 +284,9 @@ impl Reader {
             if self.buf.len() < size {
                 return Ok(None);
             }
-            let payload = self.buf.get(HEADER_SIZE..size).map(<[u8]>::to_vec).unwrap_or_default();
+            let mut payload = std::mem::take(&mut self.spare);
+            payload.clear();
+            payload.extend_from_slice(self.buf.get(HEADER_SIZE..size).unwrap_or_default());
             let end = self.base + size as u64;
             let mut fds = Vec::new();
             while self.fds.front().is_some_and(|(o, _)| *o < end) {
