@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::nic::lock;
 use crate::nic::Nic;
 use crate::pcap::PcapWriter;
+use crate::pool::FramePool;
 use crate::trace::{self, Tracer};
 use log::{debug, error, warn};
 use mio::unix::SourceFd;
@@ -304,6 +305,17 @@ fn run(worker: &Mutex<Worker>, mut poll: Poll, stop: &AtomicBool) {
     }
 }
 
+/// Where a received frame's buffer came from, and so where it goes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RxSrc {
+    /// Read from the backend as the wire gave it; captured when the card takes it.
+    Wire,
+    /// From an offloading backend, taken whole (its partial checksum completed); captured as it came.
+    Whole,
+    /// Cut from a GSO frame, in a buffer of `Worker::cut_pool`; the GSO frame was captured as it came.
+    Cut,
+}
+
 struct Worker {
     nic: Arc<Mutex<Nic>>,
     metrics: Arc<Metrics>,
@@ -315,10 +327,15 @@ struct Worker {
     out: VecDeque<TxFrame>,
     /// The first frame of `out` is in the capture and the trace already (the backend refused it once).
     front_captured: bool,
-    /// Wire frames cut from a GSO frame that the card has not taken yet.
-    rx_pending: VecDeque<Vec<u8>>,
-    /// One round's received frames (and whether each was captured already), reused round to round.
-    rx_batch: Vec<(Vec<u8>, bool)>,
+    /// Frames from an offloading backend (captured as they came) that the card has not taken yet: wire
+    /// frames cut from a GSO frame, and frames taken whole.
+    rx_pending: VecDeque<(Vec<u8>, RxSrc)>,
+    /// One round's received frames and where each came from, reused round to round.
+    rx_batch: Vec<(Vec<u8>, RxSrc)>,
+    /// A GSO frame's wire frames, between cutting and `rx_pending`.
+    cut: Vec<Vec<u8>>,
+    /// Buffers for the wire frames cut from GSO frames, back from the card once it took them.
+    cut_pool: FramePool,
     /// Buffers of frames the backend sent, on their way back to the transmit engines.
     tx_free: Vec<Vec<u8>>,
     registered: Vec<i32>,
@@ -360,7 +377,9 @@ impl Worker {
             front_captured: false,
             rx_pending: VecDeque::new(),
             rx_batch: Vec::with_capacity(RX_BUDGET),
-            tx_free: Vec::with_capacity(TX_QUEUE_DEPTH),
+            cut: Vec::new(),
+            cut_pool: FramePool::default(),
+            tx_free: Vec::with_capacity(crate::nic::TX_SPARE_BUFFERS),
             registered: Vec::new(),
             gen: u64::MAX,
             spinning: Arc::default(),
@@ -403,25 +422,31 @@ impl Worker {
             Watch::Frames => Some(Interest::READABLE),
             Watch::FramesAndRoom => Some(Interest::READABLE | Interest::WRITABLE),
         };
-        let mut kept = Vec::with_capacity(self.registered.len());
-        for fd in std::mem::take(&mut self.registered) {
-            let token = Token(kept.len() + 1);
-            let r = match (self.watch, interest) {
-                (_, None) => self.registry.deregister(&mut SourceFd(&fd)),
-                (Watch::Quiet, Some(i)) => self.registry.register(&mut SourceFd(&fd), token, i),
-                (_, Some(i)) => self.registry.reregister(&mut SourceFd(&fd), token, i),
+        // In place (inline rounds change the watch twice each): nothing allocated.
+        let (registry, old) = (&self.registry, self.watch);
+        let mut kept = 0;
+        self.registered.retain(|&fd| {
+            let token = Token(kept + 1);
+            let r = match (old, interest) {
+                (_, None) => registry.deregister(&mut SourceFd(&fd)),
+                (Watch::Quiet, Some(i)) => registry.register(&mut SourceFd(&fd), token, i),
+                (_, Some(i)) => registry.reregister(&mut SourceFd(&fd), token, i),
             };
-            match r {
-                Ok(()) => kept.push(fd),
+            let keep = match r {
+                Ok(()) => true,
                 // An fd that cannot be watched is left out, as at its first registration.
-                Err(e) if self.watch == Watch::Quiet => warn!("backend fd {fd} cannot be watched: {e}"),
+                Err(e) if old == Watch::Quiet => {
+                    warn!("backend fd {fd} cannot be watched: {e}");
+                    false
+                }
                 Err(e) => {
                     warn!("backend fd {fd}: its watch could not be changed: {e}");
-                    kept.push(fd);
+                    true
                 }
-            }
-        }
-        self.registered = kept;
+            };
+            kept += usize::from(keep);
+            keep
+        });
         self.watch = watch;
     }
 
@@ -514,22 +539,30 @@ impl Worker {
             let _ = p.write(&f);
         }
         self.trace.emit(trace::FRAMES, "frame", || trace::frame_fields("in", &f));
-        let gso = h.is_gso();
         let partial = h.flags & nic_tap::VnetHdr::F_NEEDS_CSUM != 0;
-        match gso::to_wire(f, h) {
-            Ok(segs) => {
-                if gso {
-                    Metrics::inc(&self.metrics.rx_gso_frames);
-                    self.metrics.rx_gso_segments.fetch_add(segs.len() as u64, Ordering::Relaxed);
-                } else if partial {
+        let mut f = f;
+        // Nothing allocated per frame: the wire frames are cut into buffers the card handed back, the GSO
+        // frame's own buffer goes back to the backend.
+        let r = if h.is_gso() {
+            let pool = &mut self.cut_pool;
+            let r = gso::cut(&mut f, h, &mut || pool.take(), &mut self.cut).map(|n| {
+                Metrics::inc(&self.metrics.rx_gso_frames);
+                self.metrics.rx_gso_segments.fetch_add(n as u64, Ordering::Relaxed);
+                self.rx_pending.extend(self.cut.drain(..).map(|s| (s, RxSrc::Cut)));
+            });
+            self.backend.recycle(f);
+            r
+        } else {
+            gso::complete(&mut f, h).map(|()| {
+                if partial {
                     Metrics::inc(&self.metrics.rx_csum_completed);
                 }
-                self.rx_pending.extend(segs);
-            }
-            Err(e) => {
-                debug!("backend frame refused: {e} ({h:?})");
-                Metrics::inc(&self.metrics.rx_gso_errors);
-            }
+                self.rx_pending.push_back((f, RxSrc::Whole));
+            })
+        };
+        if let Err(e) = r {
+            debug!("backend frame refused: {e} ({h:?})");
+            Metrics::inc(&self.metrics.rx_gso_errors);
         }
     }
 
@@ -613,12 +646,12 @@ impl Worker {
             (if self.overflow == RxOverflow::Drop { usize::MAX } else { nic.rx_room() }, nic.max_rx_frame())
         };
         while frames.len() < RX_BUDGET && room >= max_frame {
-            // Frames cut from a GSO frame were captured whole when they came; wire frames are captured here.
-            let (f, captured) = match self.rx_pending.pop_front() {
-                Some(f) => (f, true),
+            // Frames from an offloading backend were captured as they came; wire frames are captured here.
+            let (f, src) = match self.rx_pending.pop_front() {
+                Some(p) => p,
                 None if self.rx_drained => break,
                 None => match self.backend.recv_vnet() {
-                    Ok(Some((f, None))) => (f, false),
+                    Ok(Some((f, None))) => (f, RxSrc::Wire),
                     Ok(Some((f, Some(h)))) => {
                         self.take_offloaded(f, &h);
                         continue;
@@ -634,22 +667,25 @@ impl Worker {
                 },
             };
             room = room.saturating_sub(f.len().max(60));
-            frames.push((f, captured));
+            frames.push((f, src));
         }
         let mut nic = lock(&self.nic);
         nic.apply_doorbells();
         let now = Instant::now();
         nic.round_now = Some(now);
         progress |= nic.drain_rx_fifo() > 0;
-        for (f, captured) in frames.drain(..) {
-            if !captured {
+        for (f, src) in frames.drain(..) {
+            if src == RxSrc::Wire {
                 if let Some(p) = self.pcap.as_mut() {
                     let _ = p.write(&f);
                 }
                 self.trace.emit(trace::FRAMES, "frame", || trace::frame_fields("in", &f));
             }
             nic.receive(&f);
-            self.backend.recycle(f);
+            match src {
+                RxSrc::Cut => self.cut_pool.put(f),
+                RxSrc::Wire | RxSrc::Whole => self.backend.recycle(f),
+            }
             progress = true;
         }
         self.rx_batch = frames;
@@ -662,7 +698,7 @@ impl Worker {
 
 /// Keeps the buffer of a frame the backend has sent, for the transmit engines (`Nic::recycle_tx`).
 fn keep_sent(free: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
-    if free.len() < TX_QUEUE_DEPTH {
+    if free.len() < crate::nic::TX_SPARE_BUFFERS {
         free.push(buf);
     }
 }

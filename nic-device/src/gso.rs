@@ -43,18 +43,33 @@ fn l3_offset(f: &[u8]) -> Option<usize> {
 /// Host to card: the wire frames a received frame stands for.
 pub fn to_wire(mut frame: Vec<u8>, h: &VnetHdr) -> Result<Vec<Vec<u8>>, GsoError> {
     if !h.is_gso() {
-        if h.flags & VnetHdr::F_NEEDS_CSUM != 0 {
-            complete_checksum(&mut frame, h)?;
-        }
+        complete(&mut frame, h)?;
         return Ok(vec![frame]);
     }
+    let mut out = Vec::new();
+    cut(&mut frame, h, &mut Vec::new, &mut out)?;
+    Ok(out)
+}
+
+/// Host to card, a frame that is not GSO: its partial checksum (if the header says so) completed in place.
+pub fn complete(frame: &mut [u8], h: &VnetHdr) -> Result<(), GsoError> {
+    if h.flags & VnetHdr::F_NEEDS_CSUM != 0 {
+        complete_checksum(frame, h)?;
+    }
+    Ok(())
+}
+
+/// Host to card, a GSO frame: the wire frames it stands for, each built in a buffer from `buf` (empty; a
+/// reused one) and appended to `out`. Returns how many; on an error, none are appended. The frame's
+/// checksum fields are rewritten on the way (it is spent afterwards).
+pub fn cut(frame: &mut [u8], h: &VnetHdr, buf: &mut dyn FnMut() -> Vec<u8>, out: &mut Vec<Vec<u8>>) -> Result<usize, GsoError> {
     let ipv4 = match h.gso_type & !VnetHdr::GSO_ECN {
         VnetHdr::GSO_TCPV4 => true,
         VnetHdr::GSO_TCPV6 => false,
         t => return Err(GsoError::Type(t)),
     };
-    let ipcss = l3_offset(&frame).ok_or(GsoError::Layout)?;
-    let first = u8_at(&frame, ipcss).ok_or(GsoError::Layout)?;
+    let ipcss = l3_offset(frame).ok_or(GsoError::Layout)?;
+    let first = u8_at(frame, ipcss).ok_or(GsoError::Layout)?;
     if first >> 4 != if ipv4 { 4 } else { 6 } {
         return Err(GsoError::Layout);
     }
@@ -63,7 +78,7 @@ pub fn to_wire(mut frame: Vec<u8>, h: &VnetHdr) -> Result<Vec<Vec<u8>>, GsoError
     if (ipv4 && ihl < 20) || tucss < ipcss + ihl || h.csum_offset as usize != TCP_CHECK {
         return Err(GsoError::Layout);
     }
-    let doff = (u8_at(&frame, tucss + 12).ok_or(GsoError::Layout)? >> 4) as usize * 4;
+    let doff = (u8_at(frame, tucss + 12).ok_or(GsoError::Layout)? >> 4) as usize * 4;
     let hdrlen = tucss + doff;
     if doff < 20 || hdrlen > frame.len() {
         return Err(GsoError::Layout);
@@ -87,16 +102,16 @@ pub fn to_wire(mut frame: Vec<u8>, h: &VnetHdr) -> Result<Vec<Vec<u8>>, GsoError
     // to a seed without it. Taking the length back out (one's-complement subtraction) is what Linux's own
     // GSO does with the field, whatever it holds. The IPv4 header checksum is recomputed over a zeroed field.
     let whole = frame.len() - tucss;
-    let field = be16(&frame, tucss + TCP_CHECK).ok_or(GsoError::Layout)?;
+    let field = be16(frame, tucss + TCP_CHECK).ok_or(GsoError::Layout)?;
     let seed = csum_fold(u64::from(field) + u64::from(!(whole as u16)));
     if whole > 0xFFFF {
         return Err(GsoError::Layout);
     }
-    put(&mut frame, tucss + TCP_CHECK, &seed.to_be_bytes());
+    put(frame, tucss + TCP_CHECK, &seed.to_be_bytes());
     if ipv4 {
-        put(&mut frame, ipcss + 10, &[0, 0]);
+        put(frame, ipcss + 10, &[0, 0]);
     }
-    Ok(offload::segment(&frame, &ctx, ipv4, true)?)
+    Ok(offload::segment_into(frame, &ctx, ipv4, true, buf, out)?)
 }
 
 /// Completes a partial checksum: the sum from `csum_start` to the end (the field holds the pseudo-header

@@ -172,18 +172,22 @@ pub fn tso_segments(len: usize, ctx: &TxContext) -> Result<usize, OffloadError> 
 /// CWR only on the first segment and FIN/PSH only on the last; or UDP length; then the checksums POPTS asks
 /// for, the L4 one including the segment's L4 length.
 pub fn segment(pkt: &[u8], ctx: &TxContext, ixsm: bool, txsm: bool) -> Result<Vec<Vec<u8>>, OffloadError> {
-    segment_with(pkt, ctx, ixsm, txsm, &mut Vec::new)
+    let mut out = Vec::new();
+    segment_into(pkt, ctx, ixsm, txsm, &mut Vec::new, &mut out)?;
+    Ok(out)
 }
 
-/// As [`segment`], each segment built in a buffer from `buf` (empty; a reused one, so that a steady flow
-/// of TSO sends allocates nothing per segment).
-pub fn segment_with(
+/// As [`segment`], each segment built in a buffer from `buf` (empty; a reused one) and appended to `out`
+/// (a reused vector), so that a steady flow of TSO sends allocates nothing per segment. Returns how many
+/// were appended; on an error, none are.
+pub fn segment_into(
     pkt: &[u8],
     ctx: &TxContext,
     ixsm: bool,
     txsm: bool,
     buf: &mut dyn FnMut() -> Vec<u8>,
-) -> Result<Vec<Vec<u8>>, OffloadError> {
+    out: &mut Vec<Vec<u8>>,
+) -> Result<usize, OffloadError> {
     let n = tso_segments(pkt.len(), ctx)?;
     let hdrlen = ctx.hdrlen as usize;
     let mss = ctx.mss as usize;
@@ -192,7 +196,8 @@ pub fn segment_with(
     let (hdr, payload) = pkt.split_at_checked(hdrlen).ok_or(OffloadError::HeaderLength { hdrlen, len: pkt.len() })?;
     let ip_id = if ctx.ipv4 { be16(hdr, ipcss + 4).unwrap_or(0) } else { 0 };
     let seq = if ctx.tcp { be32(hdr, tucss + 4).unwrap_or(0) } else { 0 };
-    let mut out = Vec::with_capacity(n);
+    let start = out.len();
+    out.reserve(n);
     let empty: &[u8] = &[];
     for (i, chunk) in payload.chunks(mss).chain((payload.is_empty()).then_some(empty)).enumerate() {
         let mut f = buf();
@@ -220,15 +225,23 @@ pub fn segment_with(
         } else {
             put16(&mut f, tucss + 4, (len - tucss) as u16);
         }
-        if ixsm && ctx.ipv4 {
-            insert_ip_checksum(&mut f, ctx)?;
-        }
-        if txsm {
-            insert_l4_checksum(&mut f, tucss, ctx.tucso as usize, 0, !ctx.tcp, Some(len - tucss))?;
+        let sums = (|| {
+            if ixsm && ctx.ipv4 {
+                insert_ip_checksum(&mut f, ctx)?;
+            }
+            if txsm {
+                insert_l4_checksum(&mut f, tucss, ctx.tucso as usize, 0, !ctx.tcp, Some(len - tucss))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = sums {
+            // The segments appended before this one go too: a packet is cut whole or not at all.
+            out.truncate(start);
+            return Err(e);
         }
         out.push(f);
     }
-    Ok(out)
+    Ok(n)
 }
 
 /// Inserts an 802.1Q tag (`vet` ethertype, `tci`) after the MAC addresses.
@@ -253,6 +266,33 @@ mod test {
             sum += if i % 2 == 0 { u64::from(*b) << 8 } else { u64::from(*b) };
         }
         csum_fold(sum)
+    }
+
+    /// A packet is cut whole or not at all: when a later segment cannot take its checksum (here the last
+    /// one, too short for the offset the context gives), the segments before it are not left in `out`.
+    #[test]
+    fn a_cut_that_fails_on_a_later_segment_appends_nothing() {
+        let ctx = TxContext {
+            ipcss: 14,
+            ipcso: 24,
+            ipcse: 33,
+            tucss: 34,
+            tucso: 56,
+            hdrlen: 42,
+            mss: 100,
+            ipv4: true,
+            tse: true,
+            ..Default::default()
+        };
+        let mut pkt = vec![0u8; 42 + 101];
+        pkt[14] = 0x45;
+        let mut out = vec![vec![7u8]];
+        let r = segment_into(&pkt, &ctx, false, true, &mut Vec::new, &mut out);
+        assert_eq!(r, Err(OffloadError::Offsets("L4")), "the second segment is 43 bytes, its field at 56");
+        assert_eq!(out, vec![vec![7u8]], "what was there before stays, nothing of this packet");
+        let ok = TxContext { tucso: 40, ..ctx };
+        assert_eq!(segment_into(&pkt, &ok, false, true, &mut Vec::new, &mut out), Ok(2));
+        assert_eq!(out.len(), 3, "appended behind what was there");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct TxQueue {
     /// The packet is being dropped (bad descriptor or too long); skip to EOP.
     bad: bool,
     started: bool,
+    /// TSO's segments, between cutting and handing out (kept empty, for its room).
+    segs: Vec<Vec<u8>>,
 }
 
 /// A 16-byte TX descriptor in its raw form.
@@ -265,6 +267,16 @@ impl TxQueue {
                 t.popts = (d.upper >> 8) as u8;
                 t.tse = d.cmd() & TXD_CMD_TSE != 0;
                 t.legacy_csum = None;
+                // A TSO super-packet is gathered in a large spare buffer when one came back (in TAP
+                // offload mode they leave whole), or in one grown once to the size the context gives: not
+                // grown step by step from a wire-sized one, descriptor by descriptor.
+                let want = (t.ctx.hdrlen as usize).saturating_add(t.ctx.paylen as usize).min(MAX_TX_PACKET);
+                if t.tse && t.pkt.capacity() < want {
+                    match spare.take_big(want) {
+                        Some(big) => spare.put(std::mem::replace(&mut t.pkt, big)),
+                        None => t.pkt.reserve_exact(want),
+                    }
+                }
             }
         }
         if d.cmd() & TXD_CMD_VLE != 0 && vme {
@@ -295,9 +307,10 @@ impl TxQueue {
         emit: &mut dyn FnMut(TxFrame),
         pass: &mut TxPass,
     ) {
-        let t = std::mem::take(self);
+        let mut t = std::mem::take(self);
         self.ctx = t.ctx;
         self.pkt = spare.take();
+        self.segs = std::mem::take(&mut t.segs);
         if t.bad || t.pkt.is_empty() {
             Metrics::inc(&nic.metrics.tx_malformed);
             return;
@@ -342,19 +355,19 @@ impl TxQueue {
                 }
             }
         }
-        // One frame, or TSO's segments (without a vector for the single frame).
-        let (single, segments) = if t.tse {
-            let segments = offload::segment_with(&pkt, &t.ctx, ixsm, txsm, &mut || spare.take());
+        // One frame, or TSO's segments (in the queue's reused vector).
+        let single = if t.tse {
+            let segments = offload::segment_into(&pkt, &t.ctx, ixsm, txsm, &mut || spare.take(), &mut self.segs);
             // The super-packet's buffer, with the room a TSO send needs, gathers the next packet.
             let mut big = pkt;
             big.clear();
             spare.put(std::mem::replace(&mut self.pkt, big));
             match segments {
-                Ok(f) => {
+                Ok(n) => {
                     nic.stats.inc(TSCTC, 1);
                     Metrics::inc(&nic.metrics.tx_tso_packets);
-                    nic.metrics.tx_tso_segments.fetch_add(f.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    (None, f)
+                    nic.metrics.tx_tso_segments.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    None
                 }
                 Err(e) => {
                     debug!("TX queue {q}: TSO refused: {e}");
@@ -375,11 +388,11 @@ impl TxQueue {
                 Metrics::inc(&nic.metrics.tx_malformed);
                 return;
             }
-            (Some(f), Vec::new())
+            Some(f)
         };
         let vet = nic.regs.reg(VET) as u16;
         let pad = nic.regs.reg(TCTL) & TCTL_PSP != 0;
-        for mut f in single.into_iter().chain(segments) {
+        for mut f in single.into_iter().chain(self.segs.drain(..)) {
             if pad && f.len() < 60 {
                 f.resize(60, 0); // short packets are padded on the wire (TCTL.PSP)
             }

@@ -479,20 +479,7 @@ fn one_context_serves_following_packets() {
     let mut n = nic();
     setup_tx(&mut n);
     let pkt = prepare(&b, &c);
-    let ctx = TxContext {
-        ipcss: 14,
-        ipcso: 24,
-        ipcse: 33,
-        tucss: 34,
-        tucso: 50,
-        tucse: 0,
-        paylen: 3000,
-        hdrlen: b.hdrlen as u8,
-        mss: MSS as u16,
-        tcp: true,
-        ipv4: true,
-        tse: true,
-    };
+    let ctx = tso_ctx_ipv4_tcp(b.hdrlen, MSS, 3000);
     ctx_desc(&n, 0, &ctx);
     n.dma.write(TX_BUFS, &pkt).unwrap();
     for i in 0..3 {

@@ -188,20 +188,7 @@ fn tso_ipv4_tcp_segments_are_correct() {
     f[50..52].copy_from_slice(&seed.to_be_bytes());
     n.dma.write(TX_BUFS, &f[..hdr]).unwrap();
     n.dma.write(TX_BUFS + 0x1000, &f[hdr..]).unwrap();
-    let c = nic_device::offload::TxContext {
-        ipcss: 14,
-        ipcso: 24,
-        ipcse: 33,
-        tucss: 34,
-        tucso: 50,
-        tucse: 0,
-        paylen: 4500,
-        hdrlen: hdr as u8,
-        mss: mss as u16,
-        tcp: true,
-        ipv4: true,
-        tse: true,
-    };
+    let c = tso_ctx_ipv4_tcp(hdr, mss, 4500);
     ctx_desc(&n, 0, &c);
     let popts = TXD_POPTS_IXSM | TXD_POPTS_TXSM;
     // The header and payload descriptors of the send, from ring slot `at`.

@@ -86,6 +86,9 @@ fn ifreq(name: &str, flags: libc::c_short) -> io::Result<IfReq> {
     Ok(req)
 }
 
+/// The most parts `Tap::send_parts` writes as one frame.
+pub const MAX_PARTS: usize = 8;
+
 /// A TAP device, non-blocking.
 pub struct Tap {
     fd: OwnedFd,
@@ -234,13 +237,19 @@ impl Tap {
         Ok(true)
     }
 
-    /// Sends one frame given in parts (a header, then the frame) in one write; `Ok(false)` when the device
-    /// cannot take it now.
+    /// Sends one frame given in parts (a header, then the frame; at most `MAX_PARTS`) in one write;
+    /// `Ok(false)` when the device cannot take it now.
     pub fn send_parts(&self, parts: &[&[u8]]) -> io::Result<bool> {
-        let iov: Vec<libc::iovec> =
-            parts.iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() }).collect();
-        // SAFETY: every iovec points into a live slice that writev only reads.
-        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
+        // On the stack: a frame and its header are written on every send, allocating nothing.
+        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_PARTS];
+        if parts.len() > MAX_PARTS {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a frame in more parts than send_parts takes"));
+        }
+        for (v, p) in iov.iter_mut().zip(parts) {
+            *v = libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() };
+        }
+        // SAFETY: the first `parts.len()` iovecs point into live slices that writev only reads.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), parts.len() as libc::c_int) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::WouldBlock { Ok(false) } else { Err(e) };
@@ -308,6 +317,24 @@ mod test {
         }
         assert_eq!(r, 0, "nothing became readable");
         assert!(waited >= std::time::Duration::from_micros(300), "waited {waited:?}");
+    }
+
+    #[test]
+    fn a_frame_in_parts_is_one_write_and_too_many_parts_are_refused() {
+        // A TAP of its own (not persistent: it goes with the descriptor), up, so that writes are taken.
+        let name = format!("ntp{}", std::process::id() % 100_000);
+        let t = Tap::open_vnet(&name).expect("open a TAP (needs CAP_NET_ADMIN)");
+        t.set_up().unwrap();
+        let h = VnetHdr::default().to_bytes();
+        let mut frame = [0u8; 60];
+        frame[..6].fill(0xff);
+        frame[12..14].copy_from_slice(&[0x88, 0xb5]);
+        assert!(t.send_parts(&[&h, &frame]).unwrap(), "header and frame taken as one frame");
+        let (a, b) = frame.split_at(30);
+        assert!(t.send_parts(&[&h, a, b]).unwrap(), "a frame in two pieces behind its header");
+        let many: Vec<&[u8]> = std::iter::once(&h[..]).chain(frame.chunks(6)).collect();
+        assert!(many.len() > MAX_PARTS);
+        assert_eq!(t.send_parts(&many).unwrap_err().kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

@@ -65,6 +65,25 @@ pub fn data_desc(len: usize, dcmd: u8, popts: u8) -> (u32, u32) {
     (len as u32 | (TXD_DTYP_DATA << 20) | (((dcmd | TXD_CMD_DEXT) as u32) << 24), (popts as u32) << 8)
 }
 
+/// The TSO context of an IPv4/TCP packet behind a plain Ethernet header (20-byte IP and TCP headers),
+/// with both checksums.
+pub fn tso_ctx_ipv4_tcp(hdrlen: usize, mss: usize, paylen: usize) -> nic_device::offload::TxContext {
+    nic_device::offload::TxContext {
+        ipcss: 14,
+        ipcso: 24,
+        ipcse: 33,
+        tucss: 34,
+        tucso: 50,
+        tucse: 0,
+        paylen: paylen as u32,
+        hdrlen: hdrlen as u8,
+        mss: mss as u16,
+        tcp: true,
+        ipv4: true,
+        tse: true,
+    }
+}
+
 pub fn ctx_desc(n: &Nic, i: u32, c: &nic_device::offload::TxContext) {
     let addr = c.ipcss as u64
         | (c.ipcso as u64) << 8
