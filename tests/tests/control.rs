@@ -90,11 +90,21 @@ impl Trace {
     /// After `settle` for the last events to land: stops the trace and returns what it wrote.
     fn events(mut self, settle: Duration) -> Vec<Value> {
         std::thread::sleep(settle);
+        self.stop();
+        std::fs::read_to_string(&self.file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let events = std::fs::read_to_string(&self.file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    }
+}
+
+/// A test that fails before `events` leaves no `nicctl trace` running, nor its file.
+impl Drop for Trace {
+    fn drop(&mut self) {
+        self.stop();
         let _ = std::fs::remove_file(&self.file);
-        events
     }
 }
 
