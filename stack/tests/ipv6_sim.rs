@@ -85,6 +85,51 @@ fn dad_then_link_local_echo_both_ways_with_neighbours_learned() {
     assert_eq!(w.b.ping6_events(9).len(), 1);
 }
 
+/// Down, the interface loses its IPv6 addresses, as Linux's does by default (`keep_addr_on_down` 0), and
+/// what it learned on the link (neighbours); up, it forms its link-local address again, through DAD, while
+/// the configured global address stays gone (a global destination is then unreachable). With
+/// `keep_addr_on_down`, the configured and link-local addresses stay, and go through DAD again when the
+/// interface comes up.
+#[test]
+fn a_downed_interface_loses_its_ipv6_addresses_unless_told_to_keep_them() {
+    let (lla, llb, ga, gb) = (ipv6::link_local(MAC_A), ipv6::link_local(MAC_B), a6("2001:db8::1"), a6("2001:db8::2"));
+    for keep in [false, true] {
+        let mut ca = cfg(&[("2001:db8::1", 64)]);
+        ca.ipv6.as_mut().unwrap().keep_addr_on_down = keep;
+        let mut w = Two::new(ca, cfg(&[("2001:db8::2", 64)]));
+        w.run(1100);
+        assert_eq!((state(&w.a, &lla), state(&w.a, &ga)), ("preferred", "preferred"));
+        let now = w.now();
+        w.a.ping6_send(gb, 1, 1, b"before", now).unwrap();
+        w.run(20);
+        assert_eq!(w.a.ping6_events(1).len(), 1);
+        assert!(!w.a.ipv6_neighbours().is_empty());
+
+        w.a.set_up(false);
+        let addrs: Vec<Addr> = w.a.ipv6_addrs().iter().map(|a| a.0).collect();
+        assert_eq!(addrs, if keep { vec![lla, ga] } else { vec![] }, "keep_addr_on_down {keep}");
+        assert!(w.a.ipv6_neighbours().is_empty(), "the link's neighbours go with it");
+
+        w.a.set_up(true);
+        w.run(1);
+        assert_eq!(state(&w.a, &lla), "tentative", "link-local again, through DAD");
+        assert_eq!(state(&w.a, &ga), if keep { "tentative" } else { "absent" });
+        w.run(1100);
+        assert_eq!((state(&w.a, &lla), state(&w.a, &ga)), ("preferred", if keep { "preferred" } else { "absent" }));
+        let now = w.now();
+        w.a.ping6_send(llb, 2, 1, b"link-local", now).unwrap();
+        let global = w.a.ping6_send(gb, 3, 1, b"global", now);
+        w.run(20);
+        assert_eq!(w.a.ping6_events(2).len(), 1, "the link works again");
+        if keep {
+            global.unwrap();
+            assert_eq!(w.a.ping6_events(3).len(), 1, "from the kept global address");
+        } else {
+            assert_eq!(global.unwrap_err().0, libc::ENETUNREACH, "no global address, no prefix, no router");
+        }
+    }
+}
+
 #[test]
 fn a_thirty_thousand_byte_echo_is_fragmented_and_reassembled_both_ways() {
     let mut w = Two::new(cfg(&[("2001:db8::1", 64)]), cfg(&[("2001:db8::2", 64)]));

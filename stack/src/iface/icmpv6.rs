@@ -322,9 +322,13 @@ impl Stack {
     }
 
     /// Sends an ICMPv6 echo request; replies and errors arrive through [`Stack::ping6_events`].
-    /// `EADDRNOTAVAIL` while no address can be the source yet (duplicate address detection runs).
+    /// `EADDRNOTAVAIL` while no address can be the source yet (duplicate address detection runs);
+    /// `ENETUNREACH` first when the route is down with the interface (which has then no address either).
     pub fn ping6_send(&mut self, dst: Addr, ident: u16, seq: u16, payload: &[u8], now: Instant) -> Result<(), Errno> {
         self.socks.open()?;
+        if self.route_down(std::net::Ipv6Addr::from(dst).into()) {
+            return Err(ENETUNREACH);
+        }
         let v = self.v6.as_mut().ok_or(ENETUNREACH)?;
         let src = v.source_for(&dst).ok_or(EADDRNOTAVAIL)?;
         self.socks.pings6.entry(ident).or_default();

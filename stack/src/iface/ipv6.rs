@@ -26,6 +26,10 @@ pub struct Ipv6Config {
     pub ndisc: ndisc::Config,
     /// A default router configured by hand (beside those advertisements bring).
     pub gateway: Option<Addr>,
+    /// Linux's `net.ipv6.conf.*.keep_addr_on_down`: when the interface goes down, keep its configured
+    /// and link-local addresses (they go through DAD again when it comes up). Off, as Linux's default: a
+    /// downed interface loses every IPv6 address, and comes up with its link-local one alone.
+    pub keep_addr_on_down: bool,
 }
 
 impl Default for Ipv6Config {
@@ -39,6 +43,7 @@ impl Default for Ipv6Config {
             hop_limit: 64,
             ndisc: ndisc::Config::default(),
             gateway: None,
+            keep_addr_on_down: false,
         }
     }
 }
@@ -142,21 +147,52 @@ impl V6 {
             host_routed: false,
             cfg,
         };
-        v.addrs.push(Addr6 {
-            addr: ipv6::link_local(mac),
-            prefix: 64,
-            origin: Origin::LinkLocal,
-            state: AddrState::Preferred,
-            valid_until: None,
-        });
+        let ll = v.link_local(mac);
+        v.addrs.push(ll);
         for &(addr, prefix) in &v.cfg.addrs.clone() {
             v.addrs.push(Addr6 { addr, prefix, origin: Origin::Static, state: AddrState::Preferred, valid_until: None });
         }
-        if let Some(gw) = v.cfg.gateway {
-            // A configured router never expires.
-            v.routers.push((gw, Instant::from_millis(u64::MAX / 2000)));
-        }
+        v.add_gateway();
         v
+    }
+
+    fn add_gateway(&mut self) {
+        if let Some(gw) = self.cfg.gateway {
+            // A configured router never expires.
+            self.routers.push((gw, Instant::from_millis(u64::MAX / 2000)));
+        }
+    }
+
+    fn link_local(&self, mac: Mac) -> Addr6 {
+        Addr6 { addr: ipv6::link_local(mac), prefix: 64, origin: Origin::LinkLocal, state: AddrState::Preferred, valid_until: None }
+    }
+
+    /// The interface went down (Linux's `addrconf_ifdown`): its addresses go (the configured and link-local
+    /// ones stay with `keep_addr_on_down`; autoconfigured ones always go), and so do the neighbours,
+    /// routers, prefixes, redirects and path MTUs learned on the link, and the routes through it.
+    pub(super) fn down(&mut self) {
+        let keep = self.cfg.keep_addr_on_down;
+        self.addrs.retain(|a| keep && a.origin != Origin::Autoconf);
+        self.neigh = NeighCache6::new(self.cfg.ndisc.clone());
+        self.routers.clear();
+        self.onlink.clear();
+        self.redirects.clear();
+        self.link_mtu = None;
+        self.pmtu.clear();
+        self.rs_sent = 0;
+        self.rs_next = None;
+    }
+
+    /// The interface came up (Linux's `addrconf_dev_config`): a link-local address from the MAC again,
+    /// the configured router, and, in the next poll, DAD for every address and router solicitations, as
+    /// at the start.
+    pub(super) fn up(&mut self, mac: Mac) {
+        if !self.addrs.iter().any(|a| a.origin == Origin::LinkLocal) {
+            let ll = self.link_local(mac);
+            self.addrs.insert(0, ll);
+        }
+        self.add_gateway();
+        self.started = false;
     }
 
     /// Whether `a` is one of ours, in any state but duplicate.

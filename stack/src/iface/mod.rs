@@ -460,12 +460,21 @@ impl Stack {
     /// read nor written, what was queued to send is dropped, and sending toward the link fails with
     /// ENETUNREACH (its routes are gone, as Linux removes them); coming up, the stack announces its
     /// addresses again. `lo` is not this interface: 127.0.0.0/8 and ::1 stay reachable, and so do the
-    /// interface's own IPv4 addresses (Linux keeps their local routes; its IPv6 ones it does not).
+    /// interface's own IPv4 addresses (Linux keeps their local routes; its IPv6 ones it does not). Its IPv6
+    /// addresses go with it, as with Linux's default (`Ipv6Config::keep_addr_on_down`), and what was
+    /// learned on the link; coming up, it forms its link-local address again.
     pub fn set_up(&mut self, up: bool) {
         if self.up == up {
             return;
         }
         self.up = up;
+        if let Some(v) = self.v6.as_mut() {
+            if up {
+                v.up(self.mac);
+            } else {
+                v.down();
+            }
+        }
         if up {
             self.announced = false;
         } else {

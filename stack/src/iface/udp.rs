@@ -133,6 +133,9 @@ impl Stack {
                 self.ip_send(d.octets(), ipv4::PROTO_UDP, &b, false, now)
             }
             IpAddr::V6(d) => {
+                if self.route_down(dst) {
+                    return Err(ENETUNREACH);
+                }
                 let src = self.v6.as_ref().ok_or(ENETUNREACH)?.source_for(&d.octets()).ok_or(EADDRNOTAVAIL)?;
                 r.emit(&mut b, data, src, d);
                 self.ip6_send(Some(src), d.octets(), ipv6::NH_UDP, &b, now)
