@@ -491,6 +491,7 @@ impl Worker {
             self.out.clear();
             self.front_captured = false;
             self.rx_pending.clear();
+            self.cut.clear();
         })
     }
 

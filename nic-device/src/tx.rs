@@ -33,6 +33,9 @@ const FETCH_BURST: usize = 16;
 
 /// Largest packet gathered from descriptors before it is refused (TSO sends are at most 64 KiB + headers).
 pub const MAX_TX_PACKET: usize = 256 * 1024;
+/// The most room a TSO super-packet's buffer is given before its data comes: a 64 KiB send (what Linux
+/// hands an 82574L) with its headers.
+const TSO_RESERVE_MAX: usize = 65536 + 256;
 
 /// Per-queue transmit state that lives between descriptors.
 #[derive(Default)]
@@ -270,7 +273,9 @@ impl TxQueue {
                 // A TSO super-packet is gathered in a large spare buffer when one came back (in TAP
                 // offload mode they leave whole), or in one grown once to the size the context gives: not
                 // grown step by step from a wire-sized one, descriptor by descriptor.
-                let want = (t.ctx.hdrlen as usize).saturating_add(t.ctx.paylen as usize).min(MAX_TX_PACKET);
+                // At most a 64 KiB send's room ahead: a context that claims more (PAYLEN has 20 bits) grows
+                // the buffer only as far as the data it brings, as before.
+                let want = (t.ctx.hdrlen as usize).saturating_add(t.ctx.paylen as usize).min(TSO_RESERVE_MAX);
                 if t.tse && t.pkt.capacity() < want {
                     match spare.take_big(want) {
                         Some(big) => spare.put(std::mem::replace(&mut t.pkt, big)),
@@ -311,6 +316,8 @@ impl TxQueue {
         self.ctx = t.ctx;
         self.pkt = spare.take();
         self.segs = std::mem::take(&mut t.segs);
+        // Empty but for what a round cut short by an internal error left.
+        self.segs.clear();
         if t.bad || t.pkt.is_empty() {
             Metrics::inc(&nic.metrics.tx_malformed);
             return;
