@@ -1,6 +1,9 @@
 //! Frame buffers handed back after use and reused for the next frames, so that a steady flow allocates
-//! nothing per frame: receive buffers that backends give out (`Backend::recycle`), and transmit buffers
-//! that the data path returns to the engines once the backend has sent them (`Nic::recycle_tx`).
+//! nothing per frame: receive buffers that backends give out (`Backend::recycle`), transmit buffers that
+//! the data path returns to the engines once the backend has sent them (`Nic::recycle_tx`), the receive
+//! FIFO's copies, and the wire frames the data path cuts from a host's GSO frames. A pool keeps a bounded
+//! number of buffers up to a bounded size, and optionally a few larger ones apart (TSO super-packets and
+//! GSO frames), so that rare large frames neither grow every buffer nor allocate each time.
 
 /// A bounded stack of spare buffers, and optionally a few larger ones apart (`with_big`).
 pub struct FramePool {
