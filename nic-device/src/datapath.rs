@@ -554,12 +554,19 @@ impl Worker {
             self.backend.recycle(f);
             r
         } else {
-            gso::complete(&mut f, h).map(|()| {
-                if partial {
-                    Metrics::inc(&self.metrics.rx_csum_completed);
+            match gso::complete(&mut f, h) {
+                Ok(()) => {
+                    if partial {
+                        Metrics::inc(&self.metrics.rx_csum_completed);
+                    }
+                    self.rx_pending.push_back((f, RxSrc::Whole));
+                    Ok(())
                 }
-                self.rx_pending.push_back((f, RxSrc::Whole));
-            })
+                Err(e) => {
+                    self.backend.recycle(f);
+                    Err(e)
+                }
+            }
         };
         if let Err(e) = r {
             debug!("backend frame refused: {e} ({h:?})");
