@@ -25,13 +25,22 @@ use vfio_user::server::Connection;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
+/// Counts an allocation, unless the process's main thread makes it: that is the test harness's (its
+/// report of a slow test, say), never the device's or the test's own.
+fn count() {
+    // SAFETY: gettid and getpid take no arguments and cannot fail.
+    if unsafe { libc::gettid() != libc::getpid() } {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 struct Counting;
 
-// SAFETY: every call is passed on to the system allocator unchanged; counting is one atomic add, which
-// does not allocate.
+// SAFETY: every call is passed on to the system allocator unchanged; counting is two system calls and an
+// atomic add, none of which allocates.
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: the caller's contract is the system allocator's.
         unsafe { std::alloc::System.alloc(l) }
     }
@@ -40,7 +49,7 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
         unsafe { std::alloc::System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: as alloc.
         unsafe { std::alloc::System.realloc(p, l, new) }
     }
@@ -112,6 +121,10 @@ fn fill_frame(f: &mut [u8; LEN], seq: u64) {
 /// wire (the transmit engine cuts them).
 #[test]
 fn a_steady_flow_through_the_device_allocates_nothing() {
+    // The count sees this thread (not the harness's main thread), so a zero below is a real one.
+    let start = ALLOCATIONS.load(Ordering::SeqCst);
+    drop(std::hint::black_box(vec![0u8; 64]));
+    assert!(ALLOCATIONS.load(Ordering::SeqCst) > start, "the allocation count does not see the test's thread");
     let loopback = Box::new(nic_device::backend::Loopback::default());
     let (allocated, frames, messages) = flow(loopback, 384);
     assert_eq!(allocated, 0, "loopback: {allocated} allocations over {frames} frames and {messages} messages");
