@@ -3,7 +3,7 @@
 //! doorbells' rounds run by the data path (transmit engine, backend, receive engine), over the loopback
 //! wire, a UDP socket, and a wire with virtio-net headers as a TAP in offload mode carries (TSO sends
 //! leave as GSO frames and are cut into wire frames on the way in). Every allocation in this test binary
-//! is counted, on every thread: the data path thread included.
+//! is counted, on every thread but the test harness's main thread: the data path thread included.
 
 mod common;
 
