@@ -708,8 +708,9 @@ impl E1000e {
             return Ok(());
         }
         // A busy-polling driver finds its queue stalled between most completions (RS comes once per
-        // group): the clock is read after a sleep and every `STALL_CHECK_EVERY` stalled polls, not on
-        // each, since a clock read costs more than the poll's own check on machines whose clock traps.
+        // group), millions of times a second: the clock is read after a sleep and every
+        // `STALL_CHECK_EVERY` stalled polls, not on each (a read on each was a fifth of a polling
+        // driver's time in a profile).
         r.stalled_polls = r.stalled_polls.wrapping_add(1);
         if !slept && !r.stalled_polls.is_multiple_of(STALL_CHECK_EVERY) {
             return Ok(());
@@ -740,7 +741,7 @@ impl E1000e {
             done += r.bytes_of.get(r.next_to_clean as usize).copied().unwrap_or(0) as usize;
             r.next_to_clean = ring_next(eop, r.n);
         }
-        if let (Some(d), true) = (r.bql.as_mut(), done > 0) {
+        if let Some(d) = r.bql.as_mut().filter(|_| done > 0) {
             d.completed(done, Instant::now());
         }
     }

@@ -159,10 +159,8 @@ impl Backend for Loopback {
 
 // ---- TAP ----
 
-/// The largest buffer in a backend's pool of wire-sized buffers.
-const SMALL_BUFFER: usize = MAX_FRAME + 64;
-/// GSO-sized buffers a TAP in offload mode keeps: the data path holds one GSO frame at a time while it
-/// cuts it, and a round reads a few.
+/// GSO-sized buffers a TAP in offload mode keeps beside its wire-sized ones (so that those are not each
+/// grown to 64 KiB): the data path holds one GSO frame at a time while it cuts it, and a round reads a few.
 const TAP_BIG_BUFFERS: usize = 8;
 
 pub struct Tap {
@@ -170,9 +168,6 @@ pub struct Tap {
     buf: Vec<u8>,
     offload: bool,
     pool: FramePool,
-    /// Buffers for GSO frames (offload mode), longer than any wire frame: a few, kept apart so that the
-    /// pool of wire-sized buffers does not grow each of its buffers to 64 KiB.
-    big: FramePool,
 }
 
 impl Tap {
@@ -192,8 +187,8 @@ impl Tap {
         }
         info!("tap {name} attached{}", if offload { " (offload mode: virtio-net header, GSO, partial checksums)" } else { "" });
         let size = if offload { crate::gso::MAX_GSO_FRAME + VnetHdr::LEN } else { MAX_FRAME + 64 };
-        let big = FramePool::new(TAP_BIG_BUFFERS, crate::gso::MAX_GSO_FRAME);
-        Ok(Tap { tap, buf: vec![0; size], offload, pool: FramePool::default(), big })
+        let pool = FramePool::default().with_big(TAP_BIG_BUFFERS, crate::gso::MAX_GSO_FRAME);
+        Ok(Tap { tap, buf: vec![0; size], offload, pool })
     }
 }
 
@@ -221,16 +216,10 @@ impl Backend for Tap {
         }
         let hdr =
             VnetHdr::parse(got).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "frame shorter than its virtio-net header"))?;
-        let frame = got.get(VnetHdr::LEN..).unwrap_or_default();
-        let pool = if frame.len() > SMALL_BUFFER { &mut self.big } else { &mut self.pool };
-        Ok(Some((pool.copy_of(frame), Some(hdr))))
+        Ok(Some((self.pool.copy_of(got.get(VnetHdr::LEN..).unwrap_or_default()), Some(hdr))))
     }
     fn recycle(&mut self, frame: Vec<u8>) {
-        if frame.capacity() > SMALL_BUFFER {
-            self.big.put(frame);
-        } else {
-            self.pool.put(frame);
-        }
+        self.pool.put(frame);
     }
     fn send_vnet(&mut self, frame: &[u8], vnet: Option<&VnetHdr>) -> io::Result<bool> {
         if !self.offload {

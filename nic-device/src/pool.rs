@@ -53,9 +53,12 @@ impl FramePool {
         v
     }
 
-    /// A buffer holding a copy of `data`.
+    /// A buffer holding a copy of `data`: a large spare one for data longer than the others hold.
     pub fn copy_of(&mut self, data: &[u8]) -> Vec<u8> {
-        let mut v = self.take();
+        let mut v = match data.len() > self.max_capacity {
+            true => self.take_big(data.len()).unwrap_or_default(),
+            false => self.take(),
+        };
         // Grown to the frame exactly, not doubled: a buffer stays within `max_capacity` as long as the
         // frames do, and comes back.
         v.reserve_exact(data.len());
@@ -114,5 +117,12 @@ mod test {
         let mut plain = FramePool::new(4, 100);
         plain.put(Vec::with_capacity(500));
         assert!(plain.take_big(1).is_none() && plain.is_empty(), "without `with_big`, large buffers are freed");
+        // A copy longer than the small buffers takes the large one, and goes back to it.
+        let mut p = FramePool::new(2, 100).with_big(1, 1000);
+        p.put(Vec::with_capacity(800));
+        let big = p.copy_of(&[2; 700]);
+        assert!(big.capacity() >= 800 && big == [2; 700]);
+        p.put(big);
+        assert!(p.take_big(1).is_some(), "back among the large ones");
     }
 }

@@ -132,7 +132,7 @@ fn a_steady_flow_through_the_device_allocates_nothing() {
     let dgram = nic_device::backend::open(&format!("dgram:udp:127.0.0.1:{port}:127.0.0.1:{port}")).unwrap();
     let (allocated, frames, messages) = flow(dgram, 16);
     assert_eq!(allocated, 0, "dgram: {allocated} allocations over {frames} frames and {messages} messages");
-    let vnet = VnetWire { q: VecDeque::with_capacity(64), pool: FramePool::default(), big: FramePool::new(8, 65535 + 18) };
+    let vnet = VnetWire { q: VecDeque::with_capacity(64), pool: FramePool::default().with_big(8, nic_device::gso::MAX_GSO_FRAME) };
     let (allocated, frames, messages) = tso_flow(Box::new(vnet), true);
     assert_eq!(allocated, 0, "TSO, GSO frames: {allocated} allocations over {frames} frames and {messages} messages");
     let loopback = Box::new(nic_device::backend::Loopback::default());
@@ -295,15 +295,12 @@ fn flow(backend: Box<dyn Backend>, burst: u32) -> (u64, u32, u32) {
 }
 
 /// A wire with virtio-net headers, as a TAP in offload mode carries: what is sent comes back, GSO frames
-/// and partial checksums included. Its buffers are kept as the TAP backend keeps them (wire-sized and
-/// GSO-sized apart).
+/// and partial checksums included. Its buffers are kept as the TAP backend keeps them (a few GSO-sized
+/// ones beside the wire-sized ones).
 struct VnetWire {
     q: VecDeque<(Vec<u8>, VnetHdr)>,
     pool: FramePool,
-    big: FramePool,
 }
-
-const SMALL: usize = nic_device::backend::MAX_FRAME + 64;
 
 impl Backend for VnetWire {
     fn fds(&self) -> Vec<std::os::fd::RawFd> {
@@ -325,17 +322,12 @@ impl Backend for VnetWire {
         Ok(self.q.pop_front().map(|(f, h)| (f, Some(h))))
     }
     fn send_vnet(&mut self, frame: &[u8], vnet: Option<&VnetHdr>) -> std::io::Result<bool> {
-        let pool = if frame.len() > SMALL { &mut self.big } else { &mut self.pool };
-        let f = pool.copy_of(frame);
+        let f = self.pool.copy_of(frame);
         self.q.push_back((f, vnet.copied().unwrap_or_default()));
         Ok(true)
     }
     fn recycle(&mut self, frame: Vec<u8>) {
-        if frame.capacity() > SMALL {
-            self.big.put(frame);
-        } else {
-            self.pool.put(frame);
-        }
+        self.pool.put(frame);
     }
     fn describe(&self) -> String {
         "vnet wire".into()

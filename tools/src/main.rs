@@ -555,8 +555,8 @@ fn idle(dev: &mut E1000e) -> Result<(), driver::DriverError> {
 }
 
 /// A run gives up after 5 s without progress. Busy polling, the clock is read once every 1024 idle polls
-/// only: a clock read costs more than a poll that finds nothing on machines whose clock traps, and the
-/// measurement would count it.
+/// only: the polls that find nothing come millions of times a second, and a clock read on each would be a
+/// measurable part of the run being measured.
 struct Stall {
     idle: u32,
     since: Option<Instant>,
