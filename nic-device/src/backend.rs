@@ -163,9 +163,13 @@ impl Backend for Loopback {
 /// grown to 64 KiB): the data path holds one GSO frame at a time while it cuts it, and a round reads a few.
 const TAP_BIG_BUFFERS: usize = 8;
 
+/// Room a TAP frame is read into: the longest frame the card takes, and a VLAN tag's slack.
+const TAP_FRAME_ROOM: usize = MAX_FRAME + 64;
+
 pub struct Tap {
     tap: nic_tap::Tap,
-    buf: Vec<u8>,
+    /// In offload mode, where the part of a GSO frame beyond a frame buffer's room is read.
+    overflow: Vec<u8>,
     offload: bool,
     pool: FramePool,
 }
@@ -186,9 +190,9 @@ impl Tap {
             warn!("tap {name}: could not bring the interface up: {e}");
         }
         info!("tap {name} attached{}", if offload { " (offload mode: virtio-net header, GSO, partial checksums)" } else { "" });
-        let size = if offload { crate::gso::MAX_GSO_FRAME + VnetHdr::LEN } else { MAX_FRAME + 64 };
+        let overflow = if offload { vec![0; crate::gso::MAX_GSO_FRAME.saturating_sub(TAP_FRAME_ROOM)] } else { Vec::new() };
         let pool = FramePool::default().with_big(TAP_BIG_BUFFERS, crate::gso::MAX_GSO_FRAME);
-        Ok(Tap { tap, buf: vec![0; size], offload, pool })
+        Ok(Tap { tap, overflow, offload, pool })
     }
 }
 
@@ -208,15 +212,38 @@ impl Backend for Tap {
     fn offloads(&self) -> bool {
         self.offload
     }
+    /// A frame is read straight into a pooled buffer, the one the card then DMAs from: in wire mode
+    /// whole, in offload mode behind its header. A GSO frame longer than a frame buffer's room is read
+    /// on into `overflow` and joined in a large buffer.
     fn recv_vnet(&mut self) -> io::Result<Option<(Vec<u8>, Option<VnetHdr>)>> {
-        let Some(n) = self.tap.recv(&mut self.buf)? else { return Ok(None) };
-        let got = self.buf.get(..n).unwrap_or_default();
+        let mut f = self.pool.take();
+        f.reserve_exact(TAP_FRAME_ROOM);
+        let mut h = [0u8; VnetHdr::LEN];
+        let head: &mut [u8] = if self.offload { &mut h } else { &mut [] };
+        let n = match self.tap.recv_split(head, &mut f, &mut self.overflow) {
+            Ok(Some(n)) => n,
+            other => {
+                self.pool.put(f);
+                return other.map(|_| None);
+            }
+        };
         if !self.offload {
-            return Ok(Some((self.pool.copy_of(got), None)));
+            return Ok(Some((f, None)));
         }
-        let hdr =
-            VnetHdr::parse(got).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "frame shorter than its virtio-net header"))?;
-        Ok(Some((self.pool.copy_of(got.get(VnetHdr::LEN..).unwrap_or_default()), Some(hdr))))
+        let Some(hdr) = VnetHdr::parse(&h).filter(|_| n >= VnetHdr::LEN) else {
+            self.pool.put(f);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "frame shorter than its virtio-net header"));
+        };
+        let len = n - VnetHdr::LEN;
+        if len > f.len() {
+            let more = self.overflow.get(..len - f.len()).unwrap_or_default();
+            let mut whole = self.pool.take_big(len).unwrap_or_else(|| Vec::with_capacity(len));
+            whole.extend_from_slice(&f);
+            whole.extend_from_slice(more);
+            self.pool.put(f);
+            f = whole;
+        }
+        Ok(Some((f, Some(hdr))))
     }
     fn recycle(&mut self, frame: Vec<u8>) {
         self.pool.put(frame);
@@ -879,6 +906,169 @@ mod test {
         p.put(Vec::with_capacity(64 * 1024));
         p.put(Vec::with_capacity(2048));
         assert_eq!(p.len(), 1);
+    }
+
+    /// Writes `frame` out of interface `ifname` through a packet socket (what the kernel sends out of a
+    /// TAP is what its reader gets), behind a virtio-net header when `vnet` is given (PACKET_VNET_HDR: a
+    /// GSO frame, for a TAP that takes them).
+    fn send_out_of(ifname: &str, vnet: Option<&VnetHdr>, frame: &[u8]) {
+        let name = std::ffi::CString::new(ifname).unwrap();
+        // SAFETY: a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert_ne!(ifindex, 0, "{ifname}: no such interface");
+        // SAFETY: plain socket creation; the descriptor is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0, "AF_PACKET socket: {}", io::Error::last_os_error());
+        // SAFETY: a descriptor just opened and owned by nothing else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let one: libc::c_int = 1;
+        let mut data = Vec::new();
+        if let Some(h) = vnet {
+            // SAFETY: an int option of the right size.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_PACKET,
+                    libc::PACKET_VNET_HDR,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(r, 0, "PACKET_VNET_HDR: {}", io::Error::last_os_error());
+            data.extend_from_slice(&h.to_bytes());
+        }
+        data.extend_from_slice(frame);
+        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = u16::from_be_bytes([frame[12], frame[13]]).to_be();
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: `data` is live for its length and `sll` is a valid sockaddr_ll of the size given.
+        let n = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                0,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(n, data.len() as isize, "send {} bytes out of {ifname}: {}", data.len(), io::Error::last_os_error());
+    }
+
+    /// The next frame of EtherType `ty` the TAP backend reads (the kernel sends its own too: IPv6 router
+    /// solicitations and the like), within two seconds.
+    fn next_of_type(t: &mut Tap, ty: [u8; 2]) -> (Vec<u8>, Option<VnetHdr>) {
+        let t0 = std::time::Instant::now();
+        loop {
+            match t.recv_vnet().unwrap() {
+                Some((f, h)) if f.get(12..14) == Some(&ty[..]) => return (f, h),
+                Some((f, _)) => t.recycle(f),
+                None => {
+                    assert!(t0.elapsed() < std::time::Duration::from_secs(2), "no frame of type {ty:02x?} came out of the TAP");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    /// Waits until what is sent out of the new TAP `name` reaches its reader (a TAP the kernel has just
+    /// brought up may still drop it), then drains what came meanwhile.
+    fn ready(t: &mut Tap, name: &str) {
+        const PROBE: [u8; 2] = [0x88, 0xb6];
+        let t0 = std::time::Instant::now();
+        'probe: loop {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(5), "nothing sent out of {name} reached its reader");
+            send_out_of(name, None, &test_frame(PROBE, 60, 0));
+            let t1 = std::time::Instant::now();
+            while t1.elapsed() < std::time::Duration::from_millis(100) {
+                match t.recv_vnet().unwrap() {
+                    Some((f, _)) if f.get(12..14) == Some(&PROBE[..]) => break 'probe,
+                    Some((f, _)) => t.recycle(f),
+                    None => std::thread::sleep(std::time::Duration::from_millis(1)),
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        while let Some((f, _)) = t.recv_vnet().unwrap() {
+            t.recycle(f);
+        }
+    }
+
+    fn test_frame(ty: [u8; 2], len: usize, seed: u8) -> Vec<u8> {
+        let mut f: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect();
+        f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+        f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
+        f[12..14].copy_from_slice(&ty);
+        f
+    }
+
+    #[test]
+    fn tap_frames_are_read_straight_into_pooled_buffers_in_both_modes() {
+        const LOCAL: [u8; 2] = [0x88, 0xb5]; // IEEE 802 local experimental EtherType
+        let name = format!("nbt{}", std::process::id() % 100_000);
+        // Wire mode: each frame whole, in a buffer with a jumbo frame's room that comes back for the next.
+        {
+            let mut t = Tap::open(&name, false).expect("open a TAP (needs CAP_NET_ADMIN)");
+            ready(&mut t, &name);
+            let mut last = None;
+            for (i, len) in [60usize, 1514, 1000, 9014].into_iter().enumerate() {
+                let sent = test_frame(LOCAL, len, i as u8);
+                if len > 1514 {
+                    let ok = std::process::Command::new("ip").args(["link", "set", &name, "mtu", "9000"]).status();
+                    assert!(ok.is_ok_and(|s| s.success()), "raise {name}'s MTU");
+                }
+                send_out_of(&name, None, &sent);
+                let (f, h) = next_of_type(&mut t, LOCAL);
+                assert_eq!((f.len(), h), (len, None), "frame {i}");
+                assert!(f == sent, "frame {i}: its bytes");
+                assert!(f.capacity() >= TAP_FRAME_ROOM, "read into a buffer with a frame's room");
+                if let Some(p) = last {
+                    assert_eq!(f.as_ptr(), p, "frame {i}: the buffer handed back is read into again");
+                }
+                last = Some(f.as_ptr());
+                t.recycle(f);
+            }
+        }
+        // Offload mode: a frame behind its (empty) header, and a GSO frame longer than a frame buffer,
+        // read on past it and joined.
+        let mut t = Tap::open(&name, true).expect("open a TAP in offload mode");
+        ready(&mut t, &name);
+        let plain = test_frame(LOCAL, 1514, 9);
+        send_out_of(&name, None, &plain);
+        let (f, h) = next_of_type(&mut t, LOCAL);
+        assert_eq!(h.map(|h| (h.flags, h.gso_type)), Some((0, 0)), "a plain frame's header says nothing");
+        assert!(f == plain, "the plain frame's bytes");
+        t.recycle(f);
+        // One TCP/IPv4 send of 30,000 bytes, as a host's TCP would hand it to the TAP.
+        let payload = 30_000usize;
+        let mut gso = test_frame([0x08, 0x00], 14 + 40 + payload, 3);
+        let ip_len = (40 + payload) as u16;
+        let mut ip = [0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+        let sum = ip.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum::<u32>();
+        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        gso[14..34].copy_from_slice(&ip);
+        let tcp = [0x30, 0x39, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0];
+        gso[34..54].copy_from_slice(&tcp);
+        let h = VnetHdr {
+            flags: VnetHdr::F_NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        send_out_of(&name, Some(&h), &gso);
+        let (f, got) = next_of_type(&mut t, [0x08, 0x00]);
+        let got = got.expect("a header in offload mode");
+        assert!(got.is_gso() && got.gso_size == 1448, "left the TAP as one GSO frame: {got:?}");
+        assert_eq!(f.len(), gso.len(), "whole, past a frame buffer's room ({TAP_FRAME_ROOM})");
+        assert!(f == gso, "the GSO frame's bytes, joined across the two reads");
+        t.recycle(f);
+        assert!(t.pool.take_big(1).is_some(), "the joined frame's buffer goes back among the large ones");
     }
 
     #[test]
