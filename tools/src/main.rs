@@ -256,8 +256,10 @@ enum Cmd {
         #[arg(long)]
         seconds: Option<f64>,
     },
-    /// Asks a running nic-lab (started with --control PATH): ss, link, nstat, drops, events [FROM],
-    /// conntrack, nft list, tc show, capture FILE, capture stop
+    // In an attribute, not a doc comment: rustdoc would read the optional argument as a link.
+    #[command(
+        about = "Asks a running nic-lab (started with --control PATH): ss, link, nstat, drops, events [FROM], conntrack, nft list, tc show, capture FILE, capture stop"
+    )]
     Ctl {
         /// The control socket
         socket: String,

@@ -29,7 +29,8 @@ struct Cli {
 enum Cmd {
     /// Registers with their values and decoded fields (all named registers without NAMEs)
     Regs {
-        /// Datasheet names (CTRL, RCTL, RDT1, MTA[3]) or offsets (0x100)
+        // In an attribute, not a doc comment: rustdoc would read the array index as a link.
+        #[arg(help = "Datasheet names (CTRL, RCTL, RDT1, MTA[3]) or offsets (0x100)")]
         names: Vec<String>,
     },
     /// Each queue's head, tail and length, and the descriptors around head and tail, decoded
