@@ -216,6 +216,7 @@ impl Backend for Tap {
     /// whole, in offload mode behind its header. A GSO frame longer than a frame buffer's room is read
     /// on into `overflow` and joined in a large buffer.
     fn recv_vnet(&mut self) -> io::Result<Option<(Vec<u8>, Option<VnetHdr>)>> {
+        // Empty (the pool clears it), with a frame's room.
         let mut f = self.pool.take();
         f.reserve_exact(TAP_FRAME_ROOM);
         let mut h = [0u8; VnetHdr::LEN];

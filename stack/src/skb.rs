@@ -135,6 +135,24 @@ impl PacketBuf {
         p
     }
 
+    /// A frame read straight into a packet buffer, with the default headroom: no copy between. `read`
+    /// appends the frame to the vector it is given (the headroom, with room for at least `room` bytes
+    /// after it) and returns what it returns; the packet then holds what was appended. The buffer comes
+    /// from the thread's pool when it is large, as `from_slice`'s does.
+    pub fn read_with<T>(room: usize, read: impl FnOnce(&mut Vec<u8>) -> T) -> (PacketBuf, T) {
+        let mut v = buffer(DEFAULT_HEADROOM + room);
+        v.resize(DEFAULT_HEADROOM, 0);
+        let r = read(&mut v);
+        // A reader that cut into the headroom leaves an empty packet, not a short headroom.
+        v.resize(v.len().max(DEFAULT_HEADROOM), 0);
+        let tail = v.len();
+        let mut p = PacketBuf::with_headroom(0, 0);
+        p.store = Arc::new(v);
+        p.head = DEFAULT_HEADROOM;
+        p.tail = tail;
+        (p, r)
+    }
+
     /// Linear bytes only.
     pub fn data(&self) -> &[u8] {
         &self.store[self.head..self.tail]

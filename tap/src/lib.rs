@@ -227,22 +227,21 @@ impl Tap {
     }
 
     /// One frame read in one call across three places: its first `head.len()` bytes into `head` (a
-    /// virtio-net header), the next into the spare room of `buf` as far as it goes (`buf` then holds
-    /// those: its length is set to them, what it held before is dropped), the rest into `rest`. Returns
-    /// the length read into all three, `None` when no frame is waiting. A frame longer than the three
-    /// together is cut short. No copy between the kernel's and the caller's buffers: a frame lands where
-    /// it is used.
+    /// virtio-net header), the next appended to `buf` as far as its spare capacity goes, the rest into
+    /// `rest`. Returns the length read into all three, `None` when no frame is waiting. A frame longer
+    /// than the three together is cut short. No copy between the kernel's and the caller's buffers: a
+    /// frame lands where it is used.
     pub fn recv_split(&self, head: &mut [u8], buf: &mut Vec<u8>, rest: &mut [u8]) -> io::Result<Option<usize>> {
-        buf.clear();
-        let room = buf.capacity();
+        let spare = buf.spare_capacity_mut();
+        let room = spare.len();
         let iov = [
             libc::iovec { iov_base: head.as_mut_ptr().cast(), iov_len: head.len() },
-            libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: room },
+            libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: room },
             libc::iovec { iov_base: rest.as_mut_ptr().cast(), iov_len: rest.len() },
         ];
         // SAFETY: each iovec covers memory that is live and writable for its length: `head`, the
-        // allocated (uninitialised) capacity of `buf`, and `rest`; none overlap, and readv writes only
-        // within them.
+        // allocated (uninitialised) spare capacity of `buf`, and `rest`; none overlap, and readv writes
+        // only within them.
         let n = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -250,9 +249,9 @@ impl Tap {
         }
         let n = n as usize;
         let in_buf = n.saturating_sub(head.len()).min(room);
-        // SAFETY: readv filled the iovecs in order, so the first `in_buf` bytes of `buf`'s capacity were
-        // written by it; `in_buf` is at most that capacity.
-        unsafe { buf.set_len(in_buf) };
+        // SAFETY: readv filled the iovecs in order, so the first `in_buf` bytes of `buf`'s spare capacity
+        // were written by it; `in_buf` is at most that capacity.
+        unsafe { buf.set_len(buf.len() + in_buf) };
         Ok(Some(n))
     }
 
