@@ -590,7 +590,8 @@ pub struct Dgram {
     own_port: Option<u16>,
     remote: SocketAddr,
     mcast: bool,
-    /// recvmmsg's buffers, one per datagram of a batch.
+    /// recvmmsg's buffers, one per datagram of a batch: empty, with a frame's room. A datagram is read
+    /// straight into one, which is then handed on whole and replaced from the pool.
     rbufs: Vec<Vec<u8>>,
     /// Frames read ahead, in order.
     rx: VecDeque<Vec<u8>>,
@@ -605,6 +606,8 @@ pub struct Dgram {
 
 /// Datagrams per recvmmsg or sendmmsg.
 pub const DGRAM_BATCH: usize = 32;
+/// Room a datagram is read into: more than the longest frame, so that a longer datagram shows as one.
+const DGRAM_ROOM: usize = MAX_FRAME + 64;
 
 impl Dgram {
     pub fn open(spec: &str) -> io::Result<Dgram> {
@@ -641,7 +644,7 @@ impl Dgram {
             own_port,
             remote,
             mcast,
-            rbufs: vec![vec![0; MAX_FRAME + 64]; DGRAM_BATCH],
+            rbufs: (0..DGRAM_BATCH).map(|_| Vec::with_capacity(DGRAM_ROOM)).collect(),
             rx: VecDeque::new(),
             tx: VecDeque::new(),
             spec: spec.to_string(),
@@ -772,6 +775,18 @@ impl Backend for Dgram {
         self.tx.push_back(f);
         Ok(true)
     }
+    /// The frame's own buffer waits for the next sendmmsg, no copy; a spare from the pool takes its place.
+    fn send_owned(&mut self, frame: &mut Vec<u8>, vnet: Option<&VnetHdr>) -> io::Result<bool> {
+        if vnet.is_some() {
+            return self.send_vnet(frame, vnet);
+        }
+        if self.tx.len() >= DGRAM_BATCH && !self.flush()? {
+            return Ok(false);
+        }
+        let spare = self.pool.take();
+        self.tx.push_back(std::mem::replace(frame, spare));
+        Ok(true)
+    }
     fn flush(&mut self) -> io::Result<bool> {
         while !self.tx.is_empty() {
             match self.write_batch() {
@@ -813,7 +828,10 @@ impl Dgram {
         // SAFETY: as above.
         let mut hdrs: [libc::mmsghdr; DGRAM_BATCH] = unsafe { std::mem::zeroed() };
         for (((b, v), name), h) in self.rbufs.iter_mut().zip(iov.iter_mut()).zip(names.iter_mut()).zip(hdrs.iter_mut()) {
-            *v = libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() };
+            // Into the buffer's spare room (all of it: the buffers are kept empty).
+            b.clear();
+            let room = b.spare_capacity_mut();
+            *v = libc::iovec { iov_base: room.as_mut_ptr().cast(), iov_len: room.len() };
             let h = &mut h.msg_hdr;
             h.msg_name = (name as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
@@ -840,7 +858,7 @@ impl Dgram {
         };
         self.calls += 1;
         self.datagrams += n as u64;
-        for ((h, name), b) in hdrs.iter().zip(names.iter()).zip(self.rbufs.iter()).take(n) {
+        for ((h, name), b) in hdrs.iter().zip(names.iter()).zip(self.rbufs.iter_mut()).take(n) {
             let len = h.msg_len as usize;
             if self.mcast && self.own_port.is_some() && port_of(name) == self.own_port {
                 continue;
@@ -849,10 +867,14 @@ impl Dgram {
                 warn!("dgram: {len}-byte datagram dropped (frames are at most {MAX_FRAME} bytes)");
                 continue;
             }
-            if let Some(f) = b.get(..len) {
-                let f = self.pool.copy_of(f);
-                self.rx.push_back(f);
-            }
+            let len = len.min(b.capacity());
+            // SAFETY: recvmmsg wrote this datagram's `msg_len` bytes (without MSG_TRUNC in the call's flags,
+            // what it copied, at most the iovec's length: the buffer's capacity) at the start of the buffer,
+            // which was empty.
+            unsafe { b.set_len(len) };
+            let mut spare = self.pool.take();
+            spare.reserve_exact(DGRAM_ROOM);
+            self.rx.push_back(std::mem::replace(b, spare));
         }
         Ok(())
     }
@@ -1094,6 +1116,40 @@ mod test {
         assert_eq!(wait_recv(&mut b), vec![9u8; 100]);
         assert!(Dgram::open("udp:nonsense").is_err());
         assert!(Dgram::open("mcast:10.0.0.1:5000").is_err(), "not a multicast group");
+    }
+
+    #[test]
+    fn dgram_takes_sent_frames_by_value_and_reads_straight_into_pooled_buffers() {
+        let (pa, pb) = (free_udp_port(), free_udp_port());
+        let mut a = Dgram::open(&format!("udp:127.0.0.1:{pa}:127.0.0.1:{pb}")).unwrap();
+        let mut b = Dgram::open(&format!("udp:127.0.0.1:{pb}:127.0.0.1:{pa}")).unwrap();
+        let mut ptrs = Vec::new();
+        for (i, len) in [60usize, 1514, 9018, 600].into_iter().enumerate() {
+            let sent: Vec<u8> = (0..len).map(|j| (j as u8) ^ (i as u8)).collect();
+            let mut f = sent.clone();
+            let at = f.as_ptr();
+            assert!(a.send_owned(&mut f, None).unwrap());
+            assert!(f.is_empty() && f.as_ptr() != at, "frame {i}: its buffer taken, a spare left");
+            assert!(a.flush().unwrap());
+            let spare = a.pool.take();
+            assert_eq!(spare.as_ptr(), at, "frame {i}: once sent, the buffer is a spare");
+            a.pool.put(spare);
+            let got = wait_recv(&mut b);
+            assert!(got == sent, "frame {i}: its bytes");
+            assert!(got.capacity() >= DGRAM_ROOM, "frame {i}: read into a buffer with a frame's room");
+            // The buffer handed back replaces the next one taken from the batch's slot: every other frame
+            // lands in it.
+            if i >= 2 {
+                assert_eq!(Some(&got.as_ptr()), ptrs.get(i - 2), "frame {i}: a buffer handed back is read into again");
+            }
+            ptrs.push(got.as_ptr());
+            b.recycle(got);
+        }
+        // A datagram longer than any frame is dropped, and the next one comes whole.
+        let q = UdpSocket::bind("127.0.0.1:0").unwrap();
+        q.send_to(&vec![1u8; MAX_FRAME + 1], format!("127.0.0.1:{pb}")).unwrap();
+        q.send_to(&[2u8; 70], format!("127.0.0.1:{pb}")).unwrap();
+        assert_eq!(wait_recv(&mut b), vec![2u8; 70]);
     }
 
     #[test]
