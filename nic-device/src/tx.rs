@@ -365,10 +365,13 @@ impl TxQueue {
         // One frame, or TSO's segments (in the queue's reused vector).
         let single = if t.tse {
             let segments = offload::segment_into(&pkt, &t.ctx, ixsm, txsm, &mut || spare.take(), &mut self.segs);
-            // The super-packet's buffer, with the room a TSO send needs, gathers the next packet.
+            // The super-packet's buffer, with the room a TSO send needs, goes back among the large spares
+            // for the next TSO send to take. Not into `self.pkt`: a plain packet gathered in it would
+            // leave in it, and a backend that takes frames by value would keep a large buffer for a
+            // small frame (and drop it), leaving the next TSO send to allocate its own.
             let mut big = pkt;
             big.clear();
-            spare.put(std::mem::replace(&mut self.pkt, big));
+            spare.put(big);
             match segments {
                 Ok(n) => {
                     nic.stats.inc(TSCTC, 1);

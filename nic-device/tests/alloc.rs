@@ -116,9 +116,9 @@ fn fill_frame(f: &mut [u8; LEN], seq: u64) {
 /// Over the loopback wire, bursts of 384 frames: more than a pool of 256 buffers holds, fewer than the
 /// loopback queue's 512; they wait in the wire and the FIFO for buffers. Over a UDP socket that sends to
 /// itself (a wire with a descriptor, which the data path watches and stops watching every round), bursts of
-/// 16, which the socket's buffer holds while they wait. Bursts of 8 TSO sends of 44 segments each: over a
-/// wire with virtio-net headers (each send leaves whole and is cut on the way in), and over the loopback
-/// wire (the transmit engine cuts them).
+/// 16, which the socket's buffer holds while they wait. Bursts of 8 TSO sends of 44 segments each, with two
+/// plain frames after each send: over a wire with virtio-net headers (each send leaves whole and is cut on
+/// the way in), and over the loopback wire (the transmit engine cuts them).
 #[test]
 fn a_steady_flow_through_the_device_allocates_nothing() {
     // The count sees this thread (not the harness's main thread), so a zero below is a real one.
@@ -340,6 +340,10 @@ const TSO_SEGMENTS: u32 = 44;
 const MSS: usize = 1448;
 const TSO_HDR: usize = 54;
 const TSO_BUFS_AT: u64 = MEM_BASE + (11 << 20);
+/// Plain frames sent after each TSO send (as a TCP sender's ACKs go between its sends), of `SMALL` bytes.
+const SMALL_FRAMES: u32 = 2;
+const SMALL: usize = 60;
+const SMALL_AT: u64 = MEM_BASE + (12 << 20);
 
 /// A TSO send as Linux prepares one (IPv4 total length and checksum zero, the TCP checksum field holding
 /// the pseudo-header sum without the length), its payload numbered by `send`.
@@ -380,7 +384,9 @@ fn tso_flow(backend: Box<dyn Backend>, gso: bool) -> (u64, u32, u32) {
     let mut want = vec![0u8; len];
     let mut back = [0u8; 2048];
     let (mut sent, mut received) = (0u64, 0u64);
-    let frames_per_burst = TSO_SENDS * TSO_SEGMENTS;
+    // Each send's segments, then its plain frames.
+    let group = TSO_SEGMENTS + SMALL_FRAMES;
+    let frames_per_burst = TSO_SENDS * group;
     let mut run_burst = |rig: &mut Rig| {
         for _ in 0..TSO_SENDS {
             fill_tso(&mut pkt, sent);
@@ -396,6 +402,16 @@ fn tso_flow(backend: Box<dyn Backend>, gso: bool) -> (u64, u32, u32) {
             rig.queue_tx(u64::from_le_bytes(raw[..8].try_into().unwrap()), lo, up);
             let (lo, up) = data_desc(len, TXD_CMD_TSE | TXD_CMD_IFCS | TXD_CMD_EOP | TXD_CMD_RS, TXD_POPTS_IXSM | TXD_POPTS_TXSM);
             rig.queue_tx(buf, lo, up);
+            for i in 0..SMALL_FRAMES {
+                let at = SMALL_AT + (sent % u64::from(TSO_SENDS)) * 0x1000 + u64::from(i) * 0x100;
+                let mut f = [0u8; SMALL];
+                f[..6].copy_from_slice(&MAC);
+                f[12..14].copy_from_slice(&[0x88, 0xB5]);
+                f[14..22].copy_from_slice(&sent.to_be_bytes());
+                f[22] = i as u8;
+                lock(&rig.nic).dma.write(at, &f).unwrap();
+                rig.queue_tx(at, legacy(SMALL, TXD_CMD_EOP | TXD_CMD_IFCS | TXD_CMD_RS), 0);
+            }
             sent += 1;
         }
         rig.c.write32(TDT0, rig.tdt);
@@ -404,8 +420,16 @@ fn tso_flow(backend: Box<dyn Backend>, gso: bool) -> (u64, u32, u32) {
         while done < frames_per_burst {
             rig.give_rx_and_read();
             for _ in 0..RX_BATCH {
-                let (seg, k) = (received / u64::from(TSO_SEGMENTS), (received % u64::from(TSO_SEGMENTS)) as usize);
+                let (seg, k) = (received / u64::from(group), (received % u64::from(group)) as usize);
                 let (d, n) = rig.next_rx(&mut back);
+                if k >= TSO_SEGMENTS as usize {
+                    let i = k - TSO_SEGMENTS as usize;
+                    assert_eq!(n, SMALL, "plain frame {i} after send {seg}");
+                    assert_eq!((&back[14..22], back[22]), (&seg.to_be_bytes()[..], i as u8), "plain frame {i} after send {seg}");
+                    received += 1;
+                    done += 1;
+                    continue;
+                }
                 assert_eq!(n, TSO_HDR + MSS, "segment {k} of send {seg}");
                 let (status, errors) = (d[12], d[13]);
                 assert_eq!(status & (RXD_STAT_IPCS | RXD_STAT_TCPCS) as u8, (RXD_STAT_IPCS | RXD_STAT_TCPCS) as u8, "checksums checked");
