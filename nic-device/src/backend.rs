@@ -43,9 +43,9 @@ pub trait Backend: Send {
             Some(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "this backend carries wire frames only")),
         }
     }
-    /// Offers a frame by value. A backend that keeps frames as they are (the loopback) takes the buffer
-    /// itself instead of a copy and leaves an empty spare in `frame` for the caller to reuse; the others
-    /// copy, as `send_vnet`. `Ok(false)`: not taken, `frame` unchanged.
+    /// Offers a frame by value. A backend that keeps frames as they are until they leave (the loopback,
+    /// the datagram wire) takes the buffer itself instead of a copy and leaves an empty spare in `frame`
+    /// for the caller to reuse; the others copy, as `send_vnet`. `Ok(false)`: not taken, `frame` unchanged.
     fn send_owned(&mut self, frame: &mut Vec<u8>, vnet: Option<&VnetHdr>) -> io::Result<bool> {
         self.send_vnet(frame, vnet)
     }
