@@ -60,6 +60,34 @@ fn drop_client(poll: &Poll, conn: &mut Option<Connection>, dev: &mut NicServer, 
     dev.disconnected();
 }
 
+/// Handles the client's messages (`closing`: its side has shut, read to the end); drops the client when
+/// the connection is over. A bug in request handling must not take the device down: the client is dropped
+/// (as if it had gone away) and the device is reset when it reconnects.
+fn serve_client(poll: &Poll, conn: &mut Option<Connection>, dev: &mut NicServer, closing: bool) {
+    let Some(c) = conn.as_mut() else { return };
+    dev.client_messages();
+    let r = std::panic::catch_unwind(AssertUnwindSafe(|| c.on_event(dev, closing)));
+    let gone = match r {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => {
+            Metrics::inc(&lock(&dev.nic).metrics.server_panics);
+            Some("internal error while handling a request".to_string())
+        }
+    };
+    if let Some(why) = gone {
+        drop_client(poll, conn, dev, &why);
+    }
+}
+
+/// Whether the peer of socket `fd` has shut its side (a look, without waiting or reading).
+fn hung_up(fd: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
+    // SAFETY: one valid pollfd, a zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0
+}
+
 /// The signals `serve` answers (SIGINT and SIGTERM end it, SIGUSR1 logs the metrics), caught from now on:
 /// taken before the socket is bound, so that a signal sent as soon as the socket appears is not met by
 /// the default action (which would end the process without removing the socket).
@@ -131,6 +159,13 @@ pub fn serve(
                                 let fd = std::os::fd::OwnedFd::from(s);
                                 UnixStream::from(fd)
                             };
+                            // A client that closed and connected again at once (a driver reopened): its
+                            // hang-up may be reported after the new connection, or in a later poll. A client
+                            // that has gone is finished first, and the new one is not a second client.
+                            if conn.as_ref().is_some_and(|c| hung_up(c.socket().as_raw_fd())) {
+                                info!("a client connects as the last one hangs up: the last one finished first");
+                                serve_client(&poll, &mut conn, dev, true);
+                            }
                             if conn.is_some() {
                                 warn!("second client refused: one client at a time");
                                 drop(s);
@@ -155,25 +190,13 @@ pub fn serve(
                     }
                 },
                 CLIENT => {
-                    let Some(c) = conn.as_mut() else { continue };
+                    if conn.is_none() {
+                        continue;
+                    }
                     if timer_slept && ev.is_readable() {
                         dev.timer_poll_found_messages();
                     }
-                    dev.client_messages();
-                    // A bug in request handling must not take the device down: the client is dropped (as if
-                    // it had gone away) and the device is reset when it reconnects.
-                    let r = std::panic::catch_unwind(AssertUnwindSafe(|| c.on_event(dev, ev.is_read_closed())));
-                    let gone = match r {
-                        Ok(Ok(())) => None,
-                        Ok(Err(e)) => Some(e.to_string()),
-                        Err(_) => {
-                            Metrics::inc(&lock(&dev.nic).metrics.server_panics);
-                            Some("internal error while handling a request".to_string())
-                        }
-                    };
-                    if let Some(why) = gone {
-                        drop_client(&poll, &mut conn, dev, &why);
-                    }
+                    serve_client(&poll, &mut conn, dev, ev.is_read_closed());
                 }
                 _ => {}
             }

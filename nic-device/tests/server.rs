@@ -175,6 +175,37 @@ fn a_client_that_writes_and_closes_at_once_is_seen_gone() {
     }
 }
 
+/// A client that closes and connects again at once (a driver reopened) is served, not refused as a second
+/// client, whichever of the two the device sees first: stopped meanwhile, it finds the new connection
+/// and the old client's hang-up waiting together, the connection first (the new one connects before
+/// the old one is closed, in odd rounds), and finishes the old client before it judges the new one.
+#[test]
+fn a_client_that_closes_and_connects_again_at_once_is_served() {
+    let d = start("reopen", "loopback");
+    let pid = d.child.id() as i32;
+    for round in 0..100u32 {
+        let mut c = Client::connect(&d.sock).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(c.read32(0, 0x5400).unwrap(), 0x1200_5452, "round {round}: RAL0");
+        c.region_write_posted(0, 0x5400, &round.to_le_bytes()).unwrap();
+        // SAFETY: signalling a child we spawned.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let close_first = round % 2 == 0;
+        let mut old = Some(c);
+        if close_first {
+            drop(old.take());
+        }
+        let sock = d.sock.clone();
+        let next = std::thread::spawn(move || Client::connect(&sock));
+        // The connection and its version request are in the socket before the device runs again.
+        std::thread::sleep(Duration::from_millis(20));
+        drop(old);
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        let mut c = next.join().unwrap().unwrap_or_else(|e| panic!("round {round}: the new client refused: {e}"));
+        assert_eq!(c.read32(0, 0x5400).unwrap(), 0x1200_5452, "round {round}: a new client, a reset card");
+    }
+}
+
 #[test]
 fn socket_in_use_fails_and_sigterm_removes_the_socket() {
     let d = start("inuse", "loopback");
