@@ -60,6 +60,24 @@ fn drop_client(poll: &Poll, conn: &mut Option<Connection>, dev: &mut NicServer, 
     dev.disconnected();
 }
 
+/// How long a client that connects while another is attached waits for that one to go before it is refused.
+const SECOND_CLIENT_WAIT: Duration = Duration::from_millis(500);
+
+/// Makes `s` the client.
+fn attach(poll: &Poll, conn: &mut Option<Connection>, s: UnixStream, client_timeout: Duration) -> std::io::Result<()> {
+    match Connection::new(s) {
+        Ok(mut c) => {
+            c.set_stall_limit(client_timeout);
+            let fd = c.socket().as_raw_fd();
+            poll.registry().register(&mut SourceFd(&fd), CLIENT, Interest::READABLE | Interest::WRITABLE)?;
+            info!("client connected");
+            *conn = Some(c);
+        }
+        Err(e) => warn!("client socket: {e}"),
+    }
+    Ok(())
+}
+
 /// Handles the client's messages (`closing`: its side has shut, read to the end); drops the client when
 /// the connection is over. A bug in request handling must not take the device down: the client is dropped
 /// (as if it had gone away) and the device is reset when it reconnects.
@@ -110,6 +128,8 @@ pub fn serve(
     poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
     let mut events = Events::with_capacity(8);
     let mut conn: Option<Connection> = None;
+    // A client that connected while another was attached, and until when it waits for that one to go.
+    let mut waiting: Option<(UnixStream, Instant)> = None;
     info!("listening on {}", path.display());
     // A doorbell's round running on this thread (`NicServer::after_requests`): its slices alternate with
     // this loop's polls, which then do not sleep, so that requests, signals and clients never wait behind
@@ -121,7 +141,11 @@ pub fn serve(
         let timer_slept = !inline_more && conn.is_some() && dev.timer_sleep();
         let timeout = match inline_more || timer_slept {
             true => Some(Duration::ZERO),
-            false => conn.as_ref().and_then(Connection::deadline).map(|d| d.saturating_duration_since(Instant::now())),
+            false => [conn.as_ref().and_then(Connection::deadline), waiting.as_ref().map(|w| w.1)]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|d| d.saturating_duration_since(Instant::now())),
         };
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -152,43 +176,43 @@ pub fn serve(
                         break 'outer;
                     }
                 }
-                LISTENER => loop {
-                    match listener.accept() {
-                        Ok((s, _)) => {
-                            let s: UnixStream = {
-                                let fd = std::os::fd::OwnedFd::from(s);
-                                UnixStream::from(fd)
-                            };
-                            // A client that closed and connected again at once (a driver reopened): its
-                            // hang-up may be reported after the new connection, or in a later poll. A client
-                            // that has gone is finished first, and the new one is not a second client.
-                            if conn.as_ref().is_some_and(|c| hung_up(c.socket().as_raw_fd())) {
-                                info!("a client connects as the last one hangs up: the last one finished first");
-                                serve_client(&poll, &mut conn, dev, true);
-                            }
-                            if conn.is_some() {
-                                warn!("second client refused: one client at a time");
-                                drop(s);
-                                continue;
-                            }
-                            match Connection::new(s) {
-                                Ok(mut c) => {
-                                    c.set_stall_limit(client_timeout);
-                                    let fd = c.socket().as_raw_fd();
-                                    poll.registry().register(&mut SourceFd(&fd), CLIENT, Interest::READABLE | Interest::WRITABLE)?;
-                                    info!("client connected");
-                                    conn = Some(c);
+                LISTENER => {
+                    loop {
+                        match listener.accept() {
+                            Ok((s, _)) => {
+                                let s: UnixStream = {
+                                    let fd = std::os::fd::OwnedFd::from(s);
+                                    UnixStream::from(fd)
+                                };
+                                // A client that closed and connected again at once (a driver reopened): its
+                                // hang-up may be reported after the new connection, or in a later poll. A client
+                                // that has gone is finished first, and the new one is not a second client.
+                                if conn.as_ref().is_some_and(|c| hung_up(c.socket().as_raw_fd())) {
+                                    info!("a client connects as the last one hangs up: the last one finished first");
+                                    serve_client(&poll, &mut conn, dev, true);
                                 }
-                                Err(e) => warn!("client socket: {e}"),
+                                if conn.is_some() {
+                                    // The attached one may be on its way out although it has not hung up yet
+                                    // (a fork of the client's process holding its socket for a moment): the
+                                    // first to come waits a little for it, the others are refused.
+                                    if waiting.is_none() {
+                                        info!("a client connects while one is attached: it waits up to {SECOND_CLIENT_WAIT:?} for that one to go");
+                                        waiting = Some((s, Instant::now() + SECOND_CLIENT_WAIT));
+                                    } else {
+                                        warn!("second client refused: one client at a time");
+                                    }
+                                    continue;
+                                }
+                                attach(&poll, &mut conn, s, client_timeout)?;
                             }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            error!("accept: {e}");
-                            break;
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                error!("accept: {e}");
+                                break;
+                            }
                         }
                     }
-                },
+                }
                 CLIENT => {
                     if conn.is_none() {
                         continue;
@@ -199,6 +223,17 @@ pub fn serve(
                     serve_client(&poll, &mut conn, dev, ev.is_read_closed());
                 }
                 _ => {}
+            }
+        }
+        if let Some((_, until)) = &waiting {
+            if conn.is_none() {
+                if let Some((s, _)) = waiting.take() {
+                    info!("the waiting client takes the card");
+                    attach(&poll, &mut conn, s, client_timeout)?;
+                }
+            } else if Instant::now() >= *until {
+                warn!("second client refused: one client at a time");
+                waiting = None;
             }
         }
         inline_more = match std::panic::catch_unwind(AssertUnwindSafe(|| dev.after_requests())) {
