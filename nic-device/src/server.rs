@@ -98,14 +98,6 @@ fn serve_client(poll: &Poll, conn: &mut Option<Connection>, dev: &mut NicServer,
     }
 }
 
-/// Whether the peer of socket `fd` has shut its side (a look, without waiting or reading).
-fn hung_up(fd: std::os::fd::RawFd) -> bool {
-    let mut p = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
-    // SAFETY: one valid pollfd, a zero timeout.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0
-}
-
 /// The signals `serve` answers (SIGINT and SIGTERM end it, SIGUSR1 logs the metrics), caught from now on:
 /// taken before the socket is bound, so that a signal sent as soon as the socket appears is not met by
 /// the default action (which would end the process without removing the socket).
@@ -184,17 +176,12 @@ pub fn serve(
                                     let fd = std::os::fd::OwnedFd::from(s);
                                     UnixStream::from(fd)
                                 };
-                                // A client that closed and connected again at once (a driver reopened): its
-                                // hang-up may be reported after the new connection, or in a later poll. A client
-                                // that has gone is finished first, and the new one is not a second client.
-                                if conn.as_ref().is_some_and(|c| hung_up(c.socket().as_raw_fd())) {
-                                    info!("a client connects as the last one hangs up: the last one finished first");
-                                    serve_client(&poll, &mut conn, dev, true);
-                                }
                                 if conn.is_some() {
-                                    // The attached one may be on its way out although it has not hung up yet
-                                    // (a fork of the client's process holding its socket for a moment): the
-                                    // first to come waits a little for it, the others are refused.
+                                    // A client that closed and connected again at once (a driver reopened):
+                                    // its hang-up may be reported after the new connection, and its close may
+                                    // take effect late (a fork of the client's process holding its socket for a
+                                    // moment). The first to come waits a little for it to go (taken at the end
+                                    // of the pass that drops it), the others are refused.
                                     if waiting.is_none() {
                                         info!("a client connects while one is attached: it waits up to {SECOND_CLIENT_WAIT:?} for that one to go");
                                         waiting = Some((s, Instant::now() + SECOND_CLIENT_WAIT));
