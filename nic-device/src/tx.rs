@@ -318,8 +318,11 @@ impl TxQueue {
         self.segs = std::mem::take(&mut t.segs);
         // Empty but for what a round cut short by an internal error left.
         self.segs.clear();
+        // A packet dropped on the way gives its buffer back (a TSO send's large one among the large spares,
+        // for the next TSO send), as a sent one does.
         if t.bad || t.pkt.is_empty() {
             Metrics::inc(&nic.metrics.tx_malformed);
+            spare.put(t.pkt);
             return;
         }
         let ixsm = t.popts & TXD_POPTS_IXSM != 0;
@@ -358,6 +361,7 @@ impl TxQueue {
                         nic.stats.inc(TSCTFC, 1);
                     }
                     Metrics::inc(&nic.metrics.tx_malformed);
+                    spare.put(pkt);
                     return;
                 }
             }
@@ -396,6 +400,7 @@ impl TxQueue {
             if let Err(e) = r {
                 debug!("TX queue {q}: checksum offload refused: {e}");
                 Metrics::inc(&nic.metrics.tx_malformed);
+                spare.put(f);
                 return;
             }
             Some(f)

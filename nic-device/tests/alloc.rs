@@ -387,7 +387,20 @@ fn tso_flow(backend: Box<dyn Backend>, gso: bool) -> (u64, u32, u32) {
     // Each send's segments, then its plain frames.
     let group = TSO_SEGMENTS + SMALL_FRAMES;
     let frames_per_burst = TSO_SENDS * group;
+    // A malformed send (its context's MSS zero) starts each burst: it is dropped, and the large buffer it
+    // was gathered in stays for the sends after it.
+    let bad_ctx = nic_device::offload::TxContext { mss: 0, ..ctx };
     let mut run_burst = |rig: &mut Rig| {
+        fill_tso(&mut pkt, sent);
+        let bad_at = TSO_BUFS_AT + u64::from(TSO_SENDS) * 0x10000;
+        lock(&rig.nic).dma.write(bad_at, &pkt).unwrap();
+        ctx_desc(&lock(&rig.nic), 0, &bad_ctx);
+        let mut raw = [0u8; 16];
+        lock(&rig.nic).dma.read(TX_RING, &mut raw).unwrap();
+        let (lo, up) = (u32::from_le_bytes(raw[8..12].try_into().unwrap()), u32::from_le_bytes(raw[12..16].try_into().unwrap()));
+        rig.queue_tx(u64::from_le_bytes(raw[..8].try_into().unwrap()), lo, up);
+        let (lo, up) = data_desc(len, TXD_CMD_TSE | TXD_CMD_IFCS | TXD_CMD_EOP | TXD_CMD_RS, TXD_POPTS_IXSM | TXD_POPTS_TXSM);
+        rig.queue_tx(bad_at, lo, up);
         for _ in 0..TSO_SENDS {
             fill_tso(&mut pkt, sent);
             let buf = TSO_BUFS_AT + (sent % u64::from(TSO_SENDS)) * 0x10000;
@@ -446,6 +459,7 @@ fn tso_flow(backend: Box<dyn Backend>, gso: bool) -> (u64, u32, u32) {
     let sends = u64::from((WARM_UP + BURSTS) * TSO_SENDS);
     let (tx_gso, rx_gso, tso) =
         (m.tx_gso_frames.load(Ordering::Relaxed), m.rx_gso_frames.load(Ordering::Relaxed), m.tx_tso_packets.load(Ordering::Relaxed));
+    assert_eq!(m.tx_malformed.load(Ordering::Relaxed), u64::from(WARM_UP + BURSTS), "one malformed send dropped per burst");
     if gso {
         assert_eq!((tx_gso, rx_gso), (sends, sends), "every send crossed as one GSO frame");
     } else {

@@ -181,12 +181,19 @@ impl Tap {
     /// queue only when its link-watch work runs (rate-limited to once a second): until then the kernel
     /// drops what it sends through the device, such as the answer to our first ARP request. An interface
     /// that is administratively down is not waited for.
+    ///
+    /// A TAP created by this descriptor is the exception: its carrier has been on since it was made
+    /// (`carrier_changes` 0), so its queue was activated when it came up, and the link-watch work that
+    /// would report "up" never runs; its operstate stays "unknown", which then means operational.
     pub fn wait_operational(&self, timeout: std::time::Duration) -> bool {
         let path = format!("/sys/class/net/{}/operstate", self.name);
         let t0 = std::time::Instant::now();
         loop {
             match std::fs::read_to_string(&path) {
                 Ok(s) if s.trim() == "up" => return true,
+                Ok(s) if s.trim() == "unknown" && self.carrier_never_changed() && self.is_up().unwrap_or(false) => {
+                    return true;
+                }
                 Ok(_) if !self.is_up().unwrap_or(true) => return false,
                 Ok(_) => {}
                 Err(_) => return false,
@@ -196,6 +203,12 @@ impl Tap {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+    }
+
+    /// Whether the carrier is on and has never changed since the interface was made.
+    fn carrier_never_changed(&self) -> bool {
+        let read = |f: &str| std::fs::read_to_string(format!("/sys/class/net/{}/{f}", self.name));
+        matches!((read("carrier"), read("carrier_changes")), (Ok(c), Ok(n)) if c.trim() == "1" && n.trim() == "0")
     }
 
     /// Whether the interface is administratively up (IFF_UP).
@@ -364,6 +377,58 @@ mod test {
         let many: Vec<&[u8]> = std::iter::once(&h[..]).chain(frame.chunks(6)).collect();
         assert!(many.len() > MAX_PARTS);
         assert_eq!(t.send_parts(&many).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn a_tap_made_by_its_descriptor_is_operational_once_up() {
+        // Its operstate stays "unknown" (its carrier never changes, so link-watch never reports it up),
+        // yet the kernel sends through it as soon as it is up.
+        let name = format!("nto{}", std::process::id() % 100_000);
+        let t = Tap::open(&name).expect("open a TAP (needs CAP_NET_ADMIN)");
+        let short = std::time::Duration::from_millis(50);
+        assert!(!t.wait_operational(short), "down: not operational");
+        t.set_up().unwrap();
+        let operstate = std::fs::read_to_string(format!("/sys/class/net/{name}/operstate")).unwrap();
+        assert_eq!(operstate.trim(), "unknown");
+        assert!(t.wait_operational(std::time::Duration::from_secs(5)), "up: operational");
+        // The kernel really sends through it: a packet socket's frame out of the TAP reaches its reader.
+        let frame = {
+            let mut f = [0u8; 60];
+            f[..6].fill(0xff);
+            f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+            f[12..14].copy_from_slice(&[0x88, 0xb5]);
+            f[14..18].copy_from_slice(b"oper");
+            f
+        };
+        // SAFETY: a packet socket of our own, closed below; sockaddr_ll is plain data.
+        unsafe {
+            let s = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
+            assert!(s >= 0, "packet socket");
+            let cname = std::ffi::CString::new(name.clone()).unwrap();
+            let mut sa: libc::sockaddr_ll = std::mem::zeroed();
+            sa.sll_family = libc::AF_PACKET as u16;
+            sa.sll_ifindex = libc::if_nametoindex(cname.as_ptr()) as i32;
+            sa.sll_halen = 6;
+            let n = libc::sendto(
+                s,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                std::ptr::addr_of!(sa).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            libc::close(s);
+            assert_eq!(n, 60, "sent through the TAP");
+        }
+        let mut buf = [0u8; 2048];
+        let got = (0..200).find_map(|_| {
+            let r = t.recv(&mut buf).unwrap();
+            if r.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            r.filter(|&n| buf.get(..n).is_some_and(|f| f.get(14..18) == Some(b"oper")))
+        });
+        assert_eq!(got, Some(60), "the frame came out of the TAP at once");
     }
 
     #[test]

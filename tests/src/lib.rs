@@ -196,6 +196,20 @@ impl Drop for Device {
         if let Ok(None) = self.child.try_wait() {
             self.stop();
         }
+        keep_or_remove(&self.log, "nic-device log");
+    }
+}
+
+/// A test's artefact (a device's log, a guest's console) is kept when the test is failing, or when
+/// `NIC_KEEP_LOGS` is set, and its path printed; otherwise it is removed, so that passing runs leave
+/// nothing behind in the temporary directory.
+fn keep_or_remove(path: &Path, what: &str) {
+    if std::thread::panicking() || std::env::var_os("NIC_KEEP_LOGS").is_some() {
+        if path.exists() {
+            eprintln!("{what} kept: {}", path.display());
+        }
+    } else {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -401,6 +415,7 @@ impl Drop for Guest {
     fn drop(&mut self) {
         self.save_transcript();
         self.kill();
+        keep_or_remove(&self.transcript, "guest console");
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Tap {
     offload: bool,
     /// How long `wait` looks for a frame without sleeping (`set_busy_poll`).
     busy_poll: Duration,
+    /// Reads dropped: shorter than their virtio-net header, or with a header that does not parse.
+    dropped: u64,
     /// What busy polling saw: the waits it ended with a frame, and those that went on to sleep.
     pub busy_stats: BusyStats,
 }
@@ -44,7 +46,15 @@ impl Tap {
         if !tap.wait_operational(Duration::from_secs(2)) {
             log::warn!("tap {name}: not operational (down, or its link not up yet); sending anyway");
         }
-        Ok(Tap { tap, mac, overflow: vec![0; 65536], offload: false, busy_poll: Duration::ZERO, busy_stats: BusyStats::default() })
+        Ok(Tap {
+            tap,
+            mac,
+            overflow: vec![0; 65536],
+            offload: false,
+            busy_poll: Duration::ZERO,
+            dropped: 0,
+            busy_stats: BusyStats::default(),
+        })
     }
 
     /// As `open`, with the TAP's offloads (IFF_VNET_HDR, TUNSETOFFLOAD): the stack hands the kernel
@@ -56,7 +66,7 @@ impl Tap {
         if !tap.wait_operational(Duration::from_secs(2)) {
             log::warn!("tap {name}: not operational (down, or its link not up yet); sending anyway");
         }
-        Ok(Tap { tap, mac, overflow: Vec::new(), offload: true, busy_poll: Duration::ZERO, busy_stats: BusyStats::default() })
+        Ok(Tap { tap, mac, overflow: Vec::new(), offload: true, busy_poll: Duration::ZERO, dropped: 0, busy_stats: BusyStats::default() })
     }
 
     /// Busy polling, as Linux's `net.core.busy_poll` does for a socket: each `wait` looks at the TAP
@@ -126,29 +136,37 @@ impl Device for Tap {
     fn poll(&mut self, budget: usize, out: &mut Vec<PacketBuf>) -> io::Result<usize> {
         use nic_tap::VnetHdr;
         let room = if self.offload { SUPER_PACKET_ROOM } else { FRAME_ROOM };
-        let mut n = 0;
-        while n < budget {
+        // Reads, bounded by the budget; frames, those handed on.
+        let (mut reads, mut n) = (0, 0);
+        while reads < budget {
             let mut h = [0u8; VnetHdr::LEN];
             let head: &mut [u8] = if self.offload { &mut h } else { &mut [] };
             let (tap, overflow) = (&self.tap, &mut self.overflow);
             let (mut p, got) = PacketBuf::read_with(room, |v| tap.recv_split(head, v, overflow));
             let Some(len) = got? else { break };
-            n += 1;
+            reads += 1;
             let hlen = if self.offload { VnetHdr::LEN } else { 0 };
-            let Some(frame_len) = len.checked_sub(hlen) else { continue };
+            let Some(frame_len) = len.checked_sub(hlen) else {
+                self.dropped += 1;
+                continue;
+            };
             let beyond = frame_len.saturating_sub(p.linear_len());
             if beyond > 0 {
                 let more = self.overflow.get(..beyond).unwrap_or_default();
                 p.put(more.len()).copy_from_slice(more);
             }
             if self.offload {
-                let Some(h) = VnetHdr::parse(&h) else { continue };
+                let Some(h) = VnetHdr::parse(&h) else {
+                    self.dropped += 1;
+                    continue;
+                };
                 // The kernel's partial checksums (its own packets) and verified ones are trusted, as it does.
                 if h.flags & (VnetHdr::F_NEEDS_CSUM | VnetHdr::F_DATA_VALID) != 0 {
                     p.csum = Csum::Verified;
                 }
             }
             out.push(p);
+            n += 1;
         }
         Ok(n)
     }
@@ -186,8 +204,13 @@ impl Device for Tap {
     }
     fn report(&self) -> Option<String> {
         let b = self.busy_stats;
-        (!self.busy_poll.is_zero())
-            .then(|| format!("busy poll {} us: {} waits ended by a frame, {} slept", self.busy_poll.as_micros(), b.hits, b.slept))
+        let busy = (!self.busy_poll.is_zero())
+            .then(|| format!("busy poll {} us: {} waits ended by a frame, {} slept", self.busy_poll.as_micros(), b.hits, b.slept));
+        let dropped = (self.dropped > 0).then(|| format!("{} malformed reads dropped", self.dropped));
+        match (busy, dropped) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        }
     }
 }
 
