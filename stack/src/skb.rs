@@ -37,6 +37,13 @@ pub struct Frag {
     pub len: usize,
 }
 
+impl Frag {
+    /// The fragment's bytes (`add_frag` checked that they lie within its data).
+    pub fn bytes(&self) -> &[u8] {
+        self.data.get(self.off..self.off.saturating_add(self.len)).unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PacketBuf {
     store: Arc<Vec<u8>>,
@@ -267,7 +274,7 @@ impl PacketBuf {
         let mut v = Vec::with_capacity(self.len());
         v.extend_from_slice(self.data());
         for f in &self.frags {
-            v.extend_from_slice(&f.data[f.off..f.off + f.len]);
+            v.extend_from_slice(f.bytes());
         }
         v
     }
@@ -284,7 +291,7 @@ impl PacketBuf {
         let h = self.head;
         let buf = &mut Arc::get_mut(&mut self.store).unwrap()[h..];
         for f in frags {
-            buf[at..at + f.len].copy_from_slice(&f.data[f.off..f.off + f.len]);
+            buf[at..at + f.len].copy_from_slice(f.bytes());
             at += f.len;
         }
     }

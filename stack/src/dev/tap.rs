@@ -110,17 +110,21 @@ impl Device for Tap {
     fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
         let mut n = 0;
         while let Some(p) = q.front() {
-            let sent = if self.offload {
-                let h = Tap::vnet_hdr(p).to_bytes();
-                if p.frags.is_empty() {
-                    self.tap.send_parts(&[&h, p.data()])?
-                } else {
-                    self.tap.send_parts(&[&h, &p.to_vec()])?
-                }
-            } else if p.frags.is_empty() {
-                self.tap.send(p.data())?
+            // One write of the parts: the virtio-net header (with the offloads), the linear data and each
+            // paged fragment; a packet in more parts than one write takes is joined first.
+            let h = Tap::vnet_hdr(p).to_bytes();
+            let mut parts: [&[u8]; nic_tap::MAX_PARTS] = [&[]; nic_tap::MAX_PARTS];
+            let head: &[u8] = if self.offload { &h } else { &[] };
+            let pieces = std::iter::once(head).chain(std::iter::once(p.data())).chain(p.frags.iter().map(|f| f.bytes()));
+            let mut count = 0;
+            for (slot, piece) in parts.iter_mut().zip(pieces.clone()) {
+                *slot = piece;
+                count += 1;
+            }
+            let sent = if count == pieces.count() {
+                self.tap.send_parts(parts.get(..count).unwrap_or_default())?
             } else {
-                self.tap.send(&p.to_vec())?
+                self.tap.send_parts(&[head, &p.to_vec()])?
             };
             if !sent {
                 break;
@@ -218,6 +222,7 @@ impl Device for Tap {
 mod test {
     use super::*;
     use crate::wire::Mac;
+    use std::sync::Arc;
     use std::time::Instant;
 
     fn ip(args: &[&str]) {
@@ -264,6 +269,70 @@ mod test {
                 assert!(p.headroom() >= crate::skb::DEFAULT_HEADROOM, "{name}: read behind the headroom");
                 if offload {
                     assert_eq!(p.csum, Csum::Verified, "{name}: the kernel's partial checksum is trusted");
+                }
+            }
+        }
+    }
+
+    /// A packet with paged fragments leaves as one frame, its parts in order: in one write of its parts
+    /// (two fragments), and joined first when it has more parts than one write takes (nine). What the
+    /// kernel receives on the TAP is read by a packet socket bound to it.
+    #[test]
+    fn packets_with_fragments_leave_whole_in_both_modes() {
+        const MAC: Mac = [0x02, 0, 0, 0, 0x5b, 0x01];
+        for offload in [false, true] {
+            let name = format!("sf{}m{}", std::process::id() % 100_000, u8::from(offload));
+            let mut t =
+                if offload { Tap::open_offload(&name, MAC) } else { Tap::open(&name, MAC) }.expect("open a TAP (needs CAP_NET_ADMIN)");
+            ip(&["link", "set", &name, "up"]);
+            let ifname = std::ffi::CString::new(name.clone()).unwrap();
+            // SAFETY: a packet socket of our own (closed by OwnedFd), bound with a zeroed sockaddr_ll
+            // naming the TAP; SO_RCVTIMEO takes a timeval.
+            let sock = unsafe {
+                use std::os::fd::FromRawFd;
+                let proto = (libc::ETH_P_ALL as u16).to_be();
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto));
+                assert!(fd >= 0, "packet socket");
+                let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+                let mut sa: libc::sockaddr_ll = std::mem::zeroed();
+                sa.sll_family = libc::AF_PACKET as u16;
+                sa.sll_protocol = proto;
+                sa.sll_ifindex = libc::if_nametoindex(ifname.as_ptr()) as i32;
+                let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                assert_eq!(libc::bind(fd.as_raw_fd(), std::ptr::addr_of!(sa).cast(), len), 0, "bind to {name}");
+                let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+                let tvl = std::mem::size_of::<libc::timeval>() as u32;
+                libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, std::ptr::addr_of!(tv).cast(), tvl);
+                fd
+            };
+            use std::os::fd::AsRawFd;
+            for (round, frags) in [(0u8, 2usize), (1, 9)] {
+                let mut head = vec![0u8; 60];
+                head[..6].copy_from_slice(&[0x02, 0, 0, 0, 0x5b, 0x02]);
+                head[6..12].copy_from_slice(&MAC);
+                head[12..14].copy_from_slice(&[0x88, 0xb5]);
+                head[14] = round;
+                let mut p = PacketBuf::from_slice(&head);
+                for i in 0..frags {
+                    let data: Arc<[u8]> = (0..300).map(|b| (b as u8) ^ (i as u8 * 31) ^ round).collect::<Vec<u8>>().into();
+                    p.add_frag(data, 10 + i, 200 + i);
+                }
+                let want = p.to_vec();
+                // The kernel may drop what comes through a TAP it has just brought up: sent again every 100 ms.
+                let t0 = Instant::now();
+                'found: loop {
+                    assert!(t0.elapsed() < Duration::from_secs(5), "{name}: the {frags}-fragment frame did not arrive");
+                    let mut q = VecDeque::from([p.clone()]);
+                    assert_eq!(t.transmit(&mut q).unwrap(), 1, "{name}: taken");
+                    let mut buf = vec![0u8; 4096];
+                    // SAFETY: reading into a live buffer of its length.
+                    while let n @ 0.. = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) } {
+                        let got = buf.get(..n as usize).unwrap_or_default();
+                        if got.get(12..15) == Some(&[0x88, 0xb5, round][..]) {
+                            assert_eq!(got, &want[..], "{name}: the frame with {frags} fragments, whole and in order");
+                            break 'found;
+                        }
+                    }
                 }
             }
         }
