@@ -27,7 +27,7 @@ impl Stack {
                 reply.emit(&mut b);
                 // From the address the request was sent to (as Linux answers), unless that was a broadcast.
                 let from = if self.local_v4(dst) { dst } else { self.src_v4(src) };
-                let _ = self.ip_send_meta(from, src, ipv4::PROTO_ICMP, &b, false, None, now);
+                let _ = self.ip_send_packet(from, src, ipv4::PROTO_ICMP, PacketBuf::from_slice(&b), false, None, now);
             }
             icmp::Repr::EchoReply { ident, seq, data } => {
                 if let Some(q) = self.socks.pings.get_mut(&ident) {

@@ -68,65 +68,78 @@ impl Stack {
             return Err(ENETUNREACH);
         }
         let src = self.src_v4(dst);
-        self.ip_send_meta(src, dst, protocol, payload, dont_frag, None, now)
+        self.ip_send_packet(src, dst, protocol, PacketBuf::from_slice(payload), dont_frag, None, now)
     }
 
-    /// As [`Stack::ip_send`], with transport offload metadata: `offload` = (checksum left to the device,
-    /// GSO segment size for a super-packet).
+    /// As [`Stack::ip_send`] from `src`, for an L4 packet already in a packet buffer (its data), with room
+    /// in front for the headers: the IP header is pushed there, and the packet leaves in that buffer. Only
+    /// a datagram to fragment is copied, into its fragments. `offload` = (checksum left to the device, GSO
+    /// segment size for a super-packet): such a packet is never fragmented.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn ip_send_meta(
+    pub(super) fn ip_send_packet(
         &mut self,
         src: [u8; 4],
         dst: [u8; 4],
         protocol: u8,
-        payload: &[u8],
+        mut p: PacketBuf,
         dont_frag: bool,
         offload: Option<(bool, Option<u16>)>,
         now: Instant,
     ) -> Result<(), Errno> {
         let Some(next_hop) = self.next_hop_v4(dst) else { return Err(ENETUNREACH) };
-        if let Some((partial, gso)) = offload {
-            let mut p = PacketBuf::with_headroom(64, ipv4::MIN_HEADER_LEN + payload.len());
-            let r = ipv4::Repr {
-                src,
-                dst,
-                protocol,
-                ttl: self.cfg.ttl,
-                ident: self.next_ident(),
-                dont_frag: true,
-                more_frags: false,
-                frag_offset: 0,
-                payload_len: payload.len(),
-            };
-            let b = p.put(ipv4::MIN_HEADER_LEN + payload.len());
-            if payload.len() + ipv4::MIN_HEADER_LEN > 65535 {
+        let len = p.len();
+        if len > 65535 - ipv4::MIN_HEADER_LEN {
+            return Err(EMSGSIZE);
+        }
+        let mtu = self.mtu_to(dst);
+        if offload.is_none() && ipv4::MIN_HEADER_LEN + len > mtu {
+            if dont_frag {
                 return Err(EMSGSIZE);
             }
-            r.emit(&mut b[..ipv4::MIN_HEADER_LEN]);
-            b[ipv4::MIN_HEADER_LEN..].copy_from_slice(payload);
-            p.network_header = Some(0);
-            p.transport_header = Some(ipv4::MIN_HEADER_LEN);
+            p.linearize();
+            return self.ip_fragment(src, dst, protocol, p.data(), mtu, next_hop, now);
+        }
+        let r = ipv4::Repr {
+            src,
+            dst,
+            protocol,
+            ttl: self.cfg.ttl,
+            ident: self.next_ident(),
+            dont_frag: dont_frag || offload.is_some(),
+            more_frags: false,
+            frag_offset: 0,
+            payload_len: len,
+        };
+        r.emit(p.push(ipv4::MIN_HEADER_LEN));
+        p.network_header = Some(0);
+        p.transport_header = Some(ipv4::MIN_HEADER_LEN);
+        if let Some((partial, gso)) = offload {
             if partial {
                 p.csum = crate::skb::Csum::Partial { start: ipv4::MIN_HEADER_LEN, offset: 16 };
             }
             p.gso = gso.map(|size| crate::skb::Gso { size, kind: crate::skb::GsoKind::TcpV4 });
-            self.stats.out_requests += 1;
-            self.local_out(p, next_hop, now);
-            return Ok(());
         }
-        let mtu = self.mtu_to(dst);
+        self.stats.out_requests += 1;
+        self.local_out(p, next_hop, now);
+        Ok(())
+    }
+
+    /// RFC 791 fragments of an L4 packet too large for the MTU, each a multiple of 8 bytes but the last.
+    #[allow(clippy::too_many_arguments)]
+    fn ip_fragment(
+        &mut self,
+        src: [u8; 4],
+        dst: [u8; 4],
+        protocol: u8,
+        payload: &[u8],
+        mtu: usize,
+        next_hop: [u8; 4],
+        now: Instant,
+    ) -> Result<(), Errno> {
         let ident = self.next_ident();
-        let max_payload = (mtu - ipv4::MIN_HEADER_LEN) & !7;
-        if ipv4::MIN_HEADER_LEN + payload.len() > mtu && dont_frag {
-            return Err(EMSGSIZE);
-        }
-        if payload.len() > 65535 - ipv4::MIN_HEADER_LEN {
-            return Err(EMSGSIZE);
-        }
-        let chunks: Vec<&[u8]> =
-            if ipv4::MIN_HEADER_LEN + payload.len() <= mtu { vec![payload] } else { payload.chunks(max_payload).collect() };
-        let n = chunks.len();
-        for (i, c) in chunks.into_iter().enumerate() {
+        let max_payload = (mtu.saturating_sub(ipv4::MIN_HEADER_LEN) & !7).max(8);
+        let n = payload.len().div_ceil(max_payload);
+        for (i, c) in payload.chunks(max_payload).enumerate() {
             let mut p = PacketBuf::with_headroom(64, ipv4::MIN_HEADER_LEN + c.len());
             let r = ipv4::Repr {
                 src,
@@ -134,7 +147,7 @@ impl Stack {
                 protocol,
                 ttl: self.cfg.ttl,
                 ident,
-                dont_frag,
+                dont_frag: false,
                 more_frags: i + 1 < n,
                 frag_offset: i * max_payload,
                 payload_len: c.len(),
@@ -144,9 +157,7 @@ impl Stack {
             b[ipv4::MIN_HEADER_LEN..].copy_from_slice(c);
             p.network_header = Some(0);
             p.transport_header = Some(ipv4::MIN_HEADER_LEN);
-            if n > 1 {
-                self.stats.frag_creates += 1;
-            }
+            self.stats.frag_creates += 1;
             self.stats.out_requests += 1;
             self.local_out(p, next_hop, now);
         }

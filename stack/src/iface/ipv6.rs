@@ -345,6 +345,24 @@ impl Stack {
     /// Sends an IPv6 packet with `payload` (an upper-layer packet whose checksum is already in), from
     /// `src` or the address source selection picks; fragments it when it exceeds the path MTU.
     pub fn ip6_send(&mut self, src: Option<Addr>, dst: Addr, next_header: u8, payload: &[u8], now: Instant) -> Result<(), Errno> {
+        self.ip6_send_packet(src, dst, next_header, PacketBuf::from_slice(payload), false, None, now)
+    }
+
+    /// As [`Stack::ip6_send`], for an L4 packet already in a packet buffer (its data), with room in front
+    /// for the headers: the IPv6 header is pushed there, and the packet leaves in that buffer. `partial`
+    /// leaves the checksum to the device, `gso` makes it a super-packet (cut by the device into segments
+    /// of that size); either keeps it whole. Only a datagram to fragment is copied, into its fragments.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn ip6_send_packet(
+        &mut self,
+        src: Option<Addr>,
+        dst: Addr,
+        next_header: u8,
+        mut p: PacketBuf,
+        partial: bool,
+        gso: Option<u16>,
+        now: Instant,
+    ) -> Result<(), Errno> {
         if self.route_down(std::net::Ipv6Addr::from(dst).into()) {
             return Err(ENETUNREACH);
         }
@@ -354,32 +372,41 @@ impl Stack {
         let hop_limit = if ipv6::is_multicast(&dst) && next_header == ipv6::NH_ICMPV6 { 255 } else { v.hop_limit };
         let mtu = v.mtu(dev_mtu, &dst);
         let hop = if ipv6::is_multicast(&dst) { None } else { Some(v.next_hop(&dst).ok_or(ENETUNREACH)?) };
-        if payload.len() > 65535 {
+        let len = p.len();
+        if len > 65535 {
             return Err(EMSGSIZE);
         }
-        let mut packets = Vec::new();
-        if ipv6::HEADER_LEN + payload.len() <= mtu {
-            let mut b = vec![0u8; ipv6::HEADER_LEN + payload.len()];
-            ipv6::Repr { src, dst, next_header, hop_limit, payload_len: payload.len() }.emit(&mut b);
-            b[ipv6::HEADER_LEN..].copy_from_slice(payload);
-            packets.push(b);
-        } else {
+        let ip = ipv6::Repr { src, dst, next_header, hop_limit, payload_len: len };
+        self.stats.out_requests += 1;
+        if !partial && gso.is_none() && ipv6::HEADER_LEN + len > mtu {
             // RFC 8200 4.5: the unfragmentable part is the fixed header; each fragment carries a multiple
             // of 8 bytes but the last.
             v.ident = v.ident.wrapping_add(1);
-            let ip = ipv6::Repr { src, dst, next_header, hop_limit, payload_len: payload.len() };
-            packets = fragments(&ip, payload, ipv6::Unfragmentable::of(next_header, &[]), mtu, v.ident);
+            p.linearize();
+            let packets = fragments(&ip, p.data(), ipv6::Unfragmentable::of(next_header, &[]), mtu, v.ident);
             self.stats.frag_creates += packets.len() as u64;
-        }
-        self.stats.out_requests += 1;
-        for b in packets {
-            let p = PacketBuf::from_slice(&b);
-            match hop {
-                None => self.send_l2(p, ipv6::multicast_mac(&dst), ethernet::ETHERTYPE_IPV6),
-                Some(h) => self.local_out6(p, h, now),
+            for b in packets {
+                self.ip6_out(PacketBuf::from_slice(&b), hop, &dst, now);
             }
+            return Ok(());
         }
+        ip.emit(p.push(ipv6::HEADER_LEN));
+        p.network_header = Some(0);
+        p.transport_header = Some(ipv6::HEADER_LEN);
+        if partial {
+            p.csum = crate::skb::Csum::Partial { start: ipv6::HEADER_LEN, offset: 16 };
+        }
+        p.gso = gso.map(|size| crate::skb::Gso { size, kind: crate::skb::GsoKind::TcpV6 });
+        self.ip6_out(p, hop, &dst, now);
         Ok(())
+    }
+
+    /// An IPv6 packet to its first hop, or (no hop: multicast) onto the link to the group's address.
+    fn ip6_out(&mut self, p: PacketBuf, hop: Option<Addr>, dst: &Addr, now: Instant) {
+        match hop {
+            None => self.send_l2(p, ipv6::multicast_mac(dst), ethernet::ETHERTYPE_IPV6),
+            Some(h) => self.local_out6(p, h, now),
+        }
     }
 
     /// Sends a forwarded IPv6 packet (hop limit already lowered by the router) toward `dst` through this
@@ -427,45 +454,6 @@ impl Stack {
     pub fn icmp6_error_about(&mut self, packet: &[u8], kind: u8, code: u8, param: u32, now: Instant) {
         let Ok(ip) = ipv6::Repr::parse_quoted(packet) else { return };
         self.icmp6_error(&ip, kind, code, param, packet, now);
-    }
-
-    /// As [`Stack::ip6_send`] for a TCP segment with offload metadata: the checksum left to the device
-    /// (`partial`) and, for a super-packet, the segment size the device cuts at (`gso`). Without either it
-    /// is an ordinary send.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn ip6_send_offload(
-        &mut self,
-        src: Addr,
-        dst: Addr,
-        next_header: u8,
-        payload: &[u8],
-        partial: bool,
-        gso: Option<u16>,
-        now: Instant,
-    ) -> Result<(), Errno> {
-        if !partial && gso.is_none() {
-            return self.ip6_send(Some(src), dst, next_header, payload, now);
-        }
-        let Some(v) = self.v6.as_ref() else { return Err(ENETUNREACH) };
-        let hop = v.next_hop(&dst).ok_or(ENETUNREACH)?;
-        let hop_limit = v.hop_limit;
-        if payload.len() > 65535 {
-            return Err(EMSGSIZE);
-        }
-        // Built in place in the packet buffer, as IPv4 does: one copy of the payload.
-        let mut p = PacketBuf::with_headroom(64, ipv6::HEADER_LEN + payload.len());
-        let b = p.put(ipv6::HEADER_LEN + payload.len());
-        ipv6::Repr { src, dst, next_header, hop_limit, payload_len: payload.len() }.emit(&mut b[..ipv6::HEADER_LEN]);
-        b[ipv6::HEADER_LEN..].copy_from_slice(payload);
-        p.network_header = Some(0);
-        p.transport_header = Some(ipv6::HEADER_LEN);
-        if partial {
-            p.csum = crate::skb::Csum::Partial { start: ipv6::HEADER_LEN, offset: 16 };
-        }
-        p.gso = gso.map(|size| crate::skb::Gso { size, kind: crate::skb::GsoKind::TcpV6 });
-        self.stats.out_requests += 1;
-        self.local_out6(p, hop, now);
-        Ok(())
     }
 
     /// A packet for a unicast first hop: through the neighbour cache.

@@ -114,24 +114,22 @@ impl Stack {
         c
     }
 
+    /// Sends a segment: its header is written in front of the payload, in the buffer the payload was
+    /// copied into out of the send buffer, and the IP header in front of that.
     pub(super) fn tcp_emit(&mut self, local: IpAddr, remote: IpAddr, o: crate::tcp::Out, now: Instant) {
         self.stats.tcp_out_segs += 1;
-        let mut b = vec![0u8; o.repr.header_len() + o.payload.len()];
+        let f = self.features();
+        let (tso, partial) = if local.is_ipv4() { (f.tso, f.tx_csum) } else { (f.tso6, f.tso6 && f.tx_csum) };
+        let gso = o.gso.filter(|_| tso);
+        let mut p = o.payload.into_packet();
+        p.push(o.repr.header_len());
+        o.repr.emit_in_place(p.data_mut(), local, remote, !partial);
         match (local, remote) {
             (IpAddr::V4(l), IpAddr::V4(r)) => {
-                let f = self.features();
-                let partial = f.tx_csum;
-                o.repr.emit(&mut b, &o.payload, l, r, !partial);
-                let gso = o.gso.filter(|_| f.tso);
-                let _ = self.ip_send_meta(l.octets(), r.octets(), ipv4::PROTO_TCP, &b, true, Some((partial, gso)), now);
+                let _ = self.ip_send_packet(l.octets(), r.octets(), ipv4::PROTO_TCP, p, true, Some((partial, gso)), now);
             }
             (l, r) => {
-                let f = self.features();
-                let partial = f.tso6 && f.tx_csum;
-                o.repr.emit(&mut b, &o.payload, l, r, !partial);
-                let gso = o.gso.filter(|_| f.tso6);
-                let (l, r) = (six(l), six(r));
-                let _ = self.ip6_send_offload(l, r, crate::wire::ipv6::NH_TCP, &b, partial, gso, now);
+                let _ = self.ip6_send_packet(Some(six(l)), six(r), crate::wire::ipv6::NH_TCP, p, partial, gso, now);
             }
         }
     }

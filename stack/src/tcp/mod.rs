@@ -19,6 +19,7 @@ pub use sack::Scoreboard;
 
 use crate::errno::Errno;
 use crate::monitor::DropReason;
+use crate::skb::PacketBuf;
 use crate::time::Instant;
 use crate::wire::tcp::{Repr, Seq, ACK, FIN, PSH, RST, SYN};
 
@@ -135,9 +136,50 @@ impl Default for Config {
 #[derive(Debug, Clone)]
 pub struct Out {
     pub repr: Repr,
-    pub payload: Vec<u8>,
+    pub payload: Payload,
     /// For a payload longer than the MSS: cut it in segments of this size (TSO).
     pub gso: Option<u16>,
+}
+
+/// A segment's payload, already in the packet buffer it leaves in: copied once out of the send buffer,
+/// behind the default headroom, where the TCP, IP and link headers are then pushed in front of it.
+#[derive(Debug, Clone)]
+pub struct Payload(PacketBuf);
+
+impl Payload {
+    /// No payload (a bare ACK, SYN, FIN or RST): a small buffer for the headers alone.
+    pub fn empty() -> Payload {
+        Payload(PacketBuf::with_headroom(crate::skb::DEFAULT_HEADROOM, 0))
+    }
+
+    /// A copy of `data`.
+    pub fn from_slice(data: &[u8]) -> Payload {
+        Payload(PacketBuf::from_slice(data))
+    }
+
+    /// `len` bytes of `q` from `at` (as far as `q` holds them), copied a contiguous run at a time.
+    fn from_deque(q: &VecDeque<u8>, at: usize, len: usize) -> Payload {
+        let (a, b) = q.as_slices();
+        let (p, ()) = PacketBuf::read_with(len, |v| {
+            let end = at.saturating_add(len);
+            v.extend_from_slice(a.get(at.min(a.len())..end.min(a.len())).unwrap_or_default());
+            let (from, to) = (at.saturating_sub(a.len()), end.saturating_sub(a.len()));
+            v.extend_from_slice(b.get(from.min(b.len())..to.min(b.len())).unwrap_or_default());
+        });
+        Payload(p)
+    }
+
+    /// The packet buffer, the payload its data.
+    pub fn into_packet(self) -> PacketBuf {
+        self.0
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.data()
+    }
 }
 
 const MAX_OOO_BYTES: usize = 1 << 20;
@@ -218,22 +260,6 @@ pub struct Tcb {
     /// The last ICMP error about this connection while established: reported instead of ETIMEDOUT if
     /// the connection times out (Linux's sk_err_soft).
     soft_error: Option<Errno>,
-}
-
-/// `len` bytes of `q` from `at`, copied out a contiguous run at a time.
-fn deque_slice(q: &VecDeque<u8>, at: usize, len: usize) -> Vec<u8> {
-    let (a, b) = q.as_slices();
-    let mut v = Vec::with_capacity(len);
-    if at < a.len() {
-        let end = (at + len).min(a.len());
-        v.extend_from_slice(&a[at..end]);
-        let rest = len - (end - at);
-        v.extend_from_slice(&b[..rest.min(b.len())]);
-    } else {
-        let from = at - a.len();
-        v.extend_from_slice(&b[from..(from + len).min(b.len())]);
-    }
-    v
 }
 
 fn now_ms(now: Instant) -> u32 {
@@ -566,7 +592,7 @@ impl Tcb {
         self.state = State::Closed;
         if synced {
             let r = self.header(RST | ACK, self.snd_nxt, now);
-            return Some(Out { repr: r, payload: Vec::new(), gso: None });
+            return Some(Out { repr: r, payload: Payload::empty(), gso: None });
         }
         None
     }
@@ -668,7 +694,7 @@ impl Tcb {
                 self.snd_wl2 = seg.ack;
             } else {
                 let r = Repr { src_port: self.local.1, dst_port: self.remote.1, seq: seg.ack, flags: RST, ..Default::default() };
-                return Some(Out { repr: r, payload: Vec::new(), gso: None });
+                return Some(Out { repr: r, payload: Payload::empty(), gso: None });
             }
         }
         self.process_ack(seg, payload.is_empty(), now);
@@ -708,7 +734,7 @@ impl Tcb {
                 return None;
             }
             let r = Repr { src_port: self.local.1, dst_port: self.remote.1, seq: seg.ack, flags: RST, ..Default::default() };
-            return Some(Out { repr: r, payload: Vec::new(), gso: None });
+            return Some(Out { repr: r, payload: Payload::empty(), gso: None });
         }
         if seg.flags & RST != 0 {
             if ack_ok {
@@ -933,7 +959,7 @@ impl Tcb {
                 if self.ack_now && self.state == State::TimeWait {
                     self.ack_now = false;
                     let r = self.header(ACK, self.snd_nxt, now);
-                    out.push(Out { repr: r, payload: Vec::new(), gso: None });
+                    out.push(Out { repr: r, payload: Payload::empty(), gso: None });
                 }
                 return out;
             }
@@ -941,7 +967,7 @@ impl Tcb {
                 if self.syn_pending {
                     let flags = if self.state == State::SynSent { SYN } else { SYN | ACK };
                     let r = self.header(flags, self.iss, now);
-                    out.push(Out { repr: r, payload: Vec::new(), gso: None });
+                    out.push(Out { repr: r, payload: Payload::empty(), gso: None });
                     self.syn_pending = false;
                     self.ack_now = false;
                     if self.rtx_deadline.is_none() {
@@ -1003,7 +1029,7 @@ impl Tcb {
             if unsent > 0 && len < mss && self.flight() > 0 && !self.cfg.nodelay && !self.fin_queued {
                 break; // Nagle: one small segment in flight at a time
             }
-            let payload = deque_slice(&self.send_buf, sent_off, len);
+            let payload = Payload::from_deque(&self.send_buf, sent_off, len);
             let mut flags = ACK;
             let all_out = sent_off + len == self.send_buf.len();
             if all_out {
@@ -1040,7 +1066,7 @@ impl Tcb {
                 self.delayed_acks += 1;
             }
             let r = self.header(ACK, self.snd_nxt.max(self.snd_una), now);
-            out.push(Out { repr: r, payload: Vec::new(), gso: None });
+            out.push(Out { repr: r, payload: Payload::empty(), gso: None });
             self.ack_now = false;
             self.ack_pending = 0;
             self.ack_deadline = None;
@@ -1067,7 +1093,7 @@ impl Tcb {
             self.retransmits += 1;
             return;
         }
-        let payload = deque_slice(&self.send_buf, off, len);
+        let payload = Payload::from_deque(&self.send_buf, off, len);
         let r = self.header(ACK, at, now);
         out.push(Out { repr: r, payload, gso: None });
         self.retransmits += 1;
@@ -1148,7 +1174,7 @@ impl Tcb {
             let off = (self.snd_nxt - self.snd_una).max(0) as usize;
             if self.snd_wnd == 0 && off < self.send_buf.len() {
                 // Zero-window probe: one byte beyond the window.
-                let byte = vec![self.send_buf[off]];
+                let byte = Payload::from_deque(&self.send_buf, off, 1);
                 let r = self.header(ACK, self.snd_nxt, now);
                 out.push(Out { repr: r, payload: byte, gso: None });
                 self.persist_backoff = (self.persist_backoff + 1).min(10);
@@ -1169,7 +1195,7 @@ impl Tcb {
                     self.ka_probes += 1;
                     // A keepalive: an old sequence number so the peer answers with an ACK.
                     let r = self.header(ACK, Seq(self.snd_una.0.wrapping_sub(1)), now);
-                    out.push(Out { repr: r, payload: Vec::new(), gso: None });
+                    out.push(Out { repr: r, payload: Payload::empty(), gso: None });
                     self.ka_deadline = Some(now + intvl);
                 } else if self.ka_deadline.is_some() && now - self.last_recv < idle {
                     self.ka_deadline = None;
@@ -1182,7 +1208,7 @@ impl Tcb {
 
 #[cfg(test)]
 mod deque_test {
-    use super::deque_slice;
+    use super::Payload;
     use std::collections::VecDeque;
 
     #[test]
@@ -1195,7 +1221,9 @@ mod deque_test {
         let all: Vec<u8> = q.iter().copied().collect();
         for at in 0..all.len() {
             for len in 0..=all.len() - at {
-                assert_eq!(deque_slice(&q, at, len), all[at..at + len].to_vec(), "at {at} len {len}");
+                let p = Payload::from_deque(&q, at, len);
+                assert_eq!(&p[..], &all[at..at + len], "at {at} len {len}");
+                assert_eq!(p.clone().into_packet().headroom(), crate::skb::DEFAULT_HEADROOM, "headers go in front");
             }
         }
     }

@@ -177,6 +177,14 @@ impl Repr {
     /// Writes header and payload. `csum`: fill the checksum (else leave the pseudo-header seed for offload).
     pub fn emit(&self, out: &mut [u8], payload: &[u8], src: impl Into<IpAddr>, dst: impl Into<IpAddr>, csum: bool) {
         let hl = self.header_len();
+        out[hl..hl + payload.len()].copy_from_slice(payload);
+        self.emit_in_place(&mut out[..hl + payload.len()], src, dst, csum);
+    }
+
+    /// As `emit`, for a segment whose payload is already in place behind `header_len()` bytes of room:
+    /// `out` is the whole segment, header room and payload.
+    pub fn emit_in_place(&self, out: &mut [u8], src: impl Into<IpAddr>, dst: impl Into<IpAddr>, csum: bool) {
+        let hl = self.header_len();
         out[0..2].copy_from_slice(&self.src_port.to_be_bytes());
         out[2..4].copy_from_slice(&self.dst_port.to_be_bytes());
         out[4..8].copy_from_slice(&self.seq.0.to_be_bytes());
@@ -213,8 +221,7 @@ impl Repr {
                 put(&b.0.to_be_bytes());
             }
         }
-        out[hl..hl + payload.len()].copy_from_slice(payload);
-        let len = hl + payload.len();
+        let len = out.len();
         let seed = checksum::pseudo(src.into(), dst.into(), 6, len);
         let c = if csum { !checksum::fold(checksum::sum(seed, &out[..len])) } else { checksum::fold(seed) };
         out[16..18].copy_from_slice(&c.to_be_bytes());
