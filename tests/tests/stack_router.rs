@@ -62,7 +62,8 @@ fn our_router_between_two_linux_namespaces() {
 
 /// One host of ours on two links with forwarding off, as a Linux host by default: Linux on one side
 /// reaches both of its addresses (the far one delivered, its TTL the host's own) but not the namespace on
-/// the other side, and the host counts what it would not forward.
+/// the other side, and the host counts what it would not forward. Its left interface's TCP echo answers
+/// over IPv4 and IPv6 (a service on a router's interface).
 #[test]
 fn a_multihomed_host_of_ours_does_not_forward() {
     let (_n, a, _b, c) = two_sides("multihomed.toml", 8);
@@ -75,12 +76,23 @@ fn a_multihomed_host_of_ours_does_not_forward() {
         let (rc, out) = a.exec(&format!("ping -c 3 -i 0.2 -W 1 {dst}"));
         assert!(rc != 0 && out.contains("100% packet loss"), "{dst} is not reached through a host: {out}");
     }
+    for dst in ["10.97.1.1", "2001:db8:97:1::1"] {
+        let client = format!(
+            "import socket\ns = socket.create_connection((\"{dst}\", 7), timeout=5)\ns.sendall(b\"echo over {dst}\")\n\
+             s.shutdown(socket.SHUT_WR)\ngot = b\"\"\nwhile True:\n    b = s.recv(100)\n    if not b: break\n    got += b\nprint(got.decode())\n"
+        );
+        let out = a.must(&format!("timeout 20 python3 -c '{client}'"));
+        assert_eq!(out.trim(), format!("echo over {dst}"), "TCP echo on a router's interface");
+    }
     let o = c.wait_with_output().unwrap();
     let report = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     let count =
         |what: &str| -> Option<u64> { report.split(what).nth(1).and_then(|s| s.split_whitespace().next()).and_then(|n| n.parse().ok()) };
     assert_eq!(count("forwarded "), Some(0), "{report}");
     assert!(count("not forwarding ").is_some_and(|n| n >= 6), "{report}");
+    let echoed = "echo over 10.97.1.1".len() + "echo over 2001:db8:97:1::1".len();
+    let line = format!("  service tcp-echo:7  2 connections (0 open), {echoed} bytes in, {echoed} out, 0 errors");
+    assert!(report.contains(&line), "{line}: {report}");
     // Each interface's counters, under the host: the pings came in on the left, announcements left on the
     // right.
     for (side, what) in [("  host left on tap:ta: ", "rx "), ("  host right on tap:tb: ", "tx ")] {
@@ -92,7 +104,10 @@ fn a_multihomed_host_of_ours_does_not_forward() {
 
 /// Namespaces inside one process: a Linux host pings a host of ours that lives in a second stack instance,
 /// behind our router, joined to it by a veth-like pair; the echo crosses the router (TTL lowered once) and
-/// the pair, and the inner host's counters show it.
+/// the pair, and the inner host's counters show it. The inner host runs the topology's services: Linux gets
+/// 1 MiB back from TCP echo byte for byte (its sender and receiver at once, so that the echo's
+/// backpressure is felt), three datagrams back from UDP echo, and sends 2 MB to TCP discard; the report
+/// counts each.
 #[test]
 fn a_linux_host_reaches_an_in_process_namespace_through_our_router() {
     init_logs();
@@ -101,7 +116,7 @@ fn a_linux_host_reaches_an_in_process_namespace_through_our_router() {
     let topo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/topologies/namespaces.toml");
     let c = n
         .command(&bin("nic-lab"))
-        .args(["run", topo.to_str().unwrap(), "--seconds", "5"])
+        .args(["run", topo.to_str().unwrap(), "--seconds", "12"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -112,10 +127,52 @@ fn a_linux_host_reaches_an_in_process_namespace_through_our_router() {
     let (rc, out) = a.exec("ping -c 3 -i 0.2 -W 2 10.96.3.2");
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("ttl=63"), "{out}");
+    let client = r#"
+import os, socket, threading
+data = os.urandom(1 << 20)
+s = socket.create_connection(("10.96.3.2", 7), timeout=10)
+def send():
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send)
+t.start()
+got = bytearray()
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    got += b
+t.join()
+print("tcp-echo", len(got), got == data)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(3)
+same = 0
+for n in (1, 1000, 1472):
+    m = os.urandom(n)
+    u.sendto(m, ("10.96.3.2", 7))
+    r, _ = u.recvfrom(2048)
+    same += r == m
+print("udp-echo", same)
+d = socket.create_connection(("10.96.3.2", 9), timeout=10)
+d.sendall(b"x" * 2000000)
+d.close()
+print("tcp-discard sent")
+"#;
+    let out = a.must(&format!("timeout 60 python3 -c '{client}'"));
+    assert!(out.contains("tcp-echo 1048576 True"), "TCP echo, byte for byte: {out}");
+    assert!(out.contains("udp-echo 3"), "UDP echo of 1, 1000 and 1472 bytes: {out}");
+    assert!(out.contains("tcp-discard sent"), "{out}");
     let o = c.wait_with_output().unwrap();
     let report = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     let inner = report.lines().find(|l| l.starts_with("host inner on v2")).unwrap_or_default().to_string();
     let delivered: u64 =
         inner.split("delivered ").nth(1).and_then(|x| x.split_whitespace().next()).and_then(|x| x.parse().ok()).unwrap_or(0);
     assert!(delivered >= 3, "the inner host took the echoes: {report}");
+    for line in [
+        "service tcp-echo:7  1 connections (0 open), 1048576 bytes in, 1048576 out, 0 errors",
+        "service udp-echo:7  3 datagrams, 2473 bytes in, 2473 out, 0 errors",
+        "service tcp-discard:9  1 connections (0 open), 2000000 bytes in, 0 out, 0 errors",
+    ] {
+        assert!(report.contains(line), "{line}: {report}");
+    }
 }

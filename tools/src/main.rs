@@ -15,6 +15,7 @@ mod frames;
 mod handoff;
 mod ping;
 mod reflect;
+mod services;
 mod tapecho;
 mod tcpcmd;
 mod topology;

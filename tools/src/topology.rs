@@ -36,6 +36,7 @@
 //! ip6 = ["2001:db8::3/64"] # optional; IPv6 is on with any of ip6, ipv6 = true, gw6
 //! netfilter = "h1.nft"  # optional: this host's rules (else `--netfilter`'s, for every host)
 //! qdisc = "tbf rate 20mbit burst 16k latency 50ms"  # optional: the egress qdisc (else `--qdisc`'s)
+//! services = ["tcp-echo:7", "udp-echo:7", "tcp-discard:9"]  # optional: what the host answers (RFC 862/863)
 //!
 //! [[router]]              # forwarding between hosts' interfaces (IPv4 and IPv6)
 //! name = "r"
@@ -167,6 +168,8 @@ struct HostSpec {
     gw6: Option<String>,
     netfilter: Option<String>,
     qdisc: Option<String>,
+    #[serde(default)]
+    services: Vec<String>,
 }
 
 /// A device several owners look at: a bridge both forwards (the loop polls it) and reports.
@@ -208,9 +211,13 @@ impl<D: Device> Device for SharedDev<D> {
 /// What was built: hosts and routers to poll, bridges nobody polls through a host, and what to report.
 struct Built {
     hosts: Vec<(String, stack::Stack)>,
+    /// Each host's services (`services =`), in the order of `hosts`.
+    services: Vec<Vec<crate::services::Service>>,
     routers: Vec<(String, stack::router::Router)>,
     /// The host names of each router's interfaces, in order.
     router_hosts: Vec<Vec<String>>,
+    /// Each router's services: those of its interfaces' hosts, on the one socket table they share.
+    router_services: Vec<Vec<crate::services::Service>>,
     bridges: Vec<(Rc<RefCell<Bridge>>, bool)>,
     vlans: Vec<(String, Rc<RefCell<VlanMux>>)>,
     /// Hosts with a qdisc of their own (`qdisc =` or `--qdisc`), whose statistics the report shows.
@@ -294,6 +301,7 @@ fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, S
         ifaces.insert(b.name.clone(), Box::new(SharedDev(shared)));
     }
     let mut hosts = Vec::new();
+    let mut specs = Vec::new();
     let mut shaped = Vec::new();
     for h in &t.host {
         let dev = taken(&mut ifaces, &h.interface, &format!("host {}", h.name))?;
@@ -319,8 +327,11 @@ fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, S
         }
         let mut s = crate::ping::stack_on(dev, &opts).map_err(|e| format!("host {}: {e}", h.name))?;
         s.set_name(&h.interface);
-        eprintln!("[run] host {} on {} ({})", h.name, h.interface, h.ip);
+        let list = if h.services.is_empty() { String::new() } else { format!(", serving {}", h.services.join(" ")) };
+        eprintln!("[run] host {} on {} ({}){list}", h.name, h.interface, h.ip);
         hosts.push((h.name.clone(), s));
+        // Started once it is known whose socket table they live in (a router's interfaces share one).
+        specs.push(h.services.iter().map(|x| (h.name.clone(), x.clone())).collect::<Vec<_>>());
     }
     for name in ifaces.keys() {
         if !muxes.contains_key(name) {
@@ -329,14 +340,17 @@ fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, S
     }
     let mut routers = Vec::new();
     let mut router_hosts = Vec::new();
+    let mut router_services = Vec::new();
     for r in &t.router {
         let mut stacks = Vec::new();
         let mut names = Vec::new();
+        let mut their_specs = Vec::new();
         for h in &r.hosts {
             let i = hosts.iter().position(|x| &x.0 == h).ok_or(format!("router {}: no host '{h}' (or it is used twice)", r.name))?;
             let (n, s) = hosts.remove(i);
             names.push(n);
             stacks.push(s);
+            their_specs.extend(specs.remove(i));
         }
         let mut router = if r.forward { stack::router::Router::new(stacks) } else { stack::router::Router::host(stacks) };
         for rt in t.route.iter().filter(|x| x.router == r.name) {
@@ -357,10 +371,24 @@ fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, S
             router.set_netfilter(nf);
         }
         eprintln!("[run] router {} over {}", r.name, names.join(", "));
+        let mut theirs = Vec::new();
+        for (host, spec) in &their_specs {
+            let sv = router.sockets(|s| crate::services::Service::start(s, spec)).map_err(|e| format!("host {host}: {}", e.0))?;
+            theirs.push(sv.map_err(|e| format!("host {host}: {e}"))?);
+        }
         routers.push((r.name.clone(), router));
         router_hosts.push(names);
+        router_services.push(theirs);
     }
-    Ok(Built { hosts, routers, router_hosts, bridges, vlans, shaped })
+    let mut services = Vec::new();
+    for ((name, s), specs) in hosts.iter_mut().zip(specs) {
+        let mut mine = Vec::new();
+        for (_, spec) in &specs {
+            mine.push(crate::services::Service::start(s, spec).map_err(|e| format!("host {name}: {e}"))?);
+        }
+        services.push(mine);
+    }
+    Ok(Built { hosts, services, routers, router_hosts, router_services, bridges, vlans, shaped })
 }
 
 pub fn run(o: &crate::Opts) -> Result<bool, String> {
@@ -376,6 +404,7 @@ pub fn run(o: &crate::Opts) -> Result<bool, String> {
     let end = o.seconds.map(|s| std::time::Instant::now() + Duration::from_secs_f64(s));
     eprintln!("[run] running{}", o.seconds.map(|s| format!(" for {s} s")).unwrap_or_else(|| " until SIGINT".into()));
     let mut discard = Vec::new();
+    let mut service_buf = vec![0u8; 64 * 1024];
     let mut ctl = o.control.as_deref().map(|p| crate::control::Control::bind(std::path::Path::new(p))).transpose()?;
     while !stop.load(Ordering::Relaxed) && end.is_none_or(|e| std::time::Instant::now() < e) {
         let now = Instant::now();
@@ -393,11 +422,17 @@ pub fn run(o: &crate::Opts) -> Result<bool, String> {
             c.serve_with(&mut |cmd| crate::control::command_among(cmd, &mut stacks));
         }
         let mut moved = false;
-        for (_, s) in b.hosts.iter_mut() {
+        for ((_, s), services) in b.hosts.iter_mut().zip(b.services.iter_mut()) {
             moved |= s.poll(now);
+            for sv in services.iter_mut() {
+                moved |= sv.turn(s, now, &mut service_buf);
+            }
         }
-        for (_, r) in b.routers.iter_mut() {
+        for ((_, r), services) in b.routers.iter_mut().zip(b.router_services.iter_mut()) {
             moved |= r.poll(now);
+            for sv in services.iter_mut() {
+                moved |= r.sockets(|s| sv.turn(s, now, &mut service_buf)).unwrap_or(false);
+            }
         }
         // A bridge without a host on it forwards all the same.
         for (br, hosted) in &b.bridges {
@@ -440,8 +475,11 @@ fn report(b: &Built) -> String {
             s += &format!("  vlan {vid}: rx {} tx {}\n", st.rx_frames, st.tx_frames);
         }
     }
-    for ((name, r), names) in b.routers.iter().zip(&b.router_hosts) {
+    for (((name, r), names), services) in b.routers.iter().zip(&b.router_hosts).zip(&b.router_services) {
         s += &r.report(name);
+        for sv in services {
+            s += &format!("  service {}\n", sv.report());
+        }
         for (st, host) in r.ifaces.iter().zip(names) {
             s += &format!("  {}", counters(host, st));
             if b.shaped.contains(host) {
@@ -449,8 +487,11 @@ fn report(b: &Built) -> String {
             }
         }
     }
-    for (name, st) in &b.hosts {
+    for ((name, st), services) in b.hosts.iter().zip(&b.services) {
         s += &counters(name, st);
+        for sv in services {
+            s += &format!("  service {}\n", sv.report());
+        }
         for (a, p, state) in st.ipv6_addrs() {
             s += &format!("  inet6 {}/{p} {state}\n", std::net::Ipv6Addr::from(a));
         }
