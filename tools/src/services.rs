@@ -27,7 +27,8 @@ pub struct Counters {
     pub datagrams: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// Connections that ended in an error (reset, timed out) rather than a close.
+    /// Connections that ended in an error (reset, timed out) rather than a close; datagrams that could not
+    /// be answered, and errors the UDP socket reported (an ICMP unreachable about an earlier answer).
     pub errors: u64,
 }
 
@@ -91,8 +92,9 @@ impl Service {
                     moved = true;
                     self.counters.datagrams += 1;
                     self.counters.bytes_in += data.len() as u64;
-                    if stack.udp_send_to_ip(self.sock, from, port, &data, now).is_ok() {
-                        self.counters.bytes_out += data.len() as u64;
+                    match stack.udp_send_to_ip(self.sock, from, port, &data, now) {
+                        Ok(()) => self.counters.bytes_out += data.len() as u64,
+                        Err(_) => self.counters.errors += 1,
                     }
                 }
                 Err(e) if e == EAGAIN => return moved,
