@@ -212,16 +212,13 @@ pub fn serve(
                 _ => {}
             }
         }
-        if let Some((_, until)) = &waiting {
-            if conn.is_none() {
-                if let Some((s, _)) = waiting.take() {
-                    info!("the waiting client takes the card");
-                    attach(&poll, &mut conn, s, client_timeout)?;
-                }
-            } else if Instant::now() >= *until {
-                warn!("second client refused: one client at a time");
-                waiting = None;
+        match waiting.take() {
+            Some((s, _)) if conn.is_none() => {
+                info!("the waiting client takes the card");
+                attach(&poll, &mut conn, s, client_timeout)?;
             }
+            Some((_, until)) if Instant::now() >= until => warn!("second client refused: one client at a time"),
+            w => waiting = w,
         }
         inline_more = match std::panic::catch_unwind(AssertUnwindSafe(|| dev.after_requests())) {
             Ok(more) => more,

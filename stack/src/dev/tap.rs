@@ -113,15 +113,14 @@ impl Device for Tap {
             // One write of the parts: the virtio-net header (with the offloads), the linear data and each
             // paged fragment; a packet in more parts than one write takes is joined first.
             let h = Tap::vnet_hdr(p).to_bytes();
-            let mut parts: [&[u8]; nic_tap::MAX_PARTS] = [&[]; nic_tap::MAX_PARTS];
             let head: &[u8] = if self.offload { &h } else { &[] };
-            let pieces = std::iter::once(head).chain(std::iter::once(p.data())).chain(p.frags.iter().map(|f| f.bytes()));
-            let mut count = 0;
-            for (slot, piece) in parts.iter_mut().zip(pieces.clone()) {
-                *slot = piece;
-                count += 1;
-            }
-            let sent = if count == pieces.count() {
+            let count = 2 + p.frags.len();
+            let sent = if count <= nic_tap::MAX_PARTS {
+                let mut parts: [&[u8]; nic_tap::MAX_PARTS] = [&[]; nic_tap::MAX_PARTS];
+                let pieces = [head, p.data()].into_iter().chain(p.frags.iter().map(|f| f.bytes()));
+                for (slot, piece) in parts.iter_mut().zip(pieces) {
+                    *slot = piece;
+                }
                 self.tap.send_parts(parts.get(..count).unwrap_or_default())?
             } else {
                 self.tap.send_parts(&[head, &p.to_vec()])?

@@ -152,11 +152,6 @@ impl Payload {
         Payload(PacketBuf::with_headroom(crate::skb::DEFAULT_HEADROOM, 0))
     }
 
-    /// A copy of `data`.
-    pub fn from_slice(data: &[u8]) -> Payload {
-        Payload(PacketBuf::from_slice(data))
-    }
-
     /// `len` bytes of `q` from `at` (as far as `q` holds them), copied a contiguous run at a time.
     fn from_deque(q: &VecDeque<u8>, at: usize, len: usize) -> Payload {
         let (a, b) = q.as_slices();
