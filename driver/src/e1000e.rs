@@ -109,6 +109,9 @@ struct TxRing {
     bytes_of: Vec<u32>,
     /// Byte queue limits (`None` when off).
     bql: Option<crate::bql::Dql>,
+    /// The tail last written to TDT: descriptors from here to `next_to_use` are queued but not yet handed
+    /// to the card (`E1000e::tx_doorbell`).
+    rung_tail: u32,
 }
 
 impl TxRing {
@@ -151,6 +154,8 @@ impl OffloadEdits {
 /// send: one status write-back for a group instead of one per packet (as DPDK's `tx_rs_thresh`), which
 /// spares the card a write and the driver a read per packet.
 const RS_EVERY: usize = 32;
+/// Most descriptors a transmit queue holds back from a busy card before a doorbell (`tx_doorbell`).
+const TX_DEFER_MAX: u32 = 64;
 
 /// Stalled polls between two reads of the clock for hang detection, and busy-polling waits between two
 /// checks that the card answers (see `E1000e::clean_tx`).
@@ -377,6 +382,7 @@ impl E1000e {
             bytes_of: vec![0; ntx as usize],
             // At least two of the largest (TSO) packets; at most what the ring's buffers hold.
             bql: cfg.bql.then(|| crate::bql::Dql::new(2 * (65536 + 256), ntx as usize * BUF_SIZE)),
+            rung_tail: 0,
         };
         let mk_rx = |q: usize| RxRing {
             desc: rxd[q],
@@ -915,10 +921,44 @@ impl E1000e {
         }
         if sent > 0 {
             self.mem.publish();
-            let tail = self.tx[q].next_to_use;
-            self.t.write32_posted(TDT + q as u32 * QUEUE_1, tail)?;
+            if !self.tx_doorbell(q, false)? {
+                self.stats.tx_doorbells_deferred += 1;
+            }
         }
         Ok(sent)
+    }
+
+    /// Hands the queued descriptors of queue `q` to the card (a TDT write) when the card has finished
+    /// everything handed to it before, when `TX_DEFER_MAX` or more wait, when the card has completed
+    /// nothing for `STALL_CHECK_EVERY` polls, or when `force`d (before a sleep). While the card is still
+    /// busy with earlier sends, a new one waits for the next call: each doorbell is a message the device
+    /// reads, and one for many sends costs what one for each did not (Linux's drivers batch theirs the
+    /// same way, behind `xmit_more`). A busy card's completions are seen by the next poll, which rings for
+    /// whatever waits (`poll`), and a driver about to sleep rings first (`wait`), so nothing waits for a
+    /// card that is idle; a card that stopped completing gets every doorbell again. Whether it rang.
+    fn tx_doorbell(&mut self, q: usize, force: bool) -> Result<bool, DriverError> {
+        let r = &self.tx[q];
+        let tail = r.next_to_use;
+        if tail == r.rung_tail {
+            return Ok(false);
+        }
+        if !force {
+            let waiting = (tail + r.n - r.rung_tail) % r.n;
+            // The card finished all it was given when every descriptor up to the old tail is reclaimed:
+            // it never completes one it was not given, so `next_to_clean` stops at `rung_tail`.
+            let idle = r.next_to_clean == r.rung_tail || {
+                self.reclaim_tx(q);
+                self.tx[q].next_to_clean == self.tx[q].rung_tail
+            };
+            let r = &self.tx[q];
+            if !idle && waiting < TX_DEFER_MAX.min(r.n / 4) && r.stalled_polls < STALL_CHECK_EVERY {
+                return Ok(false);
+            }
+        }
+        self.t.write32_posted(TDT + q as u32 * QUEUE_1, tail)?;
+        self.tx[q].rung_tail = tail;
+        self.stats.tx_doorbells += 1;
+        Ok(true)
     }
 
     /// Transmits on queue `q` (0 or 1).
@@ -1157,6 +1197,8 @@ impl NetDev for E1000e {
         let slept = std::mem::take(&mut self.slept);
         self.clean_tx(0, slept)?;
         self.clean_tx(1, slept)?;
+        self.tx_doorbell(0, false)?;
+        self.tx_doorbell(1, false)?;
         let mut n = self.clean_rx(0, budget, out)?;
         if n < budget {
             n += self.clean_rx(1, budget - n, out)?;
@@ -1177,6 +1219,11 @@ impl NetDev for E1000e {
         Ok(n)
     }
     fn wait(&mut self, timeout: Duration) -> Result<bool, DriverError> {
+        // Nothing queued waits for a doorbell while the driver does: a busy-polling one only hands over
+        // what an idle card should take, one that may sleep hands over everything.
+        let sleeps = !self.irq_fds.is_empty();
+        self.tx_doorbell(0, sleeps)?;
+        self.tx_doorbell(1, sleeps)?;
         if self.irq_fds.is_empty() {
             // Busy polling never sleeps: the caller polls again at once. The thread only yields, so that
             // other work on its core (the device, on a small machine) still runs.

@@ -83,6 +83,9 @@ pub struct Stats {
     /// Waits that latency mode's busy poll ended with a frame, before any interrupt.
     pub busy_poll_hits: u64,
     pub polls: u64,
+    /// Transmit doorbells (TDT writes), and sends whose doorbell waited for a busy card to finish.
+    pub tx_doorbells: u64,
+    pub tx_doorbells_deferred: u64,
 }
 
 pub trait NetDev {
@@ -91,7 +94,9 @@ pub trait NetDev {
     fn features(&self) -> Features;
     /// Reads the link state from the card (a register read: not for the fast path).
     fn link(&mut self) -> Result<LinkState, DriverError>;
-    /// Queues as many packets from the front of `pkts` as fit, removes them, and rings the doorbell once.
+    /// Queues as many packets from the front of `pkts` as fit, removes them, and rings the doorbell once,
+    /// or, while the card is still busy with earlier sends, leaves them for the doorbell of a later call,
+    /// `poll` or `wait` (none waits for a card that is idle, nor while the driver sleeps).
     /// Returns how many were queued. A packet the card cannot carry (its length, or offload offsets outside
     /// it) ends the batch before it; when it is the first, nothing is queued and the error
     /// (`DriverError::BadPacket`) says so: the caller drops it, as a kernel driver drops a malformed skb.

@@ -630,7 +630,10 @@ fn loopback(dev: &mut E1000e, o: &Opts) -> Result<bool, driver::DriverError> {
     println!("elapsed:     {secs:.3} s");
     println!("rate:        {:.0} frames/s, {:.3} Gbit/s", check.received as f64 / secs, check.bytes as f64 * 8.0 / secs / 1e9);
     let s = dev.stats();
-    println!("interrupts:  {} polls: {}", s.interrupts, s.polls);
+    println!(
+        "interrupts:  {} polls: {} doorbells: {} ({} sends waited for a busy card)",
+        s.interrupts, s.polls, s.tx_doorbells, s.tx_doorbells_deferred
+    );
     Ok(check.lost == 0 && check.duplicates == 0 && check.corrupt == 0 && check.reordered == 0)
 }
 
