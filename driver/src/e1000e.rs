@@ -921,7 +921,10 @@ impl E1000e {
         }
         if sent > 0 {
             self.mem.publish();
-            if !self.tx_doorbell(q, false)? {
+            // Only a busy-polling driver is sure to be called again soon: with interrupts, every send
+            // rings, as its caller may sleep next without a `wait` of ours (on descriptors of its own).
+            let busy_polling = self.irq_fds.is_empty();
+            if !self.tx_doorbell(q, !busy_polling)? {
                 self.stats.tx_doorbells_deferred += 1;
             }
         }
@@ -930,12 +933,13 @@ impl E1000e {
 
     /// Hands the queued descriptors of queue `q` to the card (a TDT write) when the card has finished
     /// everything handed to it before, when `TX_DEFER_MAX` or more wait, when the card has completed
-    /// nothing for `STALL_CHECK_EVERY` polls, or when `force`d (before a sleep). While the card is still
-    /// busy with earlier sends, a new one waits for the next call: each doorbell is a message the device
-    /// reads, and one for many sends costs what one for each did not (Linux's drivers batch theirs the
-    /// same way, behind `xmit_more`). A busy card's completions are seen by the next poll, which rings for
-    /// whatever waits (`poll`), and a driver about to sleep rings first (`wait`), so nothing waits for a
-    /// card that is idle; a card that stopped completing gets every doorbell again. Whether it rang.
+    /// nothing for `STALL_CHECK_EVERY` polls, or when `force`d (a driver with interrupts, or one about to
+    /// sleep). While the card is still busy with earlier sends, a busy-polling driver's new send waits for
+    /// the next call: each doorbell is a message the device reads, and one for many sends costs what one
+    /// for each did not (Linux's drivers batch theirs the same way, behind `xmit_more`). A busy card's
+    /// completions are seen by the next poll, which rings for whatever waits (`poll`, `wait`), so nothing
+    /// waits for a card that is idle; a card that stopped completing gets every doorbell again. Whether it
+    /// rang.
     fn tx_doorbell(&mut self, q: usize, force: bool) -> Result<bool, DriverError> {
         let r = &self.tx[q];
         let tail = r.next_to_use;
@@ -1219,11 +1223,10 @@ impl NetDev for E1000e {
         Ok(n)
     }
     fn wait(&mut self, timeout: Duration) -> Result<bool, DriverError> {
-        // Nothing queued waits for a doorbell while the driver does: a busy-polling one only hands over
-        // what an idle card should take, one that may sleep hands over everything.
-        let sleeps = !self.irq_fds.is_empty();
-        self.tx_doorbell(0, sleeps)?;
-        self.tx_doorbell(1, sleeps)?;
+        // A busy-polling driver's waiting sends go to a card that has become idle (with interrupts,
+        // every send has rung already).
+        self.tx_doorbell(0, false)?;
+        self.tx_doorbell(1, false)?;
         if self.irq_fds.is_empty() {
             // Busy polling never sleeps: the caller polls again at once. The thread only yields, so that
             // other work on its core (the device, on a small machine) still runs.

@@ -94,9 +94,9 @@ pub trait NetDev {
     fn features(&self) -> Features;
     /// Reads the link state from the card (a register read: not for the fast path).
     fn link(&mut self) -> Result<LinkState, DriverError>;
-    /// Queues as many packets from the front of `pkts` as fit, removes them, and rings the doorbell once,
-    /// or, while the card is still busy with earlier sends, leaves them for the doorbell of a later call,
-    /// `poll` or `wait` (none waits for a card that is idle, nor while the driver sleeps).
+    /// Queues as many packets from the front of `pkts` as fit, removes them, and rings the doorbell once.
+    /// A busy-polling driver, while the card is still busy with earlier sends, leaves them for the doorbell
+    /// of its next `transmit`, `poll` or `wait` instead (none waits for a card that is idle).
     /// Returns how many were queued. A packet the card cannot carry (its length, or offload offsets outside
     /// it) ends the batch before it; when it is the first, nothing is queued and the error
     /// (`DriverError::BadPacket`) says so: the caller drops it, as a kernel driver drops a malformed skb.
