@@ -324,21 +324,26 @@ impl Stack {
             return;
         }
         let r = ipv4::Repr::parse(&ip);
-        let header = ip.header().to_vec();
-        let payload: Vec<u8> = if r.more_frags || r.frag_offset > 0 {
+        // The transport reads the payload where it lies in the packet buffer; only a reassembled
+        // datagram has a buffer of its own.
+        let reassembled;
+        let payload: &[u8] = if r.more_frags || r.frag_offset > 0 {
             match self.reassemble(&r, ip.payload(), now) {
-                Some(d) => d,
+                Some(d) => {
+                    reassembled = d;
+                    &reassembled
+                }
                 None => return,
             }
         } else {
-            ip.payload().to_vec()
+            ip.payload()
         };
         self.stats.in_delivers += 1;
         let verified = p.csum == crate::skb::Csum::Verified && !(r.more_frags || r.frag_offset > 0);
         match r.protocol {
-            ipv4::PROTO_ICMP => self.icmp_input(r.src, dst, &payload, now),
-            ipv4::PROTO_UDP => self.udp_input(r.src.into(), dst.into(), &header, &payload, verified, now),
-            ipv4::PROTO_TCP => self.tcp_input(r.src.into(), dst.into(), &payload, verified, now),
+            ipv4::PROTO_ICMP => self.icmp_input(r.src, dst, payload, now),
+            ipv4::PROTO_UDP => self.udp_input(r.src.into(), dst.into(), ip.header(), payload, verified, now),
+            ipv4::PROTO_TCP => self.tcp_input(r.src.into(), dst.into(), payload, verified, now),
             _ => {}
         }
     }
