@@ -1354,6 +1354,10 @@ impl NetDev for E1000e {
 
 impl Drop for E1000e {
     fn drop(&mut self) {
+        // Sends a busy-polling driver held back for a busy card go to it as they would have before the
+        // close (the card takes the doorbell before it is told to stop).
+        let _ = self.tx_doorbell(0, true);
+        let _ = self.tx_doorbell(1, true);
         // Quiesce the card before its DMA memory goes away.
         let _ = self.t.write32(IMC, 0xFFFF_FFFF);
         let _ = self.t.write32(RCTL, 0);

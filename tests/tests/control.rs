@@ -428,6 +428,35 @@ fn sends_to_a_busy_card_share_a_doorbell_and_none_is_stranded() {
     }
 }
 
+/// A busy-polling driver closed while a send waits for the card's doorbell hands it over first: held back
+/// here by write-backs that land late (the card looks busy to the driver), the second send still crosses
+/// the wire to another card before the first driver's close stops its card.
+#[test]
+fn a_send_held_back_goes_out_when_the_driver_closes() {
+    let link = std::env::temp_dir().join(format!("{}.link", unique("close")));
+    let (sa, sb) = (sock("closeA"), sock("closeB"));
+    let a = Device::start(None, &sa, &["--backend", &format!("stream:{}", link.display()), "--mac", "52:54:00:00:02:0a"]);
+    let _b = Device::start(None, &sb, &["--backend", &format!("stream-connect:{}", link.display()), "--mac", "52:54:00:00:02:0b"]);
+    let mut tx = open_cfg(&sa, Config { irq: driver::IrqMode::BusyPoll, ..Default::default() }).unwrap();
+    let mut rx = open(&sb);
+    let to = rx.mac();
+    let framed = |seq: u32| {
+        let mut f = frame(to, seq, 200);
+        f[6..12].copy_from_slice(&tx.mac());
+        TxPacket::plain(f)
+    };
+    let (first, second) = (framed(1), framed(2));
+    inject(&a.control, &["writeback-delay", "--delay", "2000", "--persistent"]);
+    assert_eq!(tx.transmit(&mut vec![first]).unwrap(), 1);
+    assert_eq!(tx.transmit(&mut vec![second]).unwrap(), 1);
+    let st = tx.stats();
+    assert_eq!((st.tx_doorbells, st.tx_doorbells_deferred), (1, 1), "the second send waits for the busy card");
+    drop(tx);
+    let got = receive(&mut rx, 2, Duration::from_secs(10)).unwrap();
+    let seqs: Vec<u32> = got.iter().filter_map(|p| seq_of(&p.data)).collect();
+    assert_eq!(seqs, [1, 2], "both sends crossed the wire");
+}
+
 #[test]
 fn receive_faults_drop_truncate_and_flag_frames() {
     let (s, d) = loopback_device("rx");
