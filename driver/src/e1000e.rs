@@ -79,6 +79,11 @@ const BUF_SIZE: usize = 2048;
 fn rx_refill_batch(ring: u32) -> u32 {
     (ring / 16).max(16)
 }
+/// Buffers that make an RDT write when a poll ends under budget: the refill batch, but at most a quarter of
+/// the ring (a ring of 8 gets its buffers back two at a time).
+fn rx_refill_at_rest(ring: u32, batch: u32) -> u32 {
+    batch.min(ring / 4).max(1)
+}
 /// Frame buffers kept for reuse (`E1000e::spare`), and the largest one kept (a jumbo frame's).
 const SPARE_MAX: usize = 512;
 const SPARE_CAPACITY_MAX: usize = 16 * 1024 + 64;
@@ -1127,7 +1132,7 @@ impl E1000e {
     }
 
     /// Receive buffers of queue `q` cleaned but not yet given back to the card (fewer than the refill
-    /// batch after any poll).
+    /// batch, and than a quarter of the ring, after any poll).
     pub fn rx_unrefilled(&self, q: usize) -> u32 {
         self.rx.get(q).map_or(0, |r| r.unrefilled)
     }
@@ -1212,9 +1217,14 @@ impl NetDev for E1000e {
         }
         self.flush_xdp_tx()?;
         if n < budget {
-            // Under budget (NAPI complete): hand every buffer back and turn interrupts on again.
-            self.refill(0)?;
-            self.refill(1)?;
+            // Under budget (NAPI complete): hand the cleaned buffers back once a batch has gathered (as
+            // Linux's e1000e writes its tail only every E1000_RX_BUFFER_WRITE buffers: at low rates one RDT
+            // write per batch of frames rather than per frame) and turn interrupts on again.
+            for q in 0..2 {
+                if self.rx[q].unrefilled >= rx_refill_at_rest(self.rx[q].n, self.rx[q].refill_batch) {
+                    self.refill(q)?;
+                }
+            }
             if self.irq_masked {
                 self.irq_masked = false;
                 self.rearm()?;
@@ -1423,5 +1433,6 @@ mod test {
     #[test]
     fn receive_buffers_go_back_sixteen_at_a_time_or_a_sixteenth_of_a_deep_ring() {
         assert_eq!([8, 16, 256, 1024, 4096].map(rx_refill_batch), [16, 16, 16, 64, 256]);
+        assert_eq!([8, 16, 256, 1024, 4096].map(|n| rx_refill_at_rest(n, rx_refill_batch(n))), [2, 4, 16, 64, 256]);
     }
 }

@@ -457,6 +457,30 @@ fn a_send_held_back_goes_out_when_the_driver_closes() {
     assert_eq!(seqs, [1, 2], "both sends crossed the wire");
 }
 
+/// Received buffers go back to the card a batch at a time, as Linux's e1000e hands them back: one frame at
+/// a time, the card's RDT stays where it was for the first 15 and moves by 16 with the sixteenth (a ring
+/// of 256). Every frame arrives.
+#[test]
+fn receive_buffers_go_back_sixteen_at_a_time() {
+    let (s, d) = loopback_device("rdt");
+    let mut dev = open(&s);
+    let rdt = || {
+        let rings = nicctl_json(&d.control, &["rings"]);
+        let rx0 = rings.as_array().unwrap().iter().find(|r| r["queue"] == "rx0").cloned().unwrap();
+        (rx0["descriptors"].as_u64().unwrap(), rx0["tail"].as_u64().unwrap())
+    };
+    let (n, start) = rdt();
+    assert_eq!(n, 256);
+    for seq in 1..=40u32 {
+        dev.transmit(&mut vec![TxPacket::plain(frame(dev.mac(), seq, 64))]).unwrap();
+        let got = receive(&mut dev, 1, Duration::from_secs(5)).unwrap();
+        assert!(got.len() == 1 && intact(&got[0], 64) && seq_of(&got[0].data) == Some(seq), "frame {seq}");
+        let handed_back = seq as u64 / 16 * 16;
+        assert_eq!(rdt().1, (start + handed_back) % n, "after {seq} frames, {handed_back} buffers handed back");
+        assert_eq!(dev.rx_unrefilled(0) as u64, seq as u64 - handed_back);
+    }
+}
+
 #[test]
 fn receive_faults_drop_truncate_and_flag_frames() {
     let (s, d) = loopback_device("rx");
