@@ -938,8 +938,8 @@ impl E1000e {
 
     /// Hands the queued descriptors of queue `q` to the card (a TDT write) when the card has finished
     /// everything handed to it before, when `TX_DEFER_MAX` or more wait, when the card has completed
-    /// nothing for `STALL_CHECK_EVERY` polls, or when `force`d (a driver with interrupts, or one about to
-    /// sleep). While the card is still busy with earlier sends, a busy-polling driver's new send waits for
+    /// nothing for `STALL_CHECK_EVERY` polls, or when `force`d (a driver with interrupts, or one closing).
+    /// While the card is still busy with earlier sends, a busy-polling driver's new send waits for
     /// the next call: each doorbell is a message the device reads, and one for many sends costs what one
     /// for each did not (Linux's drivers batch theirs the same way, behind `xmit_more`). A busy card's
     /// completions are seen by the next poll, which rings for whatever waits (`poll`, `wait`), so nothing
