@@ -3,7 +3,7 @@
 //! Each runs from the topology's poll loop without blocking it: a turn takes what the host's sockets
 //! hold, answers what it can, and leaves the rest for the next turn.
 
-use stack::iface::{Errno, SocketHandle, Stack, EAGAIN};
+use stack::iface::{SocketHandle, Stack, EAGAIN};
 use stack::time::Instant;
 
 /// What a service does with what it receives.
@@ -13,6 +13,9 @@ pub enum Kind {
     TcpDiscard,
     UdpEcho,
 }
+
+/// The services by name.
+const KINDS: [(&str, Kind); 3] = [("tcp-echo", Kind::TcpEcho), ("tcp-discard", Kind::TcpDiscard), ("udp-echo", Kind::UdpEcho)];
 
 /// Bytes one TCP connection may hold back while its peer does not read the echo: reading stops there,
 /// so the peer's window closes rather than the host's memory growing.
@@ -51,11 +54,8 @@ pub struct Service {
 /// `tcp-echo:7`, `udp-echo:7`, `tcp-discard:9`.
 pub fn parse(spec: &str) -> Result<(Kind, u16), String> {
     let (name, port) = spec.split_once(':').ok_or(format!("service '{spec}': give NAME:PORT (tcp-echo:7, udp-echo:7, tcp-discard:9)"))?;
-    let kind = match name {
-        "tcp-echo" => Kind::TcpEcho,
-        "tcp-discard" => Kind::TcpDiscard,
-        "udp-echo" => Kind::UdpEcho,
-        _ => return Err(format!("service '{spec}': unknown service '{name}' (tcp-echo, tcp-discard, udp-echo)")),
+    let Some(&(_, kind)) = KINDS.iter().find(|k| k.0 == name) else {
+        return Err(format!("service '{spec}': unknown service '{name}' (tcp-echo, tcp-discard, udp-echo)"));
     };
     let port: u16 = port.parse().map_err(|_| format!("service '{spec}': '{port}' is not a port"))?;
     if port == 0 {
@@ -72,7 +72,7 @@ impl Service {
             Kind::UdpEcho => stack.udp_bind(port),
             _ => stack.tcp_listen(port, MAX_CONNS),
         }
-        .map_err(|e| format!("service '{spec}': {}", errno(e)))?;
+        .map_err(|e| format!("service '{spec}': {e}"))?;
         Ok(Service { kind, port, sock, conns: Vec::new(), counters: Counters::default() })
     }
 
@@ -167,21 +167,13 @@ impl Service {
     /// One line for the report: `tcp-echo:7  3 connections, 1048576 bytes in, 1048576 out`.
     pub fn report(&self) -> String {
         let c = &self.counters;
-        let name = match self.kind {
-            Kind::TcpEcho => "tcp-echo",
-            Kind::TcpDiscard => "tcp-discard",
-            Kind::UdpEcho => "udp-echo",
-        };
+        let name = KINDS.iter().find(|k| k.1 == self.kind).map_or("?", |k| k.0);
         let what = match self.kind {
             Kind::UdpEcho => format!("{} datagrams", c.datagrams),
             _ => format!("{} connections ({} open)", c.connections, self.conns.len()),
         };
         format!("{name}:{}  {what}, {} bytes in, {} out, {} errors", self.port, c.bytes_in, c.bytes_out, c.errors)
     }
-}
-
-fn errno(e: Errno) -> String {
-    std::io::Error::from_raw_os_error(e.0).to_string()
 }
 
 #[cfg(test)]
