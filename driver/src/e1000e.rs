@@ -942,9 +942,9 @@ impl E1000e {
     /// While the card is still busy with earlier sends, a busy-polling driver's new send waits for
     /// the next call: each doorbell is a message the device reads, and one for many sends costs what one
     /// for each did not (Linux's drivers batch theirs the same way, behind `xmit_more`). A busy card's
-    /// completions are seen by the next poll, which rings for whatever waits (`poll`, `wait`), so nothing
-    /// waits for a card that is idle; a card that stopped completing gets every doorbell again. Whether it
-    /// rang.
+    /// completions are seen by the next `transmit` or `poll` (a busy-polling caller polls again at once),
+    /// which rings for whatever waits, so nothing waits for a card that is idle; a card that stopped
+    /// completing gets every doorbell again. Whether it rang.
     fn tx_doorbell(&mut self, q: usize, force: bool) -> Result<bool, DriverError> {
         let r = &self.tx[q];
         let tail = r.next_to_use;
@@ -953,13 +953,10 @@ impl E1000e {
         }
         if !force {
             let waiting = (tail + r.n - r.rung_tail) % r.n;
-            // The card finished all it was given when every descriptor up to the old tail is reclaimed:
-            // it never completes one it was not given, so `next_to_clean` stops at `rung_tail`.
-            let idle = r.next_to_clean == r.rung_tail || {
-                self.reclaim_tx(q);
-                self.tx[q].next_to_clean == self.tx[q].rung_tail
-            };
-            let r = &self.tx[q];
+            // The card finished all it was given when every descriptor up to the old tail is reclaimed
+            // (both callers have just reclaimed): it never completes one it was not given, so
+            // `next_to_clean` stops at `rung_tail`.
+            let idle = r.next_to_clean == r.rung_tail;
             if !idle && waiting < TX_DEFER_MAX.min(r.n / 4) && r.stalled_polls < STALL_CHECK_EVERY {
                 return Ok(false);
             }
@@ -1233,10 +1230,6 @@ impl NetDev for E1000e {
         Ok(n)
     }
     fn wait(&mut self, timeout: Duration) -> Result<bool, DriverError> {
-        // A busy-polling driver's waiting sends go to a card that has become idle (with interrupts,
-        // every send has rung already).
-        self.tx_doorbell(0, false)?;
-        self.tx_doorbell(1, false)?;
         if self.irq_fds.is_empty() {
             // Busy polling never sleeps: the caller polls again at once. The thread only yields, so that
             // other work on its core (the device, on a small machine) still runs.

@@ -96,7 +96,7 @@ pub trait NetDev {
     fn link(&mut self) -> Result<LinkState, DriverError>;
     /// Queues as many packets from the front of `pkts` as fit, removes them, and rings the doorbell once.
     /// A busy-polling driver, while the card is still busy with earlier sends, leaves them for the doorbell
-    /// of its next `transmit`, `poll` or `wait` instead (none waits for a card that is idle).
+    /// of its next `transmit` or `poll` instead (none waits for a card that is idle).
     /// Returns how many were queued. A packet the card cannot carry (its length, or offload offsets outside
     /// it) ends the batch before it; when it is the first, nothing is queued and the error
     /// (`DriverError::BadPacket`) says so: the caller drops it, as a kernel driver drops a malformed skb.
