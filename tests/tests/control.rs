@@ -68,6 +68,12 @@ fn round_trip(dev: &mut E1000e, first_seq: u32, n: u32, len: usize) -> Result<Ve
     Ok(got)
 }
 
+/// The queue named `queue` (`tx0`, `rx1`, ...) as `nicctl rings` shows it: base, length, head, tail.
+fn ring(control: &Path, queue: &str) -> Value {
+    let rings = nicctl_json(control, &["rings"]);
+    rings.as_array().and_then(|a| a.iter().find(|r| r["queue"] == queue)).cloned().unwrap_or_else(|| panic!("no ring {queue}: {rings}"))
+}
+
 fn intact(p: &RxPacket, len: usize) -> bool {
     seq_of(&p.data).is_some_and(|s| p.data == frame(p.data[0..6].try_into().unwrap(), s, len))
 }
@@ -394,7 +400,7 @@ fn sends_to_a_busy_card_share_a_doorbell_and_none_is_stranded() {
         let (s, d) = loopback_device("doorbells");
         let cfg = Config { promiscuous: true, tx_timeout: Duration::from_secs(30), irq, ..Default::default() };
         let mut dev = open_cfg(&s, cfg).unwrap_or_else(|e| panic!("open: {e}"));
-        let tdt = || nicctl_json(&d.control, &["rings"])[0]["tail"].as_u64().unwrap();
+        let tdt = || ring(&d.control, "tx0")["tail"].as_u64().unwrap();
         // An idle card: each send is handed over by its own doorbell.
         for seq in 1..=3 {
             let before = dev.stats();
@@ -465,8 +471,7 @@ fn receive_buffers_go_back_sixteen_at_a_time() {
     let (s, d) = loopback_device("rdt");
     let mut dev = open(&s);
     let rdt = || {
-        let rings = nicctl_json(&d.control, &["rings"]);
-        let rx0 = rings.as_array().unwrap().iter().find(|r| r["queue"] == "rx0").cloned().unwrap();
+        let rx0 = ring(&d.control, "rx0");
         (rx0["descriptors"].as_u64().unwrap(), rx0["tail"].as_u64().unwrap())
     };
     let (n, start) = rdt();
