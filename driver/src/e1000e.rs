@@ -142,14 +142,15 @@ struct OffloadEdits {
 }
 
 impl OffloadEdits {
-    /// Makes the edits; the offsets were checked against this packet's length when they were worked out.
-    fn apply(&self, d: &mut [u8]) {
-        if let Some(f) = d.get_mut(self.seed_at..self.seed_at + 2) {
-            f.copy_from_slice(&self.seed.to_be_bytes());
+    /// Makes the edits in the packet's copy at `buf` in `mem`, of which the first `len` bytes are there;
+    /// the offsets were checked against the packet's length when they were worked out.
+    fn apply_in(&self, mem: &DmaRegion, buf: usize, len: usize) {
+        if self.seed_at + 2 <= len {
+            mem.write_bytes(buf + self.seed_at, &self.seed.to_be_bytes());
         }
-        for at in self.zero.iter().flatten() {
-            if let Some(f) = d.get_mut(*at..*at + 2) {
-                f.copy_from_slice(&[0, 0]);
+        for &at in self.zero.iter().flatten() {
+            if at + 2 <= len {
+                mem.write_bytes(buf + at, &[0, 0]);
             }
         }
     }
@@ -765,9 +766,9 @@ impl E1000e {
     /// The context descriptor a packet's offloads need, and the edits to make to the packet once it is
     /// queued (`OffloadEdits::apply`): worked out without touching it, so that a packet the ring has no
     /// room for stays as the caller gave it.
-    fn offload_plan(p: &TxPacket) -> Result<Option<(TxContextDesc, OffloadEdits)>, DriverError> {
+    fn offload_plan(p: &TxFrame) -> Result<Option<(TxContextDesc, OffloadEdits)>, DriverError> {
         let Some(c) = p.csum else { return Ok(None) };
-        let d = &p.data;
+        let d = p.data;
         let bad = || DriverError::BadPacket("offload offsets outside the packet");
         let l4_len_min = if c.tcp { 20 } else { 8 };
         if c.l3 >= c.l4 || c.l4 + l4_len_min > d.len() || c.l4 > 255 {
@@ -819,25 +820,37 @@ impl E1000e {
         Ok(Some((ctx, edits)))
     }
 
-    fn transmit_on(&mut self, q: usize, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError> {
+    /// Queues owned packets on queue `q` (`transmit_lent`); those queued are removed from `pkts`, and their
+    /// buffers kept to receive into.
+    fn transmit_owned(&mut self, q: usize, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError> {
+        let taken = self.transmit_on(q, pkts.len(), &mut |i| pkts[i].frame())?;
+        for p in pkts.drain(..taken) {
+            self.keep_spare(p.data);
+        }
+        Ok(taken)
+    }
+
+    /// Queues packets `frame(0)..frame(n)` on queue `q`, copied into the ring's buffers, and rings the
+    /// doorbell (`tx_doorbell`): how many were queued.
+    fn transmit_on<'a>(&mut self, q: usize, n: usize, frame: &mut dyn FnMut(usize) -> TxFrame<'a>) -> Result<usize, DriverError> {
         self.clean_tx(q, self.slept)?;
         self.tx_wait = false;
         let mut sent = 0;
-        let mut taken = 0;
         // The last packet's EOP descriptor: where it lies and its command word, for RS at the end.
         let mut last_eop: Option<(usize, u32)> = None;
-        for p in pkts.iter_mut() {
+        for i in 0..n {
+            let p = frame(i);
             // A packet the card cannot carry ends the batch before it: the packets already written go out
             // with this doorbell, and the next call reports it (first in line, nothing written) for the
             // caller to drop.
             let checked = if p.data.len() < 14 || p.data.len() > 65536 + 256 || (p.tso.is_none() && p.data.len() > 1518 + 4) {
                 Err(DriverError::BadPacket("frame length"))
             } else {
-                Self::offload_plan(p)
+                Self::offload_plan(&p)
             };
             let (ctx, edits) = match checked {
                 Ok(plan) => plan.unzip(),
-                Err(e) if taken == 0 => return Err(e),
+                Err(e) if i == 0 => return Err(e),
                 Err(_) => break,
             };
             let r = &self.tx[q];
@@ -855,10 +868,6 @@ impl E1000e {
                     self.tx_wait = true;
                     break;
                 }
-            }
-            // Queued: the packet takes its offload edits now.
-            if let Some(e) = edits {
-                e.apply(&mut p.data);
             }
             let r = &mut self.tx[q];
             let first = r.next_to_use;
@@ -883,6 +892,13 @@ impl E1000e {
                 let idx = r.next_to_use as usize;
                 let buf = r.bufs + idx * BUF_SIZE;
                 self.mem.write_bytes(buf, chunk);
+                if i == 0 {
+                    // The offload edits, in the copy the card reads (all within the headers, so within
+                    // the first buffer).
+                    if let Some(e) = edits {
+                        e.apply_in(&self.mem, buf, chunk.len());
+                    }
+                }
                 let eop = match (i + 1 == chunks, group_full) {
                     (true, true) => TXD_CMD_EOP | TXD_CMD_RS,
                     (true, false) => TXD_CMD_EOP,
@@ -909,11 +925,7 @@ impl E1000e {
             // The context slot (if any) belongs to the packet: clean from its first slot to its EOP.
             self.stats.tx_packets += 1;
             self.stats.tx_bytes += p.data.len() as u64;
-            sent += 1;
-            taken += 1;
-        }
-        for p in pkts.drain(..taken) {
-            self.keep_spare(p.data);
+            sent = i + 1;
         }
         // The send's last packet reports the packets queued since the last RS.
         let r = &mut self.tx[q];
@@ -969,7 +981,7 @@ impl E1000e {
 
     /// Transmits on queue `q` (0 or 1).
     pub fn transmit_queue(&mut self, q: usize, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError> {
-        self.transmit_on(q.min(1), pkts)
+        self.transmit_owned(q.min(1), pkts)
     }
 
     // ---- receive ----
@@ -1091,9 +1103,11 @@ impl E1000e {
             return Ok(());
         }
         let mut pkts = std::mem::take(&mut self.xdp_tx);
-        let n = self.transmit_on(0, &mut pkts)?;
-        self.xdp_stats.tx_errors += (pkts.len() - n.min(pkts.len())) as u64;
-        Ok(())
+        let r = self.transmit_owned(0, &mut pkts);
+        self.xdp_stats.tx_errors += pkts.len() as u64;
+        pkts.clear();
+        self.xdp_tx = pkts;
+        r.map(|_| ())
     }
 
     /// Attaches an XDP program (or detaches, with `None`).
@@ -1195,7 +1209,10 @@ impl NetDev for E1000e {
         Ok(LinkState { up: s & STATUS_LU != 0, speed_mbps: speed, full_duplex: s & STATUS_FD != 0 })
     }
     fn transmit(&mut self, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError> {
-        self.transmit_on(0, pkts)
+        self.transmit_owned(0, pkts)
+    }
+    fn transmit_lent<'a>(&mut self, n: usize, frame: &mut dyn FnMut(usize) -> TxFrame<'a>) -> Result<usize, DriverError> {
+        self.transmit_on(0, n, frame)
     }
     fn poll(&mut self, budget: usize, out: &mut Vec<RxPacket>) -> Result<usize, DriverError> {
         self.stats.polls += 1;
@@ -1396,19 +1413,35 @@ mod test {
         let mut p = TxPacket { data, csum: Some(csum), tso: Some(1448), vlan: None };
         p.data[14 + 2..14 + 4].copy_from_slice(&[0x0B, 0xEA]); // IP total length 3,050
         p.data[14 + 10..14 + 12].copy_from_slice(&[0x12, 0x34]); // a stale IP header checksum
-        let (ctx, edits) = E1000e::offload_plan(&p).unwrap().unwrap();
+        let (ctx, edits) = E1000e::offload_plan(&p.frame()).unwrap().unwrap();
         let want = [0x0E, 0x18, 0x21, 0x00, 0x22, 0x32, 0x00, 0x00, 0xB8, 0x0B, 0x00, 0x27, 0x00, 0x36, 0xA8, 0x05];
         assert_eq!(bytes_of(ctx), want);
-        // Queued, the packet takes the pseudo-header sum (all-zero addresses: just the protocol, 6; TSO
-        // leaves the length out) at TUCSO, and zeroed IP length and header checksum.
-        edits.apply(&mut p.data);
-        assert_eq!(p.data[50..52], [0x00, 0x06]);
-        assert_eq!(p.data[16..18], [0, 0]);
-        assert_eq!(p.data[24..26], [0, 0]);
+        // Queued, the packet's copy in the ring's buffer takes the pseudo-header sum (all-zero addresses:
+        // just the protocol, 6; TSO leaves the length out) at TUCSO, and zeroed IP length and header
+        // checksum; the caller's packet is left as it was.
+        let m = DmaRegion::new(4096).unwrap();
+        m.write_bytes(64, &p.data[..BUF_SIZE]);
+        edits.apply_in(&m, 64, BUF_SIZE);
+        let mut copy = vec![0u8; BUF_SIZE];
+        m.read_bytes(64, &mut copy);
+        assert_eq!(copy[50..52], [0x00, 0x06]);
+        assert_eq!(copy[16..18], [0, 0]);
+        assert_eq!(copy[24..26], [0, 0]);
+        assert_eq!(copy[52..], p.data[52..BUF_SIZE], "only the three fields change");
+        assert_eq!(p.data[16..18], [0x0B, 0xEA], "the lent packet is not changed");
+        assert_eq!(p.data[24..26], [0x12, 0x34]);
+        // A copy of only 20 bytes takes the edit within them (the IP length) and none beyond.
+        let m = DmaRegion::new(4096).unwrap();
+        m.write_bytes(0, &[0xFF; 60]);
+        edits.apply_in(&m, 0, 20);
+        let mut head = [0u8; 60];
+        m.read_bytes(0, &mut head);
+        assert_eq!(head[16..18], [0, 0]);
+        assert!(head[..16].iter().chain(&head[18..]).all(|&b| b == 0xFF), "nothing written beyond the copy");
         let data = vec![0u8; 14 + 40 + 8 + 100];
         let csum = TxCsum { l3: 14, l4: 54, ipv4: false, tcp: false };
         let p = TxPacket { data, csum: Some(csum), tso: None, vlan: None };
-        let (ctx, _) = E1000e::offload_plan(&p).unwrap().unwrap();
+        let (ctx, _) = E1000e::offload_plan(&p.frame()).unwrap().unwrap();
         let want = [0x0E, 0x00, 0x00, 0x00, 0x36, 0x3C, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00, 0x00, 0x00];
         assert_eq!(bytes_of(ctx), want);
     }

@@ -14,6 +14,24 @@ pub struct TxCsum {
     pub tcp: bool,
 }
 
+/// A packet to send, lent by the caller (`NetDev::transmit_lent`): the driver copies its bytes into its
+/// own transmit buffers and makes the offload edits (pseudo-header sum, TSO length fields) there, so the
+/// caller's buffer is neither changed nor given up. Offloads as for [`TxPacket`].
+#[derive(Debug, Clone, Copy)]
+pub struct TxFrame<'a> {
+    pub data: &'a [u8],
+    pub csum: Option<TxCsum>,
+    pub tso: Option<u16>,
+    pub vlan: Option<u16>,
+}
+
+impl<'a> TxFrame<'a> {
+    /// A frame without offloads.
+    pub fn plain(data: &'a [u8]) -> TxFrame<'a> {
+        TxFrame { data, csum: None, tso: None, vlan: None }
+    }
+}
+
 /// A packet to send. With `csum`, the driver has the card fill the IPv4 header and TCP/UDP checksums; with
 /// `tso` as well, the card cuts the TCP payload into segments of `tso` bytes.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +45,11 @@ pub struct TxPacket {
 impl TxPacket {
     pub fn plain(data: Vec<u8>) -> TxPacket {
         TxPacket { data, ..Default::default() }
+    }
+
+    /// The packet lent as a [`TxFrame`].
+    pub fn frame(&self) -> TxFrame<'_> {
+        TxFrame { data: &self.data, csum: self.csum, tso: self.tso, vlan: self.vlan }
     }
 }
 
@@ -101,6 +124,11 @@ pub trait NetDev {
     /// it) ends the batch before it; when it is the first, nothing is queued and the error
     /// (`DriverError::BadPacket`) says so: the caller drops it, as a kernel driver drops a malformed skb.
     fn transmit(&mut self, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError>;
+    /// As `transmit`, for `n` packets the caller lends (`frame(i)` is the i-th, asked for at most once, in
+    /// order): a stack whose packets live in buffers of its own hands them over
+    /// without copying each into a vector first, and keeps them when the ring is full. Returns how many
+    /// were queued; the caller removes those.
+    fn transmit_lent<'a>(&mut self, n: usize, frame: &mut dyn FnMut(usize) -> TxFrame<'a>) -> Result<usize, DriverError>;
     /// Reclaims finished transmits and collects up to `budget` received packets into `out`.
     fn poll(&mut self, budget: usize, out: &mut Vec<RxPacket>) -> Result<usize, DriverError>;
     /// Waits for an interrupt (interrupts are re-enabled first); `Ok(false)` on timeout.

@@ -112,10 +112,15 @@ impl PacketBuf {
     pub fn with_headroom(headroom: usize, capacity: usize) -> PacketBuf {
         let mut v = buffer(headroom + capacity);
         v.resize(headroom + capacity, 0);
+        PacketBuf::from_store(v, headroom, headroom)
+    }
+
+    /// A packet of `store[head..tail]`, with nothing else set.
+    fn from_store(store: Vec<u8>, head: usize, tail: usize) -> PacketBuf {
         PacketBuf {
-            store: Arc::new(v),
-            head: headroom,
-            tail: headroom,
+            store: Arc::new(store),
+            head,
+            tail,
             frags: Vec::new(),
             mac_header: None,
             network_header: None,
@@ -135,11 +140,15 @@ impl PacketBuf {
         let mut v = buffer(DEFAULT_HEADROOM + data.len());
         v.resize(DEFAULT_HEADROOM, 0);
         v.extend_from_slice(data);
-        let mut p = PacketBuf::with_headroom(0, 0);
-        p.store = Arc::new(v);
-        p.head = DEFAULT_HEADROOM;
-        p.tail = DEFAULT_HEADROOM + data.len();
-        p
+        PacketBuf::from_store(v, DEFAULT_HEADROOM, DEFAULT_HEADROOM + data.len())
+    }
+
+    /// A received frame in a vector of its own (a driver's), taken over as it is: no copy, and no headroom
+    /// (a header pushed in front, as a tunnel or a VLAN tag added on the way out would, copies the packet
+    /// into a buffer that has some, as `make_writable` does for a shared one).
+    pub fn from_vec(data: Vec<u8>) -> PacketBuf {
+        let len = data.len();
+        PacketBuf::from_store(data, 0, len)
     }
 
     /// A frame read straight into a packet buffer, with the default headroom: no copy between. `read`
@@ -153,11 +162,7 @@ impl PacketBuf {
         // A reader that cut into the headroom leaves an empty packet, not a short headroom.
         v.resize(v.len().max(DEFAULT_HEADROOM), 0);
         let tail = v.len();
-        let mut p = PacketBuf::with_headroom(0, 0);
-        p.store = Arc::new(v);
-        p.head = DEFAULT_HEADROOM;
-        p.tail = tail;
-        (p, r)
+        (PacketBuf::from_store(v, DEFAULT_HEADROOM, tail), r)
     }
 
     /// Linear bytes only.

@@ -296,17 +296,81 @@ fn tcp4(src: [u8; 6], dst: [u8; 6], payload: &[u8]) -> Vec<u8> {
 #[test]
 fn tso_frames_cross_two_devices_as_correct_segments() {
     let link = std::env::temp_dir().join(format!("{}.link", unique("pair")));
-    tso_across_two_devices(&format!("stream:{}", link.display()), &format!("stream-connect:{}", link.display()));
+    tso_across_two_devices(&format!("stream:{}", link.display()), &format!("stream-connect:{}", link.display()), false);
+}
+
+/// The same sends lent (`transmit_lent`, as the stack sends): the same segments and checksums on the
+/// wire, and the lender's packets left as they were.
+#[test]
+fn lent_tso_frames_cross_two_devices_as_correct_segments() {
+    let link = std::env::temp_dir().join(format!("{}.link", unique("lent")));
+    tso_across_two_devices(&format!("stream:{}", link.display()), &format!("stream-connect:{}", link.display()), true);
+}
+
+/// Lent packets beyond what the ring holds stay the lender's: the driver asks for each packet at most
+/// once, in order, stops at the first the ring has no room for, and reports how many it queued; those
+/// come back intact and in order, and the rest go with later calls.
+#[test]
+fn lent_packets_beyond_the_ring_stay_with_the_lender() {
+    let s = sock("lend");
+    let _d = Device::start(None, &s, &["--backend", "loopback"]);
+    let mut dev = open(&s, true);
+    let mac = dev.mac();
+    let frames: Vec<Vec<u8>> = (0..1000u32)
+        .map(|i| {
+            let mut f = [mac, mac].concat();
+            f.extend_from_slice(&i.to_be_bytes());
+            f.resize(200, i as u8);
+            f
+        })
+        .collect();
+    let mut asked = Vec::new();
+    let first = dev.transmit_lent(frames.len(), &mut |i| {
+        asked.push(i);
+        driver::TxFrame::plain(&frames[i])
+    });
+    let first = first.unwrap();
+    assert!(first > 0 && first < 256, "one ring of 256 takes at most 255 packets: {first}");
+    assert!(asked.len() <= first + 1, "asked for {} packets to queue {first}", asked.len());
+    assert!(asked.iter().enumerate().all(|(k, &i)| k == i), "in order, each once: {asked:?}");
+    // The rest, as the ring frees up.
+    let (mut sent, mut got) = (first, Vec::new());
+    let t0 = Instant::now();
+    while got.len() < frames.len() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{} of {} back", got.len(), frames.len());
+        if sent < frames.len() {
+            sent += dev.transmit_lent(frames.len() - sent, &mut |i| driver::TxFrame::plain(&frames[sent + i])).unwrap();
+        }
+        if dev.poll(64, &mut got).unwrap() == 0 {
+            dev.wait(Duration::from_millis(50)).unwrap();
+        }
+    }
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(p.data, frames[i], "frame {i} intact and in order");
+    }
 }
 
 /// The same two cards joined over TCP on loopback (`stream:tcp:` / `stream-connect:tcp:`).
 #[test]
 fn tso_frames_cross_two_devices_joined_over_tcp() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    tso_across_two_devices(&format!("stream:tcp:127.0.0.1:{port}"), &format!("stream-connect:tcp:127.0.0.1:{port}"));
+    tso_across_two_devices(&format!("stream:tcp:127.0.0.1:{port}"), &format!("stream-connect:tcp:127.0.0.1:{port}"), false);
 }
 
-fn tso_across_two_devices(listen: &str, connect: &str) {
+/// Sends `p` on `dev`, owned (`transmit`) or lent (`transmit_lent`, after which the lender's bytes must be
+/// as they were: the offload edits are made in the driver's copy): whether it was queued.
+fn send_one(dev: &mut E1000e, p: TxPacket, lent: bool) -> bool {
+    if lent {
+        let before = p.data.clone();
+        let n = dev.transmit_lent(1, &mut |_| p.frame()).unwrap();
+        assert_eq!(p.data, before, "a lent packet's bytes stay the lender's, unchanged");
+        n == 1
+    } else {
+        dev.transmit(&mut vec![p]).unwrap() == 1
+    }
+}
+
+fn tso_across_two_devices(listen: &str, connect: &str, lent: bool) {
     let (sa, sb) = (sock("tsoA"), sock("tsoB"));
     let _a = Device::start(None, &sa, &["--backend", listen, "--mac", "52:54:00:00:01:0a"]);
     let _b = Device::start(None, &sb, &["--backend", connect, "--mac", "52:54:00:00:01:0b"]);
@@ -315,9 +379,8 @@ fn tso_across_two_devices(listen: &str, connect: &str) {
     let payload: Vec<u8> = (0..60000u32).map(|i| (i % 251) as u8).collect();
     let f = tcp4(a.mac(), b.mac(), &payload);
     let mss = 1448usize;
-    let mut pkts =
-        vec![TxPacket { data: f, csum: Some(TxCsum { l3: 14, l4: 34, ipv4: true, tcp: true }), tso: Some(mss as u16), vlan: None }];
-    assert_eq!(a.transmit(&mut pkts).unwrap(), 1);
+    let p = TxPacket { data: f, csum: Some(TxCsum { l3: 14, l4: 34, ipv4: true, tcp: true }), tso: Some(mss as u16), vlan: None };
+    assert!(send_one(&mut a, p, lent));
     let nseg = payload.len().div_ceil(mss);
     let got = receive_until(&mut b, nseg, Duration::from_secs(20));
     assert_eq!(got.len(), nseg);
@@ -342,9 +405,8 @@ fn tso_across_two_devices(listen: &str, connect: &str) {
     let b6 = etherparse::PacketBuilder::ethernet2(a.mac(), b.mac()).ipv6([0xfe; 16], [0xfd; 16], 9).udp(53, 5353);
     let mut f6 = Vec::new();
     b6.write(&mut f6, &[0x42; 333]).unwrap();
-    let mut pkts =
-        vec![TxPacket { data: f6, csum: Some(TxCsum { l3: 14, l4: 54, ipv4: false, tcp: false }), tso: None, vlan: Some(0x0123) }];
-    a.transmit(&mut pkts).unwrap();
+    let p = TxPacket { data: f6, csum: Some(TxCsum { l3: 14, l4: 54, ipv4: false, tcp: false }), tso: None, vlan: Some(0x0123) };
+    assert!(send_one(&mut a, p, lent));
     let got = receive_until(&mut b, 1, Duration::from_secs(10));
     assert_eq!(got.len(), 1);
     let s = SlicedPacket::from_ethernet(&got[0].data).unwrap();

@@ -3,7 +3,7 @@
 
 use super::{Device, Features};
 use crate::skb::{Csum, PacketBuf};
-use driver::{NetDev, RxCsum, TxCsum, TxPacket};
+use driver::{NetDev, RxCsum, TxCsum, TxFrame};
 use log::debug;
 use std::collections::VecDeque;
 use std::io;
@@ -55,26 +55,29 @@ impl<D: NetDev> Device for NicDevice<D> {
         Features { tso: f.tso, tx_csum: f.tx_csum, rx_csum: f.rx_csum, vlan: f.vlan, tso6: f.tso }
     }
     fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
-        // Convert only what one doorbell can carry; the rest stays queued as packet buffers.
-        let mut batch: Vec<TxPacket> = q
-            .iter()
-            .take(TX_BATCH)
-            .map(|p| {
-                let csum = match (p.csum, p.network_header, p.transport_header) {
-                    (Csum::Partial { .. }, Some(l3), Some(l4)) => {
-                        let d = p.data();
-                        // The protocol: IPv4's field, or IPv6's next header (the stack's TCP and UDP
-                        // carry no extension headers).
-                        let ipv4 = d.get(l3).is_some_and(|b| b >> 4 == 4);
-                        let proto = if ipv4 { d.get(l3 + 9) } else { d.get(l3 + 6) };
-                        Some(TxCsum { l3, l4, ipv4, tcp: proto == Some(&6) })
-                    }
-                    _ => None,
-                };
-                TxPacket { data: p.to_vec(), csum, tso: p.gso.map(|g| g.size), vlan: p.vlan }
-            })
-            .collect();
-        match self.dev.transmit(&mut batch) {
+        // The packets are lent where they lie: the driver copies each into its ring's buffers, and one
+        // the ring has no room for stays queued as it is.
+        let n = q.len().min(TX_BATCH);
+        // The driver reads one slice per packet: fragments (none on the stack's own packets) are folded in.
+        for p in q.iter_mut().take(n).filter(|p| !p.frags.is_empty()) {
+            p.linearize();
+        }
+        let mut frame = |i: usize| {
+            let p = &q[i];
+            let csum = match (p.csum, p.network_header, p.transport_header) {
+                (Csum::Partial { .. }, Some(l3), Some(l4)) => {
+                    let d = p.data();
+                    // The protocol: IPv4's field, or IPv6's next header (the stack's TCP and UDP carry no
+                    // extension headers).
+                    let ipv4 = d.get(l3).is_some_and(|b| b >> 4 == 4);
+                    let proto = if ipv4 { d.get(l3 + 9) } else { d.get(l3 + 6) };
+                    Some(TxCsum { l3, l4, ipv4, tcp: proto == Some(&6) })
+                }
+                _ => None,
+            };
+            TxFrame { data: p.data(), csum, tso: p.gso.map(|g| g.size), vlan: p.vlan }
+        };
+        match self.dev.transmit_lent(n, &mut frame) {
             Ok(n) => {
                 q.drain(..n);
                 Ok(n)
@@ -102,7 +105,8 @@ impl<D: NetDev> Device for NicDevice<D> {
             }
         }
         for r in self.rx.drain(..) {
-            let mut p = PacketBuf::from_slice(&r.data);
+            // The driver's vector becomes the packet's storage: the frame is not copied again.
+            let mut p = PacketBuf::from_vec(r.data);
             p.csum = if r.csum == RxCsum::Verified { Csum::Verified } else { Csum::None };
             p.vlan = r.vlan;
             out.push(p);
@@ -147,7 +151,7 @@ impl<D: NetDev> Device for NicDevice<D> {
 #[cfg(test)]
 mod test {
     use super::*;
-    use driver::{DriverError, LinkState, RxPacket, Stats};
+    use driver::{DriverError, LinkState, RxPacket, Stats, TxPacket};
 
     /// A card that takes packets until one of 9,999 bytes, which it refuses as the real driver refuses what
     /// the card cannot carry: the batch ends before it, and a send that starts with it fails.
@@ -176,6 +180,21 @@ mod test {
             }
             self.sent.extend(pkts.drain(..n).map(|p| p.data));
             Ok(n)
+        }
+        fn transmit_lent<'a>(&mut self, n: usize, frame: &mut dyn FnMut(usize) -> driver::TxFrame<'a>) -> Result<usize, DriverError> {
+            let mut taken = 0;
+            for i in 0..n {
+                let f = frame(i);
+                if f.data.len() == 9999 {
+                    break;
+                }
+                self.sent.push(f.data.to_vec());
+                taken += 1;
+            }
+            if taken == 0 && n > 0 {
+                return Err(DriverError::BadPacket("frame length"));
+            }
+            Ok(taken)
         }
         fn poll(&mut self, _budget: usize, _out: &mut Vec<RxPacket>) -> Result<usize, DriverError> {
             Ok(0)
