@@ -315,6 +315,20 @@ fn curl_against_the_stacks_server() {
     assert!(ok, "{text}");
 }
 
+/// The CPU line `blast` and `sink` print after the rate: "cpu: T s (U s user, S s system), P% of the
+/// elapsed time", with T = U + S (to the printed digits), some CPU used, and P within what the machine's
+/// CPUs allow. Returns T.
+fn cpu_reported(text: &str) -> f64 {
+    let line = text.lines().find(|l| l.starts_with("cpu: ")).unwrap_or_else(|| panic!("no cpu line: {text}"));
+    let nums: Vec<f64> =
+        line.split(|c: char| !(c.is_ascii_digit() || c == '.')).filter(|w| !w.is_empty()).map(|w| w.parse().unwrap()).collect();
+    let [t, u, s, pct] = nums[..] else { panic!("{line}") };
+    assert!(t > 0.0 && (t - (u + s)).abs() <= 0.0015, "{line}");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    assert!(pct > 0.0 && pct <= cpus * 100.0 + 5.0, "{line}");
+    t
+}
+
 #[test]
 fn blast_into_a_linux_sink_and_sink_fed_by_linux() {
     let t = tapnet();
@@ -330,6 +344,7 @@ fn blast_into_a_linux_sink_and_sink_fed_by_linux() {
     let (ok, text) = lab(&t.ns, &["--tap", "st0", "--ip", "10.80.0.2/24", "blast", "10.80.0.1:5001", "--bytes", "50000000"]);
     assert!(ok, "{text}");
     assert!(text.contains("MB/s"), "{text}");
+    cpu_reported(&text);
     let _ = host.wait();
     assert_eq!(std::fs::read_to_string(&count).unwrap(), "50000000");
     // The stack's sink fed by the host.
@@ -340,6 +355,7 @@ fn blast_into_a_linux_sink_and_sink_fed_by_linux() {
     let (ok, text) = finish(c);
     assert!(ok, "{text}");
     assert!(text.contains(&format!("received {} bytes", 40 << 20)), "{text}");
+    cpu_reported(&text);
 }
 
 #[test]
