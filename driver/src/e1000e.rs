@@ -226,6 +226,8 @@ pub struct E1000e {
     /// Empty buffers for received frames: those of sent packets once their bytes are in the ring, so that
     /// a steady flow (whose received buffers carry the next packets out) allocates nothing per frame.
     spare: Vec<Vec<u8>>,
+    /// Where receive vectors come from when `spare` has none (`NetDev::set_rx_source`).
+    rx_source: Option<fn(usize) -> Vec<u8>>,
 }
 
 /// The ring slot after `i` in a ring of `n`.
@@ -428,6 +430,7 @@ impl E1000e {
             xdp_tx: Vec::new(),
             xdp_redirected: Vec::new(),
             spare: Vec::new(),
+            rx_source: None,
         };
         d.t.write32(IMC, 0xFFFF_FFFF)?;
         d.t.write32(EIAC_82574, 0)?;
@@ -1037,7 +1040,9 @@ impl E1000e {
                     continue;
                 }
             }
-            let next = self.spare.pop().unwrap_or_default();
+            // The next frame's vector: one kept from a sent packet, or the source's, with room for a
+            // frame in one buffer (a longer one grows it).
+            let next = self.spare.pop().or_else(|| self.rx_source.map(|f| f(BUF_SIZE))).unwrap_or_default();
             let r = &mut self.rx[q];
             let data = std::mem::replace(&mut r.partial, next);
             let csum = if staterr & RXD_STAT_IXSM != 0 || staterr & (RXD_STAT_TCPCS | RXD_STAT_UDPCS) == 0 {
@@ -1213,6 +1218,9 @@ impl NetDev for E1000e {
     }
     fn transmit_lent<'a>(&mut self, n: usize, frame: &mut dyn FnMut(usize) -> TxFrame<'a>) -> Result<usize, DriverError> {
         self.transmit_on(0, n, frame)
+    }
+    fn set_rx_source(&mut self, source: fn(usize) -> Vec<u8>) {
+        self.rx_source = Some(source);
     }
     fn poll(&mut self, budget: usize, out: &mut Vec<RxPacket>) -> Result<usize, DriverError> {
         self.stats.polls += 1;

@@ -129,6 +129,13 @@ pub trait NetDev {
     /// without copying each into a vector first, and keeps them when the ring is full. Returns how many
     /// were queued; the caller removes those.
     fn transmit_lent<'a>(&mut self, n: usize, frame: &mut dyn FnMut(usize) -> TxFrame<'a>) -> Result<usize, DriverError>;
+    /// Where the vectors received frames are copied into come from when the driver has none of its own to
+    /// reuse (it keeps those of packets given to `transmit`): `source(cap)` returns an empty vector with
+    /// room for `cap` bytes. A stack that keeps a pool of packet buffers hands it its pool, so that frames
+    /// received while nothing is sent are not each a fresh allocation. Drivers without the hook ignore it.
+    fn set_rx_source(&mut self, source: fn(usize) -> Vec<u8>) {
+        let _ = source;
+    }
     /// Reclaims finished transmits and collects up to `budget` received packets into `out`.
     fn poll(&mut self, budget: usize, out: &mut Vec<RxPacket>) -> Result<usize, DriverError>;
     /// Waits for an interrupt (interrupts are re-enabled first); `Ok(false)` on timeout.

@@ -4,7 +4,7 @@
 //! the merge), contiguous sequence numbers, no SYN/FIN/RST/URG/CWR/ECE, PSH only on the last segment merged,
 //! no IP options or fragments, and at most 64 KiB. Each segment's checksum is verified before it is merged.
 
-use crate::skb::{Csum, PacketBuf};
+use crate::skb::{Csum, PacketBuf, DEFAULT_HEADROOM};
 use crate::wire::checksum;
 use crate::wire::tcp::{CWR, ECE, FIN, PSH, RST, SYN, URG};
 
@@ -67,25 +67,53 @@ fn mergeable(a: &[u8], sa: &Seg, b: &[u8], sb: &Seg, merged_len: usize) -> bool 
     ip_same && tcp_same
 }
 
+/// The run of segments being merged: the first as it came, until a second joins it; then a buffer of its
+/// own (from the thread's pool, with headroom and room for 64 KiB, so it grows without moving) holding
+/// the headers and every payload so far, which becomes the merged packet's storage as it is.
+enum Run {
+    One(PacketBuf),
+    Merged(Vec<u8>),
+}
+
+impl Run {
+    /// The frame's bytes (after the headroom of a merged one).
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Run::One(p) => p.data(),
+            Run::Merged(v) => v.get(DEFAULT_HEADROOM..).unwrap_or_default(),
+        }
+    }
+}
+
 /// Merges runs of in-order TCP segments in `frames` (order is kept) whose destination `local` says is this
 /// host's: a segment on its way through a router stays as it came, since a merged packet would not fit the
-/// egress link (and its TCP checksum is not redone). Returns how many segments merged away.
+/// egress link (and its TCP checksum is not redone). Returns how many segments merged away. Each byte of a
+/// merged packet is copied once, into its buffer; a segment that merges with none is passed on as it is.
 pub fn merge(frames: &mut Vec<PacketBuf>, local: &dyn Fn([u8; 4]) -> bool) -> usize {
     let mut out: Vec<PacketBuf> = Vec::with_capacity(frames.len());
     let mut merged_away = 0;
-    let mut cur: Option<(Vec<u8>, Seg, usize)> = None; // (bytes, first segment, payload so far)
-    let flush = |cur: &mut Option<(Vec<u8>, Seg, usize)>, out: &mut Vec<PacketBuf>| {
-        if let Some((mut f, s, payload)) = cur.take() {
-            let total = 20 + s.doff + payload;
-            f.truncate(14 + total);
-            f[16..18].copy_from_slice(&(total as u16).to_be_bytes());
-            f[24..26].copy_from_slice(&[0, 0]);
-            let c = checksum::compute(&f[14..34]);
-            f[24..26].copy_from_slice(&c.to_be_bytes());
-            let mut p = PacketBuf::from_slice(&f);
-            p.csum = Csum::Verified;
-            out.push(p);
-        }
+    let mut cur: Option<(Run, Seg, usize)> = None; // (the run, its first segment, payload so far)
+    let flush = |cur: &mut Option<(Run, Seg, usize)>, out: &mut Vec<PacketBuf>| {
+        let Some((run, s, payload)) = cur.take() else { return };
+        let total = 20 + s.doff + payload;
+        let mut p = match run {
+            Run::One(mut p) => {
+                // Ethernet padding beyond the IP length goes.
+                p.trim(14 + total);
+                p
+            }
+            Run::Merged(mut v) => {
+                v.truncate(DEFAULT_HEADROOM + 14 + total);
+                let f = &mut v[DEFAULT_HEADROOM..];
+                f[16..18].copy_from_slice(&(total as u16).to_be_bytes());
+                f[24..26].copy_from_slice(&[0, 0]);
+                let c = checksum::compute(&f[14..34]);
+                f[24..26].copy_from_slice(&c.to_be_bytes());
+                PacketBuf::from_vec_at(v, DEFAULT_HEADROOM)
+            }
+        };
+        p.csum = Csum::Verified;
+        out.push(p);
     };
     for p in frames.drain(..) {
         let verified = p.csum == Csum::Verified;
@@ -95,15 +123,24 @@ pub fn merge(frames: &mut Vec<PacketBuf>, local: &dyn Fn([u8; 4]) -> bool) -> us
             out.push(p);
             continue;
         };
-        if let Some((f, first, payload)) = cur.as_mut() {
-            let last_flags = f[first.l4 + 13];
-            let head = Seg { flags: last_flags, ..*first };
+        if let Some((run, first, payload)) = cur.as_mut() {
+            let f = run.bytes();
+            let head = Seg { flags: f[first.l4 + 13], ..*first };
             if mergeable(f, &head, d, &seg, *payload) {
-                let start = seg.l4 + seg.doff;
-                f.truncate(14 + 20 + first.doff + *payload);
-                f.extend_from_slice(&d[start..start + seg.payload]);
+                let have = 14 + 20 + first.doff + *payload;
+                if let Run::One(p0) = run {
+                    let mut v = crate::skb::buffer(DEFAULT_HEADROOM + 14 + 65535);
+                    v.resize(DEFAULT_HEADROOM, 0);
+                    v.extend_from_slice(&p0.data()[..have]);
+                    *run = Run::Merged(v);
+                }
+                if let Run::Merged(v) = run {
+                    v.truncate(DEFAULT_HEADROOM + have);
+                    let start = seg.l4 + seg.doff;
+                    v.extend_from_slice(&d[start..start + seg.payload]);
+                    v[DEFAULT_HEADROOM + first.l4 + 13] |= seg.flags & PSH;
+                }
                 *payload += seg.payload;
-                f[first.l4 + 13] |= seg.flags & PSH;
                 merged_away += 1;
                 continue;
             }
@@ -116,7 +153,7 @@ pub fn merge(frames: &mut Vec<PacketBuf>, local: &dyn Fn([u8; 4]) -> bool) -> us
             continue;
         }
         let payload = seg.payload;
-        cur = Some((d.to_vec(), seg, payload));
+        cur = Some((Run::One(p), seg, payload));
     }
     flush(&mut cur, &mut out);
     *frames = out;
@@ -177,6 +214,26 @@ mod test {
         assert_eq!(pl.len(), 25);
         assert_eq!(&pl[20..], &[3; 5]);
         assert_ne!(v[0].data()[34 + 13] & PSH, 0, "PSH from the last segment");
+        assert!(crate::iface::ipv4_header_ok(&v[0].data()[14..]));
+    }
+
+    /// A segment that merges with none goes on in its own buffer (not copied), its padding cut; a merged
+    /// packet is built once in a buffer with headroom, so headers can be pushed in front without a copy.
+    #[test]
+    fn a_lone_segment_is_not_copied_and_a_merged_packet_has_headroom() {
+        let mut lone = frame(100, ACK, &[1; 10], 5, 7);
+        lone.put(6).fill(0); // Ethernet padding
+        let at = lone.data().as_ptr();
+        let mut v = vec![lone, frame(300, ACK, &[2; 10], 5, 7)];
+        assert_eq!(merge(&mut v, &|_| true), 0);
+        assert_eq!(v[0].data().as_ptr(), at, "the same buffer");
+        assert_eq!(v[0].len(), 14 + 20 + 32 + 10, "the padding cut");
+        assert_eq!(payload_of(&v[0]), [1; 10]);
+        let mut v: Vec<PacketBuf> = (0..40u32).map(|i| frame(100 + i * 1000, ACK, &[i as u8; 1000], 5, 7)).collect();
+        assert_eq!(merge(&mut v, &|_| true), 39);
+        assert_eq!(v[0].headroom(), DEFAULT_HEADROOM);
+        let pl = payload_of(&v[0]);
+        assert!(pl.chunks(1000).enumerate().all(|(i, c)| c.iter().all(|&b| b == i as u8)) && pl.len() == 40_000);
         assert!(crate::iface::ipv4_header_ok(&v[0].data()[14..]));
     }
 

@@ -70,18 +70,24 @@ pub const DEFAULT_HEADROOM: usize = 128;
 /// frame allocated and freed would otherwise let the allocator give the memory back to the kernel and fault
 /// it in again on the next frame (page faults took about a tenth of a TAP bulk receive in some runs).
 const POOLED_MIN: usize = 4096;
-/// Buffers kept per thread, and the largest kept.
+/// Buffers kept per thread in each size class, and the largest kept.
 const POOL_KEEP: usize = 128;
 const POOLED_MAX: usize = 256 * 1024;
+/// Pooled buffers below this capacity (a received frame's) are kept apart from larger ones (a
+/// super-packet's), so that neither kind is handed out for the other: a frame's 4 KiB buffer grown to
+/// 64 KiB would be an allocation and a copy, a 64 KiB one held by a frame a waste.
+const POOL_LARGE: usize = 16 * 1024;
 
 thread_local! {
-    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static POOL: std::cell::RefCell<[Vec<Vec<u8>>; 2]> = const { std::cell::RefCell::new([Vec::new(), Vec::new()]) };
 }
 
-/// An empty vector with room for `cap` bytes: a pooled one for large sizes.
-fn buffer(cap: usize) -> Vec<u8> {
+/// An empty vector with room for `cap` bytes: a pooled one for large sizes (a packet built from it with
+/// [`PacketBuf::from_vec_at`] goes back to the pool with the packet).
+pub(crate) fn buffer(cap: usize) -> Vec<u8> {
     if cap >= POOLED_MIN {
-        if let Some(mut v) = POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten() {
+        let class = usize::from(cap >= POOL_LARGE);
+        if let Some(mut v) = POOL.try_with(|p| p.borrow_mut()[class].pop()).ok().flatten() {
             v.clear();
             v.reserve(cap);
             return v;
@@ -90,16 +96,24 @@ fn buffer(cap: usize) -> Vec<u8> {
     Vec::with_capacity(cap)
 }
 
+/// A buffer for a driver to receive a frame of up to `cap` bytes into (`driver::NetDev::set_rx_source`):
+/// from the thread's pool, at least `POOLED_MIN` large, so that the packet made of it
+/// ([`PacketBuf::from_vec`]) gives it back to the pool when it is done with.
+pub fn rx_buffer(cap: usize) -> Vec<u8> {
+    buffer(cap.max(POOLED_MIN))
+}
+
 impl Drop for PacketBuf {
     fn drop(&mut self) {
         // The last holder of a large buffer gives it back to the thread's pool.
         if let Some(v) = Arc::get_mut(&mut self.store) {
             if (POOLED_MIN..=POOLED_MAX).contains(&v.capacity()) {
                 let v = std::mem::take(v);
+                let class = usize::from(v.capacity() >= POOL_LARGE);
                 let _ = POOL.try_with(|p| {
                     let mut p = p.borrow_mut();
-                    if p.len() < POOL_KEEP {
-                        p.push(v);
+                    if p[class].len() < POOL_KEEP {
+                        p[class].push(v);
                     }
                 });
             }
@@ -147,8 +161,13 @@ impl PacketBuf {
     /// (a header pushed in front, as a tunnel or a VLAN tag added on the way out would, copies the packet
     /// into a buffer that has some, as `make_writable` does for a shared one).
     pub fn from_vec(data: Vec<u8>) -> PacketBuf {
+        PacketBuf::from_vec_at(data, 0)
+    }
+
+    /// A packet of `data[head..]`, taken over without a copy: what lies before `head` is its headroom.
+    pub fn from_vec_at(data: Vec<u8>, head: usize) -> PacketBuf {
         let len = data.len();
-        PacketBuf::from_store(data, 0, len)
+        PacketBuf::from_store(data, head.min(len), len)
     }
 
     /// A frame read straight into a packet buffer, with the default headroom: no copy between. `read`

@@ -307,6 +307,23 @@ fn lent_tso_frames_cross_two_devices_as_correct_segments() {
     tso_across_two_devices(&format!("stream:{}", link.display()), &format!("stream-connect:{}", link.display()), true);
 }
 
+/// Lends `frames` from `sent` on (those before went already) to `dev`, plain, as the ring takes them, and
+/// collects what comes back (a loopback backend) until as many frames as `frames` holds are back.
+fn lend_until_back(dev: &mut E1000e, frames: &[Vec<u8>], mut sent: usize) -> Vec<RxPacket> {
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    while got.len() < frames.len() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{} of {} back", got.len(), frames.len());
+        if sent < frames.len() {
+            sent += dev.transmit_lent(frames.len() - sent, &mut |i| driver::TxFrame::plain(&frames[sent + i])).unwrap();
+        }
+        if dev.poll(64, &mut got).unwrap() == 0 {
+            dev.wait(Duration::from_millis(50)).unwrap();
+        }
+    }
+    got
+}
+
 /// Lent packets beyond what the ring holds stay the lender's: the driver asks for each packet at most
 /// once, in order, stops at the first the ring has no room for, and reports how many it queued; those
 /// come back intact and in order, and the rest go with later calls.
@@ -334,19 +351,37 @@ fn lent_packets_beyond_the_ring_stay_with_the_lender() {
     assert!(asked.len() <= first + 1, "asked for {} packets to queue {first}", asked.len());
     assert!(asked.iter().enumerate().all(|(k, &i)| k == i), "in order, each once: {asked:?}");
     // The rest, as the ring frees up.
-    let (mut sent, mut got) = (first, Vec::new());
-    let t0 = Instant::now();
-    while got.len() < frames.len() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "{} of {} back", got.len(), frames.len());
-        if sent < frames.len() {
-            sent += dev.transmit_lent(frames.len() - sent, &mut |i| driver::TxFrame::plain(&frames[sent + i])).unwrap();
-        }
-        if dev.poll(64, &mut got).unwrap() == 0 {
-            dev.wait(Duration::from_millis(50)).unwrap();
-        }
-    }
+    let got = lend_until_back(&mut dev, &frames, first);
     for (i, p) in got.iter().enumerate() {
         assert_eq!(p.data, frames[i], "frame {i} intact and in order");
+    }
+}
+
+static SOURCED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A receive source that counts its calls and marks its vectors by their capacity (1000 beyond what was
+/// asked for).
+fn counting_source(cap: usize) -> Vec<u8> {
+    SOURCED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Vec::with_capacity(cap + 1000)
+}
+
+/// With nothing sent whose vectors could be kept, received frames land in vectors from the receive source
+/// the stack gave (`set_rx_source`): one per frame, each frame in the vector before.
+#[test]
+fn received_frames_land_in_vectors_from_the_source() {
+    let s = sock("source");
+    let _d = Device::start(None, &s, &["--backend", "loopback"]);
+    let mut dev = open(&s, true);
+    dev.set_rx_source(counting_source);
+    let mac = dev.mac();
+    let frames: Vec<Vec<u8>> = (0..50u8).map(|i| [&mac[..], &mac[..], &[0x88, 0xb5, i][..], &[i; 500][..]].concat()).collect();
+    let got = lend_until_back(&mut dev, &frames, 0);
+    assert_eq!(SOURCED.load(std::sync::atomic::Ordering::Relaxed), frames.len(), "one vector from the source per frame");
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(p.data, frames[i]);
+        // The first frame went into the ring's first vector; each after it into the source's.
+        assert_eq!(p.data.capacity() >= 1000, i > 0, "frame {i}: capacity {}", p.data.capacity());
     }
 }
 

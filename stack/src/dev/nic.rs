@@ -24,7 +24,9 @@ pub struct NicDevice<D: NetDev> {
 }
 
 impl<D: NetDev> NicDevice<D> {
-    pub fn new(dev: D) -> NicDevice<D> {
+    pub fn new(mut dev: D) -> NicDevice<D> {
+        // Received frames land in buffers from the stack's pool, and go back to it with their packets.
+        dev.set_rx_source(crate::skb::rx_buffer);
         NicDevice { dev, rx: Vec::new(), sinks: Vec::new(), redirect_drops: 0, tx_malformed: 0, xdp_name: None }
     }
 
