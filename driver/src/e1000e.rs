@@ -767,7 +767,7 @@ impl E1000e {
     }
 
     /// The context descriptor a packet's offloads need, and the edits to make to the packet once it is
-    /// queued (`OffloadEdits::apply`): worked out without touching it, so that a packet the ring has no
+    /// queued (`OffloadEdits::apply_in`, in the driver's copy): worked out without touching it, so that a packet the ring has no
     /// room for stays as the caller gave it.
     fn offload_plan(p: &TxFrame) -> Result<Option<(TxContextDesc, OffloadEdits)>, DriverError> {
         let Some(c) = p.csum else { return Ok(None) };
@@ -823,8 +823,8 @@ impl E1000e {
         Ok(Some((ctx, edits)))
     }
 
-    /// Queues owned packets on queue `q` (`transmit_lent`); those queued are removed from `pkts`, and their
-    /// buffers kept to receive into.
+    /// Queues owned packets on queue `q` as `transmit_on` does; those queued are removed from `pkts`, and
+    /// their vectors kept to receive into.
     fn transmit_owned(&mut self, q: usize, pkts: &mut Vec<TxPacket>) -> Result<usize, DriverError> {
         let taken = self.transmit_on(q, pkts.len(), &mut |i| pkts[i].frame())?;
         for p in pkts.drain(..taken) {
@@ -841,8 +841,8 @@ impl E1000e {
         let mut sent = 0;
         // The last packet's EOP descriptor: where it lies and its command word, for RS at the end.
         let mut last_eop: Option<(usize, u32)> = None;
-        for i in 0..n {
-            let p = frame(i);
+        for k in 0..n {
+            let p = frame(k);
             // A packet the card cannot carry ends the batch before it: the packets already written go out
             // with this doorbell, and the next call reports it (first in line, nothing written) for the
             // caller to drop.
@@ -853,7 +853,7 @@ impl E1000e {
             };
             let (ctx, edits) = match checked {
                 Ok(plan) => plan.unzip(),
-                Err(e) if i == 0 => return Err(e),
+                Err(e) if k == 0 => return Err(e),
                 Err(_) => break,
             };
             let r = &self.tx[q];
@@ -928,7 +928,7 @@ impl E1000e {
             // The context slot (if any) belongs to the packet: clean from its first slot to its EOP.
             self.stats.tx_packets += 1;
             self.stats.tx_bytes += p.data.len() as u64;
-            sent = i + 1;
+            sent = k + 1;
         }
         // The send's last packet reports the packets queued since the last RS.
         let r = &mut self.tx[q];
