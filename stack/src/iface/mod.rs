@@ -330,7 +330,7 @@ impl Stack {
             self.drop_reason(crate::monitor::DropReason::TcIngress, (before - frames.len()) as u64);
         }
         if frames.len() > 1 {
-            let merged = crate::gro::merge(&mut frames, &|d| self.owns_v4(d));
+            let merged = crate::gro::merge(&mut frames, &|d| self.owns(d));
             self.stats.gro_merged += merged as u64;
         }
         for f in frames {
