@@ -9,7 +9,7 @@ use crate::transport::{IrqKind, Transport};
 use crate::xdp::{XdpAction, XdpFrame, XdpMeta, XdpProgram, XdpStats};
 use crate::DriverError;
 use log::{debug, info};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// How the driver learns about work.
@@ -1176,6 +1176,68 @@ impl E1000e {
         Ok(())
     }
 
+    /// Before sleeping on the interrupt eventfds (`wait`, or a caller's own poll over several devices):
+    /// interrupts enabled again if the last one's work was not polled, or transmit completions armed for
+    /// a send that waits for room.
+    fn prepare_sleep(&mut self) -> Result<(), DriverError> {
+        if self.irq_masked {
+            // Waiting without having polled the work that raised the last interrupt: enable first.
+            self.irq_masked = false;
+            self.rearm()?;
+        } else if self.tx_wait && !self.tx_armed && self.irq_kind.is_some() {
+            // A send waits for room: transmit completions must wake us.
+            self.tx_armed = true;
+            self.t.write32_posted(IMS, self.ims_tx)?;
+        }
+        Ok(())
+    }
+
+    /// After sleeping on the interrupt eventfds: `ready[i]` whether vector i's fired. The fired ones are
+    /// read and counted, and the card's mask state noted for the next poll to re-enable; none fired (a
+    /// timeout, or another device woke the caller) is an idle sleep.
+    fn after_sleep(&mut self, ready: &[bool]) -> Result<(), DriverError> {
+        self.slept = true;
+        if !ready.iter().any(|&r| r) {
+            // An interrupt that never came (lost on the way) may have left the card's auto-mask on: the
+            // poll after this wait enables interrupts again if it finds work, and once a second they are
+            // enabled again regardless, as Linux's watchdog does. Not on every idle timeout: each would be
+            // a register write for the card to handle.
+            self.irq_check = true;
+            if self.last_alive.elapsed() > Duration::from_secs(1) {
+                self.check_alive()?;
+                self.irq_masked = true;
+            }
+            return Ok(());
+        }
+        let mut other = false;
+        for (i, (_, f)) in ready.iter().zip(&self.irq_fds).enumerate().filter(|(_, (r, _))| **r) {
+            let mut v = [0u8; 8];
+            // SAFETY: reading the 8-byte counter of our own (non-blocking) eventfd into a local buffer.
+            unsafe { libc::read(f.as_raw_fd(), v.as_mut_ptr().cast(), 8) };
+            self.stats.interrupts += 1;
+            if i == 2 {
+                other = true;
+            }
+        }
+        match self.irq_kind {
+            Some(IrqKind::Msix) if other => {
+                // The Other vector: link changes and errors. Reading ICR clears it (slow path, rare).
+                let icr = self.t.read32(ICR)?;
+                debug!("other interrupt, ICR {icr:#x}");
+            }
+            Some(IrqKind::Msi) | Some(IrqKind::Intx) => {
+                // Mask, acknowledge, then poll; `rearm` re-enables. Writes only, posted.
+                self.t.write32_posted(IMC, 0xFFFF_FFFF)?;
+                self.t.write32_posted(ICR, 0xFFFF_FFFF)?;
+            }
+            _ => {}
+        }
+        self.irq_masked = true;
+        self.tx_armed = false;
+        self.last_alive = Instant::now();
+        Ok(())
+    }
+
     fn rearm(&mut self) -> Result<(), DriverError> {
         let ims = self.ims | if self.tx_wait { self.ims_tx } else { 0 };
         self.tx_armed = self.tx_wait;
@@ -1279,15 +1341,7 @@ impl NetDev for E1000e {
                 std::thread::yield_now();
             }
         }
-        if self.irq_masked {
-            // Waiting without having polled the work that raised the last interrupt: enable first.
-            self.irq_masked = false;
-            self.rearm()?;
-        } else if self.tx_wait && !self.tx_armed && self.irq_kind.is_some() {
-            // A send waits for room: transmit completions must wake us.
-            self.tx_armed = true;
-            self.t.write32_posted(IMS, self.ims_tx)?;
-        }
+        self.prepare_sleep()?;
         // At most three vectors (MSI-X RX, TX, other): on the stack, nothing allocated per wait.
         let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 3];
         let n = self.irq_fds.len().min(fds.len());
@@ -1303,48 +1357,26 @@ impl NetDev for E1000e {
             }
             return Err(e.into());
         }
-        self.slept = true;
-        if r == 0 {
-            // An interrupt that never came (lost on the way) may have left the card's auto-mask on: the
-            // poll after this wait enables interrupts again if it finds work, and once a second they are
-            // enabled again regardless, as Linux's watchdog does. Not on every idle timeout: each would be
-            // a register write for the card to handle.
-            self.irq_check = true;
-            if self.last_alive.elapsed() > Duration::from_secs(1) {
-                self.check_alive()?;
-                self.irq_masked = true;
-            }
+        let mut ready = [false; 3];
+        for (r, p) in ready.iter_mut().zip(pfds.iter()) {
+            *r = p.revents & libc::POLLIN != 0;
+        }
+        self.after_sleep(&ready[..n])?;
+        Ok(r > 0)
+    }
+    fn wait_fds(&mut self, out: &mut Vec<RawFd>) -> Result<bool, DriverError> {
+        if self.irq_fds.is_empty() {
             return Ok(false);
         }
-        let mut other = false;
-        for (i, p) in pfds.iter().enumerate() {
-            if p.revents & libc::POLLIN != 0 {
-                let mut v = [0u8; 8];
-                // SAFETY: reading the 8-byte counter of our own eventfd.
-                unsafe { libc::read(p.fd, v.as_mut_ptr().cast(), 8) };
-                self.stats.interrupts += 1;
-                if i == 2 {
-                    other = true;
-                }
-            }
-        }
-        match self.irq_kind {
-            Some(IrqKind::Msix) if other => {
-                // The Other vector: link changes and errors. Reading ICR clears it (slow path, rare).
-                let icr = self.t.read32(ICR)?;
-                debug!("other interrupt, ICR {icr:#x}");
-            }
-            Some(IrqKind::Msi) | Some(IrqKind::Intx) => {
-                // Mask, acknowledge, then poll; `rearm` re-enables. Writes only, posted.
-                self.t.write32_posted(IMC, 0xFFFF_FFFF)?;
-                self.t.write32_posted(ICR, 0xFFFF_FFFF)?;
-            }
-            _ => {}
-        }
-        self.irq_masked = true;
-        self.tx_armed = false;
-        self.last_alive = Instant::now();
+        self.prepare_sleep()?;
+        out.extend(self.irq_fds.iter().take(3).map(|f| f.as_raw_fd()));
         Ok(true)
+    }
+    fn woke(&mut self, ready: &[bool]) -> Result<(), DriverError> {
+        if self.irq_fds.is_empty() {
+            return Ok(());
+        }
+        self.after_sleep(ready)
     }
     fn stats(&self) -> Stats {
         self.stats.clone()

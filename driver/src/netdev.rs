@@ -138,6 +138,21 @@ pub trait NetDev {
     }
     /// Reclaims finished transmits and collects up to `budget` received packets into `out`.
     fn poll(&mut self, budget: usize, out: &mut Vec<RxPacket>) -> Result<usize, DriverError>;
+    /// For a caller that sleeps on several devices at once (one poll(2) over all of them) instead of in
+    /// `wait`: gets the card ready to be slept on (interrupts enabled again, as `wait` does first) and
+    /// appends the descriptors that become readable when it has work; `false` when it has none to offer
+    /// (busy polling), and the caller polls it again without a long sleep. After the sleep, `woke` says
+    /// which of them were readable.
+    fn wait_fds(&mut self, out: &mut Vec<std::os::fd::RawFd>) -> Result<bool, DriverError> {
+        let _ = out;
+        Ok(false)
+    }
+    /// After a sleep on what `wait_fds` appended: which of those descriptors were readable, in its order
+    /// (none after a timeout, or when another device woke the caller).
+    fn woke(&mut self, ready: &[bool]) -> Result<(), DriverError> {
+        let _ = ready;
+        Ok(())
+    }
     /// Waits for an interrupt (interrupts are re-enabled first); `Ok(false)` on timeout.
     fn wait(&mut self, timeout: std::time::Duration) -> Result<bool, DriverError>;
     fn stats(&self) -> Stats;

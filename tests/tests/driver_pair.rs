@@ -385,6 +385,54 @@ fn received_frames_land_in_vectors_from_the_source() {
     }
 }
 
+/// A caller that sleeps on several devices at once uses `wait_fds` and `woke` instead of `wait`: with
+/// MSI-X the card offers its three vectors' eventfds (interrupts re-armed first), and frames sent and
+/// received that way all come back, each sleep ended by an interrupt the driver then reads and counts.
+/// A busy-polling driver has none to offer.
+#[test]
+fn a_caller_can_sleep_on_the_cards_eventfds_itself() {
+    let s = sock("fds");
+    let _d = Device::start(None, &s, &["--backend", "loopback"]);
+    let t = driver::open_transport(&format!("vfio-user:{}", s.display())).unwrap();
+    let mut dev = E1000e::open(t, Config { promiscuous: true, irq: driver::IrqMode::Msix, ..Default::default() }).unwrap();
+    let mac = dev.mac();
+    let frames: Vec<Vec<u8>> =
+        (0..300u32).map(|i| [&mac[..], &mac[..], &[0x88, 0xb5], &i.to_be_bytes()[..], &[7; 100][..]].concat()).collect();
+    let (mut sent, mut got, mut sleeps) = (0, Vec::new(), 0);
+    let t0 = Instant::now();
+    while got.len() < frames.len() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{} of {} back", got.len(), frames.len());
+        if sent < frames.len() {
+            sent += dev.transmit_lent(frames.len() - sent, &mut |i| driver::TxFrame::plain(&frames[sent + i])).unwrap();
+        }
+        if dev.poll(64, &mut got).unwrap() > 0 {
+            continue;
+        }
+        let mut fds = Vec::new();
+        assert!(dev.wait_fds(&mut fds).unwrap(), "MSI-X offers its eventfds");
+        assert_eq!(fds.len(), 3, "RX, TX and other vectors");
+        let mut p: Vec<libc::pollfd> = fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+        // SAFETY: poll(2) on our own array of pollfds, its length given.
+        let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, 1000) };
+        assert!(r >= 0);
+        let ready: Vec<bool> = p.iter().map(|p| p.revents & libc::POLLIN != 0).collect();
+        sleeps += 1;
+        dev.woke(&ready).unwrap();
+    }
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(p.data, frames[i], "frame {i}");
+    }
+    let interrupts = dev.stats().interrupts;
+    assert!(sleeps > 0 && interrupts > 0, "{sleeps} sleeps, {interrupts} interrupts read");
+    drop(dev);
+    // Busy polling: nothing to sleep on.
+    let t = driver::open_transport(&format!("vfio-user:{}", s.display())).unwrap();
+    let mut dev = E1000e::open(t, Config { irq: driver::IrqMode::BusyPoll, ..Default::default() }).unwrap();
+    let mut fds = Vec::new();
+    assert!(!dev.wait_fds(&mut fds).unwrap());
+    assert!(fds.is_empty());
+}
+
 /// The same two cards joined over TCP on loopback (`stream:tcp:` / `stream-connect:tcp:`).
 #[test]
 fn tso_frames_cross_two_devices_joined_over_tcp() {

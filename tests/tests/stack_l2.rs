@@ -137,6 +137,47 @@ fn vlan_through_our_driver_and_nic_device_with_and_without_the_cards_tagging() {
     let _ = peer.wait();
 }
 
+/// A host on a card in a topology (`nic-lab run`): the loop sleeps on the card's interrupt eventfds
+/// with the other devices' descriptors (it used to poll a card every millisecond, its interrupts never
+/// read), so the card's report counts interrupts; Linux's pings through the card are all answered.
+#[test]
+fn a_topology_sleeps_on_a_cards_interrupts() {
+    init_logs();
+    let ns = Netns::new();
+    let sock = std::env::temp_dir().join(format!("{}.sock", unique("topocard")));
+    let _dev = Device::start(Some(&ns), &sock, &["--backend", "tap:tq"]);
+    ns.must("ip addr add 10.98.0.1/24 dev tq && ip link set tq up");
+    let topo = std::env::temp_dir().join(format!("{}.toml", unique("topocard")));
+    std::fs::write(
+        &topo,
+        format!(
+            "[[device]]\nname = \"c\"\nvfio-user = \"{}\"\n[[host]]\nname = \"h\"\ninterface = \"c\"\nip = \"10.98.0.2/24\"\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let c = ns
+        .command(&bin("nic-lab"))
+        .args(["run", topo.to_str().unwrap(), "--seconds", "6"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (rc, out) = ns.exec("ping -c 10 -i 0.2 -W 2 10.98.0.2");
+    assert_eq!(rc, 0, "Linux to the host on the card: {out}");
+    assert!(zero_loss(&out), "{out}");
+    let (ok, report) = finish(c);
+    let _ = std::fs::remove_file(&topo);
+    assert!(ok, "{report}");
+    let irqs: u64 = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("interrupts: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no interrupt count in the report: {report}"));
+    assert!(irqs >= 10, "the loop slept on the card's interrupts: {irqs} read\n{report}");
+}
+
 /// Bonding active-backup over two nic-devices, both on one Linux bridge: a TCP transfer from a Linux HTTP
 /// server survives the active card losing its link in the middle (the bond fails over, announces itself
 /// from the other card's address, and Linux's neighbour table and bridge follow); sha256 intact.

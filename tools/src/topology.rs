@@ -203,6 +203,12 @@ impl<D: Device> Device for SharedDev<D> {
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         self.0.borrow().raw_fd()
     }
+    fn wait_fds(&mut self, out: &mut Vec<std::os::fd::RawFd>) -> std::io::Result<bool> {
+        self.0.borrow_mut().wait_fds(out)
+    }
+    fn woke(&mut self, ready: &[bool]) -> std::io::Result<()> {
+        self.0.borrow_mut().woke(ready)
+    }
     fn join_vlan(&mut self, vid: u16) -> std::io::Result<()> {
         self.0.borrow_mut().join_vlan(vid)
     }
@@ -442,18 +448,20 @@ pub fn run(o: &crate::Opts) -> Result<bool, String> {
             }
         }
         if !moved {
-            let mut fds: Vec<Option<std::os::fd::RawFd>> = b.hosts.iter().map(|h| h.1.dev.raw_fd()).collect();
-            fds.extend(b.routers.iter().flat_map(|r| r.1.ifaces.iter().map(|s| s.dev.raw_fd())));
-            fds.extend(b.bridges.iter().filter(|x| !x.1).map(|x| x.0.borrow().raw_fd()));
             let next = b.hosts.iter().filter_map(|h| h.1.poll_at()).chain(b.routers.iter().filter_map(|r| r.1.poll_at())).min();
             let wait = next
                 .map(|t| if t > now { t - now } else { Duration::ZERO })
                 .unwrap_or(Duration::from_millis(50))
                 .min(Duration::from_millis(50));
-            if fds.iter().all(|f| f.is_some()) {
-                stack::dev::bridge::wait_any(fds, wait);
-            } else {
-                // A card's interrupts are not a descriptor here: poll it often.
+            // One sleep on every device's descriptors (a card's interrupt eventfds, re-armed first); a
+            // device with none to offer (a VLAN over a card) is polled again after 1 ms.
+            let mut unhosted: Vec<_> = b.bridges.iter().filter(|x| !x.1).map(|x| x.0.borrow_mut()).collect();
+            let mut devs: Vec<&mut dyn stack::dev::Device> =
+                b.hosts.iter_mut().map(|h| h.1.dev.as_mut() as &mut dyn stack::dev::Device).collect();
+            devs.extend(b.routers.iter_mut().flat_map(|r| r.1.ifaces.iter_mut().map(|s| s.dev.as_mut() as &mut dyn stack::dev::Device)));
+            devs.extend(unhosted.iter_mut().map(|br| &mut **br as &mut dyn stack::dev::Device));
+            if let Err(e) = stack::dev::wait_devices(&mut devs, wait) {
+                log::warn!("waiting on the devices: {e}");
                 std::thread::sleep(wait.min(Duration::from_millis(1)));
             }
         }
@@ -489,6 +497,11 @@ fn report(b: &Built) -> String {
     }
     for ((name, st), services) in b.hosts.iter().zip(&b.services) {
         s += &counters(name, st);
+        if let Some(r) = st.dev.report() {
+            for l in r.lines() {
+                s += &format!("  {l}\n");
+            }
+        }
         for sv in services {
             s += &format!("  service {}\n", sv.report());
         }

@@ -58,6 +58,8 @@ pub struct Bond {
     pub failovers: u64,
     announce: bool,
     clock: Box<dyn Fn() -> Instant>,
+    /// The slaves' descriptors offered to a loop that sleeps on several devices.
+    fan: super::WaitFan,
 }
 
 impl Bond {
@@ -76,6 +78,7 @@ impl Bond {
             failovers: 0,
             announce: false,
             clock,
+            fan: super::WaitFan::default(),
         }
     }
 
@@ -226,8 +229,14 @@ impl Device for Bond {
         Ok(n)
     }
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        super::bridge::wait_any(self.slaves.iter().map(|s| s.dev.raw_fd()).collect(), timeout.min(self.miimon));
-        Ok(())
+        let mut devs: Vec<&mut dyn Device> = self.slaves.iter_mut().map(|s| s.dev.as_mut() as &mut dyn Device).collect();
+        super::wait_devices(&mut devs, timeout.min(self.miimon))
+    }
+    fn wait_fds(&mut self, out: &mut Vec<std::os::fd::RawFd>) -> io::Result<bool> {
+        self.fan.offer(self.slaves.iter_mut().map(|s| s.dev.as_mut() as &mut dyn Device), out)
+    }
+    fn woke(&mut self, ready: &[bool]) -> io::Result<()> {
+        self.fan.woke(self.slaves.iter_mut().map(|s| s.dev.as_mut() as &mut dyn Device), ready)
     }
     fn name(&self) -> String {
         self.name.clone()

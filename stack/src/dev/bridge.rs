@@ -43,6 +43,8 @@ pub struct Bridge {
     local: VecDeque<PacketBuf>,
     pub host_stats: PortStats,
     clock: Box<dyn Fn() -> Instant>,
+    /// The ports' descriptors offered to a loop that sleeps on several devices.
+    fan: super::WaitFan,
 }
 
 impl Bridge {
@@ -61,6 +63,7 @@ impl Bridge {
             local: VecDeque::new(),
             host_stats: PortStats::default(),
             clock,
+            fan: super::WaitFan::default(),
         }
     }
 
@@ -204,8 +207,16 @@ impl Device for Bridge {
         if !self.local.is_empty() {
             return Ok(());
         }
-        wait_any(self.ports.iter().map(|p| p.dev.raw_fd()).collect(), timeout);
-        Ok(())
+        let mut devs: Vec<&mut dyn Device> = self.ports.iter_mut().map(|p| p.dev.as_mut() as &mut dyn Device).collect();
+        super::wait_devices(&mut devs, timeout)
+    }
+    fn wait_fds(&mut self, out: &mut Vec<RawFd>) -> io::Result<bool> {
+        // Frames for the host already here: no sleep beyond the short one.
+        let all = self.fan.offer(self.ports.iter_mut().map(|p| p.dev.as_mut() as &mut dyn Device), out)?;
+        Ok(all && self.local.is_empty())
+    }
+    fn woke(&mut self, ready: &[bool]) -> io::Result<()> {
+        self.fan.woke(self.ports.iter_mut().map(|p| p.dev.as_mut() as &mut dyn Device), ready)
     }
     fn name(&self) -> String {
         self.name.clone()

@@ -119,6 +119,12 @@ impl<D: NetDev> Device for NicDevice<D> {
         self.dev.wait(timeout).map_err(err)?;
         Ok(())
     }
+    fn wait_fds(&mut self, out: &mut Vec<std::os::fd::RawFd>) -> io::Result<bool> {
+        self.dev.wait_fds(out).map_err(err)
+    }
+    fn woke(&mut self, ready: &[bool]) -> io::Result<()> {
+        self.dev.woke(ready).map_err(err)
+    }
     fn name(&self) -> String {
         "82574L".into()
     }
@@ -133,6 +139,10 @@ impl<D: NetDev> Device for NicDevice<D> {
     }
     fn report(&self) -> Option<String> {
         let mut lines = Vec::new();
+        let st = self.dev.stats();
+        if st.interrupts > 0 {
+            lines.push(format!("interrupts: {}", st.interrupts));
+        }
         if self.tx_malformed > 0 {
             lines.push(format!("tx malformed (dropped): {}", self.tx_malformed));
         }
