@@ -91,12 +91,15 @@ one() {
         ip netns exec "$NS" python3 -c "$SINK" "$peer" >/dev/null & local h=$!
         sleep 0.3
         out="$(inns "$lab" "${via[@]}" blast "$peer:5001" --bytes "$BYTES" 2>&1 || true)"
+        # A blast that failed (never connected) leaves the Linux end waiting: it goes with the run.
+        grep -q "MB/s" <<<"$out" || kill "$h" 2>/dev/null || true
         wait "$h" 2>/dev/null || true
     else
         local me="${via[-1]%/*}" o
         o="$(mktemp)"
         ip netns exec "$NS" "$lab" "${via[@]}" sink --port 5001 >"$o" 2>&1 & local l=$!
-        inns python3 -c "$SOURCE" "$me" "$BYTES" || true
+        # A source that never connected would leave the stack's sink waiting: it goes with the run.
+        inns python3 -c "$SOURCE" "$me" "$BYTES" || kill "$l" 2>/dev/null || true
         wait "$l" 2>/dev/null || true
         out="$(cat "$o")"
         rm -f "$o"
