@@ -229,8 +229,9 @@ impl Device for Bond {
         Ok(n)
     }
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        let mut devs: Vec<&mut dyn Device> = self.slaves.iter_mut().map(|s| s.dev.as_mut() as &mut dyn Device).collect();
-        super::wait_devices(&mut devs, timeout.min(self.miimon))
+        // The slaves' descriptors, through this bond's own `wait_fds` and `woke`.
+        let timeout = timeout.min(self.miimon);
+        super::wait_devices(&mut [self as &mut dyn Device], timeout)
     }
     fn wait_fds(&mut self, out: &mut Vec<std::os::fd::RawFd>) -> io::Result<bool> {
         self.fan.offer(self.slaves.iter_mut().map(|s| s.dev.as_mut() as &mut dyn Device), out)

@@ -207,8 +207,8 @@ impl Device for Bridge {
         if !self.local.is_empty() {
             return Ok(());
         }
-        let mut devs: Vec<&mut dyn Device> = self.ports.iter_mut().map(|p| p.dev.as_mut() as &mut dyn Device).collect();
-        super::wait_devices(&mut devs, timeout)
+        // The ports' descriptors, through this bridge's own `wait_fds` and `woke`.
+        super::wait_devices(&mut [self as &mut dyn Device], timeout)
     }
     fn wait_fds(&mut self, out: &mut Vec<RawFd>) -> io::Result<bool> {
         // Frames for the host already here: no sleep beyond the short one.
