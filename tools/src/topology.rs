@@ -16,7 +16,7 @@
 //! name = "a100"
 //! parent = "a"
 //! id = 100
-//! offload = true          # optional: the tag in the card's descriptors (default: when the card can)
+//! offload = true          # optional, per VLAN: the tag in the card's descriptors (default: when the card can)
 //!
 //! [[bond]]                # a bond over devices and VLANs
 //! name = "bond0"
@@ -267,13 +267,13 @@ fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, S
             Some(m) => m.clone(),
             None => {
                 let parent = taken(&mut ifaces, &v.parent, &format!("vlan {}", v.name))?;
-                let m = VlanMux::new(parent, v.offload);
+                let m = VlanMux::new(parent, None);
                 muxes.insert(v.parent.clone(), m.clone());
                 vlans.push((v.parent.clone(), m.clone()));
                 m
             }
         };
-        let dev: VlanDev = VlanMux::vlan(&mux, v.id).map_err(|e| format!("vlan {}: {e}", v.name))?;
+        let dev: VlanDev = VlanMux::vlan(&mux, v.id).map_err(|e| format!("vlan {}: {e}", v.name))?.offload(v.offload);
         eprintln!("[run] vlan {} ({})", v.name, dev.name());
         ifaces.insert(v.name.clone(), Box::new(dev));
     }
@@ -453,8 +453,9 @@ pub fn run(o: &crate::Opts) -> Result<bool, String> {
                 .map(|t| if t > now { t - now } else { Duration::ZERO })
                 .unwrap_or(Duration::from_millis(50))
                 .min(Duration::from_millis(50));
-            // One sleep on every device's descriptors (a card's interrupt eventfds, re-armed first); a
-            // device with none to offer (a VLAN over a card) is polled again after 1 ms.
+            // One sleep on every device's descriptors (a card's interrupt eventfds, re-armed first, offered
+            // once however many VLANs it carries); a device with none to offer (a card that busy polls) is
+            // polled again after 1 ms.
             let mut unhosted: Vec<_> = b.bridges.iter().filter(|x| !x.1).map(|x| x.0.borrow_mut()).collect();
             let mut devs: Vec<&mut dyn stack::dev::Device> =
                 b.hosts.iter_mut().map(|h| h.1.dev.as_mut() as &mut dyn stack::dev::Device).collect();
@@ -480,7 +481,12 @@ fn report(b: &Built) -> String {
         s += &format!("vlans on {parent}: {unknown} frames for VLANs not joined\n");
         for (vid, st) in per {
             let vid = vid.map(|v| v.to_string()).unwrap_or_else(|| "untagged".into());
-            s += &format!("  vlan {vid}: rx {} tx {}\n", st.rx_frames, st.tx_frames);
+            s += &format!("  vlan {vid}: rx {} tx {} dropped {}\n", st.rx_frames, st.tx_frames, st.rx_dropped);
+        }
+        if let Some(r) = m.borrow().parent_report() {
+            for l in r.lines() {
+                s += &format!("  {l}\n");
+            }
         }
     }
     for (((name, r), names), services) in b.routers.iter().zip(&b.router_hosts).zip(&b.router_services) {

@@ -11,6 +11,7 @@ use crate::wire::Mac;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub struct VlanStats {
     pub tx_frames: u64,
     /// Frames for a VLAN nobody joined.
     pub rx_unknown: u64,
+    /// Frames dropped because the sub-interface's queue was full (it was not polled for QUEUE frames).
+    pub rx_dropped: u64,
 }
 
 pub struct VlanMux {
@@ -34,6 +37,13 @@ pub struct VlanMux {
     queues: HashMap<Option<u16>, VecDeque<PacketBuf>>,
     stats: HashMap<Option<u16>, VlanStats>,
     unknown: u64,
+    /// The sub-interface that offers the parent's descriptors to a loop sleeping on several devices: the
+    /// parent is armed and told what woke it once per sleep, not once per VLAN.
+    waiter: Option<u64>,
+    next_id: u64,
+    /// Always readable (an eventfd holding 1, never read): what a sub-interface with frames already queued
+    /// offers, so that a loop does not sleep past them.
+    ready: Option<OwnedFd>,
 }
 
 /// A shared multiplexer: every sub-interface polls the parent through it.
@@ -45,7 +55,22 @@ impl VlanMux {
         let offload = offload.unwrap_or(parent.features().vlan);
         let mut queues = HashMap::new();
         queues.insert(None, VecDeque::new());
-        Rc::new(RefCell::new(VlanMux { parent, offload, queues, stats: HashMap::new(), unknown: 0 }))
+        Rc::new(RefCell::new(VlanMux {
+            parent,
+            offload,
+            queues,
+            stats: HashMap::new(),
+            unknown: 0,
+            waiter: None,
+            next_id: 0,
+            ready: always_readable(),
+        }))
+    }
+
+    fn sub(mux: &Shared, vid: Option<u16>) -> VlanDev {
+        let mut m = mux.borrow_mut();
+        m.next_id += 1;
+        VlanDev { mux: mux.clone(), vid, id: m.next_id, offload: m.offload, offered: Offered::default() }
     }
 
     /// The sub-interface for VLAN `vid` (1-4094), entered into the parent's VLAN filter.
@@ -53,15 +78,22 @@ impl VlanMux {
         if !(1..=4094).contains(&vid) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("VLAN id {vid}: 1 to 4094")));
         }
-        let mut m = mux.borrow_mut();
-        m.queues.entry(Some(vid)).or_default();
-        m.parent.join_vlan(vid)?;
-        Ok(VlanDev { mux: mux.clone(), vid: Some(vid) })
+        {
+            let mut m = mux.borrow_mut();
+            m.queues.entry(Some(vid)).or_default();
+            m.parent.join_vlan(vid)?;
+        }
+        Ok(Self::sub(mux, Some(vid)))
     }
 
     /// The parent's untagged traffic, as a device of its own.
     pub fn untagged(mux: &Shared) -> VlanDev {
-        VlanDev { mux: mux.clone(), vid: None }
+        Self::sub(mux, None)
+    }
+
+    /// What the parent has to report (a card's interrupts read, an XDP program's counters).
+    pub fn parent_report(&self) -> Option<String> {
+        self.parent.report()
     }
 
     /// Counters per VLAN (`None`: untagged), and frames for VLANs nobody joined.
@@ -83,7 +115,7 @@ impl VlanMux {
                     st.rx_frames += 1;
                     q.push_back(p);
                 }
-                Some(_) => {}
+                Some(_) => st.rx_dropped += 1,
                 None => self.unknown += 1,
             }
         }
@@ -129,10 +161,52 @@ fn tag(p: &PacketBuf, vid: u16) -> PacketBuf {
     q
 }
 
+/// An eventfd that stays readable: written once, never read.
+fn always_readable() -> Option<OwnedFd> {
+    // SAFETY: eventfd with an initial count of 1 and valid flags; the result is checked.
+    let fd = unsafe { libc::eventfd(1, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    // SAFETY: a fresh descriptor, owned from here on.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What a sub-interface offered at its last `wait_fds`, in order: the always-readable descriptor, then
+/// the parent's descriptors.
+#[derive(Default)]
+struct Offered {
+    ready: bool,
+    parent: Option<usize>,
+}
+
 /// One VLAN (or the untagged traffic) of a multiplexed device.
 pub struct VlanDev {
     mux: Shared,
     vid: Option<u16>,
+    /// Which sub-interface of the mux this is (two may carry one VLAN).
+    id: u64,
+    /// Tags in descriptors (the card inserts them) rather than in the frame.
+    offload: bool,
+    offered: Offered,
+}
+
+impl VlanDev {
+    /// Tags in descriptors (`Some(true)`) or in the frame (`Some(false)`) for this VLAN alone; `None`
+    /// keeps the mux's choice.
+    pub fn offload(mut self, on: Option<bool>) -> VlanDev {
+        if let Some(on) = on {
+            self.offload = on;
+        }
+        self
+    }
+}
+
+impl Drop for VlanDev {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.mux.try_borrow_mut() {
+            if m.waiter == Some(self.id) {
+                m.waiter = None;
+            }
+        }
+    }
 }
 
 impl Device for VlanDev {
@@ -147,33 +221,46 @@ impl Device for VlanDev {
         let f = m.parent.features();
         // Checksums and segmentation stay with the card only where it sees through the tag: with the tag
         // in the descriptor.
-        if self.vid.is_none() || m.offload {
+        if self.vid.is_none() || self.offload {
             f
         } else {
             super::Features { tso: false, tx_csum: false, tso6: false, ..f }
         }
     }
+    /// Takes from the front of `q` what the parent takes, as the parent does: frames it had no room for
+    /// stay in `q`, untagged, for the next call.
     fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
         let mut m = self.mux.borrow_mut();
-        let n = q.len();
-        let mut out: VecDeque<PacketBuf> = match self.vid {
-            None => std::mem::take(q),
-            Some(vid) if m.offload => q
-                .drain(..)
-                .map(|mut p| {
+        let sent = match self.vid {
+            None => m.parent.transmit(q)?,
+            Some(vid) if self.offload => {
+                for p in q.iter_mut() {
                     p.vlan = Some(vid);
-                    p
-                })
-                .collect(),
-            Some(vid) => q.drain(..).map(|p| tag(&p, vid)).collect(),
-        };
-        m.stats.entry(self.vid).or_default().tx_frames += n as u64;
-        while !out.is_empty() {
-            if m.parent.transmit(&mut out)? == 0 {
-                break;
+                }
+                let r = m.parent.transmit(q);
+                for p in q.iter_mut() {
+                    p.vlan = None;
+                }
+                r?
             }
-        }
-        Ok(n)
+            Some(vid) => {
+                // Tagged copies, a batch at a time so that few are made for a full ring.
+                let mut sent = 0;
+                while !q.is_empty() {
+                    let batch = q.len().min(64);
+                    let mut out: VecDeque<PacketBuf> = q.iter().take(batch).map(|p| tag(p, vid)).collect();
+                    let k = m.parent.transmit(&mut out)?.min(batch);
+                    q.drain(..k);
+                    sent += k;
+                    if k < batch {
+                        break;
+                    }
+                }
+                sent
+            }
+        };
+        m.stats.entry(self.vid).or_default().tx_frames += sent as u64;
+        Ok(sent)
     }
     fn poll(&mut self, budget: usize, out: &mut Vec<PacketBuf>) -> io::Result<usize> {
         let mut m = self.mux.borrow_mut();
@@ -202,6 +289,40 @@ impl Device for VlanDev {
     }
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         self.mux.borrow().parent.raw_fd()
+    }
+    /// Frames already sorted into this VLAN's queue (by another VLAN's poll) offer a descriptor that is
+    /// readable now; the parent's own descriptors (a card's interrupt eventfds) are offered by one
+    /// sub-interface of the mux only, so that the parent is armed, and told what woke it, once per sleep.
+    fn wait_fds(&mut self, out: &mut Vec<RawFd>) -> io::Result<bool> {
+        let mut m = self.mux.borrow_mut();
+        let mut all = true;
+        self.offered = Offered::default();
+        if m.queues.get(&self.vid).is_some_and(|q| !q.is_empty()) {
+            match &m.ready {
+                Some(fd) => {
+                    out.push(fd.as_raw_fd());
+                    self.offered.ready = true;
+                }
+                None => all = false,
+            }
+        }
+        if m.waiter.is_none_or(|w| w == self.id) {
+            m.waiter = Some(self.id);
+            let before = out.len();
+            all &= m.parent.wait_fds(out)?;
+            self.offered.parent = Some(out.len() - before);
+        }
+        Ok(all)
+    }
+    fn woke(&mut self, ready: &[bool]) -> io::Result<()> {
+        let start = usize::from(self.offered.ready);
+        match self.offered.parent.take() {
+            Some(n) => self.mux.borrow_mut().parent.woke(ready.get(start..start + n).unwrap_or_default()),
+            None => Ok(()),
+        }
+    }
+    fn link_up(&mut self) -> bool {
+        self.mux.borrow_mut().parent.link_up()
     }
 }
 
@@ -255,6 +376,188 @@ mod test {
         assert_eq!(seen[0].network_header, Some(18), "offsets behind the tag moved");
         assert_eq!(seen[0].csum, Csum::Partial { start: 38, offset: 16 });
         assert!(!v100.features().tx_csum, "no checksum offload through a tag in the frame");
+    }
+
+    /// A parent with a descriptor of its own, counting how often it is armed (`wait_fds`) and what it is
+    /// told woke it.
+    struct Armed {
+        fd: OwnedFd,
+        frames: VecDeque<PacketBuf>,
+        armed: Rc<std::cell::Cell<u32>>,
+        woken: Rc<RefCell<Vec<Vec<bool>>>>,
+    }
+
+    impl Device for Armed {
+        fn mac(&self) -> Mac {
+            [2, 0, 0, 0, 0, 1]
+        }
+        fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
+            let n = q.len();
+            q.clear();
+            Ok(n)
+        }
+        fn poll(&mut self, budget: usize, out: &mut Vec<PacketBuf>) -> io::Result<usize> {
+            let n = self.frames.len().min(budget);
+            out.extend(self.frames.drain(..n));
+            Ok(n)
+        }
+        fn wait(&mut self, _timeout: Duration) -> io::Result<()> {
+            Ok(())
+        }
+        fn name(&self) -> String {
+            "armed".into()
+        }
+        fn wait_fds(&mut self, out: &mut Vec<RawFd>) -> io::Result<bool> {
+            self.armed.set(self.armed.get() + 1);
+            out.push(self.fd.as_raw_fd());
+            Ok(true)
+        }
+        fn woke(&mut self, ready: &[bool]) -> io::Result<()> {
+            self.woken.borrow_mut().push(ready.to_vec());
+            Ok(())
+        }
+    }
+
+    fn readable(fd: RawFd) -> bool {
+        let mut p = [libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
+        // SAFETY: one pollfd of ours, no wait.
+        unsafe { libc::poll(p.as_mut_ptr(), 1, 0) };
+        p[0].revents & libc::POLLIN != 0
+    }
+
+    /// Sub-interfaces sleeping in one loop: the parent (a card, whose `wait_fds` re-arms its interrupts and
+    /// whose `woke` reads them) is armed and told once per sleep, whichever VLANs are slept on and in which
+    /// order; a VLAN whose frames another VLAN's poll sorted into its queue offers a descriptor that is
+    /// readable at once, so the loop does not sleep past them.
+    #[test]
+    fn the_parent_is_armed_once_per_sleep_and_queued_frames_keep_the_loop_awake() {
+        let armed = Rc::new(std::cell::Cell::new(0));
+        let woken: Rc<RefCell<Vec<Vec<bool>>>> = Rc::default();
+        let mut t100 = vec![0x00, 0x64, 0x08, 0x00];
+        t100.extend_from_slice(&[0xAB; 46]);
+        let mut t200 = vec![0x00, 0xC8, 0x08, 0x00];
+        t200.extend_from_slice(&[0xCD; 46]);
+        let fd = always_readable().unwrap();
+        // Drain the count: this one becomes readable only when written.
+        let mut v = [0u8; 8];
+        // SAFETY: an 8-byte read into a local from our eventfd.
+        assert_eq!(unsafe { libc::read(fd.as_raw_fd(), v.as_mut_ptr().cast(), 8) }, 8);
+        let parent_fd = fd.as_raw_fd();
+        let parent =
+            Armed { fd, frames: VecDeque::from([frame(TPID, &t200), frame(TPID, &t100)]), armed: armed.clone(), woken: woken.clone() };
+        let mux = VlanMux::new(Box::new(parent), Some(false));
+        let mut v100 = VlanMux::vlan(&mux, 100).unwrap();
+        let mut v200 = VlanMux::vlan(&mux, 200).unwrap();
+        let mut got = Vec::new();
+        assert_eq!(v100.poll(64, &mut got).unwrap(), 1);
+        // VLAN 200's frame waits in its queue: its offer starts with a descriptor readable now.
+        let mut fds = Vec::new();
+        assert!(v200.wait_fds(&mut fds).unwrap());
+        let mine = fds.len();
+        assert!(v100.wait_fds(&mut fds).unwrap());
+        assert_eq!(armed.get(), 1, "the parent armed once for two VLANs");
+        assert_eq!(mine, 2, "VLAN 200: the ready descriptor and the parent's");
+        assert_eq!(fds.len(), 2, "VLAN 100 offered nothing more");
+        assert!(readable(fds[0]) && fds[1] == parent_fd && !readable(parent_fd));
+        v200.woke(&[true, false]).unwrap();
+        v100.woke(&[]).unwrap();
+        assert_eq!(*woken.borrow(), vec![vec![false]]);
+        got.clear();
+        assert_eq!(v200.poll(64, &mut got).unwrap(), 1);
+        assert_eq!(got[0].data()[14], 0xCD);
+        // Queues empty: a real sleep, woken by the parent's descriptor, the VLANs in the other order.
+        // SAFETY: an 8-byte write of a local to our eventfd.
+        assert_eq!(unsafe { libc::write(parent_fd, 1u64.to_ne_bytes().as_ptr().cast(), 8) }, 8);
+        crate::dev::wait_devices(&mut [&mut v100 as &mut dyn Device, &mut v200], Duration::from_secs(20)).unwrap();
+        assert_eq!(armed.get(), 2);
+        assert_eq!(*woken.borrow(), vec![vec![false], vec![true]], "the parent heard its own descriptor, once");
+        // The sub-interface that offered the parent goes: another takes over.
+        drop(v200);
+        fds.clear();
+        assert!(v100.wait_fds(&mut fds).unwrap());
+        assert_eq!((armed.get(), fds), (3, vec![parent_fd]));
+        v100.woke(&[true]).unwrap();
+        assert_eq!(woken.borrow().len(), 3);
+    }
+
+    /// A parent with room for three frames per call, keeping what it took.
+    struct Narrow(Rc<RefCell<Vec<PacketBuf>>>);
+
+    impl Device for Narrow {
+        fn mac(&self) -> Mac {
+            [2, 0, 0, 0, 0, 1]
+        }
+        fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
+            let n = q.len().min(3);
+            self.0.borrow_mut().extend(q.drain(..n));
+            Ok(n)
+        }
+        fn poll(&mut self, _budget: usize, _out: &mut Vec<PacketBuf>) -> io::Result<usize> {
+            Ok(0)
+        }
+        fn wait(&mut self, _timeout: Duration) -> io::Result<()> {
+            Ok(())
+        }
+        fn name(&self) -> String {
+            "narrow".into()
+        }
+    }
+
+    /// A VLAN takes what its parent has room for, no more: the rest stay with the caller, untagged, and
+    /// go on the next call (they used to be dropped while the call reported them sent). Each VLAN tags
+    /// its own way: one in descriptors, one in the frame, over one mux.
+    #[test]
+    fn frames_the_parent_has_no_room_for_stay_with_the_caller() {
+        let took: Rc<RefCell<Vec<PacketBuf>>> = Rc::default();
+        let mux = VlanMux::new(Box::new(Narrow(took.clone())), Some(true));
+        let mut meta = VlanMux::vlan(&mux, 100).unwrap();
+        let mut inframe = VlanMux::vlan(&mux, 200).unwrap().offload(Some(false));
+        for (dev, vid) in [(&mut meta, 100u16), (&mut inframe, 200)] {
+            took.borrow_mut().clear();
+            let mut q: VecDeque<PacketBuf> = (0..5u8).map(|i| frame([0x08, 0x00], &[i; 46])).collect();
+            assert_eq!(dev.transmit(&mut q).unwrap(), 3, "VLAN {vid}");
+            assert_eq!(q.len(), 2);
+            for (i, p) in q.iter().enumerate() {
+                assert_eq!((p.vlan, p.data().len(), p.data()[14]), (None, 60, 3 + i as u8), "VLAN {vid}: left as given");
+            }
+            assert_eq!(dev.transmit(&mut q).unwrap(), 2);
+            assert!(q.is_empty());
+            let took = took.borrow();
+            assert_eq!(took.len(), 5);
+            for (i, p) in took.iter().enumerate() {
+                if vid == 100 {
+                    assert_eq!((p.vlan, p.data()[14]), (Some(100), i as u8));
+                } else {
+                    assert_eq!((p.vlan, &p.data()[12..16], p.data()[18]), (None, &[0x81, 0x00, 0x00, 0xC8][..], i as u8));
+                }
+            }
+        }
+        let (per, _) = mux.borrow().stats();
+        assert!(per.iter().filter(|e| e.0.is_some()).all(|e| e.1.tx_frames == 5), "{per:?}");
+    }
+
+    /// A sub-interface nobody polls loses what does not fit its queue, counted.
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let mut frames = VecDeque::new();
+        for _ in 0..QUEUE + 5 {
+            let mut t = vec![0x00, 0xC8, 0x08, 0x00];
+            t.extend_from_slice(&[0; 46]);
+            frames.push_back(frame(TPID, &t));
+        }
+        let fd = always_readable().unwrap();
+        let parent = Armed { fd, frames, armed: Rc::default(), woken: Rc::default() };
+        let mux = VlanMux::new(Box::new(parent), Some(false));
+        let mut v100 = VlanMux::vlan(&mux, 100).unwrap();
+        let _v200 = VlanMux::vlan(&mux, 200).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..((QUEUE + 5) / 64 + 1) {
+            v100.poll(64, &mut got).unwrap();
+        }
+        assert!(got.is_empty());
+        let (per, _) = mux.borrow().stats();
+        let s200 = per.iter().find(|e| e.0 == Some(200)).unwrap().1;
+        assert_eq!((s200.rx_frames, s200.rx_dropped), (QUEUE as u64, 5));
     }
 
     #[test]
