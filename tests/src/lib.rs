@@ -531,6 +531,16 @@ pub fn report_field(out: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} in {out}"))
 }
 
+/// The GRO line `nic-lab get` and `sink` print: "gro: G of F frames merged into larger packets (P
+/// packets)", checked for consistency (G <= F, P = F - G); returns (G, F).
+pub fn gro_reported(out: &str) -> (u64, u64) {
+    let line = out.lines().find(|l| l.starts_with("gro: ")).unwrap_or_else(|| panic!("no gro line: {out}"));
+    let n: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).map(|w| w.parse().unwrap()).collect();
+    let [g, f, p] = n[..] else { panic!("{line}") };
+    assert!(g <= f && p == f - g, "{line}");
+    (g, f)
+}
+
 /// Runs `nicctl CONTROL args...`; (success, stdout and stderr).
 pub fn nicctl(control: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(bin("nicctl")).arg(control).args(args).output().expect("run nicctl");

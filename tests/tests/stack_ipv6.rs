@@ -235,8 +235,8 @@ fn sha(path: &std::path::Path) -> String {
 }
 
 /// The stack on TAP `tap` (Linux holding `net`::1, the stack `net`::2) gets an `mb`-megabyte file over
-/// IPv6 from Linux's http.server and checks it; `extra` are more `nic-lab` options.
-fn get_over_ipv6(tap: &str, net: &str, mb: usize, extra: &[&str]) {
+/// IPv6 from Linux's http.server and checks it; `extra` are more `nic-lab` options. Returns nic-lab's output.
+fn get_over_ipv6(tap: &str, net: &str, mb: usize, extra: &[&str]) -> String {
     let ns = tap_ns(tap, &format!("{net}::1/64"));
     let dir = std::env::temp_dir().join(unique("v6get"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -254,12 +254,16 @@ fn get_over_ipv6(tap: &str, net: &str, mb: usize, extra: &[&str]) {
     assert!(ok, "{text}");
     assert_eq!(sha(&out), sha(&dir.join("blob")), "{mb} MB intact over IPv6: {text}");
     let _ = std::fs::remove_dir_all(&dir);
+    text
 }
 
+/// With sha256 intact, and GRO over IPv6 seen at work: Linux's bursts arrive several segments to a poll.
 #[test]
 fn get_100mb_over_tcp_ipv6_from_a_linux_http_server() {
     init_logs();
-    get_over_ipv6("s6d", "2001:db8:65", 100, &[]);
+    let text = get_over_ipv6("s6d", "2001:db8:65", 100, &[]);
+    let (merged, frames) = nic_tests::gro_reported(&text);
+    assert!(frames >= (100 << 20) / 1440 && merged > 0, "{text}");
 }
 
 #[test]
@@ -381,7 +385,7 @@ print(n, got.hexdigest() == want.hexdigest(), flush=True)
 #[test]
 fn tcp_ipv6_with_the_taps_offloads_both_ways() {
     init_logs();
-    get_over_ipv6("s6g", "2001:db8:67", 40, &["--tap-offload"]);
+    let _ = get_over_ipv6("s6g", "2001:db8:67", 40, &["--tap-offload"]);
     let ns = tap_ns("s6g", "2001:db8:68::1/64");
     let sink = ns.tcp_sink("2001:db8:68::1", 5010);
     let before = ns.link_stats("s6g");

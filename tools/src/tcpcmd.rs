@@ -47,6 +47,18 @@ fn cpu_report(since: (Duration, Duration), wall: Duration) -> String {
     )
 }
 
+/// What GRO made of the frames received since `since` (the stack's `rx_packets` and `gro_merged` then):
+/// "gro: G of F frames merged into larger packets (P packets)".
+fn gro_report(st: &stack::Stack, since: (u64, u64)) -> String {
+    let frames = st.stats.rx_packets.saturating_sub(since.0);
+    let merged = st.stats.gro_merged.saturating_sub(since.1);
+    format!("gro: {merged} of {frames} frames merged into larger packets ({} packets)", frames.saturating_sub(merged))
+}
+
+fn gro_counters(st: &stack::Stack) -> (u64, u64) {
+    (st.stats.rx_packets, st.stats.gro_merged)
+}
+
 /// The stack behind the blocking layer, answering the control socket between rounds when asked.
 fn blocking(o: &Opts) -> Result<Blocking, String> {
     let mut b = Blocking::new(open_stack(o)?);
@@ -75,6 +87,7 @@ pub fn get(o: &Opts) -> Result<bool, String> {
     let out_path = o.output.as_deref().ok_or("get needs -o FILE")?;
     let mut b = blocking(o)?;
     let t0 = Instant::now();
+    let gro0 = gro_counters(&b.stack);
     let h = b.connect(ip, port).map_err(|e| format!("connect {hp}: {}", errno(e)))?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {hp}\r\nUser-Agent: nic-lab\r\nConnection: close\r\n\r\n");
     b.send_all(h, req.as_bytes()).map_err(errno)?;
@@ -125,6 +138,7 @@ pub fn get(o: &Opts) -> Result<bool, String> {
     let d = Instant::now() - t0;
     println!("HTTP {status}: {}", rate(body, d));
     println!("delayed ACKs: {delayed_acks}");
+    println!("{}", gro_report(&b.stack, gro0));
     if let Some(r) = b.stack.dev.report() {
         println!("{r}");
     }
@@ -356,6 +370,7 @@ pub fn sink(o: &Opts) -> Result<bool, String> {
         let h = b.accept(l).map_err(errno)?;
         let t0 = Instant::now();
         let c0 = cpu_used();
+        let gro0 = gro_counters(&b.stack);
         let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0u64;
         loop {
@@ -369,6 +384,7 @@ pub fn sink(o: &Opts) -> Result<bool, String> {
         let wall = Instant::now() - t0;
         println!("received {}", rate(total, wall));
         println!("{}", cpu_report(c0, wall));
+        println!("{}", gro_report(&b.stack, gro0));
     }
     Ok(true)
 }

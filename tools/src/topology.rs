@@ -530,10 +530,11 @@ fn report(b: &Built) -> String {
 fn counters(name: &str, st: &stack::Stack) -> String {
     let x = &st.stats;
     format!(
-        "host {name} on {}: rx {} frames {} bytes, tx {} frames {} bytes, ip in {} delivered {} out {}, arp requests {} replies {}, no ports {}\n",
+        "host {name} on {}: rx {} frames {} bytes ({} merged by gro), tx {} frames {} bytes, ip in {} delivered {} out {}, arp requests {} replies {}, no ports {}\n",
         st.dev.name(),
         x.rx_packets,
         x.rx_bytes,
+        x.gro_merged,
         x.tx_packets,
         x.tx_bytes,
         x.in_receives,
