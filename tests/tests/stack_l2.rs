@@ -300,6 +300,12 @@ fn an_active_backup_bond_over_two_nic_devices_keeps_a_transfer_alive() {
     let _ = srv.wait();
     assert!(ok, "{text}");
     assert!(text.contains("failover to"), "the bond failed over: {text}");
+    // The bond's report: one failover, the first slave's link down, both slaves carried frames.
+    assert!(text.contains("bond bond0 (active-backup): 1 failovers, 0 dropped with no slave up"), "{text}");
+    let slaves: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with("slave ")).collect();
+    assert_eq!(slaves.len(), 2, "{text}");
+    assert!(slaves[0].contains("link down") && slaves[0].contains("link failures 1"), "{text}");
+    assert!(slaves[1].contains("link up"), "{text}");
     let sha = |p: &std::path::Path| sh(&format!("sha256sum {}", p.display())).1.split_whitespace().next().unwrap_or("").to_string();
     assert_eq!(sha(&out), sha(&dir.join("blob")), "60 MB intact across the failover");
     // The rest went through the second card.

@@ -56,6 +56,8 @@ pub struct Bond {
     pub miimon: Duration,
     last_check: Option<Instant>,
     pub failovers: u64,
+    /// Frames sent while no slave had link (balance-xor), dropped.
+    pub tx_dropped: u64,
     announce: bool,
     clock: Box<dyn Fn() -> Instant>,
     /// The slaves' descriptors offered to a loop that sleeps on several devices.
@@ -76,6 +78,7 @@ impl Bond {
             miimon: Duration::from_millis(100),
             last_check: None,
             failovers: 0,
+            tx_dropped: 0,
             announce: false,
             clock,
             fan: super::WaitFan::default(),
@@ -187,25 +190,34 @@ impl Device for Bond {
                 Ok(n)
             }
             Mode::BalanceXor => {
-                let mut per: Vec<VecDeque<PacketBuf>> = (0..self.slaves.len()).map(|_| VecDeque::new()).collect();
-                let n = q.len();
-                for p in q.drain(..) {
-                    if let Some(i) = self.xor_slave(p.data()) {
-                        if let Some(v) = per.get_mut(i) {
-                            v.push_back(p);
-                        }
+                // Each frame to its flow's slave; what a slave has no room for goes back into `q` in its
+                // order, for the next call (a full slave holds back its own flows, not the others').
+                let total = q.len();
+                let mut per: Vec<VecDeque<(usize, PacketBuf)>> = (0..self.slaves.len()).map(|_| VecDeque::new()).collect();
+                for (idx, p) in q.drain(..).enumerate() {
+                    match self.xor_slave(p.data()).and_then(|i| per.get_mut(i)) {
+                        Some(v) => v.push_back((idx, p)),
+                        // No slave with link: dropped, as Linux's bond does, and counted.
+                        None => self.tx_dropped += 1,
                     }
                 }
-                for (s, mut v) in self.slaves.iter_mut().zip(per) {
-                    while !v.is_empty() {
-                        let k = s.dev.transmit(&mut v)?;
+                let mut left: Vec<(usize, PacketBuf)> = Vec::new();
+                for (s, v) in self.slaves.iter_mut().zip(per) {
+                    let (idxs, mut frames): (Vec<usize>, VecDeque<PacketBuf>) = v.into_iter().unzip();
+                    let before = frames.len();
+                    while !frames.is_empty() {
+                        let k = s.dev.transmit(&mut frames)?;
                         s.stats.tx_frames += k as u64;
                         if k == 0 {
                             break;
                         }
                     }
+                    let sent = before - frames.len();
+                    left.extend(idxs.into_iter().skip(sent).zip(frames));
                 }
-                Ok(n)
+                left.sort_by_key(|e| e.0);
+                q.extend(left.into_iter().map(|e| e.1));
+                Ok(total - q.len())
             }
         }
     }
@@ -257,6 +269,36 @@ impl Device for Bond {
     fn link_up(&mut self) -> bool {
         self.slaves.iter().any(|s| s.up)
     }
+    /// The mode, the active slave, failovers and drops, each slave's link and counters, and what each
+    /// slave has to report itself (a card's interrupts).
+    fn report(&self) -> Option<String> {
+        let mode = match self.mode {
+            Mode::ActiveBackup => "active-backup",
+            Mode::BalanceXor => "balance-xor",
+        };
+        let mut s = format!("bond {} ({mode}): {} failovers, {} dropped with no slave up", self.name, self.failovers, self.tx_dropped);
+        if self.mode == Mode::ActiveBackup {
+            s += &format!(", active {}", self.active().unwrap_or_default());
+        }
+        for sl in &self.slaves {
+            let st = sl.stats;
+            s += &format!(
+                "\n  slave {}: link {}, rx {} tx {} dropped {} link failures {}",
+                sl.dev.name(),
+                if sl.up { "up" } else { "down" },
+                st.rx_frames,
+                st.tx_frames,
+                st.rx_dropped,
+                st.link_failures
+            );
+            if let Some(r) = sl.dev.report() {
+                for l in r.lines() {
+                    s += &format!("\n    {l}");
+                }
+            }
+        }
+        Some(s)
+    }
     fn announce_wanted(&mut self) -> bool {
         std::mem::take(&mut self.announce)
     }
@@ -274,6 +316,8 @@ mod test {
         link: Rc<Cell<bool>>,
         sent: Rc<RefCell<Vec<Vec<u8>>>>,
         inbox: Rc<RefCell<VecDeque<PacketBuf>>>,
+        /// Frames it has room for (a ring's free descriptors).
+        room: Rc<Cell<usize>>,
     }
 
     impl Device for Fake {
@@ -281,8 +325,9 @@ mod test {
             self.mac
         }
         fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
-            let n = q.len();
-            self.sent.borrow_mut().extend(q.drain(..).map(|p| p.data().to_vec()));
+            let n = q.len().min(self.room.get());
+            self.room.set(self.room.get() - n);
+            self.sent.borrow_mut().extend(q.drain(..n).map(|p| p.data().to_vec()));
             Ok(n)
         }
         fn poll(&mut self, budget: usize, out: &mut Vec<PacketBuf>) -> io::Result<usize> {
@@ -302,11 +347,11 @@ mod test {
         }
     }
 
-    type Handles = (Rc<Cell<bool>>, Rc<RefCell<Vec<Vec<u8>>>>, Rc<RefCell<VecDeque<PacketBuf>>>);
+    type Handles = (Rc<Cell<bool>>, Rc<RefCell<Vec<Vec<u8>>>>, Rc<RefCell<VecDeque<PacketBuf>>>, Rc<Cell<usize>>);
 
     fn fake(i: u8) -> (Box<dyn Device>, Handles) {
-        let h: Handles = (Rc::new(Cell::new(true)), Rc::default(), Rc::default());
-        (Box::new(Fake { mac: [2, 0, 0, 0, 0, i], link: h.0.clone(), sent: h.1.clone(), inbox: h.2.clone() }), h)
+        let h: Handles = (Rc::new(Cell::new(true)), Rc::default(), Rc::default(), Rc::new(Cell::new(usize::MAX)));
+        (Box::new(Fake { mac: [2, 0, 0, 0, 0, i], link: h.0.clone(), sent: h.1.clone(), inbox: h.2.clone(), room: h.3.clone() }), h)
     }
 
     fn tcp(sport: u16) -> PacketBuf {
@@ -378,5 +423,48 @@ mod test {
         bond.transmit(&mut q).unwrap();
         assert_eq!(ha.1.borrow().len(), na + 10);
         assert_ne!(layer34_hash(tcp(1).data()), layer34_hash(tcp(2).data()));
+    }
+
+    /// A slave with no room holds back its own flows, not the other slave's: what it could not take stays
+    /// in the caller's queue in order (it used to be dropped while the call reported it sent) and goes when
+    /// room comes; with no slave up, frames are dropped and counted, and the report shows it all.
+    #[test]
+    fn balance_xor_leaves_what_a_full_slave_cannot_take_with_the_caller() {
+        let (a, ha) = fake(1);
+        let (b, hb) = fake(2);
+        let clock = Rc::new(Cell::new(Instant::now()));
+        let c2 = clock.clone();
+        let mut bond = Bond::with_clock("bond0", Mode::BalanceXor, vec![a, b], Box::new(move || c2.get()));
+        let port = |f: &[u8]| u16::from_be_bytes([f[34], f[35]]);
+        // Which flows go to which slave, learned with room everywhere.
+        bond.transmit(&mut (0..64).map(tcp).collect()).unwrap();
+        let on_a: Vec<u16> = ha.1.borrow().iter().map(|f| port(f)).collect();
+        let on_b: Vec<u16> = hb.1.borrow().iter().map(|f| port(f)).collect();
+        assert!(on_a.len() >= 8 && on_b.len() >= 8, "{on_a:?} {on_b:?}");
+        ha.1.borrow_mut().clear();
+        hb.1.borrow_mut().clear();
+        // Slave A has room for 3.
+        ha.3.set(3);
+        let mut q: VecDeque<PacketBuf> = (0..64).map(tcp).collect();
+        let n = bond.transmit(&mut q).unwrap();
+        assert_eq!(n, 3 + on_b.len());
+        assert_eq!(hb.1.borrow().iter().map(|f| port(f)).collect::<Vec<_>>(), on_b, "B's flows all went");
+        assert_eq!(ha.1.borrow().iter().map(|f| port(f)).collect::<Vec<_>>(), on_a[..3]);
+        let kept: Vec<u16> = q.iter().map(|p| port(p.data())).collect();
+        assert_eq!(kept, on_a[3..], "A's other frames wait with the caller, in order");
+        ha.3.set(usize::MAX);
+        assert_eq!(bond.transmit(&mut q).unwrap(), on_a.len() - 3);
+        assert!(q.is_empty());
+        assert_eq!(ha.1.borrow().iter().map(|f| port(f)).collect::<Vec<_>>(), on_a);
+        // No slave up: dropped and counted.
+        ha.0.set(false);
+        hb.0.set(false);
+        clock.set(clock.get() + Duration::from_millis(100));
+        let mut q: VecDeque<PacketBuf> = (0..5).map(tcp).collect();
+        assert_eq!(bond.transmit(&mut q).unwrap(), 5);
+        assert_eq!(bond.tx_dropped, 5);
+        let r = bond.report().unwrap();
+        assert!(r.starts_with("bond bond0 (balance-xor): 0 failovers, 5 dropped with no slave up"), "{r}");
+        assert!(r.contains(&format!("slave fake1: link down, rx 0 tx {} dropped 0 link failures 1", 2 * on_a.len())), "{r}");
     }
 }

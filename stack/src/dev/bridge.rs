@@ -21,7 +21,13 @@ pub struct PortStats {
     pub flooded: u64,
     /// Frames dropped: their destination was learned on the port they came in on.
     pub filtered: u64,
+    /// Frames dropped on the way out of this port: its queue was full (the device could not keep up) or
+    /// the device failed. For the host's port: frames for the host that it did not poll in time.
+    pub dropped: u64,
 }
+
+/// Frames a port (or the host) may have waiting before more are dropped, as a switch's queue.
+const PORT_QUEUE: usize = 1024;
 
 struct Port {
     dev: Box<dyn Device>,
@@ -45,6 +51,8 @@ pub struct Bridge {
     clock: Box<dyn Fn() -> Instant>,
     /// The ports' descriptors offered to a loop that sleeps on several devices.
     fan: super::WaitFan,
+    /// Whether the last `wait_fds` offered `ready_now` first (frames for the host were waiting).
+    ready_offered: bool,
 }
 
 impl Bridge {
@@ -64,6 +72,7 @@ impl Bridge {
             host_stats: PortStats::default(),
             clock,
             fan: super::WaitFan::default(),
+            ready_offered: false,
         }
     }
 
@@ -88,10 +97,13 @@ impl Bridge {
     pub fn report(&self) -> String {
         let mut s = format!("bridge {} ({})\n", self.name, fmt_mac(&self.mac));
         for (name, st) in self.port_stats() {
-            s += &format!("  port {name}: rx {} tx {} flooded {} filtered {}\n", st.rx_frames, st.tx_frames, st.flooded, st.filtered);
+            s += &format!(
+                "  port {name}: rx {} tx {} flooded {} filtered {} dropped {}\n",
+                st.rx_frames, st.tx_frames, st.flooded, st.filtered, st.dropped
+            );
         }
         let h = self.host_stats;
-        s += &format!("  host: rx {} tx {}\n", h.rx_frames, h.tx_frames);
+        s += &format!("  host: rx {} tx {} dropped {}\n", h.rx_frames, h.tx_frames, h.dropped);
         for (m, port, age) in self.fdb() {
             s += &format!("  fdb {} port {port} age {:.1} s\n", fmt_mac(&m), age.as_secs_f64());
         }
@@ -104,8 +116,12 @@ impl Bridge {
         let now = (self.clock)();
         let group = dst[0] & 1 != 0;
         if from != HOST && (group || dst == self.mac) {
-            self.host_stats.rx_frames += 1;
-            self.local.push_back(p.clone());
+            if self.local.len() < PORT_QUEUE {
+                self.host_stats.rx_frames += 1;
+                self.local.push_back(p.clone());
+            } else {
+                self.host_stats.dropped += 1;
+            }
             if !group {
                 return;
             }
@@ -144,12 +160,14 @@ impl Bridge {
                     Ok(_) => {}
                     Err(e) => {
                         log::debug!("bridge port {}: {e}", pt.dev.name());
+                        pt.stats.dropped += pt.out.len() as u64;
                         pt.out.clear();
                     }
                 }
             }
             // A port that cannot keep up loses what it could not take, as a switch's queue would.
-            pt.out.truncate(1024);
+            pt.stats.dropped += pt.out.len().saturating_sub(PORT_QUEUE) as u64;
+            pt.out.truncate(PORT_QUEUE);
         }
         Ok(())
     }
@@ -211,11 +229,21 @@ impl Device for Bridge {
         super::wait_devices(&mut [self as &mut dyn Device], timeout)
     }
     fn wait_fds(&mut self, out: &mut Vec<RawFd>) -> io::Result<bool> {
-        // Frames for the host already here: no sleep beyond the short one.
-        let all = self.fan.offer(self.ports.iter_mut().map(|p| p.dev.as_mut() as &mut dyn Device), out)?;
-        Ok(all && self.local.is_empty())
+        // Frames for the host already here: a descriptor readable now, so that the loop does not sleep.
+        self.ready_offered = false;
+        if !self.local.is_empty() {
+            match super::ready_now() {
+                Some(fd) => {
+                    out.push(fd);
+                    self.ready_offered = true;
+                }
+                None => return Ok(false),
+            }
+        }
+        self.fan.offer(self.ports.iter_mut().map(|p| p.dev.as_mut() as &mut dyn Device), out)
     }
     fn woke(&mut self, ready: &[bool]) -> io::Result<()> {
+        let ready = if self.ready_offered { ready.get(1..).unwrap_or_default() } else { ready };
         self.fan.woke(self.ports.iter_mut().map(|p| p.dev.as_mut() as &mut dyn Device), ready)
     }
     fn name(&self) -> String {
@@ -340,5 +368,79 @@ mod test {
         assert!(br.fdb().is_empty(), "aged out after 300 s");
         br.transmit(&mut VecDeque::from([frame(M1, BR)])).unwrap();
         assert_eq!((recv(&mut far[0]).len(), recv(&mut far[1]).len(), recv(&mut far[2]).len()), (1, 1, 1), "flooded again");
+    }
+
+    /// A port device that hands out the frames put in its inbox and never has room to send.
+    struct Stuck(Rc<RefCell<VecDeque<PacketBuf>>>);
+
+    impl Device for Stuck {
+        fn mac(&self) -> Mac {
+            M3
+        }
+        fn transmit(&mut self, _q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
+            Ok(0)
+        }
+        fn poll(&mut self, budget: usize, out: &mut Vec<PacketBuf>) -> io::Result<usize> {
+            let mut i = self.0.borrow_mut();
+            let n = budget.min(i.len());
+            out.extend(i.drain(..n));
+            Ok(n)
+        }
+        fn wait(&mut self, _timeout: Duration) -> io::Result<()> {
+            Ok(())
+        }
+        fn name(&self) -> String {
+            "stuck".into()
+        }
+        fn raw_fd(&self) -> Option<RawFd> {
+            None
+        }
+    }
+
+    /// A port that cannot send keeps at most PORT_QUEUE frames and counts the rest as dropped (they were
+    /// dropped uncounted); frames for the host that it has not polled yet offer a descriptor readable at
+    /// once (the loop used to sleep up to 1 ms on them), and the host's queue is bounded and counted too.
+    #[test]
+    fn a_port_that_cannot_keep_up_counts_its_drops_and_host_frames_keep_the_loop_awake() {
+        let inbox: Rc<RefCell<VecDeque<PacketBuf>>> = Rc::default();
+        let out_box: Rc<RefCell<VecDeque<PacketBuf>>> = Rc::default();
+        let mut br = Bridge::new("br0", BR, vec![Box::new(Stuck(inbox.clone())), Box::new(Stuck(out_box.clone()))]);
+        let bcast = [0xff; 6];
+        let mut host = Vec::new();
+        for _ in 0..20 {
+            inbox.borrow_mut().extend((0..64).map(|_| frame(bcast, M1)));
+            host.clear();
+            assert_eq!(br.poll(64, &mut host).unwrap(), 64);
+        }
+        let st = br.port_stats();
+        assert_eq!((st[1].1.tx_frames, st[1].1.dropped), (1280, 1280 - PORT_QUEUE as u64), "{st:?}");
+        assert!(br.report().contains(&format!("  port stuck: rx 0 tx 1280 flooded 1280 filtered 0 dropped {}", 1280 - PORT_QUEUE)));
+        // 64 for the host on each port, of which one poll takes 64: the rest offer a readable descriptor.
+        inbox.borrow_mut().extend((0..64).map(|_| frame(bcast, M1)));
+        out_box.borrow_mut().extend((0..64).map(|_| frame(bcast, M2)));
+        host.clear();
+        assert_eq!(br.poll(64, &mut host).unwrap(), 64);
+        let mut fds = Vec::new();
+        // `false`: these ports have no descriptors of their own to offer.
+        assert!(!br.wait_fds(&mut fds).unwrap());
+        assert_eq!(fds, vec![crate::dev::ready_now().unwrap()]);
+        let mut p = [libc::pollfd { fd: fds[0], events: libc::POLLIN, revents: 0 }];
+        // SAFETY: one pollfd of ours, no wait.
+        assert_eq!(unsafe { libc::poll(p.as_mut_ptr(), 1, 0) }, 1);
+        br.woke(&[true]).unwrap();
+        // Two ports feed the host twice what it polls: its queue stops at PORT_QUEUE, the rest counted, and
+        // every frame is either delivered, waiting or counted as dropped.
+        let (mut arrived, mut delivered) = (20 * 64 + 128, 20 * 64 + 64);
+        for _ in 0..20 {
+            inbox.borrow_mut().extend((0..64).map(|_| frame(bcast, M1)));
+            out_box.borrow_mut().extend((0..64).map(|_| frame(bcast, M2)));
+            arrived += 128;
+            host.clear();
+            delivered += br.poll(64, &mut host).unwrap() as u64;
+            assert!(br.local.len() <= PORT_QUEUE);
+        }
+        assert!(br.host_stats.dropped > 0);
+        assert_eq!(br.host_stats.rx_frames, delivered + br.local.len() as u64);
+        assert_eq!(br.host_stats.rx_frames + br.host_stats.dropped, arrived);
     }
 }

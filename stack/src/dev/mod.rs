@@ -168,6 +168,23 @@ pub fn wait_devices(devs: &mut [&mut dyn Device], timeout: std::time::Duration) 
     Ok(())
 }
 
+/// A descriptor that is always readable (an eventfd holding 1 that nobody reads), for a device with work
+/// already waiting (frames queued inside it) to offer `wait_devices`, so that the loop does not sleep past
+/// that work. `None` if the process could not create one (then the device offers nothing: a short sleep).
+pub fn ready_now() -> Option<std::os::fd::RawFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    static READY: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+    READY
+        .get_or_init(|| {
+            // SAFETY: eventfd with an initial count of 1 and valid flags; the result is checked.
+            let fd = unsafe { libc::eventfd(1, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            // SAFETY: a fresh descriptor, owned from here on.
+            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+        })
+        .as_ref()
+        .map(|f| f.as_raw_fd())
+}
+
 /// What a device made of others (a bond's slaves, a bridge's ports) offers `wait_devices`: its members'
 /// descriptors one after another, and after the sleep each member told about its own.
 #[derive(Default)]

@@ -11,7 +11,7 @@ use crate::wire::Mac;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -41,9 +41,6 @@ pub struct VlanMux {
     /// parent is armed and told what woke it once per sleep, not once per VLAN.
     waiter: Option<u64>,
     next_id: u64,
-    /// Always readable (an eventfd holding 1, never read): what a sub-interface with frames already queued
-    /// offers, so that a loop does not sleep past them.
-    ready: Option<OwnedFd>,
 }
 
 /// A shared multiplexer: every sub-interface polls the parent through it.
@@ -55,16 +52,7 @@ impl VlanMux {
         let offload = offload.unwrap_or(parent.features().vlan);
         let mut queues = HashMap::new();
         queues.insert(None, VecDeque::new());
-        Rc::new(RefCell::new(VlanMux {
-            parent,
-            offload,
-            queues,
-            stats: HashMap::new(),
-            unknown: 0,
-            waiter: None,
-            next_id: 0,
-            ready: always_readable(),
-        }))
+        Rc::new(RefCell::new(VlanMux { parent, offload, queues, stats: HashMap::new(), unknown: 0, waiter: None, next_id: 0 }))
     }
 
     fn sub(mux: &Shared, vid: Option<u16>) -> VlanDev {
@@ -159,14 +147,6 @@ fn tag(p: &PacketBuf, vid: u16) -> PacketBuf {
     };
     q.gso = p.gso;
     q
-}
-
-/// An eventfd that stays readable: written once, never read.
-fn always_readable() -> Option<OwnedFd> {
-    // SAFETY: eventfd with an initial count of 1 and valid flags; the result is checked.
-    let fd = unsafe { libc::eventfd(1, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    // SAFETY: a fresh descriptor, owned from here on.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// What a sub-interface offered at its last `wait_fds`, in order: the always-readable descriptor, then
@@ -298,9 +278,9 @@ impl Device for VlanDev {
         let mut all = true;
         self.offered = Offered::default();
         if m.queues.get(&self.vid).is_some_and(|q| !q.is_empty()) {
-            match &m.ready {
+            match super::ready_now() {
                 Some(fd) => {
-                    out.push(fd.as_raw_fd());
+                    out.push(fd);
                     self.offered.ready = true;
                 }
                 None => all = false,
@@ -330,6 +310,7 @@ impl Device for VlanDev {
 mod test {
     use super::*;
     use crate::dev::sim::{link, Impairment};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
     fn frame(ethertype: [u8; 2], body: &[u8]) -> PacketBuf {
         let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
@@ -418,6 +399,14 @@ mod test {
         }
     }
 
+    fn eventfd() -> OwnedFd {
+        // SAFETY: eventfd with valid flags; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        assert!(fd >= 0);
+        // SAFETY: a fresh descriptor, owned from here on.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
     fn readable(fd: RawFd) -> bool {
         let mut p = [libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
         // SAFETY: one pollfd of ours, no wait.
@@ -437,11 +426,7 @@ mod test {
         t100.extend_from_slice(&[0xAB; 46]);
         let mut t200 = vec![0x00, 0xC8, 0x08, 0x00];
         t200.extend_from_slice(&[0xCD; 46]);
-        let fd = always_readable().unwrap();
-        // Drain the count: this one becomes readable only when written.
-        let mut v = [0u8; 8];
-        // SAFETY: an 8-byte read into a local from our eventfd.
-        assert_eq!(unsafe { libc::read(fd.as_raw_fd(), v.as_mut_ptr().cast(), 8) }, 8);
+        let fd = eventfd();
         let parent_fd = fd.as_raw_fd();
         let parent =
             Armed { fd, frames: VecDeque::from([frame(TPID, &t200), frame(TPID, &t100)]), armed: armed.clone(), woken: woken.clone() };
@@ -545,8 +530,7 @@ mod test {
             t.extend_from_slice(&[0; 46]);
             frames.push_back(frame(TPID, &t));
         }
-        let fd = always_readable().unwrap();
-        let parent = Armed { fd, frames, armed: Rc::default(), woken: Rc::default() };
+        let parent = Armed { fd: eventfd(), frames, armed: Rc::default(), woken: Rc::default() };
         let mux = VlanMux::new(Box::new(parent), Some(false));
         let mut v100 = VlanMux::vlan(&mux, 100).unwrap();
         let _v200 = VlanMux::vlan(&mux, 200).unwrap();
