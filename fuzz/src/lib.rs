@@ -12,10 +12,12 @@
 //! | `backend_vnet` | frames with a virtio-net header from an offloading TAP; TSO packets sent whole |
 //! | `stack_nat` | a NAT router's netfilter: conntrack, NAT, REJECT and every hook, IPv4 and IPv6 |
 //! | `driver_writeback` | the userspace driver against a card whose registers and write-backs are hostile |
+//! | `stack_l2` | VLANs, a bond and a bridge between two wire ports and two hosts: tags, backpressure, links |
 
 pub mod device;
 pub mod driver;
 pub mod input;
+pub mod l2;
 pub mod netfilter;
 pub mod stack;
 pub mod vfio;
@@ -33,4 +35,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("backend_vnet", device::vnet),
     ("stack_rx6", stack::rx6),
     ("stack_nat", netfilter::nat),
+    ("stack_l2", l2::l2),
 ];

@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
         *) TARGETS+=("$1"); shift ;;
     esac
 done
-ALL=(vfio_decode vfio_server device_regs stack_rx driver_writeback backend_vnet stack_rx6 stack_nat)
+ALL=(vfio_decode vfio_server device_regs stack_rx driver_writeback backend_vnet stack_rx6 stack_nat stack_l2)
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL[@]}")
 for t in "${TARGETS[@]}"; do
     [[ " ${ALL[*]} " == *" $t "* ]] || { echo "fuzz.sh: unknown target $t (targets: ${ALL[*]})" >&2; exit 2; }

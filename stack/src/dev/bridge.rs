@@ -93,14 +93,26 @@ impl Bridge {
         self.ports.iter().map(|p| (p.dev.name(), p.stats)).collect()
     }
 
-    /// Prints the table and the counters (what `nic-lab run` shows at exit).
+    /// Prints the table and the counters (what `nic-lab run` shows at exit), with what each member device
+    /// reports itself (a card's interrupts, a bond's slaves) under its port.
     pub fn report(&self) -> String {
         let mut s = format!("bridge {} ({})\n", self.name, fmt_mac(&self.mac));
-        for (name, st) in self.port_stats() {
+        for pt in &self.ports {
+            let st = pt.stats;
             s += &format!(
-                "  port {name}: rx {} tx {} flooded {} filtered {} dropped {}\n",
-                st.rx_frames, st.tx_frames, st.flooded, st.filtered, st.dropped
+                "  port {}: rx {} tx {} flooded {} filtered {} dropped {}\n",
+                pt.dev.name(),
+                st.rx_frames,
+                st.tx_frames,
+                st.flooded,
+                st.filtered,
+                st.dropped
             );
+            if let Some(r) = pt.dev.report() {
+                for l in r.lines() {
+                    s += &format!("    {l}\n");
+                }
+            }
         }
         let h = self.host_stats;
         s += &format!("  host: rx {} tx {} dropped {}\n", h.rx_frames, h.tx_frames, h.dropped);
@@ -248,6 +260,9 @@ impl Device for Bridge {
     }
     fn name(&self) -> String {
         self.name.clone()
+    }
+    fn report(&self) -> Option<String> {
+        Some(Bridge::report(self))
     }
     fn join_multicast(&mut self, mac: Mac) -> io::Result<()> {
         for p in self.ports.iter_mut() {
