@@ -190,9 +190,10 @@ pub fn l2(data: &[u8]) {
     let (a, b) =
         (Rc::new(RefCell::new(Wire { link: true, ..Wire::default() })), Rc::new(RefCell::new(Wire { link: true, ..Wire::default() })));
     let (port_a, to_a) = checked(Box::new(Port { mac: PORT_A, wire: a.clone() }));
-    let mux = VlanMux::new(Box::new(port_a), Some(setup & 1 != 0));
+    let Ok(mux) = VlanMux::new(Box::new(port_a), Some(setup & 1 != 0)) else { return };
     let Ok(v100) = VlanMux::vlan(&mux, 100) else { return };
-    let (v100, to_v100) = checked(Box::new(v100.offload(Some(setup & 2 != 0))));
+    let Ok(v100) = v100.offload(Some(setup & 2 != 0)) else { return };
+    let (v100, to_v100) = checked(Box::new(v100));
     let Ok(v200) = VlanMux::vlan(&mux, 200) else { return };
     let (v200, to_v200) = checked(Box::new(v200));
     let (untagged, to_untagged) = checked(Box::new(VlanMux::untagged(&mux)));

@@ -92,10 +92,20 @@ fn a_vlan_sub_interface_talks_to_a_tag_handling_peer_on_a_tap() {
             .spawn()
             .unwrap(),
     );
+    // Tags in descriptors from a TAP, which has none: refused, not sent untagged.
+    let (refused, why) = finish(
+        ns.command(&bin("nic-lab"))
+            .args(["--tap", "tv", "--vlan", "100", "--vlan-offload", "on", "--ip", "10.94.0.2/24", "ping", "10.94.0.1", "-c", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let _ = peer.kill();
     let _ = peer.wait();
     assert!(ok && zero_loss(&out), "{out}");
     assert!(!plain, "untagged pings got answers from a VLAN-only peer");
+    assert!(!refused && why.contains("does not insert VLAN tags"), "{why}");
 }
 
 #[test]

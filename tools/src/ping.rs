@@ -98,7 +98,7 @@ pub fn stack_on(dev: Box<dyn Device>, o: &Opts) -> Result<Stack, String> {
     let (addr, prefix) = parse_cidr(o.ip.as_deref().ok_or("--ip ADDR/PREFIX is required")?)?;
     let dev: Box<dyn Device> = match o.vlan {
         Some(vid) => {
-            let mux = stack::dev::vlan::VlanMux::new(dev, o.vlan_offload);
+            let mux = stack::dev::vlan::VlanMux::new(dev, o.vlan_offload).map_err(|e| format!("--vlan {vid}: {e}"))?;
             Box::new(stack::dev::vlan::VlanMux::vlan(&mux, vid).map_err(|e| format!("--vlan {vid}: {e}"))?)
         }
         None => dev,

@@ -267,13 +267,13 @@ fn build(t: Topology, dir: &std::path::Path, o: &crate::Opts) -> Result<Built, S
             Some(m) => m.clone(),
             None => {
                 let parent = taken(&mut ifaces, &v.parent, &format!("vlan {}", v.name))?;
-                let m = VlanMux::new(parent, None);
+                let m = VlanMux::new(parent, None).map_err(|e| format!("vlan {}: {e}", v.name))?;
                 muxes.insert(v.parent.clone(), m.clone());
                 vlans.push((v.parent.clone(), m.clone()));
                 m
             }
         };
-        let dev: VlanDev = VlanMux::vlan(&mux, v.id).map_err(|e| format!("vlan {}: {e}", v.name))?.offload(v.offload);
+        let dev: VlanDev = VlanMux::vlan(&mux, v.id).and_then(|d| d.offload(v.offload)).map_err(|e| format!("vlan {}: {e}", v.name))?;
         eprintln!("[run] vlan {} ({})", v.name, dev.name());
         ifaces.insert(v.name.clone(), Box::new(dev));
     }

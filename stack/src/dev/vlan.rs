@@ -47,12 +47,15 @@ pub struct VlanMux {
 pub type Shared = Rc<RefCell<VlanMux>>;
 
 impl VlanMux {
-    /// Over `parent`; `offload`: tags in descriptors (`None`: when the parent says it can).
-    pub fn new(parent: Box<dyn Device>, offload: Option<bool>) -> Shared {
+    /// Over `parent`; `offload`: tags in descriptors (`None`: when the parent says it can). Asking for
+    /// tags in descriptors from a parent that does not insert them is an error: its frames would leave
+    /// untagged.
+    pub fn new(parent: Box<dyn Device>, offload: Option<bool>) -> io::Result<Shared> {
+        check_offload(parent.as_ref(), offload)?;
         let offload = offload.unwrap_or(parent.features().vlan);
         let mut queues = HashMap::new();
         queues.insert(None, VecDeque::new());
-        Rc::new(RefCell::new(VlanMux { parent, offload, queues, stats: HashMap::new(), unknown: 0, waiter: None, next_id: 0 }))
+        Ok(Rc::new(RefCell::new(VlanMux { parent, offload, queues, stats: HashMap::new(), unknown: 0, waiter: None, next_id: 0 })))
     }
 
     fn sub(mux: &Shared, vid: Option<u16>) -> VlanDev {
@@ -170,13 +173,24 @@ pub struct VlanDev {
 
 impl VlanDev {
     /// Tags in descriptors (`Some(true)`) or in the frame (`Some(false)`) for this VLAN alone; `None`
-    /// keeps the mux's choice.
-    pub fn offload(mut self, on: Option<bool>) -> VlanDev {
+    /// keeps the mux's choice. Tags in descriptors from a parent that does not insert them: an error.
+    pub fn offload(mut self, on: Option<bool>) -> io::Result<VlanDev> {
+        check_offload(self.mux.borrow().parent.as_ref(), on)?;
         if let Some(on) = on {
             self.offload = on;
         }
-        self
+        Ok(self)
     }
+}
+
+fn check_offload(parent: &dyn Device, offload: Option<bool>) -> io::Result<()> {
+    if offload == Some(true) && !parent.features().vlan {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("tags in descriptors: {} does not insert VLAN tags (carry them in the frame)", parent.name()),
+        ));
+    }
+    Ok(())
 }
 
 impl Drop for VlanDev {
@@ -323,7 +337,7 @@ mod test {
     fn frames_are_sorted_by_tag_and_tagged_on_the_way_out() {
         let clock = Rc::new(RefCell::new(crate::time::Instant::ZERO));
         let (a, mut b) = link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), Impairment::default(), 1, clock);
-        let mux = VlanMux::new(Box::new(a), Some(false));
+        let mux = VlanMux::new(Box::new(a), Some(false)).unwrap();
         let mut v100 = VlanMux::vlan(&mux, 100).unwrap();
         let mut plain = VlanMux::untagged(&mux);
         assert!(VlanMux::vlan(&mux, 4095).is_err());
@@ -430,7 +444,7 @@ mod test {
         let parent_fd = fd.as_raw_fd();
         let parent =
             Armed { fd, frames: VecDeque::from([frame(TPID, &t200), frame(TPID, &t100)]), armed: armed.clone(), woken: woken.clone() };
-        let mux = VlanMux::new(Box::new(parent), Some(false));
+        let mux = VlanMux::new(Box::new(parent), Some(false)).unwrap();
         let mut v100 = VlanMux::vlan(&mux, 100).unwrap();
         let mut v200 = VlanMux::vlan(&mux, 200).unwrap();
         let mut got = Vec::new();
@@ -472,6 +486,9 @@ mod test {
         fn mac(&self) -> Mac {
             [2, 0, 0, 0, 0, 1]
         }
+        fn features(&self) -> crate::dev::Features {
+            crate::dev::Features { vlan: true, ..Default::default() }
+        }
         fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
             let n = q.len().min(3);
             self.0.borrow_mut().extend(q.drain(..n));
@@ -494,9 +511,9 @@ mod test {
     #[test]
     fn frames_the_parent_has_no_room_for_stay_with_the_caller() {
         let took: Rc<RefCell<Vec<PacketBuf>>> = Rc::default();
-        let mux = VlanMux::new(Box::new(Narrow(took.clone())), Some(true));
+        let mux = VlanMux::new(Box::new(Narrow(took.clone())), Some(true)).unwrap();
         let mut meta = VlanMux::vlan(&mux, 100).unwrap();
-        let mut inframe = VlanMux::vlan(&mux, 200).unwrap().offload(Some(false));
+        let mut inframe = VlanMux::vlan(&mux, 200).unwrap().offload(Some(false)).unwrap();
         for (dev, vid) in [(&mut meta, 100u16), (&mut inframe, 200)] {
             took.borrow_mut().clear();
             let mut q: VecDeque<PacketBuf> = (0..5u8).map(|i| frame([0x08, 0x00], &[i; 46])).collect();
@@ -531,7 +548,7 @@ mod test {
             frames.push_back(frame(TPID, &t));
         }
         let parent = Armed { fd: eventfd(), frames, armed: Rc::default(), woken: Rc::default() };
-        let mux = VlanMux::new(Box::new(parent), Some(false));
+        let mux = VlanMux::new(Box::new(parent), Some(false)).unwrap();
         let mut v100 = VlanMux::vlan(&mux, 100).unwrap();
         let _v200 = VlanMux::vlan(&mux, 200).unwrap();
         let mut got = Vec::new();
@@ -547,12 +564,15 @@ mod test {
     #[test]
     fn with_offload_the_tag_goes_in_the_metadata() {
         let clock = Rc::new(RefCell::new(crate::time::Instant::ZERO));
-        let (a, _b) = link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), Impairment::default(), 1, clock);
+        let (a, _b) = link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), Impairment::default(), 1, clock.clone());
         let p = frame([0x08, 0x00], &[0; 46]);
         let t = tag(&p, 7);
         assert_eq!(t.data().len(), p.data().len() + 4);
-        let mux = VlanMux::new(Box::new(a), Some(true));
+        assert!(VlanMux::new(Box::new(a), Some(true)).is_err(), "the simulated link does not insert tags");
+        let (a, _b) = link(([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]), Impairment::default(), 1, clock);
+        let mux = VlanMux::new(Box::new(a), None).unwrap();
         let v = VlanMux::vlan(&mux, 7).unwrap();
         assert_eq!(v.name(), "sim.7");
+        assert!(v.offload(Some(true)).is_err());
     }
 }
