@@ -41,6 +41,9 @@ pub struct VlanMux {
     /// parent is armed and told what woke it once per sleep, not once per VLAN.
     waiter: Option<u64>,
     next_id: u64,
+    /// How many times the parent asked for its addresses to be announced (a bond that failed over): each
+    /// sub-interface passes every such request on once, as Linux's VLANs pass on NETDEV_NOTIFY_PEERS.
+    announces: u64,
 }
 
 /// A shared multiplexer: every sub-interface polls the parent through it.
@@ -55,13 +58,22 @@ impl VlanMux {
         let offload = offload.unwrap_or(parent.features().vlan);
         let mut queues = HashMap::new();
         queues.insert(None, VecDeque::new());
-        Ok(Rc::new(RefCell::new(VlanMux { parent, offload, queues, stats: HashMap::new(), unknown: 0, waiter: None, next_id: 0 })))
+        Ok(Rc::new(RefCell::new(VlanMux {
+            parent,
+            offload,
+            queues,
+            stats: HashMap::new(),
+            unknown: 0,
+            waiter: None,
+            next_id: 0,
+            announces: 0,
+        })))
     }
 
     fn sub(mux: &Shared, vid: Option<u16>) -> VlanDev {
         let mut m = mux.borrow_mut();
         m.next_id += 1;
-        VlanDev { mux: mux.clone(), vid, id: m.next_id, offload: m.offload, offered: Offered::default() }
+        VlanDev { mux: mux.clone(), vid, id: m.next_id, offload: m.offload, offered: Offered::default(), announced: m.announces }
     }
 
     /// The sub-interface for VLAN `vid` (1-4094), entered into the parent's VLAN filter.
@@ -169,6 +181,8 @@ pub struct VlanDev {
     /// Tags in descriptors (the card inserts them) rather than in the frame.
     offload: bool,
     offered: Offered,
+    /// The parent's announcement requests this sub-interface has passed on.
+    announced: u64,
 }
 
 impl VlanDev {
@@ -317,6 +331,15 @@ impl Device for VlanDev {
     }
     fn link_up(&mut self) -> bool {
         self.mux.borrow_mut().parent.link_up()
+    }
+    fn announce_wanted(&mut self) -> bool {
+        let mut m = self.mux.borrow_mut();
+        if m.parent.announce_wanted() {
+            m.announces += 1;
+        }
+        let wanted = self.announced < m.announces;
+        self.announced = m.announces;
+        wanted
     }
 }
 
@@ -536,6 +559,71 @@ mod test {
         }
         let (per, _) = mux.borrow().stats();
         assert!(per.iter().filter(|e| e.0.is_some()).all(|e| e.1.tx_frames == 5), "{per:?}");
+    }
+
+    /// A parent that wants its addresses announced (a bond that failed over) `pending` times, once each,
+    /// keeping what it was given to send.
+    struct Failing(Rc<std::cell::Cell<u32>>, Rc<RefCell<Vec<Vec<u8>>>>);
+
+    impl Device for Failing {
+        fn mac(&self) -> Mac {
+            [2, 0, 0, 0, 0, 1]
+        }
+        fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
+            let n = q.len();
+            self.1.borrow_mut().extend(q.drain(..).map(|p| p.to_vec()));
+            Ok(n)
+        }
+        fn poll(&mut self, _budget: usize, _out: &mut Vec<PacketBuf>) -> io::Result<usize> {
+            Ok(0)
+        }
+        fn wait(&mut self, _timeout: Duration) -> io::Result<()> {
+            Ok(())
+        }
+        fn name(&self) -> String {
+            "bond0".into()
+        }
+        fn announce_wanted(&mut self) -> bool {
+            let n = self.0.get();
+            self.0.set(n.saturating_sub(1));
+            n > 0
+        }
+    }
+
+    /// A failover under VLANs is announced on every VLAN once (it was lost: no VLAN passed it on), however
+    /// the VLANs' polls interleave; a stack on a VLAN sends its gratuitous ARP tagged with that VLAN.
+    #[test]
+    fn every_vlan_passes_on_the_parents_announcement_once() {
+        let pending = Rc::new(std::cell::Cell::new(0));
+        let sent: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+        let mux = VlanMux::new(Box::new(Failing(pending.clone(), sent.clone())), Some(false)).unwrap();
+        let (mut v100, mut v200, mut plain) =
+            (VlanMux::vlan(&mux, 100).unwrap(), VlanMux::vlan(&mux, 200).unwrap(), VlanMux::untagged(&mux));
+        assert!(!v100.announce_wanted() && !v200.announce_wanted() && !plain.announce_wanted());
+        pending.set(1);
+        assert!(v200.announce_wanted() && !v200.announce_wanted());
+        assert!(v100.announce_wanted() && plain.announce_wanted());
+        assert!(!v100.announce_wanted() && !plain.announce_wanted() && !v200.announce_wanted());
+        // Two failovers before a VLAN looks: it announces once, which covers both.
+        pending.set(1);
+        assert!(v100.announce_wanted());
+        pending.set(1);
+        assert!(v100.announce_wanted() && v200.announce_wanted() && plain.announce_wanted());
+        assert!(!v200.announce_wanted());
+        // A stack on VLAN 300: after its first announcement, a failover makes it announce again, tagged.
+        let mut st = crate::Stack::new(Box::new(VlanMux::vlan(&mux, 300).unwrap()), crate::Config::new([10, 3, 0, 2], 24));
+        let mut now = crate::time::Instant::from_millis(1);
+        st.poll(now);
+        let garp = |f: &Vec<u8>| f.len() >= 46 && f[12..18] == [0x81, 0x00, 0x01, 0x2C, 0x08, 0x06] && f[32..36] == [10, 3, 0, 2];
+        let first = sent.borrow().iter().filter(|f| garp(f)).count();
+        assert!(first >= 1, "announced at start");
+        now = now + Duration::from_millis(10);
+        st.poll(now);
+        assert_eq!(sent.borrow().iter().filter(|f| garp(f)).count(), first, "nothing new without a failover");
+        pending.set(1);
+        now = now + Duration::from_millis(10);
+        st.poll(now);
+        assert_eq!(sent.borrow().iter().filter(|f| garp(f)).count(), 2 * first, "announced again after the failover, tagged 300");
     }
 
     /// A sub-interface nobody polls loses what does not fit its queue, counted.
