@@ -126,12 +126,20 @@ impl Run {
     }
 }
 
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<PacketBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Merges runs of in-order TCP segments in `frames` (order is kept) whose destination `local` says is this
 /// host's: a segment on its way through a router stays as it came, since a merged packet would not fit the
 /// egress link (and its TCP checksum is not redone). Returns how many segments merged away. Each byte of a
 /// merged packet is copied once, into its buffer; a segment that merges with none is passed on as it is.
 pub fn merge(frames: &mut Vec<PacketBuf>, local: &dyn Fn(IpAddr) -> bool) -> usize {
-    let mut out: Vec<PacketBuf> = Vec::with_capacity(frames.len());
+    // The result goes into the thread's spare vector, which then takes the input's: neither is allocated
+    // per poll.
+    let mut out: Vec<PacketBuf> = SPARE.try_with(|s| std::mem::take(&mut *s.borrow_mut())).unwrap_or_default();
+    out.clear();
+    out.reserve(frames.len());
     let mut merged_away = 0;
     let mut cur: Option<(Run, Seg, usize)> = None; // (the run, its first segment, payload so far)
     let flush = |cur: &mut Option<(Run, Seg, usize)>, out: &mut Vec<PacketBuf>| {
@@ -201,7 +209,8 @@ pub fn merge(frames: &mut Vec<PacketBuf>, local: &dyn Fn(IpAddr) -> bool) -> usi
         cur = Some((Run::One(p), seg, payload));
     }
     flush(&mut cur, &mut out);
-    *frames = out;
+    std::mem::swap(frames, &mut out);
+    let _ = SPARE.try_with(|s| *s.borrow_mut() = out);
     merged_away
 }
 

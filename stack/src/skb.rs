@@ -103,21 +103,48 @@ pub fn rx_buffer(cap: usize) -> Vec<u8> {
     buffer(cap.max(POOLED_MIN))
 }
 
+thread_local! {
+    /// Emptied `Arc`s of packets gone, to hold the next packets' buffers: the `Arc` a packet's storage
+    /// needs is not allocated and freed per packet.
+    static SHELLS: std::cell::RefCell<Vec<Arc<Vec<u8>>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// What a dropped packet's storage is replaced with while its `Arc` goes back to `SHELLS`.
+    static EMPTY: Arc<Vec<u8>> = Arc::new(Vec::new());
+}
+
+/// `store` in a shared holder, an emptied one from the thread's pool when there is one.
+fn shell(store: Vec<u8>) -> Arc<Vec<u8>> {
+    if let Some(mut a) = SHELLS.try_with(|s| s.borrow_mut().pop()).ok().flatten() {
+        if let Some(slot) = Arc::get_mut(&mut a) {
+            *slot = store;
+            return a;
+        }
+    }
+    Arc::new(store)
+}
+
 impl Drop for PacketBuf {
     fn drop(&mut self) {
-        // The last holder of a large buffer gives it back to the thread's pool.
-        if let Some(v) = Arc::get_mut(&mut self.store) {
-            if (POOLED_MIN..=POOLED_MAX).contains(&v.capacity()) {
-                let v = std::mem::take(v);
-                let class = usize::from(v.capacity() >= POOL_LARGE);
-                let _ = POOL.try_with(|p| {
-                    let mut p = p.borrow_mut();
-                    if p[class].len() < POOL_KEEP {
-                        p[class].push(v);
-                    }
-                });
-            }
+        // The last holder of a large buffer gives it back to the thread's pool, and the emptied `Arc` to
+        // the pool of holders.
+        let Some(v) = Arc::get_mut(&mut self.store) else { return };
+        let v = std::mem::take(v);
+        if (POOLED_MIN..=POOLED_MAX).contains(&v.capacity()) {
+            let class = usize::from(v.capacity() >= POOL_LARGE);
+            let _ = POOL.try_with(|p| {
+                let mut p = p.borrow_mut();
+                if p[class].len() < POOL_KEEP {
+                    p[class].push(v);
+                }
+            });
         }
+        let Ok(empty) = EMPTY.try_with(Arc::clone) else { return };
+        let a = std::mem::replace(&mut self.store, empty);
+        let _ = SHELLS.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < POOL_KEEP * 2 {
+                s.push(a);
+            }
+        });
     }
 }
 
@@ -132,7 +159,7 @@ impl PacketBuf {
     /// A packet of `store[head..tail]`, with nothing else set.
     fn from_store(store: Vec<u8>, head: usize, tail: usize) -> PacketBuf {
         PacketBuf {
-            store: Arc::new(store),
+            store: shell(store),
             head,
             tail,
             frags: Vec::new(),
@@ -219,7 +246,7 @@ impl PacketBuf {
         v.resize(n, 0);
         v[new_head..new_head + self.linear_len()].copy_from_slice(self.data());
         let len = self.linear_len();
-        self.store = Arc::new(v);
+        self.store = shell(v);
         self.head = new_head;
         self.tail = new_head + len;
     }

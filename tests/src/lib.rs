@@ -784,3 +784,40 @@ mod zero_loss_test {
         assert_eq!(m.get("dma_errors"), Some(&1));
     }
 }
+
+/// A global allocator that counts this thread's heap allocations (and reallocations), for tests that show
+/// a steady state makes none: a test binary installs it with
+/// `#[global_allocator] static A: nic_tests::Counting = nic_tests::Counting;` and reads [`allocations`].
+pub struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Allocations and reallocations made by this thread so far (under [`Counting`]).
+pub fn allocations() -> u64 {
+    ALLOCATIONS.with(|c| c.get())
+}
+
+fn count_allocation() {
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged; the counter is a thread-local Cell
+// with a constant initialiser and no destructor, so counting itself never allocates.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        count_allocation();
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: as alloc.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
+        count_allocation();
+        // SAFETY: as alloc.
+        unsafe { std::alloc::System.realloc(p, l, new) }
+    }
+}

@@ -184,38 +184,8 @@ fn interrupt_modes_and_busy_poll() {
     }
 }
 
-/// Counts this thread's heap allocations (and reallocations), to show the driver's steady state makes none.
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-fn count_allocation() {
-    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: every call is passed on to the system allocator unchanged; the counter is a thread-local Cell
-// with a constant initialiser and no destructor, so counting itself never allocates.
-unsafe impl std::alloc::GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
-        count_allocation();
-        // SAFETY: the caller's contract is the system allocator's.
-        unsafe { std::alloc::System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
-        // SAFETY: as alloc.
-        unsafe { std::alloc::System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
-        count_allocation();
-        // SAFETY: as alloc.
-        unsafe { std::alloc::System.realloc(p, l, new) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: nic_tests::Counting = nic_tests::Counting;
 
 /// A steady flow through the driver allocates nothing per frame: received buffers carry the next frames
 /// out, the driver keeps sent ones for its receive side, doorbells are built in a reused buffer and an
@@ -261,9 +231,9 @@ fn a_steady_flow_allocates_nothing_per_frame() {
             }
         };
         run(2_000, &mut free);
-        let before = ALLOCATIONS.with(|c| c.get());
+        let before = nic_tests::allocations();
         run(22_000, &mut free);
-        let n = ALLOCATIONS.with(|c| c.get()) - before;
+        let n = nic_tests::allocations() - before;
         // None per frame; a register read of the once-a-second liveness check allocates its reply.
         assert!(n <= 20, "{irq:?}: {n} allocations for 20,000 frames");
     }
