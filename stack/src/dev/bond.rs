@@ -62,6 +62,8 @@ pub struct Bond {
     clock: Box<dyn Fn() -> Instant>,
     /// The slaves' descriptors offered to a loop that sleeps on several devices.
     fan: super::WaitFan,
+    /// Balance-xor's frames per slave while they are handed over (empty between calls; kept for their room).
+    xor_queues: Vec<VecDeque<PacketBuf>>,
 }
 
 impl Bond {
@@ -82,6 +84,7 @@ impl Bond {
             announce: false,
             clock,
             fan: super::WaitFan::default(),
+            xor_queues: Vec::new(),
         }
     }
 
@@ -126,12 +129,12 @@ impl Bond {
     /// IPv6 TCP/UDP; addresses alone otherwise; the MAC addresses for what is not IP) over the slaves with
     /// link.
     fn xor_slave(&self, frame: &[u8]) -> Option<usize> {
-        let up: Vec<usize> = (0..self.slaves.len()).filter(|&i| self.slaves.get(i).is_some_and(|s| s.up)).collect();
-        if up.is_empty() {
+        let up = self.slaves.iter().filter(|s| s.up).count();
+        if up == 0 {
             return None;
         }
-        let h = layer34_hash(frame);
-        up.get(h as usize % up.len()).copied()
+        let k = layer34_hash(frame) as usize % up;
+        self.slaves.iter().enumerate().filter(|(_, s)| s.up).nth(k).map(|(i, _)| i)
     }
 }
 
@@ -190,34 +193,35 @@ impl Device for Bond {
                 Ok(n)
             }
             Mode::BalanceXor => {
-                // Each frame to its flow's slave; what a slave has no room for goes back into `q` in its
-                // order, for the next call (a full slave holds back its own flows, not the others').
+                // Each frame to its flow's slave (in that slave's queue, kept from call to call); what a
+                // slave has no room for goes back into `q`, each flow's frames in their order: a full slave
+                // holds back its own flows, not the others'.
                 let total = q.len();
-                let mut per: Vec<VecDeque<(usize, PacketBuf)>> = (0..self.slaves.len()).map(|_| VecDeque::new()).collect();
-                for (idx, p) in q.drain(..).enumerate() {
+                let mut per = std::mem::take(&mut self.xor_queues);
+                per.resize_with(self.slaves.len(), VecDeque::new);
+                for p in q.drain(..) {
                     match self.xor_slave(p.data()).and_then(|i| per.get_mut(i)) {
-                        Some(v) => v.push_back((idx, p)),
+                        Some(v) => v.push_back(p),
                         // No slave with link: dropped, as Linux's bond does, and counted.
                         None => self.tx_dropped += 1,
                     }
                 }
-                let mut left: Vec<(usize, PacketBuf)> = Vec::new();
-                for (s, v) in self.slaves.iter_mut().zip(per) {
-                    let (idxs, mut frames): (Vec<usize>, VecDeque<PacketBuf>) = v.into_iter().unzip();
-                    let before = frames.len();
-                    while !frames.is_empty() {
-                        let k = s.dev.transmit(&mut frames)?;
-                        s.stats.tx_frames += k as u64;
-                        if k == 0 {
-                            break;
+                let mut failed = None;
+                for (s, v) in self.slaves.iter_mut().zip(per.iter_mut()) {
+                    while !v.is_empty() && failed.is_none() {
+                        match s.dev.transmit(v) {
+                            Ok(0) => break,
+                            Ok(k) => s.stats.tx_frames += k as u64,
+                            Err(e) => failed = Some(e),
                         }
                     }
-                    let sent = before - frames.len();
-                    left.extend(idxs.into_iter().skip(sent).zip(frames));
+                    q.extend(v.drain(..));
                 }
-                left.sort_by_key(|e| e.0);
-                q.extend(left.into_iter().map(|e| e.1));
-                Ok(total - q.len())
+                self.xor_queues = per;
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(total - q.len()),
+                }
             }
         }
     }

@@ -502,10 +502,21 @@ mod test {
         assert_eq!(woken.borrow().len(), 3);
     }
 
-    /// A parent with room for three frames per call, keeping what it took.
-    struct Narrow(Rc<RefCell<Vec<PacketBuf>>>);
+    /// A parent that inserts tags, takes at most `room` frames per call and keeps them, and wants its
+    /// addresses announced (as a bond that failed over) as many times as `announce` says, once each.
+    struct Recorder {
+        room: usize,
+        took: Rc<RefCell<Vec<PacketBuf>>>,
+        announce: Rc<std::cell::Cell<u32>>,
+    }
 
-    impl Device for Narrow {
+    impl Recorder {
+        fn new(room: usize) -> Recorder {
+            Recorder { room, took: Rc::default(), announce: Rc::default() }
+        }
+    }
+
+    impl Device for Recorder {
         fn mac(&self) -> Mac {
             [2, 0, 0, 0, 0, 1]
         }
@@ -513,8 +524,8 @@ mod test {
             crate::dev::Features { vlan: true, ..Default::default() }
         }
         fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
-            let n = q.len().min(3);
-            self.0.borrow_mut().extend(q.drain(..n));
+            let n = q.len().min(self.room);
+            self.took.borrow_mut().extend(q.drain(..n));
             Ok(n)
         }
         fn poll(&mut self, _budget: usize, _out: &mut Vec<PacketBuf>) -> io::Result<usize> {
@@ -524,7 +535,12 @@ mod test {
             Ok(())
         }
         fn name(&self) -> String {
-            "narrow".into()
+            "recorder".into()
+        }
+        fn announce_wanted(&mut self) -> bool {
+            let n = self.announce.get();
+            self.announce.set(n.saturating_sub(1));
+            n > 0
         }
     }
 
@@ -533,8 +549,9 @@ mod test {
     /// its own way: one in descriptors, one in the frame, over one mux.
     #[test]
     fn frames_the_parent_has_no_room_for_stay_with_the_caller() {
-        let took: Rc<RefCell<Vec<PacketBuf>>> = Rc::default();
-        let mux = VlanMux::new(Box::new(Narrow(took.clone())), Some(true)).unwrap();
+        let parent = Recorder::new(3);
+        let took = parent.took.clone();
+        let mux = VlanMux::new(Box::new(parent), Some(true)).unwrap();
         let mut meta = VlanMux::vlan(&mux, 100).unwrap();
         let mut inframe = VlanMux::vlan(&mux, 200).unwrap().offload(Some(false)).unwrap();
         for (dev, vid) in [(&mut meta, 100u16), (&mut inframe, 200)] {
@@ -561,42 +578,13 @@ mod test {
         assert!(per.iter().filter(|e| e.0.is_some()).all(|e| e.1.tx_frames == 5), "{per:?}");
     }
 
-    /// A parent that wants its addresses announced (a bond that failed over) `pending` times, once each,
-    /// keeping what it was given to send.
-    struct Failing(Rc<std::cell::Cell<u32>>, Rc<RefCell<Vec<Vec<u8>>>>);
-
-    impl Device for Failing {
-        fn mac(&self) -> Mac {
-            [2, 0, 0, 0, 0, 1]
-        }
-        fn transmit(&mut self, q: &mut VecDeque<PacketBuf>) -> io::Result<usize> {
-            let n = q.len();
-            self.1.borrow_mut().extend(q.drain(..).map(|p| p.to_vec()));
-            Ok(n)
-        }
-        fn poll(&mut self, _budget: usize, _out: &mut Vec<PacketBuf>) -> io::Result<usize> {
-            Ok(0)
-        }
-        fn wait(&mut self, _timeout: Duration) -> io::Result<()> {
-            Ok(())
-        }
-        fn name(&self) -> String {
-            "bond0".into()
-        }
-        fn announce_wanted(&mut self) -> bool {
-            let n = self.0.get();
-            self.0.set(n.saturating_sub(1));
-            n > 0
-        }
-    }
-
     /// A failover under VLANs is announced on every VLAN once (it was lost: no VLAN passed it on), however
     /// the VLANs' polls interleave; a stack on a VLAN sends its gratuitous ARP tagged with that VLAN.
     #[test]
     fn every_vlan_passes_on_the_parents_announcement_once() {
-        let pending = Rc::new(std::cell::Cell::new(0));
-        let sent: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
-        let mux = VlanMux::new(Box::new(Failing(pending.clone(), sent.clone())), Some(false)).unwrap();
+        let parent = Recorder::new(usize::MAX);
+        let (sent, pending) = (parent.took.clone(), parent.announce.clone());
+        let mux = VlanMux::new(Box::new(parent), Some(false)).unwrap();
         let (mut v100, mut v200, mut plain) =
             (VlanMux::vlan(&mux, 100).unwrap(), VlanMux::vlan(&mux, 200).unwrap(), VlanMux::untagged(&mux));
         assert!(!v100.announce_wanted() && !v200.announce_wanted() && !plain.announce_wanted());
@@ -614,7 +602,10 @@ mod test {
         let mut st = crate::Stack::new(Box::new(VlanMux::vlan(&mux, 300).unwrap()), crate::Config::new([10, 3, 0, 2], 24));
         let mut now = crate::time::Instant::from_millis(1);
         st.poll(now);
-        let garp = |f: &Vec<u8>| f.len() >= 46 && f[12..18] == [0x81, 0x00, 0x01, 0x2C, 0x08, 0x06] && f[32..36] == [10, 3, 0, 2];
+        let garp = |p: &PacketBuf| {
+            let f = p.data();
+            f.len() >= 46 && f[12..18] == [0x81, 0x00, 0x01, 0x2C, 0x08, 0x06] && f[32..36] == [10, 3, 0, 2]
+        };
         let first = sent.borrow().iter().filter(|f| garp(f)).count();
         assert!(first >= 1, "announced at start");
         now = now + Duration::from_millis(10);
